@@ -1,0 +1,1 @@
+"""The async implementation: the single source the sync code is generated from."""

@@ -1,0 +1,179 @@
+# Generated from kvstore/_async/base.py by tools/unasync.py: do not edit; edit the async source.
+"""The store interfaces: the contract documented once, implemented by every backend."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+from typing import Any, ClassVar, Generic, Self, TypeVar
+
+from kvstore._items import MsetItems
+from kvstore._ttl import TTL
+from kvstore._typed import TypeCodec
+
+__all__ = ["Cache", "Database", "Store", "TypedStore"]
+
+T = TypeVar("T")
+
+
+class Store(ABC):
+    """Operations both tiers share. See DESIGN.md §1-§4 for the full contract.
+
+    Keys are non-empty ``str`` (at most 1024 UTF-8 bytes, no NUL, no lone
+    surrogate) or `InvalidKeyError` is raised before any I/O. Values are JSON
+    documents; what cannot be encoded raises `SerializationError`. A key holds a
+    value or a list, never both. Every method raises `BackendUnavailableError`
+    when the backend cannot be reached in time, and `ClosedError` after close.
+    """
+
+    #: Short backend name used in errors and health (``"memory"``, ``"redis"``...).
+    backend: ClassVar[str]
+    #: Whether what is written survives a restart of the process.
+    durable: ClassVar[bool] = True
+    key_prefix: str
+
+    @abstractmethod
+    def get(self, key: str) -> Any:
+        """The value of ``key``, or ``None`` when absent or expired."""
+
+    @abstractmethod
+    def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
+        """Create or replace ``key``; ``ttl`` in seconds (or a timedelta), ``None`` for never.
+
+        With ``only_if_absent`` nothing is written when the key exists. Returns
+        whether the value was written.
+        """
+
+    @abstractmethod
+    def delete(self, key: str) -> bool:
+        """Remove ``key`` (value or list); ``True`` when something was removed."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` holds a value or list that has not expired."""
+
+    @abstractmethod
+    def mget(self, keys: Iterable[str]) -> list[Any]:
+        """One result per key, in order, ``None`` for missing; one round trip."""
+
+    @abstractmethod
+    def mset(self, items: MsetItems) -> None:
+        """Write a mapping or ``(key, value[, ttl])`` tuples; one round trip, atomic where possible."""
+
+    @abstractmethod
+    def iter_keys(self, pattern: str = "*") -> Iterator[str]:
+        """Stream the keys matching the Redis glob ``pattern`` (without the prefix)."""
+
+    def keys(self, pattern: str = "*") -> list[str]:
+        """The keys matching the Redis glob ``pattern``, without the store's prefix."""
+        return [key for key in self.iter_keys(pattern)]
+
+    @abstractmethod
+    def clear(self) -> None:
+        """Remove every key of this store's prefix, and nothing else."""
+
+    @abstractmethod
+    def ttl(self, key: str) -> float | None:
+        """Seconds until ``key`` expires; ``None`` when it has no TTL or does not exist."""
+
+    @abstractmethod
+    def expire(self, key: str, ttl: TTL | None) -> bool:
+        """Set the TTL of an existing key (``None`` removes it); ``False`` when absent."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """One round trip to the backend; raises `BackendUnavailableError` when it fails."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release what the store owns. Idempotent; later calls raise `ClosedError`."""
+
+    def typed(self, type_: type[T] | Any) -> TypedStore[T]:
+        """A view that validates values as ``type_`` on write and parses them on read."""
+        return TypedStore(self, type_)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Cache(Store):
+    """The cache tier: ephemeral values with TTL."""
+
+
+class Database(Store):
+    """The database tier: persistent values plus append-only lists."""
+
+    @abstractmethod
+    def append(self, key: str, value: Any) -> int:
+        """Push ``value`` to the tail of the list at ``key``; return the new length."""
+
+    @abstractmethod
+    def extend(self, key: str, values: Iterable[Any]) -> int:
+        """Push every value to the tail in order, atomically; return the new length."""
+
+    @abstractmethod
+    def get_range(self, key: str, start: int, end: int) -> list[Any]:
+        """Redis ``LRANGE``: ``end`` inclusive, negatives from the tail, clamped, ``[]`` when empty."""
+
+    @abstractmethod
+    def get_length(self, key: str) -> int:
+        """Length of the list at ``key``; ``0`` when missing."""
+
+
+class TypedStore(Generic[T]):
+    """A typed view of a store (see `Store.typed`)."""
+
+    def __init__(self, store: Store, type_: Any) -> None:
+        self.store = store
+        self._codec: TypeCodec[T] = TypeCodec(type_)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._codec.type!r} of {self.store!r}>"
+
+    def get(self, key: str) -> T | None:
+        """The parsed value of ``key``, or ``None``."""
+        return self._codec.load(key, self.store.get(key))
+
+    def set(self, key: str, value: T, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
+        """Validate and store ``value``."""
+        data = self._codec.dump(key, value)
+        return self.store.set(key, data, ttl, only_if_absent=only_if_absent)
+
+    def mget(self, keys: Iterable[str]) -> list[T | None]:
+        """Parsed values of ``keys``, ``None`` for missing."""
+        keys = list(keys)
+        raws = self.store.mget(keys)
+        return [self._codec.load(k, raw) for k, raw in zip(keys, raws, strict=True)]
+
+    def mset(self, items: Iterable[tuple[str, T]] | dict[str, T]) -> None:
+        """Validate every value, then store them together."""
+        pairs = items.items() if isinstance(items, dict) else items
+        self.store.mset([(k, self._codec.dump(k, v)) for k, v in pairs])
+
+    def append(self, key: str, value: T) -> int:
+        """Validate ``value`` and append it to the list at ``key`` (database tier)."""
+        return self._database.append(key, self._codec.dump(key, value))
+
+    def extend(self, key: str, values: Iterable[T]) -> int:
+        """Validate every value and append them in order (database tier)."""
+        return self._database.extend(key, [self._codec.dump(key, v) for v in values])
+
+    def get_range(self, key: str, start: int, end: int) -> list[T]:
+        """Parsed items of the list at ``key`` (database tier)."""
+        raws = self._database.get_range(key, start, end)
+        return [self._codec.load(key, raw) for raw in raws]  # type: ignore[misc]  # items are never None
+
+    @property
+    def _database(self) -> Database:
+        if not isinstance(self.store, Database):
+            raise TypeError(f"{type(self.store).__name__} has no lists; use the database tier")
+        return self.store

@@ -1,0 +1,155 @@
+"""Generate the sync code from the async source: kvstore/_async -> kvstore/_sync, tests too.
+
+Usage: python tools/unasync.py [--check]
+
+The async code is the single source. This converter rewrites tokens
+(``async def`` -> ``def``, ``await x`` -> ``x``, ``AsyncFoo`` -> ``Foo``,
+``aclose`` -> ``close``, ``_async`` -> ``_sync``...) and resolves blocks written as
+
+    if True:  # ASYNC
+        <async-only code>
+    else:
+        <sync-only code>
+
+to their ``else`` branch. The output is fixed and formatted with ruff, so it
+passes the same lint as the source. ``--check`` writes nothing and exits 1 when a
+generated file is stale, missing or left over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PAIRS = [
+    (ROOT / "kvstore" / "_async", ROOT / "kvstore" / "_sync"),
+    (ROOT / "tests" / "_async", ROOT / "tests" / "_sync"),
+]
+HEADER = "# Generated from {source} by tools/unasync.py: do not edit; edit the async source.\n"
+
+# Order matters: longer and more specific patterns first.
+SUBSTITUTIONS: list[tuple[str, str]] = [
+    (r"\basync def\b", "def"),
+    (r"\basync with\b", "with"),
+    (r"\basync for\b", "for"),
+    (r"\bawait\s+", ""),
+    (r"\b__aenter__\b", "__enter__"),
+    (r"\b__aexit__\b", "__exit__"),
+    (r"\b__aiter__\b", "__iter__"),
+    (r"\b__anext__\b", "__next__"),
+    (r"\baclose\b", "close"),
+    (r"\banext\(", "next("),
+    (r"\baiter\(", "iter("),
+    (r"\bStopAsyncIteration\b", "StopIteration"),
+    (r"\bAsyncIterator\b", "Iterator"),
+    (r"\bAsyncIterable\b", "Iterable"),
+    (r"\bAsyncGenerator\b", "Generator"),
+    (r"\bAsyncRetrying\b", "Retrying"),
+    (r"\bAsync([A-Z]\w*)", r"\1"),
+    (r"\basyncio\.sleep\b", "time.sleep"),
+    (r"\bredis\.asyncio\b", "redis"),
+    (r"\bpytest_asyncio\.fixture\b", "pytest.fixture"),
+    (r"\b_async\b", "_sync"),
+    (r"\basync_(\w+)", r"sync_\1"),
+]
+_COMPILED = [(re.compile(p), r) for p, r in SUBSTITUTIONS]
+_ASYNC_BLOCK = re.compile(r"^(?P<indent>[ \t]*)if True:\s+# ASYNC\s*$")
+
+
+def _block_end(lines: list[str], start: int, indent: str) -> int:
+    """Index of the first line after ``start`` that is not inside the block."""
+    i = start
+    while i < len(lines):
+        line = lines[i]
+        if line.strip() and not (line.startswith(indent) and len(line) - len(line.lstrip()) > len(indent)):
+            break
+        i += 1
+    return i
+
+
+def _resolve_blocks(text: str) -> str:
+    lines = text.splitlines(keepends=True)
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        match = _ASYNC_BLOCK.match(lines[i])
+        if not match:
+            out.append(lines[i])
+            i += 1
+            continue
+        indent = match["indent"]
+        end = _block_end(lines, i + 1, indent)
+        if end < len(lines) and re.match(rf"^{re.escape(indent)}else:\s*(#.*)?$", lines[end]):
+            else_end = _block_end(lines, end + 1, indent)
+            body = lines[end + 1 : else_end]
+            depth = min(len(ln) - len(ln.lstrip()) for ln in body if ln.strip()) - len(indent)
+            out.extend(ln[depth:] if ln.strip() else ln for ln in body)
+            i = else_end
+        else:
+            i = end
+    return "".join(out)
+
+
+def convert(text: str, source: str) -> str:
+    """The sync twin of one async source file, before formatting."""
+    text = _resolve_blocks(text)
+    for pattern, replacement in _COMPILED:
+        text = pattern.sub(replacement, text)
+    return HEADER.format(source=source) + text
+
+
+def _ruff(args: list[str], text: str, filename: Path) -> str:
+    exe = Path(sys.executable).with_name("ruff")
+    cmd = [str(exe) if exe.exists() else "ruff", *args, "--stdin-filename", str(filename), "-"]
+    result = subprocess.run(cmd, input=text, capture_output=True, text=True, cwd=ROOT, check=False)
+    if result.returncode not in (0, 1) or not result.stdout:
+        raise SystemExit(f"ruff failed on {filename}: {result.stderr}")
+    return result.stdout
+
+
+def generate() -> dict[Path, str]:
+    """Every generated file's path and expected content."""
+    outputs: dict[Path, str] = {}
+    for src_dir, dst_dir in PAIRS:
+        for src in sorted(src_dir.rglob("*.py")):
+            dst = dst_dir / src.relative_to(src_dir)
+            text = convert(src.read_text(encoding="utf-8"), src.relative_to(ROOT).as_posix())
+            text = _ruff(["check", "--fix", "--quiet", "--select", "F401,I,UP"], text, dst)
+            outputs[dst] = _ruff(["format", "--quiet"], text, dst)
+    return outputs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="fail if generated files are stale; write nothing")
+    args = parser.parse_args()
+    outputs = generate()
+    existing = {p for _, dst in PAIRS if dst.exists() for p in dst.rglob("*.py")}
+    stale = sorted(p for p, text in outputs.items() if not p.exists() or p.read_text(encoding="utf-8") != text)
+    extra = sorted(existing - outputs.keys())
+    if args.check:
+        for path in stale:
+            print(f"stale: {path.relative_to(ROOT)}")
+        for path in extra:
+            print(f"not generated from any source: {path.relative_to(ROOT)}")
+        if stale or extra:
+            print("generated sync code is out of date: run python tools/unasync.py")
+            return 1
+        print(f"generated sync code is up to date ({len(outputs)} files)")
+        return 0
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(outputs[path], encoding="utf-8")
+        print(f"wrote {path.relative_to(ROOT)}")
+    for path in extra:
+        path.unlink()
+        print(f"removed {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
