@@ -1,0 +1,87 @@
+"""Fair, same-run measurement helpers: alternating rounds, medians, ratios to a floor."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+__all__ = ["Case", "Result", "print_table", "run_cases"]
+
+
+@dataclass
+class Case:
+    """One thing to time: ``op(i)`` called ``n`` times per round (sync or async)."""
+
+    name: str
+    op: Callable[[int], object] | Callable[[int], Awaitable[object]]
+    is_async: bool = False
+    setup: Callable[[], object] | None = None
+
+
+@dataclass
+class Result:
+    name: str
+    ops_per_s: float
+    rounds: list[float]
+
+
+def _round_sync(op: Callable[[int], object], n: int, offset: int) -> float:
+    start = time.perf_counter()
+    for i in range(offset, offset + n):
+        op(i)
+    return time.perf_counter() - start
+
+
+async def _round_async(op: Callable[[int], Awaitable[object]], n: int, offset: int) -> float:
+    start = time.perf_counter()
+    for i in range(offset, offset + n):
+        await op(i)
+    return time.perf_counter() - start
+
+
+def run_cases(
+    cases: list[Case], *, n: int, rounds: int = 7, warmup: int | None = None, loop: asyncio.AbstractEventLoop | None = None
+) -> dict[str, Result]:
+    """Time every case in alternating rounds (a, b, c, a, b, c, ...); report medians.
+
+    ``op`` gets a running index so every write can change the stored bytes.
+    """
+    loop = loop or asyncio.new_event_loop()
+    timings: dict[str, list[float]] = {c.name: [] for c in cases}
+    offset = 0
+    warm = warmup if warmup is not None else max(1, n // 5)
+    for case in cases:  # warm up caches, JITs of the drivers, prepared statements
+        if case.setup:
+            case.setup()
+        if case.is_async:
+            loop.run_until_complete(_round_async(case.op, warm, offset))  # type: ignore[arg-type]
+        else:
+            _round_sync(case.op, warm, offset)
+        offset += warm
+    gc.collect()
+    for _ in range(rounds):
+        for case in cases:
+            if case.is_async:
+                elapsed = loop.run_until_complete(_round_async(case.op, n, offset))  # type: ignore[arg-type]
+            else:
+                elapsed = _round_sync(case.op, n, offset)
+            offset += n
+            timings[case.name].append(n / elapsed)
+    return {name: Result(name, statistics.median(v), v) for name, v in timings.items()}
+
+
+def print_table(title: str, results: dict[str, Result], floor: str, targets: dict[str, float] | None = None) -> None:
+    """Print ops/s per case and its ratio to ``floor`` (higher is better)."""
+    base = results[floor].ops_per_s
+    print(f"\n## {title}  (ratio = ops/s ÷ {floor}, median of rounds, same run)")
+    print(f"{'case':<44} {'ops/s':>12} {'ratio':>7}  target")
+    for name, res in results.items():
+        target = (targets or {}).get(name)
+        mark = ""
+        if target is not None:
+            mark = f">= {target:.2f} {'OK' if res.ops_per_s / base >= target else 'MISS'}"
+        print(f"{name:<44} {res.ops_per_s:>12,.0f} {res.ops_per_s / base:>7.2f}  {mark}")

@@ -1,0 +1,563 @@
+# Generated from tests/_async/test_contract.py by tools/unasync.py: do not edit; edit the async source.
+"""The contract suite (DESIGN.md §1-§4): every backend, both tiers, the same tests."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pydantic
+import pytest
+
+from kvstore import (
+    InvalidKeyError,
+    KVStoreError,
+    SerializationError,
+    ValueTooLargeError,
+    WrongTypeError,
+)
+from kvstore.errors import ClosedError
+from tests._sync.backends import Harness
+
+SPECIAL_KEYS = [
+    "*",
+    "?",
+    "[",
+    "]",
+    "\\",
+    "%",
+    "_",
+    "'",
+    '"',
+    ":",
+    "a b",
+    "[a-z]*",
+    "50%_off\\",
+    "emoji 🎉",
+    "ключ",
+    "a" * 1024,
+    "é" * 512,
+]
+
+JSON_VALUES: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**63 - 1,
+    -(2**63),
+    1.5,
+    -0.25,
+    "",
+    "text with ünïcode and 🎉",
+    [],
+    {},
+    [1, "two", None, [3.0]],
+    {"nested": {"list": [1, 2, {"deep": True}]}, "empty": ""},
+]
+
+
+# --- values -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", JSON_VALUES, ids=repr)
+def test_set_then_get_round_trips_json_values(kv: Harness, value: Any) -> None:
+    """Every JSON document reads back equal to what was written."""
+    kv.store.set("k", value)
+    assert kv.store.get("k") == value
+
+
+def test_get_missing_is_none(kv: Harness) -> None:
+    """A key never written reads as None."""
+    assert kv.store.get("missing") is None
+
+
+def test_set_replaces(kv: Harness) -> None:
+    """A second set replaces the value."""
+    kv.store.set("k", 1)
+    kv.store.set("k", {"two": 2})
+    assert kv.store.get("k") == {"two": 2}
+
+
+def test_stored_value_is_a_copy(kv: Harness) -> None:
+    """Mutating an object after set does not change what is stored, nor does mutating what get returned."""
+    value = {"a": [1, 2]}
+    kv.store.set("k", value)
+    value["a"].append(3)
+    got = kv.store.get("k")
+    assert got == {"a": [1, 2]}
+    got["a"].append(4)
+    assert kv.store.get("k") == {"a": [1, 2]}
+
+
+def test_delete_reports_whether_something_was_removed(kv: Harness) -> None:
+    """delete is True once for an existing key, then False."""
+    kv.store.set("k", 1)
+    assert kv.store.delete("k") is True
+    assert kv.store.delete("k") is False
+    assert kv.store.get("k") is None
+
+
+def test_exists(kv: Harness) -> None:
+    """exists follows set and delete; a stored null still exists."""
+    assert kv.store.exists("k") is False
+    kv.store.set("k", None)
+    assert kv.store.exists("k") is True
+    kv.store.delete("k")
+    assert kv.store.exists("k") is False
+
+
+def test_only_if_absent(kv: Harness) -> None:
+    """set(only_if_absent=True) writes once and then leaves the value alone."""
+    assert kv.store.set("k", 1, only_if_absent=True) is True
+    assert kv.store.set("k", 2, only_if_absent=True) is False
+    assert kv.store.get("k") == 1
+    assert kv.store.set("k", 3) is True
+    assert kv.store.get("k") == 3
+
+
+def test_native_orjson_types_are_stored_as_json(kv: Harness) -> None:
+    """datetime, UUID and dataclasses are stored as their JSON forms."""
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+        y: int
+
+    uid = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    kv.store.set("k", {"when": when, "id": uid, "point": Point(1, 2)})
+    assert kv.store.get("k") == {
+        "when": "2026-01-02T03:04:05+00:00",
+        "id": "12345678-1234-5678-1234-567812345678",
+        "point": {"x": 1, "y": 2},
+    }
+
+
+def test_pydantic_models_are_stored_as_model_dump(kv: Harness) -> None:
+    """A pydantic model is stored as model_dump(mode='json')."""
+
+    class Message(pydantic.BaseModel):
+        role: str
+        at: datetime
+
+    kv.store.set("k", Message(role="user", at=datetime(2026, 1, 1, tzinfo=UTC)))
+    assert kv.store.get("k") == {"role": "user", "at": "2026-01-01T00:00:00Z"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [object(), {1, 2}, b"bytes", float("nan"), float("inf"), {"x": [float("-inf")]}, 2**64, {1: "int key"}],
+    ids=["object", "set", "bytes", "nan", "inf", "nested-inf", "int>64bit", "int-dict-key"],
+)
+def test_unencodable_values_raise_and_store_nothing(kv: Harness, value: Any) -> None:
+    """What is not a JSON document raises SerializationError naming the key; nothing is written."""
+    kv.store.set("k", "before")
+    with pytest.raises(SerializationError, match="'k'") as info:
+        kv.store.set("k", value)
+    assert info.value.key == "k"
+    assert isinstance(info.value, ValueError)
+    assert kv.store.get("k") == "before"
+
+
+def test_value_too_large(kv: Harness) -> None:
+    """A value over max_value_bytes raises ValueTooLargeError and nothing is stored."""
+    small = kv.sibling(max_value_bytes=100)
+    small.set("k", "x" * 90)
+    with pytest.raises(ValueTooLargeError):
+        small.set("k", "x" * 200)
+    assert small.get("k") == "x" * 90
+
+
+# --- keys -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["", "a" * 1025, "é" * 513, "nul\x00byte", "lone \ud800 surrogate", b"bytes", 42, None],
+    ids=["empty", "1025-bytes", "1026-utf8-bytes", "nul", "surrogate", "bytes", "int", "none"],
+)
+def test_invalid_keys_raise_before_io(kv: Harness, key: Any) -> None:
+    """Every operation rejects an invalid key with InvalidKeyError (a ValueError)."""
+    calls = [
+        lambda: kv.store.get(key),
+        lambda: kv.store.set(key, 1),
+        lambda: kv.store.delete(key),
+        lambda: kv.store.exists(key),
+        lambda: kv.store.mget(["ok", key]),
+        lambda: kv.store.mset([(key, 1)]),
+        lambda: kv.store.ttl(key),
+        lambda: kv.store.expire(key, 10),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidKeyError):
+            call()
+    assert issubclass(InvalidKeyError, ValueError)
+
+
+@pytest.mark.parametrize("key", SPECIAL_KEYS, ids=lambda k: repr(k[:20]))
+def test_special_characters_are_ordinary(kv: Harness, key: str) -> None:
+    """Glob, LIKE and quote characters, spaces and emoji are ordinary characters in a key."""
+    kv.store.set(key, key)
+    assert kv.store.get(key) == key
+    assert kv.store.keys("*") == [key]
+    assert kv.store.exists(key)
+
+
+# --- mget / mset ------------------------------------------------------------------------
+
+
+def test_mget_in_order_with_none_for_missing(kv: Harness) -> None:
+    """mget returns one result per key, in order, None for missing, duplicates allowed."""
+    kv.store.set("a", 1)
+    kv.store.set("c", 3)
+    assert kv.store.mget(["c", "b", "a", "c"]) == [3, None, 1, 3]
+    assert kv.store.mget([]) == []
+
+
+def test_mset_mapping_and_tuples(kv: Harness) -> None:
+    """mset takes a mapping or (key, value[, ttl]) tuples."""
+    kv.store.mset({"a": 1, "b": [2]})
+    kv.store.mset([("c", {"three": 3}), ("d", 4, 60), ("e", 5, timedelta(minutes=1))])
+    assert kv.store.mget(["a", "b", "c", "d", "e"]) == [1, [2], {"three": 3}, 4, 5]
+    kv.store.mset({})
+
+
+def test_mset_writes_nothing_when_one_item_is_bad(kv: Harness) -> None:
+    """An invalid key, value or TTL anywhere in mset raises before anything is written."""
+    with pytest.raises(InvalidKeyError):
+        kv.store.mset([("a", 1), ("", 2)])
+    with pytest.raises(SerializationError):
+        kv.store.mset([("a", 1), ("b", object())])
+    with pytest.raises(ValueError, match="ttl"):
+        kv.store.mset([("a", 1), ("b", 2, -1)])
+    assert kv.store.keys() == []
+
+
+def test_mset_last_duplicate_wins(kv: Harness) -> None:
+    """A key given twice in mset ends with its last value."""
+    kv.store.mset([("a", 1), ("a", 2)])
+    assert kv.store.get("a") == 2
+
+
+# --- keys() and clear() -----------------------------------------------------------------
+
+
+def test_keys_patterns(kv: Harness) -> None:
+    """keys() follows Redis glob grammar and returns keys without the prefix."""
+    for key in ["user:1", "user:2", "user:10", "users", "admin:1", "u*er", "u?er"]:
+        kv.store.set(key, 1)
+    assert sorted(kv.store.keys()) == sorted(["user:1", "user:2", "user:10", "users", "admin:1", "u*er", "u?er"])
+    assert sorted(kv.store.keys("user:*")) == ["user:1", "user:10", "user:2"]
+    assert sorted(kv.store.keys("user:?")) == ["user:1", "user:2"]
+    assert sorted(kv.store.keys("user:[12]")) == ["user:1", "user:2"]
+    assert sorted(kv.store.keys("user:[^1]")) == ["user:2"]
+    assert sorted(kv.store.keys("[a-b]*")) == ["admin:1"]
+    assert kv.store.keys("u\\*er") == ["u*er"]
+    assert kv.store.keys("u\\?er") == ["u?er"]
+    assert kv.store.keys("nothing*") == []
+
+
+def test_keys_match_characters_not_bytes(kv: Harness) -> None:
+    """'k?' matches a key whose second character is multi-byte in UTF-8."""
+    kv.store.set("kж", 1)
+    kv.store.set("k🎉", 2)
+    assert sorted(kv.store.keys("k?")) == ["kж", "k🎉"]
+    assert kv.store.keys("k[а-я]") == ["kж"]
+
+
+def test_iter_keys_streams_the_same_keys(kv: Harness) -> None:
+    """iter_keys yields exactly what keys() returns."""
+    kv.store.mset({f"k{i}": i for i in range(50)})
+    streamed = [key for key in kv.store.iter_keys("k1*")]
+    assert sorted(streamed) == sorted(kv.store.keys("k1*"))
+    assert len(streamed) == 11
+
+
+def test_clear_removes_everything_of_the_store(kv: Harness) -> None:
+    """clear() leaves the store empty."""
+    kv.store.mset({"a": 1, "b": 2})
+    kv.store.clear()
+    assert kv.store.keys() == []
+    assert kv.store.get("a") is None
+
+
+@pytest.mark.parametrize(("mine", "theirs"), [("a:", "a*:"), ("p%", "p_"), ("x[1]", "x1"), ("", "other:")])
+def test_prefixes_isolate_stores(kv: Harness, mine: str, theirs: str) -> None:
+    """Stores with different prefixes never see, list, expire or clear each other's keys."""
+    a = kv.sibling(key_prefix=mine)
+    b = kv.sibling(key_prefix=theirs)
+    a.clear()
+    b.clear()
+    a.set("k", "a")
+    b.set("k", "b")
+    b.set("k2", "b")
+    assert a.get("k") == "a"
+    assert b.get("k") == "b"
+    assert sorted(b.keys("*")) == ["k", "k2"]
+    assert a.keys("*") == ["k"]
+    assert a.exists("k2") is False
+    a.clear()
+    assert b.mget(["k", "k2"]) == ["b", "b"]
+    assert a.keys() == []
+
+
+# --- TTL --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ttl", [0, -1, float("nan"), float("inf"), timedelta(0), timedelta(seconds=-1)])
+def test_ttl_must_be_positive(kv: Harness, ttl: Any) -> None:
+    """A TTL that is not > 0 raises ValueError and nothing is stored."""
+    with pytest.raises(ValueError, match="ttl"):
+        kv.store.set("k", 1, ttl=ttl)
+    assert kv.store.exists("k") is False
+
+
+def test_ttl_of_wrong_type(kv: Harness) -> None:
+    """A TTL that is not a number or timedelta raises TypeError."""
+    with pytest.raises(TypeError):
+        kv.store.set("k", 1, ttl="60")
+
+
+def test_expired_keys_are_invisible_at_once(kv: Harness) -> None:
+    """After its TTL a key is gone from get, mget, exists and keys, before any sweep."""
+    kv.store.set("short", 1, ttl=0.2)
+    kv.store.set("fraction", 1, ttl=timedelta(milliseconds=250))
+    kv.store.set("long", 2, ttl=3600)
+    kv.store.set("forever", 3)
+    assert kv.store.mget(["short", "long", "forever"]) == [1, 2, 3]
+    kv.advance(0.4)
+    assert kv.store.get("short") is None
+    assert kv.store.get("fraction") is None
+    assert kv.store.mget(["short", "long", "forever"]) == [None, 2, 3]
+    assert kv.store.exists("short") is False
+    assert sorted(kv.store.keys()) == ["forever", "long"]
+    assert kv.store.delete("short") is False
+
+
+def test_ttl_reports_remaining_time(kv: Harness) -> None:
+    """ttl() gives seconds left, None without a TTL or for a missing key."""
+    kv.store.set("k", 1, ttl=100)
+    kv.store.set("forever", 1)
+    left = kv.store.ttl("k")
+    assert left is not None
+    assert 98 < left <= 100
+    assert kv.store.ttl("forever") is None
+    assert kv.store.ttl("missing") is None
+
+
+def test_set_without_ttl_clears_the_old_ttl(kv: Harness) -> None:
+    """Replacing a value without ttl makes it permanent, as Redis SET does."""
+    kv.store.set("k", 1, ttl=0.2)
+    kv.store.set("k", 2)
+    kv.advance(0.4)
+    assert kv.store.get("k") == 2
+
+
+def test_expire(kv: Harness) -> None:
+    """expire sets or removes the TTL of an existing key; False for a missing one."""
+    kv.store.set("k", 1)
+    assert kv.store.expire("missing", 10) is False
+    assert kv.store.expire("k", 0.2) is True
+    assert kv.store.ttl("k") is not None
+    assert kv.store.expire("k", None) is True
+    assert kv.store.ttl("k") is None
+    assert kv.store.expire("k", 0.2) is True
+    kv.advance(0.4)
+    assert kv.store.exists("k") is False
+
+
+def test_mset_ttl_per_item(kv: Harness) -> None:
+    """Each mset tuple keeps its own TTL."""
+    kv.store.mset([("short", 1, 0.2), ("long", 2, 3600), ("forever", 3)])
+    kv.advance(0.4)
+    assert kv.store.mget(["short", "long", "forever"]) == [None, 2, 3]
+
+
+# --- typed views ------------------------------------------------------------------------
+
+
+class Turn(pydantic.BaseModel):
+    role: str
+    at: datetime
+    tags: list[str] = []
+
+
+def test_typed_view_round_trips_models(kv: Harness) -> None:
+    """A typed view parses what it stored back into the model, datetime included."""
+    turns = kv.store.typed(Turn)
+    turn = Turn(role="user", at=datetime(2026, 3, 4, 5, 6, tzinfo=UTC), tags=["x"])
+    turns.set("t", turn)
+    assert turns.get("t") == turn
+    assert turns.get("missing") is None
+    turns.mset({"u": turn})
+    assert turns.mget(["t", "u", "missing"]) == [turn, turn, None]
+
+
+def test_typed_view_rejects_invalid_data(kv: Harness) -> None:
+    """Invalid data raises pydantic's ValidationError naming the key, on write and on read."""
+    turns = kv.store.typed(Turn)
+    with pytest.raises(pydantic.ValidationError, match="'bad'"):
+        turns.set("bad", {"role": 1})
+    assert kv.store.exists("bad") is False
+    kv.store.set("raw", {"role": "user"})
+    with pytest.raises(pydantic.ValidationError, match="'raw'"):
+        turns.get("raw")
+
+
+# --- lifecycle --------------------------------------------------------------------------
+
+
+def test_closed_store_raises(kv: Harness) -> None:
+    """After close every call raises ClosedError, and close is idempotent."""
+    other = kv.sibling()
+    other.set("k", 1)
+    other.close()
+    other.close()
+    with pytest.raises(ClosedError):
+        other.get("k")
+    kv._opened.remove(other)
+    assert issubclass(ClosedError, KVStoreError)
+
+
+def test_ping(kv: Harness) -> None:
+    """ping answers on a live store."""
+    kv.store.ping()
+
+
+def test_repr_is_informative(kv: Harness) -> None:
+    """repr names the class and the prefix."""
+    text = repr(kv.store)
+    assert type(kv.store).__name__ in text
+
+
+# --- lists (database tier) --------------------------------------------------------------
+
+
+def test_append_returns_new_length_and_keeps_order(db: Harness) -> None:
+    """append pushes to the tail and returns the new length."""
+    for i in range(5):
+        assert db.store.append("h", {"n": i}) == i + 1
+    assert db.store.get_range("h", 0, -1) == [{"n": i} for i in range(5)]
+    assert db.store.get_length("h") == 5
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (0, -1),
+        (0, 0),
+        (-1, -1),
+        (-3, -1),
+        (2, 4),
+        (-100, 100),
+        (5, 2),
+        (10, 20),
+        (-20, -1),
+        (0, -11),
+        (3, 3),
+        (-10, -1),
+    ],
+)
+def test_get_range_has_lrange_semantics(db: Harness, start: int, end: int) -> None:
+    """get_range matches Redis LRANGE: end inclusive, negatives from the tail, clamped."""
+    items = list(range(10))
+    for item in items:
+        db.store.append("h", item)
+    n = len(items)
+    lo = max(start + n, 0) if start < 0 else start
+    hi = end + n if end < 0 else min(end, n - 1)
+    expected = items[lo : hi + 1] if lo <= hi else []
+    assert db.store.get_range("h", start, end) == expected
+
+
+def test_empty_and_missing_lists(db: Harness) -> None:
+    """A missing list has length 0 and an empty range."""
+    assert db.store.get_length("nope") == 0
+    assert db.store.get_range("nope", 0, -1) == []
+
+
+def test_extend_appends_in_order(db: Harness) -> None:
+    """extend appends every value in order and returns the new length."""
+    db.store.append("h", 0)
+    assert db.store.extend("h", [1, 2, 3]) == 4
+    assert db.store.extend("h", []) == 4
+    assert db.store.get_range("h", 0, -1) == [0, 1, 2, 3]
+    with pytest.raises(SerializationError):
+        db.store.extend("h", [4, object()])
+    assert db.store.get_length("h") == 4
+
+
+def test_one_keyspace(db: Harness) -> None:
+    """A key holds a value or a list: get on a list and append on a value raise WrongTypeError."""
+    db.store.append("list", 1)
+    db.store.set("value", 1)
+    with pytest.raises(WrongTypeError):
+        db.store.get("list")
+    with pytest.raises(WrongTypeError):
+        db.store.append("value", 2)
+    with pytest.raises(WrongTypeError):
+        db.store.get_range("value", 0, -1)
+    with pytest.raises(WrongTypeError):
+        db.store.get_length("value")
+    assert issubclass(WrongTypeError, TypeError)
+    assert db.store.mget(["list", "value"]) == [None, 1]
+    assert db.store.exists("list") is True
+    assert sorted(db.store.keys()) == ["list", "value"]
+    assert db.store.delete("list") is True
+    assert db.store.exists("list") is False
+    assert db.store.append("list", 2) == 1
+
+
+def test_set_replaces_a_list(db: Harness) -> None:
+    """set on a list key replaces the list with a value, as Redis SET does."""
+    db.store.extend("k", [1, 2])
+    db.store.set("k", "value")
+    assert db.store.get("k") == "value"
+    assert db.store.delete("k") is True
+    assert db.store.append("k", 3) == 1
+    assert db.store.get_range("k", 0, -1) == [3]
+
+
+def test_clear_removes_lists(db: Harness) -> None:
+    """clear removes lists as well as values."""
+    db.store.extend("h", [1, 2])
+    db.store.set("v", 1)
+    db.store.clear()
+    assert db.store.get_length("h") == 0
+    assert db.store.keys() == []
+
+
+def test_list_items_are_validated(db: Harness) -> None:
+    """append checks keys and values like set does, writing nothing on error."""
+    with pytest.raises(InvalidKeyError):
+        db.store.append("", 1)
+    with pytest.raises(SerializationError):
+        db.store.append("h", float("nan"))
+    small = db.sibling(max_value_bytes=50)
+    with pytest.raises(ValueTooLargeError):
+        small.append("h", "x" * 100)
+    assert db.store.get_length("h") == 0
+
+
+def test_list_ttl(db: Harness) -> None:
+    """expire works on a list key: the whole list disappears after its TTL."""
+    db.store.extend("h", [1, 2, 3])
+    assert db.store.expire("h", 0.2) is True
+    assert db.store.ttl("h") is not None
+    db.advance(0.4)
+    assert db.store.get_length("h") == 0
+    assert db.store.exists("h") is False
+    assert db.store.append("h", 4) == 1
+
+
+def test_typed_lists(db: Harness) -> None:
+    """A typed view appends and reads list items as models."""
+    turns = db.store.typed(Turn)
+    turn = Turn(role="assistant", at=datetime(2026, 1, 1, tzinfo=UTC))
+    assert turns.append("h", turn) == 1
+    assert turns.extend("h", [turn, turn]) == 3
+    assert turns.get_range("h", -2, -1) == [turn, turn]
