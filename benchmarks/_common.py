@@ -44,7 +44,12 @@ async def _round_async(op: Callable[[int], Awaitable[object]], n: int, offset: i
 
 
 def run_cases(
-    cases: list[Case], *, n: int, rounds: int = 7, warmup: int | None = None, loop: asyncio.AbstractEventLoop | None = None
+    cases: list[Case],
+    *,
+    n: int,
+    rounds: int = 7,
+    warmup: int | None = None,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> dict[str, Result]:
     """Time every case in alternating rounds (a, b, c, a, b, c, ...); report medians.
 

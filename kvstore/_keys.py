@@ -35,7 +35,7 @@ def validate_key(key: object) -> str:
     lone surrogate. Every other character is ordinary.
     """
     if key.__class__ is str and key in _valid:
-        return key  # type: ignore[return-value]  # proven above: exact str
+        return key
     if not isinstance(key, str):
         raise InvalidKeyError(f"keys must be str, not {type(key).__name__}", key=None)
     if not key:
@@ -47,9 +47,7 @@ def validate_key(key: object) -> str:
     except UnicodeEncodeError:
         raise InvalidKeyError(f"key {key!r} contains a lone surrogate", key=key) from None
     if size > MAX_KEY_BYTES:
-        raise InvalidKeyError(
-            f"key is {size} UTF-8 bytes; the limit is {MAX_KEY_BYTES}", key=key[:64]
-        )
+        raise InvalidKeyError(f"key is {size} UTF-8 bytes; the limit is {MAX_KEY_BYTES}", key=key[:64])
     if len(_valid) >= _VALID_MEMO_SIZE:
         _valid.clear()
     _valid[str(key)] = None

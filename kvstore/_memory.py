@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import operator
 import threading
 import time
 from collections import OrderedDict
@@ -115,19 +116,19 @@ class MemoryKeyspace:
     def _value(self, key: str, entry: bytes | _List | None) -> Any:
         if entry is None:
             return None
-        if entry.__class__ is _List:
+        if isinstance(entry, _List):
             raise WrongTypeError(
                 f"key {key!r} holds a list; use get_range", key=key, backend=self._backend, operation="get"
             )
-        return decode(entry, key)  # type: ignore[arg-type]  # bytes: checked above
+        return decode(entry, key)
 
     def _list(self, key: str, operation: str) -> _List | None:
         entry = self._live(key)
-        if entry is not None and entry.__class__ is not _List:
-            raise WrongTypeError(
-                f"key {key!r} holds a value, not a list", key=key, backend=self._backend, operation=operation
-            )
-        return entry  # type: ignore[return-value]  # _List or None: checked above
+        if entry is None or isinstance(entry, _List):
+            return entry
+        raise WrongTypeError(
+            f"key {key!r} holds a value, not a list", key=key, backend=self._backend, operation=operation
+        )
 
     # --- values ---------------------------------------------------------------------
 
@@ -168,12 +169,10 @@ class MemoryKeyspace:
         with self._lock:
             entries = [self._live(k) for k in keys]
         # Like Redis MGET, a list key reads as missing rather than failing the batch.
-        return [None if e is None or e.__class__ is _List else decode(e, k) for k, e in zip(keys, entries, strict=True)]
+        return [None if e is None or isinstance(e, _List) else decode(e, k) for k, e in zip(keys, entries, strict=True)]
 
     def mset(self, items: MsetItems) -> None:
-        encoded = [
-            (key, encode(key, value, self._max_value_bytes), ms) for key, value, ms in normalize_items(items)
-        ]
+        encoded = [(key, encode(key, value, self._max_value_bytes), ms) for key, value, ms in normalize_items(items)]
         with self._lock:
             for key, data, ms in encoded:
                 self._store(key, data, ms)
@@ -267,8 +266,7 @@ class MemoryKeyspace:
 def lrange_bounds(length: int, start: int, end: int) -> tuple[int, int]:
     """Redis ``LRANGE`` index arithmetic: a half-open ``[lo, hi)`` slice of a list."""
     if start.__class__ is not int or end.__class__ is not int:
-        if not isinstance(start, int) or not isinstance(end, int) or isinstance(start, bool) or isinstance(end, bool):
-            raise TypeError("start and end must be int")
+        start, end = _index(start), _index(end)
     if start < 0:
         start = max(length + start, 0)
     if end < 0:
@@ -279,3 +277,8 @@ def lrange_bounds(length: int, start: int, end: int) -> tuple[int, int]:
         return 0, 0
     return start, end + 1
 
+
+def _index(value: object) -> int:
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"list indexes must be int, not {type(value).__name__}")
+    return operator.index(value)

@@ -99,6 +99,10 @@ def convert(text: str, source: str) -> str:
     text = _resolve_blocks(text)
     for pattern, replacement in _COMPILED:
         text = pattern.sub(replacement, text)
+    if re.search(r"\btime\.sleep\b", text) and not re.search(r"^import time$", text, re.MULTILINE):
+        text = text.replace(
+            "from __future__ import annotations\n", "from __future__ import annotations\n\nimport time\n", 1
+        )
     return HEADER.format(source=source) + text
 
 
@@ -118,7 +122,7 @@ def generate() -> dict[Path, str]:
         for src in sorted(src_dir.rglob("*.py")):
             dst = dst_dir / src.relative_to(src_dir)
             text = convert(src.read_text(encoding="utf-8"), src.relative_to(ROOT).as_posix())
-            text = _ruff(["check", "--fix", "--quiet", "--select", "F401,I,UP"], text, dst)
+            text = _ruff(["check", "--fix", "--unsafe-fixes", "--quiet", "--select", "F401,I,UP"], text, dst)
             outputs[dst] = _ruff(["format", "--quiet"], text, dst)
     return outputs
 

@@ -249,9 +249,7 @@ async def test_keys_patterns(kv: AsyncHarness) -> None:
     """keys() follows Redis glob grammar and returns keys without the prefix."""
     for key in ["user:1", "user:2", "user:10", "users", "admin:1", "u*er", "u?er"]:
         await kv.store.set(key, 1)
-    assert sorted(await kv.store.keys()) == sorted(
-        ["user:1", "user:2", "user:10", "users", "admin:1", "u*er", "u?er"]
-    )
+    assert sorted(await kv.store.keys()) == sorted(["user:1", "user:2", "user:10", "users", "admin:1", "u*er", "u?er"])
     assert sorted(await kv.store.keys("user:*")) == ["user:1", "user:10", "user:2"]
     assert sorted(await kv.store.keys("user:?")) == ["user:1", "user:2"]
     assert sorted(await kv.store.keys("user:[12]")) == ["user:1", "user:2"]
@@ -448,7 +446,20 @@ async def test_append_returns_new_length_and_keeps_order(db: AsyncHarness) -> No
 
 @pytest.mark.parametrize(
     ("start", "end"),
-    [(0, -1), (0, 0), (-1, -1), (-3, -1), (2, 4), (-100, 100), (5, 2), (10, 20), (-20, -1), (0, -11), (3, 3), (-10, -1)],
+    [
+        (0, -1),
+        (0, 0),
+        (-1, -1),
+        (-3, -1),
+        (2, 4),
+        (-100, 100),
+        (5, 2),
+        (10, 20),
+        (-20, -1),
+        (0, -11),
+        (3, 3),
+        (-10, -1),
+    ],
 )
 async def test_get_range_has_lrange_semantics(db: AsyncHarness, start: int, end: int) -> None:
     """get_range matches Redis LRANGE: end inclusive, negatives from the tail, clamped."""

@@ -29,12 +29,10 @@ def _harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
 @pytest.fixture(params=_params(CACHES, "cache") + _params(DATABASES, "database"))
 def kv(request: pytest.FixtureRequest) -> Iterator[Harness]:
     """Any store of either tier."""
-    for harness in _harness(request):
-        yield harness
+    yield from _harness(request)
 
 
 @pytest.fixture(params=_params(DATABASES, "database"))
 def db(request: pytest.FixtureRequest) -> Iterator[Harness]:
     """A database-tier store (values and lists)."""
-    for harness in _harness(request):
-        yield harness
+    yield from _harness(request)
