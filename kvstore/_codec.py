@@ -38,9 +38,7 @@ def _has_non_finite(value: Any, depth: int = 0) -> bool:
     if isinstance(value, BaseModel):
         return _has_non_finite(value.model_dump(mode="json"), depth + 1)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return any(
-            _has_non_finite(getattr(value, f.name), depth + 1) for f in dataclasses.fields(value)
-        )
+        return any(_has_non_finite(getattr(value, f.name), depth + 1) for f in dataclasses.fields(value))
     return False
 
 

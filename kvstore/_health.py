@@ -53,4 +53,9 @@ class HealthReport:
         """A JSON-ready dict of the report."""
         from dataclasses import asdict
 
-        return {"ok": self.ok, "degraded": self.degraded, "cache": asdict(self.cache), "database": asdict(self.database)}
+        return {
+            "ok": self.ok,
+            "degraded": self.degraded,
+            "cache": asdict(self.cache),
+            "database": asdict(self.database),
+        }

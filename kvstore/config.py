@@ -53,7 +53,9 @@ class _Model(BaseModel):
 
 
 class _TierConfig(_Model):
-    key_prefix: str = Field("", description="Prepended to every key; stores with different prefixes never see each other's keys.")
+    key_prefix: str = Field(
+        "", description="Prepended to every key; stores with different prefixes never see each other's keys."
+    )
     max_value_bytes: int = Field(DEFAULT_MAX_VALUE_BYTES, gt=0, description="Largest encoded value accepted.")
     connect_timeout: PositiveSeconds = Field(2.0, description="Budget in seconds for connecting, retries included.")
 
@@ -166,7 +168,9 @@ class SqliteDatabaseConfig(_TierConfig):
     type: Literal["sqlite"] = "sqlite"
     path: str = Field(DEFAULT_SQLITE_PATH, description="Database file, or ':memory:'. Directories are created.")
     url: str | None = Field(None, description="sqlite:///relative/path, sqlite:////absolute/path or sqlite:///:memory:")
-    synchronous: Literal["NORMAL", "FULL"] = Field("NORMAL", description="FULL survives power loss; NORMAL survives process crashes.")
+    synchronous: Literal["NORMAL", "FULL"] = Field(
+        "NORMAL", description="FULL survives power loss; NORMAL survives process crashes."
+    )
     busy_timeout: PositiveSeconds = Field(5.0, description="How long a writer waits for the lock.")
     purge_interval: PositiveSeconds = Field(60.0, description="Seconds between sweeps of expired rows.")
     fallback: list[DatabaseFallback] | None = None

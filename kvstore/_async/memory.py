@@ -107,16 +107,12 @@ class AsyncMemoryCache(_AsyncMemoryStore, AsyncCache):
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(
-            key_prefix=key_prefix, max_entries=max_entries, max_value_bytes=max_value_bytes, clock=clock
-        )
+        super().__init__(key_prefix=key_prefix, max_entries=max_entries, max_value_bytes=max_value_bytes, clock=clock)
 
     @classmethod
     async def from_config(cls, config: MemoryCacheConfig) -> Self:
         """Build from a `MemoryCacheConfig`."""
-        return cls(
-            key_prefix=config.key_prefix, max_entries=config.max_entries, max_value_bytes=config.max_value_bytes
-        )
+        return cls(key_prefix=config.key_prefix, max_entries=config.max_entries, max_value_bytes=config.max_value_bytes)
 
 
 class AsyncMemoryDatabase(_AsyncMemoryStore, AsyncDatabase):
@@ -130,16 +126,12 @@ class AsyncMemoryDatabase(_AsyncMemoryStore, AsyncDatabase):
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(
-            key_prefix=key_prefix, max_entries=max_entries, max_value_bytes=max_value_bytes, clock=clock
-        )
+        super().__init__(key_prefix=key_prefix, max_entries=max_entries, max_value_bytes=max_value_bytes, clock=clock)
 
     @classmethod
     async def from_config(cls, config: MemoryDatabaseConfig) -> Self:
         """Build from a `MemoryDatabaseConfig`."""
-        return cls(
-            key_prefix=config.key_prefix, max_entries=config.max_entries, max_value_bytes=config.max_value_bytes
-        )
+        return cls(key_prefix=config.key_prefix, max_entries=config.max_entries, max_value_bytes=config.max_value_bytes)
 
     async def append(self, key: str, value: Any) -> int:
         return self._space.append(key, value)

@@ -73,8 +73,7 @@ class _AsyncMemoryStore:
         self._space.mset(items)
 
     def iter_keys(self, pattern: str = "*") -> Iterator[str]:
-        for key in self._space.iter_keys(pattern):
-            yield key
+        yield from self._space.iter_keys(pattern)
 
     def keys(self, pattern: str = "*") -> list[str]:
         return self._space.keys(pattern)

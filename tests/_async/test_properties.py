@@ -1,0 +1,98 @@
+"""Property tests: every backend against one Python model (lists, globs, prefixes, TTL)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kvstore._keys import glob_match
+from tests._async.backends import AsyncHarness
+
+GLOB_ALPHABET = "ab*?[]\\^-%_"
+keys_st = st.text(alphabet="ab*?[]\\%_^-ж", min_size=1, max_size=5)
+patterns_st = st.text(alphabet=GLOB_ALPHABET + "ж", min_size=0, max_size=6)
+
+list_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.integers(-5, 5) | st.text(max_size=3) | st.none()),
+        st.tuples(st.just("extend"), st.lists(st.integers(-(2**63), 2**63 - 1), max_size=4)),
+        st.tuples(st.just("range"), st.tuples(st.integers(-15, 15), st.integers(-15, 15))),
+        st.tuples(st.just("length"), st.none()),
+    ),
+    max_size=25,
+)
+
+
+@given(ops=list_ops)
+async def test_lists_behave_like_a_python_list(db: AsyncHarness, ops: list[tuple[str, Any]]) -> None:
+    """append/extend/get_range/get_length agree with a Python list under LRANGE index rules."""
+    await db.store.delete("h")
+    model: list[Any] = []
+    for op, arg in ops:
+        if op == "append":
+            model.append(arg)
+            assert await db.store.append("h", arg) == len(model)
+        elif op == "extend":
+            model.extend(arg)
+            assert await db.store.extend("h", arg) == len(model)
+        elif op == "range":
+            start, end = arg
+            n = len(model)
+            lo = max(start + n, 0) if start < 0 else start
+            hi = end + n if end < 0 else min(end, n - 1)
+            assert await db.store.get_range("h", start, end) == (model[lo : hi + 1] if lo <= hi else [])
+        else:
+            assert await db.store.get_length("h") == len(model)
+
+
+@given(keys=st.sets(keys_st, max_size=12), pattern=patterns_st)
+async def test_keys_agree_with_the_reference_matcher(kv: AsyncHarness, keys: set[str], pattern: str) -> None:
+    """keys(pattern) returns exactly the keys the reference glob matcher accepts."""
+    await kv.store.clear()
+    if keys:
+        await kv.store.mset({k: 1 for k in keys})
+    expected = sorted(k for k in keys if glob_match(pattern, k))
+    assert sorted(await kv.store.keys(pattern)) == expected
+
+
+@settings(max_examples=15)
+@given(
+    prefixes=st.lists(st.text(alphabet="a*?[]%_\\:", min_size=0, max_size=3), min_size=2, max_size=2, unique=True),
+    keys=st.sets(keys_st, min_size=1, max_size=5),
+)
+async def test_prefixes_never_leak(kv: AsyncHarness, prefixes: list[str], keys: set[str]) -> None:
+    """Stores with different prefixes on one backend see only their own keys, whatever the characters."""
+    a = await kv.sibling(key_prefix=prefixes[0])
+    b = await kv.sibling(key_prefix=prefixes[1])
+    try:
+        await a.clear()
+        await b.clear()
+        await a.mset({k: "a" for k in keys})
+        assert sorted(await a.keys("*")) == sorted(keys)
+        assert await b.keys("*") == []
+        assert await b.mget(sorted(keys)) == [None] * len(keys)
+        await b.mset({k: "b" for k in keys})
+        await b.clear()
+        assert await a.mget(sorted(keys)) == ["a"] * len(keys)
+    finally:
+        await a.clear()
+        await b.clear()
+
+
+@settings(max_examples=10)
+@given(
+    ttls=st.lists(st.sampled_from([None, 0.1, 0.3, 10.0]), min_size=1, max_size=6),
+    wait=st.sampled_from([0.2, 0.5]),
+)
+async def test_ttl_against_a_model(kv: AsyncHarness, ttls: list[float | None], wait: float) -> None:
+    """After waiting, exactly the keys whose TTL has passed are gone (margins keep real clocks honest)."""
+    await kv.store.clear()
+    for i, ttl in enumerate(ttls):
+        await kv.store.set(f"k{i}", i, ttl=ttl)
+    await kv.advance(wait)
+    alive = sorted(f"k{i}" for i, ttl in enumerate(ttls) if ttl is None or ttl > wait)
+    assert sorted(await kv.store.keys()) == alive
+    values = await kv.store.mget([f"k{i}" for i in range(len(ttls))])
+    assert [v is not None for v in values] == [ttl is None or ttl > wait for ttl in ttls]

@@ -1,0 +1,93 @@
+"""StorageManager basics on the memory tiers: connect, context managers, health."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from kvstore import AsyncStorageManager, BackendUnavailableError, StorageManager
+from kvstore._async.manager import BACKENDS as ASYNC_BACKENDS
+from kvstore._chain import fallback_chain
+from kvstore._sync.manager import BACKENDS as SYNC_BACKENDS
+from kvstore.config import load_config
+
+MEMORY = {"cache": {"type": "memory"}, "database": {"type": "memory"}}
+
+
+def test_sync_manager_round_trip() -> None:
+    """The documented shape works: with StorageManager(config) as storage: storage.cache / .database / .health()."""
+    with StorageManager(MEMORY) as storage:
+        storage.cache.set("session:42", {"user": 7}, ttl=3600)
+        storage.database.append("history:42", {"role": "user", "content": "hi"})
+        assert storage.database.get_range("history:42", -20, -1) == [{"role": "user", "content": "hi"}]
+        report = storage.health()
+        assert report.ok
+        assert not report.degraded
+        assert report.cache.durable is False
+        assert report.database.active == "memory"
+        assert report.cache.latency_ms is not None
+
+
+async def test_async_manager_round_trip() -> None:
+    """The async manager mirrors the sync one."""
+    async with AsyncStorageManager(MEMORY) as storage:
+        await storage.cache.set("session:42", {"user": 7}, ttl=3600)
+        assert await storage.cache.get("session:42") == {"user": 7}
+        assert (await storage.health()).ok
+
+
+def test_disconnect_is_idempotent_and_closes_tiers() -> None:
+    """disconnect closes both tiers; calling it twice is fine; health then needs connect."""
+    manager = StorageManager(MEMORY)
+    storage = manager.connect()
+    assert manager.connect() is storage
+    manager.disconnect()
+    manager.disconnect()
+    with pytest.raises(BackendUnavailableError):
+        storage.cache.get("k")
+    with pytest.raises(BackendUnavailableError, match="connect"):
+        manager.health()
+
+
+def test_registries_name_the_same_backends() -> None:
+    """The async and sync registries cover the same (tier, backend) pairs."""
+    assert ASYNC_BACKENDS.keys() == SYNC_BACKENDS.keys()
+
+
+def test_default_chains() -> None:
+    """redis -> memory; postgres -> sqlite -> memory; explicit [] means none."""
+    config = load_config({"cache": {"type": "redis"}, "database": {"type": "postgres", "key_prefix": "p:"}})
+    assert [c.type for c in fallback_chain("cache", config.cache)] == ["redis", "memory"]
+    chain = fallback_chain("database", config.database)
+    assert [c.type for c in chain] == ["postgres", "sqlite", "memory"]
+    assert {c.key_prefix for c in chain} == {"p:"}
+    strict = load_config({"cache": {"type": "redis", "fallback": []}})
+    assert [c.type for c in fallback_chain("cache", strict.cache)] == ["redis"]
+
+
+def test_unreachable_backend_falls_back_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """A refused Redis at connect falls back to memory and logs one warning with the reason."""
+    config = {
+        "cache": {"type": "redis", "url": "redis://127.0.0.1:1/0", "connect_timeout": 0.5},
+        "database": {"type": "memory"},
+    }
+    with caplog.at_level(logging.WARNING, logger="kvstore"), StorageManager(config) as storage:
+        report = storage.health()
+        assert report.cache.active == "memory"
+        assert report.cache.degraded
+        assert report.cache.last_error
+        assert report.ok
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "falling back to memory" in warnings[0].getMessage()
+
+
+def test_no_fallback_raises() -> None:
+    """With fallback: [] an unreachable backend raises BackendUnavailableError."""
+    config = {
+        "cache": {"type": "redis", "url": "redis://127.0.0.1:1/0", "fallback": [], "connect_timeout": 0.5},
+        "database": {"type": "memory"},
+    }
+    with pytest.raises(BackendUnavailableError):
+        StorageManager(config).connect()
