@@ -10,8 +10,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from orjson import JSONDecodeError
+from orjson import loads as _loads
+
 from kvstore._codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
 from kvstore._items import MsetItems, normalize_items
+from kvstore._keys import _valid as _valid_keys
 from kvstore._keys import compile_glob, validate_key, validate_keys
 from kvstore._ttl import TTL, ttl_ms
 from kvstore.errors import WrongTypeError
@@ -133,18 +137,32 @@ class MemoryKeyspace:
     # --- values ---------------------------------------------------------------------
 
     def get(self, key: str) -> Any:
-        key = validate_key(key)
-        with self._lock:
-            entry = self._data.get(key)
+        # The hot path takes no lock: each dict operation is atomic on its own, and a
+        # read that races a write sees the state before or after it. Expiry removal,
+        # which must re-check, goes through the locked slow path.
+        if key.__class__ is not str or key not in _valid_keys:
+            validate_key(key)
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        exp = self._expiry.get(key)
+        if exp is not None and exp <= self._clock():
+            with self._lock:
+                entry = self._live(key)
             if entry is None:
                 return None
-            if key in self._expiry and self._expiry[key] <= self._clock():
-                self._remove(key)
-                return None
+        if isinstance(entry, _List):
+            return self._value(key, entry)  # raises WrongTypeError
+        try:  # noqa: SIM105  # contextlib.suppress costs more on this hot path
             self._data.move_to_end(key)
-        return self._value(key, entry)
+        except KeyError:  # deleted meanwhile: the read happened just before the delete
+            pass
+        try:
+            return _loads(entry)
+        except JSONDecodeError:
+            return decode(entry, key)  # raises SerializationError naming the key
 
-    def set(self, key: str, value: Any, ttl: TTL | None = None, only_if_absent: bool = False) -> bool:
+    def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
         key = validate_key(key)
         ms = ttl_ms(ttl)
         data = encode(key, value, self._max_value_bytes)

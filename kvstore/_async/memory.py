@@ -17,6 +17,10 @@ from kvstore.errors import ClosedError
 __all__ = ["AsyncMemoryCache", "AsyncMemoryDatabase"]
 
 
+#: Methods whose sync form is the keyspace's own method, bound per instance.
+_DIRECT = ("get", "set", "delete", "exists", "mget", "mset", "keys", "append", "get_range", "get_length")
+
+
 class _Closed:
     """Stands in for the keyspace after close: every use raises `ClosedError`."""
 
@@ -27,7 +31,7 @@ class _Closed:
         raise ClosedError(f"{self._owner} is closed", backend="memory", operation=name)
 
 
-class _AsyncMemoryStore:
+class _MemoryStore:
     """What both memory tiers share: a `MemoryKeyspace` and its lifecycle."""
 
     backend = "memory"
@@ -48,6 +52,13 @@ class _AsyncMemoryStore:
         self._space = MemoryKeyspace(
             backend="memory", max_entries=max_entries, max_value_bytes=max_value_bytes, clock=clock
         )
+        if True:  # ASYNC
+            pass
+        else:
+            # Sync calls go straight to the keyspace: one Python frame less per call.
+            for name in _DIRECT:
+                if hasattr(type(self), name):
+                    setattr(self, name, getattr(self._space, name))
 
     def __repr__(self) -> str:
         state = "closed" if isinstance(self._space, _Closed) else f"{len(self._space)} keys"
@@ -57,7 +68,7 @@ class _AsyncMemoryStore:
         return self._space.get(key)
 
     async def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
-        return self._space.set(key, value, ttl, only_if_absent)
+        return self._space.set(key, value, ttl, only_if_absent=only_if_absent)
 
     async def delete(self, key: str) -> bool:
         return self._space.delete(key)
@@ -94,9 +105,11 @@ class _AsyncMemoryStore:
         if not isinstance(self._space, _Closed):
             self._space.clear()
             self._space = _Closed(type(self).__name__)  # type: ignore[assignment]  # duck-typed stand-in
+            for name in _DIRECT:  # drop the direct bindings: calls now reach _Closed and raise
+                self.__dict__.pop(name, None)
 
 
-class AsyncMemoryCache(_AsyncMemoryStore, AsyncCache):
+class AsyncMemoryCache(_MemoryStore, AsyncCache):
     """Cache tier in this process: LRU-bounded at ``max_entries``, expired keys swept."""
 
     def __init__(
@@ -115,7 +128,7 @@ class AsyncMemoryCache(_AsyncMemoryStore, AsyncCache):
         return cls(key_prefix=config.key_prefix, max_entries=config.max_entries, max_value_bytes=config.max_value_bytes)
 
 
-class AsyncMemoryDatabase(_AsyncMemoryStore, AsyncDatabase):
+class AsyncMemoryDatabase(_MemoryStore, AsyncDatabase):
     """Database tier in this process: values and lists, not durable."""
 
     def __init__(

@@ -18,6 +18,10 @@ from kvstore.errors import ClosedError
 __all__ = ["MemoryCache", "MemoryDatabase"]
 
 
+#: Methods whose sync form is the keyspace's own method, bound per instance.
+_DIRECT = ("get", "set", "delete", "exists", "mget", "mset", "keys", "append", "get_range", "get_length")
+
+
 class _Closed:
     """Stands in for the keyspace after close: every use raises `ClosedError`."""
 
@@ -28,7 +32,7 @@ class _Closed:
         raise ClosedError(f"{self._owner} is closed", backend="memory", operation=name)
 
 
-class _AsyncMemoryStore:
+class _MemoryStore:
     """What both memory tiers share: a `MemoryKeyspace` and its lifecycle."""
 
     backend = "memory"
@@ -49,6 +53,10 @@ class _AsyncMemoryStore:
         self._space = MemoryKeyspace(
             backend="memory", max_entries=max_entries, max_value_bytes=max_value_bytes, clock=clock
         )
+        # Sync calls go straight to the keyspace: one Python frame less per call.
+        for name in _DIRECT:
+            if hasattr(type(self), name):
+                setattr(self, name, getattr(self._space, name))
 
     def __repr__(self) -> str:
         state = "closed" if isinstance(self._space, _Closed) else f"{len(self._space)} keys"
@@ -58,7 +66,7 @@ class _AsyncMemoryStore:
         return self._space.get(key)
 
     def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
-        return self._space.set(key, value, ttl, only_if_absent)
+        return self._space.set(key, value, ttl, only_if_absent=only_if_absent)
 
     def delete(self, key: str) -> bool:
         return self._space.delete(key)
@@ -94,9 +102,11 @@ class _AsyncMemoryStore:
         if not isinstance(self._space, _Closed):
             self._space.clear()
             self._space = _Closed(type(self).__name__)  # type: ignore[assignment]  # duck-typed stand-in
+            for name in _DIRECT:  # drop the direct bindings: calls now reach _Closed and raise
+                self.__dict__.pop(name, None)
 
 
-class MemoryCache(_AsyncMemoryStore, Cache):
+class MemoryCache(_MemoryStore, Cache):
     """Cache tier in this process: LRU-bounded at ``max_entries``, expired keys swept."""
 
     def __init__(
@@ -115,7 +125,7 @@ class MemoryCache(_AsyncMemoryStore, Cache):
         return cls(key_prefix=config.key_prefix, max_entries=config.max_entries, max_value_bytes=config.max_value_bytes)
 
 
-class MemoryDatabase(_AsyncMemoryStore, Database):
+class MemoryDatabase(_MemoryStore, Database):
     """Database tier in this process: values and lists, not durable."""
 
     def __init__(
