@@ -1,0 +1,357 @@
+"""Redis cache backend on redis-py (hiredis parser): standalone server or Redis Cluster."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, NoReturn, Self
+
+from pydantic import SecretStr
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
+
+from kvstore._async.base import AsyncCache
+from kvstore._codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
+from kvstore._items import MsetItems, normalize_items
+from kvstore._keys import validate_key, validate_keys, validate_prefix
+from kvstore._ttl import TTL, ttl_ms
+from kvstore.config import RedisCacheConfig
+from kvstore.errors import BackendUnavailableError, ClosedError, KVStoreError, MissingDependencyError
+
+try:
+    import redis.asyncio
+    from redis.asyncio.cluster import RedisCluster
+    from redis.asyncio.retry import Retry
+except ImportError as exc:  # pragma: no cover - exercised by the missing-extra test
+    raise MissingDependencyError("redis", "redis", "redis") from exc
+
+from kvstore._redis_common import (
+    DRIVER_ERRORS,
+    clear_match,
+    client_options,
+    key_filter,
+    no_retry,
+    normalize_url,
+    redact_url,
+    scan_match,
+    translate,
+)
+
+__all__ = ["AsyncRedisCache"]
+
+
+class _Closed:
+    """Stands in for the client after close: every use raises `ClosedError`."""
+
+    def __init__(self, owner: str) -> None:
+        self._owner = owner
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise ClosedError(f"{self._owner} is closed", backend="redis", operation=name)
+
+
+class AsyncRedisCache(AsyncCache):
+    """Cache tier on Redis or Redis Cluster.
+
+    Args:
+        url: ``redis://``, ``rediss://``, ``unix://`` or ``redis+cluster://`` URL.
+            Without one, ``host``/``port``/``db`` are used.
+        client: A ready ``redis.asyncio.Redis`` or ``RedisCluster``; the store
+            uses it as is (it should have ``decode_responses=False``) and does not
+            close it.
+        key_prefix: Prepended to every key; ``clear`` and ``keys`` see only these.
+        cluster: Use redis-py's ``RedisCluster`` (also set by a ``+cluster`` URL).
+        socket_timeout: Deadline of one reply; a hung server fails the call with
+            `BackendUnavailableError` after this long, not redis-py's minute.
+        scan_count: ``COUNT`` hint of each ``SCAN`` and size of ``UNLINK`` batches.
+
+    redis-py's own retries are off (``Retry(NoBackoff(), 0)``): a lost reply to a
+    write is never resent by the driver; kvstore's retry policy decides.
+    """
+
+    backend = "redis"
+    durable = True
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: Any = None,
+        key_prefix: str = "",
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        cluster: bool = False,
+        host: str = "localhost",
+        port: int = 6379,
+        db: int = 0,
+        username: str | None = None,
+        password: str | SecretStr | None = None,
+        tls: bool = False,
+        tls_ca_file: str | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
+        tls_verify: bool = True,
+        max_connections: int = 50,
+        socket_timeout: float = 0.5,
+        socket_connect_timeout: float = 0.5,
+        health_check_interval: float = 10.0,
+        scan_count: int = 1000,
+    ) -> None:
+        self.key_prefix = validate_prefix(key_prefix)
+        self.max_value_bytes = max_value_bytes
+        self._scan_count = scan_count
+        secret = password.get_secret_value() if isinstance(password, SecretStr) else password
+        self._secret: str | None = None
+        self._client: Any
+        if client is not None:
+            self._owns_client = False
+            self._cluster = isinstance(client, RedisCluster)
+            self._target = f"client={type(client).__name__}"
+            self._client = client
+            return
+        self._owns_client = True
+        if url is not None:
+            url, url_password, url_cluster = normalize_url(url)
+            secret = secret or url_password
+            cluster = cluster or url_cluster
+            self._target = redact_url(url) or url
+        else:
+            self._target = f"{host}:{port}" + ("" if cluster else f"/{db}")
+        self._cluster = cluster
+        self._secret = secret
+        options = client_options(
+            username=username,
+            password=secret,
+            tls=tls,
+            tls_ca_file=tls_ca_file,
+            tls_cert_file=tls_cert_file,
+            tls_key_file=tls_key_file,
+            tls_verify=tls_verify,
+            max_connections=max_connections,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            health_check_interval=health_check_interval,
+        )
+        options["retry"] = no_retry(Retry)
+        try:
+            if cluster:
+                if url is not None:
+                    self._client = RedisCluster.from_url(url, **options)
+                else:
+                    self._client = RedisCluster(host=host, port=port, **options)
+            elif url is not None:
+                self._client = redis.asyncio.Redis.from_url(url, **options)
+            else:
+                self._client = redis.asyncio.Redis(host=host, port=port, db=db, **options)
+        except DRIVER_ERRORS as exc:
+            # The sync cluster client discovers the cluster while it is built.
+            self._client = _Closed(type(self).__name__)
+            raise self._error(exc, "connect") from exc
+
+    @classmethod
+    async def from_config(cls, config: RedisCacheConfig) -> Self:
+        """Build from a `RedisCacheConfig`, verified with a ``PING``.
+
+        Unreachable servers are retried with jittered exponential backoff until
+        ``config.connect_timeout`` would be exceeded; then `BackendUnavailableError`.
+        """
+        deadline = time.monotonic() + config.connect_timeout
+        attempt_cost = config.socket_connect_timeout + config.socket_timeout
+
+        def out_of_budget(state: RetryCallState) -> bool:
+            return time.monotonic() + (state.upcoming_sleep or 0.0) + attempt_cost > deadline
+
+        store: Self | None = None
+        async for attempt in AsyncRetrying(
+            stop=out_of_budget,
+            wait=wait_exponential_jitter(initial=0.05, max=0.5),
+            retry=retry_if_exception_type(BackendUnavailableError),
+            reraise=True,
+        ):
+            with attempt:
+                store = cls(
+                    config.url,
+                    key_prefix=config.key_prefix,
+                    max_value_bytes=config.max_value_bytes,
+                    cluster=config.cluster,
+                    host=config.host,
+                    port=config.port,
+                    db=config.db,
+                    username=config.username,
+                    password=config.password,
+                    tls=config.tls,
+                    tls_ca_file=config.tls_ca_file,
+                    tls_cert_file=config.tls_cert_file,
+                    tls_key_file=config.tls_key_file,
+                    tls_verify=config.tls_verify,
+                    max_connections=config.max_connections,
+                    socket_timeout=config.socket_timeout,
+                    socket_connect_timeout=config.socket_connect_timeout,
+                    health_check_interval=config.health_check_interval,
+                )
+                try:
+                    await store.ping()
+                except BaseException:
+                    await store.aclose()
+                    raise
+        assert store is not None
+        return store
+
+    def __repr__(self) -> str:
+        state = "closed" if isinstance(self._client, _Closed) else ("cluster" if self._cluster else "open")
+        return f"<{type(self).__name__} {self._target} prefix={self.key_prefix!r} {state}>"
+
+    def _error(self, exc: BaseException, operation: str, key: str | None = None) -> KVStoreError:
+        return translate(exc, operation=operation, key=key, secret=self._secret)
+
+    # --- single keys ----------------------------------------------------------------
+
+    async def get(self, key: str) -> Any:
+        full = self.key_prefix + validate_key(key)
+        try:
+            raw = await self._client.execute_command("GET", full)
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "get", key) from exc
+        return None if raw is None else decode(raw, key)
+
+    async def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
+        full = self.key_prefix + validate_key(key)
+        ms = ttl_ms(ttl)
+        args: list[Any] = ["SET", full, encode(key, value, self.max_value_bytes)]
+        if ms is not None:
+            args += ("PX", ms)
+        if only_if_absent:
+            args.append("NX")
+        try:
+            return bool(await self._client.execute_command(*args))
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "set", key) from exc
+
+    async def delete(self, key: str) -> bool:
+        full = self.key_prefix + validate_key(key)
+        try:
+            return bool(await self._client.execute_command("DEL", full))
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "delete", key) from exc
+
+    async def exists(self, key: str) -> bool:
+        full = self.key_prefix + validate_key(key)
+        try:
+            return bool(await self._client.execute_command("EXISTS", full))
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "exists", key) from exc
+
+    async def ttl(self, key: str) -> float | None:
+        full = self.key_prefix + validate_key(key)
+        try:
+            ms = await self._client.execute_command("PTTL", full)
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "ttl", key) from exc
+        return None if ms < 0 else ms / 1000
+
+    async def expire(self, key: str, ttl: TTL | None) -> bool:
+        full = self.key_prefix + validate_key(key)
+        ms = ttl_ms(ttl)
+        try:
+            if ms is not None:
+                return bool(await self._client.execute_command("PEXPIRE", full, ms))
+            # PERSIST answers 0 for a key without TTL too: ask EXISTS in the same round trip.
+            pipe = self._client.pipeline(transaction=False)
+            pipe.execute_command("PERSIST", full)
+            pipe.execute_command("EXISTS", full)
+            _, present = await pipe.execute()
+            return bool(present)
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "expire", key) from exc
+
+    # --- many keys ------------------------------------------------------------------
+
+    async def mget(self, keys: Iterable[str]) -> list[Any]:
+        names = validate_keys(keys)
+        if not names:
+            return []
+        prefix = self.key_prefix
+        full = [prefix + k for k in names]
+        try:
+            if self._cluster:
+                raws = await self._client.mget_nonatomic(full)
+            else:
+                raws = await self._client.execute_command("MGET", *full)
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "mget") from exc
+        return [None if raw is None else decode(raw, k) for raw, k in zip(raws, names, strict=True)]
+
+    async def mset(self, items: MsetItems) -> None:
+        prefix, limit = self.key_prefix, self.max_value_bytes
+        rows = [(prefix + k, encode(k, v, limit), ms) for k, v, ms in normalize_items(items)]
+        if not rows:
+            return
+        try:
+            if not self._cluster and all(ms is None for _, _, ms in rows):
+                # One MSET: atomic, one round trip.
+                flat: list[Any] = ["MSET"]
+                for full, data, _ in rows:
+                    flat += (full, data)
+                await self._client.execute_command(*flat)
+                return
+            # Per-item TTLs: SET ... PX pipelined in one round trip, inside MULTI/EXEC
+            # on a single server. A cluster cannot be atomic across slots, so there
+            # the pipeline is sent to each node at once.
+            pipe = self._client.pipeline(transaction=not self._cluster)
+            for full, data, ms in rows:
+                if ms is None:
+                    pipe.execute_command("SET", full, data)
+                else:
+                    pipe.execute_command("SET", full, data, "PX", ms)
+            await pipe.execute()
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "mset") from exc
+
+    async def iter_keys(self, pattern: str = "*") -> AsyncIterator[str]:
+        """Stream matching keys with ``SCAN MATCH``; like SCAN, a key may rarely repeat."""
+        accept = key_filter(self.key_prefix, pattern)
+        client = self._client
+        try:
+            async for raw in client.scan_iter(match=scan_match(self.key_prefix, pattern), count=self._scan_count):
+                key = accept(raw)
+                if key is not None:
+                    yield key
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "keys") from exc
+
+    async def keys(self, pattern: str = "*") -> list[str]:
+        # SCAN may return a key twice (while Redis rehashes): report each once.
+        return list(dict.fromkeys([key async for key in self.iter_keys(pattern)]))
+
+    async def clear(self) -> None:
+        """``SCAN`` this prefix and ``UNLINK`` in batches; never ``KEYS`` or ``FLUSHDB``."""
+        client = self._client
+        batch: list[bytes] = []
+        try:
+            # The escaped prefix makes MATCH literal: every reply starts with the prefix.
+            async for raw in client.scan_iter(match=clear_match(self.key_prefix), count=self._scan_count):
+                batch.append(raw)
+                if len(batch) >= self._scan_count:
+                    await client.unlink(*batch)
+                    batch = []
+            if batch:
+                await client.unlink(*batch)
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "clear") from exc
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        try:
+            await self._client.ping()
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "ping") from exc
+
+    async def aclose(self) -> None:
+        client = self._client
+        if isinstance(client, _Closed):
+            return
+        self._client = _Closed(type(self).__name__)
+        if self._owns_client:
+            # Closing a broken connection must not fail shutdown.
+            with contextlib.suppress(*DRIVER_ERRORS):
+                await client.aclose()

@@ -1,0 +1,70 @@
+"""Redis harnesses of the contract suite: real Redis, fakeredis and a real 3-master cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fakeredis
+import pytest
+
+from kvstore.redis import AsyncRedisCache
+from tests._async.backends import AsyncHarness
+from tests.clock import FakeClock
+
+# Every harness store lives under this prefix unless a test asks for another one,
+# so a run against KVSTORE_TEST_REDIS_URL clears only what the suite wrote.
+PREFIX = "kvstore-test:"
+
+
+def _nested_prefix_case(request: pytest.FixtureRequest) -> None:
+    """Redis has one flat keyspace and stores ``prefix + key``: a store with prefix ``""``
+    sees every key, ``other:k`` included (as it must, for interop with plain Redis clients).
+    The contract case ("", "other:") asks for the impossible there; see the report."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("mine") == "" and callspec.params.get("theirs"):
+        pytest.xfail("nested prefixes ('' contains 'other:') cannot be isolated on a flat Redis keyspace")
+
+
+async def _redis(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncHarness:
+    _nested_prefix_case(request)
+    server = request.getfixturevalue("redis_server")
+
+    async def open_(**options: Any) -> AsyncRedisCache:
+        options.setdefault("key_prefix", PREFIX)
+        return AsyncRedisCache(server.url, **options)
+
+    # Redis keeps its own time: TTL tests really wait (clock=None).
+    return AsyncHarness("redis", await open_(), None, open_)
+
+
+async def _fakeredis(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncHarness:
+    _nested_prefix_case(request)
+    server = fakeredis.FakeServer()
+
+    async def open_(**options: Any) -> AsyncRedisCache:
+        options.setdefault("key_prefix", PREFIX)
+        if True:  # ASYNC
+            client = fakeredis.FakeAsyncRedis(server=server)
+        else:
+            client = fakeredis.FakeRedis(server=server)
+        return AsyncRedisCache(client=client, **options)
+
+    return AsyncHarness("fakeredis", await open_(), None, open_)
+
+
+async def _cluster(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncHarness:
+    _nested_prefix_case(request)
+    nodes = request.getfixturevalue("redis_cluster")
+
+    async def open_(**options: Any) -> AsyncRedisCache:
+        options.setdefault("key_prefix", PREFIX)
+        return AsyncRedisCache(nodes[0].url, **options)
+
+    return AsyncHarness("redis-cluster", await open_(), None, open_)
+
+
+CACHES = {
+    "redis": (_redis, [pytest.mark.redis]),
+    "fakeredis": (_fakeredis, []),
+    "redis-cluster": (_cluster, [pytest.mark.redis]),
+}

@@ -1,0 +1,209 @@
+"""Redis server fixtures: a throwaway redis-server, an owned one for fault tests, a 3-master cluster.
+
+``KVSTORE_TEST_REDIS_URL`` points the contract suite at an existing server; otherwise
+the session starts ``redis-server --save "" --appendonly no`` on a free loopback port.
+Fault tests (``kill -STOP``) always use a server this session started and owns.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import unavailable
+
+REDIS_URL_ENV = "KVSTORE_TEST_REDIS_URL"
+
+
+@dataclass
+class RedisServer:
+    """A Redis server the tests can use; ``proc`` is set when this session owns it."""
+
+    url: str
+    host: str = "127.0.0.1"
+    port: int = 6379
+    proc: subprocess.Popen[bytes] | None = None
+    workdir: Path | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        """Freeze the server process (``kill -STOP``): connections stay open, nothing answers."""
+        assert self.proc is not None, "only an owned server can be stopped"
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def cont(self) -> None:
+        """Resume a frozen server (``kill -CONT``)."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+
+def _free_port(*, with_bus: bool = False) -> int:
+    """A free loopback port (and, for cluster nodes, a free bus port at +10000)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if not with_bus:
+            return port
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair found")
+
+
+def _cli(port: int, *args: str, timeout: float = 5.0) -> str:
+    result = subprocess.run(
+        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return result.stdout + result.stderr
+
+
+def _wait_ping(port: int, proc: subprocess.Popen[bytes], deadline: float = 10.0) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"redis-server on port {port} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(64).startswith(b"+PONG"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise RuntimeError(f"redis-server on port {port} did not answer PING")
+
+
+def start_redis_server(workdir: Path, *extra: str, port: int | None = None) -> RedisServer:
+    """Start a throwaway ``redis-server`` on a free loopback port, without persistence."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        unavailable("redis-server is not installed and KVSTORE_TEST_REDIS_URL is not set")
+    port = port or _free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        str(exe),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+        *extra,
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir)
+    try:
+        _wait_ping(port, proc)
+    except RuntimeError as exc:
+        proc.kill()
+        proc.wait()
+        unavailable(f"could not start redis-server: {exc}")
+    return RedisServer(url=f"redis://127.0.0.1:{port}/0", port=port, proc=proc, workdir=workdir)
+
+
+def stop_redis_server(server: RedisServer) -> None:
+    """Terminate an owned server (resuming it first if a test left it frozen)."""
+    if server.proc is None:
+        return
+    if server.proc.poll() is None:
+        os.kill(server.proc.pid, signal.SIGCONT)
+        server.proc.terminate()
+        try:
+            server.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """The Redis of the contract suite: ``KVSTORE_TEST_REDIS_URL`` or a throwaway server."""
+    url = os.environ.get(REDIS_URL_ENV)
+    if url:
+        yield RedisServer(url=url)
+        return
+    server = start_redis_server(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        stop_redis_server(server)
+
+
+@pytest.fixture(scope="session")
+def owned_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server this session started and may freeze (fault tests); never a shared one."""
+    server = start_redis_server(tmp_path_factory.mktemp("redis-owned"))
+    try:
+        yield server
+    finally:
+        stop_redis_server(server)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisServer]]:
+    """A real 3-master Redis Cluster on free loopback ports, waited on until ``cluster_state:ok``."""
+    if shutil.which("redis-cli") is None:
+        unavailable("redis-cli is not installed: cannot create a Redis Cluster")
+    root = tmp_path_factory.mktemp("redis-cluster")
+    nodes: list[RedisServer] = []
+    try:
+        for i in range(3):
+            port = _free_port(with_bus=True)
+            nodes.append(
+                start_redis_server(
+                    root / f"node{i}",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    str(root / f"node{i}" / "nodes.conf"),
+                    "--cluster-node-timeout",
+                    "2000",
+                    port=port,
+                )
+            )
+        out = _cli(
+            nodes[0].port,
+            "--cluster",
+            "create",
+            *(f"127.0.0.1:{n.port}" for n in nodes),
+            "--cluster-replicas",
+            "0",
+            "--cluster-yes",
+            timeout=30,
+        )
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            states = [_cli(n.port, "cluster", "info") for n in nodes]
+            if all("cluster_state:ok" in s for s in states):
+                break
+            time.sleep(0.1)
+        else:
+            unavailable(f"the Redis Cluster did not reach cluster_state:ok: {out[-500:]}")
+        for n in nodes:
+            n.url = f"redis+cluster://127.0.0.1:{n.port}"
+        yield nodes
+    finally:
+        for n in nodes:
+            stop_redis_server(n)
