@@ -1,0 +1,193 @@
+"""SQLite database backend on apsw: WAL, busy timeout, BEGIN IMMEDIATE writes, O(k) lists."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, NoReturn, Self, TypeVar
+
+from kvstore.errors import ClosedError, MissingDependencyError
+
+try:
+    import apsw
+except ImportError as exc:  # pragma: no cover - exercised by the missing-extra test
+    raise MissingDependencyError("sqlite", "sqlite", "apsw") from exc
+
+from kvstore._async.base import AsyncDatabase
+from kvstore._codec import DEFAULT_MAX_VALUE_BYTES
+from kvstore._items import MsetItems
+from kvstore._keys import validate_prefix
+from kvstore._sqlite_engine import SqliteEngine
+from kvstore._ttl import TTL
+from kvstore.config import DEFAULT_SQLITE_PATH, SqliteDatabaseConfig
+
+if True:  # ASYNC
+    import asyncio
+    import functools
+    from concurrent.futures import ThreadPoolExecutor
+
+__all__ = ["AsyncSqliteDatabase"]
+
+T = TypeVar("T")
+
+
+class _Closed:
+    """Stands in for the engine after close: every use raises `ClosedError`."""
+
+    def __init__(self, owner: str) -> None:
+        self._owner = owner
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise ClosedError(f"{self._owner} is closed", backend="sqlite", operation=name)
+
+
+class AsyncSqliteDatabase(AsyncDatabase):
+    """Database tier in a SQLite file (WAL): durable, shared safely by threads and processes.
+
+    Args:
+        path: The database file (parent directories are created), ``":memory:"``, or
+            a ready ``apsw.Connection``, which the store uses but does not close
+            (stores sharing one connection share its data, ``":memory:"`` included).
+        key_prefix: Namespace of this store; stores with other prefixes never see its keys.
+        synchronous: ``"NORMAL"`` (survives a crash of the process) or ``"FULL"``
+            (also survives power loss, slower commits).
+        busy_timeout: Seconds a writer waits for another connection's lock before
+            `BackendUnavailableError`.
+        max_value_bytes: Largest encoded value accepted.
+        clock: Wall-clock seconds (``time.time``); expiry times are stored in the file.
+        purge_interval: Seconds between sweeps of expired rows (run by a write).
+
+    The async class does every blocking call on a worker thread of its own, so
+    the event loop never waits on the file or on another process's lock.
+    """
+
+    backend = "sqlite"
+    durable = True
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | apsw.Connection = DEFAULT_SQLITE_PATH,
+        *,
+        key_prefix: str = "",
+        synchronous: str = "NORMAL",
+        busy_timeout: float = 5.0,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        clock: Callable[[], float] = time.time,
+        purge_interval: float = 60.0,
+    ) -> None:
+        self.key_prefix = validate_prefix(key_prefix)
+        self._engine: SqliteEngine = SqliteEngine(
+            path,
+            key_prefix=key_prefix,
+            synchronous=synchronous,
+            busy_timeout=busy_timeout,
+            max_value_bytes=max_value_bytes,
+            clock=clock,
+            purge_interval=purge_interval,
+        )
+        self.path = self._engine.path
+        if True:  # ASYNC
+            # One worker thread per store: calls run in order, off the event loop.
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kvstore-sqlite")
+        else:
+            self._engine.open()
+
+    @classmethod
+    async def from_config(cls, config: SqliteDatabaseConfig) -> Self:
+        """Build from a `SqliteDatabaseConfig`, open the file and check it within ``connect_timeout``."""
+        store = cls(
+            config.path,
+            key_prefix=config.key_prefix,
+            synchronous=config.synchronous,
+            busy_timeout=config.busy_timeout,
+            max_value_bytes=config.max_value_bytes,
+            purge_interval=config.purge_interval,
+        )
+        try:
+            await store._run(store._engine.open, config.connect_timeout)
+            await store.ping()
+        except BaseException:
+            await store.aclose()
+            raise
+        return store
+
+    def __repr__(self) -> str:
+        state = "closed" if isinstance(self._engine, _Closed) else "open"
+        return f"<{type(self).__name__} path={self.path!r} prefix={self.key_prefix!r} {state}>"
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if True:  # ASYNC
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        else:
+            return fn(*args)
+
+    async def get(self, key: str) -> Any:
+        return await self._run(self._engine.get, key)
+
+    async def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
+        return await self._run(self._engine.set, key, value, ttl, only_if_absent)
+
+    async def delete(self, key: str) -> bool:
+        return await self._run(self._engine.delete, key)
+
+    async def exists(self, key: str) -> bool:
+        return await self._run(self._engine.exists, key)
+
+    async def mget(self, keys: Iterable[str]) -> list[Any]:
+        return await self._run(self._engine.mget, list(keys))
+
+    async def mset(self, items: MsetItems) -> None:
+        if not isinstance(items, Mapping):
+            items = list(items)  # consumed on the worker thread, so materialise it here
+        await self._run(self._engine.mset, items)
+
+    async def iter_keys(self, pattern: str = "*") -> AsyncIterator[str]:
+        after: str | None = None
+        while True:
+            found, after = await self._run(self._engine.keys_page, pattern, after)
+            for key in found:
+                yield key
+            if after is None:
+                return
+
+    async def keys(self, pattern: str = "*") -> list[str]:
+        return await self._run(self._engine.keys, pattern)
+
+    async def clear(self) -> None:
+        await self._run(self._engine.clear)
+
+    async def ttl(self, key: str) -> float | None:
+        return await self._run(self._engine.ttl, key)
+
+    async def expire(self, key: str, ttl: TTL | None) -> bool:
+        return await self._run(self._engine.expire, key, ttl)
+
+    async def ping(self) -> None:
+        await self._run(self._engine.ping)
+
+    async def purge_expired(self) -> int:
+        """Delete every expired row now (normally a write does it every ``purge_interval``)."""
+        return await self._run(self._engine.purge_expired)
+
+    async def append(self, key: str, value: Any) -> int:
+        return await self._run(self._engine.append, key, value)
+
+    async def extend(self, key: str, values: Iterable[Any]) -> int:
+        return await self._run(self._engine.extend, key, list(values))
+
+    async def get_range(self, key: str, start: int, end: int) -> list[Any]:
+        return await self._run(self._engine.get_range, key, start, end)
+
+    async def get_length(self, key: str) -> int:
+        return await self._run(self._engine.get_length, key)
+
+    async def aclose(self) -> None:
+        engine = self._engine
+        if isinstance(engine, _Closed):
+            return
+        self._engine = _Closed(type(self).__name__)  # type: ignore[assignment]  # duck-typed stand-in
+        await self._run(engine.close)
+        if True:  # ASYNC
+            self._executor.shutdown(wait=False)

@@ -1,0 +1,542 @@
+"""SQLite backend, blocking part: one apsw connection and every operation on it.
+
+apsw is a blocking driver, so this is written once, synchronously: `SqliteDatabase`
+calls it directly, and `AsyncSqliteDatabase` runs the same calls on its own worker
+thread so the event loop never waits on a file or a lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NoReturn, TypeVar
+
+import apsw
+import orjson
+
+from kvstore import _sqlite_sql as sql
+from kvstore._codec import decode, encode
+from kvstore._items import MsetItems, normalize_items
+from kvstore._keys import compile_glob, glob_literal_prefix, is_match_all, prefix_upper_bound, validate_key
+from kvstore._memory import lrange_bounds
+from kvstore._sqlite_sql import (
+    SqliteCorruptError,
+    SqliteDiskFullError,
+    SqliteFileError,
+    SqliteIOError,
+    SqliteReadOnlyError,
+)
+from kvstore._ttl import TTL, ttl_ms
+from kvstore.errors import BackendUnavailableError, ClosedError, ConfigError, KVStoreError, WrongTypeError
+
+__all__ = ["MEMORY", "SqliteEngine", "map_error"]
+
+T = TypeVar("T")
+MEMORY = ":memory:"
+BACKEND = "sqlite"
+
+# One lock per connection, shared by every engine using it (a ":memory:" database
+# is reachable only through its one connection, so sibling stores share it).
+_locks: weakref.WeakKeyDictionary[apsw.Connection, threading.RLock] = weakref.WeakKeyDictionary()
+_locks_guard = threading.Lock()
+
+
+def _lock_for(conn: apsw.Connection) -> threading.RLock:
+    with _locks_guard:
+        lock = _locks.get(conn)
+        if lock is None:
+            lock = _locks[conn] = threading.RLock()
+        return lock
+
+
+# --- error mapping: one boundary, most specific first ------------------------------------
+
+_FILE_ERRORS: tuple[tuple[type[apsw.Error], type[SqliteFileError], str], ...] = (
+    (apsw.FullError, SqliteDiskFullError, "the disk holding {path} is full; free some space"),
+    (apsw.ReadOnlyError, SqliteReadOnlyError, "{path} cannot be written (read-only file, directory or file system)"),
+    (
+        apsw.CorruptError,
+        SqliteCorruptError,
+        "{path} is corrupt; it was left untouched: restore it from a backup or move it away",
+    ),
+    (
+        apsw.NotADBError,
+        SqliteCorruptError,
+        "{path} is not a SQLite database; it was left untouched: point kvstore at another path",
+    ),
+    (apsw.IOError, SqliteIOError, "I/O error on {path}; check the disk and the file system"),
+    (apsw.CantOpenError, SqliteFileError, "cannot open {path}; check that the directory exists and is writable"),
+    (apsw.PermissionsError, SqliteFileError, "permission denied on {path}"),
+)
+
+
+def map_error(
+    exc: apsw.Error, *, path: str, busy_timeout: float, operation: str | None, key: str | None = None
+) -> KVStoreError:
+    """The kvstore error for an apsw exception (raise it ``from exc``)."""
+    if isinstance(exc, apsw.BusyError | apsw.LockedError):
+        return BackendUnavailableError(
+            f"SQLite database {path} is locked by another connection; gave up after the "
+            f"{busy_timeout:g} s busy timeout (raise busy_timeout or shorten the other writer's transactions)",
+            backend=BACKEND,
+            key=key,
+            operation=operation,
+        )
+    for apsw_type, error_type, message in _FILE_ERRORS:
+        if isinstance(exc, apsw_type):
+            return error_type(
+                f"{message.format(path=path)} ({exc})", path=path, key=key, operation=operation, backend=BACKEND
+            )
+    if isinstance(exc, apsw.ConnectionClosedError | apsw.CursorClosedError):
+        return ClosedError(f"the SQLite connection to {path} is closed", backend=BACKEND, key=key, operation=operation)
+    return KVStoreError(f"SQLite error on {path}: {exc}", backend=BACKEND, key=key, operation=operation)
+
+
+class _Unopened:
+    """Stands in for the cursor until the connection is opened on first use."""
+
+    def __init__(self, engine: SqliteEngine) -> None:
+        self._engine = engine
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine.open(), name)
+
+
+class _ClosedCursor:
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise ClosedError(f"the SQLite store on {self._path} is closed", backend=BACKEND, operation=name)
+
+
+class SqliteEngine:
+    """Every store operation on one apsw connection, thread-safe, blocking."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | apsw.Connection,
+        *,
+        key_prefix: str,
+        synchronous: str,
+        busy_timeout: float,
+        max_value_bytes: int,
+        clock: Callable[[], float],
+        purge_interval: float,
+    ) -> None:
+        if synchronous.upper() not in ("NORMAL", "FULL"):
+            raise ConfigError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
+        if busy_timeout < 0 or purge_interval <= 0:
+            raise ConfigError("busy_timeout must be >= 0 and purge_interval > 0")
+        if isinstance(path, apsw.Connection):
+            self._conn: apsw.Connection | None = path
+            self._owns = False
+            self.path = path.filename or MEMORY
+        else:
+            self._conn = None
+            self._owns = True
+            self.path = os.fspath(path)
+        self.ns = key_prefix
+        self.synchronous = synchronous.upper()
+        self.busy_timeout = busy_timeout
+        self.max_value_bytes = max_value_bytes
+        self._clock = clock
+        self._purge_interval_ms = purge_interval * 1000
+        self._next_purge_ms = 0.0  # the first write after opening sweeps
+        self._lock = threading.RLock() if self._conn is None else _lock_for(self._conn)
+        self._cur: Any = _Unopened(self)
+        self.closed = False
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def open(self, busy_timeout: float | None = None) -> apsw.Cursor:
+        """Open the connection (if not yet), apply settings and migrations; return the cursor.
+
+        ``busy_timeout`` bounds the wait for locks while opening (e.g. a connect deadline).
+        """
+        with self._lock:
+            if not isinstance(self._cur, _Unopened):
+                if self.closed:
+                    self._cur.execute  # noqa: B018  # raises ClosedError
+                return self._cur  # type: ignore[no-any-return]  # an apsw.Cursor once opened
+            try:
+                conn = self._conn
+                if conn is None:
+                    if self.path != MEMORY:
+                        directory = os.path.dirname(os.path.abspath(self.path))
+                        try:
+                            os.makedirs(directory, exist_ok=True)
+                        except OSError as exc:
+                            raise SqliteFileError(
+                                f"cannot create the directory of {self.path}: {exc.strerror}",
+                                path=self.path,
+                                operation="open",
+                            ) from exc
+                    conn = apsw.Connection(self.path)
+                wait = self.busy_timeout if busy_timeout is None else min(busy_timeout, self.busy_timeout)
+                if self._owns:
+                    conn.set_busy_timeout(int(wait * 1000))
+                try:
+                    self._prepare(conn)
+                except BaseException:
+                    if self._owns:
+                        conn.close()
+                    raise
+                if self._owns:
+                    conn.set_busy_timeout(int(self.busy_timeout * 1000))
+            except apsw.Error as exc:
+                raise map_error(exc, path=self.path, busy_timeout=self.busy_timeout, operation="open") from exc
+            self._conn = conn
+            self._cur = conn.cursor()
+            return self._cur  # type: ignore[no-any-return]  # apsw is untyped
+
+    def _prepare(self, conn: apsw.Connection) -> None:
+        """Check the schema version, then settings, then forward migrations."""
+        # Read the version before anything writes: a newer file must stay untouched.
+        version = self._user_version(conn)
+        self._check_version(version)
+        if self._owns:
+            # Each PRAGMA in its own call, read back (apsw runs later statements lazily).
+            conn.execute("PRAGMA journal_mode=WAL").fetchall()
+            conn.execute(f"PRAGMA synchronous={self.synchronous}").fetchall()
+        if version < sql.SCHEMA_VERSION:
+            conn.execute(sql.BEGIN_IMMEDIATE)
+            try:
+                version = self._user_version(conn)  # another process may have migrated meanwhile
+                self._check_version(version)
+                for target in range(version + 1, sql.SCHEMA_VERSION + 1):
+                    for statement in sql.MIGRATIONS[target]:
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={sql.SCHEMA_VERSION}")
+                conn.execute(sql.COMMIT)
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute(sql.ROLLBACK)
+                raise
+
+    @staticmethod
+    def _user_version(conn: apsw.Connection) -> int:
+        rows = conn.execute("PRAGMA user_version").fetchall()
+        value = rows[0][0] if rows else 0
+        return value if isinstance(value, int) else 0
+
+    def _check_version(self, version: int) -> None:
+        if version > sql.SCHEMA_VERSION:
+            raise ConfigError(
+                f"{self.path} was written by a newer kvstore (schema version {version}; this kvstore "
+                f"understands up to {sql.SCHEMA_VERSION}); upgrade kvstore to use it. The file was not modified.",
+                backend=BACKEND,
+                operation="open",
+            )
+
+    def close(self) -> None:
+        """Close the connection if this engine opened it. Idempotent."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            conn, self._conn = self._conn, None
+            self._cur = _ClosedCursor(self.path)
+            if conn is not None and self._owns:
+                conn.close()
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _error(self, exc: apsw.Error, operation: str, key: str | None = None) -> KVStoreError:
+        return map_error(exc, path=self.path, busy_timeout=self.busy_timeout, operation=operation, key=key)
+
+    def _wrong_type(self, key: str, operation: str, want: str) -> WrongTypeError:
+        have = "a list" if want == "value" else "a value"
+        return WrongTypeError(
+            f"key {key!r} holds {have}; {operation} needs a {want}", backend=BACKEND, key=key, operation=operation
+        )
+
+    def _write(self, operation: str, key: str | None, body: Callable[[Any, float], T]) -> T:
+        """Run ``body(cursor, now_ms)`` in a ``BEGIN IMMEDIATE`` transaction and commit it."""
+        with self._lock:
+            cur = self._cur
+            try:
+                cur.execute(sql.BEGIN_IMMEDIATE)
+                try:
+                    now = self._clock() * 1000
+                    if now >= self._next_purge_ms:
+                        self._purge(cur, now)
+                    result = body(cur, now)
+                    cur.execute(sql.COMMIT)
+                except BaseException:
+                    self._rollback()
+                    raise
+            except apsw.Error as exc:
+                raise self._error(exc, operation, key) from exc
+            return result
+
+    def _rollback(self) -> None:
+        conn = self._conn
+        if conn is not None and conn.in_transaction:
+            # The original error matters more; SQLite may have rolled back already.
+            with contextlib.suppress(apsw.Error):
+                conn.execute(sql.ROLLBACK)
+
+    def _purge(self, cur: Any, now: float) -> None:
+        """Delete one bounded batch of expired rows (their list items go with them by trigger)."""
+        cur.execute(sql.PURGE, (now, sql.PURGE_BATCH))
+        full = self._conn is not None and self._conn.changes() >= sql.PURGE_BATCH
+        # A full batch means more may be waiting: sweep again on the next write.
+        self._next_purge_ms = now if full else now + self._purge_interval_ms
+
+    def purge_expired(self) -> int:
+        """Delete every expired row now; return how many keys were removed."""
+        removed = 0
+        while True:
+
+            def batch(cur: Any, now: float) -> int:
+                cur.execute(sql.PURGE, (now, sql.PURGE_BATCH))
+                return int(self._conn.changes()) if self._conn is not None else 0
+
+            self._next_purge_ms = float("inf")  # the explicit sweep below replaces the periodic one
+            try:
+                n = self._write("purge_expired", None, batch)
+            finally:
+                self._next_purge_ms = self._clock() * 1000 + self._purge_interval_ms
+            removed += n
+            if n < sql.PURGE_BATCH:
+                return removed
+
+    # --- values ---------------------------------------------------------------------------
+
+    def get(self, key: str) -> Any:
+        key = validate_key(key)
+        with self._lock:
+            try:
+                rows = self._cur.execute(sql.GET, (self.ns, key)).fetchall()
+            except apsw.Error as exc:
+                raise self._error(exc, "get", key) from exc
+        if not rows:
+            return None
+        kind, data, expires = rows[0]
+        if expires is not None and expires <= self._clock() * 1000:
+            return None
+        if kind:
+            raise self._wrong_type(key, "get", "value")
+        return decode(data, key)
+
+    def set(self, key: str, value: Any, ttl: TTL | None, only_if_absent: bool) -> bool:
+        key = validate_key(key)
+        ms = ttl_ms(ttl)
+        data = encode(key, value, self.max_value_bytes)
+        ns = self.ns
+
+        def body(cur: Any, now: float) -> bool:
+            expires = None if ms is None else int(now) + ms
+            if only_if_absent:
+                cur.execute(sql.SET_IF_ABSENT, (ns, key, data, expires, now))
+                return bool(self._conn is not None and self._conn.changes())
+            cur.execute(sql.SET, (ns, key, data, expires))
+            return True
+
+        return self._write("set", key, body)
+
+    def delete(self, key: str) -> bool:
+        key = validate_key(key)
+        ns = self.ns
+
+        def body(cur: Any, now: float) -> bool:
+            rows = cur.execute(sql.DELETE, (ns, key)).fetchall()
+            return bool(rows) and (rows[0][0] is None or rows[0][0] > now)
+
+        return self._write("delete", key, body)
+
+    def exists(self, key: str) -> bool:
+        key = validate_key(key)
+        with self._lock:
+            try:
+                rows = self._cur.execute(sql.EXPIRY, (self.ns, key)).fetchall()
+            except apsw.Error as exc:
+                raise self._error(exc, "exists", key) from exc
+        return bool(rows) and (rows[0][0] is None or rows[0][0] > self._clock() * 1000)
+
+    def mget(self, keys: Iterable[str]) -> list[Any]:
+        keys = [validate_key(k) for k in keys]
+        if not keys:
+            return []
+        with self._lock:
+            try:
+                rows = self._cur.execute(sql.MGET, (self.ns, orjson.dumps(keys))).fetchall()
+            except apsw.Error as exc:
+                raise self._error(exc, "mget") from exc
+        now = self._clock() * 1000
+        found = {
+            key: data
+            for key, kind, data, expires in rows
+            if kind == sql.KIND_VALUE and (expires is None or expires > now)
+        }
+        return [decode(found[k], k) if k in found else None for k in keys]
+
+    def mset(self, items: MsetItems) -> None:
+        normalized = normalize_items(items)
+        if not normalized:
+            return
+        encoded = [(key, encode(key, value, self.max_value_bytes), ms) for key, value, ms in normalized]
+        ns = self.ns
+
+        def body(cur: Any, now: float) -> None:
+            base = int(now)
+            cur.executemany(sql.SET, [(ns, key, data, None if ms is None else base + ms) for key, data, ms in encoded])
+
+        self._write("mset", None, body)
+
+    def keys_page(self, pattern: str, after: str | None) -> tuple[list[str], str | None]:
+        """One page of matching keys after ``after``; the second item is where to continue, or None."""
+        match = compile_glob(pattern)
+        literal = glob_literal_prefix(pattern) if not is_match_all(pattern) else ""
+        upper = prefix_upper_bound(literal)
+        lower = literal if after is None else after
+        statement = sql.keys_page_sql(first=after is None, bounded=upper is not None)
+        args: tuple[Any, ...] = (self.ns, lower) + ((upper,) if upper is not None else ())
+        with self._lock:
+            try:
+                rows = self._cur.execute(statement, (*args, self._clock() * 1000, sql.KEYS_PAGE)).fetchall()
+            except apsw.Error as exc:
+                raise self._error(exc, "keys") from exc
+        found = [row[0] for row in rows if match(row[0])]
+        return found, (rows[-1][0] if len(rows) == sql.KEYS_PAGE else None)
+
+    def iter_keys(self, pattern: str) -> Iterator[str]:
+        after: str | None = None
+        while True:
+            found, after = self.keys_page(pattern, after)
+            yield from found
+            if after is None:
+                return
+
+    def keys(self, pattern: str) -> list[str]:
+        return list(self.iter_keys(pattern))
+
+    def clear(self) -> None:
+        ns = self.ns
+
+        def body(cur: Any, now: float) -> None:
+            cur.execute(sql.CLEAR_ITEMS, (ns,))
+            cur.execute(sql.CLEAR_KEYS, (ns,))
+
+        self._write("clear", None, body)
+
+    def ttl(self, key: str) -> float | None:
+        key = validate_key(key)
+        with self._lock:
+            try:
+                rows = self._cur.execute(sql.EXPIRY, (self.ns, key)).fetchall()
+            except apsw.Error as exc:
+                raise self._error(exc, "ttl", key) from exc
+        if not rows or rows[0][0] is None:
+            return None
+        left = (rows[0][0] - self._clock() * 1000) / 1000
+        return left if left > 0 else None
+
+    def expire(self, key: str, ttl: TTL | None) -> bool:
+        key = validate_key(key)
+        ms = ttl_ms(ttl)
+        ns = self.ns
+
+        def body(cur: Any, now: float) -> bool:
+            cur.execute(sql.EXPIRE, (None if ms is None else int(now) + ms, ns, key, now))
+            return bool(self._conn is not None and self._conn.changes())
+
+        return self._write("expire", key, body)
+
+    def ping(self) -> None:
+        with self._lock:
+            try:
+                self._cur.execute("SELECT 1").fetchall()
+            except apsw.Error as exc:
+                raise self._error(exc, "ping") from exc
+
+    # --- lists ----------------------------------------------------------------------------
+
+    def _live_meta(self, cur: Any, key: str, now: float) -> tuple[int, int, int] | None:
+        """(kind, head, tail) of a live key, or None when absent or expired."""
+        rows = cur.execute(sql.META, (self.ns, key)).fetchall()
+        if not rows:
+            return None
+        kind, head, tail, expires = rows[0]
+        if expires is not None and expires <= now:
+            return None
+        return kind, head, tail
+
+    def append(self, key: str, value: Any) -> int:
+        key = validate_key(key)
+        return self._push(key, [encode(key, value, self.max_value_bytes)], "append")
+
+    def extend(self, key: str, values: Iterable[Any]) -> int:
+        key = validate_key(key)
+        encoded = [encode(key, v, self.max_value_bytes) for v in values]
+        if not encoded:
+            return self.get_length(key)
+        return self._push(key, encoded, "extend")
+
+    def _push(self, key: str, encoded: list[bytes], operation: str) -> int:
+        ns = self.ns
+
+        def body(cur: Any, now: float) -> int:
+            rows = cur.execute(sql.META, (ns, key)).fetchall()
+            row = rows[0] if rows else None
+            if row is not None and row[3] is not None and row[3] <= now:
+                cur.execute(sql.DELETE, (ns, key)).fetchall()  # expired: its items go by trigger
+                row = None
+            if row is None:
+                head, tail = 0, 0
+                cur.execute(sql.NEW_LIST, (ns, key, len(encoded)))
+            else:
+                kind, head, tail, _ = row
+                if kind != sql.KIND_LIST:
+                    raise self._wrong_type(key, operation, "list")
+                cur.execute(sql.SET_TAIL, (tail + len(encoded), ns, key))
+            if len(encoded) == 1:
+                cur.execute(sql.PUSH, (ns, key, tail, encoded[0]))
+            else:
+                cur.executemany(sql.PUSH, [(ns, key, tail + i, data) for i, data in enumerate(encoded)])
+            return int(tail + len(encoded) - head)
+
+        return self._write(operation, key, body)
+
+    def get_range(self, key: str, start: int, end: int) -> list[Any]:
+        key = validate_key(key)
+        lrange_bounds(0, start, end)  # type-check the bounds before any I/O
+        ns = self.ns
+        with self._lock:
+            cur = self._cur
+            try:
+                # One read transaction: the counters and the items come from one snapshot.
+                cur.execute(sql.BEGIN_READ)
+                try:
+                    meta = self._live_meta(cur, key, self._clock() * 1000)
+                    rows: list[tuple[bytes]] = []
+                    if meta is not None:
+                        kind, head, tail = meta
+                        if kind != sql.KIND_LIST:
+                            raise self._wrong_type(key, "get_range", "list")
+                        lo, hi = lrange_bounds(tail - head, start, end)
+                        if hi > lo:
+                            rows = cur.execute(sql.RANGE, (ns, key, head + lo, head + hi)).fetchall()
+                finally:
+                    self._rollback()
+            except apsw.Error as exc:
+                raise self._error(exc, "get_range", key) from exc
+        return [decode(row[0], key) for row in rows]
+
+    def get_length(self, key: str) -> int:
+        key = validate_key(key)
+        with self._lock:
+            try:
+                meta = self._live_meta(self._cur, key, self._clock() * 1000)
+            except apsw.Error as exc:
+                raise self._error(exc, "get_length", key) from exc
+        if meta is None:
+            return 0
+        kind, head, tail = meta
+        if kind != sql.KIND_LIST:
+            raise self._wrong_type(key, "get_length", "list")
+        return tail - head

@@ -1,0 +1,163 @@
+"""SQLite backend, I/O-free part: schema and migrations, SQL text, and the typed file errors."""
+
+from __future__ import annotations
+
+from kvstore.errors import BackendUnavailableError
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "SqliteCorruptError",
+    "SqliteDiskFullError",
+    "SqliteFileError",
+    "SqliteIOError",
+    "SqliteReadOnlyError",
+]
+
+# --- schema -----------------------------------------------------------------------------
+#
+# One keyspace: every key (value or list) has a row in kvstore_keys, so delete, exists,
+# keys, clear and expire see both kinds and WrongTypeError is one column away. The
+# store's key_prefix is its own column (``ns``), not glued onto the key: two prefixes
+# can never overlap, whatever characters they hold ("" and "other:" included), and
+# clear() is an exact ``ns = ?``.
+#
+# A list is a row with head/tail counters (its items have indexes head..tail-1) plus
+# one row per item in kvstore_items keyed (ns, key, idx): append is an O(log n)
+# insert, get_range an index range scan of k rows, get_length reads two integers.
+# Triggers delete a list's items when its row is deleted or replaced by a value, so
+# no code path can leave orphans behind.
+
+SCHEMA_VERSION = 1
+
+#: target version -> statements that migrate the previous version to it.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE kvstore_keys (
+            ns TEXT NOT NULL,
+            key TEXT NOT NULL,
+            kind INTEGER NOT NULL,
+            value BLOB,
+            head INTEGER NOT NULL DEFAULT 0,
+            tail INTEGER NOT NULL DEFAULT 0,
+            expires_at INTEGER,
+            PRIMARY KEY (ns, key)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX kvstore_keys_expiry ON kvstore_keys (expires_at) WHERE expires_at IS NOT NULL",
+        """CREATE TABLE kvstore_items (
+            ns TEXT NOT NULL,
+            key TEXT NOT NULL,
+            idx INTEGER NOT NULL,
+            value BLOB NOT NULL,
+            PRIMARY KEY (ns, key, idx)
+        ) WITHOUT ROWID""",
+        """CREATE TRIGGER kvstore_list_replaced AFTER UPDATE OF kind ON kvstore_keys
+            WHEN old.kind = 1 AND new.kind <> 1
+            BEGIN DELETE FROM kvstore_items WHERE ns = old.ns AND key = old.key; END""",
+        """CREATE TRIGGER kvstore_list_deleted AFTER DELETE ON kvstore_keys
+            WHEN old.kind = 1
+            BEGIN DELETE FROM kvstore_items WHERE ns = old.ns AND key = old.key; END""",
+    ),
+}
+
+KIND_VALUE = 0
+KIND_LIST = 1
+
+# --- statements ---------------------------------------------------------------------------
+# Expiry is unix milliseconds; a row is alive when expires_at IS NULL OR expires_at > now.
+
+BEGIN_IMMEDIATE = "BEGIN IMMEDIATE"
+BEGIN_READ = "BEGIN"
+COMMIT = "COMMIT"
+ROLLBACK = "ROLLBACK"
+
+GET = "SELECT kind, value, expires_at FROM kvstore_keys WHERE ns = ? AND key = ?"
+META = "SELECT kind, head, tail, expires_at FROM kvstore_keys WHERE ns = ? AND key = ?"
+EXPIRY = "SELECT expires_at FROM kvstore_keys WHERE ns = ? AND key = ?"
+
+SET = (
+    "INSERT INTO kvstore_keys (ns, key, kind, value, head, tail, expires_at) VALUES (?, ?, 0, ?, 0, 0, ?)"
+    " ON CONFLICT (ns, key) DO UPDATE SET"
+    " kind = 0, value = excluded.value, head = 0, tail = 0, expires_at = excluded.expires_at"
+)
+# Written only when the key is absent or its row has expired (parameters: ..., now).
+SET_IF_ABSENT = SET + " WHERE kvstore_keys.expires_at IS NOT NULL AND kvstore_keys.expires_at <= ?"
+DELETE = "DELETE FROM kvstore_keys WHERE ns = ? AND key = ? RETURNING expires_at"
+EXPIRE = "UPDATE kvstore_keys SET expires_at = ? WHERE ns = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)"
+MGET = "SELECT key, kind, value, expires_at FROM kvstore_keys WHERE ns = ? AND key IN (SELECT value FROM json_each(?))"
+CLEAR_ITEMS = "DELETE FROM kvstore_items WHERE ns = ?"
+CLEAR_KEYS = "DELETE FROM kvstore_keys WHERE ns = ?"
+
+NEW_LIST = "INSERT INTO kvstore_keys (ns, key, kind, value, head, tail, expires_at) VALUES (?, ?, 1, NULL, 0, ?, NULL)"
+SET_TAIL = "UPDATE kvstore_keys SET tail = ? WHERE ns = ? AND key = ?"
+PUSH = "INSERT INTO kvstore_items (ns, key, idx, value) VALUES (?, ?, ?, ?)"
+RANGE = "SELECT value FROM kvstore_items WHERE ns = ? AND key = ? AND idx >= ? AND idx < ? ORDER BY idx"
+
+# Expired rows, a bounded batch at a time (the expiry index finds them).
+PURGE = "DELETE FROM kvstore_keys WHERE (ns, key) IN (SELECT ns, key FROM kvstore_keys WHERE expires_at <= ? LIMIT ?)"
+PURGE_BATCH = 1000
+
+#: Rows read per page by keys()/iter_keys(); the matcher filters each page.
+KEYS_PAGE = 500
+
+
+def keys_page_sql(*, first: bool, bounded: bool) -> str:
+    """A page of live keys of one prefix in key order, from a lower bound, optionally below an upper one.
+
+    Parameters: ns, lower, [upper,] now, limit. The range comes from the pattern's
+    literal prefix, so ``%``, ``_``, ``*`` and ``[`` are never SQL operators here;
+    the exact reference matcher filters what the range returns.
+    """
+    lower = ">=" if first else ">"
+    upper = " AND key < ?" if bounded else ""
+    return (
+        f"SELECT key FROM kvstore_keys WHERE ns = ? AND key {lower} ?{upper}"
+        " AND (expires_at IS NULL OR expires_at > ?) ORDER BY key LIMIT ?"
+    )
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+class SqliteFileError(BackendUnavailableError):
+    """The SQLite file cannot be used as it is; ``path`` names it. The file is left untouched.
+
+    A `BackendUnavailableError`, so the manager falls back instead of failing.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str,
+        backend: str | None = "sqlite",
+        key: str | None = None,
+        operation: str | None = None,
+    ) -> None:
+        super().__init__(message, backend=backend, key=key, operation=operation)
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_file_error, (type(self), self.message, self.path, self.backend, self.key, self.operation))
+
+
+def _rebuild_file_error(
+    cls: type[SqliteFileError], message: str, path: str, backend: str | None, key: str | None, operation: str | None
+) -> SqliteFileError:
+    return cls(message, path=path, backend=backend, key=key, operation=operation)
+
+
+class SqliteDiskFullError(SqliteFileError):
+    """The disk (or the file system quota) holding the database is full."""
+
+
+class SqliteIOError(SqliteFileError):
+    """The operating system reported an I/O error reading or writing the database."""
+
+
+class SqliteCorruptError(SqliteFileError):
+    """The file is corrupt or is not a SQLite database."""
+
+
+class SqliteReadOnlyError(SqliteFileError):
+    """The database cannot be written: read-only file, directory or file system."""

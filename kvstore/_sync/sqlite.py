@@ -1,0 +1,178 @@
+# Generated from kvstore/_async/sqlite.py by tools/unasync.py: do not edit; edit the async source.
+"""SQLite database backend on apsw: WAL, busy timeout, BEGIN IMMEDIATE writes, O(k) lists."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, NoReturn, Self, TypeVar
+
+from kvstore.errors import ClosedError, MissingDependencyError
+
+try:
+    import apsw
+except ImportError as exc:  # pragma: no cover - exercised by the missing-extra test
+    raise MissingDependencyError("sqlite", "sqlite", "apsw") from exc
+
+from kvstore._codec import DEFAULT_MAX_VALUE_BYTES
+from kvstore._items import MsetItems
+from kvstore._keys import validate_prefix
+from kvstore._sqlite_engine import SqliteEngine
+from kvstore._sync.base import Database
+from kvstore._ttl import TTL
+from kvstore.config import DEFAULT_SQLITE_PATH, SqliteDatabaseConfig
+
+__all__ = ["SqliteDatabase"]
+
+T = TypeVar("T")
+
+
+class _Closed:
+    """Stands in for the engine after close: every use raises `ClosedError`."""
+
+    def __init__(self, owner: str) -> None:
+        self._owner = owner
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise ClosedError(f"{self._owner} is closed", backend="sqlite", operation=name)
+
+
+class SqliteDatabase(Database):
+    """Database tier in a SQLite file (WAL): durable, shared safely by threads and processes.
+
+    Args:
+        path: The database file (parent directories are created), ``":memory:"``, or
+            a ready ``apsw.Connection``, which the store uses but does not close
+            (stores sharing one connection share its data, ``":memory:"`` included).
+        key_prefix: Namespace of this store; stores with other prefixes never see its keys.
+        synchronous: ``"NORMAL"`` (survives a crash of the process) or ``"FULL"``
+            (also survives power loss, slower commits).
+        busy_timeout: Seconds a writer waits for another connection's lock before
+            `BackendUnavailableError`.
+        max_value_bytes: Largest encoded value accepted.
+        clock: Wall-clock seconds (``time.time``); expiry times are stored in the file.
+        purge_interval: Seconds between sweeps of expired rows (run by a write).
+
+    The async class does every blocking call on a worker thread of its own, so
+    the event loop never waits on the file or on another process's lock.
+    """
+
+    backend = "sqlite"
+    durable = True
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | apsw.Connection = DEFAULT_SQLITE_PATH,
+        *,
+        key_prefix: str = "",
+        synchronous: str = "NORMAL",
+        busy_timeout: float = 5.0,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        clock: Callable[[], float] = time.time,
+        purge_interval: float = 60.0,
+    ) -> None:
+        self.key_prefix = validate_prefix(key_prefix)
+        self._engine: SqliteEngine = SqliteEngine(
+            path,
+            key_prefix=key_prefix,
+            synchronous=synchronous,
+            busy_timeout=busy_timeout,
+            max_value_bytes=max_value_bytes,
+            clock=clock,
+            purge_interval=purge_interval,
+        )
+        self.path = self._engine.path
+        self._engine.open()
+
+    @classmethod
+    def from_config(cls, config: SqliteDatabaseConfig) -> Self:
+        """Build from a `SqliteDatabaseConfig`, open the file and check it within ``connect_timeout``."""
+        store = cls(
+            config.path,
+            key_prefix=config.key_prefix,
+            synchronous=config.synchronous,
+            busy_timeout=config.busy_timeout,
+            max_value_bytes=config.max_value_bytes,
+            purge_interval=config.purge_interval,
+        )
+        try:
+            store._run(store._engine.open, config.connect_timeout)
+            store.ping()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def __repr__(self) -> str:
+        state = "closed" if isinstance(self._engine, _Closed) else "open"
+        return f"<{type(self).__name__} path={self.path!r} prefix={self.key_prefix!r} {state}>"
+
+    def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return fn(*args)
+
+    def get(self, key: str) -> Any:
+        return self._run(self._engine.get, key)
+
+    def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
+        return self._run(self._engine.set, key, value, ttl, only_if_absent)
+
+    def delete(self, key: str) -> bool:
+        return self._run(self._engine.delete, key)
+
+    def exists(self, key: str) -> bool:
+        return self._run(self._engine.exists, key)
+
+    def mget(self, keys: Iterable[str]) -> list[Any]:
+        return self._run(self._engine.mget, list(keys))
+
+    def mset(self, items: MsetItems) -> None:
+        if not isinstance(items, Mapping):
+            items = list(items)  # consumed on the worker thread, so materialise it here
+        self._run(self._engine.mset, items)
+
+    def iter_keys(self, pattern: str = "*") -> Iterator[str]:
+        after: str | None = None
+        while True:
+            found, after = self._run(self._engine.keys_page, pattern, after)
+            yield from found
+            if after is None:
+                return
+
+    def keys(self, pattern: str = "*") -> list[str]:
+        return self._run(self._engine.keys, pattern)
+
+    def clear(self) -> None:
+        self._run(self._engine.clear)
+
+    def ttl(self, key: str) -> float | None:
+        return self._run(self._engine.ttl, key)
+
+    def expire(self, key: str, ttl: TTL | None) -> bool:
+        return self._run(self._engine.expire, key, ttl)
+
+    def ping(self) -> None:
+        self._run(self._engine.ping)
+
+    def purge_expired(self) -> int:
+        """Delete every expired row now (normally a write does it every ``purge_interval``)."""
+        return self._run(self._engine.purge_expired)
+
+    def append(self, key: str, value: Any) -> int:
+        return self._run(self._engine.append, key, value)
+
+    def extend(self, key: str, values: Iterable[Any]) -> int:
+        return self._run(self._engine.extend, key, list(values))
+
+    def get_range(self, key: str, start: int, end: int) -> list[Any]:
+        return self._run(self._engine.get_range, key, start, end)
+
+    def get_length(self, key: str) -> int:
+        return self._run(self._engine.get_length, key)
+
+    def close(self) -> None:
+        engine = self._engine
+        if isinstance(engine, _Closed):
+            return
+        self._engine = _Closed(type(self).__name__)  # type: ignore[assignment]  # duck-typed stand-in
+        self._run(engine.close)
