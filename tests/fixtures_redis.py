@@ -84,7 +84,7 @@ def _wait_ping(port: int, proc: subprocess.Popen[bytes], deadline: float = 10.0)
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
                 conn.sendall(b"PING\r\n")
-                if conn.recv(64).startswith(b"+PONG"):
+                if conn.recv(64).startswith((b"+PONG", b"-NOAUTH")):
                     return
         except OSError:
             pass

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any, NoReturn, Self
 
 from pydantic import SecretStr
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
 from kvstore._async.base import AsyncCache
 from kvstore._codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
@@ -163,7 +163,7 @@ class AsyncRedisCache(AsyncCache):
         store: Self | None = None
         async for attempt in AsyncRetrying(
             stop=out_of_budget,
-            wait=wait_exponential_jitter(initial=0.05, max=0.5),
+            wait=wait_random_exponential(multiplier=0.05, max=0.5),
             retry=retry_if_exception_type(BackendUnavailableError),
             reraise=True,
         ):

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, NoReturn, Self
 
 from pydantic import SecretStr
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
 
 from kvstore._codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
 from kvstore._items import MsetItems, normalize_items
@@ -164,7 +164,7 @@ class RedisCache(Cache):
         store: Self | None = None
         for attempt in Retrying(
             stop=out_of_budget,
-            wait=wait_exponential_jitter(initial=0.05, max=0.5),
+            wait=wait_random_exponential(multiplier=0.05, max=0.5),
             retry=retry_if_exception_type(BackendUnavailableError),
             reraise=True,
         ):

@@ -1,0 +1,217 @@
+"""Redis-specific behaviour: prefix isolation with glob characters, the commands sent, error mapping, cluster."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+from redis import exceptions as rex
+
+from kvstore import BackendUnavailableError, KVStoreError, WrongTypeError
+from kvstore._redis_common import scan_match, translate
+from kvstore.config import RedisCacheConfig
+from kvstore.redis import RedisCache
+from tests.fixtures_redis import RedisServer
+
+# --- two caches "a:" and "a*:" on one Redis (must show) ----------------------------------
+
+
+@pytest.fixture(params=[pytest.param("redis", marks=pytest.mark.redis), "fakeredis"])
+def raw(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A raw redis-py client on a real Redis (the suite's server) or on fakeredis."""
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        client = redis.Redis.from_url(server.url)
+    else:
+        client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    yield client
+    client.close()
+
+
+def test_clear_on_a_leaves_every_a_star_key(raw: Any) -> None:
+    """clear() on prefix 'a:' leaves every 'a*:' key in place; keys('*') of each lists only its own."""
+    a = RedisCache(client=raw, key_prefix="a:")
+    a_star = RedisCache(client=raw, key_prefix="a*:")
+    try:
+        a.mset({"x": 1, "y": 2, "*": 3})
+        a_star.mset({"x": 10, "z": 30, "[a]": 40})
+        assert sorted(a.keys("*")) == ["*", "x", "y"]
+        assert sorted(a_star.keys("*")) == ["[a]", "x", "z"]
+        a.clear()
+        assert a.keys("*") == []
+        assert sorted(a_star.keys("*")) == ["[a]", "x", "z"]
+        assert sorted(raw.scan_iter(match=scan_match("a*:", "*"))) == [b"a*:[a]", b"a*:x", b"a*:z"]
+        assert a_star.mget(["x", "z", "[a]"]) == [10, 30, 40]
+    finally:
+        a_star.clear()
+
+
+def test_scan_match_escapes_the_prefix_and_widens_the_pattern() -> None:
+    """The SCAN MATCH glob has the prefix escaped and each ? or [...] widened to *."""
+    assert scan_match("a*:", "*") == "a\\*:*"
+    assert scan_match("x[1]", "k?[ab]z") == "x\\[1\\]k*z"
+    assert scan_match("", "u\\*er") == "u\\*er"
+
+
+# --- the commands actually sent (INFO commandstats on a server we own) -------------------
+
+
+@pytest.fixture
+def counted(owned_redis_server: RedisServer) -> Iterator[tuple[RedisCache, Any]]:
+    """A store on the owned server and a raw client whose commandstats start at zero."""
+    raw_client = redis.Redis.from_url(owned_redis_server.url)
+    store = RedisCache(owned_redis_server.url, key_prefix="cmd:")
+    store.clear()
+    raw_client.config_resetstat()
+    yield store, raw_client
+    store.clear()
+    store.close()
+    raw_client.close()
+
+
+def _calls(raw_client: Any) -> dict[str, int]:
+    stats = raw_client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+@pytest.mark.redis
+def test_commands_sent(counted: tuple[RedisCache, Any]) -> None:
+    """mget is one MGET, mset one MSET or one MULTI/EXEC of SET PX, ttl is SET PX, keys/clear use SCAN+UNLINK."""
+    store, raw_client = counted
+    store.mset({f"k{i}": i for i in range(100)})
+    assert store.mget([f"k{i}" for i in range(100)]) == list(range(100))
+    store.mset([(f"t{i}", i, 1.5) for i in range(10)])
+    store.set("frac", 1, ttl=0.25)
+    pttl = raw_client.pttl("cmd:frac")
+    assert 150 < pttl <= 250
+    assert 1400 < raw_client.pttl("cmd:t3") <= 1500
+    assert len(store.keys("k1*")) == 11
+    store.clear()
+    calls = _calls(raw_client)
+    assert calls["mset"] == 1
+    assert calls["mget"] == 1
+    assert calls["multi"] == 1
+    assert calls["exec"] == 1
+    assert calls["set"] == 11
+    assert calls.get("scan", 0) >= 2
+    assert calls["unlink"] >= 1
+    for forbidden in ("keys", "flushdb", "flushall"):
+        assert forbidden not in calls
+
+
+# --- error mapping ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (rex.ConnectionError("Error 111 connecting"), BackendUnavailableError),
+        (rex.TimeoutError("Timeout reading from socket"), BackendUnavailableError),
+        (rex.AuthenticationError("invalid username-password pair"), BackendUnavailableError),
+        (rex.AuthorizationError("not allowed"), BackendUnavailableError),
+        (rex.AuthenticationWrongNumberOfArgsError("wrong number"), BackendUnavailableError),
+        (rex.NoPermissionError("NOPERM"), BackendUnavailableError),
+        (rex.BusyLoadingError("LOADING"), BackendUnavailableError),
+        (rex.MaxConnectionsError("Too many connections"), BackendUnavailableError),
+        (rex.ClusterDownError("CLUSTERDOWN"), BackendUnavailableError),
+        (rex.MasterDownError("MASTERDOWN"), BackendUnavailableError),
+        (rex.TryAgainError("TRYAGAIN"), BackendUnavailableError),
+        (rex.ReadOnlyError("READONLY"), BackendUnavailableError),
+        (rex.RedisClusterException("Redis Cluster cannot be connected"), BackendUnavailableError),
+        (rex.SlotNotCoveredError("slot not covered"), BackendUnavailableError),
+        (TimeoutError(), BackendUnavailableError),
+        (ConnectionResetError(), BackendUnavailableError),
+        (rex.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), WrongTypeError),
+        (rex.ResponseError("ERR something else"), KVStoreError),
+        (rex.DataError("bad data"), KVStoreError),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else v.__name__,
+)
+def test_every_driver_exception_is_mapped(exc: BaseException, expected: type[KVStoreError]) -> None:
+    """Each redis-py exception we care about becomes the documented kvstore error with context."""
+    err = translate(exc, operation="get", key="k", secret="s3cret")
+    assert type(err) is expected
+    assert (err.backend, err.key, err.operation) == ("redis", "k", "get")
+
+
+def test_translate_scrubs_the_password() -> None:
+    """A driver message that echoes the password is scrubbed."""
+    err = translate(rex.ResponseError("ERR bad s3cret here"), operation="set", secret="s3cret")
+    assert "s3cret" not in str(err)
+
+
+def test_value_op_on_a_list_key_is_wrong_type() -> None:
+    """get on a Redis list raises WrongTypeError (a TypeError); mget reads it as None, like MGET."""
+    raw_client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    store = RedisCache(client=raw_client, key_prefix="p:")
+    raw_client.rpush("p:l", b"1")
+    with pytest.raises(WrongTypeError) as info:
+        store.get("l")
+    assert isinstance(info.value, TypeError)
+    assert info.value.key == "l"
+    assert store.mget(["l"]) == [None]
+    assert store.exists("l") is True
+    assert store.keys() == ["l"]
+
+
+def test_ready_client_is_not_closed() -> None:
+    """A store handed a ready client does not close it."""
+    raw_client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    store = RedisCache(client=raw_client)
+    store.close()
+    raw_client.set("still", b"1")
+    assert raw_client.get("still") == b"1"
+
+
+def test_config_url_flags() -> None:
+    """A redis+cluster:// URL selects the cluster client; the URL password moves into SecretStr."""
+    config = RedisCacheConfig(url="redis+cluster://:pw@127.0.0.1:7000")
+    assert config.cluster is True
+    assert config.password is not None
+    assert "pw" not in repr(config)
+
+
+def test_missing_redis_extra_names_the_pip_command() -> None:
+    """Without redis installed, the backend module raises MissingDependencyError naming kvstore[redis]."""
+    code = (
+        "import sys; sys.modules['redis'] = None\n"
+        "import kvstore\n"
+        "try:\n"
+        "    import kvstore._async.redis\n"
+        "except kvstore.MissingDependencyError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert 'pip install "kvstore[redis]"' in out
+
+
+# --- cluster ------------------------------------------------------------------------------
+
+
+@pytest.mark.redis
+def test_cluster_multi_key_calls_span_slots_and_nodes(redis_cluster: list[RedisServer]) -> None:
+    """On a 3-master cluster, mget/mset/keys/clear work for keys spread over every node."""
+    store = RedisCache(redis_cluster[0].url, key_prefix="spread:")
+    try:
+        store.clear()
+        items = {f"key{i}": i for i in range(200)}
+        store.mset(items)
+        store.mset([(f"ttl{i}", i, 60) for i in range(30)])
+        assert store.mget(list(items)) == list(items.values())
+        assert len(store.keys("key*")) == 200
+        assert len(store.keys()) == 230
+        per_node = []
+        for node in redis_cluster:
+            raw_client = redis.Redis(host="127.0.0.1", port=node.port)
+            per_node.append(raw_client.dbsize())
+            raw_client.close()
+        assert all(n > 0 for n in per_node), per_node
+        store.clear()
+        assert store.keys() == []
+    finally:
+        store.close()
