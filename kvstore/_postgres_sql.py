@@ -1,0 +1,307 @@
+"""PostgreSQL backend, I/O-free part: schema, migrations, SQL text, conninfo and error mapping.
+
+Values are stored in a ``json`` column (the exact orjson text), not ``jsonb``.
+Measured on PostgreSQL 15, ``jsonb`` does not give back what was written:
+``{"b":1,"a":2}`` reads back as ``{"a": 2, "b": 1}`` (keys reordered), a duplicate
+key is dropped, the float ``1e16`` reads back as the int ``10000000000000000``,
+``-0.0`` as ``0.0``, and a string holding ``"\\u0000"`` is rejected outright
+("unsupported Unicode escape sequence"). ``json`` keeps the exact text (so every
+backend stores the same bytes, DESIGN.md §2), is still validated by the server,
+and stays queryable with ``value::jsonb -> 'field'``.
+
+Schema (tables named from ``table_prefix`` inside ``schema``, always quoted with
+`psycopg.sql.Identifier`):
+
+* ``<p>entries (ns, key, kind, value, length, expires_at)``: the one keyspace.
+  ``ns`` is the store's ``key_prefix``, so a store with prefix ``""`` never sees
+  another prefix's keys. ``kind`` is ``'v'`` (value) or ``'l'`` (list); for a list,
+  ``length`` is the per-list counter bumped by ``append``.
+* ``<p>items (ns, key, seq, value)``: list items, ``seq`` 1-based and gapless,
+  primary key ``(ns, key, seq)`` so a range read is an index range scan.
+* a trigger drops a list's items when its entry is deleted or replaced by a value.
+* ``<p>meta``: the schema version, migrated under a transaction-scoped advisory lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg import sql
+
+from kvstore.errors import BackendUnavailableError, ConfigError, KVStoreError
+
+__all__ = ["SCHEMA_VERSION", "Queries", "build_conninfo", "lock_id", "map_error", "migrations", "scrub"]
+
+BACKEND = "postgres"
+SCHEMA_VERSION = 1
+
+#: A row that has not expired (server time, so every client agrees).
+_LIVE = "(expires_at IS NULL OR expires_at > now())"
+
+
+def _names(schema: str, table_prefix: str) -> dict[str, sql.Composable]:
+    return {
+        "schema": sql.Identifier(schema),
+        "entries": sql.Identifier(schema, f"{table_prefix}entries"),
+        "items": sql.Identifier(schema, f"{table_prefix}items"),
+        "meta": sql.Identifier(schema, f"{table_prefix}meta"),
+        "drop_items": sql.Identifier(schema, f"{table_prefix}drop_items"),
+        "expires_idx": sql.Identifier(f"{table_prefix}entries_expires_at"),
+        "trg_delete": sql.Identifier(f"{table_prefix}entries_drop_items_on_delete"),
+        "trg_update": sql.Identifier(f"{table_prefix}entries_drop_items_on_update"),
+    }
+
+
+def _render(template: str, names: dict[str, sql.Composable], **extra: sql.Composable) -> str:
+    return sql.SQL(template.replace("{LIVE}", _LIVE)).format(**names, **extra).as_string(None)
+
+
+def validate_schema_name(schema: str) -> str:
+    """A schema name is 1-63 UTF-8 bytes without NUL (quoted, so any other character is fine)."""
+    if not schema or "\x00" in schema or len(schema.encode("utf-8")) > 63:
+        raise ConfigError(f"invalid PostgreSQL schema name {schema!r}: 1-63 bytes, no NUL", backend=BACKEND)
+    return schema
+
+
+def lock_id(schema: str) -> int:
+    """The advisory-lock key that serialises kvstore migrations in one schema (any table prefix)."""
+    digest = hashlib.blake2b(f"kvstore:{schema}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def migrations(schema: str, table_prefix: str) -> list[list[str]]:
+    """DDL statements per schema version (index 0 migrates from version 0 to 1)."""
+    n = _names(schema, table_prefix)
+    drop_body = sql.SQL("BEGIN DELETE FROM {items} WHERE ns = OLD.ns AND key = OLD.key; RETURN NULL; END").format(
+        items=n["items"]
+    )
+    v1 = [
+        """CREATE TABLE IF NOT EXISTS {entries} (
+            ns text COLLATE "C" NOT NULL,
+            key text COLLATE "C" NOT NULL,
+            kind "char" NOT NULL DEFAULT 'v' CHECK (kind IN ('v', 'l')),
+            value json,
+            length bigint NOT NULL DEFAULT 0,
+            expires_at timestamptz,
+            PRIMARY KEY (ns, key)
+        )""",
+        "CREATE INDEX IF NOT EXISTS {expires_idx} ON {entries} (expires_at) WHERE expires_at IS NOT NULL",
+        """CREATE TABLE IF NOT EXISTS {items} (
+            ns text COLLATE "C" NOT NULL,
+            key text COLLATE "C" NOT NULL,
+            seq bigint NOT NULL,
+            value json NOT NULL,
+            PRIMARY KEY (ns, key, seq)
+        )""",
+        "CREATE OR REPLACE FUNCTION {drop_items}() RETURNS trigger LANGUAGE plpgsql AS {body}",
+        "DROP TRIGGER IF EXISTS {trg_delete} ON {entries}",
+        """CREATE TRIGGER {trg_delete} AFTER DELETE ON {entries}
+            FOR EACH ROW WHEN (OLD.kind = 'l') EXECUTE FUNCTION {drop_items}()""",
+        "DROP TRIGGER IF EXISTS {trg_update} ON {entries}",
+        """CREATE TRIGGER {trg_update} AFTER UPDATE OF kind ON {entries}
+            FOR EACH ROW WHEN (OLD.kind = 'l' AND NEW.kind <> 'l') EXECUTE FUNCTION {drop_items}()""",
+    ]
+    body = sql.Literal(drop_body.as_string(None))
+    return [[_render(stmt, n, body=body) for stmt in v1]]
+
+
+@dataclass(frozen=True)
+class Queries:
+    """Every statement of one store, rendered once (identifiers quoted) to plain strings."""
+
+    lock: str
+    schema_exists: str
+    create_schema: str
+    create_meta: str
+    meta_exists: str
+    read_version: str
+    write_version: str
+    server_encoding: str
+    get: str
+    set: str
+    set_nx: str
+    delete: str
+    exists: str
+    mget: str
+    mset: str
+    keys_page: str
+    keys_page_bounded: str
+    clear: str
+    clear_items: str
+    ttl: str
+    expire: str
+    purge: str
+    drop_expired: str
+    bump: str
+    add_items: str
+    length: str
+    range: str
+
+    @classmethod
+    def build(cls, schema: str, table_prefix: str) -> Queries:
+        """Render every statement for ``schema`` and ``table_prefix``."""
+        n = _names(validate_schema_name(schema), table_prefix)
+        upsert_set = "kind = 'v', value = excluded.value, length = 0, expires_at = excluded.expires_at"
+        expiry = "now() + %s::bigint * interval '1 millisecond'"
+        templates = {
+            "lock": "SELECT pg_advisory_xact_lock(%s)",
+            "schema_exists": "SELECT 1 FROM pg_namespace WHERE nspname = %s",
+            "create_schema": "CREATE SCHEMA IF NOT EXISTS {schema}",
+            "create_meta": "CREATE TABLE IF NOT EXISTS {meta} "
+            "(id int PRIMARY KEY CHECK (id = 1), version int NOT NULL)",
+            "meta_exists": "SELECT 1 FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace "
+            "WHERE s.nspname = %s AND c.relname = %s",
+            "read_version": "SELECT version FROM {meta} WHERE id = 1",
+            "write_version": "INSERT INTO {meta} (id, version) VALUES (1, %s) "
+            "ON CONFLICT (id) DO UPDATE SET version = excluded.version",
+            "server_encoding": "SHOW server_encoding",
+            "get": "SELECT kind, value::text FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
+            "set": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at) "
+            f"VALUES (%s, %s, 'v', %s::json, 0, {expiry}) ON CONFLICT (ns, key) DO UPDATE SET {upsert_set}",
+            "set_nx": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at) "
+            f"VALUES (%s, %s, 'v', %s::json, 0, {expiry}) ON CONFLICT (ns, key) DO UPDATE SET {upsert_set} "
+            "WHERE e.expires_at IS NOT NULL AND e.expires_at <= now() RETURNING 1",
+            "delete": "DELETE FROM {entries} WHERE ns = %s AND key = %s RETURNING {LIVE}",
+            "exists": "SELECT 1 FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
+            "mget": "SELECT key, kind, value::text FROM {entries} WHERE ns = %s AND key = ANY(%s::text[]) AND {LIVE}",
+            "mset": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at) "
+            "SELECT %s, u.k, 'v', u.v::json, 0, now() + u.t * interval '1 millisecond' "
+            "FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS u(k, v, t) "
+            f"ON CONFLICT (ns, key) DO UPDATE SET {upsert_set}",
+            "keys_page": "SELECT key FROM {entries} WHERE ns = %s AND key >= %s AND key > %s AND {LIVE} "
+            "ORDER BY key LIMIT %s",
+            "keys_page_bounded": "SELECT key FROM {entries} WHERE ns = %s AND key >= %s AND key > %s AND key < %s "
+            "AND {LIVE} ORDER BY key LIMIT %s",
+            "clear": "DELETE FROM {entries} WHERE ns = %s",
+            "clear_items": "DELETE FROM {items} WHERE ns = %s",
+            "ttl": "SELECT extract(epoch FROM expires_at - now())::float8 FROM {entries} "
+            "WHERE ns = %s AND key = %s AND {LIVE}",
+            "expire": f"UPDATE {{entries}} SET expires_at = {expiry} "
+            "WHERE ns = %s AND key = %s AND {LIVE} RETURNING 1",
+            "purge": "DELETE FROM {entries} WHERE (ns, key) IN (SELECT ns, key FROM {entries} "
+            "WHERE expires_at <= now() LIMIT %s)",
+            "drop_expired": "DELETE FROM {entries} WHERE ns = %s AND key = %s AND expires_at <= now()",
+            "bump": "INSERT INTO {entries} AS e (ns, key, kind, length) VALUES (%s, %s, 'l', %s) "
+            "ON CONFLICT (ns, key) DO UPDATE SET length = e.length + excluded.length WHERE e.kind = 'l' "
+            "RETURNING e.length",
+            "add_items": "INSERT INTO {items} (ns, key, seq, value) "
+            "SELECT %s, %s, %s::bigint + u.ord, u.v::json FROM unnest(%s::text[]) WITH ORDINALITY AS u(v, ord)",
+            "length": "SELECT kind, length FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
+            # LRANGE arithmetic in SQL, against the counter read in the same snapshot as the
+            # items: one round trip, an index range scan of (ns, key, seq), O(log n + k).
+            "range": "SELECT e.kind, i.value::text FROM {entries} e "
+            "LEFT JOIN {items} i ON e.kind = 'l' AND i.ns = e.ns AND i.key = e.key "
+            "AND i.seq >= (CASE WHEN %(start)s::bigint < 0 THEN greatest(e.length + %(start)s::bigint, 0) "
+            "ELSE %(start)s::bigint END) + 1 "
+            "AND i.seq <= (CASE WHEN %(end)s::bigint < 0 THEN e.length + %(end)s::bigint "
+            "ELSE least(%(end)s::bigint, e.length - 1) END) + 1 "
+            "WHERE e.ns = %(ns)s AND e.key = %(key)s AND (e.expires_at IS NULL OR e.expires_at > now()) "
+            "ORDER BY i.seq",
+        }
+        return cls(**{name: _render(text, n) for name, text in templates.items()})
+
+
+# --- connection parameters ----------------------------------------------------------
+
+
+def build_conninfo(
+    url: str | None,
+    *,
+    connect_timeout: float = 2.0,
+    statement_timeout: float = 5.0,
+    tcp_user_timeout: float = 5.0,
+    application_name: str = "kvstore",
+    **fields: Any,
+) -> tuple[str, str | None]:
+    """A libpq conninfo string with every deadline set, and the password taken out of it.
+
+    ``fields`` (``host``, ``port``, ``dbname``, ``user``, ``sslmode``...; ``None`` =
+    not given) override what the URL says. The password is returned apart so it
+    travels in the connection kwargs and never sits in a string that could be printed.
+    """
+    params: dict[str, Any] = psycopg.conninfo.conninfo_to_dict(url or "")
+    password = params.pop("password", None)
+    params.update({k: v for k, v in fields.items() if v is not None})
+    params.setdefault("application_name", application_name)
+    # libpq takes whole seconds for connect_timeout and treats less than 2 as 2.
+    params["connect_timeout"] = max(2, math.ceil(connect_timeout))
+    params["tcp_user_timeout"] = max(1, int(tcp_user_timeout * 1000))
+    params.setdefault("keepalives", 1)
+    params.setdefault("keepalives_idle", max(1, int(tcp_user_timeout)))
+    params.setdefault("keepalives_interval", 1)
+    params.setdefault("keepalives_count", 3)
+    options = str(params.get("options") or "")
+    params["options"] = f"{options} -c statement_timeout={max(1, int(statement_timeout * 1000))}".strip()
+    return psycopg.conninfo.make_conninfo("", **params), (str(password) if password is not None else None)
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """``text`` with every occurrence of ``secret`` replaced (belt and braces for messages)."""
+    if secret:
+        text = text.replace(secret, "***")
+    return text
+
+
+def is_local(conninfo: str) -> bool:
+    """Whether every host of ``conninfo`` is a Unix socket or a loopback address."""
+    hosts = str(psycopg.conninfo.conninfo_to_dict(conninfo).get("host") or "localhost")
+    return all(h.startswith("/") or h in ("localhost", "127.0.0.1", "::1", "") for h in hosts.split(","))
+
+
+# --- errors -------------------------------------------------------------------------
+
+
+def map_error(exc: BaseException, operation: str, key: str | None, secret: str | None = None) -> KVStoreError | None:
+    """The kvstore error for a driver exception, most specific first; ``None`` if not a driver error."""
+    detail = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, secret)
+    if isinstance(exc, psycopg_pool.TooManyRequests):
+        message = f"PostgreSQL pool is full and its wait queue too ({detail}); raise max_size or max_waiting"
+    elif isinstance(exc, psycopg_pool.PoolTimeout):
+        message = f"no PostgreSQL connection free within pool_timeout ({detail}); is the server up?"
+    elif isinstance(exc, psycopg.errors.QueryCanceled):
+        message = f"PostgreSQL statement missed its deadline ({detail}); raise statement_timeout?"
+    elif isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return KVStoreError(f"PostgreSQL refused {operation}: {detail}", backend=BACKEND, key=key, operation=operation)
+    elif isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | psycopg_pool.PoolClosed | OSError):
+        message = f"PostgreSQL unavailable during {operation}: {detail}"
+    elif isinstance(exc, psycopg.Error):
+        message = f"PostgreSQL error during {operation}: {detail}"
+        return KVStoreError(message, backend=BACKEND, key=key, operation=operation)
+    else:
+        return None
+    return BackendUnavailableError(message, backend=BACKEND, key=key, operation=operation)
+
+
+class ErrorBoundary:
+    """Context manager translating driver exceptions to kvstore errors (the one boundary)."""
+
+    __slots__ = ("key", "operation", "secret")
+
+    def __init__(self, operation: str, key: str | None = None, secret: str | None = None) -> None:
+        self.operation = operation
+        self.key = key
+        self.secret = secret
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is None or isinstance(exc, KVStoreError):
+            return
+        mapped = map_error(exc, self.operation, self.key, self.secret)
+        if mapped is not None:
+            raise mapped from exc
+
+
+@contextmanager
+def translate(operation: str, key: str | None = None, secret: str | None = None) -> Iterator[None]:
+    """Function form of `ErrorBoundary` for the cold paths."""
+    with ErrorBoundary(operation, key, secret):
+        yield

@@ -1,0 +1,531 @@
+# Generated from kvstore/_async/postgres.py by tools/unasync.py: do not edit; edit the async source.
+"""PostgreSQL database tier on psycopg 3 and a psycopg_pool pool (schema: `kvstore._postgres_sql`)."""
+
+from __future__ import annotations
+
+import logging
+import select
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, Self
+
+from kvstore._codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
+from kvstore._items import MsetItems, normalize_items
+from kvstore._keys import compile_glob, glob_literal_prefix, prefix_upper_bound, validate_key, validate_keys
+from kvstore._sync.base import Database
+from kvstore._ttl import TTL, ttl_ms
+from kvstore.config import PostgresDatabaseConfig
+from kvstore.errors import BackendUnavailableError, ClosedError, ConfigError, MissingDependencyError, WrongTypeError
+
+try:
+    import psycopg
+    from psycopg_pool import ConnectionPool
+
+    from kvstore import _postgres_sql as _pg
+except ImportError as _exc:  # pragma: no cover - exercised by the missing-extra test
+    raise MissingDependencyError("postgres", "postgres", _exc.name or "psycopg") from _exc
+
+__all__ = ["PostgresDatabase"]
+
+logger = logging.getLogger("kvstore")
+
+_Conn = psycopg.Connection[Any]
+_Pool = ConnectionPool[_Conn]
+
+#: Keys fetched per round trip by `iter_keys`.
+_KEYS_PAGE = 1000
+#: Expired rows removed per purge statement.
+_PURGE_BATCH = 1000
+_BIG = 2**62
+
+
+def _socket_is_quiet(conn: Any) -> bool:
+    """Whether an idle connection's socket has nothing to read (no FIN, no FATAL from a restart).
+
+    An idle, healthy connection receives nothing; a server that restarted or
+    killed the backend has closed the socket, which then polls readable. This
+    costs one ``poll`` syscall instead of a round trip per checkout.
+    """
+    if conn.closed or conn.broken:
+        return False
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN | select.POLLPRI)
+    return not poller.poll(0)
+
+
+class PostgresDatabase(Database):
+    """Database tier on PostgreSQL: values, append-only lists and TTL, shared by many processes.
+
+    Args:
+        url: A ``postgresql://`` URL or libpq conninfo string, or a ready
+            `ConnectionPool` (which the store uses but does not close; its
+            connections must be in autocommit mode).
+        password: The password (kept out of every string the store prints).
+        host, port, dbname, user, sslmode, sslrootcert: Override the URL's fields.
+        key_prefix: Namespace of this store; other prefixes are never seen.
+        schema: PostgreSQL schema of the tables, created if missing.
+        table_prefix: Prefix of the table names (``<p>entries``, ``<p>items``, ``<p>meta``).
+        min_size, max_size, pool_timeout, max_waiting: Pool sizing and the
+            deadline for getting a connection.
+        connect_timeout, statement_timeout, tcp_user_timeout: Deadlines (seconds).
+        purge_interval: Seconds between sweeps of expired rows (they are invisible at once anyway).
+    """
+
+    backend = "postgres"
+    durable = True
+
+    def __init__(
+        self,
+        url: str | _Pool | None = None,
+        *,
+        password: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        dbname: str | None = None,
+        user: str | None = None,
+        sslmode: str | None = None,
+        sslrootcert: str | None = None,
+        key_prefix: str = "",
+        schema: str = "public",
+        table_prefix: str = "kvstore_",
+        min_size: int = 1,
+        max_size: int = 10,
+        pool_timeout: float = 5.0,
+        max_waiting: int = 0,
+        connect_timeout: float = 2.0,
+        statement_timeout: float = 5.0,
+        tcp_user_timeout: float = 5.0,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        purge_interval: float = 60.0,
+    ) -> None:
+        self.key_prefix = key_prefix
+        self.schema = schema
+        self.table_prefix = table_prefix
+        self.max_value_bytes = max_value_bytes
+        self._q = _pg.Queries.build(schema, table_prefix)
+        self._lock_id = _pg.lock_id(schema)
+        self._pool_timeout = pool_timeout
+        self._connect_timeout = connect_timeout
+        self._purge_interval = purge_interval
+        self._next_purge = time.monotonic() + purge_interval
+        self._ready = False
+        self._closed = False
+        self._start_lock = threading.Lock()
+        if isinstance(url, ConnectionPool):
+            self._pool: _Pool = url
+            self._owns_pool = False
+            self._secret: str | None = password
+            self._where = f"pool={url.name!r}"
+            return
+        conninfo, url_password = _pg.build_conninfo(
+            url,
+            connect_timeout=connect_timeout,
+            statement_timeout=statement_timeout,
+            tcp_user_timeout=tcp_user_timeout,
+            host=host,
+            port=port,
+            dbname=dbname,
+            user=user,
+            sslmode=sslmode,
+            sslrootcert=sslrootcert,
+        )
+        self._secret = password if password is not None else url_password
+        info = psycopg.conninfo.conninfo_to_dict(conninfo)
+        self._where = " ".join(f"{k}={info[k]}" for k in ("host", "port", "dbname", "user") if info.get(k))
+        if not _pg.is_local(conninfo) and info.get("sslmode") not in ("verify-ca", "verify-full"):
+            logger.warning(
+                "kvstore: PostgreSQL at %s is not local and its certificate is not verified "
+                "(sslmode=%s); set sslmode=verify-full",
+                info.get("host"),
+                info.get("sslmode", "prefer"),
+            )
+        kwargs: dict[str, Any] = {"autocommit": True}
+        if self._secret is not None:
+            kwargs["password"] = self._secret
+        self._pool = ConnectionPool(
+            conninfo,
+            kwargs=kwargs,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=pool_timeout,
+            max_waiting=max_waiting,
+            open=False,
+            name=f"kvstore-postgres-{id(self):x}",
+        )
+        self._owns_pool = True
+
+    @classmethod
+    def from_config(cls, config: PostgresDatabaseConfig) -> Self:
+        """Build from a `PostgresDatabaseConfig`, connect and migrate within ``connect_timeout``.
+
+        Raises:
+            BackendUnavailableError: the server cannot be reached in time.
+        """
+        given = config.model_fields_set
+        explicit = {
+            name: getattr(config, name)
+            for name in ("host", "port", "dbname", "user")
+            if name in given or config.url is None
+        }
+        store = cls(
+            config.url,
+            password=config.password.get_secret_value() if config.password is not None else None,
+            sslmode=config.sslmode,
+            sslrootcert=config.sslrootcert,
+            key_prefix=config.key_prefix,
+            schema=config.schema_name,
+            table_prefix=config.table_prefix,
+            min_size=config.min_size,
+            max_size=config.max_size,
+            pool_timeout=config.pool_timeout,
+            max_waiting=config.max_waiting,
+            connect_timeout=config.connect_timeout,
+            statement_timeout=config.statement_timeout,
+            tcp_user_timeout=config.tcp_user_timeout,
+            max_value_bytes=config.max_value_bytes,
+            **explicit,
+        )
+        try:
+            store.open()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("open" if self._ready else "not connected")
+        return (
+            f"<{type(self).__name__} {self._where} schema={self.schema!r} "
+            f"tables={self.table_prefix}* prefix={self.key_prefix!r} {state}>"
+        )
+
+    # --- connection handling --------------------------------------------------------
+
+    def open(self) -> None:
+        """Open the pool and create or migrate the schema (done on first use otherwise)."""
+        self._start()
+
+    def _start(self) -> _Pool:
+        if self._closed:
+            raise ClosedError(f"{type(self).__name__} is closed", backend="postgres")
+        with self._start_lock:
+            if self._ready:
+                return self._pool
+            with _pg.ErrorBoundary("connect", None, self._secret):
+                if self._owns_pool:
+                    self._pool.open(wait=True, timeout=self._connect_timeout)
+                conn = self._pool.getconn(timeout=self._connect_timeout)
+                try:
+                    self._migrate(conn)
+                finally:
+                    self._pool.putconn(conn)
+            self._ready = True
+        return self._pool
+
+    def _migrate(self, conn: _Conn) -> None:
+        q = self._q
+        with conn.transaction():
+            # Concurrent first connects (many processes) queue here instead of racing the DDL.
+            conn.execute(q.lock, (self._lock_id,))
+            cur = conn.execute(q.server_encoding)
+            encoding = (cur.fetchone() or ("",))[0]
+            if encoding not in ("UTF8", "SQL_ASCII"):
+                raise ConfigError(
+                    f"kvstore needs a UTF8 PostgreSQL database; this one is {encoding}", backend="postgres"
+                )
+            cur = conn.execute(q.schema_exists, (self.schema,))
+            if cur.fetchone() is None:
+                conn.execute(q.create_schema)
+            cur = conn.execute(q.meta_exists, (self.schema, f"{self.table_prefix}meta"))
+            if cur.fetchone() is None:
+                conn.execute(q.create_meta)
+            cur = conn.execute(q.read_version)
+            row = cur.fetchone()
+            version = row[0] if row else 0
+            if version > _pg.SCHEMA_VERSION:
+                raise ConfigError(
+                    f"the kvstore tables in schema {self.schema!r} are at version {version}, newer than "
+                    f"this kvstore ({_pg.SCHEMA_VERSION}); upgrade kvstore",
+                    backend="postgres",
+                )
+            for statements in _pg.migrations(self.schema, self.table_prefix)[version:]:
+                for statement in statements:
+                    conn.execute(statement)
+            if version != _pg.SCHEMA_VERSION:
+                conn.execute(q.write_version, (_pg.SCHEMA_VERSION,))
+
+    def _getconn(self, pool: _Pool) -> _Conn:
+        """A pooled connection that is not known dead; a dead one is closed and replaced.
+
+        psycopg_pool's own ``check`` backs off 1 s, 2 s, 4 s between failed checks, so
+        a few dead connections after a server restart would exhaust ``pool_timeout``;
+        here a dead connection costs nothing but its replacement.
+        """
+        for _ in range(pool.max_size + 1):
+            conn = pool.getconn(timeout=self._pool_timeout)
+            if _socket_is_quiet(conn):
+                return conn
+            try:
+                ConnectionPool.check_connection(conn)
+            except psycopg.Error:
+                conn.close()
+                pool.putconn(conn)
+                continue
+            return conn
+        raise BackendUnavailableError("no live PostgreSQL connection in the pool", backend="postgres")
+
+    def _one(self, op: str, key: str | None, query: str, params: Any) -> Any:
+        """Run one idempotent statement and return its first row (or ``None``).
+
+        A connection that broke under the call (server restart) is replaced and
+        the statement retried once: only idempotent statements come here.
+        """
+        pool = self._pool if self._ready else self._start()
+        with _pg.ErrorBoundary(op, key, self._secret):
+            for attempt in (0, 1):
+                conn = self._getconn(pool)
+                try:
+                    cur = conn.execute(query, params)
+                    return cur.fetchone()
+                except psycopg.OperationalError:
+                    if attempt or not conn.broken:
+                        raise
+                finally:
+                    pool.putconn(conn)
+        raise AssertionError("unreachable")
+
+    def _all(self, op: str, key: str | None, query: str, params: Any) -> list[Any]:
+        """Like `_one`, returning every row."""
+        pool = self._pool if self._ready else self._start()
+        with _pg.ErrorBoundary(op, key, self._secret):
+            for attempt in (0, 1):
+                conn = self._getconn(pool)
+                try:
+                    cur = conn.execute(query, params)
+                    return cur.fetchall()
+                except psycopg.OperationalError:
+                    if attempt or not conn.broken:
+                        raise
+                finally:
+                    pool.putconn(conn)
+        raise AssertionError("unreachable")
+
+    def _write(self, op: str, key: str | None, query: str, params: Any) -> int:
+        """Run one idempotent write; return its row count."""
+        pool = self._pool if self._ready else self._start()
+        with _pg.ErrorBoundary(op, key, self._secret):
+            for attempt in (0, 1):
+                conn = self._getconn(pool)
+                try:
+                    cur = conn.execute(query, params)
+                    count = cur.rowcount
+                    break
+                except psycopg.OperationalError:
+                    if attempt or not conn.broken:
+                        raise
+                finally:
+                    pool.putconn(conn)
+            else:
+                raise AssertionError("unreachable")
+        if time.monotonic() >= self._next_purge:
+            self._purge_quietly()
+        return count
+
+    def _purge_quietly(self) -> None:
+        self._next_purge = time.monotonic() + self._purge_interval
+        try:
+            self.purge_expired()
+        except Exception as exc:  # a failed sweep must not fail the write that triggered it
+            logger.debug("kvstore: purge of expired PostgreSQL rows failed: %s", type(exc).__name__)
+
+    def purge_expired(self) -> int:
+        """Delete expired rows (of every prefix) now; return how many went. They are invisible anyway."""
+        total = 0
+        while True:
+            pool = self._pool if self._ready else self._start()
+            with _pg.ErrorBoundary("purge_expired", None, self._secret):
+                conn = self._getconn(pool)
+                try:
+                    cur = conn.execute(self._q.purge, (_PURGE_BATCH,))
+                    removed = cur.rowcount
+                finally:
+                    pool.putconn(conn)
+            total += removed
+            if removed < _PURGE_BATCH:
+                return total
+
+    # --- values ---------------------------------------------------------------------
+
+    def get(self, key: str) -> Any:
+        key = validate_key(key)
+        row = self._one("get", key, self._q.get, (self.key_prefix, key))
+        if row is None:
+            return None
+        if row[0] == "l":
+            raise WrongTypeError(
+                f"key {key!r} holds a list; use get_range", key=key, backend="postgres", operation="get"
+            )
+        return decode(row[1], key)
+
+    def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
+        key = validate_key(key)
+        ms = ttl_ms(ttl) if ttl is not None else None
+        data = encode(key, value, self.max_value_bytes).decode()
+        if only_if_absent:
+            return self._write("set", key, self._q.set_nx, (self.key_prefix, key, data, ms)) > 0
+        self._write("set", key, self._q.set, (self.key_prefix, key, data, ms))
+        return True
+
+    def delete(self, key: str) -> bool:
+        key = validate_key(key)
+        row = self._one("delete", key, self._q.delete, (self.key_prefix, key))
+        return bool(row and row[0])
+
+    def exists(self, key: str) -> bool:
+        key = validate_key(key)
+        return self._one("exists", key, self._q.exists, (self.key_prefix, key)) is not None
+
+    def mget(self, keys: Iterable[str]) -> list[Any]:
+        keys = validate_keys(keys)
+        if not keys:
+            return []
+        rows = self._all("mget", None, self._q.mget, (self.key_prefix, list(dict.fromkeys(keys))))
+        # Like Redis MGET, a list key reads as missing rather than failing the batch.
+        found = {k: v for k, kind, v in rows if kind == "v"}
+        return [decode(found[k], k) if k in found else None for k in keys]
+
+    def mset(self, items: MsetItems) -> None:
+        latest: dict[str, tuple[str, int | None]] = {}
+        for key, value, ms in normalize_items(items):
+            latest[key] = (encode(key, value, self.max_value_bytes).decode(), ms)
+        if not latest:
+            return
+        # One multi-row statement: one round trip, atomic. Duplicates are folded
+        # first (last wins) because ON CONFLICT cannot touch a row twice.
+        params = (self.key_prefix, list(latest), [v for v, _ in latest.values()], [t for _, t in latest.values()])
+        self._write("mset", None, self._q.mset, params)
+
+    def iter_keys(self, pattern: str = "*") -> Iterator[str]:
+        match = compile_glob(pattern)
+        low = glob_literal_prefix(pattern)
+        high = prefix_upper_bound(low)
+        after = ""
+        while True:
+            # Keyset pagination over the (ns, key) index: constant memory, no long transaction.
+            if high is None:
+                params: tuple[Any, ...] = (self.key_prefix, low, after, _KEYS_PAGE)
+                rows = self._all("keys", None, self._q.keys_page, params)
+            else:
+                params = (self.key_prefix, low, after, high, _KEYS_PAGE)
+                rows = self._all("keys", None, self._q.keys_page_bounded, params)
+            for (key,) in rows:
+                if match(key):
+                    yield key
+            if len(rows) < _KEYS_PAGE:
+                return
+            after = rows[-1][0]
+
+    def clear(self) -> None:
+        # Items first in one statement, so the per-list trigger finds nothing to do.
+        self._write("clear", None, self._q.clear_items, (self.key_prefix,))
+        self._write("clear", None, self._q.clear, (self.key_prefix,))
+
+    def ttl(self, key: str) -> float | None:
+        key = validate_key(key)
+        row = self._one("ttl", key, self._q.ttl, (self.key_prefix, key))
+        if row is None or row[0] is None:
+            return None
+        return max(0.0, float(row[0]))
+
+    def expire(self, key: str, ttl: TTL | None) -> bool:
+        key = validate_key(key)
+        ms = ttl_ms(ttl)
+        return self._write("expire", key, self._q.expire, (ms, self.key_prefix, key)) > 0
+
+    def ping(self) -> None:
+        self._one("ping", None, "SELECT 1", None)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._ready = False
+        if self._owns_pool:
+            self._pool.close()
+
+    # --- lists ----------------------------------------------------------------------
+
+    def append(self, key: str, value: Any) -> int:
+        key = validate_key(key)
+        return self._push("append", key, [encode(key, value, self.max_value_bytes).decode()])
+
+    def extend(self, key: str, values: Iterable[Any]) -> int:
+        key = validate_key(key)
+        encoded = [encode(key, v, self.max_value_bytes).decode() for v in values]
+        if not encoded:
+            return self.get_length(key)
+        return self._push("extend", key, encoded)
+
+    def _push(self, op: str, key: str, encoded: list[str]) -> int:
+        """Append ``encoded`` in one transaction: bump the list's counter row, insert the items.
+
+        The counter row is locked by the UPDATE until commit, so concurrent
+        appenders to one list queue there and get consecutive, gapless positions;
+        a reader's single statement sees the counter and the items of one snapshot.
+        Not idempotent (DESIGN.md §8a): retried only when the failure came before
+        COMMIT was sent, i.e. when nothing can have been written.
+        """
+        pool = self._pool if self._ready else self._start()
+        q, ns, n = self._q, self.key_prefix, len(encoded)
+        with _pg.ErrorBoundary(op, key, self._secret):
+            for attempt in (0, 1):
+                conn = self._getconn(pool)
+                committing = False
+                try:
+                    with conn.transaction():
+                        # An expired entry is gone: drop it (its items go with it by trigger).
+                        conn.execute(q.drop_expired, (ns, key))
+                        cur = conn.execute(q.bump, (ns, key, n))
+                        row = cur.fetchone()
+                        if row is None:
+                            raise WrongTypeError(
+                                f"key {key!r} holds a value, not a list", key=key, backend="postgres", operation=op
+                            )
+                        length: int = row[0]
+                        conn.execute(q.add_items, (ns, key, length - n, encoded))
+                        committing = True
+                    return length
+                except psycopg.OperationalError:
+                    if attempt or committing or not conn.broken:
+                        raise
+                finally:
+                    pool.putconn(conn)
+        raise AssertionError("unreachable")
+
+    def get_range(self, key: str, start: int, end: int) -> list[Any]:
+        key = validate_key(key)
+        if isinstance(start, bool) or isinstance(end, bool) or not isinstance(start, int) or not isinstance(end, int):
+            raise TypeError("start and end must be int")
+        # Beyond +-2**62 nothing changes (no list is that long) and bigint arithmetic stays exact.
+        start, end = max(-_BIG, min(start, _BIG)), max(-_BIG, min(end, _BIG))
+        params = {"ns": self.key_prefix, "key": key, "start": start, "end": end}
+        rows = self._all("get_range", key, self._q.range, params)
+        if not rows:
+            return []
+        if rows[0][0] != "l":
+            raise WrongTypeError(
+                f"key {key!r} holds a value, not a list", key=key, backend="postgres", operation="get_range"
+            )
+        return [decode(v, key) for _, v in rows if v is not None]
+
+    def get_length(self, key: str) -> int:
+        key = validate_key(key)
+        row = self._one("get_length", key, self._q.length, (self.key_prefix, key))
+        if row is None:
+            return 0
+        if row[0] != "l":
+            raise WrongTypeError(
+                f"key {key!r} holds a value, not a list", key=key, backend="postgres", operation="get_length"
+            )
+        return int(row[1])
