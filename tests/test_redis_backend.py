@@ -12,7 +12,7 @@ import pytest
 import redis
 from redis import exceptions as rex
 
-from kvstore import BackendUnavailableError, KVStoreError, WrongTypeError
+from kvstore import BackendUnavailableError, KVStoreError, SerializationError, WrongTypeError
 from kvstore._redis_common import scan_match, translate
 from kvstore.config import RedisCacheConfig
 from kvstore.redis import RedisCache
@@ -157,6 +157,19 @@ def test_value_op_on_a_list_key_is_wrong_type() -> None:
     assert store.mget(["l"]) == [None]
     assert store.exists("l") is True
     assert store.keys() == ["l"]
+
+
+def test_stored_bytes_that_are_not_json_raise_serialization_error() -> None:
+    """A value written by another client that is not JSON raises SerializationError naming the key."""
+    raw_client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    store = RedisCache(client=raw_client, key_prefix="p:")
+    raw_client.set("p:bad", b"not json")
+    store.set("good", 1)
+    with pytest.raises(SerializationError) as info:
+        store.get("bad")
+    assert info.value.key == "bad"
+    with pytest.raises(SerializationError, match="'bad'"):
+        store.mget(["good", "bad"])
 
 
 def test_ready_client_is_not_closed() -> None:

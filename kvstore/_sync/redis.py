@@ -8,6 +8,8 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, NoReturn, Self
 
+from orjson import JSONDecodeError
+from orjson import loads as _loads
 from pydantic import SecretStr
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
 
@@ -212,7 +214,12 @@ class RedisCache(Cache):
             raw = self._client.execute_command("GET", full)
         except DRIVER_ERRORS as exc:
             raise self._error(exc, "get", key) from exc
-        return None if raw is None else decode(raw, key)
+        if raw is None:
+            return None
+        try:
+            return _loads(raw)
+        except JSONDecodeError:
+            return decode(raw, key)  # raises SerializationError naming the key
 
     def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
         full = self.key_prefix + validate_key(key)
@@ -279,7 +286,10 @@ class RedisCache(Cache):
                 raws = self._client.execute_command("MGET", *full)
         except DRIVER_ERRORS as exc:
             raise self._error(exc, "mget") from exc
-        return [None if raw is None else decode(raw, k) for raw, k in zip(raws, names, strict=True)]
+        try:
+            return [None if raw is None else _loads(raw) for raw in raws]
+        except JSONDecodeError:
+            return [None if raw is None else decode(raw, k) for raw, k in zip(raws, names, strict=True)]
 
     def mset(self, items: MsetItems) -> None:
         prefix, limit = self.key_prefix, self.max_value_bytes
