@@ -5,12 +5,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from kvstore._async.base import AsyncCache, AsyncDatabase, AsyncStore, AsyncTypedStore
+from kvstore._async.chat import AsyncChatHistory
 from kvstore._async.manager import AsyncStorageBackends, AsyncStorageManager
 from kvstore._async.memory import AsyncMemoryCache, AsyncMemoryDatabase
+from kvstore._async.session import AsyncSessionStore
+from kvstore._chat import ChatMessage, ChatPage
 from kvstore._health import HealthReport, TierHealth
 from kvstore._sync.base import Cache, Database, Store, TypedStore
+from kvstore._sync.chat import ChatHistory
 from kvstore._sync.manager import StorageBackends, StorageManager
 from kvstore._sync.memory import MemoryCache, MemoryDatabase
+from kvstore._sync.session import SessionStore
 from kvstore.config import StorageConfig
 from kvstore.errors import (
     BackendUnavailableError,
@@ -36,11 +41,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncCache",
+    "AsyncChatHistory",
     "AsyncDatabase",
     "AsyncMemoryCache",
     "AsyncMemoryDatabase",
     "AsyncPostgresDatabase",
     "AsyncRedisCache",
+    "AsyncSessionStore",
     "AsyncSqliteDatabase",
     "AsyncStorageBackends",
     "AsyncStorageManager",
@@ -48,6 +55,9 @@ __all__ = [
     "AsyncTypedStore",
     "BackendUnavailableError",
     "Cache",
+    "ChatHistory",
+    "ChatMessage",
+    "ChatPage",
     "ClosedError",
     "ConfigError",
     "Database",
@@ -60,6 +70,7 @@ __all__ = [
     "PostgresDatabase",
     "RedisCache",
     "SerializationError",
+    "SessionStore",
     "SqliteDatabase",
     "StorageBackends",
     "StorageConfig",

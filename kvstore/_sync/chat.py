@@ -1,0 +1,301 @@
+# Generated from kvstore/_async/chat.py by tools/unasync.py: do not edit; edit the async source.
+"""`ChatHistory`: one conversation's messages on the database tier."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Generic, TypeVar, overload
+
+from kvstore._chat import DEFAULT_NAMESPACE, ChatKeys, ChatMessage, ChatPage, find_message_id, message_id, with_id
+from kvstore._sync.base import Database
+from kvstore._ttl import TTL, ttl_ms
+from kvstore._typed import TypeCodec
+
+__all__ = ["ChatHistory"]
+
+M = TypeVar("M")
+
+#: How long an idempotency record is kept (seconds): a retry within it never duplicates.
+IDEMPOTENCY_WINDOW = 24 * 3600.0
+
+
+class ChatHistory(Generic[M]):
+    """The messages of one conversation, oldest first, on a database-tier store.
+
+    Five lines for an agent loop::
+
+        history = ChatHistory(storage.database, "conversation-42")
+        history.add({"role": "user", "content": "hi"})
+        history.add(ChatMessage(role="assistant", content="hello", id="turn-2"))
+        context = history.last(20)
+
+    Messages are stored as one list (``chat:<conversation>``), so `last` and
+    `page` cost O(log n + k) for k messages however long the conversation is.
+    Every message has a position that never changes (0 for the first one ever
+    added, also after `trim`).
+
+    Args:
+        database: Any `Database` (memory, SQLite, PostgreSQL, or the manager's tier).
+        conversation_id: Names the conversation; any valid key text.
+        model: The message type (default `ChatMessage`; ``dict`` for untyped
+            messages); writes are validated and reads parsed with pydantic.
+        ttl: When set, the conversation expires this long after its last write
+            (sliding: every `add`/`extend`/`trim` refreshes it).
+        namespace: First part of the conversation's keys (default ``"chat"``).
+        reconcile_window: How many of the newest messages a retried `add` scans
+            for its id when the first attempt died before recording it.
+        claim_timeout: Seconds after which an `add` whose first attempt went
+            silent (claimed the id but never recorded it) is taken over.
+        idempotency_window: Seconds an id is remembered (default one day).
+    """
+
+    @overload
+    def __init__(
+        self: ChatHistory[ChatMessage],
+        database: Database,
+        conversation_id: str,
+        *,
+        model: None = None,
+        ttl: TTL | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
+        reconcile_window: int = 1000,
+        claim_timeout: float = 10.0,
+        idempotency_window: float = IDEMPOTENCY_WINDOW,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        database: Database,
+        conversation_id: str,
+        *,
+        model: type[M] | Any,
+        ttl: TTL | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
+        reconcile_window: int = 1000,
+        claim_timeout: float = 10.0,
+        idempotency_window: float = IDEMPOTENCY_WINDOW,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        database: Database,
+        conversation_id: str,
+        *,
+        model: Any = None,
+        ttl: TTL | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
+        reconcile_window: int = 1000,
+        claim_timeout: float = 10.0,
+        idempotency_window: float = IDEMPOTENCY_WINDOW,
+    ) -> None:
+        if not isinstance(database, Database):
+            raise TypeError(f"a chat history needs a database-tier store, not {type(database).__name__}")
+        if not conversation_id:
+            raise ValueError("conversation_id must be a non-empty string")
+        ttl_ms(ttl)  # a bad TTL fails here, not at the first write
+        self.database = database
+        self.conversation_id = conversation_id
+        self.ttl = ttl
+        self.reconcile_window = reconcile_window
+        self.claim_timeout = claim_timeout
+        self.idempotency_window = idempotency_window
+        self._keys = ChatKeys(namespace, conversation_id)
+        self._codec: TypeCodec[M] = TypeCodec(ChatMessage if model is None else model)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._keys.messages!r} on {self.database!r}>"
+
+    @property
+    def key(self) -> str:
+        """The key of the list holding the messages."""
+        return self._keys.messages
+
+    # --- writing ----------------------------------------------------------------------
+
+    def add(self, message: M | Mapping[str, Any], *, id: str | None = None) -> int:
+        """Append one message; return its position.
+
+        With an idempotency id (``id=`` or the message's own ``id`` field), a
+        retried call returns the first call's position and stores nothing new:
+        the id is claimed atomically (``set(..., only_if_absent=True)``) before
+        the append and its position recorded after it. A retry that finds the
+        claim but no position (the first attempt died in between) looks for the
+        id among the newest ``reconcile_window`` messages; if it is not there and
+        the claim is older than ``claim_timeout`` it appends the message itself.
+        Guaranteed: no duplicate while the first attempt's append lands within
+        ``claim_timeout`` and the retry comes within ``idempotency_window``.
+        """
+        mid = id if id is not None else message_id(message)
+        if id is not None:
+            message = with_id(message, id)
+        data = self._codec.dump(self._keys.messages, message)
+        if mid is None:
+            length = self.database.append(self._keys.messages, data)
+            self._refresh_ttl()
+            return length - 1
+        return self._add_once(mid, data)
+
+    def _add_once(self, mid: str, data: Any) -> int:
+        database, claim = self.database, self._keys.message_id(mid)
+        window = self._id_ttl()
+        while True:
+            if database.set(claim, {"pending": time.time()}, window, only_if_absent=True):
+                return self._append_claimed(claim, data, window)
+            record = database.get(claim)
+            if isinstance(record, int) and not isinstance(record, bool):
+                return record  # added before: the retry stores nothing
+            if not isinstance(record, dict):
+                continue  # expired or cleared in between: claim again
+            found = self._find(mid)
+            if found is not None:
+                database.set(claim, found, window)
+                return found
+            stamp = float(record.get("pending", 0.0))
+            if time.time() - stamp >= self.claim_timeout:
+                takeover = self._keys.takeover(mid, stamp)
+                if database.set(takeover, True, window, only_if_absent=True):
+                    database.set(claim, {"pending": time.time()}, window)
+                    return self._append_claimed(claim, data, window)
+            time.sleep(min(0.05, self.claim_timeout / 10))
+
+    def _append_claimed(self, claim: str, data: Any, window: float) -> int:
+        position = self.database.append(self._keys.messages, data) - 1
+        self.database.set(claim, position, window)
+        self._refresh_ttl()
+        return position
+
+    def _find(self, mid: str) -> int | None:
+        length = self.database.get_length(self._keys.messages)
+        start = max(0, length - self.reconcile_window)
+        found = find_message_id(self.database.get_range(self._keys.messages, start, length - 1), mid)
+        return None if found is None else start + found
+
+    def extend(self, messages: Iterable[M | Mapping[str, Any]]) -> range:
+        """Append every message in order, in one round trip; return their positions.
+
+        Not guarded by idempotency ids (use `add` with an id for retry-safe writes).
+        """
+        data = [self._codec.dump(self._keys.messages, m) for m in messages]
+        if not data:
+            length = self.database.get_length(self._keys.messages)
+            return range(length, length)
+        length = self.database.extend(self._keys.messages, data)
+        self._refresh_ttl()
+        return range(length - len(data), length)
+
+    # --- reading ----------------------------------------------------------------------
+
+    def last(self, n: int = 20) -> list[M]:
+        """The newest ``n`` messages, oldest first (O(log n + k), any history length)."""
+        if n <= 0:
+            return []
+        key = self._keys.messages
+        raw = self.database.get_range(key, -n, -1)
+        offset = self._offset()
+        if offset:
+            # Trimmed: read from the first kept position on (positions are absolute).
+            length = self.database.get_length(key)
+            start = max(offset, length - n)
+            raw = (self.database.get_range(key, start, -1))[-n:] if start < length else []
+        return self._load(raw)
+
+    def page(self, before: int | None = None, limit: int = 20) -> ChatPage[M]:
+        """Up to ``limit`` messages older than position ``before`` (default: the newest).
+
+        Follow ``page.before`` to walk back to the oldest message kept.
+        """
+        if limit <= 0:
+            raise ValueError("limit must be > 0")
+        key = self._keys.messages
+        offset = self._offset()
+        end = self.database.get_length(key) if before is None else before
+        start = max(offset, end - limit)
+        if end <= start:
+            return ChatPage([], max(end, offset), None)
+        raw = self.database.get_range(key, start, end - 1)
+        return ChatPage(self._load(raw), start, start if start > offset else None)
+
+    def iter_messages(self, batch: int = 500) -> Iterator[M]:
+        """Every kept message, oldest first, read ``batch`` at a time."""
+        position = self._offset()
+        while True:
+            raw = self.database.get_range(self._keys.messages, position, position + batch - 1)
+            yield from self._load(raw)
+            if len(raw) < batch:
+                return
+            position += batch
+
+    def count(self) -> int:
+        """How many messages are kept (added, minus trimmed)."""
+        length = self.database.get_length(self._keys.messages)
+        offset = self._offset()
+        return max(0, length - offset)
+
+    # --- housekeeping -----------------------------------------------------------------
+
+    def trim(self, max_messages: int) -> int:
+        """Keep only the newest ``max_messages``; return how many were dropped.
+
+        Copy-free: the first kept position is stored in a small meta value that
+        every read honours, so trimming costs two reads and one write however
+        long the history is. Trimmed messages stay on disk until `clear` (the
+        database ABC has no list trim yet). Two trims racing each other: the
+        last write wins.
+        """
+        if max_messages < 0:
+            raise ValueError("max_messages must be >= 0")
+        length = self.database.get_length(self._keys.messages)
+        offset = self._offset()
+        new_offset = max(offset, length - max_messages)
+        if new_offset == offset:
+            return 0
+        self.database.set(self._keys.meta, {"offset": new_offset}, self.ttl)
+        return new_offset - offset
+
+    def clear(self) -> bool:
+        """Delete the conversation: its messages, trim offset and idempotency records.
+
+        Returns whether there were messages.
+        """
+        existed = self.database.delete(self._keys.messages)
+        self.database.delete(self._keys.meta)
+        for record in self.database.iter_keys(self._keys.id_pattern):
+            self.database.delete(record)
+        return existed
+
+    def expire(self, ttl: TTL | None) -> bool:
+        """Set (or with ``None`` remove) the conversation's TTL now; ``False`` when it has no messages."""
+        ttl_ms(ttl)
+        self.ttl = ttl
+        found = self.database.expire(self._keys.messages, ttl)
+        self.database.expire(self._keys.meta, ttl)
+        return found
+
+    @classmethod
+    def conversations(cls, database: Database, pattern: str = "*", *, namespace: str = DEFAULT_NAMESPACE) -> list[str]:
+        """The ids of the conversations matching the Redis glob ``pattern``, sorted."""
+        glob = ChatKeys.conversation_pattern(namespace, pattern)
+        skip = len(namespace) + 1
+        return sorted([key[skip:] for key in database.iter_keys(glob)])
+
+    # --- internals --------------------------------------------------------------------
+
+    def _offset(self) -> int:
+        meta = self.database.get(self._keys.meta)
+        return int(meta["offset"]) if isinstance(meta, dict) else 0
+
+    def _refresh_ttl(self) -> None:
+        if self.ttl is None:
+            return
+        self.database.expire(self._keys.messages, self.ttl)
+        self.database.expire(self._keys.meta, self.ttl)
+
+    def _id_ttl(self) -> float:
+        ms = ttl_ms(self.ttl)
+        return self.idempotency_window if ms is None else min(self.idempotency_window, ms / 1000)
+
+    def _load(self, raw: list[Any]) -> list[M]:
+        key = self._keys.messages
+        return [self._codec.load(key, item) for item in raw]  # type: ignore[misc]  # list items are never None

@@ -1,0 +1,191 @@
+"""`AsyncChatHistory` on every database backend (through the contract suite's ``db`` fixture)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from kvstore import AsyncChatHistory, AsyncMemoryCache, AsyncMemoryDatabase, ChatMessage
+from tests._async.backends import AsyncHarness
+
+
+class Turn(BaseModel):
+    """A custom message model."""
+
+    speaker: str
+    text: str
+    at: datetime
+    id: str | None = None
+
+
+async def test_add_and_last_round_trip_typed_messages(db: AsyncHarness) -> None:
+    """Messages (models or dicts) come back as ChatMessage, oldest first, with their datetimes."""
+    history = AsyncChatHistory(db.store, "conv-1")
+    first = ChatMessage(role="user", content="hi")
+    assert await history.add(first) == 0
+    assert await history.add({"role": "assistant", "content": "hello", "tool_calls": [1]}) == 1
+    messages = await history.last(20)
+    assert [m.content for m in messages] == ["hi", "hello"]
+    assert isinstance(messages[0], ChatMessage)
+    assert messages[0].created_at == first.created_at
+    assert messages[1].model_extra == {"tool_calls": [1]}
+    assert await history.count() == 2
+    assert await history.last(1) == [messages[1]]
+    assert await history.last(0) == []
+
+
+async def test_extend_returns_positions_in_one_call(db: AsyncHarness) -> None:
+    """extend appends every message in order with one database call and returns their positions."""
+    history = AsyncChatHistory(db.store, "conv-ext")
+    await history.add({"role": "system", "content": "be brief"})
+    calls = 0
+    real = db.store.extend
+
+    async def counting(key: str, values: object) -> int:
+        nonlocal calls
+        calls += 1
+        return await real(key, values)
+
+    db.store.extend = counting
+    try:
+        positions = await history.extend([{"role": "user", "content": str(i)} for i in range(5)])
+    finally:
+        del db.store.extend
+    assert calls == 1
+    assert positions == range(1, 6)
+    assert [m.content for m in await history.last(3)] == ["2", "3", "4"]
+    assert await history.extend([]) == range(6, 6)
+
+
+async def test_retried_add_with_id_never_duplicates(db: AsyncHarness) -> None:
+    """add with the same idempotency id (argument or the message's id field) stores the message once."""
+    history = AsyncChatHistory(db.store, "conv-idem")
+    assert await history.add({"role": "user", "content": "a"}, id="t1") == 0
+    assert await history.add({"role": "user", "content": "a"}, id="t1") == 0
+    assert await history.add(ChatMessage(role="assistant", content="b", id="t2")) == 1
+    assert await history.add(ChatMessage(role="assistant", content="b", id="t2")) == 1
+    assert await history.count() == 2
+    assert [m.id for m in await history.last(5)] == ["t1", "t2"]
+
+
+async def test_retry_after_a_crash_between_append_and_record_finds_the_message(db: AsyncHarness) -> None:
+    """A first attempt that appended but died before recording its position is found, not duplicated."""
+    history = AsyncChatHistory(db.store, "conv-crash")
+    keys = history._keys
+    # The first attempt: claimed, appended, then died.
+    await db.store.set(keys.message_id("m1"), {"pending": time.time()}, only_if_absent=True)
+    await db.store.append(keys.messages, {"role": "user", "content": "x", "id": "m1"})
+    await history.add({"role": "user", "content": "later"})
+    assert await history.add({"role": "user", "content": "x"}, id="m1") == 0
+    assert await history.count() == 2
+    assert await db.store.get(keys.message_id("m1")) == 0
+
+
+async def test_retry_takes_over_a_stale_claim_whose_append_never_happened(db: AsyncHarness) -> None:
+    """A claim older than claim_timeout with no message behind it is taken over and the message added once."""
+    history = AsyncChatHistory(db.store, "conv-stale", claim_timeout=0.0)
+    await db.store.set(history._keys.message_id("m9"), {"pending": time.time() - 60})
+    assert await history.add({"role": "user", "content": "x"}, id="m9") == 0
+    assert await history.add({"role": "user", "content": "x"}, id="m9") == 0
+    assert await history.count() == 1
+
+
+async def test_page_walks_back_to_the_oldest_message(db: AsyncHarness) -> None:
+    """page(before=...) returns fixed-size pages, newest first, with a cursor until the oldest."""
+    history = AsyncChatHistory(db.store, "conv-page", model=dict)
+    await history.extend([{"n": i} for i in range(7)])
+    seen: list[int] = []
+    page = await history.page(limit=3)
+    pages = 1
+    while True:
+        seen[:0] = [m["n"] for m in page.messages]
+        if page.before is None:
+            break
+        page = await history.page(before=page.before, limit=3)
+        pages += 1
+    assert seen == list(range(7))
+    assert pages == 3
+    assert (await history.page(before=0)).messages == []
+    with pytest.raises(ValueError, match="limit"):
+        await history.page(limit=0)
+
+
+async def test_trim_keeps_the_newest_and_positions_stay(db: AsyncHarness) -> None:
+    """trim(n) keeps the newest n for last/page/count/iteration; later adds keep counting positions."""
+    history = AsyncChatHistory(db.store, "conv-trim", model=dict)
+    await history.extend([{"n": i} for i in range(10)])
+    assert await history.trim(4) == 6
+    assert await history.trim(4) == 0
+    assert await history.count() == 4
+    assert [m["n"] for m in await history.last(20)] == [6, 7, 8, 9]
+    assert [m["n"] for m in await history.last(2)] == [8, 9]
+    page = await history.page(limit=10)
+    assert (page.start, page.before) == (6, None)
+    assert [m["n"] async for m in history.iter_messages(batch=3)] == [6, 7, 8, 9]
+    assert await history.add({"n": 10}) == 10
+    assert await history.count() == 5
+    await history.trim(0)
+    assert await history.last(5) == []
+    assert await history.count() == 0
+
+
+async def test_clear_deletes_messages_meta_and_id_records(db: AsyncHarness) -> None:
+    """Deleting a conversation removes every key it owns, and no other conversation's."""
+    a = AsyncChatHistory(db.store, "a")
+    ab = AsyncChatHistory(db.store, "a:b")
+    await a.add({"role": "user", "content": "1"}, id="x")
+    await a.trim(5)
+    await ab.add({"role": "user", "content": "2"}, id="x")
+    assert await a.clear() is True
+    assert await a.count() == 0
+    assert await a.clear() is False
+    assert sorted(await db.store.keys()) == sorted([ab.key, ab._keys.message_id("x")])
+
+
+async def test_conversations_are_listed_by_pattern(db: AsyncHarness) -> None:
+    """conversations(pattern) lists conversation ids by glob, including ids with glob characters."""
+    for conversation in ["user:1", "user:2", "bot*", "other"]:
+        await AsyncChatHistory(db.store, conversation).add({"role": "user", "content": "hi"}, id="i")
+    await db.store.set("chat.meta:unrelated", 1)
+    assert await AsyncChatHistory.conversations(db.store) == ["bot*", "other", "user:1", "user:2"]
+    assert await AsyncChatHistory.conversations(db.store, "user:*") == ["user:1", "user:2"]
+    assert await AsyncChatHistory.conversations(db.store, "bot\\*") == ["bot*"]
+    assert await AsyncChatHistory.conversations(db.store, namespace="elsewhere") == []
+
+
+async def test_conversation_ttl_slides_with_each_write(db: AsyncHarness) -> None:
+    """With ttl, a conversation expires that long after its last write, trimmed offset included."""
+    scale = 1.0 if db.clock is not None else 0.2  # a backend on the real clock really waits
+    history = AsyncChatHistory(db.store, "conv-ttl", model=dict, ttl=10 * scale)
+    await history.extend([{"n": 1}, {"n": 2}])
+    await history.trim(1)
+    await db.advance(6 * scale)
+    await history.add({"n": 3})
+    await db.advance(6 * scale)
+    assert [m["n"] for m in await history.last(5)] == [2, 3]
+    await db.advance(5 * scale)
+    assert await history.count() == 0
+    assert await db.store.keys("chat*") == []
+
+
+async def test_custom_model_validates_writes(db: AsyncHarness) -> None:
+    """A custom model is validated on add and parsed on read; an invalid message stores nothing."""
+    history = AsyncChatHistory(db.store, "conv-typed", model=Turn)
+    await history.add({"speaker": "me", "text": "hi", "at": "2024-01-02T03:04:05Z"})
+    with pytest.raises(ValidationError):
+        await history.add({"speaker": "me"})
+    (turn,) = await history.last(5)
+    assert turn.at.year == 2024
+
+
+async def test_history_needs_the_database_tier() -> None:
+    """A chat history on a cache store, or with an empty id or bad TTL, is refused at construction."""
+    with pytest.raises(TypeError, match="database"):
+        AsyncChatHistory(AsyncMemoryCache(), "c")  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match="conversation_id"):
+        AsyncChatHistory(AsyncMemoryDatabase(), "")
+    with pytest.raises(ValueError, match="ttl"):
+        AsyncChatHistory(AsyncMemoryDatabase(), "c", ttl=0)

@@ -1,0 +1,192 @@
+# Generated from tests/_async/test_chat.py by tools/unasync.py: do not edit; edit the async source.
+"""`ChatHistory` on every database backend (through the contract suite's ``db`` fixture)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from kvstore import ChatHistory, ChatMessage, MemoryCache, MemoryDatabase
+from tests._sync.backends import Harness
+
+
+class Turn(BaseModel):
+    """A custom message model."""
+
+    speaker: str
+    text: str
+    at: datetime
+    id: str | None = None
+
+
+def test_add_and_last_round_trip_typed_messages(db: Harness) -> None:
+    """Messages (models or dicts) come back as ChatMessage, oldest first, with their datetimes."""
+    history = ChatHistory(db.store, "conv-1")
+    first = ChatMessage(role="user", content="hi")
+    assert history.add(first) == 0
+    assert history.add({"role": "assistant", "content": "hello", "tool_calls": [1]}) == 1
+    messages = history.last(20)
+    assert [m.content for m in messages] == ["hi", "hello"]
+    assert isinstance(messages[0], ChatMessage)
+    assert messages[0].created_at == first.created_at
+    assert messages[1].model_extra == {"tool_calls": [1]}
+    assert history.count() == 2
+    assert history.last(1) == [messages[1]]
+    assert history.last(0) == []
+
+
+def test_extend_returns_positions_in_one_call(db: Harness) -> None:
+    """extend appends every message in order with one database call and returns their positions."""
+    history = ChatHistory(db.store, "conv-ext")
+    history.add({"role": "system", "content": "be brief"})
+    calls = 0
+    real = db.store.extend
+
+    def counting(key: str, values: object) -> int:
+        nonlocal calls
+        calls += 1
+        return real(key, values)
+
+    db.store.extend = counting
+    try:
+        positions = history.extend([{"role": "user", "content": str(i)} for i in range(5)])
+    finally:
+        del db.store.extend
+    assert calls == 1
+    assert positions == range(1, 6)
+    assert [m.content for m in history.last(3)] == ["2", "3", "4"]
+    assert history.extend([]) == range(6, 6)
+
+
+def test_retried_add_with_id_never_duplicates(db: Harness) -> None:
+    """add with the same idempotency id (argument or the message's id field) stores the message once."""
+    history = ChatHistory(db.store, "conv-idem")
+    assert history.add({"role": "user", "content": "a"}, id="t1") == 0
+    assert history.add({"role": "user", "content": "a"}, id="t1") == 0
+    assert history.add(ChatMessage(role="assistant", content="b", id="t2")) == 1
+    assert history.add(ChatMessage(role="assistant", content="b", id="t2")) == 1
+    assert history.count() == 2
+    assert [m.id for m in history.last(5)] == ["t1", "t2"]
+
+
+def test_retry_after_a_crash_between_append_and_record_finds_the_message(db: Harness) -> None:
+    """A first attempt that appended but died before recording its position is found, not duplicated."""
+    history = ChatHistory(db.store, "conv-crash")
+    keys = history._keys
+    # The first attempt: claimed, appended, then died.
+    db.store.set(keys.message_id("m1"), {"pending": time.time()}, only_if_absent=True)
+    db.store.append(keys.messages, {"role": "user", "content": "x", "id": "m1"})
+    history.add({"role": "user", "content": "later"})
+    assert history.add({"role": "user", "content": "x"}, id="m1") == 0
+    assert history.count() == 2
+    assert db.store.get(keys.message_id("m1")) == 0
+
+
+def test_retry_takes_over_a_stale_claim_whose_append_never_happened(db: Harness) -> None:
+    """A claim older than claim_timeout with no message behind it is taken over and the message added once."""
+    history = ChatHistory(db.store, "conv-stale", claim_timeout=0.0)
+    db.store.set(history._keys.message_id("m9"), {"pending": time.time() - 60})
+    assert history.add({"role": "user", "content": "x"}, id="m9") == 0
+    assert history.add({"role": "user", "content": "x"}, id="m9") == 0
+    assert history.count() == 1
+
+
+def test_page_walks_back_to_the_oldest_message(db: Harness) -> None:
+    """page(before=...) returns fixed-size pages, newest first, with a cursor until the oldest."""
+    history = ChatHistory(db.store, "conv-page", model=dict)
+    history.extend([{"n": i} for i in range(7)])
+    seen: list[int] = []
+    page = history.page(limit=3)
+    pages = 1
+    while True:
+        seen[:0] = [m["n"] for m in page.messages]
+        if page.before is None:
+            break
+        page = history.page(before=page.before, limit=3)
+        pages += 1
+    assert seen == list(range(7))
+    assert pages == 3
+    assert (history.page(before=0)).messages == []
+    with pytest.raises(ValueError, match="limit"):
+        history.page(limit=0)
+
+
+def test_trim_keeps_the_newest_and_positions_stay(db: Harness) -> None:
+    """trim(n) keeps the newest n for last/page/count/iteration; later adds keep counting positions."""
+    history = ChatHistory(db.store, "conv-trim", model=dict)
+    history.extend([{"n": i} for i in range(10)])
+    assert history.trim(4) == 6
+    assert history.trim(4) == 0
+    assert history.count() == 4
+    assert [m["n"] for m in history.last(20)] == [6, 7, 8, 9]
+    assert [m["n"] for m in history.last(2)] == [8, 9]
+    page = history.page(limit=10)
+    assert (page.start, page.before) == (6, None)
+    assert [m["n"] for m in history.iter_messages(batch=3)] == [6, 7, 8, 9]
+    assert history.add({"n": 10}) == 10
+    assert history.count() == 5
+    history.trim(0)
+    assert history.last(5) == []
+    assert history.count() == 0
+
+
+def test_clear_deletes_messages_meta_and_id_records(db: Harness) -> None:
+    """Deleting a conversation removes every key it owns, and no other conversation's."""
+    a = ChatHistory(db.store, "a")
+    ab = ChatHistory(db.store, "a:b")
+    a.add({"role": "user", "content": "1"}, id="x")
+    a.trim(5)
+    ab.add({"role": "user", "content": "2"}, id="x")
+    assert a.clear() is True
+    assert a.count() == 0
+    assert a.clear() is False
+    assert sorted(db.store.keys()) == sorted([ab.key, ab._keys.message_id("x")])
+
+
+def test_conversations_are_listed_by_pattern(db: Harness) -> None:
+    """conversations(pattern) lists conversation ids by glob, including ids with glob characters."""
+    for conversation in ["user:1", "user:2", "bot*", "other"]:
+        ChatHistory(db.store, conversation).add({"role": "user", "content": "hi"}, id="i")
+    db.store.set("chat.meta:unrelated", 1)
+    assert ChatHistory.conversations(db.store) == ["bot*", "other", "user:1", "user:2"]
+    assert ChatHistory.conversations(db.store, "user:*") == ["user:1", "user:2"]
+    assert ChatHistory.conversations(db.store, "bot\\*") == ["bot*"]
+    assert ChatHistory.conversations(db.store, namespace="elsewhere") == []
+
+
+def test_conversation_ttl_slides_with_each_write(db: Harness) -> None:
+    """With ttl, a conversation expires that long after its last write, trimmed offset included."""
+    scale = 1.0 if db.clock is not None else 0.2  # a backend on the real clock really waits
+    history = ChatHistory(db.store, "conv-ttl", model=dict, ttl=10 * scale)
+    history.extend([{"n": 1}, {"n": 2}])
+    history.trim(1)
+    db.advance(6 * scale)
+    history.add({"n": 3})
+    db.advance(6 * scale)
+    assert [m["n"] for m in history.last(5)] == [2, 3]
+    db.advance(5 * scale)
+    assert history.count() == 0
+    assert db.store.keys("chat*") == []
+
+
+def test_custom_model_validates_writes(db: Harness) -> None:
+    """A custom model is validated on add and parsed on read; an invalid message stores nothing."""
+    history = ChatHistory(db.store, "conv-typed", model=Turn)
+    history.add({"speaker": "me", "text": "hi", "at": "2024-01-02T03:04:05Z"})
+    with pytest.raises(ValidationError):
+        history.add({"speaker": "me"})
+    (turn,) = history.last(5)
+    assert turn.at.year == 2024
+
+
+def test_history_needs_the_database_tier() -> None:
+    """A chat history on a cache store, or with an empty id or bad TTL, is refused at construction."""
+    with pytest.raises(TypeError, match="database"):
+        ChatHistory(MemoryCache(), "c")  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match="conversation_id"):
+        ChatHistory(MemoryDatabase(), "")
+    with pytest.raises(ValueError, match="ttl"):
+        ChatHistory(MemoryDatabase(), "c", ttl=0)
