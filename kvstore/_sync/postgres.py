@@ -38,17 +38,23 @@ _KEYS_PAGE = 1000
 #: Expired rows removed per purge statement.
 _PURGE_BATCH = 1000
 _BIG = 2**62
+#: Seconds a connection must have been idle in the pool before a checkout polls its socket.
+_POLL_AFTER = 0.05
 
 
-def _socket_is_quiet(conn: Any) -> bool:
-    """Whether an idle connection's socket has nothing to read (no FIN, no FATAL from a restart).
+def _looks_alive(conn: Any) -> bool:
+    """Whether a pooled connection is not known dead, without a round trip.
 
-    An idle, healthy connection receives nothing; a server that restarted or
-    killed the backend has closed the socket, which then polls readable. This
-    costs one ``poll`` syscall instead of a round trip per checkout.
+    An idle, healthy connection receives nothing; a server that restarted (or
+    killed the backend) has closed the socket, which then polls readable. A
+    connection handed back less than `_POLL_AFTER` ago skips even the poll: it
+    cannot have missed a restart, and a rare one that died that fast is caught
+    by the broken-connection retry.
     """
     if conn.closed or conn.broken:
         return False
+    if time.monotonic() - getattr(conn, "_kvstore_returned", 0.0) < _POLL_AFTER:
+        return True
     poller = select.poll()
     poller.register(conn.pgconn.socket, select.POLLIN | select.POLLPRI)
     return not poller.poll(0)
@@ -264,7 +270,7 @@ class PostgresDatabase(Database):
         """
         for _ in range(pool.max_size + 1):
             conn = pool.getconn(timeout=self._pool_timeout)
-            if _socket_is_quiet(conn):
+            if _looks_alive(conn):
                 return conn
             try:
                 ConnectionPool.check_connection(conn)
@@ -275,57 +281,68 @@ class PostgresDatabase(Database):
             return conn
         raise BackendUnavailableError("no live PostgreSQL connection in the pool", backend="postgres")
 
+    @staticmethod
+    def _putconn(pool: _Pool, conn: _Conn) -> None:
+        conn._kvstore_returned = time.monotonic()  # type: ignore[attr-defined]  # our mark, see _looks_alive
+        pool.putconn(conn)
+
     def _one(self, op: str, key: str | None, query: str, params: Any) -> Any:
         """Run one idempotent statement and return its first row (or ``None``).
 
-        A connection that broke under the call (server restart) is replaced and
-        the statement retried once: only idempotent statements come here.
+        A connection that broke under the call (server restart) is dropped and the
+        statement retried on the next one: only idempotent statements come here.
         """
         pool = self._pool if self._ready else self._start()
         with _pg.ErrorBoundary(op, key, self._secret):
-            for attempt in (0, 1):
+            for attempt in range(pool.max_size + 1):
                 conn = self._getconn(pool)
                 try:
                     cur = conn.execute(query, params)
                     return cur.fetchone()
                 except psycopg.OperationalError:
-                    if attempt or not conn.broken:
+                    # A connection that died under us (restart) is dropped by the pool; try the
+                    # next one. Each dead connection is tried once, so this loop is bounded.
+                    if attempt == pool.max_size or not conn.broken:
                         raise
                 finally:
-                    pool.putconn(conn)
+                    self._putconn(pool, conn)
         raise AssertionError("unreachable")
 
     def _all(self, op: str, key: str | None, query: str, params: Any) -> list[Any]:
         """Like `_one`, returning every row."""
         pool = self._pool if self._ready else self._start()
         with _pg.ErrorBoundary(op, key, self._secret):
-            for attempt in (0, 1):
+            for attempt in range(pool.max_size + 1):
                 conn = self._getconn(pool)
                 try:
                     cur = conn.execute(query, params)
                     return cur.fetchall()
                 except psycopg.OperationalError:
-                    if attempt or not conn.broken:
+                    # A connection that died under us (restart) is dropped by the pool; try the
+                    # next one. Each dead connection is tried once, so this loop is bounded.
+                    if attempt == pool.max_size or not conn.broken:
                         raise
                 finally:
-                    pool.putconn(conn)
+                    self._putconn(pool, conn)
         raise AssertionError("unreachable")
 
     def _write(self, op: str, key: str | None, query: str, params: Any) -> int:
         """Run one idempotent write; return its row count."""
         pool = self._pool if self._ready else self._start()
         with _pg.ErrorBoundary(op, key, self._secret):
-            for attempt in (0, 1):
+            for attempt in range(pool.max_size + 1):
                 conn = self._getconn(pool)
                 try:
                     cur = conn.execute(query, params)
                     count = cur.rowcount
                     break
                 except psycopg.OperationalError:
-                    if attempt or not conn.broken:
+                    # A connection that died under us (restart) is dropped by the pool; try the
+                    # next one. Each dead connection is tried once, so this loop is bounded.
+                    if attempt == pool.max_size or not conn.broken:
                         raise
                 finally:
-                    pool.putconn(conn)
+                    self._putconn(pool, conn)
             else:
                 raise AssertionError("unreachable")
         if time.monotonic() >= self._next_purge:
@@ -350,7 +367,7 @@ class PostgresDatabase(Database):
                     cur = conn.execute(self._q.purge, (_PURGE_BATCH,))
                     removed = cur.rowcount
                 finally:
-                    pool.putconn(conn)
+                    self._putconn(pool, conn)
             total += removed
             if removed < _PURGE_BATCH:
                 return total
@@ -479,7 +496,7 @@ class PostgresDatabase(Database):
         pool = self._pool if self._ready else self._start()
         q, ns, n = self._q, self.key_prefix, len(encoded)
         with _pg.ErrorBoundary(op, key, self._secret):
-            for attempt in (0, 1):
+            for attempt in range(pool.max_size + 1):
                 conn = self._getconn(pool)
                 committing = False
                 try:
@@ -497,10 +514,10 @@ class PostgresDatabase(Database):
                         committing = True
                     return length
                 except psycopg.OperationalError:
-                    if attempt or committing or not conn.broken:
+                    if attempt == pool.max_size or committing or not conn.broken:
                         raise
                 finally:
-                    pool.putconn(conn)
+                    self._putconn(pool, conn)
         raise AssertionError("unreachable")
 
     def get_range(self, key: str, start: int, end: int) -> list[Any]:
