@@ -336,10 +336,13 @@ class RedisCache(Cache):
     def clear(self) -> None:
         """``SCAN`` this prefix and ``UNLINK`` in batches; never ``KEYS`` or ``FLUSHDB``."""
         client = self._client
+        prefix_len = len(self.key_prefix.encode("utf-8"))
         batch: list[bytes] = []
         try:
             # The escaped prefix makes MATCH literal: every reply starts with the prefix.
             for raw in client.scan_iter(match=clear_match(self.key_prefix), count=self._scan_count):
+                if len(raw) == prefix_len:
+                    continue  # the bare prefix is key "" of no store of this prefix
                 batch.append(raw)
                 if len(batch) >= self._scan_count:
                     client.unlink(*batch)
