@@ -99,6 +99,7 @@ def client_options(
     socket_timeout: float,
     socket_connect_timeout: float,
     health_check_interval: float,
+    from_url: bool = False,
 ) -> dict[str, Any]:
     """Keyword arguments shared by ``Redis`` and ``RedisCluster`` (URL values take precedence)."""
     options: dict[str, Any] = {
@@ -112,8 +113,11 @@ def client_options(
         "decode_responses": False,
     }
     if tls:
+        # With a rediss:// URL redis-py picks the SSL connection class itself and
+        # rejects ``ssl=``; with host/port fields ``ssl=True`` selects it.
+        if not from_url:
+            options["ssl"] = True
         options.update(
-            ssl=True,
             ssl_ca_certs=tls_ca_file,
             ssl_certfile=tls_cert_file,
             ssl_keyfile=tls_key_file,

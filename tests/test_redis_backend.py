@@ -13,7 +13,7 @@ import redis
 from redis import exceptions as rex
 
 from kvstore import BackendUnavailableError, KVStoreError, SerializationError, WrongTypeError
-from kvstore._redis_common import scan_match, translate
+from kvstore._redis_common import normalize_url, redact_url, scan_match, translate
 from kvstore.config import RedisCacheConfig
 from kvstore.redis import RedisCache
 from tests.fixtures_redis import RedisServer
@@ -187,6 +187,18 @@ def test_config_url_flags() -> None:
     assert config.cluster is True
     assert config.password is not None
     assert "pw" not in repr(config)
+
+
+def test_urls_are_normalized_and_redacted() -> None:
+    """+cluster schemes select the cluster client and passwords never stay in a printable URL."""
+    assert normalize_url("redis+cluster://u:pw@h:7000") == ("redis://u@h:7000", "pw", True)
+    assert normalize_url("rediss+cluster://h:7000/0") == ("rediss://h:7000/0", None, True)
+    assert normalize_url("redis://:p%40ss@h/1") == ("redis://h/1", "p@ss", False)
+    assert redact_url("redis://u:pw@h:6379/0") == "redis://u:***@h:6379/0"
+    assert redact_url("unix:///tmp/r.sock") == "unix:///tmp/r.sock"
+    store = RedisCache("redis://user:hunter2-canary@127.0.0.1:1/0")
+    assert "hunter2-canary" not in repr(store)
+    store.close()
 
 
 def test_missing_redis_extra_names_the_pip_command() -> None:

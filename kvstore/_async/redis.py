@@ -115,6 +115,7 @@ class AsyncRedisCache(AsyncCache):
             url, url_password, url_cluster = normalize_url(url)
             secret = secret or url_password
             cluster = cluster or url_cluster
+            tls = tls or url.startswith("rediss:")
             self._target = redact_url(url) or url
         else:
             self._target = f"{host}:{port}" + ("" if cluster else f"/{db}")
@@ -132,6 +133,7 @@ class AsyncRedisCache(AsyncCache):
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_connect_timeout,
             health_check_interval=health_check_interval,
+            from_url=url is not None,
         )
         options["retry"] = no_retry(Retry)
         try:

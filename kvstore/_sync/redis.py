@@ -116,6 +116,7 @@ class RedisCache(Cache):
             url, url_password, url_cluster = normalize_url(url)
             secret = secret or url_password
             cluster = cluster or url_cluster
+            tls = tls or url.startswith("rediss:")
             self._target = redact_url(url) or url
         else:
             self._target = f"{host}:{port}" + ("" if cluster else f"/{db}")
@@ -133,6 +134,7 @@ class RedisCache(Cache):
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_connect_timeout,
             health_check_interval=health_check_interval,
+            from_url=url is not None,
         )
         options["retry"] = no_retry(Retry)
         try:
