@@ -58,6 +58,16 @@ class _TierConfig(_Model):
     )
     max_value_bytes: int = Field(DEFAULT_MAX_VALUE_BYTES, gt=0, description="Largest encoded value accepted.")
     connect_timeout: PositiveSeconds = Field(2.0, description="Budget in seconds for connecting, retries included.")
+    on_outage: Literal["buffer", "fail"] = Field(
+        "buffer",
+        description="While the primary is down: 'buffer' serves from the fallback (the database tier journals "
+        "writes and replays them on failback); 'fail' raises BackendUnavailableError on writes.",
+    )
+    failure_threshold: int = Field(3, ge=1, description="Consecutive unavailability errors that trip the breaker.")
+    probe_interval: PositiveSeconds = Field(1.0, description="Seconds between probes of a primary that is down.")
+    journal_path: str | None = Field(
+        None, description="Database tier: file journaling writes made during an outage (default under ./.kvstore/)."
+    )
 
     @field_validator("key_prefix")
     @classmethod

@@ -51,6 +51,7 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\bAsyncRetrying\b", "Retrying"),
     (r"\bAsync([A-Z]\w*)", r"\1"),
     (r"\basyncio\.sleep\b", "time.sleep"),
+    (r"\basyncio\.Lock\b", "threading.Lock"),
     (r"\bredis\.asyncio\b", "redis"),
     (r"\bpytest_asyncio\.fixture\b", "pytest.fixture"),
     (r"\b_async\b", "_sync"),
@@ -99,10 +100,10 @@ def convert(text: str, source: str) -> str:
     text = _resolve_blocks(text)
     for pattern, replacement in _COMPILED:
         text = pattern.sub(replacement, text)
-    if re.search(r"\btime\.sleep\b", text) and not re.search(r"^import time$", text, re.MULTILINE):
-        text = text.replace(
-            "from __future__ import annotations\n", "from __future__ import annotations\n\nimport time\n", 1
-        )
+    for module in ("time", "threading"):  # modules the substitutions may have introduced
+        if re.search(rf"\b{module}\.", text) and not re.search(rf"^import {module}$", text, re.MULTILINE):
+            future = "from __future__ import annotations\n"
+            text = text.replace(future, f"{future}\nimport {module}\n", 1)
     return HEADER.format(source=source) + text
 
 

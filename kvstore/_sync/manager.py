@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 import os
@@ -12,9 +13,21 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+    wait_random,
+)
+
+from kvstore._breaker import BreakerPolicy, CircuitBreaker
 from kvstore._chain import fallback_chain
 from kvstore._health import HealthReport, TierHealth
-from kvstore._sync.base import Cache, Database, Store
+from kvstore._journal import Journal
+from kvstore._sync.base import Cache, Database
+from kvstore._sync.failover import FailoverCache, FailoverDatabase
 from kvstore.config import StorageConfig, load_config
 from kvstore.errors import BackendUnavailableError, KVStoreError, MissingDependencyError
 
@@ -33,6 +46,20 @@ BACKENDS: dict[tuple[str, str], tuple[str, str]] = {
 
 #: How long `health()` waits for one tier's probe.
 HEALTH_TIMEOUT = 1.0
+#: Connect attempts per backend (within its connect_timeout budget): a refused
+#: server costs ~0.2 s before the chain moves on, a hung one at most the budget.
+CONNECT_ATTEMPTS = 3
+
+
+def journal_path(config: Any) -> str:
+    """Where a database tier journals outage writes: configured, or derived from its identity."""
+    if config.journal_path:
+        return str(config.journal_path)
+    identity = "|".join(
+        str(getattr(config, field, "")) for field in ("type", "url", "host", "port", "dbname", "path", "key_prefix")
+    )
+    digest = hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return os.path.join(".kvstore", f"journal-{config.type}-{digest}.db")
 
 
 def backend_class(tier: str, backend: str) -> Any:
@@ -46,8 +73,6 @@ class _Tier:
     name: str
     configured: str
     store: Any
-    active: str
-    last_error: str | None = None
 
 
 @dataclass
@@ -108,31 +133,77 @@ class StorageManager:
         self._backends = StorageBackends(cache.store, database.store, self)
         return self._backends
 
+    def _open_one(self, tier: str, config: Any, attempts: int = CONNECT_ATTEMPTS) -> Any:
+        """Open one backend, retrying unavailability within ``config.connect_timeout``."""
+        cls = backend_class(tier, config.type)  # MissingDependencyError when the extra is absent
+        budget = config.connect_timeout
+        deadline = time.monotonic() + budget
+        retrying = Retrying(
+            stop=stop_after_delay(budget) | stop_after_attempt(attempts),
+            wait=wait_exponential(multiplier=0.05, max=0.5) + wait_random(0, 0.05),
+            retry=retry_if_exception_type(BackendUnavailableError),
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                remaining = max(deadline - time.monotonic(), 0.05)
+                return cls.from_config(config)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
     def _open_tier(self, tier: str, config: Any) -> _Tier:
         chain = fallback_chain(tier, config)
-        reasons: list[str] = []
-        for position, candidate in enumerate(chain):
-            try:
-                store = backend_class(tier, candidate.type).from_config(candidate)
-            except (BackendUnavailableError, MissingDependencyError) as exc:
-                reasons.append(f"{candidate.type}: {exc}")
-                if position + 1 == len(chain):
-                    if len(chain) == 1:
-                        raise
-                    raise BackendUnavailableError(
-                        f"no {tier} backend could be connected ({'; '.join(reasons)})", backend=candidate.type
-                    ) from exc
+        if len(chain) == 1:  # fallback: [] - fail instead of falling back
+            return _Tier(tier, config.type, self._open_one(tier, config))
+        primary: Any = None
+        reason: str | None = None
+        try:
+            primary = self._open_one(tier, config)
+        except (BackendUnavailableError, MissingDependencyError) as exc:
+            reason = f"{config.type}: {exc}"
+        fallback: Any = None
+        reasons = [reason] if reason else []
+        try:
+            for candidate in chain[1:]:
+                try:
+                    fallback = self._open_one(tier, candidate)
+                    break
+                except (BackendUnavailableError, MissingDependencyError) as exc:
+                    reasons.append(f"{candidate.type}: {exc}")
+            if fallback is None:
+                raise BackendUnavailableError(
+                    f"no {tier} backend could be connected ({'; '.join(reasons)})", backend=config.type
+                )
+            if reason is not None:
                 logger.warning(
                     "kvstore %s tier: %s unavailable, falling back to %s: %s",
                     tier,
-                    candidate.type,
-                    chain[position + 1].type,
-                    exc,
-                    extra={"kvstore_event": "fallback", "tier": tier, "backend": candidate.type},
+                    config.type,
+                    fallback.backend,
+                    reason,
+                    extra={"kvstore_event": "fallback", "tier": tier, "backend": config.type},
                 )
-                continue
-            return _Tier(tier, config.type, store, candidate.type, "; ".join(reasons) or None)
-        raise AssertionError("unreachable: a chain has at least one backend")
+            store = self._failover(tier, config, primary, fallback)
+        except BaseException:
+            if primary is not None:
+                primary.close()
+            raise
+        if reason is not None:
+            store.breaker.trip(reason)
+        elif tier == "database" and len(store.journal):
+            store._failback()  # writes journaled by an earlier process reach the primary first
+        return _Tier(tier, config.type, store)
+
+    def _failover(self, tier: str, config: Any, primary: Any, fallback: Any) -> Any:
+        options: dict[str, Any] = {
+            "breaker": CircuitBreaker(
+                BreakerPolicy(failure_threshold=config.failure_threshold, probe_interval=config.probe_interval)
+            ),
+            "on_outage": config.on_outage,
+            "reopen": lambda: self._open_one(tier, config, attempts=1),
+        }
+        if tier == "cache":
+            return FailoverCache(primary, fallback, **options)
+        return FailoverDatabase(primary, fallback, journal=Journal(journal_path(config)), **options)
 
     def disconnect(self) -> None:
         """Close both tiers. Idempotent."""
@@ -151,8 +222,10 @@ class StorageManager:
         )
 
     def _probe(self, state: _Tier) -> TierHealth:
-        store: Store = state.store
-        error = state.last_error
+        store: Any = state.store
+        failover = isinstance(store, FailoverCache | FailoverDatabase)
+        error = store.breaker.last_error if failover else None
+        active = store.active if failover else store.backend
         latency: float | None = None
         start = time.perf_counter()
         try:
@@ -161,14 +234,14 @@ class StorageManager:
             healthy = True
         except (KVStoreError, TimeoutError) as exc:
             healthy = False
-            error = str(exc) or type(exc).__name__
+            error = str(exc) or f"no answer within {HEALTH_TIMEOUT:g} s"
         return TierHealth(
             tier=state.name,
             configured=state.configured,
-            active=state.active,
+            active=active,
             healthy=healthy,
-            degraded=state.active != state.configured,
-            durable=store.durable,
+            degraded=active != state.configured,
+            durable=bool((store.active_store if failover else store).durable),
             latency_ms=latency,
             last_error=error,
         )

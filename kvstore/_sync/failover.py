@@ -1,0 +1,443 @@
+# Generated from kvstore/_async/failover.py by tools/unasync.py: do not edit; edit the async source.
+"""Run-time failover: a tier that serves from its fallback while the primary is down.
+
+`FailoverCache` and `FailoverDatabase` implement the store interface
+over a primary and a fallback store with a `CircuitBreaker`:
+
+* While the breaker is closed every call goes to the primary. Idempotent calls
+  are retried (tenacity, a short bounded budget); ``append``/``extend`` are not.
+  A call that still finds the primary unavailable raises `BackendUnavailableError`
+  until ``failure_threshold`` consecutive failures open the breaker; the call
+  that opens it, and every call after, is served by the fallback, so once the
+  primary is known down no exception reaches the caller.
+* While open, calls go straight to the fallback; after ``probe_interval`` one
+  call probes the primary (``ping``), and on success the tier fails back:
+  the cache invalidates in the primary every key written during the outage (a
+  restored Redis would otherwise serve stale values); the database replays its
+  outage journal to the primary, in order, before any new call reaches it.
+* With ``on_outage="fail"`` writes raise `BackendUnavailableError` instead of
+  going to the fallback (reads still fall back).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any, Literal
+
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+    wait_random,
+)
+
+from kvstore._breaker import BreakerState, CircuitBreaker, Route
+from kvstore._items import MsetItems, normalize_items
+from kvstore._journal import Journal, JournalEntry
+from kvstore._keys import validate_key
+from kvstore._sync.base import Cache, Database
+from kvstore._ttl import TTL, ttl_ms
+from kvstore.errors import BackendUnavailableError
+
+__all__ = ["FailoverCache", "FailoverDatabase"]
+
+logger = logging.getLogger("kvstore")
+
+OnOutage = Literal["buffer", "fail"]
+#: Keys remembered per outage before the cache gives up listing them and clears its prefix on failback.
+MAX_TRACKED_KEYS = 100_000
+#: Seconds within which a failed idempotent call may be retried on the primary.
+RETRY_BUDGET = 0.25
+
+
+class _AsyncFailover:
+    """Routing shared by both tiers: breaker, retries, probe and failback."""
+
+    backend = "failover"
+    tier = "tier"
+
+    def __init__(
+        self,
+        primary: Any,
+        fallback: Any,
+        *,
+        breaker: CircuitBreaker,
+        on_outage: OnOutage = "buffer",
+        reopen: Callable[[], Awaitable[Any]] | None = None,
+        retry_attempts: int = 2,
+    ) -> None:
+        self.primary = primary
+        self.fallback = fallback
+        self.breaker = breaker
+        self.on_outage = on_outage
+        self.key_prefix = fallback.key_prefix
+        self._reopen = reopen
+        self._retry_attempts = retry_attempts
+        self._outage_lock = threading.Lock()
+        self.events: dict[str, int] = {"failover": 0, "failback": 0, "replayed": 0}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.active} ({self.breaker.state.value}) prefix={self.key_prefix!r}>"
+
+    @property
+    def active(self) -> str:
+        """The backend serving calls now."""
+        return str(self.active_store.backend)
+
+    @property
+    def active_store(self) -> Any:
+        """The store serving calls now (the primary, or the fallback during an outage)."""
+        if self.breaker.state is BreakerState.CLOSED and self.primary is not None:
+            return self.primary
+        return self.fallback
+
+    # --- routing ---------------------------------------------------------------------
+
+    def _on_primary(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], idempotent: bool) -> Any:
+        method = getattr(self.primary, name)
+        if not idempotent:
+            return method(*args, **kwargs)
+        retrying = Retrying(
+            # Retry only failures that came fast (refused, reset): one that used up its
+            # deadline is not repeated, so a hung server costs one deadline, not several.
+            stop=stop_after_attempt(self._retry_attempts) | stop_after_delay(RETRY_BUDGET),
+            wait=wait_exponential(multiplier=0.02, max=0.2) + wait_random(0, 0.02),
+            retry=retry_if_exception_type(BackendUnavailableError),
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                return method(*args, **kwargs)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    def _route(self) -> Route:
+        route = self.breaker.route()
+        if route is Route.PROBE:
+            return Route.PRIMARY if self._probe() else Route.FALLBACK
+        return route
+
+    def _call(self, name: str, *args: Any, idempotent: bool = True, **kwargs: Any) -> Any:
+        """A read (or an idempotent op with no outage bookkeeping): primary, else fallback."""
+        if self._route() is Route.PRIMARY:
+            try:
+                result = self._on_primary(name, args, kwargs, idempotent)
+            except BackendUnavailableError as exc:
+                if not self._primary_failed(exc):
+                    raise  # not known down yet: the caller hears of it, nothing is diverted
+            else:
+                self.breaker.success(Route.PRIMARY)
+                return result
+        return getattr(self.fallback, name)(*args, **kwargs)
+
+    def _write(self, name: str, keys: list[str] | None, *args: Any, idempotent: bool = True, **kwargs: Any) -> Any:
+        """A write: primary, else the fallback with the outage bookkeeping of the tier."""
+        if self._route() is Route.PRIMARY:
+            try:
+                result = self._on_primary(name, args, kwargs, idempotent)
+            except BackendUnavailableError as exc:
+                if not self._primary_failed(exc) or self.on_outage == "fail":
+                    raise  # not known down yet (or told to fail): nothing is diverted
+            else:
+                self.breaker.success(Route.PRIMARY)
+                return result
+        elif self.on_outage == "fail":
+            raise BackendUnavailableError(
+                f"the {self.tier} primary is unavailable and on_outage is 'fail': {self.breaker.last_error}",
+                backend=self.primary.backend if self.primary is not None else None,
+                operation=name,
+            )
+        with self._outage_lock:
+            if self.breaker.state is BreakerState.CLOSED:
+                # Failback finished while we waited: this write belongs to the primary.
+                return getattr(self.primary, name)(*args, **kwargs)
+            return self._write_during_outage(name, keys, args, kwargs)
+
+    def _write_during_outage(
+        self, name: str, keys: list[str] | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        raise NotImplementedError
+
+    def _primary_failed(self, exc: BackendUnavailableError) -> bool:
+        """Report unavailability to the breaker; whether the primary is now known down."""
+        was_closed = self.breaker.state is BreakerState.CLOSED
+        is_open = self.breaker.failure(Route.PRIMARY, str(exc))
+        if is_open and was_closed:
+            self.events["failover"] += 1
+            logger.warning(
+                "kvstore %s tier: %s unavailable, serving from %s: %s",
+                self.tier,
+                getattr(self.primary, "backend", "primary"),
+                self.fallback.backend,
+                exc,
+                extra={"kvstore_event": "failover", "tier": self.tier},
+            )
+        return is_open
+
+    def _probe(self) -> bool:
+        """Probe the primary once; on success fail back (replay/invalidate) and close the breaker."""
+        try:
+            if self.primary is None:
+                if self._reopen is None:
+                    raise BackendUnavailableError(f"the {self.tier} primary was never connected")
+                self.primary = self._reopen()
+            self.primary.ping()
+            self._failback()
+        except BackendUnavailableError as exc:
+            self.breaker.failure(Route.PROBE, str(exc))
+            return False
+        except BaseException:
+            self.breaker.failure(Route.PROBE, "probe interrupted")
+            raise
+        self.events["failback"] += 1
+        logger.warning(
+            "kvstore %s tier: %s answers again, failed back from %s",
+            self.tier,
+            self.primary.backend,
+            self.fallback.backend,
+            extra={"kvstore_event": "failback", "tier": self.tier},
+        )
+        return True
+
+    def _failback(self) -> None:
+        """Bring the primary up to date, then close the breaker (holding the outage lock)."""
+        raise NotImplementedError
+
+    # --- the store interface ---------------------------------------------------------
+
+    def get(self, key: str) -> Any:
+        return self._call("get", key)
+
+    def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
+        validate_key(key)
+        return bool(self._write("set", [key], key, value, ttl, only_if_absent=only_if_absent))
+
+    def delete(self, key: str) -> bool:
+        validate_key(key)
+        return bool(self._write("delete", [key], key))
+
+    def exists(self, key: str) -> bool:
+        return bool(self._call("exists", key))
+
+    def mget(self, keys: Iterable[str]) -> list[Any]:
+        return list(self._call("mget", list(keys)))
+
+    def mset(self, items: MsetItems) -> None:
+        normalized = normalize_items(items)
+        triples = [(k, v, None if ms is None else ms / 1000) for k, v, ms in normalized]
+        self._write("mset", [k for k, _, _ in normalized], triples)
+
+    def iter_keys(self, pattern: str = "*") -> Iterator[str]:
+        yield from self.keys(pattern)
+
+    def keys(self, pattern: str = "*") -> list[str]:
+        return list(self._call("keys", pattern))
+
+    def clear(self) -> None:
+        self._write("clear", None)
+
+    def ttl(self, key: str) -> float | None:
+        result = self._call("ttl", key)
+        return None if result is None else float(result)
+
+    def expire(self, key: str, ttl: TTL | None) -> bool:
+        validate_key(key)
+        ttl_ms(ttl)
+        return bool(self._write("expire", [key], key, ttl))
+
+    def ping(self) -> None:
+        self.active_store.ping()
+
+    def close(self) -> None:
+        for store in (self.primary, self.fallback):
+            if store is not None:
+                store.close()
+
+
+class FailoverCache(_AsyncFailover, Cache):
+    """A cache tier with run-time failover (e.g. Redis, then memory)."""
+
+    tier = "cache"
+
+    def __init__(self, primary: Cache | None, fallback: Cache, **options: Any) -> None:
+        super().__init__(primary, fallback, **options)
+        self._written: set[str] = set()
+        self._cleared = False
+
+    def _write_during_outage(
+        self, name: str, keys: list[str] | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if keys is None:
+            self._cleared = True
+        elif not self._cleared:
+            self._written.update(keys)
+            if len(self._written) > MAX_TRACKED_KEYS:
+                self._cleared, self._written = True, set()
+        return getattr(self.fallback, name)(*args, **kwargs)
+
+    def _failback(self) -> None:
+        with self._outage_lock:
+            if self._cleared:
+                self.primary.clear()
+            elif self._written:
+                keys = sorted(self._written)
+                for start in range(0, len(keys), 500):
+                    for key in keys[start : start + 500]:
+                        self.primary.delete(key)
+            invalidated = "all" if self._cleared else len(self._written)
+            self._written, self._cleared = set(), False
+            # The fallback's copies are now stale too: the next outage starts empty.
+            self.fallback.clear()
+            self.breaker.success(Route.PROBE)  # under the lock: no outage write slips in after
+        logger.info(
+            "kvstore cache tier: invalidated %s key(s) written during the outage",
+            invalidated,
+            extra={"kvstore_event": "invalidate", "tier": "cache"},
+        )
+
+
+class FailoverDatabase(_AsyncFailover, Database):
+    """A database tier with run-time failover and an outage journal replayed on failback."""
+
+    tier = "database"
+
+    def __init__(self, primary: Database | None, fallback: Database, *, journal: Journal, **options: Any) -> None:
+        super().__init__(primary, fallback, **options)
+        self.journal = journal
+        self._touched: set[str] = set()
+
+    def _write_during_outage(
+        self, name: str, keys: list[str] | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        # Apply locally first (it validates and encodes), then journal: what is
+        # acknowledged is in the journal, and nothing invalid ever is.
+        result = getattr(self.fallback, name)(*args, **kwargs)
+        self.journal.record(name, _journal_args(name, args, kwargs))
+        return result
+
+    def _failback(self) -> None:
+        replayed = self._replay_pending()
+        with self._outage_lock:
+            replayed += self._replay_pending()
+            touched = self._touched
+            self._touched = set()
+            self.breaker.success(Route.PROBE)  # under the lock: no outage write slips in after
+        for key in sorted(touched):  # the primary now has these; the fallback's copies would go stale
+            self.fallback.delete(key)
+        if replayed:
+            self.events["replayed"] += replayed
+            logger.warning(
+                "kvstore database tier: replayed %d journaled write(s) to %s",
+                replayed,
+                self.primary.backend,
+                extra={"kvstore_event": "replay", "tier": "database", "count": replayed},
+            )
+
+    def _replay_pending(self) -> int:
+        count = 0
+        while True:
+            entries = self.journal.pending()
+            if not entries:
+                return count
+            for entry in entries:
+                self._replay(entry)
+                self.journal.done(entry.seq)
+                count += 1
+
+    def _replay(self, entry: JournalEntry) -> None:
+        args = entry.args
+        op = entry.op
+        if op in ("set", "expire", "mset"):
+            args = _remaining_ttls(op, args, entry.created)
+        if op == "set":
+            key, value, ttl, only_if_absent = args
+            if ttl is not None and ttl <= 0:
+                self.primary.delete(key)
+            else:
+                self.primary.set(key, value, ttl, only_if_absent=only_if_absent)
+        elif op == "mset":
+            live = [(k, v, t) for k, v, t in args if t is None or t > 0]
+            for k, _, t in args:
+                if t is not None and t <= 0:
+                    self.primary.delete(k)
+            if live:
+                self.primary.mset([(k, v, t) if t is not None else (k, v) for k, v, t in live])
+        elif op == "expire":
+            key, ttl = args
+            if ttl is not None and ttl <= 0:
+                self.primary.delete(key)
+            else:
+                self.primary.expire(key, ttl)
+        elif op == "delete":
+            self.primary.delete(args[0])
+        elif op == "clear":
+            self.primary.clear()
+        elif op == "append":
+            self.primary.append(args[0], args[1])
+        elif op == "extend":
+            self.primary.extend(args[0], args[1])
+        else:  # pragma: no cover - the journal only ever records the ops above
+            raise AssertionError(f"unknown journal op {op!r}")
+        self._touched.update(_journal_keys(op, args))
+
+    def append(self, key: str, value: Any) -> int:
+        validate_key(key)
+        return int(self._write("append", [key], key, value, idempotent=False))
+
+    def extend(self, key: str, values: Iterable[Any]) -> int:
+        validate_key(key)
+        return int(self._write("extend", [key], key, list(values), idempotent=False))
+
+    def get_range(self, key: str, start: int, end: int) -> list[Any]:
+        return list(self._call("get_range", key, start, end))
+
+    def get_length(self, key: str) -> int:
+        return int(self._call("get_length", key))
+
+    def close(self) -> None:
+        super().close()
+        self.journal.close()
+
+
+def _journal_args(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The JSON form of a write's arguments; TTLs become absolute wall-clock expiries."""
+    now = time.time()
+
+    def expiry(ttl: TTL | None) -> float | None:
+        ms = ttl_ms(ttl)
+        return None if ms is None else now + ms / 1000
+
+    if name == "set":
+        key, value, ttl = args
+        return [key, value, expiry(ttl), bool(kwargs.get("only_if_absent", False))]
+    if name == "mset":
+        return [[k, v, expiry(t)] for k, v, t in args[0]]
+    if name == "expire":
+        return [args[0], expiry(args[1])]
+    return list(args)
+
+
+def _remaining_ttls(op: str, args: Any, created: float) -> Any:
+    """Turn the journal's absolute expiries back into TTLs left now (<= 0: already expired)."""
+    now = time.time()
+
+    def left(expires: float | None) -> float | None:
+        return None if expires is None else expires - now
+
+    if op == "set":
+        return [args[0], args[1], left(args[2]), args[3]]
+    if op == "mset":
+        return [[k, v, left(e)] for k, v, e in args]
+    return [args[0], left(args[1])]
+
+
+def _journal_keys(op: str, args: Any) -> list[str]:
+    if op == "mset":
+        return [item[0] for item in args]
+    if op == "clear":
+        return []
+    return [args[0]]
