@@ -9,6 +9,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -49,6 +50,17 @@ HEALTH_TIMEOUT = 1.0
 #: Connect attempts per backend (within its connect_timeout budget): a refused
 #: server costs ~0.2 s before the chain moves on, a hung one at most the budget.
 CONNECT_ATTEMPTS = 3
+
+
+_HEALTH_POOL: ThreadPoolExecutor | None = None
+
+
+def _health_pool() -> ThreadPoolExecutor:
+    """Threads on which sync health probes run, so a hung server cannot hold health() up."""
+    global _HEALTH_POOL
+    if _HEALTH_POOL is None:
+        _HEALTH_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kvstore-health")
+    return _HEALTH_POOL
 
 
 def journal_path(config: Any) -> str:
@@ -137,7 +149,6 @@ class StorageManager:
         """Open one backend, retrying unavailability within ``config.connect_timeout``."""
         cls = backend_class(tier, config.type)  # MissingDependencyError when the extra is absent
         budget = config.connect_timeout
-        deadline = time.monotonic() + budget
         retrying = Retrying(
             stop=stop_after_delay(budget) | stop_after_attempt(attempts),
             wait=wait_exponential(multiplier=0.05, max=0.5) + wait_random(0, 0.05),
@@ -146,7 +157,6 @@ class StorageManager:
         )
         for attempt in retrying:
             with attempt:
-                remaining = max(deadline - time.monotonic(), 0.05)
                 return cls.from_config(config)
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
@@ -229,7 +239,8 @@ class StorageManager:
         latency: float | None = None
         start = time.perf_counter()
         try:
-            store.ping()
+            # A blocking ping cannot be interrupted: wait for it on a helper thread instead.
+            _health_pool().submit(store.ping).result(timeout=HEALTH_TIMEOUT)
             latency = (time.perf_counter() - start) * 1000
             healthy = True
         except (KVStoreError, TimeoutError) as exc:
