@@ -1,0 +1,371 @@
+"""The ``kvstore`` command's subcommands (typer + rich; the ``cli`` extra)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from kvstore._copy import CopyCheckpoint, fingerprint
+from kvstore._sync.base import Database, Store
+from kvstore._sync.copy import copy_namespace, verify_copy
+from kvstore._sync.manager import StorageManager, backend_class
+from kvstore._urls import config_from_url, redact_url
+from kvstore.config import StorageConfig, load_config
+from kvstore.errors import ConfigError
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    name="kvstore",
+    help="kvstore: a two-tier key-value and list store. Inspect data, check health, copy between backends.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+# Piped output is not cut at 80 columns (rich's default off a terminal).
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Tier(StrEnum):
+    """A tier of the config."""
+
+    cache = "cache"
+    database = "database"
+
+
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        "-u",
+        envvar="KVSTORE_URL",
+        help="The store: redis://, rediss://, postgresql://, sqlite:///path or memory://. "
+        "Default: the --config file's (or KVSTORE_* / embedded default) tier.",
+        show_envvar=False,
+    ),
+]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="A TOML or YAML config file.")]
+TierOpt = Annotated[Tier, typer.Option("--tier", "-t", help="Which tier of the config to use.")]
+PrefixOpt = Annotated[str | None, typer.Option("--prefix", "-p", help="Key prefix (namespace) of the store.")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds to wait for the backend to answer.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    """kvstore: a two-tier key-value and list store."""
+
+
+# --- opening stores ---------------------------------------------------------------------
+
+
+def open_store(
+    url: str | None, config: Path | None, tier: Tier = Tier.database, prefix: str | None = None, timeout: float = 2.0
+) -> Store:
+    """Open exactly the store asked for (no fallback: an inspection tool must not read an empty stand-in)."""
+    if url is not None:
+        tier_name, tier_config = config_from_url(url, key_prefix=prefix or "", connect_timeout=timeout)
+    else:
+        whole = load_config(config)
+        tier_name, tier_config = tier.value, getattr(whole, tier.value)
+        if prefix is not None:
+            tier_config = tier_config.model_copy(update={"key_prefix": prefix})
+    store: Store = backend_class(tier_name, tier_config.type).from_config(tier_config)
+    return store
+
+
+def _database(store: Store) -> Database:
+    if not isinstance(store, Database):
+        store.close()
+        raise ConfigError(f"the {store.backend} store is a cache: lists live on the database tier")
+    return store
+
+
+def _json_arg(text: str, what: str = "VALUE") -> Any:
+    if text == "-":
+        text = sys.stdin.read()
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise typer.BadParameter(f"{what} is not valid JSON ({exc}); quote strings: '\"text\"'") from None
+
+
+def _dump(value: Any, *, pretty: bool = False) -> str:
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2 if pretty else 0).decode()
+
+
+# --- health -------------------------------------------------------------------------------
+
+
+@app.command()
+def health(
+    config: ConfigOpt = None,
+    cache: Annotated[str | None, typer.Option("--cache", help="Cache URL (overrides the config's).")] = None,
+    database: Annotated[str | None, typer.Option("--database", help="Database URL (overrides the config's).")] = None,
+    timeout: TimeoutOpt = 2.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Connect both tiers as an app would (with fallback) and show their health."""
+    whole = load_config(config)
+    update: dict[str, Any] = {}
+    for tier_name, url in (("cache", cache), ("database", database)):
+        if url is not None:
+            tier_of_url, tier_config = config_from_url(url, connect_timeout=timeout)
+            if tier_of_url != tier_name:
+                raise ConfigError(f"{redact_url(url)!r} is not a {tier_name} backend")
+            update[tier_name] = tier_config
+    if update:
+        whole = StorageConfig.model_validate({**dict(whole), **update})
+    with StorageManager(whole) as storage:
+        report = storage.health()
+    if as_json:
+        out.print(_dump(report.as_dict(), pretty=True))
+    else:
+        table = Table(title="kvstore health", title_justify="left")
+        for column in ("tier", "configured", "active", "healthy", "degraded", "durable", "latency", "last error"):
+            table.add_column(column)
+        for tier in (report.cache, report.database):
+            latency = "-" if tier.latency_ms is None else f"{tier.latency_ms:.2f} ms"
+            table.add_row(
+                tier.tier,
+                tier.configured,
+                tier.active,
+                "yes" if tier.healthy else "NO",
+                "YES" if tier.degraded else "no",
+                "yes" if tier.durable else "no",
+                latency,
+                tier.last_error or "",
+            )
+        out.print(table)
+        state = "ok" if report.ok else "UNHEALTHY"
+        out.print(f"{state}{' (degraded: running on a fallback)' if report.degraded else ''}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+# --- data commands ------------------------------------------------------------------------
+
+
+@app.command()
+def get(
+    key: str,
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    tier: TierOpt = Tier.database,
+    prefix: PrefixOpt = None,
+    timeout: TimeoutOpt = 2.0,
+) -> None:
+    """Print the JSON value of KEY (exit 1 when it is missing)."""
+    with open_store(url, config, tier, prefix, timeout) as store:
+        value = store.get(key)
+        if value is None and not store.exists(key):
+            err.print(f"not found: {key!r}")
+            raise typer.Exit(1)
+    out.print(_dump(value), markup=False)
+
+
+@app.command("set")
+def set_(
+    key: str,
+    value: Annotated[str, typer.Argument(help="A JSON document ('-' reads stdin).")],
+    ttl: Annotated[float | None, typer.Option("--ttl", help="Seconds until the key expires.")] = None,
+    nx: Annotated[bool, typer.Option("--nx", help="Only if KEY does not exist.")] = False,
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    tier: TierOpt = Tier.database,
+    prefix: PrefixOpt = None,
+    timeout: TimeoutOpt = 2.0,
+) -> None:
+    """Store the JSON VALUE at KEY."""
+    data = _json_arg(value)
+    with open_store(url, config, tier, prefix, timeout) as store:
+        written = store.set(key, data, ttl, only_if_absent=nx)
+    out.print("OK" if written else "not written: the key exists")
+    if not written:
+        raise typer.Exit(1)
+
+
+@app.command()
+def delete(
+    keys: Annotated[list[str], typer.Argument(help="Keys to delete.")],
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    tier: TierOpt = Tier.database,
+    prefix: PrefixOpt = None,
+    timeout: TimeoutOpt = 2.0,
+) -> None:
+    """Delete KEYS (values or lists); print how many existed."""
+    with open_store(url, config, tier, prefix, timeout) as store:
+        removed = sum(store.delete(key) for key in keys)
+    out.print(str(removed))
+
+
+@app.command()
+def keys(
+    pattern: Annotated[str, typer.Argument(help="Redis glob: * ? [abc] [^a] [a-z], \\ escapes.")] = "*",
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    tier: TierOpt = Tier.database,
+    prefix: PrefixOpt = None,
+    timeout: TimeoutOpt = 2.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the keys matching PATTERN, one per line (streamed)."""
+    with open_store(url, config, tier, prefix, timeout) as store:
+        if as_json:
+            out.print(_dump(sorted(store.keys(pattern))), markup=False)
+            return
+        for key in store.iter_keys(pattern):
+            out.print(key, markup=False)
+
+
+@app.command()
+def append(
+    key: str,
+    values: Annotated[list[str], typer.Argument(help="JSON documents to push to the list's tail, in order.")],
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    prefix: PrefixOpt = None,
+    timeout: TimeoutOpt = 2.0,
+) -> None:
+    """Append JSON VALUES to the list at KEY (one round trip); print the new length."""
+    items = [_json_arg(v, f"value {i + 1}") for i, v in enumerate(values)]
+    with open_store(url, config, Tier.database, prefix, timeout) as store:
+        length = _database(store).extend(key, items)
+    out.print(str(length))
+
+
+@app.command("range")
+def range_(
+    key: str,
+    start: Annotated[int, typer.Argument(help="First index (negative counts from the tail).")] = 0,
+    end: Annotated[int, typer.Argument(help="Last index, inclusive.")] = -1,
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    prefix: PrefixOpt = None,
+    timeout: TimeoutOpt = 2.0,
+) -> None:
+    """Print items START..END of the list at KEY as a JSON array (Redis LRANGE; negatives after --)."""
+    with open_store(url, config, Tier.database, prefix, timeout) as store:
+        items = _database(store).get_range(key, start, end)
+    out.print(_dump(items), markup=False)
+
+
+# --- copy -------------------------------------------------------------------------------------
+
+
+@app.command()
+def copy(
+    source_url: Annotated[str, typer.Option("--from", help="Source store URL.")],
+    target_url: Annotated[str, typer.Option("--to", help="Target store URL.")],
+    prefix: PrefixOpt = None,
+    to_prefix: Annotated[
+        str | None, typer.Option("--to-prefix", help="Key prefix in the target (default: --prefix).")
+    ] = None,
+    pattern: Annotated[str, typer.Option("--pattern", help="Copy only keys matching this glob.")] = "*",
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="Progress file (default .kvstore/copy-<job>.json).")
+    ] = None,
+    restart: Annotated[bool, typer.Option("--restart", help="Ignore an existing checkpoint.")] = False,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Keys per round trip.")] = 500,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Compare counts and contents at the end.")] = (
+        True
+    ),
+    timeout: TimeoutOpt = 5.0,
+) -> None:
+    """Copy a whole namespace (values with TTLs, and lists) between any two backends; resumable."""
+    source_prefix = prefix or ""
+    target_prefix = source_prefix if to_prefix is None else to_prefix
+    shown_from, shown_to = redact_url(source_url), redact_url(target_url)
+    if (shown_from, source_prefix) == (shown_to, target_prefix) and not source_url.startswith("memory:"):
+        raise ConfigError("source and target are the same namespace")
+    job = fingerprint(shown_from, source_prefix, shown_to, target_prefix, pattern)
+    state = CopyCheckpoint(checkpoint or Path(".kvstore") / f"copy-{job}.json", job)
+    if restart:
+        state.remove()
+    source = open_store(source_url, None, prefix=source_prefix, timeout=timeout)
+    try:
+        target = open_store(target_url, None, prefix=target_prefix, timeout=timeout)
+    except BaseException:
+        source.close()
+        raise
+    with source, target:
+        err.print(f"copying {shown_from} -> {shown_to} (pattern {pattern!r}, checkpoint {state.path})")
+        started = time.perf_counter()
+        columns = (
+            TextColumn("copy"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("keys"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        try:
+            with Progress(*columns, console=err, transient=False) as bar:
+                task = bar.add_task("copy", total=None)
+
+                def progress(done: int, total: int) -> None:
+                    bar.update(task, completed=done, total=total)
+
+                stats = copy_namespace(
+                    source, target, pattern=pattern, checkpoint=state, batch=batch, progress=progress
+                )
+        except KeyboardInterrupt:
+            err.print(f"interrupted: run the same command again to resume from {state.path}")
+            raise typer.Exit(130) from None
+        seconds = time.perf_counter() - started
+        resumed = f", resumed from the checkpoint after {stats.resumed_from} keys" if stats.resumed else ""
+        out.print(
+            f"copied {stats.keys} keys ({stats.values} values, {stats.lists} lists, {stats.items} list items) "
+            f"in {seconds:.1f} s{resumed}"
+        )
+        if stats.vanished:
+            out.print(f"{stats.vanished} keys expired or were deleted during the copy")
+        if verify:
+            report = verify_copy(source, target, pattern=pattern, batch=batch)
+            if not report.ok:
+                for line in report.mismatches:
+                    err.print(f"mismatch: {line}")
+                err.print(f"verification FAILED; the checkpoint {state.path} is kept")
+                raise typer.Exit(1)
+            out.print(
+                f"verified: {report.keys} keys ({report.values} values, {report.lists} lists, "
+                f"{report.items} list items) identical in source and target"
+            )
+    state.remove()
+
+
+# --- demo and bench -----------------------------------------------------------------------------
+
+
+@app.command()
+def demo(config: ConfigOpt = None) -> None:
+    """Run the three jobs (chat history, session with TTL, fallback/health) on the embedded default."""
+    from kvstore._demo import run
+
+    raise typer.Exit(run(config))
+
+
+@app.command()
+def bench(full: Annotated[bool, typer.Option("--full", help="All rounds, not the quick run.")] = False) -> None:
+    """Run the memory-tier benchmark (quick by default); needs a source checkout."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "benchmarks" / "bench_memory.py").is_file():
+        raise ConfigError("the benchmarks ship with the source checkout, not the installed package")
+    args = [sys.executable, "-m", "benchmarks.bench_memory", *([] if full else ["--quick"])]
+    raise typer.Exit(subprocess.run(args, cwd=root, check=False).returncode)

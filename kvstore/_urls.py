@@ -1,0 +1,79 @@
+"""Store URLs for the command line: ``redis://``, ``postgresql://``, ``sqlite:///path``, ``memory://``."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import ValidationError
+
+from kvstore.config import (
+    MemoryCacheConfig,
+    MemoryDatabaseConfig,
+    PostgresDatabaseConfig,
+    RedisCacheConfig,
+    SqliteDatabaseConfig,
+    _describe,
+)
+from kvstore.errors import ConfigError
+
+__all__ = ["config_from_url", "redact_url"]
+
+_SCHEMES = {
+    "redis": "cache",
+    "rediss": "cache",
+    "redis+cluster": "cache",
+    "rediss+cluster": "cache",
+    "unix": "cache",
+    "postgres": "database",
+    "postgresql": "database",
+    "sqlite": "database",
+    "memory": "database",
+}
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``: safe to print."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        port = f":{parts.port}" if parts.port is not None else ""
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    except ValueError:
+        return "<unparsable URL>"
+
+
+def config_from_url(url: str, *, key_prefix: str = "", connect_timeout: float | None = None) -> tuple[str, Any]:
+    """The tier (``"cache"`` or ``"database"``) and config model a store URL selects.
+
+    ``memory://`` is a memory database (``memory://cache`` a memory cache);
+    ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``sqlite:///:memory:``.
+    """
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    tier = _SCHEMES.get(scheme)
+    if tier is None:
+        raise ConfigError(
+            f"cannot tell the backend of {redact_url(url)!r}: use redis://, rediss://, postgresql://, "
+            "sqlite:///path or memory://"
+        )
+    options: dict[str, Any] = {"key_prefix": key_prefix}
+    if connect_timeout is not None:
+        options["connect_timeout"] = connect_timeout
+    try:
+        if scheme == "memory":
+            if url[len("memory://") :].strip("/") == "cache":
+                return "cache", MemoryCacheConfig(**options)
+            return "database", MemoryDatabaseConfig(**options)
+        if scheme == "sqlite":
+            return "database", SqliteDatabaseConfig(url=url, **options)
+        if tier == "cache":
+            return "cache", RedisCacheConfig(url=url, **options)
+        return "database", PostgresDatabaseConfig(url=url, **options)
+    except ValidationError as exc:
+        message = _describe(exc).replace("invalid kvstore config", f"invalid URL {redact_url(url)!r}")
+        raise ConfigError(message) from None
