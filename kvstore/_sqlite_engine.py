@@ -40,15 +40,15 @@ BACKEND = "sqlite"
 
 # One lock per connection, shared by every engine using it (a ":memory:" database
 # is reachable only through its one connection, so sibling stores share it).
-_locks: weakref.WeakKeyDictionary[apsw.Connection, threading.RLock] = weakref.WeakKeyDictionary()
+_locks: weakref.WeakKeyDictionary[apsw.Connection, threading.Lock] = weakref.WeakKeyDictionary()
 _locks_guard = threading.Lock()
 
 
-def _lock_for(conn: apsw.Connection) -> threading.RLock:
+def _lock_for(conn: apsw.Connection) -> threading.Lock:
     with _locks_guard:
         lock = _locks.get(conn)
         if lock is None:
-            lock = _locks[conn] = threading.RLock()
+            lock = _locks[conn] = threading.Lock()
         return lock
 
 
@@ -102,7 +102,8 @@ class _Unopened:
         self._engine = engine
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._engine.open(), name)
+        # Only ever reached with the engine's lock held.
+        return getattr(self._engine._open_locked(None), name)
 
 
 class _ClosedCursor:
@@ -146,7 +147,7 @@ class SqliteEngine:
         self._clock = clock
         self._purge_interval_ms = purge_interval * 1000
         self._next_purge_ms = 0.0  # the first write after opening sweeps
-        self._lock = threading.RLock() if self._conn is None else _lock_for(self._conn)
+        self._lock = threading.Lock() if self._conn is None else _lock_for(self._conn)
         self._cur: Any = _Unopened(self)
         self.closed = False
 
@@ -158,40 +159,43 @@ class SqliteEngine:
         ``busy_timeout`` bounds the wait for locks while opening (e.g. a connect deadline).
         """
         with self._lock:
-            if not isinstance(self._cur, _Unopened):
-                if self.closed:
-                    self._cur.execute  # noqa: B018  # raises ClosedError
-                return self._cur  # type: ignore[no-any-return]  # an apsw.Cursor once opened
+            return self._open_locked(busy_timeout)
+
+    def _open_locked(self, busy_timeout: float | None) -> apsw.Cursor:
+        if not isinstance(self._cur, _Unopened):
+            if self.closed:
+                self._cur.execute  # noqa: B018  # raises ClosedError
+            return self._cur  # type: ignore[no-any-return]  # an apsw.Cursor once opened
+        try:
+            conn = self._conn
+            if conn is None:
+                if self.path != MEMORY:
+                    directory = os.path.dirname(os.path.abspath(self.path))
+                    try:
+                        os.makedirs(directory, exist_ok=True)
+                    except OSError as exc:
+                        raise SqliteFileError(
+                            f"cannot create the directory of {self.path}: {exc.strerror}",
+                            path=self.path,
+                            operation="open",
+                        ) from exc
+                conn = apsw.Connection(self.path)
+            wait = self.busy_timeout if busy_timeout is None else min(busy_timeout, self.busy_timeout)
+            if self._owns:
+                conn.set_busy_timeout(int(wait * 1000))
             try:
-                conn = self._conn
-                if conn is None:
-                    if self.path != MEMORY:
-                        directory = os.path.dirname(os.path.abspath(self.path))
-                        try:
-                            os.makedirs(directory, exist_ok=True)
-                        except OSError as exc:
-                            raise SqliteFileError(
-                                f"cannot create the directory of {self.path}: {exc.strerror}",
-                                path=self.path,
-                                operation="open",
-                            ) from exc
-                    conn = apsw.Connection(self.path)
-                wait = self.busy_timeout if busy_timeout is None else min(busy_timeout, self.busy_timeout)
+                self._prepare(conn)
+            except BaseException:
                 if self._owns:
-                    conn.set_busy_timeout(int(wait * 1000))
-                try:
-                    self._prepare(conn)
-                except BaseException:
-                    if self._owns:
-                        conn.close()
-                    raise
-                if self._owns:
-                    conn.set_busy_timeout(int(self.busy_timeout * 1000))
-            except apsw.Error as exc:
-                raise map_error(exc, path=self.path, busy_timeout=self.busy_timeout, operation="open") from exc
-            self._conn = conn
-            self._cur = conn.cursor()
-            return self._cur  # type: ignore[no-any-return]  # apsw is untyped
+                    conn.close()
+                raise
+            if self._owns:
+                conn.set_busy_timeout(int(self.busy_timeout * 1000))
+        except apsw.Error as exc:
+            raise map_error(exc, path=self.path, busy_timeout=self.busy_timeout, operation="open") from exc
+        self._conn = conn
+        self._cur = conn.cursor()
+        return self._cur  # type: ignore[no-any-return]  # apsw is untyped
 
     def _prepare(self, conn: apsw.Connection) -> None:
         """Check the schema version, then settings, then forward migrations."""
@@ -325,19 +329,31 @@ class SqliteEngine:
 
     def set(self, key: str, value: Any, ttl: TTL | None, only_if_absent: bool) -> bool:
         key = validate_key(key)
-        ms = ttl_ms(ttl)
+        ms = None if ttl is None else ttl_ms(ttl)
         data = encode(key, value, self.max_value_bytes)
-        ns = self.ns
-
-        def body(cur: Any, now: float) -> bool:
-            expires = None if ms is None else int(now) + ms
-            if only_if_absent:
-                cur.execute(sql.SET_IF_ABSENT, (ns, key, data, expires, now))
-                return bool(self._conn is not None and self._conn.changes())
-            cur.execute(sql.SET, (ns, key, data, expires))
-            return True
-
-        return self._write("set", key, body)
+        # The hot path: `_write` inlined (same BEGIN IMMEDIATE ... COMMIT), no closure.
+        with self._lock:
+            cur = self._cur
+            try:
+                cur.execute(sql.BEGIN_IMMEDIATE)
+                try:
+                    now = self._clock() * 1000
+                    if now >= self._next_purge_ms:
+                        self._purge(cur, now)
+                    expires = None if ms is None else int(now) + ms
+                    if only_if_absent:
+                        cur.execute(sql.SET_IF_ABSENT, (self.ns, key, data, expires, now))
+                        written = bool(self._conn is not None and self._conn.changes())
+                    else:
+                        cur.execute(sql.SET, (self.ns, key, data, expires))
+                        written = True
+                    cur.execute(sql.COMMIT)
+                except BaseException:
+                    self._rollback()
+                    raise
+            except apsw.Error as exc:
+                raise self._error(exc, "set", key) from exc
+        return written
 
     def delete(self, key: str) -> bool:
         key = validate_key(key)

@@ -124,24 +124,42 @@ class AsyncSqliteDatabase(AsyncDatabase):
             return fn(*args)
 
     async def get(self, key: str) -> Any:
-        return await self._run(self._engine.get, key)
+        if True:  # ASYNC
+            return await self._run(self._engine.get, key)
+        else:
+            return self._engine.get(key)
 
     async def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
-        return await self._run(self._engine.set, key, value, ttl, only_if_absent)
+        if True:  # ASYNC
+            return await self._run(self._engine.set, key, value, ttl, only_if_absent)
+        else:
+            return self._engine.set(key, value, ttl, only_if_absent)
 
     async def delete(self, key: str) -> bool:
-        return await self._run(self._engine.delete, key)
+        if True:  # ASYNC
+            return await self._run(self._engine.delete, key)
+        else:
+            return self._engine.delete(key)
 
     async def exists(self, key: str) -> bool:
-        return await self._run(self._engine.exists, key)
+        if True:  # ASYNC
+            return await self._run(self._engine.exists, key)
+        else:
+            return self._engine.exists(key)
 
     async def mget(self, keys: Iterable[str]) -> list[Any]:
-        return await self._run(self._engine.mget, list(keys))
+        if True:  # ASYNC
+            return await self._run(self._engine.mget, list(keys))
+        else:
+            return self._engine.mget(list(keys))
 
     async def mset(self, items: MsetItems) -> None:
         if not isinstance(items, Mapping):
             items = list(items)  # consumed on the worker thread, so materialise it here
-        await self._run(self._engine.mset, items)
+        if True:  # ASYNC
+            await self._run(self._engine.mset, items)
+        else:
+            self._engine.mset(items)
 
     async def iter_keys(self, pattern: str = "*") -> AsyncIterator[str]:
         after: str | None = None
@@ -153,41 +171,74 @@ class AsyncSqliteDatabase(AsyncDatabase):
                 return
 
     async def keys(self, pattern: str = "*") -> list[str]:
-        return await self._run(self._engine.keys, pattern)
+        if True:  # ASYNC
+            return await self._run(self._engine.keys, pattern)
+        else:
+            return self._engine.keys(pattern)
 
     async def clear(self) -> None:
-        await self._run(self._engine.clear)
+        if True:  # ASYNC
+            await self._run(self._engine.clear)
+        else:
+            self._engine.clear()
 
     async def ttl(self, key: str) -> float | None:
-        return await self._run(self._engine.ttl, key)
+        if True:  # ASYNC
+            return await self._run(self._engine.ttl, key)
+        else:
+            return self._engine.ttl(key)
 
     async def expire(self, key: str, ttl: TTL | None) -> bool:
-        return await self._run(self._engine.expire, key, ttl)
+        if True:  # ASYNC
+            return await self._run(self._engine.expire, key, ttl)
+        else:
+            return self._engine.expire(key, ttl)
 
     async def ping(self) -> None:
-        await self._run(self._engine.ping)
+        if True:  # ASYNC
+            await self._run(self._engine.ping)
+        else:
+            self._engine.ping()
 
     async def purge_expired(self) -> int:
         """Delete every expired row now (normally a write does it every ``purge_interval``)."""
-        return await self._run(self._engine.purge_expired)
+        if True:  # ASYNC
+            return await self._run(self._engine.purge_expired)
+        else:
+            return self._engine.purge_expired()
 
     async def append(self, key: str, value: Any) -> int:
-        return await self._run(self._engine.append, key, value)
+        if True:  # ASYNC
+            return await self._run(self._engine.append, key, value)
+        else:
+            return self._engine.append(key, value)
 
     async def extend(self, key: str, values: Iterable[Any]) -> int:
-        return await self._run(self._engine.extend, key, list(values))
+        if True:  # ASYNC
+            return await self._run(self._engine.extend, key, list(values))
+        else:
+            return self._engine.extend(key, list(values))
 
     async def get_range(self, key: str, start: int, end: int) -> list[Any]:
-        return await self._run(self._engine.get_range, key, start, end)
+        if True:  # ASYNC
+            return await self._run(self._engine.get_range, key, start, end)
+        else:
+            return self._engine.get_range(key, start, end)
 
     async def get_length(self, key: str) -> int:
-        return await self._run(self._engine.get_length, key)
+        if True:  # ASYNC
+            return await self._run(self._engine.get_length, key)
+        else:
+            return self._engine.get_length(key)
 
     async def aclose(self) -> None:
         engine = self._engine
         if isinstance(engine, _Closed):
             return
         self._engine = _Closed(type(self).__name__)  # type: ignore[assignment]  # duck-typed stand-in
-        await self._run(engine.close)
+        if True:  # ASYNC
+            await self._run(engine.close)
+        else:
+            engine.close()
         if True:  # ASYNC
             self._executor.shutdown(wait=False)

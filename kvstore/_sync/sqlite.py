@@ -112,24 +112,24 @@ class SqliteDatabase(Database):
         return fn(*args)
 
     def get(self, key: str) -> Any:
-        return self._run(self._engine.get, key)
+        return self._engine.get(key)
 
     def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
-        return self._run(self._engine.set, key, value, ttl, only_if_absent)
+        return self._engine.set(key, value, ttl, only_if_absent)
 
     def delete(self, key: str) -> bool:
-        return self._run(self._engine.delete, key)
+        return self._engine.delete(key)
 
     def exists(self, key: str) -> bool:
-        return self._run(self._engine.exists, key)
+        return self._engine.exists(key)
 
     def mget(self, keys: Iterable[str]) -> list[Any]:
-        return self._run(self._engine.mget, list(keys))
+        return self._engine.mget(list(keys))
 
     def mset(self, items: MsetItems) -> None:
         if not isinstance(items, Mapping):
             items = list(items)  # consumed on the worker thread, so materialise it here
-        self._run(self._engine.mset, items)
+        self._engine.mset(items)
 
     def iter_keys(self, pattern: str = "*") -> Iterator[str]:
         after: str | None = None
@@ -140,39 +140,39 @@ class SqliteDatabase(Database):
                 return
 
     def keys(self, pattern: str = "*") -> list[str]:
-        return self._run(self._engine.keys, pattern)
+        return self._engine.keys(pattern)
 
     def clear(self) -> None:
-        self._run(self._engine.clear)
+        self._engine.clear()
 
     def ttl(self, key: str) -> float | None:
-        return self._run(self._engine.ttl, key)
+        return self._engine.ttl(key)
 
     def expire(self, key: str, ttl: TTL | None) -> bool:
-        return self._run(self._engine.expire, key, ttl)
+        return self._engine.expire(key, ttl)
 
     def ping(self) -> None:
-        self._run(self._engine.ping)
+        self._engine.ping()
 
     def purge_expired(self) -> int:
         """Delete every expired row now (normally a write does it every ``purge_interval``)."""
-        return self._run(self._engine.purge_expired)
+        return self._engine.purge_expired()
 
     def append(self, key: str, value: Any) -> int:
-        return self._run(self._engine.append, key, value)
+        return self._engine.append(key, value)
 
     def extend(self, key: str, values: Iterable[Any]) -> int:
-        return self._run(self._engine.extend, key, list(values))
+        return self._engine.extend(key, list(values))
 
     def get_range(self, key: str, start: int, end: int) -> list[Any]:
-        return self._run(self._engine.get_range, key, start, end)
+        return self._engine.get_range(key, start, end)
 
     def get_length(self, key: str) -> int:
-        return self._run(self._engine.get_length, key)
+        return self._engine.get_length(key)
 
     def close(self) -> None:
         engine = self._engine
         if isinstance(engine, _Closed):
             return
         self._engine = _Closed(type(self).__name__)  # type: ignore[assignment]  # duck-typed stand-in
-        self._run(engine.close)
+        engine.close()
