@@ -39,17 +39,17 @@ def msg(i: int) -> dict[str, Any]:
 def count_executes(fn: Callable[[], object]) -> int:
     """How many statements (round trips: no pipeline mode) ``fn`` sends through psycopg."""
     calls: list[object] = []
-    original = psycopg.Connection.execute
+    original = psycopg.Cursor.execute
 
     def counting(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
         calls.append(query)
         return original(self, query, *args, **kwargs)
 
-    psycopg.Connection.execute = counting  # type: ignore[method-assign]
+    psycopg.Cursor.execute = counting  # type: ignore[method-assign]
     try:
         fn()
     finally:
-        psycopg.Connection.execute = original  # type: ignore[method-assign]
+        psycopg.Cursor.execute = original  # type: ignore[method-assign]
     return len(calls)
 
 

@@ -60,6 +60,16 @@ def _looks_alive(conn: Any) -> bool:
     return not poller.poll(0)
 
 
+def _cursor(conn: _Conn) -> psycopg.AsyncCursor[Any]:
+    """The connection's reusable cursor: a fresh cursor per call re-learns its adapters
+    and costs about a fifth of a loopback round trip (measured)."""
+    cur: psycopg.AsyncCursor[Any] | None = getattr(conn, "_kvstore_cursor", None)
+    if cur is None:
+        cur = conn.cursor()
+        conn._kvstore_cursor = cur  # type: ignore[attr-defined]  # our own mark on the pooled connection
+    return cur
+
+
 class AsyncPostgresDatabase(AsyncDatabase):
     """Database tier on PostgreSQL: values, append-only lists and TTL, shared by many processes.
 
@@ -300,7 +310,7 @@ class AsyncPostgresDatabase(AsyncDatabase):
             for attempt in range(pool.max_size + 1):
                 conn = await self._getconn(pool)
                 try:
-                    cur = await conn.execute(query, params)
+                    cur = await _cursor(conn).execute(query, params)
                     return await cur.fetchone()
                 except psycopg.OperationalError:
                     # A connection that died under us (restart) is dropped by the pool; try the
@@ -318,7 +328,7 @@ class AsyncPostgresDatabase(AsyncDatabase):
             for attempt in range(pool.max_size + 1):
                 conn = await self._getconn(pool)
                 try:
-                    cur = await conn.execute(query, params)
+                    cur = await _cursor(conn).execute(query, params)
                     return await cur.fetchall()
                 except psycopg.OperationalError:
                     # A connection that died under us (restart) is dropped by the pool; try the
@@ -336,7 +346,7 @@ class AsyncPostgresDatabase(AsyncDatabase):
             for attempt in range(pool.max_size + 1):
                 conn = await self._getconn(pool)
                 try:
-                    cur = await conn.execute(query, params)
+                    cur = await _cursor(conn).execute(query, params)
                     count = cur.rowcount
                     break
                 except psycopg.OperationalError:
@@ -505,15 +515,16 @@ class AsyncPostgresDatabase(AsyncDatabase):
                 try:
                     async with conn.transaction():
                         # An expired entry is gone: drop it (its items go with it by trigger).
-                        await conn.execute(q.drop_expired, (ns, key))
-                        cur = await conn.execute(q.bump, (ns, key, n))
+                        cur = _cursor(conn)
+                        await cur.execute(q.drop_expired, (ns, key))
+                        await cur.execute(q.bump, (ns, key, n))
                         row = await cur.fetchone()
                         if row is None:
                             raise WrongTypeError(
                                 f"key {key!r} holds a value, not a list", key=key, backend="postgres", operation=op
                             )
                         length: int = row[0]
-                        await conn.execute(q.add_items, (ns, key, length - n, encoded))
+                        await cur.execute(q.add_items, (ns, key, length - n, encoded))
                         committing = True
                     return length
                 except psycopg.OperationalError:

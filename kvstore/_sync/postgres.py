@@ -60,6 +60,16 @@ def _looks_alive(conn: Any) -> bool:
     return not poller.poll(0)
 
 
+def _cursor(conn: _Conn) -> psycopg.Cursor[Any]:
+    """The connection's reusable cursor: a fresh cursor per call re-learns its adapters
+    and costs about a fifth of a loopback round trip (measured)."""
+    cur: psycopg.Cursor[Any] | None = getattr(conn, "_kvstore_cursor", None)
+    if cur is None:
+        cur = conn.cursor()
+        conn._kvstore_cursor = cur  # type: ignore[attr-defined]  # our own mark on the pooled connection
+    return cur
+
+
 class PostgresDatabase(Database):
     """Database tier on PostgreSQL: values, append-only lists and TTL, shared by many processes.
 
@@ -297,7 +307,7 @@ class PostgresDatabase(Database):
             for attempt in range(pool.max_size + 1):
                 conn = self._getconn(pool)
                 try:
-                    cur = conn.execute(query, params)
+                    cur = _cursor(conn).execute(query, params)
                     return cur.fetchone()
                 except psycopg.OperationalError:
                     # A connection that died under us (restart) is dropped by the pool; try the
@@ -315,7 +325,7 @@ class PostgresDatabase(Database):
             for attempt in range(pool.max_size + 1):
                 conn = self._getconn(pool)
                 try:
-                    cur = conn.execute(query, params)
+                    cur = _cursor(conn).execute(query, params)
                     return cur.fetchall()
                 except psycopg.OperationalError:
                     # A connection that died under us (restart) is dropped by the pool; try the
@@ -333,7 +343,7 @@ class PostgresDatabase(Database):
             for attempt in range(pool.max_size + 1):
                 conn = self._getconn(pool)
                 try:
-                    cur = conn.execute(query, params)
+                    cur = _cursor(conn).execute(query, params)
                     count = cur.rowcount
                     break
                 except psycopg.OperationalError:
@@ -502,15 +512,16 @@ class PostgresDatabase(Database):
                 try:
                     with conn.transaction():
                         # An expired entry is gone: drop it (its items go with it by trigger).
-                        conn.execute(q.drop_expired, (ns, key))
-                        cur = conn.execute(q.bump, (ns, key, n))
+                        cur = _cursor(conn)
+                        cur.execute(q.drop_expired, (ns, key))
+                        cur.execute(q.bump, (ns, key, n))
                         row = cur.fetchone()
                         if row is None:
                             raise WrongTypeError(
                                 f"key {key!r} holds a value, not a list", key=key, backend="postgres", operation=op
                             )
                         length: int = row[0]
-                        conn.execute(q.add_items, (ns, key, length - n, encoded))
+                        cur.execute(q.add_items, (ns, key, length - n, encoded))
                         committing = True
                     return length
                 except psycopg.OperationalError:

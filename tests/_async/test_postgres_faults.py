@@ -40,13 +40,13 @@ async def store(postgres_url: str) -> AsyncIterator[AsyncPostgresDatabase]:
 
 def _count_executes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    original = psycopg.AsyncConnection.execute
+    original = psycopg.AsyncCursor.execute
 
     async def counting(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
         calls.append(str(query))
         return await original(self, query, *args, **kwargs)
 
-    monkeypatch.setattr(psycopg.AsyncConnection, "execute", counting)
+    monkeypatch.setattr(psycopg.AsyncCursor, "execute", counting)
     return calls
 
 

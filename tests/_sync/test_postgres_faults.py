@@ -40,13 +40,13 @@ def store(postgres_url: str) -> Iterator[PostgresDatabase]:
 
 def _count_executes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    original = psycopg.Connection.execute
+    original = psycopg.Cursor.execute
 
     def counting(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
         calls.append(str(query))
         return original(self, query, *args, **kwargs)
 
-    monkeypatch.setattr(psycopg.Connection, "execute", counting)
+    monkeypatch.setattr(psycopg.Cursor, "execute", counting)
     return calls
 
 
