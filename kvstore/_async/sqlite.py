@@ -87,6 +87,9 @@ class AsyncSqliteDatabase(AsyncDatabase):
             purge_interval=purge_interval,
         )
         self.path = self._engine.path
+        if self.path in ("", ":memory:") or self.path.startswith("file::memory:"):
+            # Health must not call an in-memory database durable.
+            self.durable = False  # type: ignore[misc]  # per-instance override of the class default
         if True:  # ASYNC
             # One worker thread per store: calls run in order, off the event loop.
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kvstore-sqlite")

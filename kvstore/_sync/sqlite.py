@@ -83,6 +83,9 @@ class SqliteDatabase(Database):
             purge_interval=purge_interval,
         )
         self.path = self._engine.path
+        if self.path in ("", ":memory:") or self.path.startswith("file::memory:"):
+            # Health must not call an in-memory database durable.
+            self.durable = False  # type: ignore[misc]  # per-instance override of the class default
         self._engine.open()
 
     @classmethod

@@ -98,7 +98,9 @@ async def test_from_config_opens_and_checks(tmp_path: Path) -> None:
     finally:
         await store.aclose()
     assert "closed" in repr(store)
+    assert store.durable is True
     memory = await AsyncSqliteDatabase.from_config(SqliteDatabaseConfig(path=":memory:"))
+    assert memory.durable is False  # health must not call it durable
     await memory.set("k", 1)
     assert await memory.get("k") == 1
     await memory.aclose()

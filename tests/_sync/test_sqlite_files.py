@@ -99,7 +99,9 @@ def test_from_config_opens_and_checks(tmp_path: Path) -> None:
     finally:
         store.close()
     assert "closed" in repr(store)
+    assert store.durable is True
     memory = SqliteDatabase.from_config(SqliteDatabaseConfig(path=":memory:"))
+    assert memory.durable is False  # health must not call it durable
     memory.set("k", 1)
     assert memory.get("k") == 1
     memory.close()
