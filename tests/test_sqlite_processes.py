@@ -39,17 +39,17 @@ CRASH_CHILD = textwrap.dedent(
     """
 )
 
-# One of several writers: waits for the go file, appends its 300 items, reports errors.
+# One of several writers: waits for the go file, opens the file, appends its items.
 WRITER_CHILD = textwrap.dedent(
     """
     import sys, time, os
     from kvstore.sqlite import SqliteDatabase
 
     path, writer, count, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-    db = SqliteDatabase(path)
     print("ready", flush=True)
     while not os.path.exists(go):
-        time.sleep(0.001)
+        time.sleep(0.0005)
+    db = SqliteDatabase(path)  # all writers create/migrate the new file at the same moment
     for i in range(count):
         db.append("shared", {"w": writer, "i": i})
     db.close()
@@ -115,9 +115,8 @@ def test_kill_9_never_loses_an_acknowledged_write(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_four_processes_append_to_one_list(tmp_path: Path) -> None:
-    """4 processes x 300 appends to one list: exactly 1200 items, each writer's in order, no busy errors."""
-    path = tmp_path / "kv.db"
-    SqliteDatabase(path).close()  # create the schema once, as an app's first start would
+    """4 processes open a new file together, then 300 appends each: 1200 items, each writer's in order, no errors."""
+    path = tmp_path / "new" / "kv.db"
     go = tmp_path / "go"
     writers = [_spawn(WRITER_CHILD, str(path), str(w), "300", str(go)) for w in range(4)]
     for child in writers:

@@ -122,6 +122,27 @@ def test_migrates_an_unversioned_file_and_keeps_other_tables(tmp_path: Path) -> 
     conn.close()
 
 
+def test_forward_migrations_run_on_connect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file at an older schema version is migrated step by step on connect, keeping its data."""
+    path = tmp_path / "kv.db"
+    with SqliteDatabase(path) as store:
+        store.set("v", 1)
+        store.extend("h", [1, 2])
+    monkeypatch.setattr(sql, "SCHEMA_VERSION", sql.SCHEMA_VERSION + 1)
+    monkeypatch.setitem(
+        sql.MIGRATIONS, sql.SCHEMA_VERSION, ("CREATE TABLE kvstore_next (x)", "INSERT INTO kvstore_next VALUES (1)")
+    )
+    with SqliteDatabase(path) as store:
+        assert store.get("v") == 1
+        assert store.get_range("h", 0, -1) == [1, 2]
+    assert pragma(path, "user_version") == sql.SCHEMA_VERSION
+    with SqliteDatabase(path) as store:  # migrations run once
+        store.ping()
+    conn = raw(path)
+    assert conn.execute("SELECT x FROM kvstore_next").fetchall() == [(1,)]
+    conn.close()
+
+
 def test_newer_schema_raises_config_error_and_leaves_file_untouched(tmp_path: Path) -> None:
     """A file written by a newer kvstore raises a clear ConfigError and is not modified."""
     path = tmp_path / "kv.db"
@@ -360,6 +381,19 @@ def test_get_range_reads_only_the_requested_index_range(tmp_path: Path) -> None:
         assert "SCAN" not in plan
         meta = " ".join(str(row) for row in conn.execute("EXPLAIN QUERY PLAN " + sql.META, ("", "h")))
         assert "SEARCH" in meta
+
+
+def test_keys_with_a_literal_prefix_read_an_index_range(tmp_path: Path) -> None:
+    """keys('user:*') is a primary-key range search, not a scan of every key."""
+    with SqliteDatabase(tmp_path / "kv.db") as store:
+        store.mset({"user:1": 1, "users": 2, "admin": 3})
+        assert store.keys("user:*") == ["user:1"]
+        conn = store._engine._conn
+        assert conn is not None
+        statement = "EXPLAIN QUERY PLAN " + sql.keys_page_sql(first=True, bounded=True)
+        plan = " ".join(str(row) for row in conn.execute(statement, ("", "user:", "user;", 0, 10)))
+        assert "SEARCH" in plan
+        assert "key>? AND key<?" in plan
 
 
 def test_replacing_or_deleting_a_list_removes_its_items(tmp_path: Path) -> None:
