@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterable, Iterator
 from typing import Any, NoReturn, Self
 
 from orjson import JSONDecodeError
 from orjson import loads as _loads
 from pydantic import SecretStr
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
 
 from kvstore._codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
 from kvstore._items import MsetItems, normalize_items
@@ -19,7 +17,7 @@ from kvstore._keys import validate_key, validate_keys, validate_prefix
 from kvstore._sync.base import Cache
 from kvstore._ttl import TTL, ttl_ms
 from kvstore.config import RedisCacheConfig
-from kvstore.errors import BackendUnavailableError, ClosedError, KVStoreError, MissingDependencyError
+from kvstore.errors import ClosedError, KVStoreError, MissingDependencyError
 
 try:
     import redis
@@ -66,6 +64,8 @@ class RedisCache(Cache):
         cluster: Use redis-py's ``RedisCluster`` (also set by a ``+cluster`` URL).
         socket_timeout: Deadline of one reply; a hung server fails the call with
             `BackendUnavailableError` after this long, not redis-py's minute.
+        pool_timeout: How long a call waits for a free pooled connection
+            (default: connect + socket timeout) before `BackendUnavailableError`.
         scan_count: ``COUNT`` hint of each ``SCAN`` and size of ``UNLINK`` batches.
 
     redis-py's own retries are off (``Retry(NoBackoff(), 0)``): a lost reply to a
@@ -97,6 +97,7 @@ class RedisCache(Cache):
         socket_timeout: float = 0.5,
         socket_connect_timeout: float = 0.5,
         health_check_interval: float = 10.0,
+        pool_timeout: float | None = None,
         scan_count: int = 1000,
     ) -> None:
         self.key_prefix = validate_prefix(key_prefix)
@@ -120,6 +121,9 @@ class RedisCache(Cache):
             self._target = redact_url(url) or url
         else:
             self._target = f"{host}:{port}" + ("" if cluster else f"/{db}")
+            if not cluster:
+                netloc = f"[{host}]" if ":" in host else host
+                url = f"{'rediss' if tls else 'redis'}://{netloc}:{port}/{db}"
         self._cluster = cluster
         self._secret = secret
         options = client_options(
@@ -136,6 +140,8 @@ class RedisCache(Cache):
             health_check_interval=health_check_interval,
             from_url=url is not None,
         )
+        # A burst of callers waits (briefly) for a free connection instead of failing.
+        wait = pool_timeout if pool_timeout is not None else socket_connect_timeout + socket_timeout
         options["retry"] = no_retry(Retry)
         try:
             if cluster:
@@ -143,10 +149,10 @@ class RedisCache(Cache):
                     self._client = RedisCluster.from_url(url, **options)
                 else:
                     self._client = RedisCluster(host=host, port=port, **options)
-            elif url is not None:
-                self._client = redis.Redis.from_url(url, **options)
             else:
-                self._client = redis.Redis(host=host, port=port, db=db, **options)
+                assert url is not None
+                pool = redis.BlockingConnectionPool.from_url(url, timeout=wait, **options)
+                self._client = redis.Redis.from_pool(pool)
         except DRIVER_ERRORS as exc:
             # The sync cluster client discovers the cluster while it is built.
             self._client = _Closed(type(self).__name__)
@@ -154,51 +160,39 @@ class RedisCache(Cache):
 
     @classmethod
     def from_config(cls, config: RedisCacheConfig) -> Self:
-        """Build from a `RedisCacheConfig`, verified with a ``PING``.
+        """Build from a `RedisCacheConfig` and verify it with one ``PING``.
 
-        Unreachable servers are retried with jittered exponential backoff until
-        ``config.connect_timeout`` would be exceeded; then `BackendUnavailableError`.
+        One attempt, bounded by the socket timeouts (0.5 s each by default); the
+        manager retries within ``config.connect_timeout`` and then falls back.
+
+        Raises:
+            BackendUnavailableError: Redis cannot be reached or refused the credentials.
         """
-        deadline = time.monotonic() + config.connect_timeout
-        attempt_cost = config.socket_connect_timeout + config.socket_timeout
-
-        def out_of_budget(state: RetryCallState) -> bool:
-            return time.monotonic() + (state.upcoming_sleep or 0.0) + attempt_cost > deadline
-
-        store: Self | None = None
-        for attempt in Retrying(
-            stop=out_of_budget,
-            wait=wait_random_exponential(multiplier=0.05, max=0.5),
-            retry=retry_if_exception_type(BackendUnavailableError),
-            reraise=True,
-        ):
-            with attempt:
-                store = cls(
-                    config.url,
-                    key_prefix=config.key_prefix,
-                    max_value_bytes=config.max_value_bytes,
-                    cluster=config.cluster,
-                    host=config.host,
-                    port=config.port,
-                    db=config.db,
-                    username=config.username,
-                    password=config.password,
-                    tls=config.tls,
-                    tls_ca_file=config.tls_ca_file,
-                    tls_cert_file=config.tls_cert_file,
-                    tls_key_file=config.tls_key_file,
-                    tls_verify=config.tls_verify,
-                    max_connections=config.max_connections,
-                    socket_timeout=config.socket_timeout,
-                    socket_connect_timeout=config.socket_connect_timeout,
-                    health_check_interval=config.health_check_interval,
-                )
-                try:
-                    store.ping()
-                except BaseException:
-                    store.close()
-                    raise
-        assert store is not None
+        store = cls(
+            config.url,
+            key_prefix=config.key_prefix,
+            max_value_bytes=config.max_value_bytes,
+            cluster=config.cluster,
+            host=config.host,
+            port=config.port,
+            db=config.db,
+            username=config.username,
+            password=config.password,
+            tls=config.tls,
+            tls_ca_file=config.tls_ca_file,
+            tls_cert_file=config.tls_cert_file,
+            tls_key_file=config.tls_key_file,
+            tls_verify=config.tls_verify,
+            max_connections=config.max_connections,
+            socket_timeout=config.socket_timeout,
+            socket_connect_timeout=config.socket_connect_timeout,
+            health_check_interval=config.health_check_interval,
+        )
+        try:
+            store.ping()
+        except BaseException:
+            store.close()
+            raise
         return store
 
     def __repr__(self) -> str:
