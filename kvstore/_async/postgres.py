@@ -162,6 +162,7 @@ class AsyncPostgresDatabase(AsyncDatabase):
         kwargs: dict[str, Any] = {"autocommit": True}
         if self._secret is not None:
             kwargs["password"] = self._secret
+        self._conninfo, self._connect_kwargs = conninfo, kwargs
         self._pool = AsyncConnectionPool(
             conninfo,
             kwargs=kwargs,
@@ -233,12 +234,21 @@ class AsyncPostgresDatabase(AsyncDatabase):
                 return self._pool
             with _pg.ErrorBoundary("connect", None, self._secret):
                 if self._owns_pool:
+                    # One direct attempt first, so a refused or rejecting server fails this
+                    # call at once (the manager retries within its budget) instead of the
+                    # pool retrying in the background until the deadline.
+                    conn = await psycopg.AsyncConnection.connect(self._conninfo, **self._connect_kwargs)
+                    try:
+                        await self._migrate(conn)
+                    finally:
+                        await conn.close()
                     await self._pool.open(wait=True, timeout=self._connect_timeout)
-                conn = await self._pool.getconn(timeout=self._connect_timeout)
-                try:
-                    await self._migrate(conn)
-                finally:
-                    await self._pool.putconn(conn)
+                else:
+                    conn = await self._pool.getconn(timeout=self._connect_timeout)
+                    try:
+                        await self._migrate(conn)
+                    finally:
+                        await self._pool.putconn(conn)
             self._ready = True
         return self._pool
 

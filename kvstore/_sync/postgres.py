@@ -159,6 +159,7 @@ class PostgresDatabase(Database):
         kwargs: dict[str, Any] = {"autocommit": True}
         if self._secret is not None:
             kwargs["password"] = self._secret
+        self._conninfo, self._connect_kwargs = conninfo, kwargs
         self._pool = ConnectionPool(
             conninfo,
             kwargs=kwargs,
@@ -230,12 +231,21 @@ class PostgresDatabase(Database):
                 return self._pool
             with _pg.ErrorBoundary("connect", None, self._secret):
                 if self._owns_pool:
+                    # One direct attempt first, so a refused or rejecting server fails this
+                    # call at once (the manager retries within its budget) instead of the
+                    # pool retrying in the background until the deadline.
+                    conn = psycopg.Connection.connect(self._conninfo, **self._connect_kwargs)
+                    try:
+                        self._migrate(conn)
+                    finally:
+                        conn.close()
                     self._pool.open(wait=True, timeout=self._connect_timeout)
-                conn = self._pool.getconn(timeout=self._connect_timeout)
-                try:
-                    self._migrate(conn)
-                finally:
-                    self._pool.putconn(conn)
+                else:
+                    conn = self._pool.getconn(timeout=self._connect_timeout)
+                    try:
+                        self._migrate(conn)
+                    finally:
+                        self._pool.putconn(conn)
             self._ready = True
         return self._pool
 
