@@ -50,6 +50,11 @@ class AsyncSessionStore(Generic[S]):
             ``None`` for the session's own TTL.
         namespace: First part of the session keys (``session:<id>``).
         cache_retry_after: Seconds the cache is skipped after it failed.
+        touch_interval: A session touched again within this many seconds (by
+            this process) slides only its cached copy, sparing the database a
+            write per request; so a session may expire up to this much before
+            ``ttl`` after its last use. Default: a tenth of ``ttl``, at most
+            60 s; ``0`` writes the database on every touch.
         clock: Monotonic seconds (tests pass a fake clock).
     """
 
@@ -64,6 +69,7 @@ class AsyncSessionStore(Generic[S]):
         cache_ttl: TTL | None = 300,
         namespace: str = "session",
         cache_retry_after: float = 5.0,
+        touch_interval: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None: ...
 
@@ -78,6 +84,7 @@ class AsyncSessionStore(Generic[S]):
         cache_ttl: TTL | None = 300,
         namespace: str = "session",
         cache_retry_after: float = 5.0,
+        touch_interval: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None: ...
 
@@ -91,6 +98,7 @@ class AsyncSessionStore(Generic[S]):
         cache_ttl: TTL | None = 300,
         namespace: str = "session",
         cache_retry_after: float = 5.0,
+        touch_interval: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         ttl_ms(ttl)
@@ -101,6 +109,9 @@ class AsyncSessionStore(Generic[S]):
         self.cache_ttl = cache_ttl
         self.namespace = namespace
         self.cache_retry_after = cache_retry_after
+        seconds = _seconds(ttl) or 0.0
+        self.touch_interval = min(60.0, seconds / 10) if touch_interval is None else touch_interval
+        self._touched: dict[str, float] = {}
         self._clock = clock
         self._codec: TypeCodec[S] = TypeCodec(dict[str, Any] if model is None else model)
         self._cache_down_until: float | None = None
@@ -150,6 +161,7 @@ class AsyncSessionStore(Generic[S]):
             return None
         if touch:
             await self.database.expire(key, self.ttl)
+            self._remember_touch(key)
             remaining = _seconds(self.ttl)
         else:
             remaining = await self.database.ttl(key)
@@ -162,14 +174,28 @@ class AsyncSessionStore(Generic[S]):
         raw = self._codec.dump(key, data)
         ttl = self.ttl if ttl is None else ttl
         await self.database.set(key, raw, ttl)
+        self._remember_touch(key)
         await self._cache_set(key, raw, _seconds(ttl))
 
     async def touch(self, session_id: str, ttl: TTL | None = None) -> bool:
         """Restart the session's TTL in both tiers; ``False`` when there is no such session."""
         key = self.key(session_id)
         ttl = self.ttl if ttl is None else ttl
-        found = await self.database.expire(key, ttl)
+        now = self._clock()
+        last = self._touched.get(key)
         cache = await self._usable_cache()
+        if cache is not None and last is not None and now - last < self.touch_interval:
+            try:
+                if await cache.expire(key, self._cache_seconds(_seconds(ttl))):
+                    return True  # the database was slid less than touch_interval ago
+            except BackendUnavailableError as exc:
+                self._cache_failed(exc, key)
+                cache = None
+        found = await self.database.expire(key, ttl)
+        if found:
+            self._remember_touch(key)
+        else:
+            self._touched.pop(key, None)
         if cache is not None:
             try:
                 if found:
@@ -189,6 +215,7 @@ class AsyncSessionStore(Generic[S]):
         key = self.key(session_id)
         await self.invalidate(session_id)
         existed = await self.database.delete(key)
+        self._touched.pop(key, None)
         # Again: a reader that fetched the session before the database delete may have re-warmed the cache.
         await self.invalidate(session_id)
         return existed
@@ -255,6 +282,11 @@ class AsyncSessionStore(Generic[S]):
         self._cache_down_until = self._clock() + self.cache_retry_after
         if key is not None:
             self._mark_dirty(key)
+
+    def _remember_touch(self, key: str) -> None:
+        if len(self._touched) >= MAX_DIRTY:
+            self._touched.clear()
+        self._touched[key] = self._clock()
 
     def _mark_dirty(self, key: str) -> None:
         if len(self._dirty) < MAX_DIRTY:

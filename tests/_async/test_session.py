@@ -127,7 +127,7 @@ async def test_read_through_rewarms_the_cache(db: AsyncHarness) -> None:
 async def test_touch_slides_the_ttl_in_both_tiers(db: AsyncHarness) -> None:
     """get(touch=True) restarts the TTL; an untouched session expires from both tiers."""
     s = _scale(db)
-    sessions = AsyncSessionStore(_cache(db), db.store, ttl=10 * s)
+    sessions = AsyncSessionStore(_cache(db), db.store, ttl=10 * s, clock=db.clock or time.monotonic)
     sid = await sessions.create({"user": 2})
     for _ in range(2):
         await db.advance(6 * s)
@@ -136,6 +136,20 @@ async def test_touch_slides_the_ttl_in_both_tiers(db: AsyncHarness) -> None:
     assert await sessions.get(sid) is None
     assert await sessions.touch(sid) is False
     assert await sessions.ttl_of(sid) is None
+
+
+async def test_touch_within_touch_interval_spares_the_database_write(db: AsyncHarness) -> None:
+    """A touch soon after the last one slides only the cached copy; a later one slides the database too."""
+    if db.clock is None:
+        pytest.skip("needs a backend on the fake clock")
+    sessions = AsyncSessionStore(_cache(db), db.store, ttl=600, touch_interval=60, clock=db.clock)
+    sid = await sessions.create({"user": 5})
+    await db.advance(30)
+    assert await sessions.get(sid, touch=True) == {"user": 5}
+    assert 569 < (await sessions.ttl_of(sid) or 0) <= 570  # the database was not written
+    await db.advance(31)
+    assert await sessions.get(sid, touch=True) == {"user": 5}
+    assert 599 < (await sessions.ttl_of(sid) or 0) <= 600
 
 
 async def test_delete_removes_both_tiers(db: AsyncHarness) -> None:

@@ -127,7 +127,7 @@ def test_read_through_rewarms_the_cache(db: Harness) -> None:
 def test_touch_slides_the_ttl_in_both_tiers(db: Harness) -> None:
     """get(touch=True) restarts the TTL; an untouched session expires from both tiers."""
     s = _scale(db)
-    sessions = SessionStore(_cache(db), db.store, ttl=10 * s)
+    sessions = SessionStore(_cache(db), db.store, ttl=10 * s, clock=db.clock or time.monotonic)
     sid = sessions.create({"user": 2})
     for _ in range(2):
         db.advance(6 * s)
@@ -136,6 +136,20 @@ def test_touch_slides_the_ttl_in_both_tiers(db: Harness) -> None:
     assert sessions.get(sid) is None
     assert sessions.touch(sid) is False
     assert sessions.ttl_of(sid) is None
+
+
+def test_touch_within_touch_interval_spares_the_database_write(db: Harness) -> None:
+    """A touch soon after the last one slides only the cached copy; a later one slides the database too."""
+    if db.clock is None:
+        pytest.skip("needs a backend on the fake clock")
+    sessions = SessionStore(_cache(db), db.store, ttl=600, touch_interval=60, clock=db.clock)
+    sid = sessions.create({"user": 5})
+    db.advance(30)
+    assert sessions.get(sid, touch=True) == {"user": 5}
+    assert 569 < (sessions.ttl_of(sid) or 0) <= 570  # the database was not written
+    db.advance(31)
+    assert sessions.get(sid, touch=True) == {"user": 5}
+    assert 599 < (sessions.ttl_of(sid) or 0) <= 600
 
 
 def test_delete_removes_both_tiers(db: Harness) -> None:
