@@ -194,16 +194,20 @@ class Queries:
             "add_items": "INSERT INTO {items} (ns, key, seq, value) "
             "SELECT %s, %s, %s::bigint + u.ord, u.v::json FROM unnest(%s::text[]) WITH ORDINALITY AS u(v, ord)",
             "length": "SELECT kind, length FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
-            # LRANGE arithmetic in SQL, against the counter read in the same snapshot as the
-            # items: one round trip, an index range scan of (ns, key, seq), O(log n + k).
-            "range": "SELECT e.kind, i.value::text FROM {entries} e "
-            "LEFT JOIN {items} i ON e.kind = 'l' AND i.ns = e.ns AND i.key = e.key "
-            "AND i.seq >= (CASE WHEN %(start)s::bigint < 0 THEN greatest(e.length + %(start)s::bigint, 0) "
-            "ELSE %(start)s::bigint END) + 1 "
-            "AND i.seq <= (CASE WHEN %(end)s::bigint < 0 THEN e.length + %(end)s::bigint "
-            "ELSE least(%(end)s::bigint, e.length - 1) END) + 1 "
-            "WHERE e.ns = %(ns)s AND e.key = %(key)s AND (e.expires_at IS NULL OR e.expires_at > now()) "
-            "ORDER BY i.seq",
+            # LRANGE arithmetic in SQL, on the counter read in the same snapshot as the items:
+            # one round trip. The bounds are computed once (InitPlans), so the item scan is
+            # always an index range on (ns, key, seq): O(log n + k) whatever the statistics.
+            "range": "WITH b AS (SELECT kind, "
+            "(CASE WHEN %(start)s::bigint < 0 THEN greatest(length + %(start)s::bigint, 0) "
+            "ELSE %(start)s::bigint END) + 1 AS lo, "
+            "(CASE WHEN %(end)s::bigint < 0 THEN length + %(end)s::bigint "
+            "ELSE least(%(end)s::bigint, length - 1) END) + 1 AS hi "
+            "FROM {entries} WHERE ns = %(ns)s AND key = %(key)s AND {LIVE}) "
+            "SELECT 0::bigint AS seq, kind::text, NULL::text FROM b "
+            "UNION ALL SELECT seq, 'i', value::text FROM {items} "
+            "WHERE ns = %(ns)s AND key = %(key)s "
+            "AND seq >= (SELECT lo FROM b WHERE kind = 'l') AND seq <= (SELECT hi FROM b WHERE kind = 'l') "
+            "ORDER BY 1",
         }
         return cls(**{name: _render(text, n) for name, text in templates.items()})
 

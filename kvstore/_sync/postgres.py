@@ -551,11 +551,11 @@ class PostgresDatabase(Database):
         rows = self._all("get_range", key, self._q.range, params)
         if not rows:
             return []
-        if rows[0][0] != "l":
+        if rows[0][1] != "l":
             raise WrongTypeError(
                 f"key {key!r} holds a value, not a list", key=key, backend="postgres", operation="get_range"
             )
-        return [decode(v, key) for _, v in rows if v is not None]
+        return [decode(row[2], key) for row in rows[1:]]
 
     def get_length(self, key: str) -> int:
         key = validate_key(key)

@@ -204,3 +204,16 @@ async def test_expired_rows_are_purged(store: AsyncPostgresDatabase) -> None:
     assert await store.get_length("h") == 0
     assert await store.append("h", 9) == 1
     assert await store.get_range("h", 0, -1) == [9]
+
+
+async def test_get_range_is_an_index_range_scan(store: AsyncPostgresDatabase, postgres_url: str) -> None:
+    """get_range's plan scans (ns, key, seq) by range, so the last 20 of any list cost O(log n + 20)."""
+    await store.extend("h", list(range(300)))
+    assert await store.get_range("h", -3, -1) == [297, 298, 299]
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        params = {"ns": store.key_prefix, "key": "h", "start": -20, "end": -1}
+        cur = await conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + store._q.range, params)
+        plan = "\n".join(row[0] for row in await cur.fetchall())
+    assert "seq >= $" in plan
+    assert "seq <= $" in plan
+    assert "rows=20 loops=1" in plan
