@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -217,4 +218,28 @@ async def test_a_burst_larger_than_the_pool_waits_instead_of_failing(redis_serve
         assert await asyncio.gather(*(store.get(f"k{i}") for i in range(200))) == list(range(200))
     finally:
         await store.clear()
+        await store.aclose()
+
+
+async def test_pool_exhausted_for_longer_than_pool_timeout_is_unavailable(owned_redis_server: RedisServer) -> None:
+    """When every pooled connection stays busy past pool_timeout, the waiting call raises BackendUnavailableError."""
+    store = AsyncRedisCache(
+        owned_redis_server.url, key_prefix="pool:", max_connections=1, socket_timeout=1.0, pool_timeout=0.2
+    )
+    try:
+        await store.ping()
+        owned_redis_server.stop()
+        try:
+            holder = asyncio.ensure_future(store.get("k"))  # holds the only connection, waiting for a reply
+            await asyncio.sleep(0.05)
+            start = time.monotonic()
+            with pytest.raises(BackendUnavailableError):
+                await store.get("k")
+            assert time.monotonic() - start < 0.6
+        finally:
+            owned_redis_server.cont()
+        with contextlib.suppress(BackendUnavailableError):
+            assert await holder is None  # the late reply arrived within its own socket_timeout
+        assert await store.get("k") is None
+    finally:
         await store.aclose()
