@@ -40,6 +40,7 @@ _PURGE_BATCH = 1000
 _BIG = 2**62
 #: Seconds a connection must have been idle in the pool before a checkout polls its socket.
 _POLL_AFTER = 0.05
+_HAS_POLL = hasattr(select, "poll")
 
 
 def _looks_alive(conn: Any) -> bool:
@@ -55,9 +56,11 @@ def _looks_alive(conn: Any) -> bool:
         return False
     if time.monotonic() - getattr(conn, "_kvstore_returned", 0.0) < _POLL_AFTER:
         return True
-    poller = select.poll()
-    poller.register(conn.pgconn.socket, select.POLLIN | select.POLLPRI)
-    return not poller.poll(0)
+    if _HAS_POLL:
+        poller = select.poll()
+        poller.register(conn.pgconn.socket, select.POLLIN | select.POLLPRI)
+        return not poller.poll(0)
+    return not select.select([conn.pgconn.socket], [], [], 0)[0]  # pragma: no cover - Windows
 
 
 def _cursor(conn: _Conn) -> psycopg.Cursor[Any]:
