@@ -20,6 +20,11 @@ Schema (tables named from ``table_prefix`` inside ``schema``, always quoted with
   primary key ``(ns, key, seq)`` so a range read is an index range scan.
 * a trigger drops a list's items when its entry is deleted or replaced by a value.
 * ``<p>meta``: the schema version, migrated under a transaction-scoped advisory lock.
+
+Deadlines: ``connect_timeout`` (libpq, whole seconds, at least 2), ``statement_timeout``
+(server side), ``tcp_user_timeout`` + keepalives (a dead peer or a partition), the pool's
+``pool_timeout`` on every checkout. Not bounded: a server process frozen (SIGSTOP)
+while its kernel still acknowledges packets, since libpq has no client-side query timeout.
 """
 
 from __future__ import annotations

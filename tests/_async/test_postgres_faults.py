@@ -217,3 +217,16 @@ async def test_get_range_is_an_index_range_scan(store: AsyncPostgresDatabase, po
     assert "seq >= $" in plan
     assert "seq <= $" in plan
     assert "rows=20 loops=1" in plan
+
+
+async def test_values_read_back_exactly_where_jsonb_would_not(store: AsyncPostgresDatabase) -> None:
+    """Key order, float-vs-int, -0.0 and NUL characters survive (jsonb would reorder, coerce or reject them)."""
+    value = {"b": 1, "a": [1e16, -0.0, 1.0], "nul": "x\x00y"}
+    await store.set("k", value)
+    got = await store.get("k")
+    assert list(got) == ["b", "a", "nul"]
+    assert got == value
+    assert isinstance(got["a"][0], float)
+    assert str(got["a"][1]) == "-0.0"
+    await store.append("h", value)
+    assert list((await store.get_range("h", 0, -1))[0]) == ["b", "a", "nul"]

@@ -214,3 +214,16 @@ def test_get_range_is_an_index_range_scan(store: PostgresDatabase, postgres_url:
     assert "seq >= $" in plan
     assert "seq <= $" in plan
     assert "rows=20 loops=1" in plan
+
+
+def test_values_read_back_exactly_where_jsonb_would_not(store: PostgresDatabase) -> None:
+    """Key order, float-vs-int, -0.0 and NUL characters survive (jsonb would reorder, coerce or reject them)."""
+    value = {"b": 1, "a": [1e16, -0.0, 1.0], "nul": "x\x00y"}
+    store.set("k", value)
+    got = store.get("k")
+    assert list(got) == ["b", "a", "nul"]
+    assert got == value
+    assert isinstance(got["a"][0], float)
+    assert str(got["a"][1]) == "-0.0"
+    store.append("h", value)
+    assert list((store.get_range("h", 0, -1))[0]) == ["b", "a", "nul"]
