@@ -203,3 +203,15 @@ def test_demo_and_bench_run_as_a_subprocess(tmp_path: Path) -> None:
     )
     assert bench.returncode == 0, bench.stderr
     assert "ops/s" in bench.stdout
+
+
+def test_demo_works_without_the_cli_extra(tmp_path: Path) -> None:
+    """Without typer/rich, `python -m kvstore demo` still runs; other commands name the extra to install."""
+    code = "import sys; sys.modules['typer'] = None; from kvstore.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KVSTORE_")}
+    demo = subprocess.run([sys.executable, "-c", code, "demo"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert demo.returncode == 0, demo.stderr
+    assert "now holds 1 message(s)" in demo.stdout
+    other = subprocess.run([sys.executable, "-c", code, "keys"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert other.returncode == 1
+    assert other.stderr.strip() == 'error: the kvstore command needs its extra: pip install "kvstore[cli]"'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime
 
@@ -69,6 +70,17 @@ async def test_retried_add_with_id_never_duplicates(db: AsyncHarness) -> None:
     assert await history.add(ChatMessage(role="assistant", content="b", id="t2")) == 1
     assert await history.count() == 2
     assert [m.id for m in await history.last(5)] == ["t1", "t2"]
+
+
+async def test_concurrent_adds_with_one_id_store_one_message(db: AsyncHarness) -> None:
+    """Several racing adds of the same id (e.g. a client retrying while the first is in flight) store it once."""
+    history = AsyncChatHistory(db.store, "conv-race")
+    if True:  # ASYNC
+        positions = await asyncio.gather(*(history.add({"role": "user", "content": "x"}, id="same") for _ in range(5)))
+    else:
+        positions = [history.add({"role": "user", "content": "x"}, id="same") for _ in range(5)]
+    assert set(positions) == {0}
+    assert await history.count() == 1
 
 
 async def test_retry_after_a_crash_between_append_and_record_finds_the_message(db: AsyncHarness) -> None:

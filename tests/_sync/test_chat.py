@@ -72,6 +72,14 @@ def test_retried_add_with_id_never_duplicates(db: Harness) -> None:
     assert [m.id for m in history.last(5)] == ["t1", "t2"]
 
 
+def test_concurrent_adds_with_one_id_store_one_message(db: Harness) -> None:
+    """Several racing adds of the same id (e.g. a client retrying while the first is in flight) store it once."""
+    history = ChatHistory(db.store, "conv-race")
+    positions = [history.add({"role": "user", "content": "x"}, id="same") for _ in range(5)]
+    assert set(positions) == {0}
+    assert history.count() == 1
+
+
 def test_retry_after_a_crash_between_append_and_record_finds_the_message(db: Harness) -> None:
     """A first attempt that appended but died before recording its position is found, not duplicated."""
     history = ChatHistory(db.store, "conv-crash")
