@@ -146,14 +146,16 @@ def clear_match(prefix: str) -> str:
     return escape_glob(prefix) + "*"
 
 
-def key_filter(prefix: str, pattern: str) -> Callable[[bytes], str | None]:
+def key_filter(prefix: str, pattern: str) -> Callable[[bytes | str], str | None]:
     """Map a raw key from ``SCAN`` to the store's key if it matches ``pattern``, else ``None``."""
     raw_prefix = prefix.encode("utf-8")
     cut = len(raw_prefix)
     matches = compile_glob(pattern)
     match_all = is_match_all(pattern)
 
-    def accept(raw: bytes) -> str | None:
+    def accept(raw: bytes | str) -> str | None:
+        if isinstance(raw, str):  # a ready client built with decode_responses=True
+            raw = raw.encode("utf-8", "surrogateescape")
         if not raw.startswith(raw_prefix) or len(raw) == cut:
             return None
         try:

@@ -172,6 +172,17 @@ def test_stored_bytes_that_are_not_json_raise_serialization_error() -> None:
         store.mget(["good", "bad"])
 
 
+def test_a_ready_client_with_decode_responses_works() -> None:
+    """A ready client built with decode_responses=True still reads values and lists keys."""
+    raw_client = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
+    store = RedisCache(client=raw_client, key_prefix="d:")
+    store.mset({"a": {"x": 1}, "ключ": [1]})
+    assert store.mget(["a", "ключ"]) == [{"x": 1}, [1]]
+    assert sorted(store.keys("*")) == ["a", "ключ"]
+    store.clear()
+    assert store.keys() == []
+
+
 def test_ready_client_is_not_closed() -> None:
     """A store handed a ready client does not close it."""
     raw_client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
