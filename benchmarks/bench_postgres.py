@@ -234,6 +234,13 @@ def run(url: str, n: int, rounds: int, big: int) -> None:
             ][::-1],
         ),
     ]
+    range_params = {"ns": NS, "key": "big", "start": -20, "end": -1}
+    range_cases.append(
+        Case(
+            f"raw kvstore range statement on {big:,}",
+            lambda i: [loads(row[2]) for row in conn.execute(db._q.range, range_params).fetchall()[1:]],
+        )
+    )
     results = run_cases(range_cases, n=max(200, n // 5), rounds=rounds, loop=loop)
     print_table(
         "last 20 messages: 1,000,000-item list vs 100-item list",
