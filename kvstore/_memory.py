@@ -14,6 +14,7 @@ from orjson import JSONDecodeError
 from orjson import loads as _loads
 
 from kvstore._codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
+from kvstore._idempotency import DEFAULT_IDEMPOTENCY_WINDOW, validate_idempotency_id, validate_window
 from kvstore._items import MsetItems, normalize_items
 from kvstore._keys import _valid as _valid_keys
 from kvstore._keys import compile_glob, validate_key, validate_keys
@@ -23,6 +24,9 @@ from kvstore.errors import WrongTypeError
 __all__ = ["MemoryKeyspace"]
 
 Clock = Callable[[], float]
+
+#: Idempotency ids remembered at most (the oldest go first beyond it): memory stays bounded.
+MAX_IDS = 100_000
 
 
 class _List(list[bytes]):
@@ -36,7 +40,9 @@ class MemoryKeyspace:
 
     Every entry is stored encoded, so callers never share objects with the store.
     The lock makes each operation atomic across threads; no operation waits on
-    anything else while holding it.
+    anything else while holding it. Idempotency ids of list writes live in a
+    dict of their own, in the order they were recorded, bounded by ``max_ids``
+    and by age (``idempotency_window``); deleting a key does not forget them.
     """
 
     def __init__(
@@ -46,9 +52,13 @@ class MemoryKeyspace:
         max_entries: int | None = 100_000,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         clock: Clock = time.monotonic,
+        idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
+        max_ids: int = MAX_IDS,
     ) -> None:
         if max_entries is not None and max_entries <= 0:
             raise ValueError("max_entries must be > 0")
+        if max_ids <= 0:
+            raise ValueError("max_ids must be > 0")
         self._backend = backend
         self._max_entries = max_entries
         self._max_value_bytes = max_value_bytes
@@ -58,6 +68,10 @@ class MemoryKeyspace:
         self._heap: list[tuple[float, str]] = []
         self._lock = threading.RLock()
         self._next_sweep = 0.0
+        # (key, id) -> (length the first write returned, when it was recorded), oldest first.
+        self._ids: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
+        self._window = validate_window(idempotency_window)
+        self._max_ids = max_ids
 
     # --- internal helpers (call with the lock held) ---------------------------------
 
@@ -115,7 +129,31 @@ class MemoryKeyspace:
                 self._heap = [(e, k) for k, e in expiry.items()]
                 heapq.heapify(self._heap)
             self._next_sweep = now + 1.0
+            self._forget_ids(now)
             return removed
+
+    def _forget_ids(self, now: float) -> None:
+        """Drop the ids older than the window, then the oldest beyond ``max_ids`` (lock held)."""
+        ids, stale = self._ids, now - self._window
+        while ids:
+            first = next(iter(ids.values()))
+            if first[1] > stale and len(ids) <= self._max_ids:
+                return
+            ids.popitem(last=False)
+
+    def _seen(self, key: str, idempotency_id: str) -> int | None:
+        """The length an earlier write with this id returned, if it is remembered (lock held)."""
+        found = self._ids.get((key, idempotency_id))
+        if found is None or found[1] <= self._clock() - self._window:
+            return None
+        return found[0]
+
+    def _remember(self, key: str, idempotency_id: str, length: int) -> None:
+        now = self._clock()
+        ids = self._ids
+        ids[(key, idempotency_id)] = (length, now)
+        ids.move_to_end((key, idempotency_id))  # a stale id recorded again is the newest
+        self._forget_ids(now)
 
     def _value(self, key: str, entry: bytes | _List | None) -> Any:
         if entry is None:
@@ -238,10 +276,14 @@ class MemoryKeyspace:
 
     # --- lists ----------------------------------------------------------------------
 
-    def append(self, key: str, value: Any) -> int:
+    def append(self, key: str, value: Any, *, idempotency_id: str | None = None) -> int:
         key = validate_key(key)
+        if idempotency_id is not None:
+            idempotency_id = validate_idempotency_id(idempotency_id)
         data = encode(key, value, self._max_value_bytes)
         with self._lock:
+            if idempotency_id is not None and (seen := self._seen(key, idempotency_id)) is not None:
+                return seen
             items = self._list(key, "append")
             if items is None:
                 items = _List()
@@ -249,12 +291,19 @@ class MemoryKeyspace:
             else:
                 self._data.move_to_end(key)
             items.append(data)
+            if idempotency_id is not None:
+                self._remember(key, idempotency_id, len(items))
             return len(items)
 
-    def extend(self, key: str, values: Iterable[Any]) -> int:
+    def extend(self, key: str, values: Iterable[Any], *, idempotency_id: str | None = None) -> int:
         key = validate_key(key)
+        if idempotency_id is not None:
+            idempotency_id = validate_idempotency_id(idempotency_id)
         encoded = [encode(key, v, self._max_value_bytes) for v in values]
         with self._lock:
+            # An empty extend writes nothing, so its id is neither looked up nor recorded.
+            if encoded and idempotency_id is not None and (seen := self._seen(key, idempotency_id)) is not None:
+                return seen
             items = self._list(key, "extend")
             if items is None:
                 if not encoded:
@@ -262,6 +311,8 @@ class MemoryKeyspace:
                 items = _List()
                 self._store(key, items, None)
             items.extend(encoded)
+            if idempotency_id is not None and encoded:
+                self._remember(key, idempotency_id, len(items))
             return len(items)
 
     def get_range(self, key: str, start: int, end: int) -> list[Any]:

@@ -19,6 +19,10 @@ Schema (tables named from ``table_prefix`` inside ``schema``, always quoted with
 * ``<p>items (ns, key, seq, value)``: list items, ``seq`` 1-based and gapless,
   primary key ``(ns, key, seq)`` so a range read is an index range scan.
 * a trigger drops a list's items when its entry is deleted or replaced by a value.
+* ``<p>ids (ns, key, id, length, created)`` (version 2): the idempotency ids of list
+  writes, written in the append's transaction; no trigger touches them, so deleting
+  or replacing a list does not forget its ids. The purge drops ids older than the
+  store's idempotency window.
 * ``<p>meta``: the schema version, migrated under a transaction-scoped advisory lock.
 
 Deadlines: ``connect_timeout`` (libpq, whole seconds, at least 2), ``statement_timeout``
@@ -45,7 +49,7 @@ from kvstore.errors import BackendUnavailableError, ConfigError, KVStoreError
 __all__ = ["SCHEMA_VERSION", "Queries", "build_conninfo", "lock_id", "map_error", "migrations", "scrub"]
 
 BACKEND = "postgres"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: A row that has not expired (server time, so every client agrees).
 _LIVE = "(expires_at IS NULL OR expires_at > now())"
@@ -57,6 +61,8 @@ def _names(schema: str, table_prefix: str) -> dict[str, sql.Composable]:
         "entries": sql.Identifier(schema, f"{table_prefix}entries"),
         "items": sql.Identifier(schema, f"{table_prefix}items"),
         "meta": sql.Identifier(schema, f"{table_prefix}meta"),
+        "ids": sql.Identifier(schema, f"{table_prefix}ids"),
+        "ids_created_idx": sql.Identifier(f"{table_prefix}ids_created"),
         "drop_items": sql.Identifier(schema, f"{table_prefix}drop_items"),
         "expires_idx": sql.Identifier(f"{table_prefix}entries_expires_at"),
         "trg_delete": sql.Identifier(f"{table_prefix}entries_drop_items_on_delete"),
@@ -113,8 +119,19 @@ def migrations(schema: str, table_prefix: str) -> list[list[str]]:
         """CREATE TRIGGER {trg_update} AFTER UPDATE OF kind ON {entries}
             FOR EACH ROW WHEN (OLD.kind = 'l' AND NEW.kind <> 'l') EXECUTE FUNCTION {drop_items}()""",
     ]
+    v2 = [
+        """CREATE TABLE IF NOT EXISTS {ids} (
+            ns text COLLATE "C" NOT NULL,
+            key text COLLATE "C" NOT NULL,
+            id text COLLATE "C" NOT NULL,
+            length bigint NOT NULL,
+            created timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (ns, key, id)
+        )""",
+        "CREATE INDEX IF NOT EXISTS {ids_created_idx} ON {ids} (created)",
+    ]
     body = sql.Literal(drop_body.as_string(None))
-    return [[_render(stmt, n, body=body) for stmt in v1]]
+    return [[_render(stmt, n, body=body) for stmt in v1], [_render(stmt, n) for stmt in v2]]
 
 
 @dataclass(frozen=True)
@@ -148,6 +165,9 @@ class Queries:
     add_items: str
     length: str
     range: str
+    id_seen: str
+    id_record: str
+    purge_ids: str
 
     @classmethod
     def build(cls, schema: str, table_prefix: str) -> Queries:
@@ -155,6 +175,8 @@ class Queries:
         n = _names(validate_schema_name(schema), table_prefix)
         upsert_set = "kind = 'v', value = excluded.value, length = 0, expires_at = excluded.expires_at"
         expiry = "now() + %s::bigint * interval '1 millisecond'"
+        # The oldest ``created`` still inside the idempotency window (parameter: seconds).
+        window = "now() - %s::float8 * interval '1 second'"
         templates = {
             "lock": "SELECT pg_advisory_xact_lock(%s)",
             "schema_exists": "SELECT 1 FROM pg_namespace WHERE nspname = %s",
@@ -199,6 +221,16 @@ class Queries:
             "add_items": "INSERT INTO {items} (ns, key, seq, value) "
             "SELECT %s, %s, %s::bigint + u.ord, u.v::json FROM unnest(%s::text[]) WITH ORDINALITY AS u(v, ord)",
             "length": "SELECT kind, length FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
+            # Idempotency ids of list writes (parameters end with the window in seconds).
+            "id_seen": f"SELECT length FROM {{ids}} WHERE ns = %s AND key = %s AND id = %s AND created > {window}",
+            # Recorded last in the append's transaction. A row already there from a racing call
+            # with the same id (committed first: the bump waited on its row lock) is kept and
+            # nothing returned, so this call rolls back; one older than the window is replaced.
+            "id_record": "INSERT INTO {ids} AS i (ns, key, id, length, created) VALUES (%s, %s, %s, %s, now()) "
+            "ON CONFLICT (ns, key, id) DO UPDATE SET length = excluded.length, created = excluded.created "
+            f"WHERE i.created <= {window} RETURNING 1",
+            "purge_ids": "DELETE FROM {ids} WHERE (ns, key, id) IN (SELECT ns, key, id FROM {ids} "
+            f"WHERE created <= {window} LIMIT %s)",
             # LRANGE arithmetic in SQL, on the counter read in the same snapshot as the items:
             # one round trip. The bounds are computed once (InitPlans), so the item scan is
             # always an index range on (ns, key, seq): O(log n + k) whatever the statistics.

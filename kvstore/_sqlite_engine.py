@@ -19,6 +19,7 @@ import orjson
 
 from kvstore import _sqlite_sql as sql
 from kvstore._codec import decode, encode
+from kvstore._idempotency import DEFAULT_IDEMPOTENCY_WINDOW, validate_idempotency_id, validate_window
 from kvstore._items import MsetItems, normalize_items
 from kvstore._keys import compile_glob, glob_literal_prefix, is_match_all, prefix_upper_bound, validate_key
 from kvstore._memory import lrange_bounds
@@ -127,6 +128,7 @@ class SqliteEngine:
         max_value_bytes: int,
         clock: Callable[[], float],
         purge_interval: float,
+        idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
     ) -> None:
         if synchronous.upper() not in ("NORMAL", "FULL"):
             raise ConfigError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
@@ -146,6 +148,7 @@ class SqliteEngine:
         self.max_value_bytes = max_value_bytes
         self._clock = clock
         self._purge_interval_ms = purge_interval * 1000
+        self._window_ms = validate_window(idempotency_window) * 1000
         self._next_purge_ms = 0.0  # the first write after opening sweeps
         self._lock = threading.Lock() if self._conn is None else _lock_for(self._conn)
         self._cur: Any = _Unopened(self)
@@ -285,28 +288,32 @@ class SqliteEngine:
                 conn.execute(sql.ROLLBACK)
 
     def _purge(self, cur: Any, now: float) -> None:
-        """Delete one bounded batch of expired rows (their list items go with them by trigger)."""
-        cur.execute(sql.PURGE, (now, sql.PURGE_BATCH))
-        full = self._conn is not None and self._conn.changes() >= sql.PURGE_BATCH
+        """Delete one bounded batch of expired rows (their list items go with them by trigger)
+        and one of idempotency ids older than the window."""
+        keys, ids = self._purge_batch(cur, now)
+        full = max(keys, ids) >= sql.PURGE_BATCH
         # A full batch means more may be waiting: sweep again on the next write.
         self._next_purge_ms = now if full else now + self._purge_interval_ms
 
+    def _purge_batch(self, cur: Any, now: float) -> tuple[int, int]:
+        """One batch of each purge: (keys removed, ids removed)."""
+        cur.execute(sql.PURGE, (now, sql.PURGE_BATCH))
+        keys = int(self._conn.changes()) if self._conn is not None else 0
+        cur.execute(sql.PURGE_IDS, (now - self._window_ms, sql.PURGE_BATCH))
+        ids = int(self._conn.changes()) if self._conn is not None else 0
+        return keys, ids
+
     def purge_expired(self) -> int:
-        """Delete every expired row now; return how many keys were removed."""
+        """Delete every expired row (and idempotency id older than the window) now; return how many keys went."""
         removed = 0
         while True:
-
-            def batch(cur: Any, now: float) -> int:
-                cur.execute(sql.PURGE, (now, sql.PURGE_BATCH))
-                return int(self._conn.changes()) if self._conn is not None else 0
-
             self._next_purge_ms = float("inf")  # the explicit sweep below replaces the periodic one
             try:
-                n = self._write("purge_expired", None, batch)
+                keys, ids = self._write("purge_expired", None, self._purge_batch)
             finally:
                 self._next_purge_ms = self._clock() * 1000 + self._purge_interval_ms
-            removed += n
-            if n < sql.PURGE_BATCH:
+            removed += keys
+            if max(keys, ids) < sql.PURGE_BATCH:
                 return removed
 
     # --- values ---------------------------------------------------------------------------
@@ -482,21 +489,29 @@ class SqliteEngine:
             return None
         return kind, head, tail
 
-    def append(self, key: str, value: Any) -> int:
+    def append(self, key: str, value: Any, idempotency_id: str | None = None) -> int:
         key = validate_key(key)
-        return self._push(key, [encode(key, value, self.max_value_bytes)], "append")
+        if idempotency_id is not None:
+            idempotency_id = validate_idempotency_id(idempotency_id)
+        return self._push(key, [encode(key, value, self.max_value_bytes)], "append", idempotency_id)
 
-    def extend(self, key: str, values: Iterable[Any]) -> int:
+    def extend(self, key: str, values: Iterable[Any], idempotency_id: str | None = None) -> int:
         key = validate_key(key)
+        if idempotency_id is not None:
+            idempotency_id = validate_idempotency_id(idempotency_id)
         encoded = [encode(key, v, self.max_value_bytes) for v in values]
         if not encoded:
             return self.get_length(key)
-        return self._push(key, encoded, "extend")
+        return self._push(key, encoded, "extend", idempotency_id)
 
-    def _push(self, key: str, encoded: list[bytes], operation: str) -> int:
+    def _push(self, key: str, encoded: list[bytes], operation: str, idempotency_id: str | None) -> int:
         ns = self.ns
 
         def body(cur: Any, now: float) -> int:
+            if idempotency_id is not None:
+                seen = cur.execute(sql.ID_SEEN, (ns, key, idempotency_id, now - self._window_ms)).fetchall()
+                if seen:
+                    return int(seen[0][0])  # applied before: write nothing, answer as the first time
             rows = cur.execute(sql.META, (ns, key)).fetchall()
             row = rows[0] if rows else None
             if row is not None and row[3] is not None and row[3] <= now:
@@ -514,7 +529,10 @@ class SqliteEngine:
                 cur.execute(sql.PUSH, (ns, key, tail, encoded[0]))
             else:
                 cur.executemany(sql.PUSH, [(ns, key, tail + i, data) for i, data in enumerate(encoded)])
-            return int(tail + len(encoded) - head)
+            length = int(tail + len(encoded) - head)
+            if idempotency_id is not None:
+                cur.execute(sql.ID_RECORD, (ns, key, idempotency_id, length, int(now)))
+            return length
 
         return self._write(operation, key, body)
 

@@ -27,8 +27,14 @@ __all__ = [
 # insert, get_range an index range scan of k rows, get_length reads two integers.
 # Triggers delete a list's items when its row is deleted or replaced by a value, so
 # no code path can leave orphans behind.
+#
+# kvstore_ids (version 2) remembers the idempotency ids of list writes, keyed
+# (ns, key, id), with the length the write returned and when (unix ms). A row is
+# written in the append's own transaction; no trigger touches it, so deleting or
+# replacing the list does not forget an id: only the purge does, once it is older
+# than the store's idempotency window.
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: target version -> statements that migrate the previous version to it.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -57,6 +63,17 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         """CREATE TRIGGER kvstore_list_deleted AFTER DELETE ON kvstore_keys
             WHEN old.kind = 1
             BEGIN DELETE FROM kvstore_items WHERE ns = old.ns AND key = old.key; END""",
+    ),
+    2: (
+        """CREATE TABLE kvstore_ids (
+            ns TEXT NOT NULL,
+            key TEXT NOT NULL,
+            id TEXT NOT NULL,
+            length INTEGER NOT NULL,
+            created INTEGER NOT NULL,
+            PRIMARY KEY (ns, key, id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX kvstore_ids_created ON kvstore_ids (created)",
     ),
 }
 
@@ -93,8 +110,21 @@ SET_TAIL = "UPDATE kvstore_keys SET tail = ? WHERE ns = ? AND key = ?"
 PUSH = "INSERT INTO kvstore_items (ns, key, idx, value) VALUES (?, ?, ?, ?)"
 RANGE = "SELECT value FROM kvstore_items WHERE ns = ? AND key = ? AND idx >= ? AND idx < ? ORDER BY idx"
 
+# Idempotency ids: seen within the window (parameters: ns, key, id, oldest created kept).
+ID_SEEN = "SELECT length FROM kvstore_ids WHERE ns = ? AND key = ? AND id = ? AND created > ?"
+# Recorded in the write's transaction. BEGIN IMMEDIATE serialises writers and ID_SEEN
+# ran first, so a row already there is older than the window (not purged yet): replace it.
+ID_RECORD = (
+    "INSERT INTO kvstore_ids (ns, key, id, length, created) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (ns, key, id) DO UPDATE SET length = excluded.length, created = excluded.created"
+)
+
 # Expired rows, a bounded batch at a time (the expiry index finds them).
 PURGE = "DELETE FROM kvstore_keys WHERE (ns, key) IN (SELECT ns, key FROM kvstore_keys WHERE expires_at <= ? LIMIT ?)"
+# Ids older than the window (of every prefix), a bounded batch at a time (the created index finds them).
+PURGE_IDS = (
+    "DELETE FROM kvstore_ids WHERE (ns, key, id) IN (SELECT ns, key, id FROM kvstore_ids WHERE created <= ? LIMIT ?)"
+)
 PURGE_BATCH = 1000
 
 #: Rows read per page by keys()/iter_keys(); the matcher filters each page.

@@ -12,6 +12,7 @@ from typing import Any, Self
 
 from kvstore._async.base import AsyncDatabase
 from kvstore._codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
+from kvstore._idempotency import DEFAULT_IDEMPOTENCY_WINDOW, validate_idempotency_id, validate_window
 from kvstore._items import MsetItems, normalize_items
 from kvstore._keys import compile_glob, glob_literal_prefix, prefix_upper_bound, validate_key, validate_keys
 from kvstore._ttl import TTL, ttl_ms
@@ -41,6 +42,10 @@ _BIG = 2**62
 #: Seconds a connection must have been idle in the pool before a checkout polls its socket.
 _POLL_AFTER = 0.05
 _HAS_POLL = hasattr(select, "poll")
+
+
+class _RacedDuplicate(Exception):
+    """Another append with the same idempotency id committed first (rolls back ours)."""
 
 
 def _looks_alive(conn: Any) -> bool:
@@ -89,6 +94,8 @@ class AsyncPostgresDatabase(AsyncDatabase):
             deadline for getting a connection.
         connect_timeout, statement_timeout, tcp_user_timeout: Deadlines (seconds).
         purge_interval: Seconds between sweeps of expired rows (they are invisible at once anyway).
+        idempotency_window: Seconds an append's idempotency id is remembered (default
+            one day, server clock); the sweep removes older ids of every prefix.
     """
 
     backend = "postgres"
@@ -117,6 +124,7 @@ class AsyncPostgresDatabase(AsyncDatabase):
         tcp_user_timeout: float = 5.0,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         purge_interval: float = 60.0,
+        idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
     ) -> None:
         self.key_prefix = key_prefix
         self.schema = schema
@@ -127,6 +135,7 @@ class AsyncPostgresDatabase(AsyncDatabase):
         self._pool_timeout = pool_timeout
         self._connect_timeout = connect_timeout
         self._purge_interval = purge_interval
+        self._window = validate_window(idempotency_window)
         self._next_purge = time.monotonic() + purge_interval
         self._ready = False
         self._closed = False
@@ -392,10 +401,13 @@ class AsyncPostgresDatabase(AsyncDatabase):
                 try:
                     cur = await conn.execute(self._q.purge, (_PURGE_BATCH,))
                     removed = cur.rowcount
+                    # Idempotency ids older than the window go in the same sweep.
+                    cur = await conn.execute(self._q.purge_ids, (self._window, _PURGE_BATCH))
+                    ids = cur.rowcount
                 finally:
                     await self._putconn(pool, conn)
             total += removed
-            if removed < _PURGE_BATCH:
+            if max(removed, ids) < _PURGE_BATCH:
                 return total
 
     # --- values ---------------------------------------------------------------------
@@ -499,36 +511,51 @@ class AsyncPostgresDatabase(AsyncDatabase):
 
     # --- lists ----------------------------------------------------------------------
 
-    async def append(self, key: str, value: Any) -> int:
+    async def append(self, key: str, value: Any, *, idempotency_id: str | None = None) -> int:
         key = validate_key(key)
-        return await self._push("append", key, [encode(key, value, self.max_value_bytes).decode()])
+        if idempotency_id is not None:
+            idempotency_id = validate_idempotency_id(idempotency_id)
+        return await self._push("append", key, [encode(key, value, self.max_value_bytes).decode()], idempotency_id)
 
-    async def extend(self, key: str, values: Iterable[Any]) -> int:
+    async def extend(self, key: str, values: Iterable[Any], *, idempotency_id: str | None = None) -> int:
         key = validate_key(key)
+        if idempotency_id is not None:
+            idempotency_id = validate_idempotency_id(idempotency_id)
         encoded = [encode(key, v, self.max_value_bytes).decode() for v in values]
         if not encoded:
             return await self.get_length(key)
-        return await self._push("extend", key, encoded)
+        return await self._push("extend", key, encoded, idempotency_id)
 
-    async def _push(self, op: str, key: str, encoded: list[str]) -> int:
+    async def _push(self, op: str, key: str, encoded: list[str], idempotency_id: str | None) -> int:
         """Append ``encoded`` in one transaction: bump the list's counter row, insert the items.
 
         The counter row is locked by the UPDATE until commit, so concurrent
         appenders to one list queue there and get consecutive, gapless positions;
         a reader's single statement sees the counter and the items of one snapshot.
-        Not idempotent (DESIGN.md §8a): retried only when the failure came before
-        COMMIT was sent, i.e. when nothing can have been written.
+
+        With an idempotency id the transaction first looks the id up (applied
+        before: return its length, write nothing) and records it last; a racing
+        call with the same id that committed first makes this one roll back and
+        answer with the winner's length. Such a write is idempotent, so it is
+        retried on a broken connection like any other (DESIGN.md §8a); without an
+        id it is retried only when the failure came before COMMIT was sent, i.e.
+        when nothing can have been written.
         """
         pool = self._pool if self._ready else await self._start()
-        q, ns, n = self._q, self.key_prefix, len(encoded)
+        q, ns, n, window = self._q, self.key_prefix, len(encoded), self._window
         with _pg.ErrorBoundary(op, key, self._secret):
             for attempt in range(pool.max_size + 1):
                 conn = await self._getconn(pool)
                 committing = False
                 try:
                     async with conn.transaction():
-                        # An expired entry is gone: drop it (its items go with it by trigger).
                         cur = _cursor(conn)
+                        if idempotency_id is not None:
+                            await cur.execute(q.id_seen, (ns, key, idempotency_id, window))
+                            seen = await cur.fetchone()
+                            if seen is not None:
+                                return int(seen[0])  # applied before: answer as the first time did
+                        # An expired entry is gone: drop it (its items go with it by trigger).
                         await cur.execute(q.drop_expired, (ns, key))
                         await cur.execute(q.bump, (ns, key, n))
                         row = await cur.fetchone()
@@ -538,10 +565,17 @@ class AsyncPostgresDatabase(AsyncDatabase):
                             )
                         length: int = row[0]
                         await cur.execute(q.add_items, (ns, key, length - n, encoded))
+                        if idempotency_id is not None:
+                            await cur.execute(q.id_record, (ns, key, idempotency_id, length, window))
+                            if await cur.fetchone() is None:
+                                raise _RacedDuplicate  # rolls this transaction back
                         committing = True
                     return length
+                except _RacedDuplicate:
+                    # The racing call committed: the next attempt's lookup finds its length.
+                    continue
                 except psycopg.OperationalError:
-                    if attempt == pool.max_size or committing or not conn.broken:
+                    if attempt == pool.max_size or not conn.broken or (committing and idempotency_id is None):
                         raise
                 finally:
                     await self._putconn(pool, conn)

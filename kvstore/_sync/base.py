@@ -110,15 +110,37 @@ class Cache(Store):
 
 
 class Database(Store):
-    """The database tier: persistent values plus append-only lists."""
+    """The database tier: persistent values plus append-only lists.
+
+    **Idempotency ids** (DESIGN.md §8a). `append` and `extend` take an optional
+    ``idempotency_id``: when a write with the same id was already applied to the
+    same key within the retention window (``idempotency_window``, default 24 h),
+    nothing is written again and the call returns the list length that the first
+    application returned, so a write whose reply was lost can be retried safely
+    (also concurrently: exactly one of the racing calls writes). The id is
+    recorded in the same transaction as the items. An id is a non-empty ``str``
+    of at most 200 characters, no NUL, no lone surrogate; anything else raises
+    ``ValueError`` before any I/O. Ids are scoped to (store prefix, key) and are
+    forgotten only by age (swept with the expired rows): deleting the list,
+    replacing it with a value, or `clear` does **not** forget them, so a late
+    retry after a delete returns the old length and does not resurrect its item.
+    A retry is recognised by its id alone: the same id with other values is
+    still a retry.
+    """
 
     @abstractmethod
-    def append(self, key: str, value: Any) -> int:
-        """Push ``value`` to the tail of the list at ``key``; return the new length."""
+    def append(self, key: str, value: Any, *, idempotency_id: str | None = None) -> int:
+        """Push ``value`` to the tail of the list at ``key``; return the new length.
+
+        With ``idempotency_id``, a repeat of an applied write returns its length and writes nothing.
+        """
 
     @abstractmethod
-    def extend(self, key: str, values: Iterable[Any]) -> int:
-        """Push every value to the tail in order, atomically; return the new length."""
+    def extend(self, key: str, values: Iterable[Any], *, idempotency_id: str | None = None) -> int:
+        """Push every value to the tail in order, atomically; return the new length.
+
+        With ``idempotency_id``, a repeat of an applied write returns its length and writes nothing.
+        """
 
     @abstractmethod
     def get_range(self, key: str, start: int, end: int) -> list[Any]:
@@ -159,13 +181,14 @@ class TypedStore(Generic[T]):
         pairs = items.items() if isinstance(items, dict) else items
         self.store.mset([(k, self._codec.dump(k, v)) for k, v in pairs])
 
-    def append(self, key: str, value: T) -> int:
+    def append(self, key: str, value: T, *, idempotency_id: str | None = None) -> int:
         """Validate ``value`` and append it to the list at ``key`` (database tier)."""
-        return self._database.append(key, self._codec.dump(key, value))
+        return self._database.append(key, self._codec.dump(key, value), idempotency_id=idempotency_id)
 
-    def extend(self, key: str, values: Iterable[T]) -> int:
+    def extend(self, key: str, values: Iterable[T], *, idempotency_id: str | None = None) -> int:
         """Validate every value and append them in order (database tier)."""
-        return self._database.extend(key, [self._codec.dump(key, v) for v in values])
+        data = [self._codec.dump(key, v) for v in values]
+        return self._database.extend(key, data, idempotency_id=idempotency_id)
 
     def get_range(self, key: str, start: int, end: int) -> list[T]:
         """Parsed items of the list at ``key`` (database tier)."""

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NoReturn, Self
 
 from kvstore._codec import DEFAULT_MAX_VALUE_BYTES
+from kvstore._idempotency import DEFAULT_IDEMPOTENCY_WINDOW
 from kvstore._items import MsetItems
 from kvstore._memory import MemoryKeyspace
 from kvstore._sync.base import Cache, Database
@@ -46,12 +47,17 @@ class _MemoryStore:
         max_entries: int | None,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         clock: Callable[[], float] = time.monotonic,
+        idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
     ) -> None:
         # Each memory store owns its keyspace, so the prefix never needs storing.
         self.key_prefix = key_prefix
         self.max_entries = max_entries
         self._space = MemoryKeyspace(
-            backend="memory", max_entries=max_entries, max_value_bytes=max_value_bytes, clock=clock
+            backend="memory",
+            max_entries=max_entries,
+            max_value_bytes=max_value_bytes,
+            clock=clock,
+            idempotency_window=idempotency_window,
         )
         # Sync calls go straight to the keyspace: one Python frame less per call.
         for name in _DIRECT:
@@ -126,7 +132,11 @@ class MemoryCache(_MemoryStore, Cache):
 
 
 class MemoryDatabase(_MemoryStore, Database):
-    """Database tier in this process: values and lists, not durable."""
+    """Database tier in this process: values and lists, not durable.
+
+    ``idempotency_window`` (seconds, default one day) is how long an append's
+    idempotency id is remembered; at most 100,000 ids are kept (the oldest go first).
+    """
 
     def __init__(
         self,
@@ -135,19 +145,26 @@ class MemoryDatabase(_MemoryStore, Database):
         max_entries: int | None = 1_000_000,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         clock: Callable[[], float] = time.monotonic,
+        idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
     ) -> None:
-        super().__init__(key_prefix=key_prefix, max_entries=max_entries, max_value_bytes=max_value_bytes, clock=clock)
+        super().__init__(
+            key_prefix=key_prefix,
+            max_entries=max_entries,
+            max_value_bytes=max_value_bytes,
+            clock=clock,
+            idempotency_window=idempotency_window,
+        )
 
     @classmethod
     def from_config(cls, config: MemoryDatabaseConfig) -> Self:
         """Build from a `MemoryDatabaseConfig`."""
         return cls(key_prefix=config.key_prefix, max_entries=config.max_entries, max_value_bytes=config.max_value_bytes)
 
-    def append(self, key: str, value: Any) -> int:
-        return self._space.append(key, value)
+    def append(self, key: str, value: Any, *, idempotency_id: str | None = None) -> int:
+        return self._space.append(key, value, idempotency_id=idempotency_id)
 
-    def extend(self, key: str, values: Iterable[Any]) -> int:
-        return self._space.extend(key, values)
+    def extend(self, key: str, values: Iterable[Any], *, idempotency_id: str | None = None) -> int:
+        return self._space.extend(key, values, idempotency_id=idempotency_id)
 
     def get_range(self, key: str, start: int, end: int) -> list[Any]:
         return self._space.get_range(key, start, end)

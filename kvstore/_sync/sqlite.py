@@ -16,6 +16,7 @@ except ImportError as exc:  # pragma: no cover - exercised by the missing-extra 
     raise MissingDependencyError("sqlite", "sqlite", "apsw") from exc
 
 from kvstore._codec import DEFAULT_MAX_VALUE_BYTES
+from kvstore._idempotency import DEFAULT_IDEMPOTENCY_WINDOW
 from kvstore._items import MsetItems
 from kvstore._keys import validate_prefix
 from kvstore._sqlite_engine import SqliteEngine
@@ -53,6 +54,8 @@ class SqliteDatabase(Database):
         max_value_bytes: Largest encoded value accepted.
         clock: Wall-clock seconds (``time.time``); expiry times are stored in the file.
         purge_interval: Seconds between sweeps of expired rows (run by a write).
+        idempotency_window: Seconds an append's idempotency id is remembered (default
+            one day); the sweep removes older ids of every prefix in the file.
 
     The async class does every blocking call on a worker thread of its own, so
     the event loop never waits on the file or on another process's lock.
@@ -71,6 +74,7 @@ class SqliteDatabase(Database):
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         clock: Callable[[], float] = time.time,
         purge_interval: float = 60.0,
+        idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
     ) -> None:
         self.key_prefix = validate_prefix(key_prefix)
         self._engine: SqliteEngine = SqliteEngine(
@@ -81,6 +85,7 @@ class SqliteDatabase(Database):
             max_value_bytes=max_value_bytes,
             clock=clock,
             purge_interval=purge_interval,
+            idempotency_window=idempotency_window,
         )
         self.path = self._engine.path
         if self.path in ("", ":memory:") or self.path.startswith("file::memory:"):
@@ -161,11 +166,11 @@ class SqliteDatabase(Database):
         """Delete every expired row now (normally a write does it every ``purge_interval``)."""
         return self._engine.purge_expired()
 
-    def append(self, key: str, value: Any) -> int:
-        return self._engine.append(key, value)
+    def append(self, key: str, value: Any, *, idempotency_id: str | None = None) -> int:
+        return self._engine.append(key, value, idempotency_id)
 
-    def extend(self, key: str, values: Iterable[Any]) -> int:
-        return self._engine.extend(key, list(values))
+    def extend(self, key: str, values: Iterable[Any], *, idempotency_id: str | None = None) -> int:
+        return self._engine.extend(key, list(values), idempotency_id)
 
     def get_range(self, key: str, start: int, end: int) -> list[Any]:
         return self._engine.get_range(key, start, end)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -560,3 +562,112 @@ async def test_typed_lists(db: AsyncHarness) -> None:
     assert await turns.append("h", turn) == 1
     assert await turns.extend("h", [turn, turn]) == 3
     assert await turns.get_range("h", -2, -1) == [turn, turn]
+
+
+# --- idempotency ids of list writes (DESIGN.md §8a) ------------------------------------
+# Ids are fresh uuids: a PostgreSQL server is shared by the whole session and ids
+# outlive clear() by design, so a fixed id would leak from one test into the next.
+
+
+def _id() -> str:
+    return uuid.uuid4().hex
+
+
+async def test_append_with_the_same_id_twice_stores_one_item(db: AsyncHarness) -> None:
+    """A repeated append with one idempotency id writes nothing and returns the first call's length."""
+    first, other = _id(), _id()
+    assert await db.store.append("h", "a", idempotency_id=first) == 1
+    assert await db.store.append("h", "a", idempotency_id=first) == 1
+    assert await db.store.append("h", "b") == 2
+    assert await db.store.append("h", "changed", idempotency_id=first) == 1  # the id alone makes it a retry
+    assert await db.store.append("h", "c", idempotency_id=other) == 3
+    assert await db.store.append("h", "c", idempotency_id=other) == 3
+    assert await db.store.get_range("h", 0, -1) == ["a", "b", "c"]
+
+
+async def test_different_ids_append_twice(db: AsyncHarness) -> None:
+    """Two appends with different ids are two writes, even with the same value."""
+    assert await db.store.append("h", "x", idempotency_id=_id()) == 1
+    assert await db.store.append("h", "x", idempotency_id=_id()) == 2
+    assert await db.store.get_range("h", 0, -1) == ["x", "x"]
+
+
+async def test_extend_with_an_id_applies_once(db: AsyncHarness) -> None:
+    """A repeated extend with one id appends its items once and returns the first call's length."""
+    batch = _id()
+    await db.store.append("h", 0)
+    assert await db.store.extend("h", [1, 2, 3], idempotency_id=batch) == 4
+    assert await db.store.extend("h", [1, 2, 3], idempotency_id=batch) == 4
+    assert await db.store.extend("h", [4], idempotency_id=_id()) == 5
+    assert await db.store.get_range("h", 0, -1) == [0, 1, 2, 3, 4]
+    typed = db.store.typed(int)
+    assert await typed.extend("t", [7, 8], idempotency_id=batch) == 2  # ids are per key
+    assert await typed.append("t", 9, idempotency_id=batch) == 2  # append and extend share them
+    assert await typed.get_range("t", 0, -1) == [7, 8]
+
+
+async def test_ids_are_scoped_to_the_key_and_the_prefix(db: AsyncHarness) -> None:
+    """One id on another key, or in a store with another prefix, is another write."""
+    shared = _id()
+    other = await db.sibling(key_prefix="other:")
+    assert await db.store.append("h", 1, idempotency_id=shared) == 1
+    assert await db.store.append("g", 1, idempotency_id=shared) == 1
+    assert await other.append("h", 1, idempotency_id=shared) == 1
+    assert await db.store.get_length("h") == 1
+    assert await db.store.get_length("g") == 1
+    assert await other.get_length("h") == 1
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 201, 7, b"bytes", "nul\x00", "lone \ud800"], ids=repr)
+async def test_invalid_idempotency_ids_raise_before_io(db: AsyncHarness, bad: Any) -> None:
+    """An id that is not a 1-200 character str (no NUL, no lone surrogate) raises ValueError; nothing is written."""
+    with pytest.raises(ValueError, match="idempotency_id"):
+        await db.store.append("h", 1, idempotency_id=bad)
+    with pytest.raises(ValueError, match="idempotency_id"):
+        await db.store.extend("h", [1], idempotency_id=bad)
+    assert await db.store.exists("h") is False
+    longest = "é" * 200
+    assert await db.store.append("h", 1, idempotency_id=longest) == 1
+    assert await db.store.append("h", 1, idempotency_id=longest) == 1
+
+
+async def test_ids_outlive_delete_and_replace(db: AsyncHarness) -> None:
+    """Deleting or replacing a list does not forget its ids: a late retry returns the old length, writes nothing."""
+    late = _id()
+    await db.store.append("h", "first")
+    assert await db.store.append("h", "second", idempotency_id=late) == 2
+    assert await db.store.delete("h") is True
+    assert await db.store.append("h", "second", idempotency_id=late) == 2  # not resurrected
+    assert await db.store.exists("h") is False
+    assert await db.store.append("h", "new", idempotency_id=_id()) == 1
+    await db.store.set("h", "a value")
+    assert await db.store.append("h", "second", idempotency_id=late) == 2  # a retry, not a WrongTypeError
+    assert await db.store.get("h") == "a value"
+    await db.store.clear()
+    assert await db.store.append("h", "second", idempotency_id=late) == 2
+    assert await db.store.exists("h") is False
+
+
+async def test_ids_are_forgotten_after_the_window(db: AsyncHarness) -> None:
+    """An id older than idempotency_window is forgotten: the same id then appends again."""
+    store = await db.sibling(key_prefix="window:", idempotency_window=0.5)
+    old = _id()
+    assert await store.append("h", 1, idempotency_id=old) == 1
+    await db.advance(0.1)
+    assert await store.append("h", 1, idempotency_id=old) == 1
+    await db.advance(0.7)
+    assert await store.append("h", 1, idempotency_id=old) == 2
+    assert await store.append("h", 1, idempotency_id=old) == 2  # remembered again, with its new length
+    assert await store.get_length("h") == 2
+
+
+async def test_racing_appends_with_one_id_store_one_item(db: AsyncHarness) -> None:
+    """Concurrent appends carrying one id (a retry racing the first attempt) write exactly one item."""
+    same = _id()
+    if True:  # ASYNC
+        lengths = await asyncio.gather(*(db.store.append("h", i, idempotency_id=same) for i in range(6)))
+    else:
+        with ThreadPoolExecutor(6) as pool:
+            lengths = list(pool.map(lambda i: db.store.append("h", i, idempotency_id=same), range(6)))
+    assert set(lengths) == {1}
+    assert await db.store.get_length("h") == 1

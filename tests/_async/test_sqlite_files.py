@@ -142,6 +142,37 @@ async def test_forward_migrations_run_on_connect(tmp_path: Path, monkeypatch: py
     conn.close()
 
 
+async def test_version_1_file_migrates_to_idempotency_ids(tmp_path: Path) -> None:
+    """A file at schema version 1 (no ids table) gets it on connect and keeps its lists."""
+    path = tmp_path / "kv.db"
+    conn = raw(path)
+    for statement in sql.MIGRATIONS[1]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO kvstore_keys (ns, key, kind, head, tail) VALUES ('', 'h', 1, 0, 1)")
+    conn.execute("INSERT INTO kvstore_items (ns, key, idx, value) VALUES ('', 'h', 0, '1')")
+    conn.execute("PRAGMA user_version=1")
+    conn.close()
+    async with AsyncSqliteDatabase(path) as store:
+        assert await store.append("h", 2, idempotency_id="x") == 2
+        assert await store.append("h", 2, idempotency_id="x") == 2
+        assert await store.get_range("h", 0, -1) == [1, 2]
+    assert pragma(path, "user_version") == sql.SCHEMA_VERSION == 2
+
+
+async def test_purge_drops_ids_older_than_the_window(tmp_path: Path) -> None:
+    """purge_expired removes idempotency ids older than the window; newer ones stay."""
+    clock = FakeClock()
+    path = tmp_path / "kv.db"
+    async with AsyncSqliteDatabase(path, clock=clock, idempotency_window=60) as store:
+        await store.append("h", 1, idempotency_id="old")
+        clock.advance(61)
+        await store.append("h", 2, idempotency_id="new")
+        await store.purge_expired()
+    conn = raw(path)
+    assert conn.execute("SELECT id FROM kvstore_ids").fetchall() == [("new",)]
+    conn.close()
+
+
 async def test_newer_schema_raises_config_error_and_leaves_file_untouched(tmp_path: Path) -> None:
     """A file written by a newer kvstore raises a clear ConfigError and is not modified."""
     path = tmp_path / "kv.db"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -561,3 +562,109 @@ def test_typed_lists(db: Harness) -> None:
     assert turns.append("h", turn) == 1
     assert turns.extend("h", [turn, turn]) == 3
     assert turns.get_range("h", -2, -1) == [turn, turn]
+
+
+# --- idempotency ids of list writes (DESIGN.md §8a) ------------------------------------
+# Ids are fresh uuids: a PostgreSQL server is shared by the whole session and ids
+# outlive clear() by design, so a fixed id would leak from one test into the next.
+
+
+def _id() -> str:
+    return uuid.uuid4().hex
+
+
+def test_append_with_the_same_id_twice_stores_one_item(db: Harness) -> None:
+    """A repeated append with one idempotency id writes nothing and returns the first call's length."""
+    first, other = _id(), _id()
+    assert db.store.append("h", "a", idempotency_id=first) == 1
+    assert db.store.append("h", "a", idempotency_id=first) == 1
+    assert db.store.append("h", "b") == 2
+    assert db.store.append("h", "changed", idempotency_id=first) == 1  # the id alone makes it a retry
+    assert db.store.append("h", "c", idempotency_id=other) == 3
+    assert db.store.append("h", "c", idempotency_id=other) == 3
+    assert db.store.get_range("h", 0, -1) == ["a", "b", "c"]
+
+
+def test_different_ids_append_twice(db: Harness) -> None:
+    """Two appends with different ids are two writes, even with the same value."""
+    assert db.store.append("h", "x", idempotency_id=_id()) == 1
+    assert db.store.append("h", "x", idempotency_id=_id()) == 2
+    assert db.store.get_range("h", 0, -1) == ["x", "x"]
+
+
+def test_extend_with_an_id_applies_once(db: Harness) -> None:
+    """A repeated extend with one id appends its items once and returns the first call's length."""
+    batch = _id()
+    db.store.append("h", 0)
+    assert db.store.extend("h", [1, 2, 3], idempotency_id=batch) == 4
+    assert db.store.extend("h", [1, 2, 3], idempotency_id=batch) == 4
+    assert db.store.extend("h", [4], idempotency_id=_id()) == 5
+    assert db.store.get_range("h", 0, -1) == [0, 1, 2, 3, 4]
+    typed = db.store.typed(int)
+    assert typed.extend("t", [7, 8], idempotency_id=batch) == 2  # ids are per key
+    assert typed.append("t", 9, idempotency_id=batch) == 2  # append and extend share them
+    assert typed.get_range("t", 0, -1) == [7, 8]
+
+
+def test_ids_are_scoped_to_the_key_and_the_prefix(db: Harness) -> None:
+    """One id on another key, or in a store with another prefix, is another write."""
+    shared = _id()
+    other = db.sibling(key_prefix="other:")
+    assert db.store.append("h", 1, idempotency_id=shared) == 1
+    assert db.store.append("g", 1, idempotency_id=shared) == 1
+    assert other.append("h", 1, idempotency_id=shared) == 1
+    assert db.store.get_length("h") == 1
+    assert db.store.get_length("g") == 1
+    assert other.get_length("h") == 1
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 201, 7, b"bytes", "nul\x00", "lone \ud800"], ids=repr)
+def test_invalid_idempotency_ids_raise_before_io(db: Harness, bad: Any) -> None:
+    """An id that is not a 1-200 character str (no NUL, no lone surrogate) raises ValueError; nothing is written."""
+    with pytest.raises(ValueError, match="idempotency_id"):
+        db.store.append("h", 1, idempotency_id=bad)
+    with pytest.raises(ValueError, match="idempotency_id"):
+        db.store.extend("h", [1], idempotency_id=bad)
+    assert db.store.exists("h") is False
+    longest = "é" * 200
+    assert db.store.append("h", 1, idempotency_id=longest) == 1
+    assert db.store.append("h", 1, idempotency_id=longest) == 1
+
+
+def test_ids_outlive_delete_and_replace(db: Harness) -> None:
+    """Deleting or replacing a list does not forget its ids: a late retry returns the old length, writes nothing."""
+    late = _id()
+    db.store.append("h", "first")
+    assert db.store.append("h", "second", idempotency_id=late) == 2
+    assert db.store.delete("h") is True
+    assert db.store.append("h", "second", idempotency_id=late) == 2  # not resurrected
+    assert db.store.exists("h") is False
+    assert db.store.append("h", "new", idempotency_id=_id()) == 1
+    db.store.set("h", "a value")
+    assert db.store.append("h", "second", idempotency_id=late) == 2  # a retry, not a WrongTypeError
+    assert db.store.get("h") == "a value"
+    db.store.clear()
+    assert db.store.append("h", "second", idempotency_id=late) == 2
+    assert db.store.exists("h") is False
+
+
+def test_ids_are_forgotten_after_the_window(db: Harness) -> None:
+    """An id older than idempotency_window is forgotten: the same id then appends again."""
+    store = db.sibling(key_prefix="window:", idempotency_window=0.5)
+    old = _id()
+    assert store.append("h", 1, idempotency_id=old) == 1
+    db.advance(0.1)
+    assert store.append("h", 1, idempotency_id=old) == 1
+    db.advance(0.7)
+    assert store.append("h", 1, idempotency_id=old) == 2
+    assert store.append("h", 1, idempotency_id=old) == 2  # remembered again, with its new length
+    assert store.get_length("h") == 2
+
+
+def test_racing_appends_with_one_id_store_one_item(db: Harness) -> None:
+    """Concurrent appends carrying one id (a retry racing the first attempt) write exactly one item."""
+    same = _id()
+    with ThreadPoolExecutor(6) as pool:
+        lengths = list(pool.map(lambda i: db.store.append("h", i, idempotency_id=same), range(6)))
+    assert set(lengths) == {1}
+    assert db.store.get_length("h") == 1

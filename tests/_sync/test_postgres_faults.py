@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from kvstore._postgres_sql import SCHEMA_VERSION
 from kvstore.config import PostgresDatabaseConfig
 from kvstore.errors import BackendUnavailableError, KVStoreError
 from kvstore.postgres import PostgresDatabase
@@ -151,7 +152,7 @@ def test_quoted_schema_and_table_prefix(postgres_url: str) -> None:
         cur = conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1", (schema,)
         )
-        assert [r[0] for r in cur.fetchall()] == ["t_entries", "t_items", "t_meta"]
+        assert [r[0] for r in cur.fetchall()] == ["t_entries", "t_ids", "t_items", "t_meta"]
         conn.execute(psycopg.sql.SQL("DROP SCHEMA {} CASCADE").format(psycopg.sql.Identifier(schema)))
     db.close()
 
@@ -170,10 +171,49 @@ def test_concurrent_first_connects_migrate_once(postgres_url: str) -> None:
         cur = conn.execute(
             psycopg.sql.SQL("SELECT version FROM {}").format(psycopg.sql.Identifier(schema, "kvstore_meta"))
         )
-        assert cur.fetchall() == [(1,)]
+        assert cur.fetchall() == [(SCHEMA_VERSION,)]
         conn.execute(psycopg.sql.SQL("DROP SCHEMA {} CASCADE").format(psycopg.sql.Identifier(schema)))
     for s in stores:
         s.close()
+
+
+def test_version_1_schema_migrates_to_idempotency_ids(postgres_url: str) -> None:
+    """Tables at schema version 1 (no ids table) are migrated forward on connect, keeping their data."""
+    schema = f"v1_{uuid.uuid4().hex[:8]}"
+    Ident = psycopg.sql.Identifier
+    old = PostgresDatabase(postgres_url, schema=schema)
+    old.extend("h", [1, 2])
+    old.close()
+    with psycopg.Connection.connect(postgres_url, autocommit=True) as conn:
+        # Back to what a version-1 kvstore left behind.
+        conn.execute(psycopg.sql.SQL("DROP TABLE {}").format(Ident(schema, "kvstore_ids")))
+        conn.execute(psycopg.sql.SQL("UPDATE {} SET version = 1").format(Ident(schema, "kvstore_meta")))
+    store = PostgresDatabase(postgres_url, schema=schema)
+    batch = uuid.uuid4().hex
+    assert store.get_range("h", 0, -1) == [1, 2]
+    assert store.append("h", 3, idempotency_id=batch) == 3
+    assert store.append("h", 3, idempotency_id=batch) == 3
+    store.close()
+    with psycopg.Connection.connect(postgres_url, autocommit=True) as conn:
+        cur = conn.execute(psycopg.sql.SQL("SELECT version FROM {}").format(Ident(schema, "kvstore_meta")))
+        assert cur.fetchall() == [(SCHEMA_VERSION,)]
+        conn.execute(psycopg.sql.SQL("DROP SCHEMA {} CASCADE").format(Ident(schema)))
+
+
+def test_purge_drops_ids_older_than_the_window(postgres_url: str) -> None:
+    """purge_expired removes idempotency ids older than the window (server clock); newer ones stay."""
+    schema = f"ids_{uuid.uuid4().hex[:8]}"
+    store = PostgresDatabase(postgres_url, schema=schema, idempotency_window=0.3)
+    store.append("h", 1, idempotency_id="old")
+    time.sleep(0.5)
+    store.append("h", 2, idempotency_id="new")
+    store.purge_expired()
+    with psycopg.Connection.connect(postgres_url, autocommit=True) as conn:
+        table = psycopg.sql.Identifier(schema, "kvstore_ids")
+        cur = conn.execute(psycopg.sql.SQL("SELECT id FROM {}").format(table))
+        assert cur.fetchall() == [("new",)]
+        conn.execute(psycopg.sql.SQL("DROP SCHEMA {} CASCADE").format(psycopg.sql.Identifier(schema)))
+    store.close()
 
 
 def test_ready_pool_is_used_not_owned(postgres_url: str) -> None:
