@@ -3,9 +3,10 @@
 A small SQLite file (the standard library's ``sqlite3``, so it needs no extra)
 in WAL mode: a write acknowledged during an outage is in the journal before the
 caller hears back, survives a crash of the process, and is replayed to the
-primary in order when it answers again. Each entry carries an id, so an append
-replayed twice (a crash between the primary's reply and the journal's delete)
-is applied once by backends that honour idempotency ids.
+primary in order when it answers again. Each entry carries an id (for an
+append/extend, the write's own idempotency id), so an append replayed twice (a
+crash between the primary's reply and the journal's delete), or one whose reply
+was lost just before the outage, is applied once: replay passes the id on.
 """
 
 from __future__ import annotations
@@ -63,9 +64,13 @@ class Journal:
     def __repr__(self) -> str:
         return f"<Journal {self.path!r} pending={len(self)}>"
 
-    def record(self, op: str, args: Any) -> JournalEntry:
-        """Append a write; it is on disk (WAL) when this returns."""
-        entry_id = uuid.uuid4().hex
+    def record(self, op: str, args: Any, entry_id: str | None = None) -> JournalEntry:
+        """Append a write; it is on disk (WAL) when this returns.
+
+        ``entry_id`` is the write's idempotency id when it has one (a fresh uuid otherwise).
+        """
+        if entry_id is None:
+            entry_id = uuid.uuid4().hex
         created = time.time()
         data = orjson.dumps(args, default=_default)
         with self._lock:

@@ -4,7 +4,10 @@
 over a primary and a fallback store with a `CircuitBreaker`:
 
 * While the breaker is closed every call goes to the primary. Idempotent calls
-  are retried (tenacity, a short bounded budget); ``append``/``extend`` are not.
+  are retried (tenacity, a short bounded budget); so are ``append``/``extend``,
+  which always carry an idempotency id (the caller's, else a fresh uuid4): a
+  retry whose first attempt did land returns that attempt's length instead of
+  appending again (DESIGN.md §8a).
   A call that still finds the primary unavailable raises `BackendUnavailableError`
   until ``failure_threshold`` consecutive failures open the breaker; the call
   that opens it, and every call after, is served by the fallback, so once the
@@ -14,6 +17,9 @@ over a primary and a fallback store with a `CircuitBreaker`:
   the cache invalidates in the primary every key written during the outage (a
   restored Redis would otherwise serve stale values); the database replays its
   outage journal to the primary, in order, before any new call reaches it.
+  An append diverted to the fallback is journaled with its idempotency id, and
+  replay passes the id on, so a write whose reply was lost before the outage, or
+  an entry replayed twice (a crash before the journal forgot it), lands once.
 * With ``on_outage="fail"`` writes raise `BackendUnavailableError` instead of
   going to the fallback (reads still fall back).
 """
@@ -23,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Literal
 
@@ -37,6 +44,7 @@ from tenacity import (
 
 from kvstore._async.base import AsyncCache, AsyncDatabase
 from kvstore._breaker import BreakerState, CircuitBreaker, Route
+from kvstore._idempotency import validate_idempotency_id
 from kvstore._items import MsetItems, normalize_items
 from kvstore._journal import Journal, JournalEntry
 from kvstore._keys import validate_key
@@ -320,7 +328,7 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
         # Apply locally first (it validates and encodes), then journal: what is
         # acknowledged is in the journal, and nothing invalid ever is.
         result = await getattr(self.fallback, name)(*args, **kwargs)
-        self.journal.record(name, _journal_args(name, args, kwargs))
+        self.journal.record(name, _journal_args(name, args, kwargs), kwargs.get("idempotency_id"))
         return result
 
     async def _failback(self) -> None:
@@ -384,20 +392,29 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
         elif op == "clear":
             await self.primary.clear()
         elif op == "append":
-            await self.primary.append(args[0], args[1])
+            # The write's own idempotency id: applied once however often it is replayed.
+            await self.primary.append(args[0], args[1], idempotency_id=entry.id)
         elif op == "extend":
-            await self.primary.extend(args[0], args[1])
+            await self.primary.extend(args[0], args[1], idempotency_id=entry.id)
         else:  # pragma: no cover - the journal only ever records the ops above
             raise AssertionError(f"unknown journal op {op!r}")
         self._touched.update(_journal_keys(op, args))
 
-    async def append(self, key: str, value: Any) -> int:
-        validate_key(key)
-        return int(await self._write("append", [key], key, value, idempotent=False))
+    async def append(self, key: str, value: Any, *, idempotency_id: str | None = None) -> int:
+        """Append on the active store; see `AsyncDatabase` for ``idempotency_id``.
 
-    async def extend(self, key: str, values: Iterable[Any]) -> int:
+        Without one a fresh id is made, so this call's own retries (and the journal's
+        replay) never duplicate; give your own to make *your* retries safe too.
+        """
         validate_key(key)
-        return int(await self._write("extend", [key], key, list(values), idempotent=False))
+        idempotency_id = validate_idempotency_id(idempotency_id) or uuid.uuid4().hex
+        return int(await self._write("append", [key], key, value, idempotency_id=idempotency_id))
+
+    async def extend(self, key: str, values: Iterable[Any], *, idempotency_id: str | None = None) -> int:
+        """Extend on the active store; ids as for `append`."""
+        validate_key(key)
+        idempotency_id = validate_idempotency_id(idempotency_id) or uuid.uuid4().hex
+        return int(await self._write("extend", [key], key, list(values), idempotency_id=idempotency_id))
 
     async def get_range(self, key: str, start: int, end: int) -> list[Any]:
         return list(await self._call("get_range", key, start, end))
