@@ -71,3 +71,17 @@ def test_bad_range_indexes() -> None:
         database.get_range("h", 0, "1")  # type: ignore[arg-type]  # the point of the test
     with pytest.raises(TypeError):
         database.get_range("h", True, 1)
+
+
+def test_idempotency_ids_are_bounded_and_expire() -> None:
+    """The memory keyspace keeps at most max_ids ids (oldest dropped first) and forgets those past the window."""
+    clock = FakeClock()
+    space = MemoryKeyspace(backend="memory", clock=clock, max_ids=3, idempotency_window=10)
+    for i in range(4):
+        assert space.append("h", i, idempotency_id=f"id{i}") == i + 1
+    assert len(space._ids) == 3
+    assert space.append("h", 0, idempotency_id="id0") == 5  # the oldest was dropped: applied again
+    assert space.append("h", 3, idempotency_id="id3") == 4  # still remembered
+    clock.advance(11)
+    space.sweep()
+    assert len(space._ids) == 0
