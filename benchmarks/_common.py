@@ -20,6 +20,10 @@ class Case:
     op: Callable[[int], object] | Callable[[int], Awaitable[object]]
     is_async: bool = False
     setup: Callable[[], object] | None = None
+    #: What the row is in a report: "floor", "kvstore", "variant" (another kvstore flavour), "peer" or "info".
+    role: str = "info"
+    #: Ops per round for this case only (slow peers); ``None``: the run's ``n`` (or the calibrated count).
+    n: int | None = None
 
 
 @dataclass
@@ -50,32 +54,51 @@ def run_cases(
     rounds: int = 7,
     warmup: int | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
+    seconds_per_round: float | None = None,
+    max_n: int = 50_000,
 ) -> dict[str, Result]:
     """Time every case in alternating rounds (a, b, c, a, b, c, ...); report medians.
 
     ``op`` gets a running index so every write can change the stored bytes.
+    With ``seconds_per_round`` each case's op count is calibrated during warm-up
+    so one round takes about that long (at most ``max_n`` ops, at least 1):
+    slow peers and fast floors then cost the same wall time, and ops/s stay
+    comparable because every round is timed over its own op count.
     """
     loop = loop or asyncio.new_event_loop()
     timings: dict[str, list[float]] = {c.name: [] for c in cases}
+    counts: dict[str, int] = {}
     offset = 0
-    warm = warmup if warmup is not None else max(1, n // 5)
+
+    def timed(case: Case, count: int, start: int) -> float:
+        if case.is_async:
+            return loop.run_until_complete(_round_async(case.op, count, start))  # type: ignore[arg-type]
+        return _round_sync(case.op, count, start)
+
     for case in cases:  # warm up caches, JITs of the drivers, prepared statements
         if case.setup:
             case.setup()
-        if case.is_async:
-            loop.run_until_complete(_round_async(case.op, warm, offset))  # type: ignore[arg-type]
+        count = case.n or n
+        if seconds_per_round is not None and case.n is None:
+            k, elapsed = 1, timed(case, 1, offset)
+            offset += 1
+            while elapsed < seconds_per_round / 5 and k < max_n:
+                k = min(max_n, k * 4)
+                elapsed = timed(case, k, offset)
+                offset += k
+            count = max(1, min(max_n, round(seconds_per_round * k / max(elapsed, 1e-9))))
         else:
-            _round_sync(case.op, warm, offset)
-        offset += warm
+            warm = warmup if warmup is not None else max(1, count // 5)
+            timed(case, warm, offset)
+            offset += warm
+        counts[case.name] = count
     gc.collect()
     for _ in range(rounds):
         for case in cases:
-            if case.is_async:
-                elapsed = loop.run_until_complete(_round_async(case.op, n, offset))  # type: ignore[arg-type]
-            else:
-                elapsed = _round_sync(case.op, n, offset)
-            offset += n
-            timings[case.name].append(n / elapsed)
+            count = counts[case.name]
+            elapsed = timed(case, count, offset)
+            offset += count
+            timings[case.name].append(count / elapsed)
     return {name: Result(name, statistics.median(v), v) for name, v in timings.items()}
 
 

@@ -1,0 +1,181 @@
+"""The benchmark report: every tier against its bare driver and the peers a user would pick instead.
+
+Run: python -m benchmarks [--quick] [--only memory,sqlite,postgres,redis] [--out DIR]
+
+One process, one run: each workload's cases (floor, kvstore, peers) run in
+alternating rounds and every figure is a ratio to the floor measured in the
+same run. A full run (no --quick, no --only) writes benchmarks/results/REPORT.md
+and chart.png; a partial run prints its tables and writes only with --out.
+Peers that are not installed or cannot run here are reported with the reason;
+a server that cannot be reached (and cannot be started) skips its section.
+Everything created is named bench_<pid>_... and removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from benchmarks.peers import reason
+from benchmarks.report import SECTIONS, Report, fmt_ratio, machine_info, package_versions
+from benchmarks.runner import Context
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REDIS_URL = os.environ.get("KVSTORE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get("KVSTORE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _reraise_fatal(exc: BaseException) -> None:
+    if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
+        raise exc
+
+
+@contextlib.contextmanager
+def redis_server(url: str, tmp: Path) -> Iterator[tuple[str | None, str]]:
+    """The Redis to use: ``url`` when it answers, else a throwaway redis-server; (None, why) when neither."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        version = client.info("server")["redis_version"]
+        client.close()
+        yield url, f"Redis {version} at {url} (existing server)"
+        return
+    except Exception as exc:
+        first = reason(exc)
+    try:
+        from tests.fixtures_redis import start_redis_server, stop_redis_server
+
+        server = start_redis_server(tmp / "redis")
+    except BaseException as exc:  # pytest's skip outcome is a BaseException
+        _reraise_fatal(exc)
+        yield None, f"no server: {url} unreachable ({first}) and no throwaway redis-server ({reason(exc)})"
+        return
+    try:
+        yield server.url, f"Redis at {server.url} (throwaway redis-server, no persistence; {url} was unreachable)"
+    finally:
+        stop_redis_server(server)
+
+
+@contextlib.contextmanager
+def postgres_server(url: str) -> Iterator[tuple[str | None, str]]:
+    """The PostgreSQL to use: ``url`` when it answers, else a throwaway cluster; (None, why) when neither."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=3, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT current_setting('server_version'), current_setting('fsync'), current_setting('synchronous_commit')"
+            ).fetchone()
+        assert row is not None
+        yield url, f"PostgreSQL {row[0]} at {url} (existing server; fsync={row[1]}, synchronous_commit={row[2]})"
+        return
+    except Exception as exc:
+        first = reason(exc)
+    try:
+        from tests.fixtures_postgres import PgServer
+
+        server = PgServer(fsync=True)
+    except BaseException as exc:
+        _reraise_fatal(exc)
+        yield None, f"no server: {url} unreachable ({first}) and no throwaway cluster ({reason(exc)})"
+        return
+    try:
+        yield server.url, f"PostgreSQL at {server.url} (throwaway cluster, fsync on; {url} was unreachable)"
+    finally:
+        server.stop()
+
+
+def _section(report: Report, name: str, body: Callable[[], None]) -> None:
+    """Run one tier; a crash is reported as that section's failure (with the reason), not hidden."""
+    started = time.perf_counter()
+    print(f"\n# {name}")
+    try:
+        body()
+    except Exception as exc:
+        traceback.print_exc()
+        report.skipped[name] = f"failed: {reason(exc)}"
+    print(f"# {name}: {time.perf_counter() - started:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 short rounds per case (< 2 minutes)")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated tiers: " + ",".join(SECTIONS))
+    parser.add_argument("--out", type=Path, default=None, help="where REPORT.md and chart.png go")
+    parser.add_argument("--redis-url", default=REDIS_URL)
+    parser.add_argument("--postgres-url", default=POSTGRES_URL)
+    args = parser.parse_args(argv)
+    # Peers' deprecation notices (LangChain, langchain-community) are not results.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*deprecated.*")
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in only if s not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown tier(s) {unknown}; choose from {','.join(SECTIONS)}")
+    partial = args.quick or set(only) != set(SECTIONS)
+    out: Path | None = args.out if args.out is not None else (None if partial else RESULTS)
+
+    command = "python -m benchmarks" + ("".join(f" {shlex.quote(a)}" for a in argv) if argv else "")
+    if argv is None and sys.argv[1:]:
+        command += " " + shlex.join(sys.argv[1:])
+    report = Report(quick=args.quick, command=command)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_"))
+    started = time.perf_counter()
+    try:
+        with contextlib.ExitStack() as stack:
+            redis_url = postgres_url = ""
+            if "redis" in only:
+                found, text = stack.enter_context(redis_server(args.redis_url, tmp))
+                redis_url = found or ""
+                (report.servers.__setitem__("Redis", text) if found else report.skipped.__setitem__("redis", text))
+            if "postgres" in only:
+                found, text = stack.enter_context(postgres_server(args.postgres_url))
+                postgres_url = found or ""
+                if found:
+                    report.servers["PostgreSQL"] = text
+                else:
+                    report.skipped["postgres"] = text
+            ctx = Context(report, args.quick, tmp, redis_url, postgres_url)
+            try:
+                for name in SECTIONS:
+                    if name not in only or name in report.skipped:
+                        continue
+                    module = __import__(f"benchmarks.tier_{name}", fromlist=["run"])
+                    _section(report, name, lambda module=module: module.run(ctx))
+            finally:
+                ctx.loop.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for name, why in report.skipped.items():
+        print(f"\n{name}: skipped: {why}")
+    behind = [v for v in report.verdicts() if not v.ahead]
+    print(f"\n# kvstore vs peers: ahead in {len(report.verdicts()) - len(behind)} of {len(report.verdicts())}")
+    for v in behind:
+        print(f"  BEHIND {v.section} {v.workload}: {v.ours.name} ÷ {v.peer.name} = {fmt_ratio(v.ratio)}x")
+    meta = {**machine_info(), "date": f"{report.started:%Y-%m-%d %H:%M} UTC", "command": f"`{command}`"}
+    meta["wall time"] = f"{time.perf_counter() - started:.0f} s"
+    if out is None:
+        print("\n(partial run: REPORT.md not written; pass --out DIR to write it)")
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    chart = report.chart(out / "chart.png")
+    if not chart:
+        print("matplotlib is not installed: no chart.png")
+    (out / "REPORT.md").write_text(report.markdown(meta, package_versions(), "chart.png" if chart else None))
+    print(f"\nwrote {out / 'REPORT.md'}" + (f" and {out / 'chart.png'}" if chart else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
