@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import warnings
 
 import pytest
 import redis
@@ -36,6 +38,15 @@ def _key_on(node: RedisServer, store_prefix: str) -> str:
     raise AssertionError("no key found for the node")
 
 
+def _collect_dropped_connections() -> None:
+    """redis-py's sync RedisCluster drops node connections it replaces after a timeout without
+    closing them (an upstream leak); collect them here so their ResourceWarning cannot surface,
+    as an error, inside some later test."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
+
 def test_frozen_master_fails_fast_then_recovers(redis_cluster: list[RedisServer]) -> None:
     """A get routed to a frozen master raises BackendUnavailableError within the timeout; after CONT it works."""
     node = redis_cluster[1]
@@ -64,6 +75,7 @@ def test_frozen_master_fails_fast_then_recovers(redis_cluster: list[RedisServer]
     finally:
         store.clear()
         store.close()
+        _collect_dropped_connections()
 
 
 async def test_frozen_master_fails_fast_then_recovers_async(redis_cluster: list[RedisServer]) -> None:
