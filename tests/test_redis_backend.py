@@ -51,6 +51,18 @@ def test_clear_on_a_leaves_every_a_star_key(raw: Any) -> None:
         a_star.clear()
 
 
+def test_clear_leaves_the_key_equal_to_the_bare_prefix() -> None:
+    """Raw key 'a:' is key '' of no 'a:' store (keys are non-empty): clear() on 'a:' leaves it."""
+    raw_client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    a = RedisCache(client=raw_client, key_prefix="a:")
+    raw_client.set("a:", b"1")
+    a.set("k", 1)
+    assert a.keys() == ["k"]
+    a.clear()
+    assert raw_client.get("a:") == b"1"
+    assert a.keys() == []
+
+
 def test_scan_match_escapes_the_prefix_and_widens_the_pattern() -> None:
     """The SCAN MATCH glob has the prefix escaped and each ? or [...] widened to *."""
     assert scan_match("a*:", "*") == "a\\*:*"

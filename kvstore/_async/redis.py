@@ -376,13 +376,14 @@ class AsyncRedisCache(AsyncCache):
     async def clear(self) -> None:
         """``SCAN`` this prefix and ``UNLINK`` in batches; never ``KEYS`` or ``FLUSHDB``."""
         client = self._client
-        prefix_len = len(self.key_prefix.encode("utf-8"))
+        # The bare prefix is key "" of no store of this prefix (str: decode_responses clients).
+        bare = (self.key_prefix.encode("utf-8"), self.key_prefix)
         batch: list[bytes] = []
         try:
             # The escaped prefix makes MATCH literal: every reply starts with the prefix.
             async for raw in client.scan_iter(match=clear_match(self.key_prefix), count=self._scan_count):
-                if len(raw) == prefix_len:
-                    continue  # the bare prefix is key "" of no store of this prefix
+                if raw in bare:
+                    continue
                 batch.append(raw)
                 if len(batch) >= self._scan_count:
                     await client.unlink(*batch)
