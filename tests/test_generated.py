@@ -17,7 +17,8 @@ def repo_copy(tmp_path: Path) -> Path:
     """A copy of the parts of the repo the generators read and write."""
     for name in ("kvstore", "tests", "tools", "schemas"):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, tmp_path / name)
     return tmp_path
 
 
