@@ -82,3 +82,12 @@ def test_conversion_rules() -> None:
     assert "asyncio.sleep(1)" not in out
     assert "time.sleep(0)" in out
     assert "import time" in out
+
+
+def test_schema_check_fails_on_a_hand_edited_config_reference(repo_copy: Path) -> None:
+    """The README's generated config reference is checked too."""
+    readme = repo_copy / "README.md"
+    readme.write_text(readme.read_text().replace("Least recently used entries", "Oldest entries", 1))
+    result = _run(repo_copy, "tools/gen_schema.py", "--check")
+    assert result.returncode == 1
+    assert "stale: README.md" in result.stdout
