@@ -41,6 +41,61 @@ PACKAGES = (
 )
 
 
+#: Why kvstore is behind a peer, by (section, workload prefix, peer-name prefix): the hypothesis and
+#: what we would change. A comparison that falls behind without an entry here says "no explanation yet".
+BEHIND_WHY: list[tuple[str, str, str, str]] = [
+    (
+        "memory",
+        "m",
+        "",
+        "The peer keeps the caller's objects (aiocache's NullSerializer default, LangGraph's dicts): a batch is "
+        "100 reference copies. kvstore's memory tier stores orjson bytes (it behaves like the durable backends and "
+        "a read never aliases a writer's object), so it pays 100 encodes/decodes plus a per-key expiry check. "
+        "Would change: decode a batch with one `orjson.loads(b'[' + b','.join(values) + b']')` instead of 100 calls.",
+    ),
+    (
+        "memory",
+        "chat append",
+        "LangChain",
+        "InMemoryChatMessageHistory appends a live object to a Python list. kvstore validates the message into "
+        "`ChatMessage` (pydantic, with a created_at timestamp), dumps it to JSON-able form, then orjson-encodes it. "
+        "Would change: `TypeCodec` could serialise with pydantic-core's `dump_json` straight to bytes (one pass).",
+    ),
+    (
+        "memory",
+        "last 20",
+        "LangChain",
+        "`messages[-20:]` copies 20 references and parses nothing; kvstore decodes 20 stored JSON values and "
+        "validates 20 `ChatMessage` models (datetime parsing included). Would change: `validate_json` on the stored "
+        "bytes in one pydantic-core pass; `model=dict` histories skip validation already.",
+    ),
+    (
+        "postgres",
+        "chat append",
+        "langchain-postgres",
+        "langchain-postgres sends one autocommit INSERT. kvstore's `append` is a transaction: BEGIN, delete-if-expired, "
+        "bump the list's length row, insert the item, COMMIT: five round trips where the peer needs one (it has no "
+        "positions, TTL or type checks). Would change: one statement with data-modifying CTEs (drop expired, upsert "
+        "the length RETURNING it, insert the item), still atomic, one round trip.",
+    ),
+    (
+        "redis",
+        "session",
+        "litestar",
+        "litestar's `get(renew_for=)` runs GET + PEXPIRE in one Lua script (one round trip); kvstore's SessionStore "
+        "calls `cache.get` then `cache.expire` (two, like the floor; the GETEX row shows one round trip is ~2x). "
+        "Would change: a cache `get(key, touch=ttl)` that Redis answers with GETEX, used by `SessionStore.get(touch=True)`.",
+    ),
+]
+
+
+def why_behind(section: str, workload: str, peer: str) -> str:
+    for sec, work, name, text in BEHIND_WHY:
+        if sec == section and workload.startswith(work) and peer.startswith(name):
+            return text
+    return "No explanation yet."
+
+
 @dataclass
 class Row:
     name: str
