@@ -130,33 +130,48 @@ def client_options(
 # --- key patterns -------------------------------------------------------------------
 
 
+#: Ends a non-empty prefix in the stored key. No key may contain NUL, so
+#: ``prefix + NUL + key`` can never be read as another prefix's key: stores with
+#: prefixes ``a:`` and ``a:b:`` (or ``""`` and ``other:``) share no stored key.
+NAMESPACE_END = "\x00"
+
+
+def namespace(prefix: str) -> str:
+    """What a store with ``prefix`` puts before each key in Redis (``""`` for no prefix)."""
+    return prefix + NAMESPACE_END if prefix else ""
+
+
 def scan_match(prefix: str, pattern: str) -> str:
     """The ``SCAN MATCH`` glob for ``pattern`` under ``prefix``.
 
-    The prefix is escaped so its glob characters match literally (``a*:`` never
+    The namespace is escaped so its glob characters match literally (``a*:`` never
     matches ``a:``'s keys). The pattern is widened to a byte-safe superset,
     because Redis matches bytes and kvstore matches characters; `key_filter`
     then keeps exactly what the reference matcher accepts.
     """
-    return escape_glob(prefix) + widen_glob(pattern)
+    return escape_glob(namespace(prefix)) + widen_glob(pattern)
 
 
 def clear_match(prefix: str) -> str:
     """The ``SCAN MATCH`` glob for every key of ``prefix``."""
-    return escape_glob(prefix) + "*"
+    return escape_glob(namespace(prefix)) + "*"
 
 
 def key_filter(prefix: str, pattern: str) -> Callable[[bytes | str], str | None]:
-    """Map a raw key from ``SCAN`` to the store's key if it matches ``pattern``, else ``None``."""
-    raw_prefix = prefix.encode("utf-8")
-    cut = len(raw_prefix)
+    """Map a raw key from ``SCAN`` to the store's key if it matches ``pattern``, else ``None``.
+
+    Keys holding a NUL belong to a prefixed namespace; the store without a prefix
+    never reports them.
+    """
+    raw_ns = namespace(prefix).encode("utf-8")
+    cut = len(raw_ns)
     matches = compile_glob(pattern)
     match_all = is_match_all(pattern)
 
     def accept(raw: bytes | str) -> str | None:
         if isinstance(raw, str):  # a ready client built with decode_responses=True
             raw = raw.encode("utf-8", "surrogateescape")
-        if not raw.startswith(raw_prefix) or len(raw) == cut:
+        if not raw.startswith(raw_ns) or len(raw) == cut or b"\x00" in raw[cut:]:
             return None
         try:
             key = raw[cut:].decode("utf-8")

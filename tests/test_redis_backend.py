@@ -45,7 +45,7 @@ def test_clear_on_a_leaves_every_a_star_key(raw: Any) -> None:
         a.clear()
         assert a.keys("*") == []
         assert sorted(a_star.keys("*")) == ["[a]", "x", "z"]
-        assert sorted(raw.scan_iter(match=scan_match("a*:", "*"))) == [b"a*:[a]", b"a*:x", b"a*:z"]
+        assert sorted(raw.scan_iter(match=scan_match("a*:", "*"))) == [b"a*:\x00[a]", b"a*:\x00x", b"a*:\x00z"]
         assert a_star.mget(["x", "z", "[a]"]) == [10, 30, 40]
     finally:
         a_star.clear()
@@ -64,9 +64,9 @@ def test_clear_leaves_the_key_equal_to_the_bare_prefix() -> None:
 
 
 def test_scan_match_escapes_the_prefix_and_widens_the_pattern() -> None:
-    """The SCAN MATCH glob has the prefix escaped and each ? or [...] widened to *."""
-    assert scan_match("a*:", "*") == "a\\*:*"
-    assert scan_match("x[1]", "k?[ab]z") == "x\\[1\\]k*z"
+    """The SCAN MATCH glob has the namespace (prefix + NUL) escaped and each ? or [...] widened to *."""
+    assert scan_match("a*:", "*") == "a\\*:\x00*"
+    assert scan_match("x[1]", "k?[ab]z") == "x\\[1\\]\x00k*z"
     assert scan_match("", "u\\*er") == "u\\*er"
 
 
@@ -99,9 +99,9 @@ def test_commands_sent(counted: tuple[RedisCache, Any]) -> None:
     assert store.mget([f"k{i}" for i in range(100)]) == list(range(100))
     store.mset([(f"t{i}", i, 1.5) for i in range(10)])
     store.set("frac", 1, ttl=0.25)
-    pttl = raw_client.pttl("cmd:frac")
+    pttl = raw_client.pttl("cmd:\x00frac")
     assert 150 < pttl <= 250
-    assert 1400 < raw_client.pttl("cmd:t3") <= 1500
+    assert 1400 < raw_client.pttl("cmd:\x00t3") <= 1500
     assert len(store.keys("k1*")) == 11
     store.clear()
     calls = _calls(raw_client)
@@ -161,7 +161,7 @@ def test_value_op_on_a_list_key_is_wrong_type() -> None:
     """get on a Redis list raises WrongTypeError (a TypeError); mget reads it as None, like MGET."""
     raw_client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     store = RedisCache(client=raw_client, key_prefix="p:")
-    raw_client.rpush("p:l", b"1")
+    raw_client.rpush("p:\x00l", b"1")
     with pytest.raises(WrongTypeError) as info:
         store.get("l")
     assert isinstance(info.value, TypeError)
@@ -175,7 +175,7 @@ def test_stored_bytes_that_are_not_json_raise_serialization_error() -> None:
     """A value written by another client that is not JSON raises SerializationError naming the key."""
     raw_client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     store = RedisCache(client=raw_client, key_prefix="p:")
-    raw_client.set("p:bad", b"not json")
+    raw_client.set("p:\x00bad", b"not json")
     store.set("good", 1)
     with pytest.raises(SerializationError) as info:
         store.get("bad")

@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from kvstore import BackendUnavailableError
+from kvstore._redis_common import namespace
 from kvstore.redis import AsyncRedisCache, RedisCache
 from tests.fixtures_redis import RedisServer
 
@@ -23,7 +24,7 @@ def _key_on(node: RedisServer, store_prefix: str) -> str:
     try:
         for i in range(10_000):
             key = f"k{i}"
-            slot = int(raw.execute_command("CLUSTER", "KEYSLOT", store_prefix + key))
+            slot = int(raw.execute_command("CLUSTER", "KEYSLOT", namespace(store_prefix) + key))
             owner = raw.execute_command("CLUSTER", "NODES").decode()
             for line in owner.splitlines():
                 fields = line.split()

@@ -31,6 +31,7 @@ from kvstore._redis_common import (
     clear_match,
     client_options,
     key_filter,
+    namespace,
     no_retry,
     normalize_url,
     redact_url,
@@ -60,7 +61,11 @@ class RedisCache(Cache):
         client: A ready ``redis.Redis`` or ``RedisCluster``; the store
             uses it as is (it should have ``decode_responses=False``) and does not
             close it.
-        key_prefix: Prepended to every key; ``clear`` and ``keys`` see only these.
+        key_prefix: The store's namespace. A key is stored as ``prefix + NUL + key``
+            (``key`` alone without a prefix): no key contains NUL, so stores with
+            nested prefixes (``a:`` and ``a:b:``, or ``""`` and ``other:``) never
+            see, list, expire or clear each other's keys. ``clear`` and ``keys``
+            see only this namespace.
         cluster: Use redis-py's ``RedisCluster`` (also set by a ``+cluster`` URL).
         socket_timeout: Deadline of one reply; a hung server fails the call with
             `BackendUnavailableError` after this long, not redis-py's minute.
@@ -101,6 +106,7 @@ class RedisCache(Cache):
         scan_count: int = 1000,
     ) -> None:
         self.key_prefix = validate_prefix(key_prefix)
+        self._ns = namespace(self.key_prefix)
         self.max_value_bytes = max_value_bytes
         self._scan_count = scan_count
         secret = password.get_secret_value() if isinstance(password, SecretStr) else password
@@ -205,7 +211,7 @@ class RedisCache(Cache):
     # --- single keys ----------------------------------------------------------------
 
     def get(self, key: str) -> Any:
-        full = self.key_prefix + validate_key(key)
+        full = self._ns + validate_key(key)
         try:
             raw = self._client.execute_command("GET", full)
         except DRIVER_ERRORS as exc:
@@ -218,7 +224,7 @@ class RedisCache(Cache):
             return decode(raw, key)  # raises SerializationError naming the key
 
     def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
-        full = self.key_prefix + validate_key(key)
+        full = self._ns + validate_key(key)
         ms = ttl_ms(ttl)
         args: list[Any] = ["SET", full, encode(key, value, self.max_value_bytes)]
         if ms is not None:
@@ -231,21 +237,21 @@ class RedisCache(Cache):
             raise self._error(exc, "set", key) from exc
 
     def delete(self, key: str) -> bool:
-        full = self.key_prefix + validate_key(key)
+        full = self._ns + validate_key(key)
         try:
             return bool(self._client.execute_command("DEL", full))
         except DRIVER_ERRORS as exc:
             raise self._error(exc, "delete", key) from exc
 
     def exists(self, key: str) -> bool:
-        full = self.key_prefix + validate_key(key)
+        full = self._ns + validate_key(key)
         try:
             return bool(self._client.execute_command("EXISTS", full))
         except DRIVER_ERRORS as exc:
             raise self._error(exc, "exists", key) from exc
 
     def ttl(self, key: str) -> float | None:
-        full = self.key_prefix + validate_key(key)
+        full = self._ns + validate_key(key)
         try:
             ms = self._client.execute_command("PTTL", full)
         except DRIVER_ERRORS as exc:
@@ -253,7 +259,7 @@ class RedisCache(Cache):
         return None if ms < 0 else ms / 1000
 
     def expire(self, key: str, ttl: TTL | None) -> bool:
-        full = self.key_prefix + validate_key(key)
+        full = self._ns + validate_key(key)
         ms = ttl_ms(ttl)
         try:
             if ms is not None:
@@ -273,7 +279,7 @@ class RedisCache(Cache):
         names = validate_keys(keys)
         if not names:
             return []
-        prefix = self.key_prefix
+        prefix = self._ns
         full = [prefix + k for k in names]
         try:
             if self._cluster:
@@ -288,7 +294,7 @@ class RedisCache(Cache):
             return [None if raw is None else decode(raw, k) for raw, k in zip(raws, names, strict=True)]
 
     def mset(self, items: MsetItems) -> None:
-        prefix, limit = self.key_prefix, self.max_value_bytes
+        prefix, limit = self._ns, self.max_value_bytes
         rows = [(prefix + k, encode(k, v, limit), ms) for k, v, ms in normalize_items(items)]
         if not rows:
             return
@@ -332,13 +338,12 @@ class RedisCache(Cache):
     def clear(self) -> None:
         """``SCAN`` this prefix and ``UNLINK`` in batches; never ``KEYS`` or ``FLUSHDB``."""
         client = self._client
-        # The bare prefix is key "" of no store of this prefix (str: decode_responses clients).
-        bare = (self.key_prefix.encode("utf-8"), self.key_prefix)
+        accept = key_filter(self.key_prefix, "*")  # this store's keys only, never another namespace's
         batch: list[bytes] = []
         try:
-            # The escaped prefix makes MATCH literal: every reply starts with the prefix.
+            # The escaped namespace makes MATCH literal: every reply starts with it.
             for raw in client.scan_iter(match=clear_match(self.key_prefix), count=self._scan_count):
-                if raw in bare:
+                if accept(raw) is None:
                     continue
                 batch.append(raw)
                 if len(batch) >= self._scan_count:
