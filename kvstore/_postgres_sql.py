@@ -25,10 +25,19 @@ Schema (tables named from ``table_prefix`` inside ``schema``, always quoted with
   store's idempotency window.
 * ``<p>meta``: the schema version, migrated under a transaction-scoped advisory lock.
 
-Deadlines: ``connect_timeout`` (libpq, whole seconds, at least 2), ``statement_timeout``
-(server side), ``tcp_user_timeout`` + keepalives (a dead peer or a partition), the pool's
-``pool_timeout`` on every checkout. Not bounded: a server process frozen (SIGSTOP)
-while its kernel still acknowledges packets, since libpq has no client-side query timeout.
+Deadlines (DESIGN.md §8a): ``connect_timeout`` (libpq, whole seconds, at least 2; it
+also bounds connecting to a frozen postmaster, whose kernel completes the TCP handshake),
+``statement_timeout`` (server side: a slow statement is cancelled and the connection
+kept), ``tcp_user_timeout`` + keepalives (a dead peer or a partition), and a client-side
+deadline on every call, ``call_timeout`` (default `call_timeout` = ``statement_timeout``
++ `CALL_MARGIN`), covering the pool checkout (never longer than ``pool_timeout``) and
+every round trip of the call. libpq has no client-side query timeout, so a server whose
+processes are frozen (SIGSTOP, a stalled VM) while its kernel still acknowledges packets
+would otherwise block a read forever: `kvstore._postgres_watchdog` (one thread per
+process) shuts the socket of a call past its deadline down, the call raises
+`BackendUnavailableError` ("did not answer within N s") and the connection is closed,
+never reused. The statement may still run once the server thaws (its bytes were
+delivered), so such an error means "outcome unknown", like any lost reply.
 """
 
 from __future__ import annotations
@@ -46,7 +55,18 @@ from psycopg import sql
 
 from kvstore.errors import BackendUnavailableError, ConfigError, KVStoreError
 
-__all__ = ["SCHEMA_VERSION", "Queries", "build_conninfo", "lock_id", "map_error", "migrations", "scrub"]
+__all__ = [
+    "CALL_MARGIN",
+    "SCHEMA_VERSION",
+    "Queries",
+    "build_conninfo",
+    "call_timeout",
+    "deadline_error",
+    "lock_id",
+    "map_error",
+    "migrations",
+    "scrub",
+]
 
 BACKEND = "postgres"
 SCHEMA_VERSION = 2
@@ -297,6 +317,31 @@ def is_local(conninfo: str) -> bool:
 
 
 # --- errors -------------------------------------------------------------------------
+
+
+#: Seconds the client-side call deadline adds to ``statement_timeout`` by default, so a
+#: slow statement is cancelled cleanly by the server (its connection kept) before the
+#: watchdog has to cut the connection.
+CALL_MARGIN = 0.25
+
+
+def call_timeout(statement_timeout: float, given: float | None = None) -> float:
+    """The client-side deadline of one call: ``given``, else ``statement_timeout`` + `CALL_MARGIN`."""
+    timeout = statement_timeout + CALL_MARGIN if given is None else given
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise ConfigError(f"call_timeout must be a positive number of seconds, not {timeout!r}", backend=BACKEND)
+    return float(timeout)
+
+
+def deadline_error(operation: str, key: str | None, timeout: float) -> BackendUnavailableError:
+    """The error of a call the watchdog cut at its client-side deadline."""
+    return BackendUnavailableError(
+        f"PostgreSQL did not answer {operation} within {timeout:g} s (client-side call deadline); "
+        "the connection was closed. Is the server overloaded or frozen?",
+        backend=BACKEND,
+        key=key,
+        operation=operation,
+    )
 
 
 def map_error(exc: BaseException, operation: str, key: str | None, secret: str | None = None) -> KVStoreError | None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -92,6 +94,30 @@ class PgServer:
             self.pg_ctl("-m", "immediate", "-w", "stop")
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+    def pids(self) -> list[int]:
+        """The postmaster (first line of postmaster.pid) and its children."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        found = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True, check=False)
+        return [postmaster, *(int(pid) for pid in found.stdout.split())]
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Every process of the cluster stopped (SIGSTOP) inside the block: the kernel still
+        completes handshakes and acknowledges packets, nothing answers. SIGCONT on the way out."""
+        stopped: list[int] = []
+        try:
+            postmaster, *_ = self.pids()
+            os.kill(postmaster, signal.SIGSTOP)  # first, so it forks nothing new meanwhile
+            stopped.append(postmaster)
+            for pid in self.pids()[1:]:
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+            yield
+        finally:
+            for pid in reversed(stopped):
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     def psql(self, statement: str) -> None:
         import psycopg

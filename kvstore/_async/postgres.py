@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Self
 
+from kvstore import _postgres_watchdog as _wd
 from kvstore._async.base import AsyncDatabase
 from kvstore._codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
 from kvstore._idempotency import DEFAULT_IDEMPOTENCY_WINDOW, validate_idempotency_id, validate_window
@@ -93,6 +94,10 @@ class AsyncPostgresDatabase(AsyncDatabase):
         min_size, max_size, pool_timeout, max_waiting: Pool sizing and the
             deadline for getting a connection.
         connect_timeout, statement_timeout, tcp_user_timeout: Deadlines (seconds).
+        call_timeout: Client-side deadline of one call, pool checkout included
+            (default ``statement_timeout`` + 0.25 s): past it the watchdog cuts the
+            connection and the call raises `BackendUnavailableError`, even against a
+            server that is frozen but whose kernel still acknowledges packets.
         purge_interval: Seconds between sweeps of expired rows (they are invisible at once anyway).
         idempotency_window: Seconds an append's idempotency id is remembered (default
             one day, server clock); the sweep removes older ids of every prefix.
@@ -122,6 +127,7 @@ class AsyncPostgresDatabase(AsyncDatabase):
         connect_timeout: float = 2.0,
         statement_timeout: float = 5.0,
         tcp_user_timeout: float = 5.0,
+        call_timeout: float | None = None,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         purge_interval: float = 60.0,
         idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
@@ -134,6 +140,7 @@ class AsyncPostgresDatabase(AsyncDatabase):
         self._lock_id = _pg.lock_id(schema)
         self._pool_timeout = pool_timeout
         self._connect_timeout = connect_timeout
+        self._call_timeout = _pg.call_timeout(statement_timeout, call_timeout)
         self._purge_interval = purge_interval
         self._window = validate_window(idempotency_window)
         self._next_purge = time.monotonic() + purge_interval
@@ -265,6 +272,18 @@ class AsyncPostgresDatabase(AsyncDatabase):
         return self._pool
 
     async def _migrate(self, conn: _Conn) -> None:
+        # A connect-time step of a dozen statements: the connect budget plus one call's.
+        budget = self._connect_timeout + self._call_timeout
+        _wd.current.arm(conn, time.monotonic() + budget)
+        try:
+            await self._migrate_armed(conn)
+        except psycopg.Error as exc:
+            await self._raise_if_cut(conn, exc, "connect", None, budget)
+            raise
+        finally:
+            _wd.current.disarm(conn)
+
+    async def _migrate_armed(self, conn: _Conn) -> None:
         q = self._q
         async with conn.transaction():
             # Concurrent first connects (many processes) queue here instead of racing the DDL.
@@ -296,30 +315,46 @@ class AsyncPostgresDatabase(AsyncDatabase):
             if version != _pg.SCHEMA_VERSION:
                 await conn.execute(q.write_version, (_pg.SCHEMA_VERSION,))
 
-    async def _getconn(self, pool: _Pool) -> _Conn:
-        """A pooled connection that is not known dead; a dead one is closed and replaced.
+    async def _getconn(self, pool: _Pool, deadline: float, op: str, key: str | None) -> _Conn:
+        """A pooled connection that is not known dead, armed with the call's ``deadline``.
 
-        psycopg_pool's own ``check`` backs off 1 s, 2 s, 4 s between failed checks, so
-        a few dead connections after a server restart would exhaust ``pool_timeout``;
-        here a dead connection costs nothing but its replacement.
+        The checkout waits at most ``pool_timeout`` and never past the deadline. A
+        dead connection is closed and replaced: psycopg_pool's own ``check`` backs off
+        1 s, 2 s, 4 s between failed checks, so a few dead connections after a server
+        restart would exhaust ``pool_timeout``; here one costs nothing but its replacement.
+        Every connection this returns must go back through `_putconn` (which disarms it).
         """
         for _ in range(pool.max_size + 1):
-            conn = await pool.getconn(timeout=self._pool_timeout)
+            conn = await pool.getconn(timeout=max(0.001, min(self._pool_timeout, deadline - time.monotonic())))
+            _wd.current.arm(conn, deadline)
             if _looks_alive(conn):
                 return conn
             try:
                 await AsyncConnectionPool.check_connection(conn)
-            except psycopg.Error:
+            except psycopg.Error as exc:
+                cut = _wd.current.disarm(conn)
                 await conn.close()
                 await pool.putconn(conn)
+                if cut:
+                    raise _pg.deadline_error(op, key, self._call_timeout) from exc
                 continue
             return conn
         raise BackendUnavailableError("no live PostgreSQL connection in the pool", backend="postgres")
 
     @staticmethod
     async def _putconn(pool: _Pool, conn: _Conn) -> None:
+        """Disarm ``conn`` and hand it back; one whose deadline passed is closed, so the pool drops it."""
+        if _wd.current.disarm(conn):
+            await conn.close()
         conn._kvstore_returned = time.monotonic()  # type: ignore[attr-defined]  # our mark, see _looks_alive
         await pool.putconn(conn)
+
+    @staticmethod
+    async def _raise_if_cut(conn: _Conn, exc: BaseException, op: str, key: str | None, budget: float) -> None:
+        """After a driver error: if the watchdog cut ``conn`` at its deadline, close it and say so."""
+        if _wd.current.disarm(conn):
+            await conn.close()
+            raise _pg.deadline_error(op, key, budget) from exc
 
     async def _one(self, op: str, key: str | None, query: str, params: Any) -> Any:
         """Run one idempotent statement and return its first row (or ``None``).
@@ -328,16 +363,18 @@ class AsyncPostgresDatabase(AsyncDatabase):
         statement retried on the next one: only idempotent statements come here.
         """
         pool = self._pool if self._ready else await self._start()
+        deadline = time.monotonic() + self._call_timeout
         with _pg.ErrorBoundary(op, key, self._secret):
             for attempt in range(pool.max_size + 1):
-                conn = await self._getconn(pool)
+                conn = await self._getconn(pool, deadline, op, key)
                 try:
                     cur = await _cursor(conn).execute(query, params)
                     return await cur.fetchone()
-                except psycopg.OperationalError:
+                except psycopg.Error as exc:
+                    await self._raise_if_cut(conn, exc, op, key, self._call_timeout)
                     # A connection that died under us (restart) is dropped by the pool; try the
                     # next one. Each dead connection is tried once, so this loop is bounded.
-                    if attempt == pool.max_size or not conn.broken:
+                    if not isinstance(exc, psycopg.OperationalError) or attempt == pool.max_size or not conn.broken:
                         raise
                 finally:
                     await self._putconn(pool, conn)
@@ -346,16 +383,18 @@ class AsyncPostgresDatabase(AsyncDatabase):
     async def _all(self, op: str, key: str | None, query: str, params: Any) -> list[Any]:
         """Like `_one`, returning every row."""
         pool = self._pool if self._ready else await self._start()
+        deadline = time.monotonic() + self._call_timeout
         with _pg.ErrorBoundary(op, key, self._secret):
             for attempt in range(pool.max_size + 1):
-                conn = await self._getconn(pool)
+                conn = await self._getconn(pool, deadline, op, key)
                 try:
                     cur = await _cursor(conn).execute(query, params)
                     return await cur.fetchall()
-                except psycopg.OperationalError:
+                except psycopg.Error as exc:
+                    await self._raise_if_cut(conn, exc, op, key, self._call_timeout)
                     # A connection that died under us (restart) is dropped by the pool; try the
                     # next one. Each dead connection is tried once, so this loop is bounded.
-                    if attempt == pool.max_size or not conn.broken:
+                    if not isinstance(exc, psycopg.OperationalError) or attempt == pool.max_size or not conn.broken:
                         raise
                 finally:
                     await self._putconn(pool, conn)
@@ -364,17 +403,19 @@ class AsyncPostgresDatabase(AsyncDatabase):
     async def _write(self, op: str, key: str | None, query: str, params: Any) -> int:
         """Run one idempotent write; return its row count."""
         pool = self._pool if self._ready else await self._start()
+        deadline = time.monotonic() + self._call_timeout
         with _pg.ErrorBoundary(op, key, self._secret):
             for attempt in range(pool.max_size + 1):
-                conn = await self._getconn(pool)
+                conn = await self._getconn(pool, deadline, op, key)
                 try:
                     cur = await _cursor(conn).execute(query, params)
                     count = cur.rowcount
                     break
-                except psycopg.OperationalError:
+                except psycopg.Error as exc:
+                    await self._raise_if_cut(conn, exc, op, key, self._call_timeout)
                     # A connection that died under us (restart) is dropped by the pool; try the
                     # next one. Each dead connection is tried once, so this loop is bounded.
-                    if attempt == pool.max_size or not conn.broken:
+                    if not isinstance(exc, psycopg.OperationalError) or attempt == pool.max_size or not conn.broken:
                         raise
                 finally:
                     await self._putconn(pool, conn)
@@ -397,13 +438,16 @@ class AsyncPostgresDatabase(AsyncDatabase):
         while True:
             pool = self._pool if self._ready else await self._start()
             with _pg.ErrorBoundary("purge_expired", None, self._secret):
-                conn = await self._getconn(pool)
+                conn = await self._getconn(pool, time.monotonic() + self._call_timeout, "purge_expired", None)
                 try:
                     cur = await conn.execute(self._q.purge, (_PURGE_BATCH,))
                     removed = cur.rowcount
                     # Idempotency ids older than the window go in the same sweep.
                     cur = await conn.execute(self._q.purge_ids, (self._window, _PURGE_BATCH))
                     ids = cur.rowcount
+                except psycopg.Error as exc:
+                    await self._raise_if_cut(conn, exc, "purge_expired", None, self._call_timeout)
+                    raise
                 finally:
                     await self._putconn(pool, conn)
             total += removed
@@ -543,9 +587,10 @@ class AsyncPostgresDatabase(AsyncDatabase):
         """
         pool = self._pool if self._ready else await self._start()
         q, ns, n, window = self._q, self.key_prefix, len(encoded), self._window
+        deadline = time.monotonic() + self._call_timeout
         with _pg.ErrorBoundary(op, key, self._secret):
             for attempt in range(pool.max_size + 1):
-                conn = await self._getconn(pool)
+                conn = await self._getconn(pool, deadline, op, key)
                 committing = False
                 try:
                     async with conn.transaction():
@@ -574,8 +619,14 @@ class AsyncPostgresDatabase(AsyncDatabase):
                 except _RacedDuplicate:
                     # The racing call committed: the next attempt's lookup finds its length.
                     continue
-                except psycopg.OperationalError:
-                    if attempt == pool.max_size or not conn.broken or (committing and idempotency_id is None):
+                except psycopg.Error as exc:
+                    await self._raise_if_cut(conn, exc, op, key, self._call_timeout)
+                    if (
+                        not isinstance(exc, psycopg.OperationalError)
+                        or attempt == pool.max_size
+                        or not conn.broken
+                        or (committing and idempotency_id is None)
+                    ):
                         raise
                 finally:
                     await self._putconn(pool, conn)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Self
 
+from kvstore import _postgres_watchdog as _wd
 from kvstore._codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
 from kvstore._idempotency import DEFAULT_IDEMPOTENCY_WINDOW, validate_idempotency_id, validate_window
 from kvstore._items import MsetItems, normalize_items
@@ -93,6 +94,10 @@ class PostgresDatabase(Database):
         min_size, max_size, pool_timeout, max_waiting: Pool sizing and the
             deadline for getting a connection.
         connect_timeout, statement_timeout, tcp_user_timeout: Deadlines (seconds).
+        call_timeout: Client-side deadline of one call, pool checkout included
+            (default ``statement_timeout`` + 0.25 s): past it the watchdog cuts the
+            connection and the call raises `BackendUnavailableError`, even against a
+            server that is frozen but whose kernel still acknowledges packets.
         purge_interval: Seconds between sweeps of expired rows (they are invisible at once anyway).
         idempotency_window: Seconds an append's idempotency id is remembered (default
             one day, server clock); the sweep removes older ids of every prefix.
@@ -122,6 +127,7 @@ class PostgresDatabase(Database):
         connect_timeout: float = 2.0,
         statement_timeout: float = 5.0,
         tcp_user_timeout: float = 5.0,
+        call_timeout: float | None = None,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         purge_interval: float = 60.0,
         idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
@@ -134,6 +140,7 @@ class PostgresDatabase(Database):
         self._lock_id = _pg.lock_id(schema)
         self._pool_timeout = pool_timeout
         self._connect_timeout = connect_timeout
+        self._call_timeout = _pg.call_timeout(statement_timeout, call_timeout)
         self._purge_interval = purge_interval
         self._window = validate_window(idempotency_window)
         self._next_purge = time.monotonic() + purge_interval
@@ -262,6 +269,18 @@ class PostgresDatabase(Database):
         return self._pool
 
     def _migrate(self, conn: _Conn) -> None:
+        # A connect-time step of a dozen statements: the connect budget plus one call's.
+        budget = self._connect_timeout + self._call_timeout
+        _wd.current.arm(conn, time.monotonic() + budget)
+        try:
+            self._migrate_armed(conn)
+        except psycopg.Error as exc:
+            self._raise_if_cut(conn, exc, "connect", None, budget)
+            raise
+        finally:
+            _wd.current.disarm(conn)
+
+    def _migrate_armed(self, conn: _Conn) -> None:
         q = self._q
         with conn.transaction():
             # Concurrent first connects (many processes) queue here instead of racing the DDL.
@@ -293,30 +312,46 @@ class PostgresDatabase(Database):
             if version != _pg.SCHEMA_VERSION:
                 conn.execute(q.write_version, (_pg.SCHEMA_VERSION,))
 
-    def _getconn(self, pool: _Pool) -> _Conn:
-        """A pooled connection that is not known dead; a dead one is closed and replaced.
+    def _getconn(self, pool: _Pool, deadline: float, op: str, key: str | None) -> _Conn:
+        """A pooled connection that is not known dead, armed with the call's ``deadline``.
 
-        psycopg_pool's own ``check`` backs off 1 s, 2 s, 4 s between failed checks, so
-        a few dead connections after a server restart would exhaust ``pool_timeout``;
-        here a dead connection costs nothing but its replacement.
+        The checkout waits at most ``pool_timeout`` and never past the deadline. A
+        dead connection is closed and replaced: psycopg_pool's own ``check`` backs off
+        1 s, 2 s, 4 s between failed checks, so a few dead connections after a server
+        restart would exhaust ``pool_timeout``; here one costs nothing but its replacement.
+        Every connection this returns must go back through `_putconn` (which disarms it).
         """
         for _ in range(pool.max_size + 1):
-            conn = pool.getconn(timeout=self._pool_timeout)
+            conn = pool.getconn(timeout=max(0.001, min(self._pool_timeout, deadline - time.monotonic())))
+            _wd.current.arm(conn, deadline)
             if _looks_alive(conn):
                 return conn
             try:
                 ConnectionPool.check_connection(conn)
-            except psycopg.Error:
+            except psycopg.Error as exc:
+                cut = _wd.current.disarm(conn)
                 conn.close()
                 pool.putconn(conn)
+                if cut:
+                    raise _pg.deadline_error(op, key, self._call_timeout) from exc
                 continue
             return conn
         raise BackendUnavailableError("no live PostgreSQL connection in the pool", backend="postgres")
 
     @staticmethod
     def _putconn(pool: _Pool, conn: _Conn) -> None:
+        """Disarm ``conn`` and hand it back; one whose deadline passed is closed, so the pool drops it."""
+        if _wd.current.disarm(conn):
+            conn.close()
         conn._kvstore_returned = time.monotonic()  # type: ignore[attr-defined]  # our mark, see _looks_alive
         pool.putconn(conn)
+
+    @staticmethod
+    def _raise_if_cut(conn: _Conn, exc: BaseException, op: str, key: str | None, budget: float) -> None:
+        """After a driver error: if the watchdog cut ``conn`` at its deadline, close it and say so."""
+        if _wd.current.disarm(conn):
+            conn.close()
+            raise _pg.deadline_error(op, key, budget) from exc
 
     def _one(self, op: str, key: str | None, query: str, params: Any) -> Any:
         """Run one idempotent statement and return its first row (or ``None``).
@@ -325,16 +360,18 @@ class PostgresDatabase(Database):
         statement retried on the next one: only idempotent statements come here.
         """
         pool = self._pool if self._ready else self._start()
+        deadline = time.monotonic() + self._call_timeout
         with _pg.ErrorBoundary(op, key, self._secret):
             for attempt in range(pool.max_size + 1):
-                conn = self._getconn(pool)
+                conn = self._getconn(pool, deadline, op, key)
                 try:
                     cur = _cursor(conn).execute(query, params)
                     return cur.fetchone()
-                except psycopg.OperationalError:
+                except psycopg.Error as exc:
+                    self._raise_if_cut(conn, exc, op, key, self._call_timeout)
                     # A connection that died under us (restart) is dropped by the pool; try the
                     # next one. Each dead connection is tried once, so this loop is bounded.
-                    if attempt == pool.max_size or not conn.broken:
+                    if not isinstance(exc, psycopg.OperationalError) or attempt == pool.max_size or not conn.broken:
                         raise
                 finally:
                     self._putconn(pool, conn)
@@ -343,16 +380,18 @@ class PostgresDatabase(Database):
     def _all(self, op: str, key: str | None, query: str, params: Any) -> list[Any]:
         """Like `_one`, returning every row."""
         pool = self._pool if self._ready else self._start()
+        deadline = time.monotonic() + self._call_timeout
         with _pg.ErrorBoundary(op, key, self._secret):
             for attempt in range(pool.max_size + 1):
-                conn = self._getconn(pool)
+                conn = self._getconn(pool, deadline, op, key)
                 try:
                     cur = _cursor(conn).execute(query, params)
                     return cur.fetchall()
-                except psycopg.OperationalError:
+                except psycopg.Error as exc:
+                    self._raise_if_cut(conn, exc, op, key, self._call_timeout)
                     # A connection that died under us (restart) is dropped by the pool; try the
                     # next one. Each dead connection is tried once, so this loop is bounded.
-                    if attempt == pool.max_size or not conn.broken:
+                    if not isinstance(exc, psycopg.OperationalError) or attempt == pool.max_size or not conn.broken:
                         raise
                 finally:
                     self._putconn(pool, conn)
@@ -361,17 +400,19 @@ class PostgresDatabase(Database):
     def _write(self, op: str, key: str | None, query: str, params: Any) -> int:
         """Run one idempotent write; return its row count."""
         pool = self._pool if self._ready else self._start()
+        deadline = time.monotonic() + self._call_timeout
         with _pg.ErrorBoundary(op, key, self._secret):
             for attempt in range(pool.max_size + 1):
-                conn = self._getconn(pool)
+                conn = self._getconn(pool, deadline, op, key)
                 try:
                     cur = _cursor(conn).execute(query, params)
                     count = cur.rowcount
                     break
-                except psycopg.OperationalError:
+                except psycopg.Error as exc:
+                    self._raise_if_cut(conn, exc, op, key, self._call_timeout)
                     # A connection that died under us (restart) is dropped by the pool; try the
                     # next one. Each dead connection is tried once, so this loop is bounded.
-                    if attempt == pool.max_size or not conn.broken:
+                    if not isinstance(exc, psycopg.OperationalError) or attempt == pool.max_size or not conn.broken:
                         raise
                 finally:
                     self._putconn(pool, conn)
@@ -394,13 +435,16 @@ class PostgresDatabase(Database):
         while True:
             pool = self._pool if self._ready else self._start()
             with _pg.ErrorBoundary("purge_expired", None, self._secret):
-                conn = self._getconn(pool)
+                conn = self._getconn(pool, time.monotonic() + self._call_timeout, "purge_expired", None)
                 try:
                     cur = conn.execute(self._q.purge, (_PURGE_BATCH,))
                     removed = cur.rowcount
                     # Idempotency ids older than the window go in the same sweep.
                     cur = conn.execute(self._q.purge_ids, (self._window, _PURGE_BATCH))
                     ids = cur.rowcount
+                except psycopg.Error as exc:
+                    self._raise_if_cut(conn, exc, "purge_expired", None, self._call_timeout)
+                    raise
                 finally:
                     self._putconn(pool, conn)
             total += removed
@@ -540,9 +584,10 @@ class PostgresDatabase(Database):
         """
         pool = self._pool if self._ready else self._start()
         q, ns, n, window = self._q, self.key_prefix, len(encoded), self._window
+        deadline = time.monotonic() + self._call_timeout
         with _pg.ErrorBoundary(op, key, self._secret):
             for attempt in range(pool.max_size + 1):
-                conn = self._getconn(pool)
+                conn = self._getconn(pool, deadline, op, key)
                 committing = False
                 try:
                     with conn.transaction():
@@ -571,8 +616,14 @@ class PostgresDatabase(Database):
                 except _RacedDuplicate:
                     # The racing call committed: the next attempt's lookup finds its length.
                     continue
-                except psycopg.OperationalError:
-                    if attempt == pool.max_size or not conn.broken or (committing and idempotency_id is None):
+                except psycopg.Error as exc:
+                    self._raise_if_cut(conn, exc, op, key, self._call_timeout)
+                    if (
+                        not isinstance(exc, psycopg.OperationalError)
+                        or attempt == pool.max_size
+                        or not conn.broken
+                        or (committing and idempotency_id is None)
+                    ):
                         raise
                 finally:
                     self._putconn(pool, conn)
