@@ -333,15 +333,22 @@ def call_timeout(statement_timeout: float, given: float | None = None) -> float:
     return float(timeout)
 
 
-def deadline_error(operation: str, key: str | None, timeout: float) -> BackendUnavailableError:
-    """The error of a call the watchdog cut at its client-side deadline."""
-    return BackendUnavailableError(
-        f"PostgreSQL did not answer {operation} within {timeout:g} s (client-side call deadline); "
-        "the connection was closed. Is the server overloaded or frozen?",
-        backend=BACKEND,
-        key=key,
-        operation=operation,
-    )
+def deadline_error(
+    operation: str, key: str | None, timeout: float, *, checkout: bool = False
+) -> BackendUnavailableError:
+    """The error of a call that missed its client-side deadline: cut by the watchdog while
+    waiting for the server, or (``checkout``) still waiting for a pooled connection."""
+    if checkout:
+        message = (
+            f"PostgreSQL {operation}: no pooled connection free within the {timeout:g} s call deadline "
+            "(new connections unanswered, or all busy); is the server up?"
+        )
+    else:
+        message = (
+            f"PostgreSQL did not answer {operation} within {timeout:g} s (client-side call deadline); "
+            "the connection was closed. Is the server overloaded or frozen?"
+        )
+    return BackendUnavailableError(message, backend=BACKEND, key=key, operation=operation)
 
 
 def map_error(exc: BaseException, operation: str, key: str | None, secret: str | None = None) -> KVStoreError | None:

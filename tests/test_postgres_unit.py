@@ -93,3 +93,21 @@ def test_import_kvstore_does_not_import_psycopg() -> None:
     code = "import sys, kvstore; print('psycopg' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_call_deadline_defaults_to_statement_timeout_plus_margin_and_rejects_nonsense() -> None:
+    """call_timeout is statement_timeout + 0.25 s unless given; zero, negative or infinite is a ConfigError."""
+    assert pg.call_timeout(5.0) == 5.0 + pg.CALL_MARGIN == 5.25
+    assert pg.call_timeout(5.0, 0.5) == 0.5
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ConfigError):
+            pg.call_timeout(5.0, bad)
+
+
+def test_deadline_errors_are_unavailability_naming_the_operation_and_the_deadline() -> None:
+    """A missed call deadline (cut, or no pooled connection in time) is a BackendUnavailableError with the op."""
+    for checkout in (False, True):
+        err = pg.deadline_error("get", "k", 0.5, checkout=checkout)
+        assert isinstance(err, BackendUnavailableError)
+        assert (err.backend, err.key, err.operation) == ("postgres", "k", "get")
+        assert "0.5 s" in str(err)

@@ -22,7 +22,7 @@ from kvstore.errors import BackendUnavailableError, ClosedError, ConfigError, Mi
 
 try:
     import psycopg
-    from psycopg_pool import ConnectionPool
+    from psycopg_pool import ConnectionPool, PoolTimeout
 
     from kvstore import _postgres_sql as _pg
 except ImportError as _exc:  # pragma: no cover - exercised by the missing-extra test
@@ -322,7 +322,13 @@ class PostgresDatabase(Database):
         Every connection this returns must go back through `_putconn` (which disarms it).
         """
         for _ in range(pool.max_size + 1):
-            conn = pool.getconn(timeout=max(0.001, min(self._pool_timeout, deadline - time.monotonic())))
+            wait = min(self._pool_timeout, deadline - time.monotonic())
+            try:
+                conn = pool.getconn(timeout=max(0.001, wait))
+            except PoolTimeout as exc:
+                if wait < self._pool_timeout:  # the call's deadline, not pool_timeout, ran out
+                    raise _pg.deadline_error(op, key, self._call_timeout, checkout=True) from exc
+                raise
             _wd.current.arm(conn, deadline)
             if _looks_alive(conn):
                 return conn
