@@ -16,10 +16,13 @@ is broken; `disarm` tells the caller its deadline was missed, so it raises
 
 Arming and firing hold one lock, so the watchdog can never cut a connection whose
 call already disarmed it (and that may be back in the pool or serving another call).
+Where a socket descriptor cannot be duplicated (Windows), a cut does nothing and a call
+is bounded by the server-side and TCP deadlines only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -37,15 +40,17 @@ TICK = 0.05
 def _cut(conn: Any) -> None:
     """Shut the connection's socket down so a read or write blocked on it returns now."""
     try:
-        fd = conn.pgconn.socket
-        dup = os.dup(fd)
-    except Exception:  # already closed by psycopg: nothing is blocked on it
+        dup = os.dup(conn.pgconn.socket)
+    except Exception:  # already closed by psycopg: nothing is blocked on it (or no dup: Windows)
         return
     try:
-        with socket.socket(fileno=dup) as sock:
-            sock.shutdown(socket.SHUT_RDWR)
-    except OSError:  # not a socket we can shut (already reset): the read fails anyway
-        pass
+        sock = socket.socket(fileno=dup)
+    except OSError:
+        os.close(dup)
+        return
+    # An OSError here means the peer already reset it: the blocked read fails anyway.
+    with sock, contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 class Watchdog:

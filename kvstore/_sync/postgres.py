@@ -278,7 +278,8 @@ class PostgresDatabase(Database):
             self._raise_if_cut(conn, exc, "connect", None, budget)
             raise
         finally:
-            _wd.current.disarm(conn)
+            if _wd.current.disarm(conn):  # cut just as it finished: never hand the dead socket back
+                conn.close()
 
     def _migrate_armed(self, conn: _Conn) -> None:
         q = self._q
