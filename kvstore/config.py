@@ -216,6 +216,11 @@ class PostgresDatabaseConfig(_NetworkConfig):
     pool_timeout: PositiveSeconds = Field(5.0, description="How long a call waits for a pooled connection.")
     max_waiting: int = Field(0, ge=0, description="Callers allowed to queue for a connection (0 = unlimited).")
     statement_timeout: PositiveSeconds = Field(5.0, description="Server-side deadline of one statement.")
+    call_timeout: PositiveSeconds | None = Field(
+        None,
+        description="Client-side deadline of one call, pool checkout included; holds even against a frozen "
+        "server (default statement_timeout + 0.25 s).",
+    )
     tcp_user_timeout: PositiveSeconds = Field(5.0, description="Deadline for unacknowledged data on the socket.")
     fallback: list[DatabaseFallback] | None = None
 

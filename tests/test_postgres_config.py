@@ -80,3 +80,20 @@ async def test_async_store_opens_lazily(postgres_url: str) -> None:
     await db.clear()
     await db.aclose()
     assert "closed" in repr(db)
+
+
+@pytest.mark.postgres
+def test_call_timeout_comes_from_config(postgres_url: str) -> None:
+    """call_timeout in the config sets the client-side deadline; without it, statement_timeout + 0.25 s."""
+    explicit = PostgresDatabase.from_config(
+        PostgresDatabaseConfig(url=postgres_url, call_timeout=0.7, key_prefix="ct:")
+    )
+    default = PostgresDatabase.from_config(
+        PostgresDatabaseConfig(url=postgres_url, statement_timeout=1.0, key_prefix="ct:")
+    )
+    try:
+        assert explicit._call_timeout == pytest.approx(0.7)
+        assert default._call_timeout == pytest.approx(1.25)
+    finally:
+        explicit.close()
+        default.close()

@@ -218,6 +218,7 @@ class PostgresDatabase(Database):
             max_waiting=config.max_waiting,
             connect_timeout=config.connect_timeout,
             statement_timeout=config.statement_timeout,
+            call_timeout=config.call_timeout,
             tcp_user_timeout=config.tcp_user_timeout,
             max_value_bytes=config.max_value_bytes,
             **explicit,
