@@ -4,32 +4,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any, NoReturn, Self
+from typing import Any, Self
 
 from kvstore._async.base import AsyncCache, AsyncDatabase
+from kvstore._closed import Closed as _Closed
 from kvstore._codec import DEFAULT_MAX_VALUE_BYTES
 from kvstore._idempotency import DEFAULT_IDEMPOTENCY_WINDOW
 from kvstore._items import MsetItems
 from kvstore._memory import MemoryKeyspace
 from kvstore._ttl import TTL
 from kvstore.config import MemoryCacheConfig, MemoryDatabaseConfig
-from kvstore.errors import ClosedError
 
 __all__ = ["AsyncMemoryCache", "AsyncMemoryDatabase"]
 
 
 #: Methods whose sync form is the keyspace's own method, bound per instance.
 _DIRECT = ("get", "set", "delete", "exists", "mget", "mset", "keys", "append", "get_range", "get_length")
-
-
-class _Closed:
-    """Stands in for the keyspace after close: every use raises `ClosedError`."""
-
-    def __init__(self, owner: str) -> None:
-        self._owner = owner
-
-    def __getattr__(self, name: str) -> NoReturn:
-        raise ClosedError(f"{self._owner} is closed", backend="memory", operation=name)
 
 
 class _MemoryStore:
@@ -110,7 +100,7 @@ class _MemoryStore:
     async def aclose(self) -> None:
         if not isinstance(self._space, _Closed):
             self._space.clear()
-            self._space = _Closed(type(self).__name__)  # type: ignore[assignment]  # duck-typed stand-in
+            self._space = _Closed(type(self).__name__, "memory")  # type: ignore[assignment]  # duck-typed stand-in
             for name in _DIRECT:  # drop the direct bindings: calls now reach _Closed and raise
                 self.__dict__.pop(name, None)
 

@@ -5,19 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable
-from typing import Any, NoReturn, Self
+from typing import Any, Self
 
 from orjson import JSONDecodeError
 from orjson import loads as _loads
 from pydantic import SecretStr
 
 from kvstore._async.base import AsyncCache
+from kvstore._closed import Closed as _Closed
 from kvstore._codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
 from kvstore._items import MsetItems, normalize_items
 from kvstore._keys import validate_key, validate_keys, validate_prefix
 from kvstore._ttl import TTL, ttl_ms
 from kvstore.config import RedisCacheConfig
-from kvstore.errors import ClosedError, KVStoreError, MissingDependencyError
+from kvstore.errors import KVStoreError, MissingDependencyError
 
 try:
     import redis.asyncio
@@ -40,16 +41,6 @@ from kvstore._redis_common import (
 )
 
 __all__ = ["AsyncRedisCache"]
-
-
-class _Closed:
-    """Stands in for the client after close: every use raises `ClosedError`."""
-
-    def __init__(self, owner: str) -> None:
-        self._owner = owner
-
-    def __getattr__(self, name: str) -> NoReturn:
-        raise ClosedError(f"{self._owner} is closed", backend="redis", operation=name)
 
 
 if True:  # ASYNC
@@ -205,7 +196,7 @@ class AsyncRedisCache(AsyncCache):
                 self._client = redis.asyncio.Redis.from_pool(pool)
         except DRIVER_ERRORS as exc:
             # The sync cluster client discovers the cluster while it is built.
-            self._client = _Closed(type(self).__name__)
+            self._client = _Closed(type(self).__name__, "redis")
             raise self._error(exc, "connect") from exc
 
     @classmethod
@@ -410,7 +401,7 @@ class AsyncRedisCache(AsyncCache):
         client = self._client
         if isinstance(client, _Closed):
             return
-        self._client = _Closed(type(self).__name__)
+        self._client = _Closed(type(self).__name__, "redis")
         if self._owns_client:
             # Closing a broken connection must not fail shutdown.
             with contextlib.suppress(*DRIVER_ERRORS):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import Any, NoReturn, Self, TypeVar
+from typing import Any, Self, TypeVar
 
-from kvstore.errors import ClosedError, MissingDependencyError
+from kvstore.errors import MissingDependencyError
 
 try:
     import apsw
@@ -15,6 +15,7 @@ except ImportError as exc:  # pragma: no cover - exercised by the missing-extra 
     raise MissingDependencyError("sqlite", "sqlite", "apsw") from exc
 
 from kvstore._async.base import AsyncDatabase
+from kvstore._closed import Closed as _Closed
 from kvstore._codec import DEFAULT_MAX_VALUE_BYTES
 from kvstore._idempotency import DEFAULT_IDEMPOTENCY_WINDOW
 from kvstore._items import MsetItems
@@ -31,16 +32,6 @@ if True:  # ASYNC
 __all__ = ["AsyncSqliteDatabase"]
 
 T = TypeVar("T")
-
-
-class _Closed:
-    """Stands in for the engine after close: every use raises `ClosedError`."""
-
-    def __init__(self, owner: str) -> None:
-        self._owner = owner
-
-    def __getattr__(self, name: str) -> NoReturn:
-        raise ClosedError(f"{self._owner} is closed", backend="sqlite", operation=name)
 
 
 class AsyncSqliteDatabase(AsyncDatabase):
@@ -243,7 +234,7 @@ class AsyncSqliteDatabase(AsyncDatabase):
         engine = self._engine
         if isinstance(engine, _Closed):
             return
-        self._engine = _Closed(type(self).__name__)  # type: ignore[assignment]  # duck-typed stand-in
+        self._engine = _Closed(type(self).__name__, "sqlite")  # type: ignore[assignment]  # duck-typed stand-in
         if True:  # ASYNC
             await self._run(engine.close)
         else:

@@ -6,15 +6,16 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, NoReturn, Self, TypeVar
+from typing import Any, Self, TypeVar
 
-from kvstore.errors import ClosedError, MissingDependencyError
+from kvstore.errors import MissingDependencyError
 
 try:
     import apsw
 except ImportError as exc:  # pragma: no cover - exercised by the missing-extra test
     raise MissingDependencyError("sqlite", "sqlite", "apsw") from exc
 
+from kvstore._closed import Closed as _Closed
 from kvstore._codec import DEFAULT_MAX_VALUE_BYTES
 from kvstore._idempotency import DEFAULT_IDEMPOTENCY_WINDOW
 from kvstore._items import MsetItems
@@ -27,16 +28,6 @@ from kvstore.config import DEFAULT_SQLITE_PATH, SqliteDatabaseConfig
 __all__ = ["SqliteDatabase"]
 
 T = TypeVar("T")
-
-
-class _Closed:
-    """Stands in for the engine after close: every use raises `ClosedError`."""
-
-    def __init__(self, owner: str) -> None:
-        self._owner = owner
-
-    def __getattr__(self, name: str) -> NoReturn:
-        raise ClosedError(f"{self._owner} is closed", backend="sqlite", operation=name)
 
 
 class SqliteDatabase(Database):
@@ -182,5 +173,5 @@ class SqliteDatabase(Database):
         engine = self._engine
         if isinstance(engine, _Closed):
             return
-        self._engine = _Closed(type(self).__name__)  # type: ignore[assignment]  # duck-typed stand-in
+        self._engine = _Closed(type(self).__name__, "sqlite")  # type: ignore[assignment]  # duck-typed stand-in
         engine.close()
