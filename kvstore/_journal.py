@@ -26,15 +26,33 @@ from kvstore._codec import _default
 
 __all__ = ["Journal", "JournalEntry"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS journal (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL,
-    op TEXT NOT NULL,
-    args BLOB NOT NULL,
-    created REAL NOT NULL
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS journal (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL,
+        op TEXT NOT NULL,
+        args BLOB NOT NULL,
+        created REAL NOT NULL
+    )""",
+    # Entries the primary refused for good (e.g. WrongTypeError): kept for a human, never retried.
+    """CREATE TABLE IF NOT EXISTS dead_letters (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL,
+        op TEXT NOT NULL,
+        args BLOB NOT NULL,
+        created REAL NOT NULL,
+        error TEXT NOT NULL
+    )""",
+    # At most one process replays a shared journal at a time (a lease with a heartbeat).
+    """CREATE TABLE IF NOT EXISTS replayer (
+        one INTEGER PRIMARY KEY CHECK (one = 1),
+        owner TEXT NOT NULL,
+        heartbeat REAL NOT NULL
+    )""",
 )
-"""
+
+#: Seconds after which a replayer that stopped heart-beating (a crashed process) loses its lease.
+LEASE_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +77,9 @@ class Journal:
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute(_SCHEMA)
+        for statement in _SCHEMA:
+            self._conn.execute(statement)
+        self._owner = uuid.uuid4().hex
 
     def __repr__(self) -> str:
         return f"<Journal {self.path!r} pending={len(self)}>"
@@ -91,6 +111,57 @@ class Journal:
         """Forget an entry the primary has acknowledged."""
         with self._lock:
             self._conn.execute("DELETE FROM journal WHERE seq = ?", (seq,))
+
+    def dead_letter(self, entry: JournalEntry, error: str) -> None:
+        """Move an entry the primary refuses for good out of the queue, keeping it for inspection."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO dead_letters (seq, id, op, args, created, error) "
+                    "SELECT seq, id, op, args, created, ? FROM journal WHERE seq = ?",
+                    (error, entry.seq),
+                )
+                self._conn.execute("DELETE FROM journal WHERE seq = ?", (entry.seq,))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def dead_letters(self) -> list[tuple[JournalEntry, str]]:
+        """Entries the primary refused, with the reason, oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, id, op, args, created, error FROM dead_letters ORDER BY seq"
+            ).fetchall()
+        return [(JournalEntry(seq, i, op, orjson.loads(a), c), err) for seq, i, op, a, c, err in rows]
+
+    def acquire_replay(self) -> bool:
+        """Take (or renew) the replay lease; False while another live process holds it.
+
+        Several processes may share one journal file; only one replays at a time, so
+        no entry is applied twice and entries reach the primary in journal order.
+        """
+        now = time.time()
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._conn.execute("SELECT owner, heartbeat FROM replayer WHERE one = 1").fetchone()
+                free = row is None or row[0] == self._owner or row[1] < now - LEASE_SECONDS
+                if free:
+                    self._conn.execute(
+                        "INSERT OR REPLACE INTO replayer (one, owner, heartbeat) VALUES (1, ?, ?)", (self._owner, now)
+                    )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return free
+
+    def release_replay(self) -> None:
+        """Give the replay lease back."""
+        with self._lock:
+            self._conn.execute("DELETE FROM replayer WHERE one = 1 AND owner = ?", (self._owner,))
 
     def __len__(self) -> int:
         with self._lock:

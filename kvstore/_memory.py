@@ -317,6 +317,7 @@ class MemoryKeyspace:
 
     def get_range(self, key: str, start: int, end: int) -> list[Any]:
         key = validate_key(key)
+        lrange_bounds(0, start, end)  # index types are checked even when the list is missing
         with self._lock:
             items = self._list(key, "get_range")
             if items is None:

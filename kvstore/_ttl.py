@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 
-__all__ = ["TTL", "expires_at", "ttl_ms"]
+__all__ = ["MAX_TTL_SECONDS", "TTL", "expires_at", "ttl_ms"]
 
 TTL = float | int | timedelta
+#: About 317 years: every backend (PostgreSQL timestamps, SQLite integers, Redis PX) can store it.
+MAX_TTL_SECONDS = 1e10
 
 
 def ttl_ms(ttl: TTL | None) -> int | None:
@@ -27,6 +29,8 @@ def ttl_ms(ttl: TTL | None) -> int | None:
         raise TypeError(f"ttl must be seconds (float) or a timedelta, not {type(ttl).__name__}")
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"ttl must be a finite number of seconds > 0, got {ttl!r}")
+    if seconds > MAX_TTL_SECONDS:
+        raise ValueError(f"ttl must be at most {MAX_TTL_SECONDS:.0e} seconds (use None for no expiry), got {ttl!r}")
     return max(1, math.ceil(seconds * 1000 - 1e-6))
 
 

@@ -14,6 +14,7 @@ from kvstore.config import (
     RedisCacheConfig,
     SqliteDatabaseConfig,
     _describe,
+    _split_password,
 )
 from kvstore.errors import ConfigError
 
@@ -33,17 +34,14 @@ _SCHEMES = {
 
 
 def redact_url(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``: safe to print."""
+    """``url`` with its password (in the user part or ``?password=``) shown as ``***``: safe to print."""
     try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        port = f":{parts.port}" if parts.port is not None else ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+        bare, password = _split_password(url)
+        if password is None:
+            return bare
+        parts = urlsplit(bare)
+        user, _, host = parts.netloc.rpartition("@")
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
     except ValueError:
         return "<unparsable URL>"
 

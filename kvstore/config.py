@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from pydantic import (
     AliasChoices,
@@ -82,17 +82,28 @@ class _TierConfig(_Model):
 
 
 def _split_password(url: str) -> tuple[str, str | None]:
-    """Return ``url`` without its password, and the password (percent-decoded)."""
+    """Return ``url`` without its password, and the password (percent-decoded).
+
+    The password may sit in the user part (``user:pw@host``) or in the query
+    (``?password=pw``, which redis-py and libpq both accept); both are removed.
+    """
     parts = urlsplit(url)
-    if parts.password is None:
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    in_query = [v for k, v in query if k.lower() == "password"]
+    if parts.password is None and not in_query:
         return url, None
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{quote(user, safe='')}@" if user else ""
-    netloc += host + (f":{parts.port}" if parts.port is not None else "")
-    return urlunsplit(parts._replace(netloc=netloc)), unquote(parts.password)
+    if in_query:
+        parts = parts._replace(query=urlencode([(k, v) for k, v in query if k.lower() != "password"]))
+    password = unquote(parts.password) if parts.password is not None else in_query[-1]
+    if parts.password is not None:
+        user = parts.username or ""
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{quote(user, safe='')}@" if user else ""
+        netloc += host + (f":{parts.port}" if parts.port is not None else "")
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts), password
 
 
 class _NetworkConfig(_TierConfig):
@@ -263,6 +274,11 @@ def _substitute(value: Any, path: str, env: Mapping[str, str]) -> Any:
                 return "$"
             name = match["braced"] or match["bare"]
             if name not in env:
+                if "password" in path.lower():  # the "name" may be part of a literal password: never echo it
+                    raise ConfigError(
+                        f"{path} refers to an environment variable that is not set "
+                        "(write $$ for a literal $ in a password)"
+                    )
                 raise ConfigError(f"{path or 'config'} refers to ${name}, which is not set in the environment")
             return env[name]
 

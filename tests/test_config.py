@@ -66,7 +66,9 @@ def test_variables_are_substituted(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_missing_variable_is_an_error_not_an_empty_string(monkeypatch: pytest.MonkeyPatch) -> None:
     """A reference to an unset variable raises ConfigError naming the variable and the field."""
     monkeypatch.delenv("NOPE_NOT_SET", raising=False)
-    with pytest.raises(ConfigError, match=r"database\.password.*\$NOPE_NOT_SET"):
+    with pytest.raises(ConfigError, match=r"database\.url.*\$NOPE_NOT_SET"):
+        load_config({"database": {"type": "postgres", "url": "postgresql://app@${NOPE_NOT_SET}/app"}})
+    with pytest.raises(ConfigError, match=r"database\.password refers to an environment variable that is not set"):
         load_config({"database": {"type": "postgres", "password": "${NOPE_NOT_SET}"}})
 
 
@@ -208,3 +210,32 @@ def test_config_is_frozen() -> None:
     config = StorageConfig()
     with pytest.raises(ValueError, match="frozen"):
         config.cache.key_prefix = "x"  # type: ignore[misc]  # the point of the test
+
+
+def test_password_in_the_query_string_is_a_secret_too() -> None:
+    """?password= is taken out of the URL like user:password@ is, and redacted wherever URLs are printed."""
+    from kvstore._redis_common import redact_url as redact_redis
+    from kvstore._urls import redact_url
+
+    config = load_config(
+        {"cache": {"type": "redis", "url": f"redis://cache:6379/0?password={CANARY}&ssl_cert_reqs=none"}}
+    )
+    assert isinstance(config.cache, RedisCacheConfig)
+    assert config.cache.url == "redis://cache:6379/0?ssl_cert_reqs=none"
+    assert config.cache.password is not None
+    assert config.cache.password.get_secret_value() == CANARY
+    assert CANARY not in repr(config)
+    for redact in (redact_url, redact_redis):
+        shown = redact(f"postgresql://app@db/app?password={CANARY}")
+        assert shown is not None
+        assert CANARY not in shown
+        assert "***" in shown
+
+
+def test_a_dollar_in_a_password_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A literal password with a $ fails with advice, without printing any part of the password."""
+    monkeypatch.delenv("sw0rd", raising=False)
+    with pytest.raises(ConfigError) as info:
+        load_config({"database": {"type": "postgres", "password": "pa$sw0rd"}})
+    assert "sw0rd" not in str(info.value)
+    assert "$$" in str(info.value)

@@ -30,9 +30,11 @@ def ensure_venv() -> None:
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if PY.exists() and STAMP.exists() and STAMP.read_text() == wanted:
         return
-    if not PY.exists():
+    # A half-made .venv (e.g. created before python3-venv was installed) has no pip: rebuild it.
+    has_pip = PY.exists() and subprocess.run([str(PY), "-m", "pip", "--version"], capture_output=True).returncode == 0
+    if not has_pip:
         print(f"creating {VENV.relative_to(ROOT)} ...", flush=True)
-        venv.EnvBuilder(with_pip=True).create(VENV)
+        venv.EnvBuilder(with_pip=True, clear=PY.exists()).create(VENV)
     # pip >= 25.1 understands [dependency-groups] (--group).
     _run(PY, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-U", "pip>=25.1")
     _run(PY, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-e", ".[all]", "--group", "dev")

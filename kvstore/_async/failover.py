@@ -49,7 +49,7 @@ from kvstore._items import MsetItems, normalize_items
 from kvstore._journal import Journal, JournalEntry
 from kvstore._keys import validate_key
 from kvstore._ttl import TTL, ttl_ms
-from kvstore.errors import BackendUnavailableError
+from kvstore.errors import BackendUnavailableError, KVStoreError
 
 __all__ = ["AsyncFailoverCache", "AsyncFailoverDatabase"]
 
@@ -196,7 +196,9 @@ class _AsyncFailover:
                 self.primary = await self._reopen()
             await self.primary.ping()
             await self._failback()
-        except BackendUnavailableError as exc:
+        except KVStoreError as exc:
+            # Unavailable again, or it cannot be opened at all (e.g. a missing extra): either
+            # way the tier stays on its fallback; the caller who happened to probe never hears of it.
             self.breaker.failure(Route.PROBE, str(exc))
             return False
         except BaseException:
@@ -223,7 +225,26 @@ class _AsyncFailover:
 
     async def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
         validate_key(key)
-        return bool(await self._write("set", [key], key, value, ttl, only_if_absent=only_if_absent))
+        if only_if_absent:
+            # A conditional write decided on the fallback (which lacks the primary's data) could
+            # acknowledge a lock the primary's owner still holds: it is never buffered.
+            return bool(await self._conditional("set", key, value, ttl, only_if_absent=True))
+        return bool(await self._write("set", [key], key, value, ttl))
+
+    async def _conditional(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        if self.breaker.state is BreakerState.CLOSED:
+            try:
+                result = await self._on_primary(name, args, kwargs, True)
+            except BackendUnavailableError as exc:
+                self._primary_failed(exc)
+                raise
+            self.breaker.success(Route.PRIMARY)
+            return result
+        raise BackendUnavailableError(
+            f"the {self.tier} primary is unavailable, and a conditional write (only_if_absent) cannot be "
+            f"decided on the fallback: {self.breaker.last_error}",
+            operation=name,
+        )
 
     async def delete(self, key: str) -> bool:
         validate_key(key)
@@ -241,7 +262,8 @@ class _AsyncFailover:
         await self._write("mset", [k for k, _, _ in normalized], triples)
 
     async def iter_keys(self, pattern: str = "*") -> AsyncIterator[str]:
-        for key in await self.keys(pattern):
+        store = self.primary if await self._route() is Route.PRIMARY else self.fallback
+        async for key in store.iter_keys(pattern):
             yield key
 
     async def keys(self, pattern: str = "*") -> list[str]:
@@ -332,12 +354,17 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
         return result
 
     async def _failback(self) -> None:
-        replayed = await self._replay_pending()
-        async with self._outage_lock:
-            replayed += await self._replay_pending()
-            touched = self._touched
-            self._touched = set()
-            self.breaker.success(Route.PROBE)  # under the lock: no outage write slips in after
+        if not self.journal.acquire_replay():
+            raise BackendUnavailableError("another process is replaying the shared outage journal; probing again later")
+        try:
+            replayed = await self._replay_pending()
+            async with self._outage_lock:
+                replayed += await self._replay_pending()
+                touched = self._touched
+                self._touched = set()
+                self.breaker.success(Route.PROBE)  # under the lock: no outage write slips in after
+        finally:
+            self.journal.release_replay()
         for key in sorted(touched):  # the primary now has these; the fallback's copies would go stale
             await self.fallback.delete(key)
         if replayed:
@@ -350,6 +377,7 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
             )
 
     async def _replay_pending(self) -> int:
+        """Replay every journaled write in order; an entry the primary refuses for good is dead-lettered."""
         count = 0
         while True:
             if True:  # ASYNC
@@ -359,9 +387,28 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
             if not entries:
                 return count
             for entry in entries:
-                await self._replay(entry)
-                self.journal.done(entry.seq)
-                count += 1
+                try:
+                    await self._replay(entry)
+                except BackendUnavailableError:
+                    raise  # the primary went away again: stay on the fallback, keep the entry
+                except KVStoreError as exc:
+                    # e.g. WrongTypeError: the primary's data conflicts with this write. Retrying can
+                    # never succeed, and one such entry must not block every later one.
+                    self.journal.dead_letter(entry, f"{type(exc).__name__}: {exc}")
+                    self.events["dead_letters"] = self.events.get("dead_letters", 0) + 1
+                    logger.error(
+                        "kvstore database tier: journaled %s of key %r refused by %s, kept as a dead letter in %s: %s",
+                        entry.op,
+                        exc.key,
+                        self.primary.backend,
+                        self.journal.path,
+                        exc,
+                        extra={"kvstore_event": "dead_letter", "tier": "database"},
+                    )
+                else:
+                    self.journal.done(entry.seq)
+                    count += 1
+            self.journal.acquire_replay()  # heartbeat: a long replay keeps its lease
 
     async def _replay(self, entry: JournalEntry) -> None:
         args = entry.args

@@ -212,7 +212,15 @@ class AsyncStorageManager:
         if reason is not None:
             store.breaker.trip(reason)
         elif tier == "database" and len(store.journal):
-            await store._failback()  # writes journaled by an earlier process reach the primary first
+            # Writes journaled by an earlier process reach the primary before anything new does.
+            store.breaker.trip("replaying the outage journal of an earlier process")
+            try:
+                await store._failback()
+            except BackendUnavailableError as exc:
+                store.breaker.trip(str(exc))  # serve from the fallback; the probe replays later
+            except BaseException:
+                await store.aclose()
+                raise
         return _Tier(tier, config.type, store)
 
     def _failover(self, tier: str, config: Any, primary: Any, fallback: Any) -> Any:

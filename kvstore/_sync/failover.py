@@ -50,7 +50,7 @@ from kvstore._journal import Journal, JournalEntry
 from kvstore._keys import validate_key
 from kvstore._sync.base import Cache, Database
 from kvstore._ttl import TTL, ttl_ms
-from kvstore.errors import BackendUnavailableError
+from kvstore.errors import BackendUnavailableError, KVStoreError
 
 __all__ = ["FailoverCache", "FailoverDatabase"]
 
@@ -195,7 +195,9 @@ class _AsyncFailover:
                 self.primary = self._reopen()
             self.primary.ping()
             self._failback()
-        except BackendUnavailableError as exc:
+        except KVStoreError as exc:
+            # Unavailable again, or it cannot be opened at all (e.g. a missing extra): either
+            # way the tier stays on its fallback; the caller who happened to probe never hears of it.
             self.breaker.failure(Route.PROBE, str(exc))
             return False
         except BaseException:
@@ -222,7 +224,26 @@ class _AsyncFailover:
 
     def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
         validate_key(key)
-        return bool(self._write("set", [key], key, value, ttl, only_if_absent=only_if_absent))
+        if only_if_absent:
+            # A conditional write decided on the fallback (which lacks the primary's data) could
+            # acknowledge a lock the primary's owner still holds: it is never buffered.
+            return bool(self._conditional("set", key, value, ttl, only_if_absent=True))
+        return bool(self._write("set", [key], key, value, ttl))
+
+    def _conditional(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        if self.breaker.state is BreakerState.CLOSED:
+            try:
+                result = self._on_primary(name, args, kwargs, True)
+            except BackendUnavailableError as exc:
+                self._primary_failed(exc)
+                raise
+            self.breaker.success(Route.PRIMARY)
+            return result
+        raise BackendUnavailableError(
+            f"the {self.tier} primary is unavailable, and a conditional write (only_if_absent) cannot be "
+            f"decided on the fallback: {self.breaker.last_error}",
+            operation=name,
+        )
 
     def delete(self, key: str) -> bool:
         validate_key(key)
@@ -240,7 +261,8 @@ class _AsyncFailover:
         self._write("mset", [k for k, _, _ in normalized], triples)
 
     def iter_keys(self, pattern: str = "*") -> Iterator[str]:
-        yield from self.keys(pattern)
+        store = self.primary if self._route() is Route.PRIMARY else self.fallback
+        yield from store.iter_keys(pattern)
 
     def keys(self, pattern: str = "*") -> list[str]:
         return list(self._call("keys", pattern))
@@ -328,12 +350,17 @@ class FailoverDatabase(_AsyncFailover, Database):
         return result
 
     def _failback(self) -> None:
-        replayed = self._replay_pending()
-        with self._outage_lock:
-            replayed += self._replay_pending()
-            touched = self._touched
-            self._touched = set()
-            self.breaker.success(Route.PROBE)  # under the lock: no outage write slips in after
+        if not self.journal.acquire_replay():
+            raise BackendUnavailableError("another process is replaying the shared outage journal; probing again later")
+        try:
+            replayed = self._replay_pending()
+            with self._outage_lock:
+                replayed += self._replay_pending()
+                touched = self._touched
+                self._touched = set()
+                self.breaker.success(Route.PROBE)  # under the lock: no outage write slips in after
+        finally:
+            self.journal.release_replay()
         for key in sorted(touched):  # the primary now has these; the fallback's copies would go stale
             self.fallback.delete(key)
         if replayed:
@@ -346,15 +373,35 @@ class FailoverDatabase(_AsyncFailover, Database):
             )
 
     def _replay_pending(self) -> int:
+        """Replay every journaled write in order; an entry the primary refuses for good is dead-lettered."""
         count = 0
         while True:
             entries = self.journal.pending()
             if not entries:
                 return count
             for entry in entries:
-                self._replay(entry)
-                self.journal.done(entry.seq)
-                count += 1
+                try:
+                    self._replay(entry)
+                except BackendUnavailableError:
+                    raise  # the primary went away again: stay on the fallback, keep the entry
+                except KVStoreError as exc:
+                    # e.g. WrongTypeError: the primary's data conflicts with this write. Retrying can
+                    # never succeed, and one such entry must not block every later one.
+                    self.journal.dead_letter(entry, f"{type(exc).__name__}: {exc}")
+                    self.events["dead_letters"] = self.events.get("dead_letters", 0) + 1
+                    logger.error(
+                        "kvstore database tier: journaled %s of key %r refused by %s, kept as a dead letter in %s: %s",
+                        entry.op,
+                        exc.key,
+                        self.primary.backend,
+                        self.journal.path,
+                        exc,
+                        extra={"kvstore_event": "dead_letter", "tier": "database"},
+                    )
+                else:
+                    self.journal.done(entry.seq)
+                    count += 1
+            self.journal.acquire_replay()  # heartbeat: a long replay keeps its lease
 
     def _replay(self, entry: JournalEntry) -> None:
         args = entry.args

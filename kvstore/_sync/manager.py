@@ -200,7 +200,15 @@ class StorageManager:
         if reason is not None:
             store.breaker.trip(reason)
         elif tier == "database" and len(store.journal):
-            store._failback()  # writes journaled by an earlier process reach the primary first
+            # Writes journaled by an earlier process reach the primary before anything new does.
+            store.breaker.trip("replaying the outage journal of an earlier process")
+            try:
+                store._failback()
+            except BackendUnavailableError as exc:
+                store.breaker.trip(str(exc))  # serve from the fallback; the probe replays later
+            except BaseException:
+                store.close()
+                raise
         return _Tier(tier, config.type, store)
 
     def _failover(self, tier: str, config: Any, primary: Any, fallback: Any) -> Any:

@@ -309,7 +309,9 @@ async def test_prefixes_isolate_stores(kv: AsyncHarness, mine: str, theirs: str)
 # --- TTL --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("ttl", [0, -1, float("nan"), float("inf"), timedelta(0), timedelta(seconds=-1)])
+@pytest.mark.parametrize(
+    "ttl", [0, -1, float("nan"), float("inf"), timedelta(0), timedelta(seconds=-1), 1e13, timedelta(days=10**7)]
+)
 async def test_ttl_must_be_positive(kv: AsyncHarness, ttl: Any) -> None:
     """A TTL that is not > 0 raises ValueError and nothing is stored."""
     with pytest.raises(ValueError, match="ttl"):
@@ -476,9 +478,11 @@ async def test_get_range_has_lrange_semantics(db: AsyncHarness, start: int, end:
 
 
 async def test_empty_and_missing_lists(db: AsyncHarness) -> None:
-    """A missing list has length 0 and an empty range."""
+    """A missing list has length 0 and an empty range; bad indexes raise TypeError even then."""
     assert await db.store.get_length("nope") == 0
     assert await db.store.get_range("nope", 0, -1) == []
+    with pytest.raises(TypeError):
+        await db.store.get_range("nope", 0, True)
 
 
 async def test_extend_appends_in_order(db: AsyncHarness) -> None:

@@ -309,7 +309,9 @@ def test_prefixes_isolate_stores(kv: Harness, mine: str, theirs: str) -> None:
 # --- TTL --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("ttl", [0, -1, float("nan"), float("inf"), timedelta(0), timedelta(seconds=-1)])
+@pytest.mark.parametrize(
+    "ttl", [0, -1, float("nan"), float("inf"), timedelta(0), timedelta(seconds=-1), 1e13, timedelta(days=10**7)]
+)
 def test_ttl_must_be_positive(kv: Harness, ttl: Any) -> None:
     """A TTL that is not > 0 raises ValueError and nothing is stored."""
     with pytest.raises(ValueError, match="ttl"):
@@ -476,9 +478,11 @@ def test_get_range_has_lrange_semantics(db: Harness, start: int, end: int) -> No
 
 
 def test_empty_and_missing_lists(db: Harness) -> None:
-    """A missing list has length 0 and an empty range."""
+    """A missing list has length 0 and an empty range; bad indexes raise TypeError even then."""
     assert db.store.get_length("nope") == 0
     assert db.store.get_range("nope", 0, -1) == []
+    with pytest.raises(TypeError):
+        db.store.get_range("nope", 0, True)
 
 
 def test_extend_appends_in_order(db: Harness) -> None:
