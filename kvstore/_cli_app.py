@@ -209,7 +209,7 @@ def delete(
     prefix: PrefixOpt = None,
     timeout: TimeoutOpt = 2.0,
 ) -> None:
-    """Delete KEYS (values or lists); print how many existed."""
+    """Delete the given keys (values or lists); print how many existed."""
     with open_store(url, config, tier, prefix, timeout) as store:
         removed = sum(store.delete(key) for key in keys)
     out.print(str(removed))

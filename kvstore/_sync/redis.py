@@ -327,7 +327,7 @@ class RedisCache(Cache):
         return list(dict.fromkeys([key for key in self.iter_keys(pattern)]))
 
     def clear(self) -> None:
-        """``SCAN`` this prefix and ``UNLINK`` in batches; never ``KEYS`` or ``FLUSHDB``."""
+        """``SCAN`` this prefix and ``UNLINK`` in batches; never a whole-keyspace listing or a database flush."""
         client = self._client
         accept = key_filter(self.key_prefix, "*")  # this store's keys only, never another namespace's
         batch: list[bytes] = []
