@@ -83,8 +83,10 @@ async def test_prefixes_never_leak(kv: AsyncHarness, prefixes: list[str], keys: 
 
 @settings(max_examples=10)
 @given(
-    ttls=st.lists(st.sampled_from([None, 0.1, 0.3, 10.0]), min_size=1, max_size=6),
-    wait=st.sampled_from([0.2, 0.5]),
+    # Margins of a second or more either side of the wait: real clocks (Redis, Postgres) on a
+    # loaded machine spend real time between the writes and the check.
+    ttls=st.lists(st.sampled_from([None, 0.05, 1.5, 10.0]), min_size=1, max_size=6),
+    wait=st.sampled_from([0.3, 0.45]),
 )
 async def test_ttl_against_a_model(kv: AsyncHarness, ttls: list[float | None], wait: float) -> None:
     """After waiting, exactly the keys whose TTL has passed are gone (margins keep real clocks honest)."""
