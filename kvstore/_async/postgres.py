@@ -364,8 +364,8 @@ class AsyncPostgresDatabase(AsyncDatabase):
             await conn.close()
             raise _pg.deadline_error(op, key, budget) from exc
 
-    async def _one(self, op: str, key: str | None, query: str, params: Any) -> Any:
-        """Run one idempotent statement and return its first row (or ``None``).
+    async def _idempotent(self, op: str, key: str | None, query: str, params: Any, result: str) -> Any:
+        """Run one idempotent statement; ``result`` is ``"one"`` (first row), ``"all"`` or ``"rowcount"``.
 
         A connection that broke under the call (server restart) is dropped and the
         statement retried on the next one: only idempotent statements come here.
@@ -377,7 +377,11 @@ class AsyncPostgresDatabase(AsyncDatabase):
                 conn = await self._getconn(pool, deadline, op, key)
                 try:
                     cur = await _cursor(conn).execute(query, params)
-                    return await cur.fetchone()
+                    if result == "one":
+                        return await cur.fetchone()
+                    if result == "all":
+                        return await cur.fetchall()
+                    return cur.rowcount
                 except psycopg.Error as exc:
                     await self._raise_if_cut(conn, exc, op, key, self._call_timeout)
                     # A connection that died under us (restart) is dropped by the pool; try the
@@ -387,48 +391,19 @@ class AsyncPostgresDatabase(AsyncDatabase):
                 finally:
                     await self._putconn(pool, conn)
         raise AssertionError("unreachable")
+
+    async def _one(self, op: str, key: str | None, query: str, params: Any) -> Any:
+        """Run one idempotent statement and return its first row (or ``None``)."""
+        return await self._idempotent(op, key, query, params, "one")
 
     async def _all(self, op: str, key: str | None, query: str, params: Any) -> list[Any]:
         """Like `_one`, returning every row."""
-        pool = self._pool if self._ready else await self._start()
-        deadline = time.monotonic() + self._call_timeout
-        with _pg.ErrorBoundary(op, key, self._secret):
-            for attempt in range(pool.max_size + 1):
-                conn = await self._getconn(pool, deadline, op, key)
-                try:
-                    cur = await _cursor(conn).execute(query, params)
-                    return await cur.fetchall()
-                except psycopg.Error as exc:
-                    await self._raise_if_cut(conn, exc, op, key, self._call_timeout)
-                    # A connection that died under us (restart) is dropped by the pool; try the
-                    # next one. Each dead connection is tried once, so this loop is bounded.
-                    if not isinstance(exc, psycopg.OperationalError) or attempt == pool.max_size or not conn.broken:
-                        raise
-                finally:
-                    await self._putconn(pool, conn)
-        raise AssertionError("unreachable")
+        rows: list[Any] = await self._idempotent(op, key, query, params, "all")
+        return rows
 
     async def _write(self, op: str, key: str | None, query: str, params: Any) -> int:
-        """Run one idempotent write; return its row count."""
-        pool = self._pool if self._ready else await self._start()
-        deadline = time.monotonic() + self._call_timeout
-        with _pg.ErrorBoundary(op, key, self._secret):
-            for attempt in range(pool.max_size + 1):
-                conn = await self._getconn(pool, deadline, op, key)
-                try:
-                    cur = await _cursor(conn).execute(query, params)
-                    count = cur.rowcount
-                    break
-                except psycopg.Error as exc:
-                    await self._raise_if_cut(conn, exc, op, key, self._call_timeout)
-                    # A connection that died under us (restart) is dropped by the pool; try the
-                    # next one. Each dead connection is tried once, so this loop is bounded.
-                    if not isinstance(exc, psycopg.OperationalError) or attempt == pool.max_size or not conn.broken:
-                        raise
-                finally:
-                    await self._putconn(pool, conn)
-            else:
-                raise AssertionError("unreachable")
+        """Run one idempotent write; return its row count (and sweep expired rows when due)."""
+        count: int = await self._idempotent(op, key, query, params, "rowcount")
         if time.monotonic() >= self._next_purge:
             await self._purge_quietly()
         return count

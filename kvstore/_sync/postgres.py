@@ -361,8 +361,8 @@ class PostgresDatabase(Database):
             conn.close()
             raise _pg.deadline_error(op, key, budget) from exc
 
-    def _one(self, op: str, key: str | None, query: str, params: Any) -> Any:
-        """Run one idempotent statement and return its first row (or ``None``).
+    def _idempotent(self, op: str, key: str | None, query: str, params: Any, result: str) -> Any:
+        """Run one idempotent statement; ``result`` is ``"one"`` (first row), ``"all"`` or ``"rowcount"``.
 
         A connection that broke under the call (server restart) is dropped and the
         statement retried on the next one: only idempotent statements come here.
@@ -374,7 +374,11 @@ class PostgresDatabase(Database):
                 conn = self._getconn(pool, deadline, op, key)
                 try:
                     cur = _cursor(conn).execute(query, params)
-                    return cur.fetchone()
+                    if result == "one":
+                        return cur.fetchone()
+                    if result == "all":
+                        return cur.fetchall()
+                    return cur.rowcount
                 except psycopg.Error as exc:
                     self._raise_if_cut(conn, exc, op, key, self._call_timeout)
                     # A connection that died under us (restart) is dropped by the pool; try the
@@ -384,48 +388,19 @@ class PostgresDatabase(Database):
                 finally:
                     self._putconn(pool, conn)
         raise AssertionError("unreachable")
+
+    def _one(self, op: str, key: str | None, query: str, params: Any) -> Any:
+        """Run one idempotent statement and return its first row (or ``None``)."""
+        return self._idempotent(op, key, query, params, "one")
 
     def _all(self, op: str, key: str | None, query: str, params: Any) -> list[Any]:
         """Like `_one`, returning every row."""
-        pool = self._pool if self._ready else self._start()
-        deadline = time.monotonic() + self._call_timeout
-        with _pg.ErrorBoundary(op, key, self._secret):
-            for attempt in range(pool.max_size + 1):
-                conn = self._getconn(pool, deadline, op, key)
-                try:
-                    cur = _cursor(conn).execute(query, params)
-                    return cur.fetchall()
-                except psycopg.Error as exc:
-                    self._raise_if_cut(conn, exc, op, key, self._call_timeout)
-                    # A connection that died under us (restart) is dropped by the pool; try the
-                    # next one. Each dead connection is tried once, so this loop is bounded.
-                    if not isinstance(exc, psycopg.OperationalError) or attempt == pool.max_size or not conn.broken:
-                        raise
-                finally:
-                    self._putconn(pool, conn)
-        raise AssertionError("unreachable")
+        rows: list[Any] = self._idempotent(op, key, query, params, "all")
+        return rows
 
     def _write(self, op: str, key: str | None, query: str, params: Any) -> int:
-        """Run one idempotent write; return its row count."""
-        pool = self._pool if self._ready else self._start()
-        deadline = time.monotonic() + self._call_timeout
-        with _pg.ErrorBoundary(op, key, self._secret):
-            for attempt in range(pool.max_size + 1):
-                conn = self._getconn(pool, deadline, op, key)
-                try:
-                    cur = _cursor(conn).execute(query, params)
-                    count = cur.rowcount
-                    break
-                except psycopg.Error as exc:
-                    self._raise_if_cut(conn, exc, op, key, self._call_timeout)
-                    # A connection that died under us (restart) is dropped by the pool; try the
-                    # next one. Each dead connection is tried once, so this loop is bounded.
-                    if not isinstance(exc, psycopg.OperationalError) or attempt == pool.max_size or not conn.broken:
-                        raise
-                finally:
-                    self._putconn(pool, conn)
-            else:
-                raise AssertionError("unreachable")
+        """Run one idempotent write; return its row count (and sweep expired rows when due)."""
+        count: int = self._idempotent(op, key, query, params, "rowcount")
         if time.monotonic() >= self._next_purge:
             self._purge_quietly()
         return count
