@@ -18,6 +18,7 @@ from kvstore._sync.memory import MemoryCache, MemoryDatabase
 from kvstore._sync.session import SessionStore
 from kvstore.config import StorageConfig
 from kvstore.errors import (
+    BackendBusyError,
     BackendUnavailableError,
     ClosedError,
     ConfigError,
@@ -53,6 +54,7 @@ __all__ = [
     "AsyncStorageManager",
     "AsyncStore",
     "AsyncTypedStore",
+    "BackendBusyError",
     "BackendUnavailableError",
     "Cache",
     "ChatHistory",

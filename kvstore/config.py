@@ -65,8 +65,17 @@ class _TierConfig(_Model):
     )
     failure_threshold: int = Field(3, ge=1, description="Consecutive unavailability errors that trip the breaker.")
     probe_interval: PositiveSeconds = Field(1.0, description="Seconds between probes of a primary that is down.")
-    journal_path: str | None = Field(
-        None, description="Database tier: file journaling writes made during an outage (default under ./.kvstore/)."
+    state_dir: str | None = Field(
+        None,
+        description="Directory for the outage journal and fallback files of this tier, created (0700) on the first "
+        "outage only; default $KVSTORE_STATE_DIR, else $XDG_STATE_HOME/kvstore, else ~/.local/state/kvstore.",
+    )
+    degraded_reads: Literal["auto", "strict", "fallback"] = Field(
+        "auto",
+        description="Reads during an outage: 'strict' raises BackendUnavailableError for what the fallback cannot "
+        "answer truthfully (keys not written during the outage, list lengths, ranges reaching pre-outage items); "
+        "'fallback' answers from the fallback whatever it holds; 'auto' is strict once the primary has served "
+        "this process and 'fallback' when it was unreachable from the start.",
     )
 
     @field_validator("key_prefix")

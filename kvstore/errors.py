@@ -5,7 +5,8 @@
     KVStoreError
     ├── ConfigError
     │   └── MissingDependencyError   (also ImportError)
-    ├── BackendUnavailableError      (connection refused, timeout, pool exhausted)
+    ├── BackendUnavailableError      (connection refused, timeout, server gone)
+    │   └── BackendBusyError         (server up but saturated: pool exhausted, lock held)
     ├── InvalidKeyError              (also ValueError)
     ├── WrongTypeError               (also TypeError)
     ├── SerializationError           (also ValueError)
@@ -20,6 +21,7 @@ kvstore failure. Context lives in attributes (``backend``, ``key``,
 from __future__ import annotations
 
 __all__ = [
+    "BackendBusyError",
     "BackendUnavailableError",
     "ClosedError",
     "ConfigError",
@@ -94,7 +96,15 @@ class MissingDependencyError(ConfigError, ImportError):
 
 
 class BackendUnavailableError(KVStoreError):
-    """The backend cannot be reached: refused, timed out, pool exhausted, or closed."""
+    """The backend cannot be reached: refused, reset, timed out, server gone, or closed."""
+
+
+class BackendBusyError(BackendUnavailableError):
+    """The backend is up but saturated: pool exhausted, a lock held by another connection, too many clients.
+
+    Not an outage: the failover never moves a call to the fallback because of it, and
+    the circuit breaker does not count it. Retry later, or raise the pool size.
+    """
 
 
 class ClosedError(BackendUnavailableError):

@@ -58,7 +58,7 @@ def test_postgres_down_at_startup_falls_back_to_sqlite(tmp_path: Path) -> None:
             "type": "postgres",
             "url": f"postgresql://postgres@127.0.0.1:{_closed_port()}/postgres",
             "fallback": [{"type": "sqlite", "path": str(tmp_path / "fb.db")}],
-            "journal_path": str(tmp_path / "journal.db"),
+            "state_dir": str(tmp_path / "state"),
         },
     }
     start = time.perf_counter()
@@ -210,7 +210,7 @@ def test_postgres_stopped_during_chat_appends_loses_and_duplicates_nothing(tmp_p
             "probe_interval": 0.5,
             "statement_timeout": 2.0,
             "fallback": [{"type": "sqlite", "path": str(tmp_path / "fb.db")}],
-            "journal_path": str(tmp_path / "journal.db"),
+            "state_dir": str(tmp_path / "state"),
         },
     }
     acked: dict[int, list[int]] = {0: [], 1: []}

@@ -32,7 +32,7 @@ def test_frozen_postgres_fails_over_to_sqlite_within_the_deadline_and_back(
             "probe_interval": 0.5,
             "failure_threshold": threshold,
             "fallback": [{"type": "sqlite", "path": str(tmp_path / "fb.db")}],
-            "journal_path": str(tmp_path / "journal.db"),
+            "state_dir": str(tmp_path / "state"),
         },
     }
     acked_sets: dict[str, int] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
@@ -148,6 +149,25 @@ class AsyncDatabase(AsyncStore):
     @abstractmethod
     async def get_length(self, key: str) -> int:
         """Length of the list at ``key``; ``0`` when missing."""
+
+    # --- replay guard (used by the failover; DESIGN.md §8 "replay never overwrites newer data") ---
+
+    #: Whether `changed_since` is implemented (a backend that can be a failover primary).
+    tracks_changes: ClassVar[bool] = False
+
+    async def server_time(self) -> float:
+        """The backend's clock now, in Unix seconds (the local clock for an embedded backend)."""
+        return time.time()
+
+    async def changed_since(self, keys: Iterable[str], since: float) -> set[str]:
+        """Which of ``keys`` were written, expired by `expire`, deleted or cleared after ``since``.
+
+        ``since`` is a time on the backend's own clock (see `server_time`). A failover
+        replaying an outage journal skips (and records as a conflict) a write whose key
+        another instance changed after the journaled write was made. Backends that do
+        not track changes (``tracks_changes`` false) return an empty set.
+        """
+        return set()
 
 
 class AsyncTypedStore(Generic[T]):

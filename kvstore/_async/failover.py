@@ -36,6 +36,7 @@ from typing import Any, Literal
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
+    retry_if_not_exception_type,
     stop_after_attempt,
     stop_after_delay,
     wait_exponential,
@@ -49,7 +50,7 @@ from kvstore._items import MsetItems, normalize_items
 from kvstore._journal import Journal, JournalEntry
 from kvstore._keys import validate_key
 from kvstore._ttl import TTL, ttl_ms
-from kvstore.errors import BackendUnavailableError, KVStoreError
+from kvstore.errors import BackendBusyError, BackendUnavailableError, KVStoreError
 
 __all__ = ["AsyncFailoverCache", "AsyncFailoverDatabase"]
 
@@ -114,7 +115,8 @@ class _AsyncFailover:
             # deadline is not repeated, so a hung server costs one deadline, not several.
             stop=stop_after_attempt(self._retry_attempts) | stop_after_delay(RETRY_BUDGET),
             wait=wait_exponential(multiplier=0.02, max=0.2) + wait_random(0, 0.02),
-            retry=retry_if_exception_type(BackendUnavailableError),
+            # A busy server (pool exhausted, lock held) already waited out its deadline: not retried.
+            retry=retry_if_exception_type(BackendUnavailableError) & retry_if_not_exception_type(BackendBusyError),
             reraise=True,
         )
         async for attempt in retrying:
@@ -172,7 +174,12 @@ class _AsyncFailover:
         raise NotImplementedError
 
     def _primary_failed(self, exc: BackendUnavailableError) -> bool:
-        """Report unavailability to the breaker; whether the primary is now known down."""
+        """Report unavailability to the breaker; whether the primary is now known down.
+
+        A busy primary (`BackendBusyError`) is up: it never counts, and nothing moves.
+        """
+        if isinstance(exc, BackendBusyError):
+            return False
         was_closed = self.breaker.state is BreakerState.CLOSED
         is_open = self.breaker.failure(Route.PRIMARY, str(exc))
         if is_open and was_closed:

@@ -65,13 +65,11 @@ def _health_pool() -> ThreadPoolExecutor:
 
 def journal_path(config: Any) -> str:
     """Where a database tier journals outage writes: configured, or derived from its identity."""
-    if config.journal_path:
-        return str(config.journal_path)
     identity = "|".join(
         str(getattr(config, field, "")) for field in ("type", "url", "host", "port", "dbname", "path", "key_prefix")
     )
     digest = hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return os.path.join(".kvstore", f"journal-{config.type}-{digest}.db")
+    return os.path.join(config.state_dir or ".kvstore", f"journal-{config.type}-{digest}.db")
 
 
 def backend_class(tier: str, backend: str) -> Any:
