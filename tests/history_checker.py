@@ -1,0 +1,476 @@
+"""Offline checker of multi-instance histories recorded by ``tests/history_worker.py``.
+
+Pure functions over the recorded operations, the conflict events and the final state read from the
+server. The model: a value key is a register, a list key an append-only list (never deleted by this
+workload), every written value is unique (``{"w": worker, "n": counter}``). An operation is
+``ok`` (acknowledged), ``unknown`` (raised `BackendUnavailableError`: a write may or may not have been
+applied, and when it was, possibly later than the error, as a statement queued to a frozen server runs
+when it thaws: its effect window is ``[t0, t1 + unknown_grace]``, ``UNKNOWN_GRACE`` = 10 s by default)
+or ``error`` (any other exception: the workload never provokes one, so it is a violation of its own,
+and a write that raised it is treated as unknown).
+
+Violation kinds (``Violation.kind``):
+
+* ``lost_append``: an acknowledged append missing from the final list.
+* ``duplicate_append``: an item present more than once in the final list or in one range read.
+* ``append_order``: one worker's items out of its invocation order (final list or one range read).
+* ``phantom_read``: a get, range item, final value or final list item that nobody wrote to that key.
+* ``absent_read``: ``get`` returned ``None`` although an acknowledged ``set`` completed before the read
+  began and no ``delete`` of the key could have taken effect after that set was invoked (DESIGN §8:
+  degraded reads never report data as absent).
+* ``stale_read``: ``get`` returned a value whose ``set`` was certainly overwritten (an acknowledged write
+  invoked after that set's effect window closed completed before the read began).
+* ``stale_list_read``: ``get_length`` below the number of acknowledged appends completed before the read
+  began, or a read of the whole list missing one of them.
+* ``length_phantom``: ``get_length`` above the number of appends invoked before the read completed.
+* ``final_value``: a key's final value is not the value of a write that could have been the last one
+  (no acknowledged write certainly follows it), and no replay conflict was recorded for the key.
+* ``unexpected_error``: an operation raised something other than `BackendUnavailableError`.
+
+Each violation of a read is annotated (``detail["via_fallback"]``) with whether the writes it depends
+on were acknowledged while their worker's tier was on its fallback (journaled, replayed later): that
+separates the buffered design's visibility gap across instances from a write lost on the primary.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+WRITE_OPS = ("set", "delete")
+#: Seconds after its error within which a write with an unknown outcome may still take effect: a
+#: statement queued to a frozen server runs when it thaws (faults last at most 3 s, calls time out in 1 s).
+UNKNOWN_GRACE = 10.0
+KINDS = (
+    "lost_append",
+    "duplicate_append",
+    "append_order",
+    "phantom_read",
+    "absent_read",
+    "stale_read",
+    "stale_list_read",
+    "length_phantom",
+    "final_value",
+    "unexpected_error",
+)
+
+
+@dataclass(frozen=True)
+class Violation:
+    kind: str
+    key: str
+    message: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"[{self.kind}] {self.key}: {self.message}"
+
+
+@dataclass
+class Report:
+    operations: int = 0
+    ops_by_type: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    conflicts: int = 0
+    conflict_excused: int = 0
+    primary: str = "postgres"
+    violations: list[Violation] = field(default_factory=list)
+
+    def by_kind(self) -> Counter[str]:
+        return Counter(v.kind for v in self.violations)
+
+    def add(self, kind: str, key: str, message: str, **detail: Any) -> None:
+        self.violations.append(Violation(kind, key, message, detail))
+
+
+# --- loading ---------------------------------------------------------------------------------------
+
+
+def load_histories(paths: Iterable[str | Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict]]:
+    """Read worker files: (operations, events, summaries). A truncated last line is ignored."""
+    ops: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    summaries: list[dict[str, Any]] = []
+    for path in paths:
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a worker killed mid-line
+            kind = obj.get("type")
+            if kind == "op":
+                ops.append(obj)
+            elif kind == "event":
+                events.append(obj)
+            elif kind == "summary":
+                summaries.append(obj)
+    return ops, events, summaries
+
+
+def conflicts_of(events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The replay-conflict events (``kvstore_event == "conflict"``)."""
+    return [dict(e) for e in events if e.get("event") == "conflict"]
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def ident(value: Any) -> Any:
+    """A written value's identity: ``(worker, counter)``; anything else stays as its JSON text."""
+    if isinstance(value, Mapping) and set(value) == {"w", "n"}:
+        return (value["w"], value["n"])
+    return json.dumps(value, sort_keys=True, default=repr)
+
+
+def _end(op: Mapping[str, Any], grace: float) -> float:
+    """When the op's effect may have happened at the latest."""
+    return float(op["t1"]) if op["status"] == "ok" else float(op["t1"]) + grace
+
+
+def _via_fallback(op: Mapping[str, Any] | None, primary: str) -> bool | None:
+    """Whether the tier was on its fallback when the op began or ended (None: not recorded)."""
+    if op is None:
+        return None
+    a0, a1 = op.get("active0"), op.get("active1")
+    if a0 is None and a1 is None:
+        return None
+    return a0 != primary or a1 != primary
+
+
+def _brief(op: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if op is None:
+        return None
+    keys = ("w", "n", "op", "key", "args", "t0", "t1", "status", "result", "error", "active0", "active1")
+    return {k: op[k] for k in keys if k in op}
+
+
+class _PrefixMax:
+    """max(value) over items whose sort key is < (or <=) a bound, in O(log n)."""
+
+    def __init__(self, pairs: Iterable[tuple[float, float, Any]]) -> None:
+        items = sorted(pairs, key=lambda p: p[0])
+        self.keys = [p[0] for p in items]
+        self.best: list[tuple[float, Any]] = []
+        best: tuple[float, Any] = (-math.inf, None)
+        for _, value, payload in items:
+            if value > best[0]:
+                best = (value, payload)
+            self.best.append(best)
+
+    def below(self, bound: float) -> tuple[float, Any]:
+        i = bisect.bisect_left(self.keys, bound)
+        return self.best[i - 1] if i else (-math.inf, None)
+
+
+# --- the check -------------------------------------------------------------------------------------
+
+
+def check(
+    ops: Sequence[Mapping[str, Any]],
+    final_values: Mapping[str, Any],
+    final_lists: Mapping[str, Sequence[Any]],
+    conflicts: Sequence[Mapping[str, Any]] = (),
+    *,
+    unknown_grace: float = UNKNOWN_GRACE,
+    primary: str = "postgres",
+) -> Report:
+    """Check recorded operations against each other and the final state; see the module docstring.
+
+    ``primary`` names the configured backend (for the ``via_fallback`` annotation only).
+    """
+    report = Report(operations=len(ops), conflicts=len(conflicts), primary=primary)
+    for op in ops:
+        report.ops_by_type[op["op"]] += 1
+        report.outcomes[f"{op['op']}:{op['status']}"] += 1
+        if op["status"] == "error":
+            report.add(
+                "unexpected_error",
+                op["key"],
+                f"{op['op']} raised {op.get('error')}: {op.get('message', '')[:200]}",
+                op=_brief(op),
+            )
+    by_key: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for op in ops:
+        by_key[op["key"]].append(op)
+    conflict_keys = _conflict_keys(conflicts)
+    value_keys = {k for k, kops in by_key.items() if any(o["op"] in ("set", "get", "delete") for o in kops)}
+    list_keys = {k for k, kops in by_key.items() if any(o["op"] in ("append", "get_range", "get_length") for o in kops)}
+    for key in sorted(value_keys | set(final_values)):
+        _check_register(report, key, by_key.get(key, []), final_values.get(key), key in conflict_keys, unknown_grace)
+    for key in sorted(list_keys | set(final_lists)):
+        _check_list(report, key, by_key.get(key, []), list(final_lists.get(key, [])))
+    return report
+
+
+def _conflict_keys(conflicts: Sequence[Mapping[str, Any]]) -> set[str]:
+    keys: set[str] = set()
+    for c in conflicts:
+        for name, value in c.items():
+            if isinstance(value, str) and (name == "key" or name.endswith("key")):
+                keys.add(value)
+        message = c.get("message")
+        if isinstance(message, str):
+            keys.update(_quoted_keys(message))
+    return keys
+
+
+def _quoted_keys(message: str) -> set[str]:
+    found = set()
+    for quote in ("'", '"'):
+        parts = message.split(quote)
+        found.update(parts[1::2])
+    return found
+
+
+def _check_register(
+    report: Report,
+    key: str,
+    kops: Sequence[Mapping[str, Any]],
+    final: Any,
+    conflicted: bool,
+    grace: float,
+) -> None:
+    # Writes that may have been applied: acknowledged, unknown, or failed with an unexpected error.
+    writes = [o for o in kops if o["op"] in WRITE_OPS]
+    acked = [o for o in writes if o["status"] == "ok"]
+    sets_by_value = {ident(o["args"][0]): o for o in writes if o["op"] == "set"}
+    deletes = [o for o in writes if o["op"] == "delete"]
+    # For a get at t: the acknowledged write completed before t that was invoked last.
+    acked_done = _PrefixMax((o["t1"], o["t0"], o) for o in acked)
+    acked_sets_done = _PrefixMax((o["t1"], o["t0"], o) for o in acked if o["op"] == "set")
+    # For a None result: the delete invoked before the read's end whose effect may have come last.
+    deletes_invoked = _PrefixMax((o["t0"], _end(o, grace), o) for o in deletes)
+
+    for read in kops:
+        if read["op"] != "get" or read["status"] != "ok":
+            continue
+        result = read.get("result")
+        if result is None:
+            last_set_start, last_set = acked_sets_done.below(read["t0"])
+            if last_set is None:
+                continue  # never certainly set before this read: absence is the initial state
+            delete_end, _ = deletes_invoked.below(read["t1"])
+            if delete_end > last_set_start:
+                continue  # a delete may have landed after that set
+            report.add(
+                "absent_read",
+                key,
+                f"get by w{read['w']} at {read['t0']:.3f} returned None; set by w{last_set['w']} "
+                f"acknowledged at {last_set['t1']:.3f}, no delete after it",
+                read=_brief(read),
+                write=_brief(last_set),
+                via_fallback=_via_fallback(last_set, report.primary),
+            )
+            continue
+        source = sets_by_value.get(ident(result))
+        if source is None:
+            report.add(
+                "phantom_read",
+                key,
+                f"get by w{read['w']} returned {result!r}, never written to {key}",
+                read=_brief(read),
+            )
+            continue
+        if source["t0"] > read["t1"]:
+            report.add(
+                "phantom_read",
+                key,
+                f"get by w{read['w']} returned {result!r} before it was written",
+                read=_brief(read),
+                write=_brief(source),
+            )
+            continue
+        later_start, later = acked_done.below(read["t0"])
+        if later is not None and later is not source and later_start > _end(source, grace):
+            report.add(
+                "stale_read",
+                key,
+                f"get by w{read['w']} at {read['t0']:.3f} returned {result!r}, overwritten by "
+                f"{later['op']} of w{later['w']} acknowledged at {later['t1']:.3f}",
+                read=_brief(read),
+                write=_brief(source),
+                overwritten_by=_brief(later),
+                via_fallback=_via_fallback(later, report.primary),
+            )
+
+    # The final value: a write that could have been the last one.
+    final_id = None if final is None else ident(final)
+    if final_id is not None and final_id not in sets_by_value:
+        report.add("phantom_read", key, f"final value {final!r} was never written to {key}", final=final)
+        return
+    latest_acked_start = max((o["t0"] for o in acked), default=-math.inf)
+    if final_id is None:
+        if not acked:
+            return  # the initial state, or an unknown write
+        candidates = [o for o in deletes if _end(o, grace) >= latest_acked_start]
+    else:
+        source = sets_by_value[final_id]
+        candidates = [source] if _end(source, grace) >= latest_acked_start else []
+    if candidates:
+        return
+    if conflicted:
+        report.conflict_excused += 1
+        return
+    last = max(acked, key=lambda o: o["t1"])
+    report.add(
+        "final_value",
+        key,
+        f"final value {final!r}, but the last acknowledged write is {last['op']} "
+        f"{last['args'][0] if last['args'] else ''!r} by w{last['w']} at {last['t1']:.3f}",
+        final=final,
+        final_write=_brief(sets_by_value.get(final_id)) if final_id is not None else None,
+        last_acked=_brief(last),
+        via_fallback=_via_fallback(last, report.primary),
+    )
+
+
+def _check_list(report: Report, key: str, kops: Sequence[Mapping[str, Any]], final: list[Any]) -> None:
+    appends = [o for o in kops if o["op"] == "append"]
+    by_id = {ident(o["args"][0]): o for o in appends}
+    acked = [o for o in appends if o["status"] == "ok"]
+
+    # The final list.
+    counts = Counter(ident(v) for v in final)
+    for item_id, n in counts.items():
+        if item_id not in by_id:
+            report.add("phantom_read", key, f"final list holds {item_id!r}, never appended to {key}")
+        elif n > 1:
+            report.add("duplicate_append", key, f"final list holds {item_id!r} {n} times", write=_brief(by_id[item_id]))
+    for o in acked:
+        item_id = ident(o["args"][0])
+        if item_id not in counts:
+            report.add(
+                "lost_append",
+                key,
+                f"append {item_id!r} acknowledged at {o['t1']:.3f} by w{o['w']} is missing from the final list",
+                write=_brief(o),
+                via_fallback=_via_fallback(o, report.primary),
+            )
+    _check_order(report, key, [ident(v) for v in final], "final list")
+
+    # Reads.
+    acked_ends = sorted(o["t1"] for o in acked)
+    invoked_starts = sorted(o["t0"] for o in appends)
+    acked_by_end = sorted(acked, key=lambda o: o["t1"])
+    for read in kops:
+        if read["status"] != "ok":
+            continue
+        if read["op"] == "get_length":
+            length = read["result"]
+            at_least = bisect.bisect_left(acked_ends, read["t0"])
+            at_most = bisect.bisect_left(invoked_starts, read["t1"])
+            if length < at_least:
+                missing = acked_by_end[at_least - 1]
+                report.add(
+                    "stale_list_read",
+                    key,
+                    f"get_length by w{read['w']} at {read['t0']:.3f} = {length}, but {at_least} appends were "
+                    f"acknowledged before it began",
+                    read=_brief(read),
+                    last_acked=_brief(missing),
+                    via_fallback=_via_fallback(missing, report.primary),
+                )
+            elif length > at_most:
+                report.add(
+                    "length_phantom",
+                    key,
+                    f"get_length by w{read['w']} = {length}, but only {at_most} appends were invoked by then",
+                    read=_brief(read),
+                )
+        elif read["op"] == "get_range":
+            items = [ident(v) for v in read["result"]]
+            where = f"get_range{tuple(read['args'])} by w{read['w']} at {read['t0']:.3f}"
+            for item_id in items:
+                source = by_id.get(item_id)
+                if source is None or source["t0"] > read["t1"]:
+                    report.add(
+                        "phantom_read",
+                        key,
+                        f"{where} returned {item_id!r}, never appended to {key} by then",
+                        read=_brief(read),
+                    )
+            for item_id, n in Counter(items).items():
+                if n > 1:
+                    report.add("duplicate_append", key, f"{where} returned {item_id!r} {n} times", read=_brief(read))
+            _check_order(report, key, items, where)
+            if _whole_list(read["args"], len(items)):
+                seen = set(items)
+                for o in acked:
+                    if o["t1"] < read["t0"] and ident(o["args"][0]) not in seen:
+                        report.add(
+                            "stale_list_read",
+                            key,
+                            f"{where} read the whole list ({len(items)} items) without {ident(o['args'][0])!r}, "
+                            f"acknowledged at {o['t1']:.3f} by w{o['w']}",
+                            read=_brief({**read, "result": f"<{len(items)} items>"}),
+                            write=_brief(o),
+                            via_fallback=_via_fallback(o, report.primary),
+                        )
+                        break  # one per read is enough
+
+
+def _whole_list(args: Sequence[int], returned: int) -> bool:
+    """Whether a range read certainly returned the whole list."""
+    start, end = args
+    if start == 0 and end == -1:
+        return True
+    if start == 0 and end >= 0:
+        return returned < end + 1  # fewer than asked: the list ended
+    if end == -1 and start < 0:
+        return returned < -start  # fewer than the last -start: the list is that short
+    return False
+
+
+def _check_order(report: Report, key: str, items: Sequence[Any], where: str) -> None:
+    last: dict[Any, int] = {}
+    for item_id in items:
+        if not (isinstance(item_id, tuple) and len(item_id) == 2):
+            continue
+        w, n = item_id
+        if w in last and n < last[w]:
+            report.add("append_order", key, f"{where}: w{w}'s item {n} after its item {last[w]}")
+            return
+        last[w] = max(n, last.get(w, n))
+
+
+# --- presentation ----------------------------------------------------------------------------------
+
+
+def summary(report: Report, faults: int | None = None, examples: int = 3) -> str:
+    """Counts and a few examples of each violation kind, for printing."""
+    lines = [
+        f"operations: {report.operations}",
+        "ops by type: " + ", ".join(f"{k}={v}" for k, v in sorted(report.ops_by_type.items())),
+        "outcomes: " + ", ".join(f"{k}={v}" for k, v in sorted(report.outcomes.items())),
+    ]
+    if faults is not None:
+        lines.append(f"faults: {faults}")
+    lines.append(
+        f"conflicts recorded: {report.conflicts} (final values excused by a conflict: {report.conflict_excused})"
+    )
+    by_kind = report.by_kind()
+    lines.append(
+        f"violations: {len(report.violations)}"
+        + (" (" + ", ".join(f"{k}={by_kind[k]}" for k in KINDS if by_kind[k]) + ")" if by_kind else "")
+    )
+    for kind in KINDS:
+        shown = [v for v in report.violations if v.kind == kind]
+        if not shown:
+            continue
+        fallback = Counter(v.detail.get("via_fallback") for v in shown)
+        lines.append(
+            f"  {kind}: {len(shown)}; via_fallback: "
+            + ", ".join(f"{k}={n}" for k, n in sorted(fallback.items(), key=str))
+        )
+        for v in shown[:examples]:
+            lines.append(f"    {v}")
+            for name, value in v.detail.items():
+                if name != "via_fallback" and value is not None:
+                    lines.append(f"      {name}: {json.dumps(value, default=repr)[:400]}")
+    return "\n".join(lines)
