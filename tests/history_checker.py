@@ -264,6 +264,7 @@ def _check_register(
                 f"get by w{read['w']} at {read['t0']:.3f} returned None; set by w{last_set['w']} "
                 f"acknowledged at {last_set['t1']:.3f}, no delete after it",
                 read=_brief(read),
+                read_on_fallback=_via_fallback(read, report.primary),
                 write=_brief(last_set),
                 via_fallback=_via_fallback(last_set, report.primary),
             )
@@ -275,6 +276,7 @@ def _check_register(
                 key,
                 f"get by w{read['w']} returned {result!r}, never written to {key}",
                 read=_brief(read),
+                read_on_fallback=_via_fallback(read, report.primary),
             )
             continue
         if source["t0"] > read["t1"]:
@@ -283,6 +285,7 @@ def _check_register(
                 key,
                 f"get by w{read['w']} returned {result!r} before it was written",
                 read=_brief(read),
+                read_on_fallback=_via_fallback(read, report.primary),
                 write=_brief(source),
             )
             continue
@@ -294,6 +297,7 @@ def _check_register(
                 f"get by w{read['w']} at {read['t0']:.3f} returned {result!r}, overwritten by "
                 f"{later['op']} of w{later['w']} acknowledged at {later['t1']:.3f}",
                 read=_brief(read),
+                read_on_fallback=_via_fallback(read, report.primary),
                 write=_brief(source),
                 overwritten_by=_brief(later),
                 via_fallback=_via_fallback(later, report.primary),
@@ -373,6 +377,7 @@ def _check_list(report: Report, key: str, kops: Sequence[Mapping[str, Any]], fin
                     f"get_length by w{read['w']} at {read['t0']:.3f} = {length}, but {at_least} appends were "
                     f"acknowledged before it began",
                     read=_brief(read),
+                    read_on_fallback=_via_fallback(read, report.primary),
                     last_acked=_brief(missing),
                     via_fallback=_via_fallback(missing, report.primary),
                 )
@@ -382,6 +387,7 @@ def _check_list(report: Report, key: str, kops: Sequence[Mapping[str, Any]], fin
                     key,
                     f"get_length by w{read['w']} = {length}, but only {at_most} appends were invoked by then",
                     read=_brief(read),
+                    read_on_fallback=_via_fallback(read, report.primary),
                 )
         elif read["op"] == "get_range":
             items = [ident(v) for v in read["result"]]
@@ -394,10 +400,17 @@ def _check_list(report: Report, key: str, kops: Sequence[Mapping[str, Any]], fin
                         key,
                         f"{where} returned {item_id!r}, never appended to {key} by then",
                         read=_brief(read),
+                        read_on_fallback=_via_fallback(read, report.primary),
                     )
             for item_id, n in Counter(items).items():
                 if n > 1:
-                    report.add("duplicate_append", key, f"{where} returned {item_id!r} {n} times", read=_brief(read))
+                    report.add(
+                        "duplicate_append",
+                        key,
+                        f"{where} returned {item_id!r} {n} times",
+                        read=_brief(read),
+                        read_on_fallback=_via_fallback(read, report.primary),
+                    )
             _check_order(report, key, items, where)
             if _whole_list(read["args"], len(items)):
                 seen = set(items)
@@ -409,6 +422,7 @@ def _check_list(report: Report, key: str, kops: Sequence[Mapping[str, Any]], fin
                             f"{where} read the whole list ({len(items)} items) without {ident(o['args'][0])!r}, "
                             f"acknowledged at {o['t1']:.3f} by w{o['w']}",
                             read=_brief({**read, "result": f"<{len(items)} items>"}),
+                            read_on_fallback=_via_fallback(read, report.primary),
                             write=_brief(o),
                             via_fallback=_via_fallback(o, report.primary),
                         )
@@ -463,14 +477,42 @@ def summary(report: Report, faults: int | None = None, examples: int = 3) -> str
         shown = [v for v in report.violations if v.kind == kind]
         if not shown:
             continue
-        fallback = Counter(v.detail.get("via_fallback") for v in shown)
+        split = Counter((v.detail.get("via_fallback"), v.detail.get("read_on_fallback")) for v in shown)
         lines.append(
-            f"  {kind}: {len(shown)}; via_fallback: "
-            + ", ".join(f"{k}={n}" for k, n in sorted(fallback.items(), key=str))
+            f"  {kind}: {len(shown)}; by (write acknowledged on the fallback, read served by the fallback): "
+            + ", ".join(f"{w}/{r}={n}" for (w, r), n in sorted(split.items(), key=str))
         )
-        for v in shown[:examples]:
+        # One example of each (write, read) combination first, then the earliest others.
+        firsts = {(v.detail.get("via_fallback"), v.detail.get("read_on_fallback")): v for v in reversed(shown)}
+        picked = list(firsts.values())[:examples]
+        picked += [v for v in shown if v not in picked][: max(0, examples - len(picked))]
+        for v in picked:
             lines.append(f"    {v}")
             for name, value in v.detail.items():
-                if name != "via_fallback" and value is not None:
+                if name not in ("via_fallback", "read_on_fallback") and value is not None:
                     lines.append(f"      {name}: {json.dumps(value, default=repr)[:400]}")
     return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tests.history_checker DIR``: re-check a run kept in DIR (history-*.jsonl, final.json)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("dir", type=Path)
+    parser.add_argument("--primary", default="postgres")
+    parser.add_argument("--grace", type=float, default=UNKNOWN_GRACE)
+    parser.add_argument("--examples", type=int, default=5)
+    args = parser.parse_args(argv)
+    ops, events, _ = load_histories(sorted(args.dir.glob("history-*.jsonl")))
+    final = json.loads((args.dir / "final.json").read_text())
+    faults = final.get("faults")
+    report = check(
+        ops, final["values"], final["lists"], conflicts_of(events), unknown_grace=args.grace, primary=args.primary
+    )
+    print(summary(report, faults=None if faults is None else len(faults), examples=args.examples))
+    return 1 if report.violations else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

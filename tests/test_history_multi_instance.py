@@ -88,7 +88,15 @@ def _final_state(database: dict[str, Any], state_dir: Path) -> tuple[dict[str, A
     return values, lists
 
 
-def _check_run(outs: list[Path], final: tuple[dict[str, Any], dict[str, list[Any]]], primary: str) -> hc.Report:
+def _check_run(
+    outs: list[Path],
+    final: tuple[dict[str, Any], dict[str, list[Any]]],
+    primary: str,
+    faults: list[dict[str, Any]] | None = None,
+) -> hc.Report:
+    # Kept next to the histories: `python -m tests.history_checker <dir>` re-checks the run.
+    state = {"values": final[0], "lists": final[1], "faults": faults}
+    (outs[0].parent / "final.json").write_text(json.dumps(state))
     ops, events, _ = hc.load_histories(outs)
     return hc.check(ops, final[0], final[1], hc.conflicts_of(events), primary=primary)
 
@@ -110,7 +118,7 @@ class Nemesis:
         while time.time() < start:
             time.sleep(0.05)
         time.sleep(self.rng.uniform(1, 3))  # some history on a healthy server first
-        while time.time() < end - 6:  # the last fault is over before the workers stop writing
+        while time.time() < end - 5:  # the last fault is over before the workers stop writing
             kind, mode = kinds[i % 3], ("fast", "immediate")[(i // 3) % 2]
             t0 = time.time()
             if kind == "stop":
@@ -164,7 +172,7 @@ def test_three_instances_on_postgres_under_faults_keep_a_valid_history(tmp_path:
     nemesis = Nemesis(owned_postgres)
     outs, summaries = _run_workers(tmp_path, database, SECONDS, during=nemesis)
     final = _final_state(database(0) | {"type": "postgres"}, tmp_path / "state-check")
-    report = _check_run(outs, final, "postgres")
+    report = _check_run(outs, final, "postgres", nemesis.faults)
     _print(f"postgres, {len(APIS)} instances, {SECONDS:g} s", report, nemesis.faults, summaries)
     assert len(nemesis.faults) >= (10 if SECONDS >= 60 else max(1, math.floor(SECONDS / 8)))
     assert report.operations > 20 * SECONDS
