@@ -6,8 +6,8 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import quote, unquote
 
 from pydantic import (
     AliasChoices,
@@ -53,6 +53,23 @@ class _Model(BaseModel):
 
 
 class _TierConfig(_Model):
+    #: Fields that change where the data lives (`kvstore._identity.tier_identity` digests them) ...
+    identity_fields: ClassVar[frozenset[str]] = frozenset({"type", "key_prefix"})
+    #: ... and fields that do not (how to reach it, how long to wait, how to behave in an outage).
+    #: Every field is in exactly one of the two sets; tests/test_identity.py checks it.
+    non_identity_fields: ClassVar[frozenset[str]] = frozenset(
+        {
+            "max_value_bytes",
+            "connect_timeout",
+            "on_outage",
+            "failure_threshold",
+            "probe_interval",
+            "state_dir",
+            "degraded_reads",
+            "fallback",
+        }
+    )
+
     key_prefix: str = Field(
         "", description="Prepended to every key; stores with different prefixes never see each other's keys."
     )
@@ -90,32 +107,195 @@ class _TierConfig(_Model):
         return value
 
 
+# --- URLs with secrets in them -------------------------------------------------------
+#
+# Where a URL's password ends. A password in a URL should be percent-encoded, but
+# real ones are pasted as they are: ``postgresql://app:p/a#s?w@rd@db:5432/app``.
+# urlsplit would end the authority at the first ``/``, ``?`` or ``#`` and put the
+# rest of the password in the path, the query or the fragment, where it would be
+# printed. kvstore's rule instead:
+#
+# - The userinfo ends at the LAST ``@`` that is followed by a host list (``host``,
+#   ``host:port``, ``[v6]:port``, comma-separated, possibly empty) and then by the
+#   end, ``/``, ``?`` or ``#``, and that does not sit in a query value (after a
+#   ``?`` and a ``name=``: ``?client_name=a@b``, ``?password=p@w``). So a password
+#   may hold ``/ # ? @ : [ ] $ %`` unencoded. Should every such ``@`` sit in a
+#   query value, the URL has no userinfo when it reads cleanly without one.
+# - The password is everything after the first ``:`` of the userinfo, then
+#   percent-decoded: ``%`` followed by two hex digits is an escape (``%25`` is a
+#   literal ``%``), any other ``%`` is literal.
+# - ``?password=`` (accepted by redis-py and libpq) is a secret too: the query
+#   after the host list runs to the end of the URL (these URLs have no fragment,
+#   so a ``#`` in it is data) and its parameters are separated by ``&``.
+# - When no reading is safe, the URL is rejected with a message that quotes none
+#   of it.
+
+_URL_SCHEME = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
+_HOST = r"(?:\[[0-9A-Za-z:.%]*\]|[A-Za-z0-9._~%-]*)(?::[0-9]*)?"
+_HOSTS = re.compile(rf"{_HOST}(?:,{_HOST})*")
+# Before ``$VAR`` substitution a host may still be ``${DB_HOST}``.
+_TEMPLATE_HOST = r"(?:\[[0-9A-Za-z:.%]*\]|[A-Za-z0-9._~%${}-]*)(?::[0-9A-Za-z_${}]*)?"
+_TEMPLATE_HOSTS = re.compile(rf"{_TEMPLATE_HOST}(?:,{_TEMPLATE_HOST})*")
+_STRICT_HOST = r"(?:\[[0-9A-Za-z:.%]+\]|[A-Za-z0-9._~%-]+)(?::[0-9]+)?"
+_STRICT_HOSTS = re.compile(rf"{_STRICT_HOST}(?:,{_STRICT_HOST})*")
+_TEMPLATE_STRICT_HOST = r"(?:\[[0-9A-Za-z:.%]+\]|[A-Za-z0-9._~%${}-]+)(?::[0-9A-Za-z_${}]+)?"
+_TEMPLATE_STRICT_HOSTS = re.compile(rf"{_TEMPLATE_STRICT_HOST}(?:,{_TEMPLATE_STRICT_HOST})*")
+_QUERY_PARAMETER = re.compile(r"[?&][A-Za-z_][A-Za-z0-9_.-]*=")
+_UNPARSABLE = (
+    "cannot tell where the password ends in this URL; percent-encode the special characters of the "
+    "password (/ as %2F, # as %23, ? as %3F, @ as %40, % as %25) or give it as the `password` field"
+)
+
+
+class _Url:
+    """Where the parts of a ``scheme://[userinfo@]hosts[/path][?query]`` URL are (offsets into ``text``)."""
+
+    __slots__ = ("at", "host_end", "scheme", "start", "text")
+
+    def __init__(self, text: str, *, template: bool = False) -> None:
+        match = _URL_SCHEME.match(text)
+        if match is None:
+            raise ValueError("a URL looks like scheme://host/...")
+        self.text = text
+        self.scheme = match["scheme"].lower()
+        self.start = match.end()
+        self.at = self._userinfo_end(template)
+        host_start = self.start if self.at is None else self.at + 1
+        self.host_end = _next_delimiter(text, host_start)
+
+    def _userinfo_end(self, template: bool) -> int | None:
+        text, start = self.text, self.start
+        if "@" not in text[start:]:
+            return None
+        hosts = _TEMPLATE_HOSTS if template else _HOSTS
+        candidates = [
+            i
+            for i in range(start, len(text))
+            if text[i] == "@" and hosts.fullmatch(text, i + 1, _next_delimiter(text, i + 1))
+        ]
+        for at in reversed(candidates):
+            if not _in_query_value(text, start, at):
+                return at
+        # Every '@' followed by a host sits in a query value (``?client_name=a@b``): when the
+        # URL reads cleanly without a userinfo, that is what it is.
+        authority_end = _next_delimiter(text, start)
+        strict = _TEMPLATE_STRICT_HOSTS if template else _STRICT_HOSTS
+        if "@" not in text[start:authority_end] and strict.fullmatch(text, start, authority_end):
+            return None
+        if candidates:
+            return candidates[-1]
+        if template:
+            return text.rfind("@")
+        # No host after any '@': guessing could leave part of a password in the URL.
+        raise ValueError(_UNPARSABLE)
+
+    @property
+    def user(self) -> str:
+        """The user name as written (percent-encoded), ``""`` when there is none."""
+        if self.at is None:
+            return ""
+        return self.text[self.start : self.at].partition(":")[0]
+
+    def password_span(self) -> tuple[int, int] | None:
+        """Where the userinfo's password is, when there is one."""
+        if self.at is None:
+            return None
+        colon = self.text.find(":", self.start, self.at)
+        return None if colon < 0 else (colon + 1, self.at)
+
+    @property
+    def hosts(self) -> str:
+        """The host list as written (``h1:5432,h2``, ``[::1]:6379``, or ``""``)."""
+        return self.text[self.start if self.at is None else self.at + 1 : self.host_end]
+
+    @property
+    def path(self) -> str:
+        """What follows the hosts, up to the query: ``/0``, ``/dbname``, ``/path/to/sock``."""
+        tail = self.text[self.host_end :]
+        return tail.partition("?")[0]
+
+    def query(self) -> list[tuple[int, int, str, int]]:
+        """The query's parameters: ``(start, end, decoded lower-case name, value start)`` each."""
+        query_start = self.text.find("?", self.host_end)
+        if query_start < 0:
+            return []
+        params = []
+        position = query_start + 1
+        for param in self.text[query_start + 1 :].split("&"):
+            name, equals, _ = param.partition("=")
+            value_start = position + len(name) + len(equals)
+            params.append((position, position + len(param), unquote(name).lower(), value_start))
+            position += len(param) + 1
+        return params
+
+    def parameters(self) -> list[tuple[str, str]]:
+        """The query's ``(lower-case name, percent-decoded value)`` pairs."""
+        return [(name, unquote(self.text[value:end])) for _, end, name, value in self.query()]
+
+    def secret_spans(self) -> list[tuple[int, int]]:
+        """Where the password is: the userinfo's, and every ``password=`` value."""
+        spans = [span] if (span := self.password_span()) is not None else []
+        spans += [(value, end) for _, end, name, value in self.query() if name == "password"]
+        return spans
+
+
+def _in_query_value(text: str, start: int, at: int) -> bool:
+    """Whether ``text[start:at]`` ends inside a query parameter (``...?name=`` or ``...&name=``)."""
+    question = text.find("?", start, at)
+    return question >= 0 and _QUERY_PARAMETER.search(text, question, at) is not None
+
+
+def _url_scheme(url: str) -> str:
+    """The lower-case scheme of ``url`` (``""`` when it has none)."""
+    match = _URL_SCHEME.match(url)
+    return match["scheme"].lower() if match else ""
+
+
+def _next_delimiter(text: str, start: int) -> int:
+    """Index of the first ``/``, ``?`` or ``#`` at or after ``start`` (``len(text)`` when none)."""
+    ends = [i for i in (text.find(c, start) for c in "/?#") if i >= 0]
+    return min(ends, default=len(text))
+
+
+def _decode_secret(text: str) -> str:
+    try:
+        return unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        raise ValueError(
+            "the password in the URL is not valid percent-encoded UTF-8 (write a literal % as %25)"
+        ) from None
+
+
 def _split_password(url: str) -> tuple[str, str | None]:
     """Return ``url`` without its password, and the password (percent-decoded).
 
-    The password may sit in the user part (``user:pw@host``) or in the query
+    The password may sit in the user part (``user:pw@host``, where it may hold
+    ``/ # ? @ :`` unencoded: see the rule above) or in the query
     (``?password=pw``, which redis-py and libpq both accept); both are removed.
+
+    Raises:
+        ValueError: the URL cannot be read safely; the message quotes none of it.
     """
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    in_query = [v for k, v in query if k.lower() == "password"]
-    if parts.password is None and not in_query:
+    parsed = _Url(url)
+    span = parsed.password_span()
+    query = parsed.query()
+    in_query = [url[value:end] for _, end, name, value in query if name == "password"]
+    if span is None and not in_query:
         return url, None
-    if in_query:
-        parts = parts._replace(query=urlencode([(k, v) for k, v in query if k.lower() != "password"]))
-    password = unquote(parts.password) if parts.password is not None else in_query[-1]
-    if parts.password is not None:
-        user = parts.username or ""
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = f"{quote(user, safe='')}@" if user else ""
-        netloc += host + (f":{parts.port}" if parts.port is not None else "")
-        parts = parts._replace(netloc=netloc)
-    return urlunsplit(parts), password
+    # The userinfo's password wins over ?password= (as in redis-py and libpq).
+    password = _decode_secret(url[span[0] : span[1]] if span is not None else in_query[-1])
+    user = unquote(parsed.user)
+    bare = url[: parsed.start] + (f"{quote(user, safe='')}@" if user else "") + parsed.hosts + parsed.path
+    kept = [url[start:end] for start, end, name, _ in query if name != "password"]
+    if kept:
+        bare += "?" + "&".join(kept)
+    return bare, password
 
 
 class _NetworkConfig(_TierConfig):
+    identity_fields = _TierConfig.identity_fields | {"url"}
+    non_identity_fields = _TierConfig.non_identity_fields | {"password"}
+
     url: str | None = Field(None, description="Connection URL; a password in it is moved to `password`.")
     password: SecretStr | None = Field(None, description="Never printed; `$VAR` reads it from the environment.")
 
@@ -135,6 +315,8 @@ class _NetworkConfig(_TierConfig):
 class MemoryCacheConfig(_TierConfig):
     """In-process cache: bounded (LRU), TTL-aware, not durable."""
 
+    non_identity_fields = _TierConfig.non_identity_fields | {"max_entries"}
+
     type: Literal["memory"] = "memory"
     max_entries: int = Field(100_000, gt=0, description="Least recently used entries are evicted past this.")
     fallback: list[CacheFallback] | None = None
@@ -142,6 +324,21 @@ class MemoryCacheConfig(_TierConfig):
 
 class RedisCacheConfig(_NetworkConfig):
     """Redis (or Redis Cluster) cache."""
+
+    identity_fields = _NetworkConfig.identity_fields | {"host", "port", "db", "cluster"}
+    # ACL users share one keyspace; TLS is the transport, not the place.
+    non_identity_fields = _NetworkConfig.non_identity_fields | {
+        "username",
+        "tls",
+        "tls_ca_file",
+        "tls_cert_file",
+        "tls_key_file",
+        "tls_verify",
+        "max_connections",
+        "socket_timeout",
+        "socket_connect_timeout",
+        "health_check_interval",
+    }
 
     type: Literal["redis"] = "redis"
     host: str = "localhost"
@@ -163,7 +360,7 @@ class RedisCacheConfig(_NetworkConfig):
     @model_validator(mode="after")
     def _url_flags(self) -> RedisCacheConfig:
         if self.url is not None:
-            scheme = urlsplit(self.url).scheme
+            scheme = _url_scheme(self.url)
             if scheme not in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
                 raise ValueError(f"unsupported Redis URL scheme {scheme!r}")
             if "cluster" in scheme:
@@ -187,6 +384,8 @@ CacheConfig = Annotated[MemoryCacheConfig | RedisCacheConfig, Field(discriminato
 class MemoryDatabaseConfig(_TierConfig):
     """In-process database: values and lists, bounded, not durable."""
 
+    non_identity_fields = _TierConfig.non_identity_fields | {"max_entries"}
+
     type: Literal["memory"] = "memory"
     max_entries: int = Field(1_000_000, gt=0, description="Least recently used keys are evicted past this.")
     fallback: list[DatabaseFallback] | None = None
@@ -194,6 +393,9 @@ class MemoryDatabaseConfig(_TierConfig):
 
 class SqliteDatabaseConfig(_TierConfig):
     """SQLite file (WAL), the embedded default."""
+
+    identity_fields = _TierConfig.identity_fields | {"path", "url"}
+    non_identity_fields = _TierConfig.non_identity_fields | {"synchronous", "busy_timeout", "purge_interval"}
 
     type: Literal["sqlite"] = "sqlite"
     path: str = Field(DEFAULT_SQLITE_PATH, description="Database file, or ':memory:'. Directories are created.")
@@ -217,6 +419,21 @@ class SqliteDatabaseConfig(_TierConfig):
 class PostgresDatabaseConfig(_NetworkConfig):
     """PostgreSQL through a psycopg connection pool."""
 
+    identity_fields = _NetworkConfig.identity_fields | {"host", "port", "dbname", "schema_name", "table_prefix"}
+    # The user only matters through libpq's default dbname, which tier_identity resolves.
+    non_identity_fields = _NetworkConfig.non_identity_fields | {
+        "user",
+        "sslmode",
+        "sslrootcert",
+        "min_size",
+        "max_size",
+        "pool_timeout",
+        "max_waiting",
+        "statement_timeout",
+        "call_timeout",
+        "tcp_user_timeout",
+    }
+
     type: Literal["postgres"] = "postgres"
     host: str = "localhost"
     port: int = Field(5432, gt=0, lt=65536)
@@ -228,7 +445,7 @@ class PostgresDatabaseConfig(_NetworkConfig):
         "public",
         validation_alias=AliasChoices("schema", "schema_name", "schemaName"),
         serialization_alias="schema",
-        description="Schema holding kvstore's tables (quoted as an identifier).",
+        description="Schema holding kvstore's tables (quoted as an identifier): 1 to 63 UTF-8 bytes, no NUL.",
     )
     table_prefix: str = Field("kvstore_", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
     min_size: int = Field(1, ge=0)
@@ -244,9 +461,22 @@ class PostgresDatabaseConfig(_NetworkConfig):
     tcp_user_timeout: PositiveSeconds = Field(5.0, description="Deadline for unacknowledged data on the socket.")
     fallback: list[DatabaseFallback] | None = None
 
+    @field_validator("schema_name")
+    @classmethod
+    def _check_schema(cls, value: str) -> str:
+        # PostgreSQL cuts identifiers at 63 bytes (NAMEDATALEN - 1) with only a NOTICE: two
+        # long names would silently share one schema. Checked here, not at connect.
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise ValueError("schema must not contain lone surrogates") from None
+        if "\x00" in value or not 0 < size <= 63:
+            raise ValueError("schema must be 1 to 63 UTF-8 bytes with no NUL (PostgreSQL truncates longer names)")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> PostgresDatabaseConfig:
-        if self.url is not None and urlsplit(self.url).scheme not in ("postgres", "postgresql"):
+        if self.url is not None and _url_scheme(self.url) not in ("postgres", "postgresql"):
             raise ValueError("a PostgreSQL URL starts with postgresql://")
         if self.min_size > self.max_size:
             raise ValueError("min_size must not exceed max_size")
@@ -273,23 +503,44 @@ _VAR = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<bare>[A-Za-z
 
 
 def _substitute(value: Any, path: str, env: Mapping[str, str]) -> Any:
-    """Replace ``$VAR`` / ``${VAR}`` in every string of ``value``; ``$$`` is a literal ``$``."""
+    """Replace ``$VAR`` / ``${VAR}`` in every string of ``value``; ``$$`` is a literal ``$``.
+
+    A reference to an unset variable is an error naming it, except where it may be
+    part of a literal password, which no message may quote:
+
+    - in a ``password`` field it is an error that names nothing;
+    - in a URL's password (``user:p$ss@host`` or ``?password=p$ss``) it is kept
+      literally, so a pasted password with a ``$`` in it works; only a password
+      that is nothing but one reference (``user:$PW@host``) is an error, naming nothing.
+
+    ``$$`` is a literal ``$`` everywhere, passwords included.
+    """
     if isinstance(value, str):
         if "$" not in value:
             return value
+        secret = "password" in path.lower()
+        spans = _secret_spans(value) if path.rsplit(".", 1)[-1].lower() == "url" else []
+        for start, end in spans:
+            whole = _VAR.fullmatch(value, start, end)
+            if whole is not None and not whole["dollar"] and (whole["braced"] or whole["bare"]) not in env:
+                raise ConfigError(
+                    f"the password in {path} refers to an environment variable that is not set "
+                    "(write $$ for a literal $ in a password)"
+                )
 
         def replace(match: re.Match[str]) -> str:
             if match["dollar"]:
                 return "$"
             name = match["braced"] or match["bare"]
-            if name not in env:
-                if "password" in path.lower():  # the "name" may be part of a literal password: never echo it
-                    raise ConfigError(
-                        f"{path} refers to an environment variable that is not set "
-                        "(write $$ for a literal $ in a password)"
-                    )
-                raise ConfigError(f"{path or 'config'} refers to ${name}, which is not set in the environment")
-            return env[name]
+            if name in env:
+                return env[name]
+            if any(start <= match.start() < end for start, end in spans):
+                return match[0]  # part of a literal password
+            if secret:  # the "name" may be part of a literal password: never echo it
+                raise ConfigError(
+                    f"{path} refers to an environment variable that is not set (write $$ for a literal $ in a password)"
+                )
+            raise ConfigError(f"{path or 'config'} refers to ${name}, which is not set in the environment")
 
         return _VAR.sub(replace, value)
     if isinstance(value, Mapping):
@@ -297,6 +548,15 @@ def _substitute(value: Any, path: str, env: Mapping[str, str]) -> Any:
     if isinstance(value, list | tuple):
         return [_substitute(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
     return value
+
+
+def _secret_spans(url: str) -> list[tuple[int, int]]:
+    """Where a URL (before substitution) holds passwords; unsure, all before its last ``@``."""
+    try:
+        return _Url(url, template=True).secret_spans()
+    except ValueError:
+        at = url.rfind("@")
+        return [(0, at)] if at >= 0 else []
 
 
 class StorageConfig(_Model):
@@ -383,7 +643,22 @@ class StorageConfig(_Model):
         for tier, values in (("cache", settings.cache), ("database", settings.database)):
             if values:
                 data[tier] = {k.lower(): v for k, v in values.items()}
+                if isinstance(data[tier].get("fallback"), str):
+                    data[tier]["fallback"] = _fallback_from_env(data[tier]["fallback"], tier)
         return cls.from_mapping(data)
+
+
+def _fallback_from_env(text: str, tier: str) -> Any:
+    """``KVSTORE_<TIER>__FALLBACK``: a JSON list (``[]``, ``["memory"]``), ``sqlite,memory``, or empty for ``[]``."""
+    text = text.strip()
+    if text.startswith("["):
+        import json
+
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ConfigError(f"KVSTORE_{tier.upper()}__FALLBACK is not a valid JSON list") from None
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def _settings_from(settings_cls: Any, env: Mapping[str, str]) -> Any:
