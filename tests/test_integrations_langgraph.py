@@ -1,0 +1,360 @@
+"""LangGraph adapters: langgraph-checkpoint-conformance on every backend (sync and async savers), the store, and
+what neither suite covers (delta storage of message lists, no pickle, TTL expiry)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+import pytest
+
+pytest.importorskip("langgraph")
+pytest.importorskip("langgraph.checkpoint.conformance")
+
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, RemoveMessage
+from langgraph.checkpoint.conformance import checkpointer_test, validate
+from langgraph.checkpoint.conformance.report import CapabilityReport
+from langgraph.graph import START, StateGraph
+from langgraph.graph.message import add_messages
+
+from kvstore import AsyncDatabase, AsyncMemoryDatabase, Database, MemoryDatabase
+from kvstore.integrations.langgraph import AsyncKVStoreSaver, AsyncKVStoreStore, KVStoreSaver, KVStoreStore
+from tests.clock import FakeClock
+
+BACKENDS = ["memory", "sqlite-file", pytest.param("postgres", marks=pytest.mark.postgres)]
+#: Every key of these tests lives under this kvstore prefix, so a shared server keeps its other data.
+PREFIX = "lg-test:"
+
+
+def open_sync(name: str, request: pytest.FixtureRequest, clock: FakeClock | None = None) -> Database:
+    """A fresh sync database of backend ``name``."""
+    if name == "memory":
+        return MemoryDatabase(clock=clock) if clock else MemoryDatabase()
+    if name == "sqlite-file":
+        from kvstore.sqlite import SqliteDatabase
+
+        path: Path = request.getfixturevalue("tmp_path") / "lg.db"
+        return SqliteDatabase(path, clock=clock) if clock else SqliteDatabase(path)
+    if name == "postgres":
+        from kvstore.postgres import PostgresDatabase
+
+        db = PostgresDatabase(request.getfixturevalue("postgres_url"), key_prefix=PREFIX, max_size=4)
+        db.open()
+        return db
+    raise AssertionError(name)
+
+
+async def open_async(name: str, request: pytest.FixtureRequest, clock: FakeClock | None = None) -> AsyncDatabase:
+    """A fresh async database of backend ``name``."""
+    if name == "memory":
+        return AsyncMemoryDatabase(clock=clock) if clock else AsyncMemoryDatabase()
+    if name == "sqlite-file":
+        from kvstore.sqlite import AsyncSqliteDatabase
+
+        path: Path = request.getfixturevalue("tmp_path") / "lg.db"
+        return AsyncSqliteDatabase(path, clock=clock) if clock else AsyncSqliteDatabase(path)
+    if name == "postgres":
+        from kvstore.postgres import AsyncPostgresDatabase
+
+        db = AsyncPostgresDatabase(request.getfixturevalue("postgres_url"), key_prefix=PREFIX, max_size=4)
+        await db.open()
+        return db
+    raise AssertionError(name)
+
+
+@pytest.fixture(params=BACKENDS)
+def database(request: pytest.FixtureRequest) -> Iterator[Database]:
+    """An empty sync database of each backend."""
+    db = open_sync(request.param, request)
+    db.clear()
+    yield db
+    db.clear()
+    db.close()
+
+
+@pytest.fixture(params=BACKENDS)
+async def adatabase(request: pytest.FixtureRequest) -> AsyncIterator[AsyncDatabase]:
+    """An empty async database of each backend."""
+    db = await open_async(request.param, request)
+    await db.clear()
+    yield db
+    await db.clear()
+    await db.aclose()
+
+
+def report_counts(report: CapabilityReport) -> tuple[int, int, int]:
+    """(passed, failed, capabilities not run) summed over the report."""
+    results = report.results.values()
+    return (
+        sum(r.tests_passed for r in results),
+        sum(r.tests_failed for r in results),
+        sum(1 for r in results if not r.detected),
+    )
+
+
+def assert_conformant(report: CapabilityReport, label: str) -> None:
+    passed, failed, skipped = report_counts(report)
+    print(f"\nconformance {label}: {passed} passed, {failed} failed, {skipped} capabilities not run")
+    failures = [f for r in report.results.values() for f in r.failures]
+    assert failed == 0, failures
+    assert skipped == 0, "every capability (base and extended) is implemented"
+    assert report.passed_all()
+
+
+# --------------------------------------------------------------------------- conformance
+
+
+async def test_conformance_sync_saver(database: Database) -> None:
+    """KVStoreSaver (sync, its a-methods in a worker thread) passes every langgraph-checkpoint-conformance test."""
+
+    @checkpointer_test(name=f"KVStoreSaver-{type(database).__name__}")
+    async def factory() -> AsyncIterator[KVStoreSaver]:
+        yield KVStoreSaver(database, prefix=f"conf-{uuid.uuid4().hex[:8]}:")
+
+    assert_conformant(await validate(factory), f"sync {type(database).__name__}")
+
+
+async def test_conformance_async_saver(adatabase: AsyncDatabase) -> None:
+    """AsyncKVStoreSaver passes every langgraph-checkpoint-conformance test."""
+
+    @checkpointer_test(name=f"AsyncKVStoreSaver-{type(adatabase).__name__}")
+    async def factory() -> AsyncIterator[AsyncKVStoreSaver]:
+        yield AsyncKVStoreSaver(adatabase, prefix=f"conf-{uuid.uuid4().hex[:8]}:")
+
+    assert_conformant(await validate(factory), f"async {type(adatabase).__name__}")
+
+
+# --------------------------------------------------------------------------- a real graph
+
+
+class State(TypedDict):
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+def chat_graph(checkpointer: Any) -> Any:
+    model = FakeListChatModel(responses=["Sure, " + "x" * 90])
+
+    def chatbot(state: State) -> dict[str, Any]:
+        return {"messages": [model.invoke(state["messages"][-20:])]}
+
+    builder = StateGraph(State)
+    builder.add_node("chatbot", chatbot)
+    builder.add_edge(START, "chatbot")
+    return builder.compile(checkpointer=checkpointer)
+
+
+def stored_bytes(db: Database, prefix: str) -> int:
+    import orjson
+
+    total = 0
+    for key in db.keys(prefix + "*"):
+        if key.startswith(f"{prefix}l:") or key.startswith(f"{prefix}w:"):
+            total += sum(len(orjson.dumps(v)) for v in db.get_range(key, 0, -1))
+        else:
+            total += len(orjson.dumps(db.get(key)))
+    return total
+
+
+def test_graph_turns_store_only_new_messages(database: Database) -> None:
+    """A chat graph's message list is appended, not re-stored: bytes per turn stay flat as the history grows."""
+    saver = KVStoreSaver(database)
+    graph = chat_graph(saver)
+    config = {"configurable": {"thread_id": "chat-1"}}
+    sizes = []
+    for turn in range(30):
+        graph.invoke({"messages": [HumanMessage(f"question {turn} " + "y" * 80)]}, config)
+        sizes.append(stored_bytes(database, saver.prefix))
+    messages = graph.get_state(config).values["messages"]
+    assert len(messages) == 60
+    assert [m.content for m in messages[-2:]] == [f"question 29 {'y' * 80}", "Sure, " + "x" * 90]
+    per_turn = [b - a for a, b in zip(sizes, sizes[1:], strict=False)]
+    assert max(per_turn[-5:]) < 1.3 * max(per_turn[:5]), per_turn  # flat, not growing with the history
+    assert database.get_length(f"{saver.prefix}l:chat-1::messages") == 60  # each message stored once in the list
+
+
+def test_new_process_continues_the_list(database: Database) -> None:
+    """A fresh saver (another process) reads the thread back and keeps appending to the same list."""
+    graph = chat_graph(KVStoreSaver(database))
+    config = {"configurable": {"thread_id": "t"}}
+    graph.invoke({"messages": [HumanMessage("one")]}, config)
+    fresh = chat_graph(KVStoreSaver(database))
+    fresh.invoke({"messages": [HumanMessage("two")]}, config)
+    assert [m.content for m in fresh.get_state(config).values["messages"]][::2] == ["one", "two"]
+    assert database.get_length("langgraph:l:t::messages") == 4
+
+
+def test_removed_message_stores_whole_value(database: Database) -> None:
+    """A value that does not extend the previous one (a RemoveMessage) is stored whole and reads back right."""
+    graph = chat_graph(KVStoreSaver(database))
+    config = {"configurable": {"thread_id": "t"}}
+    graph.invoke({"messages": [HumanMessage("one", id="h1")]}, config)
+    graph.update_state(config, {"messages": [RemoveMessage(id="h1")]})
+    assert [m.content for m in graph.get_state(config).values["messages"]] == ["Sure, " + "x" * 90]
+    graph.invoke({"messages": [HumanMessage("two")]}, config)
+    contents = [m.content for m in chat_graph(KVStoreSaver(database)).get_state(config).values["messages"]]
+    assert contents == ["Sure, " + "x" * 90, "two", "Sure, " + "x" * 90]
+
+
+def test_time_travel_fork_keeps_both_branches(database: Database) -> None:
+    """Resuming from an older checkpoint forks: both branches read back their own messages."""
+    saver = KVStoreSaver(database)
+    graph = chat_graph(saver)
+    config = {"configurable": {"thread_id": "t"}}
+    graph.invoke({"messages": [HumanMessage("one")]}, config)
+    after_one = graph.get_state(config).config
+    graph.invoke({"messages": [HumanMessage("two")]}, config)
+    forked = graph.invoke({"messages": [HumanMessage("other")]}, after_one)
+    assert [m.content for m in forked["messages"]][::2] == ["one", "other"]
+    history = [s.values.get("messages", []) for s in graph.get_state_history(config)]
+    assert any([m.content for m in h][::2] == ["one", "two"] for h in history)
+    fresh = chat_graph(KVStoreSaver(database))
+    assert [m.content for m in fresh.get_state(config).values["messages"]][::2] == ["one", "other"]
+
+
+async def test_async_saver_runs_a_graph(adatabase: AsyncDatabase) -> None:
+    """AsyncKVStoreSaver under graph.ainvoke: the history survives a fresh saver."""
+    graph = chat_graph(AsyncKVStoreSaver(adatabase))
+    config = {"configurable": {"thread_id": "t"}}
+    for text in ("one", "two", "three"):
+        await graph.ainvoke({"messages": [HumanMessage(text)]}, config)
+    state = await chat_graph(AsyncKVStoreSaver(adatabase)).aget_state(config)
+    assert [m.content for m in state.values["messages"]][::2] == ["one", "two", "three"]
+    assert await adatabase.get_length("langgraph:l:t::messages") == 6
+
+
+def test_nothing_is_pickled_and_unknown_types_are_not_revived(database: Database) -> None:
+    """No pickle: a value of an arbitrary class is stored through strict msgpack and not rebuilt on read."""
+    saver = KVStoreSaver(database)
+    assert saver.serde.pickle_fallback is False  # type: ignore[attr-defined]
+    config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    checkpoint = empty_checkpoint()
+    checkpoint["channel_values"] = {"x": Path("/etc"), "m": [AIMessage("hi")]}
+    checkpoint["channel_versions"] = {"x": 1, "m": 1}
+    stored = saver.put(config, checkpoint, {"source": "input", "step": -1}, {"x": 1, "m": 1})
+    values = saver.get_tuple(stored).checkpoint["channel_values"]  # type: ignore[union-attr]
+    assert values == {"x": Path("/etc"), "m": [AIMessage("hi")]}  # pathlib is on the safe list
+    for key in database.keys("*"):
+        raw = database.get(key) if not key.startswith("langgraph:l:") else database.get_range(key, 0, -1)
+        assert "pickle" not in str(raw)
+
+
+def test_sync_methods_of_async_saver_need_another_thread() -> None:
+    """Calling a sync method of the async saver inside its event loop fails with a clear error."""
+    import asyncio
+
+    async def main() -> None:
+        saver = AsyncKVStoreSaver(AsyncMemoryDatabase())
+        await saver.aget_tuple({"configurable": {"thread_id": "t"}})
+        with pytest.raises(asyncio.InvalidStateError, match="aget_tuple"):
+            saver.get_tuple({"configurable": {"thread_id": "t"}})
+        assert await asyncio.to_thread(saver.get_tuple, {"configurable": {"thread_id": "t"}}) is None
+
+    asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- store
+
+
+def test_store_get_put_delete_search(database: Database) -> None:
+    """get/put/delete, search by namespace prefix + filter with offset/limit, list_namespaces."""
+    store = KVStoreStore(database)
+    for i in range(30):
+        store.put(("users", f"u{i % 3}", "memories"), f"k{i}", {"n": i, "kind": "even" if i % 2 == 0 else "odd"})
+    store.put(("users.x",) if False else ("usersx",), "k", {"n": 1})
+    item = store.get(("users", "u0", "memories"), "k3")
+    assert item is not None and item.value == {"n": 3, "kind": "odd"} and item.namespace == ("users", "u0", "memories")
+    created = item.created_at
+    store.put(("users", "u0", "memories"), "k3", {"n": 33, "kind": "odd"})
+    again = store.get(("users", "u0", "memories"), "k3")
+    assert again is not None and again.value["n"] == 33 and again.created_at == created
+    assert again.updated_at >= created
+    assert len(store.search(("users",), limit=100)) == 30
+    assert store.search(("user",), limit=100) == []  # a label prefix is not a namespace prefix
+    odd = store.search(("users",), filter={"kind": "odd"}, limit=100)
+    assert len(odd) == 15 and all(r.value["kind"] == "odd" for r in odd)
+    big = store.search(("users",), filter={"n": {"$gte": 20}, "kind": {"$ne": "odd"}}, limit=100)
+    assert sorted(r.value["n"] for r in big) == [20, 22, 24, 26, 28]
+    page = store.search(("users", "u1"), limit=3, offset=2)
+    assert len(page) == 3
+    assert [r.updated_at for r in page] == sorted((r.updated_at for r in page), reverse=True)
+    store.delete(("users", "u0", "memories"), "k3")
+    assert store.get(("users", "u0", "memories"), "k3") is None
+    assert store.list_namespaces(prefix=("users",)) == [("users", f"u{i}", "memories") for i in range(3)]
+    assert store.list_namespaces(max_depth=2) == [("users", "u0"), ("users", "u1"), ("users", "u2"), ("usersx",)]
+    assert store.list_namespaces(suffix=("memories",), limit=1, offset=1) == [("users", "u1", "memories")]
+    assert store.list_namespaces(prefix=("users", "*", "memories")) == [
+        ("users", f"u{i}", "memories") for i in range(3)
+    ]
+
+
+def test_store_keys_with_glob_and_dots(database: Database) -> None:
+    """Keys and labels holding glob characters, dots in keys, and '..' never cross namespaces."""
+    store = KVStoreStore(database)
+    store.put(("a*", "[b]"), "k..1", {"v": 1})
+    store.put(("a",), "x..y", {"v": 2})
+    assert store.get(("a*", "[b]"), "k..1").value == {"v": 1}  # type: ignore[union-attr]
+    assert [r.key for r in store.search(("a",))] == ["x..y"]
+    assert [r.key for r in store.search(("a*",))] == ["k..1"]
+    assert store.list_namespaces() == [("a",), ("a*", "[b]")]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_store_ttl_expiry_on_every_backend(backend: str, request: pytest.FixtureRequest) -> None:
+    """An expired item is never returned by get, search or list_namespaces; reads refresh the TTL."""
+    clock = FakeClock() if backend == "memory" else None
+    db = open_sync(backend, request, clock)
+    db.clear()
+    try:
+        store = KVStoreStore(db, ttl={"refresh_on_read": True})
+        seconds = 1.5
+        store.put(("ttl",), "short", {"v": 1}, ttl=seconds / 60)
+        store.put(("ttl",), "refreshed", {"v": 2}, ttl=seconds / 60)
+        store.put(("ttl",), "forever", {"v": 3})
+
+        def advance(s: float) -> None:
+            if clock is not None:
+                clock.advance(s)
+            else:
+                time.sleep(s)
+
+        advance(seconds * 0.6)
+        assert store.get(("ttl",), "refreshed") is not None  # refreshes its TTL
+        assert store.get(("ttl",), "short", refresh_ttl=False) is not None
+        advance(seconds * 0.6)
+        assert store.get(("ttl",), "short") is None
+        assert {r.key for r in store.search(("ttl",), refresh_ttl=False)} == {"refreshed", "forever"}
+        advance(seconds * 1.1)
+        assert store.get(("ttl",), "refreshed") is None
+        assert [r.key for r in store.search(("ttl",))] == ["forever"]
+        store.put(("gone",), "k", {"v": 1}, ttl=seconds / 60)
+        assert ("gone",) in store.list_namespaces()
+        advance(seconds * 1.1)
+        assert store.list_namespaces() == [("ttl",)]
+    finally:
+        db.clear()
+        db.close()
+
+
+async def test_async_store(adatabase: AsyncDatabase) -> None:
+    """AsyncKVStoreStore: aput/aget/asearch/alist_namespaces/adelete natively on an AsyncDatabase."""
+    store = AsyncKVStoreStore(adatabase)
+    await store.aput(("docs", "a"), "1", {"t": "x"})
+    await store.aput(("docs", "b"), "2", {"t": "y"})
+    assert (await store.aget(("docs", "a"), "1")).value == {"t": "x"}  # type: ignore[union-attr]
+    assert [r.key for r in await store.asearch(("docs",), filter={"t": "y"})] == ["2"]
+    assert await store.alist_namespaces(prefix=("docs",)) == [("docs", "a"), ("docs", "b")]
+    await store.adelete(("docs", "a"), "1")
+    assert await store.aget(("docs", "a"), "1") is None
+
+
+async def test_sync_store_abatch_and_graph_store(database: Database) -> None:
+    """KVStoreStore's abatch runs batch in a thread; a graph node reads and writes it through `store`."""
+    store = KVStoreStore(database)
+    await store.aput(("u",), "k", {"v": 1})
+    assert (await store.aget(("u",), "k")).value == {"v": 1}  # type: ignore[union-attr]
