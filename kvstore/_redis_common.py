@@ -16,6 +16,7 @@ from redis.exceptions import (
     AuthenticationWrongNumberOfArgsError,
     AuthorizationError,
     ClusterError,
+    MaxConnectionsError,
     NoPermissionError,
     ReadOnlyError,
     RedisClusterException,
@@ -32,12 +33,13 @@ from redis.exceptions import (
 
 from kvstore._keys import compile_glob, escape_glob, is_match_all, widen_glob
 from kvstore.config import _split_password
-from kvstore.errors import BackendUnavailableError, KVStoreError, WrongTypeError
+from kvstore.errors import BackendBusyError, BackendUnavailableError, KVStoreError, WrongTypeError
 
 __all__ = [
     "DRIVER_ERRORS",
     "clear_match",
     "client_options",
+    "is_busy",
     "key_filter",
     "no_retry",
     "normalize_url",
@@ -187,6 +189,26 @@ def key_filter(prefix: str, pattern: str) -> Callable[[bytes | str], str | None]
 # --- errors -------------------------------------------------------------------------
 
 
+#: What redis-py says when the server refuses a new client (``maxclients``) and when its
+#: ``BlockingConnectionPool`` timed out waiting for a free connection.
+_BUSY_MESSAGES = ("max number of clients reached", "No connection available")
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` means "up but saturated" (DESIGN.md §8), not an outage.
+
+    The pool is exhausted (``MaxConnectionsError``; the blocking pool's wait ran out) or the
+    server refused a new client because it reached ``maxclients``. A refused, reset or
+    timed-out command is unavailability and is not matched here.
+    """
+    if isinstance(exc, MaxConnectionsError):
+        return True
+    if isinstance(exc, RedisConnectionError):
+        message = str(exc)
+        return any(busy in message for busy in _BUSY_MESSAGES)
+    return False
+
+
 def translate(
     exc: BaseException,
     *,
@@ -203,6 +225,12 @@ def translate(
     if secret:
         text = text.replace(secret, "***")
     context: dict[str, Any] = {"backend": "redis", "key": key, "operation": operation}
+    if is_busy(exc):
+        return BackendBusyError(
+            f"Redis is busy: no connection for {operation} ({text}); retry later, "
+            "or raise max_connections / pool_timeout (or the server's maxclients)",
+            **context,
+        )
     if isinstance(exc, AuthenticationError | AuthorizationError | AuthenticationWrongNumberOfArgsError):
         return BackendUnavailableError(
             f"Redis refused the credentials during {operation} ({type(exc).__name__}); "

@@ -31,11 +31,13 @@ from kvstore._sqlite_sql import (
     SqliteReadOnlyError,
 )
 from kvstore._ttl import TTL, ttl_ms
-from kvstore.errors import BackendUnavailableError, ClosedError, ConfigError, KVStoreError, WrongTypeError
+from kvstore.errors import BackendBusyError, ClosedError, ConfigError, KVStoreError, WrongTypeError
 
-__all__ = ["MEMORY", "SqliteEngine", "map_error"]
+__all__ = ["MEMORY", "SqliteEngine", "after_fork_in_child", "map_error"]
 
 T = TypeVar("T")
+#: `changed_since`'s answer (the classes define a ``set`` method, which hides the builtin there).
+_KeySet = set[str]
 MEMORY = ":memory:"
 BACKEND = "sqlite"
 
@@ -51,6 +53,40 @@ def _lock_for(conn: apsw.Connection) -> threading.Lock:
         if lock is None:
             lock = _locks[conn] = threading.Lock()
         return lock
+
+
+# --- fork safety (DESIGN.md §8) -------------------------------------------------------------
+#
+# SQLite forbids using a connection in a process forked from the one that opened it. In
+# the child, `os.register_at_fork` resets every live engine (and the async store's worker
+# thread, which does not survive fork): the inherited connection is closed *in the child*
+# and a connection of the child's own is opened on first use. The hot path pays nothing.
+#
+# Closing the inherited connection is what keeps the file safe, and it cannot harm the
+# parent: it only releases the child's copies of descriptors, maps and POSIX locks, and
+# the checkpoint-and-delete-WAL of a last close needs an EXCLUSIVE lock that the parent's
+# open connection (WAL keeps a SHARED lock) denies. Keeping it open instead would be
+# wrong: SQLite finds the inherited lock bookkeeping of the file in the child's memory,
+# so the child's new connection would take no real locks, and a parent closing its
+# store later would delete the WAL under the child and lose the child's writes.
+
+_forkables: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def after_fork_in_child(obj: Any) -> None:
+    """Call ``obj._after_fork_in_child()`` in every process forked while ``obj`` is alive."""
+    _forkables.add(obj)
+
+
+def _reset_in_child() -> None:
+    global _locks_guard
+    _locks_guard = threading.Lock()
+    _locks.clear()  # handed connections are the caller's; the child's engines stop using them
+    for obj in list(_forkables):
+        obj._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reset_in_child)
 
 
 # --- error mapping: one boundary, most specific first ------------------------------------
@@ -79,9 +115,12 @@ def map_error(
 ) -> KVStoreError:
     """The kvstore error for an apsw exception (raise it ``from exc``)."""
     if isinstance(exc, apsw.BusyError | apsw.LockedError):
-        return BackendUnavailableError(
+        # Busy, not down: another connection holds the lock (DESIGN.md §8). The failover
+        # neither counts it against the breaker nor moves the call to the fallback.
+        return BackendBusyError(
             f"SQLite database {path} is locked by another connection; gave up after the "
-            f"{busy_timeout:g} s busy timeout (raise busy_timeout or shorten the other writer's transactions)",
+            f"{busy_timeout:g} s busy timeout (retry later, raise busy_timeout or shorten the other "
+            "writer's transactions)",
             backend=BACKEND,
             key=key,
             operation=operation,
@@ -105,6 +144,21 @@ class _Unopened:
     def __getattr__(self, name: str) -> Any:
         # Only ever reached with the engine's lock held.
         return getattr(self._engine._open_locked(None), name)
+
+
+class _InheritedMemory:
+    """Stands in for the cursor of a ``:memory:`` database in a forked child: it cannot be shared."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise ClosedError(
+            f"the SQLite database {self._path} lives in the memory of the process that opened it and cannot "
+            "be used in a forked child; use a file, or open the store in the child",
+            backend=BACKEND,
+            operation=name,
+        )
 
 
 class _ClosedCursor:
@@ -153,6 +207,28 @@ class SqliteEngine:
         self._lock = threading.Lock() if self._conn is None else _lock_for(self._conn)
         self._cur: Any = _Unopened(self)
         self.closed = False
+        after_fork_in_child(self)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: drop the parent's connection (closing the child's copy of it), reopen lazily."""
+        self._lock = threading.Lock()
+        if self.closed:
+            return
+        conn, self._conn = self._conn, None
+        self._next_purge_ms = 0.0
+        if conn is None:
+            return  # never opened: the child opens its own on first use
+        if self._owns:
+            # See "fork safety" above: the child's copy is closed here, the parent's stays open.
+            with contextlib.suppress(apsw.Error):
+                conn.close(True)
+        if self.path == MEMORY or self.path.startswith("file::memory:") or not self.path:
+            self._cur = _InheritedMemory(self.path or MEMORY)
+            return
+        # A handed connection stays the caller's; in the child the engine opens (and owns)
+        # a connection of its own to the same file.
+        self._owns = True
+        self._cur = _Unopened(self)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -296,12 +372,21 @@ class SqliteEngine:
         self._next_purge_ms = now if full else now + self._purge_interval_ms
 
     def _purge_batch(self, cur: Any, now: float) -> tuple[int, int]:
-        """One batch of each purge: (keys removed, ids removed)."""
-        cur.execute(sql.PURGE, (now, sql.PURGE_BATCH))
-        keys = int(self._conn.changes()) if self._conn is not None else 0
-        cur.execute(sql.PURGE_IDS, (now - self._window_ms, sql.PURGE_BATCH))
+        """One batch of each purge: (keys removed, most ids/tombstones removed)."""
+        oldest_ms = now - self._window_ms
+        oldest = oldest_ms / 1000
+        purged = cur.execute(sql.PURGE, (now, sql.PURGE_BATCH)).fetchall()
+        # An expired row written within the window leaves its last write behind as a
+        # tombstone, so changed_since still reports it after the row is gone.
+        recent = [(ns, key, modified) for ns, key, modified in purged if modified is not None and modified > oldest]
+        if recent:
+            cur.executemany(sql.TOMBSTONE, recent)
+        cur.execute(sql.PURGE_IDS, (oldest_ms, sql.PURGE_BATCH))
         ids = int(self._conn.changes()) if self._conn is not None else 0
-        return keys, ids
+        cur.execute(sql.PURGE_TOMBSTONES, (oldest, sql.PURGE_BATCH))
+        tombstones = int(self._conn.changes()) if self._conn is not None else 0
+        cur.execute(sql.PURGE_CLEARED, (oldest,))
+        return len(purged), max(ids, tombstones)
 
     def purge_expired(self) -> int:
         """Delete every expired row (and idempotency id older than the window) now; return how many keys went."""
@@ -349,10 +434,10 @@ class SqliteEngine:
                         self._purge(cur, now)
                     expires = None if ms is None else int(now) + ms
                     if only_if_absent:
-                        cur.execute(sql.SET_IF_ABSENT, (self.ns, key, data, expires, now))
+                        cur.execute(sql.SET_IF_ABSENT, (self.ns, key, data, expires, now / 1000, now))
                         written = bool(self._conn is not None and self._conn.changes())
                     else:
-                        cur.execute(sql.SET, (self.ns, key, data, expires))
+                        cur.execute(sql.UPSERT, (self.ns, key, data, expires, now / 1000))
                         written = True
                     cur.execute(sql.COMMIT)
                 except BaseException:
@@ -368,7 +453,15 @@ class SqliteEngine:
 
         def body(cur: Any, now: float) -> bool:
             rows = cur.execute(sql.DELETE, (ns, key)).fetchall()
-            return bool(rows) and (rows[0][0] is None or rows[0][0] > now)
+            if not rows:
+                return False
+            expires, modified = rows[0]
+            live = expires is None or expires > now
+            # Deleting a live key is a change now; an expired row only carries its last write.
+            stamp = now / 1000 if live else modified
+            if stamp is not None and stamp > (now - self._window_ms) / 1000:
+                cur.execute(sql.TOMBSTONE, (ns, key, stamp))
+            return live
 
         return self._write("delete", key, body)
 
@@ -406,8 +499,10 @@ class SqliteEngine:
         ns = self.ns
 
         def body(cur: Any, now: float) -> None:
-            base = int(now)
-            cur.executemany(sql.SET, [(ns, key, data, None if ms is None else base + ms) for key, data, ms in encoded])
+            base, stamp = int(now), now / 1000
+            cur.executemany(
+                sql.UPSERT, [(ns, key, data, None if ms is None else base + ms, stamp) for key, data, ms in encoded]
+            )
 
         self._write("mset", None, body)
 
@@ -444,6 +539,7 @@ class SqliteEngine:
         def body(cur: Any, now: float) -> None:
             cur.execute(sql.CLEAR_ITEMS, (ns,))
             cur.execute(sql.CLEAR_KEYS, (ns,))
+            cur.execute(sql.CLEARED, (ns, now / 1000))
 
         self._write("clear", None, body)
 
@@ -465,10 +561,35 @@ class SqliteEngine:
         ns = self.ns
 
         def body(cur: Any, now: float) -> bool:
-            cur.execute(sql.EXPIRE, (None if ms is None else int(now) + ms, ns, key, now))
+            cur.execute(sql.EXPIRE, (None if ms is None else int(now) + ms, now / 1000, ns, key, now))
             return bool(self._conn is not None and self._conn.changes())
 
         return self._write("expire", key, body)
+
+    # --- replay guard ---------------------------------------------------------------------
+
+    def server_time(self) -> float:
+        """The clock every change stamp is taken from, in unix seconds."""
+        return self._clock()
+
+    def changed_since(self, keys: Iterable[str], since: float) -> _KeySet:
+        """Which of ``keys`` were written, expired by `expire`, deleted or cleared after ``since``.
+
+        One statement for all keys. Exact for ``since`` within the idempotency window
+        (older tombstones are swept); rows from before schema version 3 count as unchanged.
+        """
+        names = list(dict.fromkeys(validate_key(k) for k in keys))
+        if not names:
+            return set()
+        ns = self.ns
+        with self._lock:
+            try:
+                rows = self._cur.execute(
+                    sql.CHANGED_SINCE, (orjson.dumps(names), ns, since, ns, since, ns, since)
+                ).fetchall()
+            except apsw.Error as exc:
+                raise self._error(exc, "changed_since") from exc
+        return {row[0] for row in rows}
 
     def ping(self) -> None:
         with self._lock:
@@ -519,12 +640,12 @@ class SqliteEngine:
                 row = None
             if row is None:
                 head, tail = 0, 0
-                cur.execute(sql.NEW_LIST, (ns, key, len(encoded)))
+                cur.execute(sql.NEW_LIST, (ns, key, len(encoded), now / 1000))
             else:
                 kind, head, tail, _ = row
                 if kind != sql.KIND_LIST:
                     raise self._wrong_type(key, operation, "list")
-                cur.execute(sql.SET_TAIL, (tail + len(encoded), ns, key))
+                cur.execute(sql.SET_TAIL, (tail + len(encoded), now / 1000, ns, key))
             if len(encoded) == 1:
                 cur.execute(sql.PUSH, (ns, key, tail, encoded[0]))
             else:

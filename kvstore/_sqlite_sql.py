@@ -34,7 +34,16 @@ __all__ = [
 # replacing the list does not forget an id: only the purge does, once it is older
 # than the store's idempotency window.
 
-SCHEMA_VERSION = 2
+#
+# Version 3 tracks changes for the failover's replay guard (`changed_since`): every write
+# stamps kvstore_keys.modified_at (unix seconds, REAL, the store's clock); delete writes a
+# row to kvstore_tombstones (and so does the purge of an expired row, carrying the row's
+# last modified_at, so purging never loses a recent change); clear() stamps the prefix in
+# kvstore_cleared. Tombstones and cleared stamps are swept once older than the
+# idempotency window, so `changed_since` answers exactly for ``since`` within the window.
+# Rows written before the migration have modified_at NULL: unknown, not reported.
+
+SCHEMA_VERSION = 3
 
 #: target version -> statements that migrate the previous version to it.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -75,6 +84,20 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         ) WITHOUT ROWID""",
         "CREATE INDEX kvstore_ids_created ON kvstore_ids (created)",
     ),
+    3: (
+        "ALTER TABLE kvstore_keys ADD COLUMN modified_at REAL",
+        """CREATE TABLE kvstore_tombstones (
+            ns TEXT NOT NULL,
+            key TEXT NOT NULL,
+            deleted_at REAL NOT NULL,
+            PRIMARY KEY (ns, key)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX kvstore_tombstones_deleted ON kvstore_tombstones (deleted_at)",
+        """CREATE TABLE kvstore_cleared (
+            ns TEXT NOT NULL PRIMARY KEY,
+            cleared_at REAL NOT NULL
+        ) WITHOUT ROWID""",
+    ),
 }
 
 KIND_VALUE = 0
@@ -92,21 +115,61 @@ GET = "SELECT kind, value, expires_at FROM kvstore_keys WHERE ns = ? AND key = ?
 META = "SELECT kind, head, tail, expires_at FROM kvstore_keys WHERE ns = ? AND key = ?"
 EXPIRY = "SELECT expires_at FROM kvstore_keys WHERE ns = ? AND key = ?"
 
+# The plain upsert of a value (parameters: ns, key, value, expires_at); it does not stamp
+# modified_at. Kept for raw-SQL comparisons (benchmarks' floor); the store writes UPSERT.
 SET = (
     "INSERT INTO kvstore_keys (ns, key, kind, value, head, tail, expires_at) VALUES (?, ?, 0, ?, 0, 0, ?)"
     " ON CONFLICT (ns, key) DO UPDATE SET"
     " kind = 0, value = excluded.value, head = 0, tail = 0, expires_at = excluded.expires_at"
 )
+# What set/mset run: the upsert stamping the change (parameters: ns, key, value, expires_at, modified_at).
+UPSERT = (
+    "INSERT INTO kvstore_keys (ns, key, kind, value, head, tail, expires_at, modified_at)"
+    " VALUES (?, ?, 0, ?, 0, 0, ?, ?)"
+    " ON CONFLICT (ns, key) DO UPDATE SET"
+    " kind = 0, value = excluded.value, head = 0, tail = 0, expires_at = excluded.expires_at,"
+    " modified_at = excluded.modified_at"
+)
 # Written only when the key is absent or its row has expired (parameters: ..., now).
-SET_IF_ABSENT = SET + " WHERE kvstore_keys.expires_at IS NOT NULL AND kvstore_keys.expires_at <= ?"
-DELETE = "DELETE FROM kvstore_keys WHERE ns = ? AND key = ? RETURNING expires_at"
-EXPIRE = "UPDATE kvstore_keys SET expires_at = ? WHERE ns = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)"
+SET_IF_ABSENT = UPSERT + " WHERE kvstore_keys.expires_at IS NOT NULL AND kvstore_keys.expires_at <= ?"
+DELETE = "DELETE FROM kvstore_keys WHERE ns = ? AND key = ? RETURNING expires_at, modified_at"
+# Parameters: expires_at, modified_at, ns, key, now.
+EXPIRE = (
+    "UPDATE kvstore_keys SET expires_at = ?, modified_at = ?"
+    " WHERE ns = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)"
+)
 MGET = "SELECT key, kind, value, expires_at FROM kvstore_keys WHERE ns = ? AND key IN (SELECT value FROM json_each(?))"
 CLEAR_ITEMS = "DELETE FROM kvstore_items WHERE ns = ?"
 CLEAR_KEYS = "DELETE FROM kvstore_keys WHERE ns = ?"
 
-NEW_LIST = "INSERT INTO kvstore_keys (ns, key, kind, value, head, tail, expires_at) VALUES (?, ?, 1, NULL, 0, ?, NULL)"
-SET_TAIL = "UPDATE kvstore_keys SET tail = ? WHERE ns = ? AND key = ?"
+# --- change tracking (parameters in seconds) -----------------------------------------------
+
+# Parameters: ns, key, deleted_at. A later delete moves the stamp forward, never back.
+TOMBSTONE = (
+    "INSERT INTO kvstore_tombstones (ns, key, deleted_at) VALUES (?, ?, ?)"
+    " ON CONFLICT (ns, key) DO UPDATE SET deleted_at = max(deleted_at, excluded.deleted_at)"
+)
+# Parameters: ns, cleared_at.
+CLEARED = (
+    "INSERT INTO kvstore_cleared (ns, cleared_at) VALUES (?, ?)"
+    " ON CONFLICT (ns) DO UPDATE SET cleared_at = max(cleared_at, excluded.cleared_at)"
+)
+# Which of a JSON array of keys changed after a time, in one statement (primary-key lookups).
+# Parameters: keys (JSON), ns, since, ns, since, ns, since.
+CHANGED_SINCE = (
+    "SELECT j.value FROM json_each(?) AS j WHERE"
+    " EXISTS (SELECT 1 FROM kvstore_keys k WHERE k.ns = ? AND k.key = j.value AND k.modified_at > ?)"
+    " OR EXISTS (SELECT 1 FROM kvstore_tombstones t WHERE t.ns = ? AND t.key = j.value AND t.deleted_at > ?)"
+    " OR EXISTS (SELECT 1 FROM kvstore_cleared c WHERE c.ns = ? AND c.cleared_at > ?)"
+)
+
+# Parameters: ns, key, tail, modified_at.
+NEW_LIST = (
+    "INSERT INTO kvstore_keys (ns, key, kind, value, head, tail, expires_at, modified_at)"
+    " VALUES (?, ?, 1, NULL, 0, ?, NULL, ?)"
+)
+# Parameters: tail, modified_at, ns, key.
+SET_TAIL = "UPDATE kvstore_keys SET tail = ?, modified_at = ? WHERE ns = ? AND key = ?"
 PUSH = "INSERT INTO kvstore_items (ns, key, idx, value) VALUES (?, ?, ?, ?)"
 RANGE = "SELECT value FROM kvstore_items WHERE ns = ? AND key = ? AND idx >= ? AND idx < ? ORDER BY idx"
 
@@ -119,8 +182,18 @@ ID_RECORD = (
     " ON CONFLICT (ns, key, id) DO UPDATE SET length = excluded.length, created = excluded.created"
 )
 
-# Expired rows, a bounded batch at a time (the expiry index finds them).
-PURGE = "DELETE FROM kvstore_keys WHERE (ns, key) IN (SELECT ns, key FROM kvstore_keys WHERE expires_at <= ? LIMIT ?)"
+# Expired rows, a bounded batch at a time (the expiry index finds them). Returns each
+# purged key's last write, so a write newer than the window leaves a tombstone.
+PURGE = (
+    "DELETE FROM kvstore_keys WHERE (ns, key) IN (SELECT ns, key FROM kvstore_keys WHERE expires_at <= ? LIMIT ?)"
+    " RETURNING ns, key, modified_at"
+)
+# Tombstones and cleared stamps older than the window (parameters: oldest kept [, limit]).
+PURGE_TOMBSTONES = (
+    "DELETE FROM kvstore_tombstones WHERE (ns, key) IN"
+    " (SELECT ns, key FROM kvstore_tombstones WHERE deleted_at <= ? LIMIT ?)"
+)
+PURGE_CLEARED = "DELETE FROM kvstore_cleared WHERE cleared_at <= ?"
 # Ids older than the window (of every prefix), a bounded batch at a time (the created index finds them).
 PURGE_IDS = (
     "DELETE FROM kvstore_ids WHERE (ns, key, id) IN (SELECT ns, key, id FROM kvstore_ids WHERE created <= ? LIMIT ?)"

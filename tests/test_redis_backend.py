@@ -12,7 +12,7 @@ import pytest
 import redis
 from redis import exceptions as rex
 
-from kvstore import BackendUnavailableError, KVStoreError, SerializationError, WrongTypeError
+from kvstore import BackendBusyError, BackendUnavailableError, KVStoreError, SerializationError, WrongTypeError
 from kvstore._redis_common import normalize_url, redact_url, scan_match, translate
 from kvstore.config import RedisCacheConfig
 from kvstore.redis import RedisCache
@@ -129,7 +129,9 @@ def test_commands_sent(counted: tuple[RedisCache, Any]) -> None:
         (rex.AuthenticationWrongNumberOfArgsError("wrong number"), BackendUnavailableError),
         (rex.NoPermissionError("NOPERM"), BackendUnavailableError),
         (rex.BusyLoadingError("LOADING"), BackendUnavailableError),
-        (rex.MaxConnectionsError("Too many connections"), BackendUnavailableError),
+        (rex.MaxConnectionsError("Too many connections"), BackendBusyError),
+        (rex.ConnectionError("No connection available."), BackendBusyError),
+        (rex.ConnectionError("max number of clients reached"), BackendBusyError),
         (rex.ClusterDownError("CLUSTERDOWN"), BackendUnavailableError),
         (rex.MasterDownError("MASTERDOWN"), BackendUnavailableError),
         (rex.TryAgainError("TRYAGAIN"), BackendUnavailableError),

@@ -102,7 +102,10 @@ class AsyncRedisCache(AsyncCache):
         socket_timeout: Deadline of one reply; a hung server fails the call with
             `BackendUnavailableError` after this long, not redis-py's minute.
         pool_timeout: How long a call waits for a free pooled connection
-            (default: connect + socket timeout) before `BackendUnavailableError`.
+            (default: connect + socket timeout) before `BackendBusyError`. A server
+            at its ``maxclients`` also raises `BackendBusyError`: busy is not an
+            outage, so nothing falls back (refused, reset, timed out stay
+            `BackendUnavailableError`).
         scan_count: ``COUNT`` hint of each ``SCAN`` and size of ``UNLINK`` batches.
 
     redis-py's own retries are off (``Retry(NoBackoff(), 0)``): a lost reply to a

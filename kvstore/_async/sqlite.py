@@ -20,7 +20,7 @@ from kvstore._codec import DEFAULT_MAX_VALUE_BYTES
 from kvstore._idempotency import DEFAULT_IDEMPOTENCY_WINDOW
 from kvstore._items import MsetItems
 from kvstore._keys import validate_prefix
-from kvstore._sqlite_engine import SqliteEngine
+from kvstore._sqlite_engine import SqliteEngine, after_fork_in_child
 from kvstore._ttl import TTL
 from kvstore.config import DEFAULT_SQLITE_PATH, SqliteDatabaseConfig
 
@@ -32,6 +32,8 @@ if True:  # ASYNC
 __all__ = ["AsyncSqliteDatabase"]
 
 T = TypeVar("T")
+#: `changed_since`'s answer (the classes define a ``set`` method, which hides the builtin there).
+_KeySet = set[str]
 
 
 class AsyncSqliteDatabase(AsyncDatabase):
@@ -45,7 +47,7 @@ class AsyncSqliteDatabase(AsyncDatabase):
         synchronous: ``"NORMAL"`` (survives a crash of the process) or ``"FULL"``
             (also survives power loss, slower commits).
         busy_timeout: Seconds a writer waits for another connection's lock before
-            `BackendUnavailableError`.
+            `BackendBusyError` (busy is not an outage: nothing falls back).
         max_value_bytes: Largest encoded value accepted.
         clock: Wall-clock seconds (``time.time``); expiry times are stored in the file.
         purge_interval: Seconds between sweeps of expired rows (run by a write).
@@ -54,10 +56,15 @@ class AsyncSqliteDatabase(AsyncDatabase):
 
     The async class does every blocking call on a worker thread of its own, so
     the event loop never waits on the file or on another process's lock.
+
+    Fork-safe: in a process forked from the one that opened it (gunicorn ``--preload``,
+    multiprocessing), the store opens a connection of its own on first use and never
+    uses the parent's (DESIGN.md §8).
     """
 
     backend = "sqlite"
     durable = True
+    tracks_changes = True
 
     def __init__(
         self,
@@ -89,8 +96,16 @@ class AsyncSqliteDatabase(AsyncDatabase):
         if True:  # ASYNC
             # One worker thread per store: calls run in order, off the event loop.
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kvstore-sqlite")
+            after_fork_in_child(self)  # the worker thread does not survive fork
         else:
             self._engine.open()
+
+    if True:  # ASYNC
+
+        def _after_fork_in_child(self) -> None:
+            # The parent's worker thread does not exist here (its executor would queue calls
+            # forever): a new executor starts a thread of the child's own on first use.
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kvstore-sqlite")
 
     @classmethod
     async def from_config(cls, config: SqliteDatabaseConfig) -> Self:
@@ -192,6 +207,21 @@ class AsyncSqliteDatabase(AsyncDatabase):
             return await self._run(self._engine.expire, key, ttl)
         else:
             return self._engine.expire(key, ttl)
+
+    async def server_time(self) -> float:
+        """The store's clock (``clock``, ``time.time`` by default): every change is stamped with it."""
+        return self._engine.server_time()
+
+    async def changed_since(self, keys: Iterable[str], since: float) -> _KeySet:
+        """Which of ``keys`` were written, expired by `expire`, deleted or cleared after ``since``.
+
+        One query for all keys. Exact while ``since`` is within ``idempotency_window``
+        of now (older deletion records are swept with the expired rows).
+        """
+        if True:  # ASYNC
+            return await self._run(self._engine.changed_since, list(keys), since)
+        else:
+            return self._engine.changed_since(list(keys), since)
 
     async def ping(self) -> None:
         if True:  # ASYNC

@@ -28,6 +28,8 @@ from kvstore.config import DEFAULT_SQLITE_PATH, SqliteDatabaseConfig
 __all__ = ["SqliteDatabase"]
 
 T = TypeVar("T")
+#: `changed_since`'s answer (the classes define a ``set`` method, which hides the builtin there).
+_KeySet = set[str]
 
 
 class SqliteDatabase(Database):
@@ -41,7 +43,7 @@ class SqliteDatabase(Database):
         synchronous: ``"NORMAL"`` (survives a crash of the process) or ``"FULL"``
             (also survives power loss, slower commits).
         busy_timeout: Seconds a writer waits for another connection's lock before
-            `BackendUnavailableError`.
+            `BackendBusyError` (busy is not an outage: nothing falls back).
         max_value_bytes: Largest encoded value accepted.
         clock: Wall-clock seconds (``time.time``); expiry times are stored in the file.
         purge_interval: Seconds between sweeps of expired rows (run by a write).
@@ -50,10 +52,15 @@ class SqliteDatabase(Database):
 
     The async class does every blocking call on a worker thread of its own, so
     the event loop never waits on the file or on another process's lock.
+
+    Fork-safe: in a process forked from the one that opened it (gunicorn ``--preload``,
+    multiprocessing), the store opens a connection of its own on first use and never
+    uses the parent's (DESIGN.md §8).
     """
 
     backend = "sqlite"
     durable = True
+    tracks_changes = True
 
     def __init__(
         self,
@@ -149,6 +156,18 @@ class SqliteDatabase(Database):
 
     def expire(self, key: str, ttl: TTL | None) -> bool:
         return self._engine.expire(key, ttl)
+
+    def server_time(self) -> float:
+        """The store's clock (``clock``, ``time.time`` by default): every change is stamped with it."""
+        return self._engine.server_time()
+
+    def changed_since(self, keys: Iterable[str], since: float) -> _KeySet:
+        """Which of ``keys`` were written, expired by `expire`, deleted or cleared after ``since``.
+
+        One query for all keys. Exact while ``since`` is within ``idempotency_window``
+        of now (older deletion records are swept with the expired rows).
+        """
+        return self._engine.changed_since(list(keys), since)
 
     def ping(self) -> None:
         self._engine.ping()

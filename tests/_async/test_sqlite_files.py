@@ -16,7 +16,7 @@ from kvstore import _sqlite_sql as sql
 from kvstore._keys import compile_glob
 from kvstore._sqlite_engine import map_error
 from kvstore.config import SqliteDatabaseConfig
-from kvstore.errors import BackendUnavailableError, ClosedError, ConfigError, KVStoreError
+from kvstore.errors import BackendBusyError, BackendUnavailableError, ClosedError, ConfigError, KVStoreError
 from kvstore.sqlite import (
     AsyncSqliteDatabase,
     SqliteCorruptError,
@@ -156,7 +156,7 @@ async def test_version_1_file_migrates_to_idempotency_ids(tmp_path: Path) -> Non
         assert await store.append("h", 2, idempotency_id="x") == 2
         assert await store.append("h", 2, idempotency_id="x") == 2
         assert await store.get_range("h", 0, -1) == [1, 2]
-    assert pragma(path, "user_version") == sql.SCHEMA_VERSION == 2
+    assert pragma(path, "user_version") == sql.SCHEMA_VERSION
 
 
 async def test_purge_drops_ids_older_than_the_window(tmp_path: Path) -> None:
@@ -277,8 +277,8 @@ async def test_disk_full_and_io_errors_are_typed_and_lose_nothing(
         vfs.unregister()
 
 
-async def test_busy_lock_becomes_backend_unavailable_after_the_timeout(tmp_path: Path) -> None:
-    """A writer blocked by another connection waits busy_timeout, then raises BackendUnavailableError."""
+async def test_busy_lock_becomes_backend_busy_after_the_timeout(tmp_path: Path) -> None:
+    """A writer blocked by another connection waits busy_timeout, then raises BackendBusyError (not an outage)."""
     path = tmp_path / "kv.db"
     store = AsyncSqliteDatabase(path, busy_timeout=0.3)
     await store.set("k", 1)
@@ -286,7 +286,7 @@ async def test_busy_lock_becomes_backend_unavailable_after_the_timeout(tmp_path:
     blocker.execute("BEGIN IMMEDIATE")
     try:
         started = time.monotonic()
-        with pytest.raises(BackendUnavailableError, match="locked") as info:
+        with pytest.raises(BackendBusyError, match="locked") as info:
             await store.set("k", 2)
         assert 0.25 < time.monotonic() - started < 3
         assert info.value.operation == "set"
@@ -321,8 +321,8 @@ async def test_a_waiting_writer_succeeds_once_the_lock_is_released(tmp_path: Pat
 @pytest.mark.parametrize(
     ("exc", "expected"),
     [
-        (apsw.BusyError, BackendUnavailableError),
-        (apsw.LockedError, BackendUnavailableError),
+        (apsw.BusyError, BackendBusyError),
+        (apsw.LockedError, BackendBusyError),
         (apsw.FullError, SqliteDiskFullError),
         (apsw.ReadOnlyError, SqliteReadOnlyError),
         (apsw.CorruptError, SqliteCorruptError),
