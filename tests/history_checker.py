@@ -24,7 +24,8 @@ Violation kinds (``Violation.kind``):
   began, or a read of the whole list missing one of them.
 * ``length_phantom``: ``get_length`` above the number of appends invoked before the read completed.
 * ``final_value``: a key's final value is not the value of a write that could have been the last one
-  (no acknowledged write certainly follows it), and no replay conflict was recorded for the key.
+  (no acknowledged write certainly follows it). An acknowledged write that a recorded replay conflict may
+  stand for counts as an unknown outcome (see ``_apply_conflicts``), everywhere, not only here.
 * ``unexpected_error``: an operation raised something other than `BackendUnavailableError`.
 
 Each violation of a read is annotated (``detail["via_fallback"]``) with whether the writes it depends
@@ -78,7 +79,7 @@ class Report:
     ops_by_type: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
     conflicts: int = 0
-    conflict_excused: int = 0
+    conflicted_writes: int = 0
     primary: str = "postgres"
     violations: list[Violation] = field(default_factory=list)
 
@@ -130,6 +131,8 @@ def ident(value: Any) -> Any:
 
 def _end(op: Mapping[str, Any], grace: float) -> float:
     """When the op's effect may have happened at the latest."""
+    if op["status"] == "conflict":
+        return float(op["t_conflict"])  # replayed (or skipped) by then
     return float(op["t1"]) if op["status"] == "ok" else float(op["t1"]) + grace
 
 
@@ -176,13 +179,15 @@ def check(
     final_values: Mapping[str, Any],
     final_lists: Mapping[str, Sequence[Any]],
     conflicts: Sequence[Mapping[str, Any]] = (),
+    events: Sequence[Mapping[str, Any]] = (),
     *,
     unknown_grace: float = UNKNOWN_GRACE,
     primary: str = "postgres",
 ) -> Report:
     """Check recorded operations against each other and the final state; see the module docstring.
 
-    ``primary`` names the configured backend (for the ``via_fallback`` annotation only).
+    ``conflicts``: the replay-conflict events (see `_apply_conflicts`); ``events``: every event (their
+    failback times narrow which writes a conflict may stand for). ``primary`` names the configured backend.
     """
     report = Report(operations=len(ops), conflicts=len(conflicts), primary=primary)
     for op in ops:
@@ -195,29 +200,61 @@ def check(
                 f"{op['op']} raised {op.get('error')}: {op.get('message', '')[:200]}",
                 op=_brief(op),
             )
+    ops = _apply_conflicts(report, ops, conflicts, events)
     by_key: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for op in ops:
         by_key[op["key"]].append(op)
-    conflict_keys = _conflict_keys(conflicts)
     value_keys = {k for k, kops in by_key.items() if any(o["op"] in ("set", "get", "delete") for o in kops)}
     list_keys = {k for k, kops in by_key.items() if any(o["op"] in ("append", "get_range", "get_length") for o in kops)}
     for key in sorted(value_keys | set(final_values)):
-        _check_register(report, key, by_key.get(key, []), final_values.get(key), key in conflict_keys, unknown_grace)
+        _check_register(report, key, by_key.get(key, []), final_values.get(key), unknown_grace)
     for key in sorted(list_keys | set(final_lists)):
         _check_list(report, key, by_key.get(key, []), list(final_lists.get(key, [])))
     return report
 
 
-def _conflict_keys(conflicts: Sequence[Mapping[str, Any]]) -> set[str]:
-    keys: set[str] = set()
+def _apply_conflicts(
+    report: Report,
+    ops: Sequence[Mapping[str, Any]],
+    conflicts: Sequence[Mapping[str, Any]],
+    events: Sequence[Mapping[str, Any]],
+) -> list[Mapping[str, Any]]:
+    """Acknowledged writes that a recorded replay conflict may have skipped become ``conflict`` writes.
+
+    DESIGN §8: a journaled write whose key another instance changed meanwhile is not replayed but kept and
+    logged as a conflict. A conflict event of worker w for key k at time tc is attributed to every write of
+    k by w acknowledged on the fallback before tc and after w's last failback before tc (that replay is the
+    one that reported it). Such a write may or may not have reached the primary, by tc at the latest: like
+    an unknown outcome, it constrains nothing, and it may be the value read or the final value.
+    """
+    index: dict[tuple[Any, str], list[float]] = defaultdict(list)
     for c in conflicts:
-        for name, value in c.items():
-            if isinstance(value, str) and (name == "key" or name.endswith("key")):
-                keys.add(value)
-        message = c.get("message")
-        if isinstance(message, str):
-            keys.update(_quoted_keys(message))
-    return keys
+        keys = {v for n, v in c.items() if isinstance(v, str) and (n == "key" or n.endswith("_key"))}
+        if not keys and isinstance(c.get("message"), str):
+            keys = _quoted_keys(c["message"])
+        for key in keys:
+            index[(c.get("w"), key)].append(float(c.get("t", math.inf)))
+    if not index:
+        return list(ops)
+    failbacks: dict[Any, list[float]] = defaultdict(list)
+    for e in events:
+        if e.get("event") == "failback":
+            failbacks[e.get("w")].append(float(e["t"]))
+    for times in (*index.values(), *failbacks.values()):
+        times.sort()
+    out: list[Mapping[str, Any]] = []
+    for op in ops:
+        if op["op"] in WRITE_OPS and op["status"] == "ok" and _via_fallback(op, report.primary) is not False:
+            times = index.get((op["w"], op["key"]), []) + index.get((None, op["key"]), [])
+            tc = min((t for t in times if t > op["t1"]), default=None)
+            if tc is not None:
+                fb = failbacks.get(op["w"], [])
+                i = bisect.bisect_left(fb, tc)
+                if i == 0 or fb[i - 1] < op["t1"]:  # no failback between the write and the conflict
+                    op = {**op, "status": "conflict", "t_conflict": tc}
+                    report.conflicted_writes += 1
+        out.append(op)
+    return out
 
 
 def _quoted_keys(message: str) -> set[str]:
@@ -233,7 +270,6 @@ def _check_register(
     key: str,
     kops: Sequence[Mapping[str, Any]],
     final: Any,
-    conflicted: bool,
     grace: float,
 ) -> None:
     # Writes that may have been applied: acknowledged, unknown, or failed with an unexpected error.
@@ -267,6 +303,7 @@ def _check_register(
                 read_on_fallback=_via_fallback(read, report.primary),
                 write=_brief(last_set),
                 via_fallback=_via_fallback(last_set, report.primary),
+                same_instance=read["w"] == last_set["w"],
             )
             continue
         source = sets_by_value.get(ident(result))
@@ -301,6 +338,8 @@ def _check_register(
                 write=_brief(source),
                 overwritten_by=_brief(later),
                 via_fallback=_via_fallback(later, report.primary),
+                same_instance=read["w"] == later["w"],
+                source_on_fallback=_via_fallback(source, report.primary),
             )
 
     # The final value: a write that could have been the last one.
@@ -317,9 +356,6 @@ def _check_register(
         source = sets_by_value[final_id]
         candidates = [source] if _end(source, grace) >= latest_acked_start else []
     if candidates:
-        return
-    if conflicted:
-        report.conflict_excused += 1
         return
     last = max(acked, key=lambda o: o["t1"])
     report.add(
@@ -425,6 +461,7 @@ def _check_list(report: Report, key: str, kops: Sequence[Mapping[str, Any]], fin
                             read_on_fallback=_via_fallback(read, report.primary),
                             write=_brief(o),
                             via_fallback=_via_fallback(o, report.primary),
+                            same_instance=read["w"] == o["w"],
                         )
                         break  # one per read is enough
 
@@ -456,6 +493,20 @@ def _check_order(report: Report, key: str, items: Sequence[Any], where: str) -> 
 # --- presentation ----------------------------------------------------------------------------------
 
 
+_FALLBACK_LABELS = {
+    "via_fallback": "write",
+    "source_on_fallback": "value's set",
+    "read_on_fallback": "read",
+    "same_instance": "same instance",
+}
+
+
+def _split(v: Violation) -> str:
+    """Which ops behind a violation ran on the fallback, whether the write and the read are one instance's."""
+    parts = [f"{label}={v.detail[name]}" for name, label in _FALLBACK_LABELS.items() if name in v.detail]
+    return " ".join(parts) or "-"
+
+
 def summary(report: Report, faults: int | None = None, examples: int = 3) -> str:
     """Counts and a few examples of each violation kind, for printing."""
     lines = [
@@ -466,7 +517,7 @@ def summary(report: Report, faults: int | None = None, examples: int = 3) -> str
     if faults is not None:
         lines.append(f"faults: {faults}")
     lines.append(
-        f"conflicts recorded: {report.conflicts} (final values excused by a conflict: {report.conflict_excused})"
+        f"conflicts recorded: {report.conflicts} (acknowledged writes they may stand for: {report.conflicted_writes})"
     )
     by_kind = report.by_kind()
     lines.append(
@@ -477,19 +528,19 @@ def summary(report: Report, faults: int | None = None, examples: int = 3) -> str
         shown = [v for v in report.violations if v.kind == kind]
         if not shown:
             continue
-        split = Counter((v.detail.get("via_fallback"), v.detail.get("read_on_fallback")) for v in shown)
+        split = Counter(_split(v) for v in shown)
         lines.append(
-            f"  {kind}: {len(shown)}; by (write acknowledged on the fallback, read served by the fallback): "
-            + ", ".join(f"{w}/{r}={n}" for (w, r), n in sorted(split.items(), key=str))
+            f"  {kind}: {len(shown)}; on the fallback? "
+            + ", ".join(f"[{label}]={n}" for label, n in sorted(split.items()))
         )
         # One example of each (write, read) combination first, then the earliest others.
-        firsts = {(v.detail.get("via_fallback"), v.detail.get("read_on_fallback")): v for v in reversed(shown)}
+        firsts = {_split(v): v for v in reversed(shown)}
         picked = list(firsts.values())[:examples]
         picked += [v for v in shown if v not in picked][: max(0, examples - len(picked))]
         for v in picked:
             lines.append(f"    {v}")
             for name, value in v.detail.items():
-                if name not in ("via_fallback", "read_on_fallback") and value is not None:
+                if name not in _FALLBACK_LABELS and value is not None:
                     lines.append(f"      {name}: {json.dumps(value, default=repr)[:400]}")
     return "\n".join(lines)
 
@@ -508,7 +559,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     final = json.loads((args.dir / "final.json").read_text())
     faults = final.get("faults")
     report = check(
-        ops, final["values"], final["lists"], conflicts_of(events), unknown_grace=args.grace, primary=args.primary
+        ops,
+        final["values"],
+        final["lists"],
+        conflicts_of(events),
+        events,
+        unknown_grace=args.grace,
+        primary=args.primary,
     )
     print(summary(report, faults=None if faults is None else len(faults), examples=args.examples))
     return 1 if report.violations else 0

@@ -98,7 +98,7 @@ def _check_run(
     state = {"values": final[0], "lists": final[1], "faults": faults}
     (outs[0].parent / "final.json").write_text(json.dumps(state))
     ops, events, _ = hc.load_histories(outs)
-    return hc.check(ops, final[0], final[1], hc.conflicts_of(events), primary=primary)
+    return hc.check(ops, final[0], final[1], hc.conflicts_of(events), events, primary=primary)
 
 
 # --- the nemesis -------------------------------------------------------------------------------------
@@ -275,21 +275,35 @@ def test_checker_reports_each_kind_of_violation(kind: str, mutate: Callable[...,
     assert kind in report.by_kind(), hc.summary(report)
 
 
-def test_checker_excuses_a_final_value_with_a_recorded_conflict_and_annotates_journaled_writes() -> None:
-    """A final-value mismatch on a key with a recorded replay conflict is excused (and counted), not on others;
-    a violation caused by a write acknowledged on the fallback says so."""
+def test_checker_lets_a_recorded_conflict_stand_for_the_journaled_writes_of_its_instance_only() -> None:
+    """A journaled write later reported as a replay conflict by its own instance constrains nothing (a final
+    value or read that misses it is fine); a conflict of another instance, or one reported after a later
+    failback, excuses nothing; a violation says which writes were on the fallback and whose they were."""
     ops, values, lists = _clean_history()
-    values["k"] = _v(0, 1)
-    conflicts = [{"event": "conflict", "key": "k", "message": "replay of set 'k' skipped"}]
+    for op in ops:  # w1's set and w0's delete were acknowledged on the fallback
+        if op["key"] == "k" and (op["w"], op["n"]) in ((1, 2), (0, 3)):
+            op["active0"] = op["active1"] = "sqlite"
+    values["k"] = _v(0, 1)  # neither replayed
+    conflicts = [
+        {"w": 1, "t": 10.0, "event": "conflict", "key": "k"},
+        {"w": 0, "t": 10.0, "event": "conflict", "message": "journaled delete not replayed for key(s) 'k'"},
+    ]
     report = hc.check(ops, values, lists, conflicts)
     assert report.violations == []
-    assert report.conflict_excused == 1
+    assert report.conflicted_writes == 2
+    assert "final_value" in hc.check(ops, values, lists, conflicts[:1]).by_kind()  # w0's delete still counts
+    wrong_worker = [{**conflicts[0], "w": 2}, {**conflicts[1], "w": 2}]
+    assert "final_value" in hc.check(ops, values, lists, wrong_worker).by_kind()
+    failback = [{"w": 1, "t": 5.0, "event": "failback"}, {"w": 0, "t": 5.0, "event": "failback"}]
+    assert "final_value" in hc.check(ops, values, lists, conflicts, failback).by_kind()
     ops.append(_op(2, 1, "set", "j", 0, 1, _v(2, 1), result=True, active="sqlite"))
     ops.append(_op(0, 9, "get", "j", 2, 3, result=None))
     report = hc.check(ops, {**values, "j": _v(2, 1)}, lists, conflicts)
     (absent,) = report.violations
     assert absent.kind == "absent_read"
     assert absent.detail["via_fallback"] is True
+    assert absent.detail["read_on_fallback"] is False
+    assert absent.detail["same_instance"] is False
 
 
 def test_checker_unknown_writes_may_land_late_but_not_forever() -> None:
