@@ -28,9 +28,11 @@ Violation kinds (``Violation.kind``):
   stand for counts as an unknown outcome (see ``_apply_conflicts``), everywhere, not only here.
 * ``unexpected_error``: an operation raised something other than `BackendUnavailableError`.
 
-Each violation of a read is annotated (``detail["via_fallback"]``) with whether the writes it depends
-on were acknowledged while their worker's tier was on its fallback (journaled, replayed later): that
-separates the buffered design's visibility gap across instances from a write lost on the primary.
+Each violation is annotated (``detail["write_state"]``, ``"read_on_fallback"``, ``"same_instance"``) with
+where the write it depends on was when the read began: ``primary``, ``journal-pending`` (acknowledged on
+its instance's fallback, not replayed yet) or ``journal-replayed``; whether the read was served by the
+fallback; whether write and read are one instance's. A ``journal-pending`` write read by another instance
+is the buffered design's visibility gap across instances; the other combinations are not.
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ class Report:
     conflicts: int = 0
     conflicted_writes: int = 0
     primary: str = "postgres"
+    #: Per worker, the sorted start times of its operations that began on the primary.
+    primary_starts: dict[Any, list[float]] = field(default_factory=dict, repr=False)
     violations: list[Violation] = field(default_factory=list)
 
     def by_kind(self) -> Counter[str]:
@@ -146,6 +150,20 @@ def _via_fallback(op: Mapping[str, Any] | None, primary: str) -> bool | None:
     return a0 != primary or a1 != primary
 
 
+def _write_state(report: Report, op: Mapping[str, Any] | None, until: float) -> str | None:
+    """Where a write was at ``until``: ``primary`` (acknowledged by it), ``journal-pending`` (acknowledged on
+    the fallback, its instance not back on the primary yet) or ``journal-replayed`` (its instance ran an
+    operation on the primary since, so its journal was replayed, or the write recorded as a conflict)."""
+    on_fallback = _via_fallback(op, report.primary)
+    if op is None or on_fallback is None:
+        return None
+    if not on_fallback:
+        return "primary"
+    starts = report.primary_starts.get(op["w"], [])
+    i = bisect.bisect_right(starts, op["t1"])
+    return "journal-replayed" if i < len(starts) and starts[i] < until else "journal-pending"
+
+
 def _brief(op: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if op is None:
         return None
@@ -200,6 +218,11 @@ def check(
                 f"{op['op']} raised {op.get('error')}: {op.get('message', '')[:200]}",
                 op=_brief(op),
             )
+    starts: dict[Any, list[float]] = defaultdict(list)
+    for op in ops:
+        if op.get("active0") == primary:
+            starts[op["w"]].append(float(op["t0"]))
+    report.primary_starts = {w: sorted(ts) for w, ts in starts.items()}
     ops = _apply_conflicts(report, ops, conflicts, events)
     by_key: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for op in ops:
@@ -302,7 +325,7 @@ def _check_register(
                 read=_brief(read),
                 read_on_fallback=_via_fallback(read, report.primary),
                 write=_brief(last_set),
-                via_fallback=_via_fallback(last_set, report.primary),
+                write_state=_write_state(report, last_set, read["t0"]),
                 same_instance=read["w"] == last_set["w"],
             )
             continue
@@ -337,9 +360,9 @@ def _check_register(
                 read_on_fallback=_via_fallback(read, report.primary),
                 write=_brief(source),
                 overwritten_by=_brief(later),
-                via_fallback=_via_fallback(later, report.primary),
+                write_state=_write_state(report, later, read["t0"]),
                 same_instance=read["w"] == later["w"],
-                source_on_fallback=_via_fallback(source, report.primary),
+                source_state=_write_state(report, source, read["t0"]),
             )
 
     # The final value: a write that could have been the last one.
@@ -366,7 +389,7 @@ def _check_register(
         final=final,
         final_write=_brief(sets_by_value.get(final_id)) if final_id is not None else None,
         last_acked=_brief(last),
-        via_fallback=_via_fallback(last, report.primary),
+        write_state=_write_state(report, last, math.inf),
     )
 
 
@@ -390,7 +413,7 @@ def _check_list(report: Report, key: str, kops: Sequence[Mapping[str, Any]], fin
                 key,
                 f"append {item_id!r} acknowledged at {o['t1']:.3f} by w{o['w']} is missing from the final list",
                 write=_brief(o),
-                via_fallback=_via_fallback(o, report.primary),
+                write_state=_write_state(report, o, math.inf),
             )
     _check_order(report, key, [ident(v) for v in final], "final list")
 
@@ -406,16 +429,17 @@ def _check_list(report: Report, key: str, kops: Sequence[Mapping[str, Any]], fin
             at_least = bisect.bisect_left(acked_ends, read["t0"])
             at_most = bisect.bisect_left(invoked_starts, read["t1"])
             if length < at_least:
-                missing = acked_by_end[at_least - 1]
+                before = acked_by_end[:at_least]
+                pending = sum(_write_state(report, o, read["t0"]) == "journal-pending" for o in before)
                 report.add(
                     "stale_list_read",
                     key,
                     f"get_length by w{read['w']} at {read['t0']:.3f} = {length}, but {at_least} appends were "
-                    f"acknowledged before it began",
+                    f"acknowledged before it began ({pending} of them journaled elsewhere, not replayed yet)",
                     read=_brief(read),
                     read_on_fallback=_via_fallback(read, report.primary),
-                    last_acked=_brief(missing),
-                    via_fallback=_via_fallback(missing, report.primary),
+                    last_acked=_brief(before[-1]),
+                    write_state="journal-pending" if at_least - length <= pending else "not explained by journals",
                 )
             elif length > at_most:
                 report.add(
@@ -460,7 +484,7 @@ def _check_list(report: Report, key: str, kops: Sequence[Mapping[str, Any]], fin
                             read=_brief({**read, "result": f"<{len(items)} items>"}),
                             read_on_fallback=_via_fallback(read, report.primary),
                             write=_brief(o),
-                            via_fallback=_via_fallback(o, report.primary),
+                            write_state=_write_state(report, o, read["t0"]),
                             same_instance=read["w"] == o["w"],
                         )
                         break  # one per read is enough
@@ -494,9 +518,9 @@ def _check_order(report: Report, key: str, items: Sequence[Any], where: str) -> 
 
 
 _FALLBACK_LABELS = {
-    "via_fallback": "write",
-    "source_on_fallback": "value's set",
-    "read_on_fallback": "read",
+    "write_state": "write",
+    "source_state": "value's set",
+    "read_on_fallback": "read on fallback",
     "same_instance": "same instance",
 }
 

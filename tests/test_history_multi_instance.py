@@ -301,7 +301,7 @@ def test_checker_lets_a_recorded_conflict_stand_for_the_journaled_writes_of_its_
     report = hc.check(ops, {**values, "j": _v(2, 1)}, lists, conflicts)
     (absent,) = report.violations
     assert absent.kind == "absent_read"
-    assert absent.detail["via_fallback"] is True
+    assert absent.detail["write_state"] == "journal-pending"
     assert absent.detail["read_on_fallback"] is False
     assert absent.detail["same_instance"] is False
 
