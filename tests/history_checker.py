@@ -97,7 +97,9 @@ class Report:
 # --- loading ---------------------------------------------------------------------------------------
 
 
-def load_histories(paths: Iterable[str | Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict]]:
+def load_histories(
+    paths: Iterable[str | Path],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Read worker files: (operations, events, summaries). A truncated last line is ignored."""
     ops: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
