@@ -35,11 +35,13 @@ _FALLBACK_MODELS: dict[tuple[str, str], Any] = {
 }
 
 
-def fallback_chain(tier: str, config: Any) -> list[Any]:
+def fallback_chain(tier: str, config: Any, *, fallback_path: str | None = None) -> list[Any]:
     """The configs a tier tries in order: ``config`` first, then its fallbacks.
 
     A fallback given as a type name inherits the primary's ``key_prefix``,
-    ``max_value_bytes`` and ``connect_timeout``.
+    ``max_value_bytes`` and ``connect_timeout``; a SQLite fallback lives at
+    ``fallback_path`` (the primary identity's own file under the state directory),
+    never at the embedded default's ``./.kvstore/kvstore.db``.
     """
     entries = config.fallback if config.fallback is not None else DEFAULT_CHAINS[(tier, config.type)]
     chain = [config]
@@ -50,6 +52,11 @@ def fallback_chain(tier: str, config: Any) -> list[Any]:
     }
     for entry in entries:
         if isinstance(entry, str):
-            entry = _FALLBACK_MODELS[(tier, entry)](**inherited)
+            options = dict(inherited)
+            if entry == "sqlite":
+                if fallback_path is None:
+                    raise ValueError("a SQLite fallback needs the path of the primary's state directory")
+                options["path"] = fallback_path
+            entry = _FALLBACK_MODELS[(tier, entry)](**options)
         chain.append(entry)
     return chain

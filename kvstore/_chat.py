@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -11,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kvstore._keys import escape_glob
 
-__all__ = ["DEFAULT_NAMESPACE", "ChatKeys", "ChatMessage", "ChatPage", "find_message_id", "message_id", "with_id"]
+__all__ = ["DEFAULT_NAMESPACE", "ChatKeys", "ChatMessage", "ChatPage", "message_id", "with_id"]
 
 M = TypeVar("M")
 
@@ -66,9 +65,8 @@ class ChatKeys:
     """Where one conversation lives in the database.
 
     ``<ns>:<conversation>`` is the list of messages; ``<ns>.meta:<conversation>``
-    holds the trim offset; ``<ns>.id:<len>:<conversation>:<message id>`` records
-    the position of a message added with an idempotency id. The conversation's
-    length in the id keys keeps ``a`` and ``a:b`` apart.
+    holds the trim offset. Message ids are the list writes' idempotency ids, kept
+    by the backend beside the list (no key of the user's keyspace holds them).
     """
 
     namespace: str
@@ -81,22 +79,6 @@ class ChatKeys:
     @property
     def meta(self) -> str:
         return f"{self.namespace}.meta:{self.conversation}"
-
-    def message_id(self, mid: str) -> str:
-        return f"{self._id_prefix}{mid}"
-
-    def takeover(self, mid: str, stamp: float) -> str:
-        """The claim a retry takes before re-adding a message whose first attempt went silent."""
-        return f"{self._id_prefix}{mid}\x1f{stamp!r}"
-
-    @property
-    def id_pattern(self) -> str:
-        """The glob matching every idempotency record of this conversation."""
-        return escape_glob(self._id_prefix) + "*"
-
-    @property
-    def _id_prefix(self) -> str:
-        return f"{self.namespace}.id:{len(self.conversation)}:{self.conversation}:"
 
     @staticmethod
     def conversation_pattern(namespace: str, pattern: str) -> str:
@@ -120,12 +102,3 @@ def with_id(message: Any, mid: str) -> Any:
     if isinstance(message, BaseModel) and "id" in type(message).model_fields:
         return message.model_copy(update={"id": mid})
     return message
-
-
-def find_message_id(raw_messages: Sequence[Any], mid: str) -> int | None:
-    """Position (from the start of ``raw_messages``) of the last stored message whose ``id`` is ``mid``."""
-    for i in range(len(raw_messages) - 1, -1, -1):
-        item = raw_messages[i]
-        if isinstance(item, dict) and item.get("id") == mid:
-            return i
-    return None

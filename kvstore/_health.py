@@ -20,6 +20,10 @@ class TierHealth:
         durable: Whether acknowledged writes survive a process restart (false on memory).
         latency_ms: Round-trip time of the probe, when it answered.
         last_error: Why the tier is degraded or unhealthy (never contains secrets).
+        pending_writes: Outage writes journaled and not yet replayed to the primary.
+        conflicts: Journaled writes replay skipped because another instance changed their keys later
+            (kept in the journal's ``conflicts`` table, logged with ``kvstore_event="conflict"``).
+        dead_letters: Journaled writes the primary refused for good (e.g. a type conflict).
     """
 
     tier: str
@@ -30,6 +34,9 @@ class TierHealth:
     durable: bool
     latency_ms: float | None = None
     last_error: str | None = None
+    pending_writes: int = 0
+    conflicts: int = 0
+    dead_letters: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,21 @@ from typing import Any
 from kvstore._keys import validate_key
 from kvstore._ttl import TTL, ttl_ms
 
-__all__ = ["MsetItems", "normalize_items"]
+__all__ = ["LowerBound", "MsetItems", "normalize_items"]
+
+
+class LowerBound(int):
+    """A list length known only as a lower bound.
+
+    An append buffered during a database outage cannot know how many items the
+    primary already holds; its length counts the items known locally. Compare it
+    as an int; ``isinstance(n, LowerBound)`` tells it is not exact.
+    """
+
+    __slots__ = ()
+
+    exact = False
+
 
 MsetItems = Mapping[str, Any] | Iterable[tuple[str, Any] | tuple[str, Any, TTL | None]]
 

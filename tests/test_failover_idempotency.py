@@ -11,7 +11,6 @@ import pytest
 
 from kvstore import BackendUnavailableError
 from kvstore._breaker import BreakerPolicy, BreakerState, CircuitBreaker
-from kvstore._journal import Journal
 from kvstore._sync.failover import FailoverDatabase
 from kvstore.postgres import PostgresDatabase
 from kvstore.sqlite import SqliteDatabase
@@ -27,7 +26,7 @@ def _failover(url: str, tmp_path: Path) -> FailoverDatabase:
     return FailoverDatabase(
         primary,
         SqliteDatabase(tmp_path / "fallback.db"),
-        journal=Journal(tmp_path / "journal.db"),
+        journal_path=tmp_path / "journal.db",
         breaker=CircuitBreaker(BreakerPolicy(failure_threshold=1, probe_interval=PROBE)),
     )
 
@@ -62,17 +61,17 @@ def test_replaying_one_journal_entry_twice_appends_once(tmp_path: Path, owned_po
         db.extend("chat", [3, 4])
         assert db.active == "sqlite"
         entries = db.journal.pending()
-        assert [e.op for e in entries] == ["append", "append", "append", "extend"]
+        assert [e.kind for e in entries] == ["append", "append", "append", "append"]
         owned_postgres.start()
         _wait_until_up(db.primary)
         # Replay the first entry twice without journal.done(), as a process killed after
         # the primary's reply and restarted would; then the real failback replays it again.
         for entry in (entries[0], entries[0], entries[1]):
-            db._replay(entry)
+            db._replay(db.journal, entry, 0.0)
         _fail_back(db)
         assert db.events["replayed"] == 4
         assert db.get_range("chat", 0, -1) == ["before", 0, 1, 2, 3, 4]
-        db._replay(entries[3])  # the extend replayed once more: still once
+        db._replay(db.journal, entries[3], 0.0)  # the extend replayed once more: still once
         assert db.get_range("chat", 0, -1) == ["before", 0, 1, 2, 3, 4]
     finally:
         db.close()
@@ -100,9 +99,9 @@ def test_append_whose_reply_was_lost_before_the_outage_lands_once(
         db.append(key, "once", idempotency_id=given_id)  # retried, then served by the fallback
         assert db.active == "sqlite"
         (entry,) = db.journal.pending()
-        assert sent == [entry.id, entry.id]  # one id: the retry, the journal and the replay
+        assert sent == [entry.data["id"], entry.data["id"]]  # one id: the retry, the journal and the replay
         if given_id is not None:
-            assert entry.id == given_id
+            assert entry.data["id"] == given_id
         del db.primary.append  # the primary answers again
         _fail_back(db)
         assert db.get_range(key, 0, -1) == ["before", "once"]

@@ -17,7 +17,7 @@ def _database(tmp_path: Path, primary: MemoryDatabase | None = None) -> Failover
     store = FailoverDatabase(
         primary or MemoryDatabase(),
         MemoryDatabase(),
-        journal=Journal(tmp_path / "journal.db"),
+        journal_path=tmp_path / "journal.db",
         breaker=CircuitBreaker(BreakerPolicy(failure_threshold=1, probe_interval=1.0)),
     )
     return store
@@ -36,7 +36,7 @@ def test_a_refused_entry_is_dead_lettered_and_the_rest_replayed(tmp_path: Path) 
     assert primary.get("other") == 2
     assert primary.get("k") == "a value"
     dead = store.journal.dead_letters()
-    assert [(entry.op, entry.args[0]) for entry, _ in dead] == [("append", "k")]
+    assert [(entry.kind, entry.data["k"]) for entry, _ in dead] == [("append", "k")]
     assert "WrongTypeError" in dead[0][1]
     assert len(store.journal) == 0
     store.close()
@@ -129,5 +129,9 @@ def test_iter_keys_streams_from_the_active_store(tmp_path: Path) -> None:
     assert sorted(store.iter_keys("k*")) == sorted(f"k{i}" for i in range(10))
     store.breaker.trip("down")
     store.set("during", 1)
+    # Strict degraded reads: listing keys needs the primary (it alone knows the older keys).
+    with pytest.raises(BackendUnavailableError, match="listing keys"):
+        list(store.iter_keys("*"))
+    store.degraded_reads = "fallback"
     assert list(store.iter_keys("*")) == ["during"]
     store.close()

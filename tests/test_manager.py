@@ -59,9 +59,10 @@ def test_default_chains() -> None:
     """redis -> memory; postgres -> sqlite -> memory; explicit [] means none."""
     config = load_config({"cache": {"type": "redis"}, "database": {"type": "postgres", "key_prefix": "p:"}})
     assert [c.type for c in fallback_chain("cache", config.cache)] == ["redis", "memory"]
-    chain = fallback_chain("database", config.database)
+    chain = fallback_chain("database", config.database, fallback_path="/state/postgres-abc/fallback.db")
     assert [c.type for c in chain] == ["postgres", "sqlite", "memory"]
     assert {c.key_prefix for c in chain} == {"p:"}
+    assert chain[1].path == "/state/postgres-abc/fallback.db"  # never the embedded default's file
     strict = load_config({"cache": {"type": "redis", "fallback": []}})
     assert [c.type for c in fallback_chain("cache", strict.cache)] == ["redis"]
 

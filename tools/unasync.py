@@ -49,6 +49,7 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\bAsyncIterable\b", "Iterable"),
     (r"\bAsyncGenerator\b", "Generator"),
     (r"\bAsyncRetrying\b", "Retrying"),
+    (r"\bAwaitable\[(\w+)\]", r"\1"),
     (r"\bAsync([A-Z]\w*)", r"\1"),
     (r"\basyncio\.sleep\b", "time.sleep"),
     (r"\basyncio\.Lock\b", "threading.Lock"),

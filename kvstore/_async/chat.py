@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, Generic, TypeVar, overload
 
 from kvstore._async.base import AsyncDatabase
-from kvstore._chat import DEFAULT_NAMESPACE, ChatKeys, ChatMessage, ChatPage, find_message_id, message_id, with_id
+from kvstore._chat import DEFAULT_NAMESPACE, ChatKeys, ChatMessage, ChatPage, message_id, with_id
+from kvstore._items import LowerBound
 from kvstore._ttl import TTL, ttl_ms
 from kvstore._typed import TypeCodec
 
 __all__ = ["AsyncChatHistory"]
 
 M = TypeVar("M")
-
-#: How long an idempotency record is kept (seconds): a retry within it never duplicates.
-IDEMPOTENCY_WINDOW = 24 * 3600.0
 
 
 class AsyncChatHistory(Generic[M]):
@@ -43,11 +40,6 @@ class AsyncChatHistory(Generic[M]):
         ttl: When set, the conversation expires this long after its last write
             (sliding: every `add`/`extend`/`trim` refreshes it).
         namespace: First part of the conversation's keys (default ``"chat"``).
-        reconcile_window: How many of the newest messages a retried `add` scans
-            for its id when the first attempt died before recording it.
-        claim_timeout: Seconds after which an `add` whose first attempt went
-            silent (claimed the id but never recorded it) is taken over.
-        idempotency_window: Seconds an id is remembered (default one day).
     """
 
     @overload
@@ -59,9 +51,6 @@ class AsyncChatHistory(Generic[M]):
         model: None = None,
         ttl: TTL | None = None,
         namespace: str = DEFAULT_NAMESPACE,
-        reconcile_window: int = 1000,
-        claim_timeout: float = 10.0,
-        idempotency_window: float = IDEMPOTENCY_WINDOW,
     ) -> None: ...
 
     @overload
@@ -73,9 +62,6 @@ class AsyncChatHistory(Generic[M]):
         model: type[M] | Any,
         ttl: TTL | None = None,
         namespace: str = DEFAULT_NAMESPACE,
-        reconcile_window: int = 1000,
-        claim_timeout: float = 10.0,
-        idempotency_window: float = IDEMPOTENCY_WINDOW,
     ) -> None: ...
 
     def __init__(
@@ -86,9 +72,6 @@ class AsyncChatHistory(Generic[M]):
         model: Any = None,
         ttl: TTL | None = None,
         namespace: str = DEFAULT_NAMESPACE,
-        reconcile_window: int = 1000,
-        claim_timeout: float = 10.0,
-        idempotency_window: float = IDEMPOTENCY_WINDOW,
     ) -> None:
         if not isinstance(database, AsyncDatabase):
             raise TypeError(f"a chat history needs a database-tier store, not {type(database).__name__}")
@@ -98,9 +81,6 @@ class AsyncChatHistory(Generic[M]):
         self.database = database
         self.conversation_id = conversation_id
         self.ttl = ttl
-        self.reconcile_window = reconcile_window
-        self.claim_timeout = claim_timeout
-        self.idempotency_window = idempotency_window
         self._keys = ChatKeys(namespace, conversation_id)
         self._codec: TypeCodec[M] = TypeCodec(ChatMessage if model is None else model)
 
@@ -114,76 +94,38 @@ class AsyncChatHistory(Generic[M]):
 
     # --- writing ----------------------------------------------------------------------
 
-    async def add(self, message: M | Mapping[str, Any], *, id: str | None = None) -> int:
+    async def add(self, message: M | Mapping[str, Any], *, id: str | None = None) -> int | None:
         """Append one message; return its position.
 
-        With an idempotency id (``id=`` or the message's own ``id`` field), a
-        retried call returns the first call's position and stores nothing new:
-        the id is claimed atomically (``set(..., only_if_absent=True)``) before
-        the append and its position recorded after it. A retry that finds the
-        claim but no position (the first attempt died in between) looks for the
-        id among the newest ``reconcile_window`` messages; if it is not there and
-        the claim is older than ``claim_timeout`` it appends the message itself.
-        Guaranteed: no duplicate while the first attempt's append lands within
-        ``claim_timeout`` and the retry comes within ``idempotency_window``.
+        With an idempotency id (``id=`` or the message's own ``id`` field) the
+        message and its id are written in one transaction (``append(...,
+        idempotency_id=id)``), so a retried call stores nothing new and returns the
+        first call's position, in every state: before, during and after a database
+        outage (an outage write is journaled with its id and replayed once).
+        Returns ``None`` when the position is not known yet: the write was buffered
+        during a database outage and the primary will place it at the list's tail.
         """
         mid = id if id is not None else message_id(message)
         if id is not None:
             message = with_id(message, id)
         data = self._codec.dump(self._keys.messages, message)
-        if mid is None:
-            length = await self.database.append(self._keys.messages, data)
-            await self._refresh_ttl()
-            return length - 1
-        return await self._add_once(mid, data)
-
-    async def _add_once(self, mid: str, data: Any) -> int:
-        database, claim = self.database, self._keys.message_id(mid)
-        window = self._id_ttl()
-        while True:
-            if await database.set(claim, {"pending": time.time()}, window, only_if_absent=True):
-                return await self._append_claimed(claim, data, window)
-            record = await database.get(claim)
-            if isinstance(record, int) and not isinstance(record, bool):
-                return record  # added before: the retry stores nothing
-            if not isinstance(record, dict):
-                continue  # expired or cleared in between: claim again
-            found = await self._find(mid)
-            if found is not None:
-                await database.set(claim, found, window)
-                return found
-            stamp = float(record.get("pending", 0.0))
-            if time.time() - stamp >= self.claim_timeout:
-                takeover = self._keys.takeover(mid, stamp)
-                if await database.set(takeover, True, window, only_if_absent=True):
-                    await database.set(claim, {"pending": time.time()}, window)
-                    return await self._append_claimed(claim, data, window)
-            await asyncio.sleep(min(0.05, self.claim_timeout / 10))
-
-    async def _append_claimed(self, claim: str, data: Any, window: float) -> int:
-        position = await self.database.append(self._keys.messages, data) - 1
-        await self.database.set(claim, position, window)
+        length = await self.database.append(self._keys.messages, data, idempotency_id=mid)
         await self._refresh_ttl()
-        return position
+        return None if isinstance(length, LowerBound) else length - 1
 
-    async def _find(self, mid: str) -> int | None:
-        length = await self.database.get_length(self._keys.messages)
-        start = max(0, length - self.reconcile_window)
-        found = find_message_id(await self.database.get_range(self._keys.messages, start, length - 1), mid)
-        return None if found is None else start + found
-
-    async def extend(self, messages: Iterable[M | Mapping[str, Any]]) -> range:
+    async def extend(self, messages: Iterable[M | Mapping[str, Any]], *, id: str | None = None) -> range | None:
         """Append every message in order, in one round trip; return their positions.
 
-        Not guarded by idempotency ids (use `add` with an id for retry-safe writes).
+        With ``id`` the batch is written once however often it is retried (one
+        idempotency id for the whole batch). ``None`` as for `add`.
         """
         data = [self._codec.dump(self._keys.messages, m) for m in messages]
         if not data:
             length = await self.database.get_length(self._keys.messages)
             return range(length, length)
-        length = await self.database.extend(self._keys.messages, data)
+        length = await self.database.extend(self._keys.messages, data, idempotency_id=id)
         await self._refresh_ttl()
-        return range(length - len(data), length)
+        return None if isinstance(length, LowerBound) else range(length - len(data), length)
 
     # --- reading ----------------------------------------------------------------------
 
@@ -262,14 +204,13 @@ class AsyncChatHistory(Generic[M]):
         return new_offset - offset
 
     async def clear(self) -> bool:
-        """Delete the conversation: its messages, trim offset and idempotency records.
+        """Delete the conversation: its messages and trim offset.
 
-        Returns whether there were messages.
+        Returns whether there were messages. Message ids outlive it (DESIGN.md §1): a
+        late retry of an add returns its old position and does not resurrect the message.
         """
         existed = await self.database.delete(self._keys.messages)
         await self.database.delete(self._keys.meta)
-        async for record in self.database.iter_keys(self._keys.id_pattern):
-            await self.database.delete(record)
         return existed
 
     async def expire(self, ttl: TTL | None) -> bool:
@@ -305,10 +246,6 @@ class AsyncChatHistory(Generic[M]):
         else:
             self.database.expire(self._keys.messages, self.ttl)
             self.database.expire(self._keys.meta, self.ttl)
-
-    def _id_ttl(self) -> float:
-        ms = ttl_ms(self.ttl)
-        return self.idempotency_window if ms is None else min(self.idempotency_window, ms / 1000)
 
     def _load(self, raw: list[Any]) -> list[M]:
         key = self._keys.messages

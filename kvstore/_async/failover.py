@@ -1,27 +1,27 @@
 """Run-time failover: a tier that serves from its fallback while the primary is down.
 
 `AsyncFailoverCache` and `AsyncFailoverDatabase` implement the store interface
-over a primary and a fallback store with a `CircuitBreaker`:
+over a primary and a fallback with a `CircuitBreaker` (DESIGN.md §8):
 
 * While the breaker is closed every call goes to the primary. Idempotent calls
-  are retried (tenacity, a short bounded budget); so are ``append``/``extend``,
-  which always carry an idempotency id (the caller's, else a fresh uuid4): a
-  retry whose first attempt did land returns that attempt's length instead of
-  appending again (DESIGN.md §8a).
-  A call that still finds the primary unavailable raises `BackendUnavailableError`
-  until ``failure_threshold`` consecutive failures open the breaker; the call
-  that opens it, and every call after, is served by the fallback, so once the
-  primary is known down no exception reaches the caller.
-* While open, calls go straight to the fallback; after ``probe_interval`` one
-  call probes the primary (``ping``), and on success the tier fails back:
-  the cache invalidates in the primary every key written during the outage (a
-  restored Redis would otherwise serve stale values); the database replays its
-  outage journal to the primary, in order, before any new call reaches it.
-  An append diverted to the fallback is journaled with its idempotency id, and
-  replay passes the id on, so a write whose reply was lost before the outage, or
-  an entry replayed twice (a crash before the journal forgot it), lands once.
-* With ``on_outage="fail"`` writes raise `BackendUnavailableError` instead of
-  going to the fallback (reads still fall back).
+  (and appends, which always carry an idempotency id) are retried within a short
+  budget. A call that still finds the primary unavailable raises
+  `BackendUnavailableError` until ``failure_threshold`` consecutive failures open
+  the breaker; the call that opens it, and every call after, is served without the
+  primary. A busy primary (`BackendBusyError`: pool exhausted, lock held) is up:
+  it is never retried here, never counted, and nothing moves.
+* The database tier journals every outage write (a typed record, see
+  ``kvstore._async.records``) before it mirrors it onto the fallback, both in one
+  task that a cancelled caller cannot interrupt. Degraded reads answer from the
+  journal what this outage wrote (read-your-writes) and raise
+  `BackendUnavailableError` for what only the primary knows — unless
+  ``degraded_reads`` says to answer from the fallback (the default when the
+  primary never served this process: the embedded demo, a laptop).
+* After ``probe_interval`` one call probes the primary; on success the cache
+  invalidates in the primary every key written during the outage, and the
+  database replays its journal in order, skipping (and keeping, as a conflict)
+  any write whose keys another instance changed after it was made.
+* With ``on_outage="fail"`` writes raise instead of being buffered.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -44,19 +45,34 @@ from tenacity import (
 )
 
 from kvstore._async.base import AsyncCache, AsyncDatabase
+from kvstore._async.records import (
+    AppendRecord,
+    ClearRecord,
+    DeleteRecord,
+    ExpireRecord,
+    KeyView,
+    MsetRecord,
+    SetRecord,
+    WriteRecord,
+    decode_record,
+)
 from kvstore._breaker import BreakerState, CircuitBreaker, Route
+from kvstore._codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
 from kvstore._idempotency import validate_idempotency_id
-from kvstore._items import MsetItems, normalize_items
+from kvstore._items import LowerBound, MsetItems, normalize_items
 from kvstore._journal import Journal, JournalEntry
 from kvstore._keys import validate_key
+from kvstore._memory import lrange_bounds
 from kvstore._ttl import TTL, ttl_ms
-from kvstore.errors import BackendBusyError, BackendUnavailableError, KVStoreError
+from kvstore.errors import BackendBusyError, BackendUnavailableError, KVStoreError, WrongTypeError
 
 __all__ = ["AsyncFailoverCache", "AsyncFailoverDatabase"]
 
 logger = logging.getLogger("kvstore")
 
+T = TypeVar("T")
 OnOutage = Literal["buffer", "fail"]
+DegradedReads = Literal["auto", "strict", "fallback"]
 #: Keys remembered per outage before the cache gives up listing them and clears its prefix on failback.
 MAX_TRACKED_KEYS = 100_000
 #: Seconds within which a failed idempotent call may be retried on the primary.
@@ -75,41 +91,58 @@ class _AsyncFailover:
         fallback: Any,
         *,
         breaker: CircuitBreaker,
+        key_prefix: str | None = None,
         on_outage: OnOutage = "buffer",
         reopen: Callable[[], Awaitable[Any]] | None = None,
         retry_attempts: int = 2,
     ) -> None:
         self.primary = primary
-        self.fallback = fallback
+        self._fallback = fallback
         self.breaker = breaker
         self.on_outage = on_outage
-        self.key_prefix = fallback.key_prefix
+        self.key_prefix = key_prefix if key_prefix is not None else fallback.key_prefix
         self._reopen = reopen
         self._retry_attempts = retry_attempts
         self._outage_lock = asyncio.Lock()
-        self.events: dict[str, int] = {"failover": 0, "failback": 0, "replayed": 0}
+        #: Whether the primary has answered this process (degraded reads are strict from then on).
+        self.served = primary is not None
+        self.events: dict[str, int] = {"failover": 0, "failback": 0, "replayed": 0, "conflicts": 0, "dead_letters": 0}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.active} ({self.breaker.state.value}) prefix={self.key_prefix!r}>"
 
     @property
+    def fallback(self) -> Any:
+        """The fallback store (``None`` until the first outage needs it, for the database tier)."""
+        return self._fallback
+
+    @property
     def active(self) -> str:
         """The backend serving calls now."""
-        return str(self.active_store.backend)
+        if self.breaker.state is BreakerState.CLOSED and self.primary is not None:
+            return str(self.primary.backend)
+        return str(self._fallback.backend) if self._fallback is not None else self._fallback_name
+
+    _fallback_name = "fallback"
 
     @property
     def active_store(self) -> Any:
         """The store serving calls now (the primary, or the fallback during an outage)."""
         if self.breaker.state is BreakerState.CLOSED and self.primary is not None:
             return self.primary
-        return self.fallback
+        return self._fallback
+
+    @property
+    def active_durable(self) -> bool:
+        """Whether what this tier acknowledges now survives a restart."""
+        store = self.active_store
+        return bool(store.durable) if store is not None else True
 
     # --- routing ---------------------------------------------------------------------
 
-    async def _on_primary(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], idempotent: bool) -> Any:
-        method = getattr(self.primary, name)
+    async def _on_primary(self, call: Callable[[Any], Awaitable[T]], idempotent: bool) -> T:
         if not idempotent:
-            return await method(*args, **kwargs)
+            return await call(self.primary)
         retrying = AsyncRetrying(
             # Retry only failures that came fast (refused, reset): one that used up its
             # deadline is not repeated, so a hung server costs one deadline, not several.
@@ -121,7 +154,7 @@ class _AsyncFailover:
         )
         async for attempt in retrying:
             with attempt:
-                return await method(*args, **kwargs)
+                return await call(self.primary)
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     async def _route(self) -> Route:
@@ -130,48 +163,22 @@ class _AsyncFailover:
             return Route.PRIMARY if await self._probe() else Route.FALLBACK
         return route
 
-    async def _call(self, name: str, *args: Any, idempotent: bool = True, **kwargs: Any) -> Any:
-        """A read (or an idempotent op with no outage bookkeeping): primary, else fallback."""
-        if await self._route() is Route.PRIMARY:
-            try:
-                result = await self._on_primary(name, args, kwargs, idempotent)
-            except BackendUnavailableError as exc:
-                if not self._primary_failed(exc):
-                    raise  # not known down yet: the caller hears of it, nothing is diverted
-            else:
-                self.breaker.success(Route.PRIMARY)
-                return result
-        return await getattr(self.fallback, name)(*args, **kwargs)
+    async def _primary(self, call: Callable[[Any], Awaitable[T]], *, idempotent: bool = True) -> tuple[bool, T | None]:
+        """``(True, result)`` from the primary, or ``(False, None)`` once it is known down.
 
-    async def _write(
-        self, name: str, keys: list[str] | None, *args: Any, idempotent: bool = True, **kwargs: Any
-    ) -> Any:
-        """A write: primary, else the fallback with the outage bookkeeping of the tier."""
-        if await self._route() is Route.PRIMARY:
-            try:
-                result = await self._on_primary(name, args, kwargs, idempotent)
-            except BackendUnavailableError as exc:
-                if not self._primary_failed(exc) or self.on_outage == "fail":
-                    raise  # not known down yet (or told to fail): nothing is diverted
-            else:
-                self.breaker.success(Route.PRIMARY)
-                return result
-        elif self.on_outage == "fail":
-            raise BackendUnavailableError(
-                f"the {self.tier} primary is unavailable and on_outage is 'fail': {self.breaker.last_error}",
-                backend=self.primary.backend if self.primary is not None else None,
-                operation=name,
-            )
-        async with self._outage_lock:
-            if self.breaker.state is BreakerState.CLOSED:
-                # Failback finished while we waited: this write belongs to the primary.
-                return await getattr(self.primary, name)(*args, **kwargs)
-            return await self._write_during_outage(name, keys, args, kwargs)
-
-    async def _write_during_outage(
-        self, name: str, keys: list[str] | None, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        raise NotImplementedError
+        Before the breaker opens, unavailability reaches the caller and nothing is
+        diverted; a busy primary always reaches the caller.
+        """
+        if await self._route() is not Route.PRIMARY:
+            return False, None
+        try:
+            result = await self._on_primary(call, idempotent)
+        except BackendUnavailableError as exc:
+            if not self._primary_failed(exc):
+                raise
+            return False, None
+        self.breaker.success(Route.PRIMARY)
+        return True, result
 
     def _primary_failed(self, exc: BackendUnavailableError) -> bool:
         """Report unavailability to the breaker; whether the primary is now known down.
@@ -188,11 +195,20 @@ class _AsyncFailover:
                 "kvstore %s tier: %s unavailable, serving from %s: %s",
                 self.tier,
                 getattr(self.primary, "backend", "primary"),
-                self.fallback.backend,
+                self._fallback_name if self._fallback is None else self._fallback.backend,
                 exc,
                 extra={"kvstore_event": "failover", "tier": self.tier},
             )
         return is_open
+
+    def _refuse_write(self, operation: str) -> None:
+        """With ``on_outage="fail"`` an outage write raises instead of being buffered."""
+        if self.on_outage == "fail":
+            raise BackendUnavailableError(
+                f"the {self.tier} primary is unavailable and on_outage is 'fail': {self.breaker.last_error}",
+                backend=getattr(self.primary, "backend", None),
+                operation=operation,
+            )
 
     async def _probe(self) -> bool:
         """Probe the primary once; on success fail back (replay/invalidate) and close the breaker."""
@@ -211,12 +227,13 @@ class _AsyncFailover:
         except BaseException:
             self.breaker.failure(Route.PROBE, "probe interrupted")
             raise
+        self.served = True
         self.events["failback"] += 1
         logger.warning(
             "kvstore %s tier: %s answers again, failed back from %s",
             self.tier,
             self.primary.backend,
-            self.fallback.backend,
+            self._fallback_name if self._fallback is None else self._fallback.backend,
             extra={"kvstore_event": "failback", "tier": self.tier},
         )
         return True
@@ -225,80 +242,41 @@ class _AsyncFailover:
         """Bring the primary up to date, then close the breaker (holding the outage lock)."""
         raise NotImplementedError
 
-    # --- the store interface ---------------------------------------------------------
+    async def _conditional_set(self, key: str, value: Any, ttl: TTL | None) -> bool:
+        """``set(only_if_absent=True)``: decided by the primary only, never buffered.
 
-    async def get(self, key: str) -> Any:
-        return await self._call("get", key)
-
-    async def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
-        validate_key(key)
-        if only_if_absent:
-            # A conditional write decided on the fallback (which lacks the primary's data) could
-            # acknowledge a lock the primary's owner still holds: it is never buffered.
-            return bool(await self._conditional("set", key, value, ttl, only_if_absent=True))
-        return bool(await self._write("set", [key], key, value, ttl))
-
-    async def _conditional(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        if self.breaker.state is BreakerState.CLOSED:
-            try:
-                result = await self._on_primary(name, args, kwargs, True)
-            except BackendUnavailableError as exc:
-                self._primary_failed(exc)
-                raise
-            self.breaker.success(Route.PRIMARY)
-            return result
+        A conditional write decided on the fallback (which lacks the primary's data)
+        could acknowledge a lock the primary's owner still holds.
+        """
+        served, result = await self._primary(lambda p: p.set(key, value, ttl, only_if_absent=True))
+        if served:
+            return bool(result)
         raise BackendUnavailableError(
             f"the {self.tier} primary is unavailable, and a conditional write (only_if_absent) cannot be "
             f"decided on the fallback: {self.breaker.last_error}",
-            operation=name,
+            operation="set",
+            key=key,
         )
 
-    async def delete(self, key: str) -> bool:
-        validate_key(key)
-        return bool(await self._write("delete", [key], key))
-
-    async def exists(self, key: str) -> bool:
-        return bool(await self._call("exists", key))
-
-    async def mget(self, keys: Iterable[str]) -> list[Any]:
-        return list(await self._call("mget", list(keys)))
-
-    async def mset(self, items: MsetItems) -> None:
-        normalized = normalize_items(items)
-        triples = [(k, v, None if ms is None else ms / 1000) for k, v, ms in normalized]
-        await self._write("mset", [k for k, _, _ in normalized], triples)
-
-    async def iter_keys(self, pattern: str = "*") -> AsyncIterator[str]:
-        store = self.primary if await self._route() is Route.PRIMARY else self.fallback
-        async for key in store.iter_keys(pattern):
-            yield key
-
-    async def keys(self, pattern: str = "*") -> list[str]:
-        return list(await self._call("keys", pattern))
-
-    async def clear(self) -> None:
-        await self._write("clear", None)
-
-    async def ttl(self, key: str) -> float | None:
-        result = await self._call("ttl", key)
-        return None if result is None else float(result)
-
-    async def expire(self, key: str, ttl: TTL | None) -> bool:
-        validate_key(key)
-        ttl_ms(ttl)
-        return bool(await self._write("expire", [key], key, ttl))
-
     async def ping(self) -> None:
-        await self.active_store.ping()
+        store = self.active_store
+        if store is None:
+            raise BackendUnavailableError(f"the {self.tier} primary is unavailable: {self.breaker.last_error}")
+        await store.ping()
 
     async def aclose(self) -> None:
-        for store in (self.primary, self.fallback):
+        for store in (self.primary, self._fallback):
             if store is not None:
                 await store.aclose()
 
 
 class AsyncFailoverCache(_AsyncFailover, AsyncCache):
-    """A cache tier with run-time failover (e.g. Redis, then memory)."""
+    """A cache tier with run-time failover (e.g. Redis, then memory).
+
+    A cache miss during an outage is a legal answer for a cache, so reads are
+    served by the fallback; on failback every key written during the outage is
+    invalidated in the primary (a restored Redis would otherwise serve stale values).
+    """
 
     tier = "cache"
 
@@ -307,16 +285,72 @@ class AsyncFailoverCache(_AsyncFailover, AsyncCache):
         self._written: set[str] = set()
         self._cleared = False
 
-    async def _write_during_outage(
-        self, name: str, keys: list[str] | None, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        if keys is None:
-            self._cleared = True
-        elif not self._cleared:
-            self._written.update(keys)
-            if len(self._written) > MAX_TRACKED_KEYS:
-                self._cleared, self._written = True, set()
-        return await getattr(self.fallback, name)(*args, **kwargs)
+    async def _write(self, keys: list[str] | None, call: Callable[[Any], Awaitable[T]], operation: str) -> T:
+        served, result = await self._primary(call)
+        if served:
+            return result  # type: ignore[return-value]  # served: the primary's own result
+        self._refuse_write(operation)
+        async with self._outage_lock:
+            if self.breaker.state is BreakerState.CLOSED:
+                return await call(self.primary)  # failback finished while we waited
+            if keys is None:
+                self._cleared = True
+            elif not self._cleared:
+                self._written.update(keys)
+                if len(self._written) > MAX_TRACKED_KEYS:
+                    self._cleared, self._written = True, set()
+            return await call(self._fallback)
+
+    async def _read(self, call: Callable[[Any], Awaitable[T]]) -> T:
+        served, result = await self._primary(call)
+        if served:
+            return result  # type: ignore[return-value]  # served: the primary's own result
+        return await call(self._fallback)
+
+    async def get(self, key: str) -> Any:
+        return await self._read(lambda s: s.get(key))
+
+    async def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
+        validate_key(key)
+        if only_if_absent:
+            return await self._conditional_set(key, value, ttl)
+        return bool(await self._write([key], lambda s: s.set(key, value, ttl), "set"))
+
+    async def delete(self, key: str) -> bool:
+        validate_key(key)
+        return bool(await self._write([key], lambda s: s.delete(key), "delete"))
+
+    async def exists(self, key: str) -> bool:
+        return bool(await self._read(lambda s: s.exists(key)))
+
+    async def mget(self, keys: Iterable[str]) -> list[Any]:
+        keys = list(keys)
+        return list(await self._read(lambda s: s.mget(keys)))
+
+    async def mset(self, items: MsetItems) -> None:
+        normalized = normalize_items(items)
+        triples = [(k, v, None if ms is None else ms / 1000) for k, v, ms in normalized]
+        await self._write([k for k, _, _ in normalized], lambda s: s.mset(triples), "mset")
+
+    async def iter_keys(self, pattern: str = "*") -> AsyncIterator[str]:
+        store = self.primary if await self._route() is Route.PRIMARY else self._fallback
+        async for key in store.iter_keys(pattern):
+            yield key
+
+    async def keys(self, pattern: str = "*") -> list[str]:
+        return list(await self._read(lambda s: s.keys(pattern)))
+
+    async def clear(self) -> None:
+        await self._write(None, lambda s: s.clear(), "clear")
+
+    async def ttl(self, key: str) -> float | None:
+        result = await self._read(lambda s: s.ttl(key))
+        return None if result is None else float(result)
+
+    async def expire(self, key: str, ttl: TTL | None) -> bool:
+        validate_key(key)
+        ttl_ms(ttl)
+        return bool(await self._write([key], lambda s: s.expire(key, ttl), "expire"))
 
     async def _failback(self) -> None:
         async with self._outage_lock:
@@ -330,7 +364,7 @@ class AsyncFailoverCache(_AsyncFailover, AsyncCache):
             invalidated = "all" if self._cleared else len(self._written)
             self._written, self._cleared = set(), False
             # The fallback's copies are now stale too: the next outage starts empty.
-            await self.fallback.clear()
+            await self._fallback.clear()
             self.breaker.success(Route.PROBE)  # under the lock: no outage write slips in after
         logger.info(
             "kvstore cache tier: invalidated %s key(s) written during the outage",
@@ -340,40 +374,358 @@ class AsyncFailoverCache(_AsyncFailover, AsyncCache):
 
 
 class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
-    """A database tier with run-time failover and an outage journal replayed on failback."""
+    """A database tier with run-time failover, an outage journal and truthful degraded reads.
+
+    Args:
+        primary: The configured store (``None`` when it could not be reached at connect).
+        fallback: The fallback store, or ``None`` to open it with ``open_fallback``
+            on the first outage (nothing touches the filesystem while the primary is healthy).
+        journal_path: The outage journal of this primary identity, created on the first outage.
+        open_fallback: Opens the fallback store when first needed.
+        degraded_reads: ``"strict"``, ``"fallback"`` or ``"auto"`` (see the config reference).
+        max_value_bytes: The tier's value size limit (outage writes are checked before journaling).
+    """
 
     tier = "database"
+    tracks_changes = False
 
     def __init__(
-        self, primary: AsyncDatabase | None, fallback: AsyncDatabase, *, journal: Journal, **options: Any
+        self,
+        primary: AsyncDatabase | None,
+        fallback: AsyncDatabase | None,
+        *,
+        journal_path: str | Path,
+        open_fallback: Callable[[], Awaitable[AsyncDatabase]] | None = None,
+        degraded_reads: DegradedReads = "auto",
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        fallback_name: str = "fallback",
+        **options: Any,
     ) -> None:
+        if fallback is None and open_fallback is None:
+            raise ValueError("a failover database needs a fallback store or a way to open one")
         super().__init__(primary, fallback, **options)
-        self.journal = journal
-        self._touched: set[str] = set()
+        self.journal_path = Path(journal_path)
+        self._journal: Journal | None = None
+        self._open_fallback = open_fallback
+        self._fallback_name = fallback_name
+        self.degraded_reads = degraded_reads
+        self.max_value_bytes = max_value_bytes
+        self._fallback_lock = asyncio.Lock()
 
-    async def _write_during_outage(
-        self, name: str, keys: list[str] | None, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        # Apply locally first (it validates and encodes), then journal: what is
-        # acknowledged is in the journal, and nothing invalid ever is.
-        result = await getattr(self.fallback, name)(*args, **kwargs)
-        self.journal.record(name, _journal_args(name, args, kwargs), kwargs.get("idempotency_id"))
-        return result
+    # --- journal and fallback, both created on first need ----------------------------
+
+    @property
+    def journal(self) -> Journal | None:
+        """The outage journal, when one exists for this primary (opened if another process made it)."""
+        if self._journal is None and self.journal_path.exists():
+            self._journal = Journal(self.journal_path)
+        return self._journal
+
+    async def _journal_for_write(self) -> Journal:
+        journal = self.journal
+        if journal is None:
+            if True:  # ASYNC
+                journal = await asyncio.to_thread(Journal.create, self.journal_path)
+            else:
+                journal = Journal.create(self.journal_path)
+            self._journal = journal
+        return journal
+
+    async def _fallback_store(self) -> AsyncDatabase:
+        if self._fallback is None:
+            async with self._fallback_lock:
+                if self._fallback is None:
+                    assert self._open_fallback is not None
+                    self._fallback = await self._open_fallback()
+        return self._fallback  # type: ignore[no-any-return]
+
+    def _reads_from_fallback(self) -> bool:
+        mode = self.degraded_reads
+        return mode == "fallback" or (mode == "auto" and not self.served)
+
+    # --- outage writes -----------------------------------------------------------------
+
+    async def _buffer(self, record: WriteRecord, operation: str) -> Any:
+        """Journal ``record``, then mirror it onto the fallback; a cancelled caller interrupts neither."""
+        self._refuse_write(operation)
+        if True:  # ASYNC
+            task = asyncio.ensure_future(self._journal_then_mirror(record))
+            task.add_done_callback(_consume_exception)
+            return await asyncio.shield(task)
+        else:
+            return self._journal_then_mirror(record)
+
+    async def _journal_then_mirror(self, record: WriteRecord) -> Any:
+        async with self._outage_lock:
+            if self.breaker.state is BreakerState.CLOSED and self.primary is not None:
+                return await record.apply(self.primary)  # failback finished while we waited
+            journal = await self._journal_for_write()
+            strict = not self._reads_from_fallback()
+            before = await self._views(journal, record.keys()) if strict else {}
+            if strict and isinstance(record, AppendRecord) and before[record.key].state == "value":
+                raise WrongTypeError(
+                    f"key {record.key!r} holds a value, not a list", key=record.key, operation="append"
+                )
+            if True:  # ASYNC
+                seq = await asyncio.to_thread(journal.record, record.kind, record.to_json(), record.keys())
+            else:
+                seq = journal.record(record.kind, record.to_json(), record.keys())
+            try:
+                result = await record.apply(await self._fallback_store())
+            except KVStoreError as exc:
+                if not strict:
+                    await self._journal_call(journal.done, seq)  # the fallback refused it: neither happened
+                    raise
+                # The journal is the truth of this outage; the fallback is only a mirror of it.
+                logger.debug("kvstore database tier: fallback mirror skipped %s: %s", record.kind, exc)
+                result = None
+            if not strict:
+                return result
+            return _outage_result(record, before)
+
+    async def _journal_call(self, fn: Callable[..., T], *args: Any) -> T:
+        if True:  # ASYNC
+            return await asyncio.to_thread(fn, *args)
+        else:
+            return fn(*args)
+
+    # --- degraded reads ----------------------------------------------------------------
+
+    async def _views(self, journal: Journal | None, keys: list[str]) -> dict[str, KeyView]:
+        """What this outage's journal says about each of ``keys``."""
+        views = {key: KeyView() for key in keys}
+        if journal is not None and keys:
+            for key, entry in await self._journal_call(journal.touching, keys):
+                record = decode_record(entry.kind, entry.data)
+                targets = [key] if key else list(views)  # '' marks a clear: it touches every key
+                for target in targets:
+                    views[target] = record.fold(target, views[target])
+        now = time.time()
+        return {key: view.settle(now) for key, view in views.items()}
+
+    def _unknown(self, operation: str, key: str | None = None) -> BackendUnavailableError:
+        return BackendUnavailableError(
+            f"the database primary is unavailable ({self.breaker.last_error}) and {operation} "
+            f"{'of key ' + repr(key) + ' ' if key is not None else ''}cannot be answered truthfully from "
+            "the writes made during the outage (degraded_reads='strict'; 'fallback' answers from the fallback)",
+            backend=getattr(self.primary, "backend", None),
+            operation=operation,
+            key=key,
+        )
+
+    async def _view(self, key: str, operation: str) -> KeyView:
+        view = (await self._views(self.journal, [key]))[key]
+        if view.state == "unknown":
+            raise self._unknown(operation, key)
+        return view
+
+    # --- the store interface -----------------------------------------------------------
+
+    async def get(self, key: str) -> Any:
+        served, result = await self._primary(lambda p: p.get(key))
+        if served:
+            return result
+        if self._reads_from_fallback():
+            return await (await self._fallback_store()).get(key)
+        validate_key(key)
+        view = await self._view(key, "get")
+        if view.state == "list":
+            raise WrongTypeError(f"key {key!r} holds a list, not a value", key=key, operation="get")
+        return view.value if view.state == "value" else None
+
+    async def exists(self, key: str) -> bool:
+        served, result = await self._primary(lambda p: p.exists(key))
+        if served:
+            return bool(result)
+        if self._reads_from_fallback():
+            return await (await self._fallback_store()).exists(key)
+        validate_key(key)
+        return (await self._view(key, "exists")).state != "absent"
+
+    async def mget(self, keys: Iterable[str]) -> list[Any]:
+        keys = list(keys)
+        served, result = await self._primary(lambda p: p.mget(keys))
+        if served:
+            return list(result or [])
+        if self._reads_from_fallback():
+            return await (await self._fallback_store()).mget(keys)
+        for key in keys:
+            validate_key(key)
+        views = await self._views(self.journal, keys)
+        unknown = [k for k, v in views.items() if v.state == "unknown"]
+        if unknown:
+            raise self._unknown("mget", unknown[0])
+        return [views[k].value if views[k].state == "value" else None for k in keys]
+
+    async def ttl(self, key: str) -> float | None:
+        served, result = await self._primary(lambda p: p.ttl(key))
+        if served:
+            return None if result is None else float(result)
+        if self._reads_from_fallback():
+            return await (await self._fallback_store()).ttl(key)
+        validate_key(key)
+        view = await self._view(key, "ttl")
+        if view.state == "absent" or view.expires_at is None:
+            return None
+        return max(view.expires_at - time.time(), 0.001)
+
+    async def iter_keys(self, pattern: str = "*") -> AsyncIterator[str]:
+        if await self._route() is Route.PRIMARY:
+            store: Any = self.primary
+        elif self._reads_from_fallback():
+            store = await self._fallback_store()
+        else:
+            raise self._unknown("listing keys")
+        async for key in store.iter_keys(pattern):
+            yield key
+
+    async def keys(self, pattern: str = "*") -> list[str]:
+        served, result = await self._primary(lambda p: p.keys(pattern))
+        if served:
+            return list(result or [])
+        if self._reads_from_fallback():
+            return await (await self._fallback_store()).keys(pattern)
+        raise self._unknown("listing keys")
+
+    async def get_range(self, key: str, start: int, end: int) -> list[Any]:
+        served, result = await self._primary(lambda p: p.get_range(key, start, end))
+        if served:
+            return list(result or [])
+        if self._reads_from_fallback():
+            return await (await self._fallback_store()).get_range(key, start, end)
+        validate_key(key)
+        lrange_bounds(0, start, end)  # index types are checked before anything else
+        view = await self._view(key, "get_range")
+        if view.state == "absent":
+            return []
+        if view.state == "value":
+            raise WrongTypeError(f"key {key!r} holds a value, not a list", key=key, operation="get_range")
+        items = view.items
+        if view.full:
+            lo, hi = lrange_bounds(len(items), start, end)
+            return items[lo:hi]
+        # Only the tail appended during the outage is known: a range counted from the tail
+        # that stays inside it is the truth; anything reaching older items only the primary knows.
+        if start < 0 and end < 0 and -start <= len(items):
+            lo, hi = lrange_bounds(len(items), start, end)
+            return items[lo:hi]
+        raise self._unknown("get_range (it reaches items written before the outage)", key)
+
+    async def get_length(self, key: str) -> int:
+        served, result = await self._primary(lambda p: p.get_length(key))
+        if served:
+            return int(result or 0)
+        if self._reads_from_fallback():
+            return await (await self._fallback_store()).get_length(key)
+        validate_key(key)
+        view = await self._view(key, "get_length")
+        if view.state == "absent":
+            return 0
+        if view.state == "value":
+            raise WrongTypeError(f"key {key!r} holds a value, not a list", key=key, operation="get_length")
+        if not view.full:
+            raise self._unknown("get_length (the list holds items written before the outage)", key)
+        return len(view.items)
+
+    async def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
+        validate_key(key)
+        if only_if_absent:
+            return await self._conditional_set(key, value, ttl)
+        ms = ttl_ms(ttl)
+        served, result = await self._primary(lambda p: p.set(key, value, ttl))
+        if served:
+            return bool(result)
+        record = SetRecord(key, self._stored(key, value), _expiry(ms))
+        return bool(await self._buffer(record, "set"))
+
+    async def mset(self, items: MsetItems) -> None:
+        normalized = normalize_items(items)
+        triples = [(k, v, None if ms is None else ms / 1000) for k, v, ms in normalized]
+        served, _ = await self._primary(lambda p: p.mset(triples))
+        if served or not normalized:
+            return
+        record = MsetRecord(tuple((k, self._stored(k, v), _expiry(ms)) for k, v, ms in normalized))
+        await self._buffer(record, "mset")
+
+    async def delete(self, key: str) -> bool:
+        validate_key(key)
+        served, result = await self._primary(lambda p: p.delete(key))
+        if served:
+            return bool(result)
+        return bool(await self._buffer(DeleteRecord(key), "delete"))
+
+    async def expire(self, key: str, ttl: TTL | None) -> bool:
+        validate_key(key)
+        ms = ttl_ms(ttl)
+        served, result = await self._primary(lambda p: p.expire(key, ttl))
+        if served:
+            return bool(result)
+        return bool(await self._buffer(ExpireRecord(key, _expiry(ms)), "expire"))
+
+    async def clear(self) -> None:
+        served, _ = await self._primary(lambda p: p.clear())
+        if not served:
+            await self._buffer(ClearRecord(), "clear")
+
+    async def append(self, key: str, value: Any, *, idempotency_id: str | None = None) -> int:
+        """Append on the active store; see `AsyncDatabase` for ``idempotency_id``.
+
+        Without one a fresh id is made, so this call's own retries (and the journal's
+        replay) never duplicate; give your own to make *your* retries safe too. During
+        an outage the length returned is exact when every item of the list is known
+        locally, else a `LowerBound` (the items this outage appended).
+        """
+        validate_key(key)
+        idempotency_id = validate_idempotency_id(idempotency_id) or uuid.uuid4().hex
+        served, result = await self._primary(lambda p: p.append(key, value, idempotency_id=idempotency_id))
+        if served:
+            return int(result or 0)
+        return await self._buffer_list(key, [value], idempotency_id, "append")
+
+    async def extend(self, key: str, values: Iterable[Any], *, idempotency_id: str | None = None) -> int:
+        """Extend on the active store; ids and outage lengths as for `append`."""
+        validate_key(key)
+        idempotency_id = validate_idempotency_id(idempotency_id) or uuid.uuid4().hex
+        values = list(values)
+        served, result = await self._primary(lambda p: p.extend(key, values, idempotency_id=idempotency_id))
+        if served:
+            return int(result or 0)
+        return await self._buffer_list(key, values, idempotency_id, "extend")
+
+    async def _buffer_list(self, key: str, values: list[Any], idempotency_id: str, operation: str) -> int:
+        record = AppendRecord(key, tuple(self._stored(key, v) for v in values), idempotency_id)
+        length = await self._buffer(record, operation)
+        return length if isinstance(length, LowerBound) else int(length)
+
+    def _stored(self, key: str, value: Any) -> Any:
+        """``value`` as any backend would read it back (validated and size-checked before journaling)."""
+        return decode(encode(key, value, self.max_value_bytes), key)
+
+    # --- failback: replay the journal ---------------------------------------------------
 
     async def _failback(self) -> None:
-        if not self.journal.acquire_replay():
+        journal = self.journal
+        if journal is None:
+            async with self._outage_lock:
+                self.breaker.success(Route.PROBE)
+            return
+        if not await self._journal_call(journal.acquire_replay):
             raise BackendUnavailableError("another process is replaying the shared outage journal; probing again later")
         try:
-            replayed = await self._replay_pending()
+            # The primary's clock against ours, once per failback: journal times are local.
+            offset = await self.primary.server_time() - time.time()
+            replayed = await self._replay_pending(journal, offset)
             async with self._outage_lock:
-                replayed += await self._replay_pending()
-                touched = self._touched
-                self._touched = set()
+                replayed += await self._replay_pending(journal, offset)
                 self.breaker.success(Route.PROBE)  # under the lock: no outage write slips in after
         finally:
-            self.journal.release_replay()
-        for key in sorted(touched):  # the primary now has these; the fallback's copies would go stale
-            await self.fallback.delete(key)
+            await self._journal_call(journal.release_replay)
+        if self._fallback is not None and self.served and not len(journal):
+            # Replayed: the fallback's mirror is stale now; the next outage starts from nothing.
+            try:
+                await self._fallback.clear()
+            except KVStoreError as exc:
+                logger.debug("kvstore database tier: could not empty the fallback after replay: %s", exc)
         if replayed:
             self.events["replayed"] += replayed
             logger.warning(
@@ -383,139 +735,113 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
                 extra={"kvstore_event": "replay", "tier": "database", "count": replayed},
             )
 
-    async def _replay_pending(self) -> int:
-        """Replay every journaled write in order; an entry the primary refuses for good is dead-lettered."""
+    async def _replay_pending(self, journal: Journal, offset: float) -> int:
+        """Replay every journaled write in order; conflicts are kept, refusals dead-lettered."""
         count = 0
         while True:
-            if True:  # ASYNC
-                entries = await asyncio.to_thread(self.journal.pending)
-            else:
-                entries = self.journal.pending()
+            entries = await self._journal_call(journal.pending)
             if not entries:
                 return count
             for entry in entries:
                 try:
-                    await self._replay(entry)
+                    await self._replay(journal, entry, offset)
                 except BackendUnavailableError:
                     raise  # the primary went away again: stay on the fallback, keep the entry
                 except KVStoreError as exc:
                     # e.g. WrongTypeError: the primary's data conflicts with this write. Retrying can
                     # never succeed, and one such entry must not block every later one.
-                    self.journal.dead_letter(entry, f"{type(exc).__name__}: {exc}")
-                    self.events["dead_letters"] = self.events.get("dead_letters", 0) + 1
+                    await self._journal_call(journal.dead_letter, entry, f"{type(exc).__name__}: {exc}")
+                    self.events["dead_letters"] += 1
                     logger.error(
                         "kvstore database tier: journaled %s of key %r refused by %s, kept as a dead letter in %s: %s",
-                        entry.op,
+                        entry.kind,
                         exc.key,
                         self.primary.backend,
-                        self.journal.path,
+                        journal.path,
                         exc,
                         extra={"kvstore_event": "dead_letter", "tier": "database"},
                     )
                 else:
-                    self.journal.done(entry.seq)
+                    await self._journal_call(journal.done, entry.seq)
                     count += 1
-            self.journal.acquire_replay()  # heartbeat: a long replay keeps its lease
+            await self._journal_call(journal.acquire_replay)  # heartbeat: a long replay keeps its lease
 
-    async def _replay(self, entry: JournalEntry) -> None:
-        args = entry.args
-        op = entry.op
-        if op in ("set", "expire", "mset"):
-            args = _remaining_ttls(op, args, entry.created)
-        if op == "set":
-            key, value, ttl, only_if_absent = args
-            if ttl is not None and ttl <= 0:
-                await self.primary.delete(key)
-            else:
-                await self.primary.set(key, value, ttl, only_if_absent=only_if_absent)
-        elif op == "mset":
-            live = [(k, v, t) for k, v, t in args if t is None or t > 0]
-            for k, _, t in args:
-                if t is not None and t <= 0:
-                    await self.primary.delete(k)
-            if live:
-                await self.primary.mset([(k, v, t) if t is not None else (k, v) for k, v, t in live])
-        elif op == "expire":
-            key, ttl = args
-            if ttl is not None and ttl <= 0:
-                await self.primary.delete(key)
-            else:
-                await self.primary.expire(key, ttl)
-        elif op == "delete":
-            await self.primary.delete(args[0])
-        elif op == "clear":
-            await self.primary.clear()
-        elif op == "append":
-            # The write's own idempotency id: applied once however often it is replayed.
-            await self.primary.append(args[0], args[1], idempotency_id=entry.id)
-        elif op == "extend":
-            await self.primary.extend(args[0], args[1], idempotency_id=entry.id)
-        else:  # pragma: no cover - the journal only ever records the ops above
-            raise AssertionError(f"unknown journal op {op!r}")
-        self._touched.update(_journal_keys(op, args))
+    async def _replay(self, journal: Journal, entry: JournalEntry, offset: float) -> None:
+        """Apply one entry unless another instance changed its keys after it was made."""
+        record = decode_record(entry.kind, entry.data)
+        primary: AsyncDatabase = self.primary
+        changed: set[str] = set()
+        if primary.tracks_changes and not isinstance(record, AppendRecord):
+            # Appends land at the tail whatever happened since; the other writes must not
+            # overwrite what another instance wrote after them.
+            since = entry.created + offset
+            if isinstance(record, ClearRecord):
+                await self._replay_clear(journal, entry, since)
+                return
+            changed = await primary.changed_since(record.keys(), since)
+        if changed:
+            await self._journal_call(journal.conflict, entry, changed)
+            self.events["conflicts"] += 1
+            logger.warning(
+                "kvstore database tier: journaled %s not replayed for key(s) %s: changed on %s by another "
+                "instance after it was made (kept as a conflict in %s)",
+                entry.kind,
+                ", ".join(repr(k) for k in sorted(changed)[:5]),
+                primary.backend,
+                journal.path,
+                extra={"kvstore_event": "conflict", "tier": "database", "key": sorted(changed)[0]},
+            )
+            if not isinstance(record, MsetRecord):
+                return
+            record = record.without(changed)
+        await record.apply(primary)
 
-    async def append(self, key: str, value: Any, *, idempotency_id: str | None = None) -> int:
-        """Append on the active store; see `AsyncDatabase` for ``idempotency_id``.
-
-        Without one a fresh id is made, so this call's own retries (and the journal's
-        replay) never duplicate; give your own to make *your* retries safe too.
-        """
-        validate_key(key)
-        idempotency_id = validate_idempotency_id(idempotency_id) or uuid.uuid4().hex
-        return int(await self._write("append", [key], key, value, idempotency_id=idempotency_id))
-
-    async def extend(self, key: str, values: Iterable[Any], *, idempotency_id: str | None = None) -> int:
-        """Extend on the active store; ids as for `append`."""
-        validate_key(key)
-        idempotency_id = validate_idempotency_id(idempotency_id) or uuid.uuid4().hex
-        return int(await self._write("extend", [key], key, list(values), idempotency_id=idempotency_id))
-
-    async def get_range(self, key: str, start: int, end: int) -> list[Any]:
-        return list(await self._call("get_range", key, start, end))
-
-    async def get_length(self, key: str) -> int:
-        return int(await self._call("get_length", key))
+    async def _replay_clear(self, journal: Journal, entry: JournalEntry, since: float) -> None:
+        """A clear replayed key by key: what another instance wrote after it survives (a conflict)."""
+        primary: AsyncDatabase = self.primary
+        keys = await primary.keys()
+        changed: set[str] = set()
+        for start in range(0, len(keys), 500):
+            batch = keys[start : start + 500]
+            newer = await primary.changed_since(batch, since)
+            changed |= newer
+            for key in batch:
+                if key not in newer:
+                    await primary.delete(key)
+        if changed:
+            await self._journal_call(journal.conflict, entry, changed)
+            self.events["conflicts"] += 1
+            logger.warning(
+                "kvstore database tier: journaled clear kept %d key(s) another instance wrote after it",
+                len(changed),
+                extra={"kvstore_event": "conflict", "tier": "database", "key": sorted(changed)[0]},
+            )
 
     async def aclose(self) -> None:
         await super().aclose()
-        self.journal.close()
+        if self._journal is not None:
+            self._journal.close()
 
 
-def _journal_args(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """The JSON form of a write's arguments; TTLs become absolute wall-clock expiries."""
-    now = time.time()
-
-    def expiry(ttl: TTL | None) -> float | None:
-        ms = ttl_ms(ttl)
-        return None if ms is None else now + ms / 1000
-
-    if name == "set":
-        key, value, ttl = args
-        return [key, value, expiry(ttl), bool(kwargs.get("only_if_absent", False))]
-    if name == "mset":
-        return [[k, v, expiry(t)] for k, v, t in args[0]]
-    if name == "expire":
-        return [args[0], expiry(args[1])]
-    return list(args)
+def _expiry(ms: int | None) -> float | None:
+    """A TTL in ms as an absolute wall-clock expiry (journal records outlive the process)."""
+    return None if ms is None else time.time() + ms / 1000
 
 
-def _remaining_ttls(op: str, args: Any, created: float) -> Any:
-    """Turn the journal's absolute expiries back into TTLs left now (<= 0: already expired)."""
-    now = time.time()
+def _outage_result(record: WriteRecord, before: dict[str, KeyView]) -> Any:
+    """What a buffered write returns, from what the journal knew before it (never invented)."""
+    if isinstance(record, AppendRecord):
+        view = record.fold(record.key, before[record.key])
+        return len(view.items) if view.full else LowerBound(len(view.items))
+    if isinstance(record, DeleteRecord | ExpireRecord):
+        # Unknown keys: the primary decides on replay; True says "may have been there".
+        return before[record.key].state != "absent"
+    if isinstance(record, SetRecord):
+        return True
+    return None
 
-    def left(expires: float | None) -> float | None:
-        return None if expires is None else expires - now
 
-    if op == "set":
-        return [args[0], args[1], left(args[2]), args[3]]
-    if op == "mset":
-        return [[k, v, left(e)] for k, v, e in args]
-    return [args[0], left(args[1])]
-
-
-def _journal_keys(op: str, args: Any) -> list[str]:
-    if op == "mset":
-        return [item[0] for item in args]
-    if op == "clear":
-        return []
-    return [args[0]]
+def _consume_exception(task: asyncio.Future[Any]) -> None:
+    """A buffered write whose caller was cancelled: its outcome is logged, never 'never retrieved'."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("kvstore database tier: a cancelled caller's buffered write failed: %s", task.exception())

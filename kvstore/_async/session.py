@@ -160,11 +160,16 @@ class AsyncSessionStore(Generic[S]):
         if raw is None:
             return None
         if touch:
-            await self.database.expire(key, self.ttl)
+            if not await self.database.expire(key, self.ttl):
+                return None  # expired (or deleted) since the read: nothing to touch, nothing to cache
             self._remember_touch(key)
             remaining = _seconds(self.ttl)
         else:
             remaining = await self.database.ttl(key)
+            # ``None`` means "no TTL" or "gone": a session that expired after the read must not be
+            # cached back for the whole cache TTL.
+            if remaining is None and not await self.database.exists(key):
+                return self._codec.load(key, raw)
         await self._cache_set(key, raw, remaining)
         return self._codec.load(key, raw)
 

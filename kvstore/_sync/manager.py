@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 import os
@@ -11,6 +10,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -26,7 +26,8 @@ from tenacity import (
 from kvstore._breaker import BreakerPolicy, CircuitBreaker
 from kvstore._chain import fallback_chain
 from kvstore._health import HealthReport, TierHealth
-from kvstore._journal import Journal
+from kvstore._identity import identity_label, tier_identity
+from kvstore._journal import create_private_file
 from kvstore._sync.base import Cache, Database
 from kvstore._sync.failover import FailoverCache, FailoverDatabase
 from kvstore.config import StorageConfig, load_config
@@ -63,13 +64,19 @@ def _health_pool() -> ThreadPoolExecutor:
     return _HEALTH_POOL
 
 
-def journal_path(config: Any) -> str:
-    """Where a database tier journals outage writes: configured, or derived from its identity."""
-    identity = "|".join(
-        str(getattr(config, field, "")) for field in ("type", "url", "host", "port", "dbname", "path", "key_prefix")
-    )
-    digest = hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return os.path.join(config.state_dir or ".kvstore", f"journal-{config.type}-{digest}.db")
+def state_dir(config: Any) -> Path:
+    """Where a tier keeps its outage journal and fallback files (created on the first outage only).
+
+    ``state_dir`` from the config, else ``$KVSTORE_STATE_DIR``, else ``$XDG_STATE_HOME/kvstore``,
+    else ``~/.local/state/kvstore``; inside it, one directory per primary identity.
+    """
+    root = config.state_dir or os.environ.get("KVSTORE_STATE_DIR")
+    if not root:
+        xdg = os.environ.get("XDG_STATE_HOME")
+        root = (
+            os.path.join(xdg, "kvstore") if xdg else os.path.join(os.path.expanduser("~"), ".local", "state", "kvstore")
+        )
+    return Path(root) / f"{config.type}-{tier_identity(config)}"
 
 
 def backend_class(tier: str, backend: str) -> Any:
@@ -159,7 +166,8 @@ class StorageManager:
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     def _open_tier(self, tier: str, config: Any) -> _Tier:
-        chain = fallback_chain(tier, config)
+        state = state_dir(config) if tier == "database" else None
+        chain = fallback_chain(tier, config, fallback_path=str(state / "fallback.db") if state else None)
         if len(chain) == 1:  # fallback: [] - fail instead of falling back
             return _Tier(tier, config.type, self._open_one(tier, config))
         primary: Any = None
@@ -168,20 +176,10 @@ class StorageManager:
             primary = self._open_one(tier, config)
         except (BackendUnavailableError, MissingDependencyError) as exc:
             reason = f"{config.type}: {exc}"
-        fallback: Any = None
-        reasons = [reason] if reason else []
         try:
-            for candidate in chain[1:]:
-                try:
-                    fallback = self._open_one(tier, candidate)
-                    break
-                except (BackendUnavailableError, MissingDependencyError) as exc:
-                    reasons.append(f"{candidate.type}: {exc}")
-            if fallback is None:
-                raise BackendUnavailableError(
-                    f"no {tier} backend could be connected ({'; '.join(reasons)})", backend=config.type
-                )
-            if reason is not None:
+            # A healthy database primary touches no file: its fallback opens on the first outage.
+            fallback = None if primary is not None and tier == "database" else self._open_fallback(tier, chain)
+            if reason is not None and fallback is not None:
                 logger.warning(
                     "kvstore %s tier: %s unavailable, falling back to %s: %s",
                     tier,
@@ -190,14 +188,14 @@ class StorageManager:
                     reason,
                     extra={"kvstore_event": "fallback", "tier": tier, "backend": config.type},
                 )
-            store = self._failover(tier, config, primary, fallback)
+            store = self._failover(tier, config, primary, fallback, chain, state)
         except BaseException:
             if primary is not None:
                 primary.close()
             raise
         if reason is not None:
             store.breaker.trip(reason)
-        elif tier == "database" and len(store.journal):
+        elif tier == "database" and store.journal is not None and len(store.journal):
             # Writes journaled by an earlier process reach the primary before anything new does.
             store.breaker.trip("replaying the outage journal of an earlier process")
             try:
@@ -209,17 +207,43 @@ class StorageManager:
                 raise
         return _Tier(tier, config.type, store)
 
-    def _failover(self, tier: str, config: Any, primary: Any, fallback: Any) -> Any:
+    def _open_fallback(self, tier: str, chain: list[Any]) -> Any:
+        """The first fallback of ``chain`` that opens (a file-backed one is created owner-only)."""
+        reasons = []
+        for candidate in chain[1:]:
+            try:
+                path = getattr(candidate, "path", None)
+                if candidate.type == "sqlite" and path and path != ":memory:":
+                    create_private_file(Path(path))
+                return self._open_one(tier, candidate)
+            except (BackendUnavailableError, MissingDependencyError) as exc:
+                reasons.append(f"{candidate.type}: {exc}")
+        raise BackendUnavailableError(
+            f"no {tier} fallback could be opened for {identity_label(chain[0])} ({'; '.join(reasons)})",
+            backend=chain[0].type,
+        )
+
+    def _failover(self, tier: str, config: Any, primary: Any, fallback: Any, chain: list[Any], state: Any) -> Any:
         options: dict[str, Any] = {
             "breaker": CircuitBreaker(
                 BreakerPolicy(failure_threshold=config.failure_threshold, probe_interval=config.probe_interval)
             ),
             "on_outage": config.on_outage,
+            "key_prefix": config.key_prefix,
             "reopen": lambda: self._open_one(tier, config, attempts=1),
         }
         if tier == "cache":
             return FailoverCache(primary, fallback, **options)
-        return FailoverDatabase(primary, fallback, journal=Journal(journal_path(config)), **options)
+        return FailoverDatabase(
+            primary,
+            fallback,
+            journal_path=state / "journal.db",
+            open_fallback=lambda: self._open_fallback(tier, chain),
+            degraded_reads=config.degraded_reads,
+            max_value_bytes=config.max_value_bytes,
+            fallback_name=chain[1].type,
+            **options,
+        )
 
     def disconnect(self) -> None:
         """Close both tiers. Idempotent."""
@@ -258,10 +282,22 @@ class StorageManager:
             active=active,
             healthy=healthy,
             degraded=active != state.configured,
-            durable=bool((store.active_store if failover else store).durable),
+            durable=bool(store.active_durable if failover else store.durable),
             latency_ms=latency,
             last_error=error,
+            **(self._journal_counts(store)),
         )
+
+    def _journal_counts(self, store: Any) -> dict[str, int]:
+        """Pending outage writes, replay conflicts and dead letters of a database tier (no file is created)."""
+        journal = getattr(store, "journal", None)
+        if journal is None:
+            return {}
+        try:
+            pending, conflicts, dead = journal.counts()
+        except KVStoreError:
+            return {}
+        return {"pending_writes": pending, "conflicts": conflicts, "dead_letters": dead}
 
     def __enter__(self) -> StorageBackends:
         return self.connect()

@@ -161,11 +161,16 @@ class SessionStore(Generic[S]):
         if raw is None:
             return None
         if touch:
-            self.database.expire(key, self.ttl)
+            if not self.database.expire(key, self.ttl):
+                return None  # expired (or deleted) since the read: nothing to touch, nothing to cache
             self._remember_touch(key)
             remaining = _seconds(self.ttl)
         else:
             remaining = self.database.ttl(key)
+            # ``None`` means "no TTL" or "gone": a session that expired after the read must not be
+            # cached back for the whole cache TTL.
+            if remaining is None and not self.database.exists(key):
+                return self._codec.load(key, raw)
         self._cache_set(key, raw, remaining)
         return self._codec.load(key, raw)
 

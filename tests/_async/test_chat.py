@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import uuid
 from datetime import datetime
 
 import pytest
@@ -11,6 +11,9 @@ from pydantic import BaseModel, ValidationError
 
 from kvstore import AsyncChatHistory, AsyncMemoryCache, AsyncMemoryDatabase, ChatMessage
 from tests._async.backends import AsyncHarness
+
+#: Message ids outlive a conversation's deletion (DESIGN.md §1): each run uses fresh conversations.
+RUN = uuid.uuid4().hex[:8]
 
 
 class Turn(BaseModel):
@@ -45,10 +48,10 @@ async def test_extend_returns_positions_in_one_call(db: AsyncHarness) -> None:
     calls = 0
     real = db.store.extend
 
-    async def counting(key: str, values: object) -> int:
+    async def counting(key: str, values: object, *, idempotency_id: str | None = None) -> int:
         nonlocal calls
         calls += 1
-        return await real(key, values)
+        return await real(key, values, idempotency_id=idempotency_id)
 
     db.store.extend = counting
     try:
@@ -63,7 +66,7 @@ async def test_extend_returns_positions_in_one_call(db: AsyncHarness) -> None:
 
 async def test_retried_add_with_id_never_duplicates(db: AsyncHarness) -> None:
     """add with the same idempotency id (argument or the message's id field) stores the message once."""
-    history = AsyncChatHistory(db.store, "conv-idem")
+    history = AsyncChatHistory(db.store, f"conv-idem-{RUN}")
     assert await history.add({"role": "user", "content": "a"}, id="t1") == 0
     assert await history.add({"role": "user", "content": "a"}, id="t1") == 0
     assert await history.add(ChatMessage(role="assistant", content="b", id="t2")) == 1
@@ -74,7 +77,7 @@ async def test_retried_add_with_id_never_duplicates(db: AsyncHarness) -> None:
 
 async def test_concurrent_adds_with_one_id_store_one_message(db: AsyncHarness) -> None:
     """Several racing adds of the same id (e.g. a client retrying while the first is in flight) store it once."""
-    history = AsyncChatHistory(db.store, "conv-race")
+    history = AsyncChatHistory(db.store, f"conv-race-{RUN}")
     if True:  # ASYNC
         positions = await asyncio.gather(*(history.add({"role": "user", "content": "x"}, id="same") for _ in range(5)))
     else:
@@ -83,26 +86,23 @@ async def test_concurrent_adds_with_one_id_store_one_message(db: AsyncHarness) -
     assert await history.count() == 1
 
 
-async def test_retry_after_a_crash_between_append_and_record_finds_the_message(db: AsyncHarness) -> None:
-    """A first attempt that appended but died before recording its position is found, not duplicated."""
-    history = AsyncChatHistory(db.store, "conv-crash")
-    keys = history._keys
-    # The first attempt: claimed, appended, then died.
-    await db.store.set(keys.message_id("m1"), {"pending": time.time()}, only_if_absent=True)
-    await db.store.append(keys.messages, {"role": "user", "content": "x", "id": "m1"})
-    await history.add({"role": "user", "content": "later"})
+async def test_add_with_an_id_leaves_no_key_in_the_users_keyspace(db: AsyncHarness) -> None:
+    """Message ids are the append's idempotency ids: no claim or record key appears beside the list."""
+    history = AsyncChatHistory(db.store, f"conv-ids-{RUN}")
     assert await history.add({"role": "user", "content": "x"}, id="m1") == 0
+    await history.add({"role": "user", "content": "later"})
+    assert await history.add({"role": "user", "content": "x"}, id="m1") == 0  # a retry: nothing new
     assert await history.count() == 2
-    assert await db.store.get(keys.message_id("m1")) == 0
+    assert await db.store.keys() == [history.key]
 
 
-async def test_retry_takes_over_a_stale_claim_whose_append_never_happened(db: AsyncHarness) -> None:
-    """A claim older than claim_timeout with no message behind it is taken over and the message added once."""
-    history = AsyncChatHistory(db.store, "conv-stale", claim_timeout=0.0)
-    await db.store.set(history._keys.message_id("m9"), {"pending": time.time() - 60})
-    assert await history.add({"role": "user", "content": "x"}, id="m9") == 0
-    assert await history.add({"role": "user", "content": "x"}, id="m9") == 0
-    assert await history.count() == 1
+async def test_extend_with_an_id_is_written_once(db: AsyncHarness) -> None:
+    """A retried batch with one id stores its messages once and returns the same positions."""
+    history = AsyncChatHistory(db.store, f"conv-batch-{RUN}", model=dict)
+    batch = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    assert await history.extend(batch, id="turn-1") == range(0, 2)
+    assert await history.extend(batch, id="turn-1") == range(0, 2)
+    assert await history.count() == 2
 
 
 async def test_page_walks_back_to_the_oldest_message(db: AsyncHarness) -> None:
@@ -144,23 +144,23 @@ async def test_trim_keeps_the_newest_and_positions_stay(db: AsyncHarness) -> Non
     assert await history.count() == 0
 
 
-async def test_clear_deletes_messages_meta_and_id_records(db: AsyncHarness) -> None:
+async def test_clear_deletes_messages_and_meta_only_of_its_conversation(db: AsyncHarness) -> None:
     """Deleting a conversation removes every key it owns, and no other conversation's."""
-    a = AsyncChatHistory(db.store, "a")
-    ab = AsyncChatHistory(db.store, "a:b")
+    a = AsyncChatHistory(db.store, f"a{RUN}")
+    ab = AsyncChatHistory(db.store, f"a{RUN}:b")
     await a.add({"role": "user", "content": "1"}, id="x")
     await a.trim(5)
     await ab.add({"role": "user", "content": "2"}, id="x")
     assert await a.clear() is True
     assert await a.count() == 0
     assert await a.clear() is False
-    assert sorted(await db.store.keys()) == sorted([ab.key, ab._keys.message_id("x")])
+    assert await db.store.keys() == [ab.key]
 
 
 async def test_conversations_are_listed_by_pattern(db: AsyncHarness) -> None:
     """conversations(pattern) lists conversation ids by glob, including ids with glob characters."""
     for conversation in ["user:1", "user:2", "bot*", "other"]:
-        await AsyncChatHistory(db.store, conversation).add({"role": "user", "content": "hi"}, id="i")
+        await AsyncChatHistory(db.store, conversation).add({"role": "user", "content": "hi"}, id=f"i-{RUN}")
     await db.store.set("chat.meta:unrelated", 1)
     assert await AsyncChatHistory.conversations(db.store) == ["bot*", "other", "user:1", "user:2"]
     assert await AsyncChatHistory.conversations(db.store, "user:*") == ["user:1", "user:2"]

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import time
+import uuid
 from datetime import datetime
 
 import pytest
@@ -11,6 +11,9 @@ from pydantic import BaseModel, ValidationError
 
 from kvstore import ChatHistory, ChatMessage, MemoryCache, MemoryDatabase
 from tests._sync.backends import Harness
+
+#: Message ids outlive a conversation's deletion (DESIGN.md §1): each run uses fresh conversations.
+RUN = uuid.uuid4().hex[:8]
 
 
 class Turn(BaseModel):
@@ -45,10 +48,10 @@ def test_extend_returns_positions_in_one_call(db: Harness) -> None:
     calls = 0
     real = db.store.extend
 
-    def counting(key: str, values: object) -> int:
+    def counting(key: str, values: object, *, idempotency_id: str | None = None) -> int:
         nonlocal calls
         calls += 1
-        return real(key, values)
+        return real(key, values, idempotency_id=idempotency_id)
 
     db.store.extend = counting
     try:
@@ -63,7 +66,7 @@ def test_extend_returns_positions_in_one_call(db: Harness) -> None:
 
 def test_retried_add_with_id_never_duplicates(db: Harness) -> None:
     """add with the same idempotency id (argument or the message's id field) stores the message once."""
-    history = ChatHistory(db.store, "conv-idem")
+    history = ChatHistory(db.store, f"conv-idem-{RUN}")
     assert history.add({"role": "user", "content": "a"}, id="t1") == 0
     assert history.add({"role": "user", "content": "a"}, id="t1") == 0
     assert history.add(ChatMessage(role="assistant", content="b", id="t2")) == 1
@@ -74,32 +77,29 @@ def test_retried_add_with_id_never_duplicates(db: Harness) -> None:
 
 def test_concurrent_adds_with_one_id_store_one_message(db: Harness) -> None:
     """Several racing adds of the same id (e.g. a client retrying while the first is in flight) store it once."""
-    history = ChatHistory(db.store, "conv-race")
+    history = ChatHistory(db.store, f"conv-race-{RUN}")
     positions = [history.add({"role": "user", "content": "x"}, id="same") for _ in range(5)]
     assert set(positions) == {0}
     assert history.count() == 1
 
 
-def test_retry_after_a_crash_between_append_and_record_finds_the_message(db: Harness) -> None:
-    """A first attempt that appended but died before recording its position is found, not duplicated."""
-    history = ChatHistory(db.store, "conv-crash")
-    keys = history._keys
-    # The first attempt: claimed, appended, then died.
-    db.store.set(keys.message_id("m1"), {"pending": time.time()}, only_if_absent=True)
-    db.store.append(keys.messages, {"role": "user", "content": "x", "id": "m1"})
-    history.add({"role": "user", "content": "later"})
+def test_add_with_an_id_leaves_no_key_in_the_users_keyspace(db: Harness) -> None:
+    """Message ids are the append's idempotency ids: no claim or record key appears beside the list."""
+    history = ChatHistory(db.store, f"conv-ids-{RUN}")
     assert history.add({"role": "user", "content": "x"}, id="m1") == 0
+    history.add({"role": "user", "content": "later"})
+    assert history.add({"role": "user", "content": "x"}, id="m1") == 0  # a retry: nothing new
     assert history.count() == 2
-    assert db.store.get(keys.message_id("m1")) == 0
+    assert db.store.keys() == [history.key]
 
 
-def test_retry_takes_over_a_stale_claim_whose_append_never_happened(db: Harness) -> None:
-    """A claim older than claim_timeout with no message behind it is taken over and the message added once."""
-    history = ChatHistory(db.store, "conv-stale", claim_timeout=0.0)
-    db.store.set(history._keys.message_id("m9"), {"pending": time.time() - 60})
-    assert history.add({"role": "user", "content": "x"}, id="m9") == 0
-    assert history.add({"role": "user", "content": "x"}, id="m9") == 0
-    assert history.count() == 1
+def test_extend_with_an_id_is_written_once(db: Harness) -> None:
+    """A retried batch with one id stores its messages once and returns the same positions."""
+    history = ChatHistory(db.store, f"conv-batch-{RUN}", model=dict)
+    batch = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    assert history.extend(batch, id="turn-1") == range(0, 2)
+    assert history.extend(batch, id="turn-1") == range(0, 2)
+    assert history.count() == 2
 
 
 def test_page_walks_back_to_the_oldest_message(db: Harness) -> None:
@@ -141,23 +141,23 @@ def test_trim_keeps_the_newest_and_positions_stay(db: Harness) -> None:
     assert history.count() == 0
 
 
-def test_clear_deletes_messages_meta_and_id_records(db: Harness) -> None:
+def test_clear_deletes_messages_and_meta_only_of_its_conversation(db: Harness) -> None:
     """Deleting a conversation removes every key it owns, and no other conversation's."""
-    a = ChatHistory(db.store, "a")
-    ab = ChatHistory(db.store, "a:b")
+    a = ChatHistory(db.store, f"a{RUN}")
+    ab = ChatHistory(db.store, f"a{RUN}:b")
     a.add({"role": "user", "content": "1"}, id="x")
     a.trim(5)
     ab.add({"role": "user", "content": "2"}, id="x")
     assert a.clear() is True
     assert a.count() == 0
     assert a.clear() is False
-    assert sorted(db.store.keys()) == sorted([ab.key, ab._keys.message_id("x")])
+    assert db.store.keys() == [ab.key]
 
 
 def test_conversations_are_listed_by_pattern(db: Harness) -> None:
     """conversations(pattern) lists conversation ids by glob, including ids with glob characters."""
     for conversation in ["user:1", "user:2", "bot*", "other"]:
-        ChatHistory(db.store, conversation).add({"role": "user", "content": "hi"}, id="i")
+        ChatHistory(db.store, conversation).add({"role": "user", "content": "hi"}, id=f"i-{RUN}")
     db.store.set("chat.meta:unrelated", 1)
     assert ChatHistory.conversations(db.store) == ["bot*", "other", "user:1", "user:2"]
     assert ChatHistory.conversations(db.store, "user:*") == ["user:1", "user:2"]
