@@ -23,6 +23,12 @@ Schema (tables named from ``table_prefix`` inside ``schema``, always quoted with
   writes, written in the append's transaction; no trigger touches them, so deleting
   or replacing a list does not forget its ids. The purge drops ids older than the
   store's idempotency window.
+* ``<p>entries.modified_at`` (version 3): when a writer last set, replaced, re-expired or
+  appended to the key (``clock_timestamp()``, server clock); ``<p>tombstones (ns, key,
+  deleted_at)``: when `delete` removed the key; ``<p>cleared (ns, cleared_at)``: when
+  `clear` last emptied the namespace. They answer the failover's replay guard
+  (``changed_since``) in one round trip; tombstones and clear marks older than the
+  idempotency window are swept with the expired rows.
 * ``<p>meta``: the schema version, migrated under a transaction-scoped advisory lock.
 
 Deadlines (DESIGN.md §8a): ``connect_timeout`` (libpq, whole seconds, at least 2; it
@@ -53,23 +59,26 @@ import psycopg
 import psycopg_pool
 from psycopg import sql
 
-from kvstore.errors import BackendUnavailableError, ConfigError, KVStoreError
+from kvstore.errors import BackendBusyError, BackendUnavailableError, ConfigError, KVStoreError
 
 __all__ = [
     "CALL_MARGIN",
     "SCHEMA_VERSION",
     "Queries",
     "build_conninfo",
+    "busy_error",
     "call_timeout",
     "deadline_error",
     "lock_id",
     "map_error",
     "migrations",
     "scrub",
+    "validate_schema_name",
+    "validate_table_prefix",
 ]
 
 BACKEND = "postgres"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: A row that has not expired (server time, so every client agrees).
 _LIVE = "(expires_at IS NULL OR expires_at > now())"
@@ -83,6 +92,9 @@ def _names(schema: str, table_prefix: str) -> dict[str, sql.Composable]:
         "meta": sql.Identifier(schema, f"{table_prefix}meta"),
         "ids": sql.Identifier(schema, f"{table_prefix}ids"),
         "ids_created_idx": sql.Identifier(f"{table_prefix}ids_created"),
+        "tombstones": sql.Identifier(schema, f"{table_prefix}tombstones"),
+        "tombstones_idx": sql.Identifier(f"{table_prefix}tombstones_deleted_at"),
+        "cleared": sql.Identifier(schema, f"{table_prefix}cleared"),
         "drop_items": sql.Identifier(schema, f"{table_prefix}drop_items"),
         "expires_idx": sql.Identifier(f"{table_prefix}entries_expires_at"),
         "trg_delete": sql.Identifier(f"{table_prefix}entries_drop_items_on_delete"),
@@ -94,11 +106,32 @@ def _render(template: str, names: dict[str, sql.Composable], **extra: sql.Compos
     return sql.SQL(template.replace("{LIVE}", _LIVE)).format(**names, **extra).as_string(None)
 
 
+def _identifier(kind: str, name: object, limit: int) -> str:
+    """``name`` if it is a str of 1-``limit`` UTF-8 bytes without NUL or lone surrogate, else `ConfigError`."""
+    if isinstance(name, str) and name and "\x00" not in name:
+        try:
+            if len(name.encode("utf-8")) <= limit:
+                return name
+        except UnicodeEncodeError:
+            pass
+    raise ConfigError(
+        f"invalid PostgreSQL {kind} {name!r}: 1-{limit} UTF-8 bytes, no NUL, no lone surrogate", backend=BACKEND
+    )
+
+
 def validate_schema_name(schema: str) -> str:
     """A schema name is 1-63 UTF-8 bytes without NUL (quoted, so any other character is fine)."""
-    if not schema or "\x00" in schema or len(schema.encode("utf-8")) > 63:
-        raise ConfigError(f"invalid PostgreSQL schema name {schema!r}: 1-63 bytes, no NUL", backend=BACKEND)
-    return schema
+    return _identifier("schema name", schema, 63)
+
+
+#: The longest name suffix derived from ``table_prefix`` (a trigger name).
+_LONGEST_SUFFIX = len("entries_drop_items_on_update")
+
+
+def validate_table_prefix(table_prefix: str) -> str:
+    """A table prefix short enough that no derived name passes PostgreSQL's 63-byte limit
+    (which would silently truncate it, and two prefixes could share tables)."""
+    return _identifier("table prefix", table_prefix, 63 - _LONGEST_SUFFIX)
 
 
 def lock_id(schema: str) -> int:
@@ -150,8 +183,28 @@ def migrations(schema: str, table_prefix: str) -> list[list[str]]:
         )""",
         "CREATE INDEX IF NOT EXISTS {ids_created_idx} ON {ids} (created)",
     ]
+    v3 = [
+        # now() is stable: PostgreSQL 11+ adds the column without rewriting the table,
+        # every existing row taking the migration time (changed "recently": conservative).
+        "ALTER TABLE {entries} ADD COLUMN IF NOT EXISTS modified_at timestamptz NOT NULL DEFAULT now()",
+        """CREATE TABLE IF NOT EXISTS {tombstones} (
+            ns text COLLATE "C" NOT NULL,
+            key text COLLATE "C" NOT NULL,
+            deleted_at timestamptz NOT NULL,
+            PRIMARY KEY (ns, key)
+        )""",
+        "CREATE INDEX IF NOT EXISTS {tombstones_idx} ON {tombstones} (deleted_at)",
+        """CREATE TABLE IF NOT EXISTS {cleared} (
+            ns text COLLATE "C" PRIMARY KEY,
+            cleared_at timestamptz NOT NULL
+        )""",
+    ]
     body = sql.Literal(drop_body.as_string(None))
-    return [[_render(stmt, n, body=body) for stmt in v1], [_render(stmt, n) for stmt in v2]]
+    return [
+        [_render(stmt, n, body=body) for stmt in v1],
+        [_render(stmt, n) for stmt in v2],
+        [_render(stmt, n) for stmt in v3],
+    ]
 
 
 @dataclass(frozen=True)
@@ -188,12 +241,20 @@ class Queries:
     id_seen: str
     id_record: str
     purge_ids: str
+    purge_tombstones: str
+    purge_cleared: str
+    server_time: str
+    changed_since: str
 
     @classmethod
     def build(cls, schema: str, table_prefix: str) -> Queries:
         """Render every statement for ``schema`` and ``table_prefix``."""
-        n = _names(validate_schema_name(schema), table_prefix)
-        upsert_set = "kind = 'v', value = excluded.value, length = 0, expires_at = excluded.expires_at"
+        n = _names(validate_schema_name(schema), validate_table_prefix(table_prefix))
+        # Every write stamps modified_at with the server's clock (the replay guard reads it).
+        upsert_set = (
+            "kind = 'v', value = excluded.value, length = 0, expires_at = excluded.expires_at, "
+            "modified_at = excluded.modified_at"
+        )
         expiry = "now() + %s::bigint * interval '1 millisecond'"
         # The oldest ``created`` still inside the idempotency window (parameter: seconds).
         window = "now() - %s::float8 * interval '1 second'"
@@ -210,34 +271,43 @@ class Queries:
             "ON CONFLICT (id) DO UPDATE SET version = excluded.version",
             "server_encoding": "SHOW server_encoding",
             "get": "SELECT kind, value::text FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
-            "set": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at) "
-            f"VALUES (%s, %s, 'v', %s::json, 0, {expiry}) ON CONFLICT (ns, key) DO UPDATE SET {upsert_set}",
-            "set_nx": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at) "
-            f"VALUES (%s, %s, 'v', %s::json, 0, {expiry}) ON CONFLICT (ns, key) DO UPDATE SET {upsert_set} "
+            "set": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at, modified_at) "
+            f"VALUES (%s, %s, 'v', %s::json, 0, {expiry}, clock_timestamp()) "
+            f"ON CONFLICT (ns, key) DO UPDATE SET {upsert_set}",
+            "set_nx": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at, modified_at) "
+            f"VALUES (%s, %s, 'v', %s::json, 0, {expiry}, clock_timestamp()) "
+            f"ON CONFLICT (ns, key) DO UPDATE SET {upsert_set} "
             "WHERE e.expires_at IS NOT NULL AND e.expires_at <= now() RETURNING 1",
-            "delete": "DELETE FROM {entries} WHERE ns = %s AND key = %s RETURNING {LIVE}",
+            # The tombstone is written by the same statement: no extra round trip.
+            "delete": "WITH d AS (DELETE FROM {entries} WHERE ns = %s AND key = %s RETURNING ns, key, {LIVE} AS live), "
+            "t AS (INSERT INTO {tombstones} AS t (ns, key, deleted_at) SELECT ns, key, clock_timestamp() FROM d "
+            "ON CONFLICT (ns, key) DO UPDATE SET deleted_at = excluded.deleted_at) SELECT live FROM d",
             "exists": "SELECT 1 FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
             "mget": "SELECT key, kind, value::text FROM {entries} WHERE ns = %s AND key = ANY(%s::text[]) AND {LIVE}",
-            "mset": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at) "
-            "SELECT %s, u.k, 'v', u.v::json, 0, now() + u.t * interval '1 millisecond' "
+            "mset": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at, modified_at) "
+            "SELECT %s, u.k, 'v', u.v::json, 0, now() + u.t * interval '1 millisecond', clock_timestamp() "
             "FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS u(k, v, t) "
             f"ON CONFLICT (ns, key) DO UPDATE SET {upsert_set}",
             "keys_page": "SELECT key FROM {entries} WHERE ns = %s AND key >= %s AND key > %s AND {LIVE} "
             "ORDER BY key LIMIT %s",
             "keys_page_bounded": "SELECT key FROM {entries} WHERE ns = %s AND key >= %s AND key > %s AND key < %s "
             "AND {LIVE} ORDER BY key LIMIT %s",
-            "clear": "DELETE FROM {entries} WHERE ns = %s",
+            # The clear mark is written by the same statement (the replay guard's "cleared after").
+            "clear": "WITH c AS (INSERT INTO {cleared} (ns, cleared_at) VALUES (%(ns)s, clock_timestamp()) "
+            "ON CONFLICT (ns) DO UPDATE SET cleared_at = excluded.cleared_at) "
+            "DELETE FROM {entries} WHERE ns = %(ns)s",
             "clear_items": "DELETE FROM {items} WHERE ns = %s",
             "ttl": "SELECT extract(epoch FROM expires_at - now())::float8 FROM {entries} "
             "WHERE ns = %s AND key = %s AND {LIVE}",
-            "expire": f"UPDATE {{entries}} SET expires_at = {expiry} "
+            "expire": f"UPDATE {{entries}} SET expires_at = {expiry}, modified_at = clock_timestamp() "
             "WHERE ns = %s AND key = %s AND {LIVE} RETURNING 1",
             "purge": "DELETE FROM {entries} WHERE (ns, key) IN (SELECT ns, key FROM {entries} "
             "WHERE expires_at <= now() LIMIT %s)",
             "drop_expired": "DELETE FROM {entries} WHERE ns = %s AND key = %s AND expires_at <= now()",
-            "bump": "INSERT INTO {entries} AS e (ns, key, kind, length) VALUES (%s, %s, 'l', %s) "
-            "ON CONFLICT (ns, key) DO UPDATE SET length = e.length + excluded.length WHERE e.kind = 'l' "
-            "RETURNING e.length",
+            "bump": "INSERT INTO {entries} AS e (ns, key, kind, length, modified_at) "
+            "VALUES (%s, %s, 'l', %s, clock_timestamp()) "
+            "ON CONFLICT (ns, key) DO UPDATE SET length = e.length + excluded.length, "
+            "modified_at = excluded.modified_at WHERE e.kind = 'l' RETURNING e.length",
             "add_items": "INSERT INTO {items} (ns, key, seq, value) "
             "SELECT %s, %s, %s::bigint + u.ord, u.v::json FROM unnest(%s::text[]) WITH ORDINALITY AS u(v, ord)",
             "length": "SELECT kind, length FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
@@ -251,6 +321,18 @@ class Queries:
             f"WHERE i.created <= {window} RETURNING 1",
             "purge_ids": "DELETE FROM {ids} WHERE (ns, key, id) IN (SELECT ns, key, id FROM {ids} "
             f"WHERE created <= {window} LIMIT %s)",
+            "purge_tombstones": "DELETE FROM {tombstones} WHERE (ns, key) IN (SELECT ns, key FROM {tombstones} "
+            f"WHERE deleted_at <= {window} LIMIT %s)",
+            "purge_cleared": f"DELETE FROM {{cleared}} WHERE cleared_at <= {window}",
+            # The replay guard (see AsyncDatabase.changed_since): one round trip for many keys.
+            "server_time": "SELECT extract(epoch FROM clock_timestamp())::float8",
+            "changed_since": "SELECT u.k FROM unnest(%(keys)s::text[]) AS u(k) "
+            "WHERE EXISTS (SELECT 1 FROM {entries} e WHERE e.ns = %(ns)s AND e.key = u.k "
+            "AND e.modified_at > to_timestamp(%(since)s::float8)) "
+            "OR EXISTS (SELECT 1 FROM {tombstones} t WHERE t.ns = %(ns)s AND t.key = u.k "
+            "AND t.deleted_at > to_timestamp(%(since)s::float8)) "
+            "OR EXISTS (SELECT 1 FROM {cleared} c WHERE c.ns = %(ns)s "
+            "AND c.cleared_at > to_timestamp(%(since)s::float8))",
             # LRANGE arithmetic in SQL, on the counter read in the same snapshot as the items:
             # one round trip. The bounds are computed once (InitPlans), so the item scan is
             # always an index range on (ns, key, seq): O(log n + k) whatever the statistics.
@@ -351,9 +433,43 @@ def deadline_error(
     return BackendUnavailableError(message, backend=BACKEND, key=key, operation=operation)
 
 
+def busy_error(operation: str, key: str | None, timeout: float, *, queue_full: bool = False) -> BackendBusyError:
+    """The error of a call that found every pooled connection busy with calls the server is answering."""
+    if queue_full:
+        message = (
+            f"PostgreSQL {operation}: every pooled connection is busy and the wait queue is full "
+            "(the server is up); retry later, or raise max_size or max_waiting"
+        )
+    else:
+        message = (
+            f"PostgreSQL {operation}: every pooled connection stayed busy for {timeout:g} s "
+            "(the server is up and answering); retry later, or raise max_size"
+        )
+    return BackendBusyError(message, backend=BACKEND, key=key, operation=operation)
+
+
+#: Server-side saturation (DESIGN.md §8: busy is not an outage): too many connections
+#: (53300, also when refused at connect: "sorry, too many clients already", "too many
+#: connections for role ..."), and a lock not obtained within ``lock_timeout`` (55P03).
+_BUSY_SQLSTATES = frozenset({"53300", "55P03"})
+_BUSY_CONNECT_TEXT = ("too many clients", "too many connections", "remaining connection slots are reserved")
+
+
+def _is_busy(exc: BaseException) -> bool:
+    if not isinstance(exc, psycopg.Error):
+        return False
+    if exc.sqlstate in _BUSY_SQLSTATES:
+        return True
+    # A refused connection carries no SQLSTATE in psycopg, only libpq's message.
+    return isinstance(exc, psycopg.OperationalError) and any(t in str(exc) for t in _BUSY_CONNECT_TEXT)
+
+
 def map_error(exc: BaseException, operation: str, key: str | None, secret: str | None = None) -> KVStoreError | None:
     """The kvstore error for a driver exception, most specific first; ``None`` if not a driver error."""
     detail = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, secret)
+    if _is_busy(exc):
+        message = f"PostgreSQL is up but busy during {operation} ({detail}); retry later"
+        return BackendBusyError(message, backend=BACKEND, key=key, operation=operation)
     if isinstance(exc, psycopg_pool.TooManyRequests):
         message = f"PostgreSQL pool is full and its wait queue too ({detail}); raise max_size or max_waiting"
     elif isinstance(exc, psycopg_pool.PoolTimeout):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import select
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Self
 
@@ -15,14 +17,28 @@ from kvstore._async.base import AsyncDatabase
 from kvstore._codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
 from kvstore._idempotency import DEFAULT_IDEMPOTENCY_WINDOW, validate_idempotency_id, validate_window
 from kvstore._items import MsetItems, normalize_items
-from kvstore._keys import compile_glob, glob_literal_prefix, prefix_upper_bound, validate_key, validate_keys
+from kvstore._keys import (
+    compile_glob,
+    glob_literal_prefix,
+    prefix_upper_bound,
+    validate_key,
+    validate_keys,
+    validate_prefix,
+)
 from kvstore._ttl import TTL, ttl_ms
 from kvstore.config import PostgresDatabaseConfig
-from kvstore.errors import BackendUnavailableError, ClosedError, ConfigError, MissingDependencyError, WrongTypeError
+from kvstore.errors import (
+    BackendUnavailableError,
+    ClosedError,
+    ConfigError,
+    InvalidKeyError,
+    MissingDependencyError,
+    WrongTypeError,
+)
 
 try:
     import psycopg
-    from psycopg_pool import AsyncConnectionPool, PoolTimeout
+    from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 
     from kvstore import _postgres_sql as _pg
 except ImportError as _exc:  # pragma: no cover - exercised by the missing-extra test
@@ -40,6 +56,8 @@ _KEYS_PAGE = 1000
 #: Expired rows removed per purge statement.
 _PURGE_BATCH = 1000
 _BIG = 2**62
+#: ``set[str]`` (inside the class, ``set`` names the method).
+_KeySet = set[str]
 #: Seconds a connection must have been idle in the pool before a checkout polls its socket.
 _POLL_AFTER = 0.05
 _HAS_POLL = hasattr(select, "poll")
@@ -67,6 +85,24 @@ def _looks_alive(conn: Any) -> bool:
         poller.register(conn.pgconn.socket, select.POLLIN | select.POLLPRI)
         return not poller.poll(0)
     return not select.select([conn.pgconn.socket], [], [], 0)[0]  # pragma: no cover - Windows
+
+
+#: Every store of this module in this process, so a forked child can make them reconnect.
+_STORES: weakref.WeakSet[AsyncPostgresDatabase] = weakref.WeakSet()
+#: In a forked child, the parent's pools: kept referenced and never used or closed, because
+#: closing a connection sends a Terminate message on the socket it shares with the parent
+#: (ending the parent's session). psycopg finishes a connection on garbage collection only
+#: in the process that opened it.
+_INHERITED: list[Any] = []
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_STORES):
+        store._forget_parent()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - absent on Windows only
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _cursor(conn: _Conn) -> psycopg.AsyncCursor[Any]:
@@ -105,6 +141,7 @@ class AsyncPostgresDatabase(AsyncDatabase):
 
     backend = "postgres"
     durable = True
+    tracks_changes = True
 
     def __init__(
         self,
@@ -132,7 +169,12 @@ class AsyncPostgresDatabase(AsyncDatabase):
         purge_interval: float = 60.0,
         idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
     ) -> None:
-        self.key_prefix = key_prefix
+        # Checked before anything else (InvalidKeyError, like the other backends), so a bad
+        # prefix fails here and not as a driver encoding error after the DDL ran.
+        try:
+            self.key_prefix = validate_prefix(key_prefix)
+        except InvalidKeyError as exc:
+            raise InvalidKeyError(f"invalid key_prefix: {exc.message}", backend="postgres") from None
         self.schema = schema
         self.table_prefix = table_prefix
         self.max_value_bytes = max_value_bytes
@@ -146,10 +188,16 @@ class AsyncPostgresDatabase(AsyncDatabase):
         self._next_purge = time.monotonic() + purge_interval
         self._ready = False
         self._closed = False
+        self._inherited = False
+        #: ids of the connections this store has checked out now (set add/discard: thread-safe).
+        self._held: set[int] = set()
+        #: `time.monotonic` when a connection last came back from a call the server answered.
+        self._last_ok = 0.0
         if True:  # ASYNC
             self._start_lock: Any = asyncio.Lock()
         else:
             self._start_lock = threading.Lock()
+        _STORES.add(self)
         if isinstance(url, AsyncConnectionPool):
             self._pool: _Pool = url
             self._owns_pool = False
@@ -182,17 +230,41 @@ class AsyncPostgresDatabase(AsyncDatabase):
         if self._secret is not None:
             kwargs["password"] = self._secret
         self._conninfo, self._connect_kwargs = conninfo, kwargs
-        self._pool = AsyncConnectionPool(
-            conninfo,
-            kwargs=kwargs,
+        self._sizes = (min_size, max_size, max_waiting)
+        self._pool = self._new_pool()
+        self._owns_pool = True
+
+    def _new_pool(self) -> _Pool:
+        min_size, max_size, max_waiting = self._sizes
+        return AsyncConnectionPool(
+            self._conninfo,
+            kwargs=self._connect_kwargs,
             min_size=min_size,
             max_size=max_size,
-            timeout=pool_timeout,
+            timeout=self._pool_timeout,
             max_waiting=max_waiting,
             open=False,
             name=f"kvstore-postgres-{id(self):x}",
         )
-        self._owns_pool = True
+
+    def _forget_parent(self) -> None:
+        """Run in a child just forked from a process that had this store (``os.register_at_fork``).
+
+        The child never touches the parent's pool: its sockets are shared with the parent,
+        and its locks and worker threads (or tasks) did not survive the fork. The next call
+        opens a pool of the child's own (`_start`); the hot path keeps its one flag check.
+        """
+        if self._closed:
+            return
+        self._ready = False
+        self._held = set()
+        self._last_ok = 0.0
+        if True:  # ASYNC
+            self._start_lock = asyncio.Lock()
+        else:
+            self._start_lock = threading.Lock()
+        _INHERITED.append(self._pool)
+        self._inherited = True
 
     @classmethod
     async def from_config(cls, config: PostgresDatabaseConfig) -> Self:
@@ -252,6 +324,16 @@ class AsyncPostgresDatabase(AsyncDatabase):
         async with self._start_lock:
             if self._ready:
                 return self._pool
+            if self._inherited:
+                if not self._owns_pool:
+                    raise ConfigError(
+                        "this PostgreSQL store was handed a ready pool and is used in a forked child "
+                        "process, where the parent's connections must not be used; build the store "
+                        "from a URL (it then opens its own pool in each process)",
+                        backend="postgres",
+                    )
+                self._pool = self._new_pool()
+                self._inherited = False
             with _pg.ErrorBoundary("connect", None, self._secret):
                 if self._owns_pool:
                     # One direct attempt first, so a refused or rejecting server fails this
@@ -327,13 +409,13 @@ class AsyncPostgresDatabase(AsyncDatabase):
         Every connection this returns must go back through `_putconn` (which disarms it).
         """
         for _ in range(pool.max_size + 1):
-            wait = min(self._pool_timeout, deadline - time.monotonic())
+            started = time.monotonic()
+            wait = min(self._pool_timeout, deadline - started)
             try:
                 conn = await pool.getconn(timeout=max(0.001, wait))
-            except PoolTimeout as exc:
-                if wait < self._pool_timeout:  # the call's deadline, not pool_timeout, ran out
-                    raise _pg.deadline_error(op, key, self._call_timeout, checkout=True) from exc
-                raise
+            except (PoolTimeout, TooManyRequests) as exc:
+                raise self._checkout_error(exc, pool, started, wait, op, key) from exc
+            self._held.add(id(conn))
             _wd.current.arm(conn, deadline)
             if _looks_alive(conn):
                 return conn
@@ -341,6 +423,7 @@ class AsyncPostgresDatabase(AsyncDatabase):
                 await AsyncConnectionPool.check_connection(conn)
             except psycopg.Error as exc:
                 cut = _wd.current.disarm(conn)
+                self._held.discard(id(conn))
                 await conn.close()
                 await pool.putconn(conn)
                 if cut:
@@ -349,12 +432,37 @@ class AsyncPostgresDatabase(AsyncDatabase):
             return conn
         raise BackendUnavailableError("no live PostgreSQL connection in the pool", backend="postgres")
 
-    @staticmethod
-    async def _putconn(pool: _Pool, conn: _Conn) -> None:
+    def _checkout_error(
+        self, exc: Exception, pool: _Pool, started: float, wait: float, op: str, key: str | None
+    ) -> BackendUnavailableError:
+        """What a checkout that found no free connection means: busy, or unavailable.
+
+        Busy (DESIGN.md §8: not an outage) when the server is demonstrably answering: a
+        call of this store got its reply while this one waited (for a full wait queue,
+        within the last ``pool_timeout``), or every connection of the pool is held by a
+        call of this store that is still within its deadline (the watchdog cuts the others,
+        and a cut connection is never held). Otherwise the pool could not open or keep
+        connections: the server is unavailable.
+        """
+        queue_full = isinstance(exc, TooManyRequests)
+        since = started - self._pool_timeout if queue_full else started
+        if self._last_ok > since or len(self._held) >= pool.max_size:
+            return _pg.busy_error(op, key, wait, queue_full=queue_full)
+        if wait < self._pool_timeout:  # the call's deadline, not pool_timeout, ran out
+            return _pg.deadline_error(op, key, self._call_timeout, checkout=True)
+        mapped = _pg.map_error(exc, op, key, self._secret)
+        assert isinstance(mapped, BackendUnavailableError)
+        return mapped
+
+    async def _putconn(self, pool: _Pool, conn: _Conn) -> None:
         """Disarm ``conn`` and hand it back; one whose deadline passed is closed, so the pool drops it."""
         if _wd.current.disarm(conn):
             await conn.close()
-        conn._kvstore_returned = time.monotonic()  # type: ignore[attr-defined]  # our mark, see _looks_alive
+        now = time.monotonic()
+        self._held.discard(id(conn))
+        if not (conn.closed or conn.broken):
+            self._last_ok = now  # the server answered this call: it is up
+        conn._kvstore_returned = now  # type: ignore[attr-defined]  # our mark, see _looks_alive
         await pool.putconn(conn)
 
     @staticmethod
@@ -428,6 +536,10 @@ class AsyncPostgresDatabase(AsyncDatabase):
                     # Idempotency ids older than the window go in the same sweep.
                     cur = await conn.execute(self._q.purge_ids, (self._window, _PURGE_BATCH))
                     ids = cur.rowcount
+                    # So do tombstones and clear marks: a replay is never older than the window.
+                    cur = await conn.execute(self._q.purge_tombstones, (self._window, _PURGE_BATCH))
+                    ids = max(ids, cur.rowcount)
+                    await conn.execute(self._q.purge_cleared, (self._window,))
                 except psycopg.Error as exc:
                     await self._raise_if_cut(conn, exc, "purge_expired", None, self._call_timeout)
                     raise
@@ -511,7 +623,8 @@ class AsyncPostgresDatabase(AsyncDatabase):
     async def clear(self) -> None:
         # Items first in one statement, so the per-list trigger finds nothing to do.
         await self._write("clear", None, self._q.clear_items, (self.key_prefix,))
-        await self._write("clear", None, self._q.clear, (self.key_prefix,))
+        # The entries go with the namespace's clear mark (the replay guard's "cleared after").
+        await self._write("clear", None, self._q.clear, {"ns": self.key_prefix})
 
     async def ttl(self, key: str) -> float | None:
         key = validate_key(key)
@@ -528,12 +641,35 @@ class AsyncPostgresDatabase(AsyncDatabase):
     async def ping(self) -> None:
         await self._one("ping", None, "SELECT 1", None)
 
+    # --- replay guard ---------------------------------------------------------------
+
+    async def server_time(self) -> float:
+        """The server's clock now (``clock_timestamp()``), Unix seconds: the clock of `changed_since`."""
+        row = await self._one("server_time", None, self._q.server_time, None)
+        return float(row[0])
+
+    async def changed_since(self, keys: Iterable[str], since: float) -> _KeySet:
+        """Which of ``keys`` were written, re-expired, appended to, deleted or cleared after ``since``.
+
+        ``since`` is a `server_time` reading. One round trip for any number of keys. A
+        key counts as changed when its entry was written after ``since`` (also if it has
+        expired since: it was written), when `delete` removed it after ``since``, or when
+        the namespace was cleared after ``since``. Deletions and clears are remembered for
+        ``idempotency_window``; a ``since`` older than that may miss them.
+        """
+        wanted = list(dict.fromkeys(validate_keys(keys)))
+        if not wanted:
+            return set()
+        params = {"keys": wanted, "ns": self.key_prefix, "since": float(since)}
+        rows = await self._all("changed_since", None, self._q.changed_since, params)
+        return {k for (k,) in rows}
+
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
         self._ready = False
-        if self._owns_pool:
+        if self._owns_pool and not self._inherited:  # never close the pool of the parent process
             await self._pool.close()
 
     # --- lists ----------------------------------------------------------------------

@@ -1,0 +1,173 @@
+"""PostgreSQL replay-guard hooks: server_time and changed_since after every kind of write."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from kvstore._postgres_sql import SCHEMA_VERSION
+from kvstore.postgres import AsyncPostgresDatabase
+
+pytestmark = pytest.mark.postgres
+
+KEYS = ["a", "b", "l", "never"]
+
+
+@pytest.fixture
+async def store(postgres_url: str) -> AsyncIterator[AsyncPostgresDatabase]:
+    db = AsyncPostgresDatabase(postgres_url, key_prefix=f"chg-{uuid.uuid4().hex[:8]}:", max_size=2)
+    await db.mset({"a": 1, "b": 2})
+    await db.append("l", 1)
+    yield db
+    await db.clear()
+    await db.aclose()
+
+
+async def test_tracks_changes_and_server_time_is_the_server_clock(store: AsyncPostgresDatabase) -> None:
+    """The store declares change tracking; server_time is Unix seconds and moves forward."""
+    assert store.tracks_changes is True
+    first = await store.server_time()
+    second = await store.server_time()
+    assert 1.7e9 < first < second
+
+
+async def test_keys_untouched_since_are_not_changed(store: AsyncPostgresDatabase) -> None:
+    """Keys written before ``since`` (and a key never written) are not reported; reads change nothing."""
+    since = await store.server_time()
+    await store.get("a")
+    await store.mget(["a", "b"])
+    await store.get_range("l", 0, -1)
+    await store.exists("b")
+    assert await store.changed_since(KEYS, since) == set()
+    assert await store.changed_since([], since) == set()
+
+
+async def test_set_and_mset_are_changes(store: AsyncPostgresDatabase) -> None:
+    """set, set(only_if_absent) on a new key and mset mark exactly the keys they wrote."""
+    since = await store.server_time()
+    await store.set("a", 10)
+    assert await store.changed_since(KEYS, since) == {"a"}
+    await store.mset({"b": 20, "new": 1})
+    assert await store.changed_since([*KEYS, "new"], since) == {"a", "b", "new"}
+    later = await store.server_time()
+    assert await store.set("fresh", 1, only_if_absent=True)
+    assert not await store.set("a", 11, only_if_absent=True)  # not written: not a change
+    assert await store.changed_since([*KEYS, "fresh"], later) == {"fresh"}
+
+
+async def test_expire_and_persist_are_changes(store: AsyncPostgresDatabase) -> None:
+    """expire (set or remove a TTL) marks the key; expire of a missing key marks nothing."""
+    since = await store.server_time()
+    assert await store.expire("a", 100)
+    assert await store.changed_since(KEYS, since) == {"a"}
+    later = await store.server_time()
+    assert await store.expire("b", None)
+    assert not await store.expire("never", 5)
+    assert await store.changed_since(KEYS, later) == {"b"}
+
+
+async def test_append_and_extend_are_changes(store: AsyncPostgresDatabase) -> None:
+    """append and extend mark the list key, a new list included."""
+    since = await store.server_time()
+    await store.append("l", 2)
+    assert await store.changed_since(KEYS, since) == {"l"}
+    later = await store.server_time()
+    await store.extend("l2", [1, 2])
+    assert await store.changed_since([*KEYS, "l2"], later) == {"l2"}
+
+
+async def test_delete_is_a_change_even_after_the_row_is_gone(store: AsyncPostgresDatabase) -> None:
+    """delete of a value or a list leaves a tombstone; deleting a missing key changes nothing."""
+    since = await store.server_time()
+    assert await store.delete("a")
+    assert await store.delete("l")
+    assert not await store.delete("never")
+    assert await store.changed_since(KEYS, since) == {"a", "l"}
+    assert await store.changed_since(KEYS, await store.server_time()) == set()
+
+
+async def test_clear_changes_every_key_of_the_namespace_only(store: AsyncPostgresDatabase, postgres_url: str) -> None:
+    """clear marks every key of its prefix (present or not), and no key of another prefix."""
+    other = AsyncPostgresDatabase(postgres_url, key_prefix=f"chg-other-{uuid.uuid4().hex[:8]}:", max_size=1)
+    try:
+        await other.set("a", 1)
+        since = await store.server_time()
+        await store.clear()
+        assert await store.changed_since(KEYS, since) == set(KEYS)
+        assert await other.changed_since(KEYS, since) == set()
+        assert await store.changed_since(KEYS, await store.server_time()) == set()
+    finally:
+        await other.clear()
+        await other.aclose()
+
+
+async def test_changed_since_is_one_round_trip(store: AsyncPostgresDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
+    """changed_since of 500 keys sends one statement."""
+    since = await store.server_time()
+    await store.set("k7", 1)
+    calls: list[Any] = []
+    original = psycopg.AsyncCursor.execute
+
+    async def counting(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(query)
+        return await original(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncCursor, "execute", counting)
+    assert await store.changed_since([f"k{i}" for i in range(500)], since) == {"k7"}
+    assert len(calls) == 1
+
+
+async def test_tombstones_and_clear_marks_are_purged_after_the_window(postgres_url: str) -> None:
+    """purge_expired drops tombstones and clear marks older than the idempotency window."""
+    schema = f"kv_tomb_{uuid.uuid4().hex[:8]}"
+    db = AsyncPostgresDatabase(postgres_url, schema=schema, key_prefix="p:", idempotency_window=0.001)
+    try:
+        await db.set("k", 1)
+        await db.delete("k")
+        await db.clear()
+        await db.server_time()  # let the window pass on the server's clock
+        await db.purge_expired()
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+            for table in ("kvstore_tombstones", "kvstore_cleared"):
+                cur = await conn.execute(
+                    psycopg.sql.SQL("SELECT count(*) FROM {}").format(psycopg.sql.Identifier(schema, table))
+                )
+                assert await cur.fetchone() == (0,)
+    finally:
+        await db.aclose()
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+            await conn.execute(psycopg.sql.SQL("DROP SCHEMA {} CASCADE").format(psycopg.sql.Identifier(schema)))
+
+
+async def test_version_2_tables_migrate_to_change_tracking(postgres_url: str) -> None:
+    """Tables left by a version-2 kvstore gain modified_at, tombstones and clear marks on connect, data kept."""
+    schema = f"kv_v2_{uuid.uuid4().hex[:8]}"
+    ident = psycopg.sql.Identifier
+    db = AsyncPostgresDatabase(postgres_url, schema=schema, key_prefix="p:")
+    await db.set("k", {"v": 1})
+    await db.append("h", 1)
+    await db.aclose()
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        sql = psycopg.sql.SQL
+        await conn.execute(sql("ALTER TABLE {} DROP COLUMN modified_at").format(ident(schema, "kvstore_entries")))
+        await conn.execute(sql("DROP TABLE {}").format(ident(schema, "kvstore_tombstones")))
+        await conn.execute(sql("DROP TABLE {}").format(ident(schema, "kvstore_cleared")))
+        await conn.execute(sql("UPDATE {} SET version = 2").format(ident(schema, "kvstore_meta")))
+    db = AsyncPostgresDatabase(postgres_url, schema=schema, key_prefix="p:")
+    try:
+        assert await db.get("k") == {"v": 1}
+        assert await db.get_range("h", 0, -1) == [1]
+        since = await db.server_time()
+        await db.delete("k")
+        assert await db.changed_since(["k", "h"], since) == {"k"}
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+            cur = await conn.execute(psycopg.sql.SQL("SELECT version FROM {}").format(ident(schema, "kvstore_meta")))
+            assert await cur.fetchall() == [(SCHEMA_VERSION,)]
+    finally:
+        await db.aclose()
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+            await conn.execute(psycopg.sql.SQL("DROP SCHEMA {} CASCADE").format(ident(schema)))
