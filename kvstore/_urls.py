@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
@@ -15,6 +14,7 @@ from kvstore.config import (
     SqliteDatabaseConfig,
     _describe,
     _split_password,
+    _Url,
 )
 from kvstore.errors import ConfigError
 
@@ -39,11 +39,11 @@ def redact_url(url: str) -> str:
         bare, password = _split_password(url)
         if password is None:
             return bare
-        parts = urlsplit(bare)
-        user, _, host = parts.netloc.rpartition("@")
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+        parsed = _Url(bare)
+        return f"{bare[: parsed.start]}{parsed.user}:***@{bare[parsed.host_end - len(parsed.hosts) :]}"
     except ValueError:
-        return "<unparsable URL>"
+        # Not a URL we can read: shown only when it cannot hold a password.
+        return url if "@" not in url and "password" not in url.lower() else "<unparsable URL>"
 
 
 def config_from_url(url: str, *, key_prefix: str = "", connect_timeout: float | None = None) -> tuple[str, Any]:

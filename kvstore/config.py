@@ -173,21 +173,24 @@ class _Url:
             for i in range(start, len(text))
             if text[i] == "@" and hosts.fullmatch(text, i + 1, _next_delimiter(text, i + 1))
         ]
-        for at in reversed(candidates):
-            if not _in_query_value(text, start, at):
-                return at
-        # Every '@' followed by a host sits in a query value (``?client_name=a@b``): when the
-        # URL reads cleanly without a userinfo, that is what it is.
-        authority_end = _next_delimiter(text, start)
-        strict = _TEMPLATE_STRICT_HOSTS if template else _STRICT_HOSTS
-        if "@" not in text[start:authority_end] and strict.fullmatch(text, start, authority_end):
-            return None
-        if candidates:
-            return candidates[-1]
+        chosen = next((at for at in reversed(candidates) if not _in_query_value(text, start, at)), None)
+        if chosen is None:
+            # Every '@' followed by a host sits in a query value (``?client_name=a@b``): when
+            # the URL reads cleanly without a userinfo, that is what it is.
+            authority_end = _next_delimiter(text, start)
+            strict = _TEMPLATE_STRICT_HOSTS if template else _STRICT_HOSTS
+            if "@" not in text[start:authority_end] and strict.fullmatch(text, start, authority_end):
+                return None
+            chosen = candidates[-1] if candidates else None
         if template:
-            return text.rfind("@")
-        # No host after any '@': guessing could leave part of a password in the URL.
-        raise ValueError(_UNPARSABLE)
+            return chosen if chosen is not None else text.rfind("@")
+        # No host after any '@', or a later '@' (outside a query value) with no host after
+        # it: the password's end is a guess that could leave part of it in the URL.
+        if chosen is None or any(
+            text[i] == "@" and not _in_query_value(text, chosen + 1, i) for i in range(chosen + 1, len(text))
+        ):
+            raise ValueError(_UNPARSABLE)
+        return chosen
 
     @property
     def user(self) -> str:
