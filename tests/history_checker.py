@@ -154,8 +154,9 @@ def _via_fallback(op: Mapping[str, Any] | None, primary: str) -> bool | None:
 
 def _write_state(report: Report, op: Mapping[str, Any] | None, until: float) -> str | None:
     """Where a write was at ``until``: ``primary`` (acknowledged by it), ``journal-pending`` (acknowledged on
-    the fallback, its instance not back on the primary yet) or ``journal-replayed`` (its instance ran an
-    operation on the primary since, so its journal was replayed, or the write recorded as a conflict)."""
+    the fallback, its instance not back on the primary yet) or ``journal-replayed`` (its instance began an
+    operation on the primary since, by ``until`` included, so its journal was replayed, or the write
+    recorded as a conflict)."""
     on_fallback = _via_fallback(op, report.primary)
     if op is None or on_fallback is None:
         return None
@@ -163,7 +164,7 @@ def _write_state(report: Report, op: Mapping[str, Any] | None, until: float) -> 
         return "primary"
     starts = report.primary_starts.get(op["w"], [])
     i = bisect.bisect_right(starts, op["t1"])
-    return "journal-replayed" if i < len(starts) and starts[i] < until else "journal-pending"
+    return "journal-replayed" if i < len(starts) and starts[i] <= until else "journal-pending"
 
 
 def _brief(op: Mapping[str, Any] | None) -> dict[str, Any] | None:
