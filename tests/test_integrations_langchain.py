@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -492,3 +494,35 @@ async def test_runnable_with_message_history_async(async_database: Any) -> None:
         await chain.ainvoke([HumanMessage(f"q{turn}")], config=config)  # type: ignore[arg-type]
     contents = [m.content for m in await KVStoreChatMessageHistory(async_database, "s").aget_messages()]
     assert contents == ["q0", "a0", "q1", "a1", "q2", "a2"]
+
+
+# --- packaging ---------------------------------------------------------------------------------
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_import_kvstore_never_imports_langchain() -> None:
+    """`import kvstore` and `import kvstore.integrations` load no framework."""
+    result = run_python(
+        "import sys, kvstore, kvstore.integrations\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('langchain_core', 'langchain', 'llama_index')))"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_missing_langchain_names_the_extra() -> None:
+    """Without langchain-core, importing the adapter raises MissingDependencyError naming the pip install."""
+    result = run_python(
+        "import sys\n"
+        "sys.modules['langchain_core'] = None\n"
+        "from kvstore.errors import MissingDependencyError\n"
+        "try:\n"
+        "    import kvstore.integrations.langchain\n"
+        "except MissingDependencyError as exc:\n"
+        "    print(exc)\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert 'pip install "kvstore[langchain]"' in result.stdout

@@ -5,6 +5,8 @@ LlamaIndex ships no conformance suite; these tests hold the adapters to ``Simple
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -387,3 +389,19 @@ def test_kv_store_under_the_document_store(store: Store) -> None:
     docstore.delete_document("n2")
     assert not docstore.document_exists("n2")
     assert docstore.get_document_hash("n0") == nodes[0].hash
+
+
+def test_missing_llama_index_names_the_extra() -> None:
+    """Without llama-index-core, importing the adapter raises MissingDependencyError naming the pip install."""
+    code = (
+        "import sys\n"
+        "sys.modules['llama_index'] = None\n"
+        "from kvstore.errors import MissingDependencyError\n"
+        "try:\n"
+        "    import kvstore.integrations.llama_index\n"
+        "except MissingDependencyError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert 'pip install "kvstore[llama-index]"' in result.stdout
