@@ -120,6 +120,15 @@ _MESSAGE_CLASSES: dict[str, type[BaseMessage]] = {
 #: Values encoded larger than this are stored under their own key, not inline in the record.
 _INLINE_MAX = 2048
 _PAGE = 100
+#: Short names of the checkpoint fields in a record (the record's own keys are one letter).
+_SHORT = {
+    "v": "v",
+    "ts": "ts",
+    "channel_versions": "cv",
+    "versions_seen": "vs",
+    "updated_channels": "uc",
+    "pending_sends": "ps",
+}
 _INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -301,6 +310,20 @@ class _SaverLogic(BaseCheckpointSaver[int]):
             return f"{int(current.split('.')[0]) + 1:032}.{random.random():016}"
         return 1 if current is None else current + 1
 
+    def _body(self, checkpoint: Checkpoint) -> dict[str, Any]:
+        """The checkpoint minus its values, for the record: plain JSON under short names when it can be."""
+        body = {k: v for k, v in checkpoint.items() if k not in ("channel_values", "id")}
+        if self._json_first and set(body) <= _SHORT.keys() and _is_json(body):
+            return {_SHORT[k]: v for k, v in body.items()}
+        return {"c": self._codec.encode(body)}
+
+    def _unbody(self, record: dict[str, Any]) -> dict[str, Any]:
+        if "c" in record:
+            body: dict[str, Any] = self._codec.decode(record["c"])
+        else:
+            body = {long: record[short] for long, short in _SHORT.items() if short in record}
+        return {**body, "id": record["id"]}
+
     # put
     def _put_steps(
         self,
@@ -358,9 +381,8 @@ class _SaverLogic(BaseCheckpointSaver[int]):
                 encoded = ["k", blob]
             refs[channel] = encoded
             self._cache.put(key, _Cached(version, None, encoded))
-        body = {k: v for k, v in checkpoint.items() if k != "channel_values"}
         meta = get_serializable_checkpoint_metadata(config, metadata)
-        record = {"id": checkpoint_id, "p": parent_id, "c": codec.encode(body), "m": codec.encode(meta), "r": refs}
+        record = {"id": checkpoint_id, "p": parent_id, **self._body(checkpoint), "m": codec.encode(meta), "r": refs}
         items: list[tuple[str, Any]] = [*blobs, (self._k("c", thread_id, ns, checkpoint_id), record)]
         head = self._heads.get((thread_id, ns))
         if head is None or head <= checkpoint_id:
@@ -420,7 +442,7 @@ class _SaverLogic(BaseCheckpointSaver[int]):
         if blob_keys:
             blobs = dict(zip(blob_keys, results[1], strict=True))
             position = 2
-        body: dict[str, Any] = codec.decode(record["c"])
+        body = self._unbody(record)
         versions = body.get("channel_versions", {})
         values: dict[str, Any] = {}
         lists = dict(plan)
