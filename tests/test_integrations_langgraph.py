@@ -358,3 +358,50 @@ async def test_sync_store_abatch_and_graph_store(database: Database) -> None:
     store = KVStoreStore(database)
     await store.aput(("u",), "k", {"v": 1})
     assert (await store.aget(("u",), "k")).value == {"v": 1}  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------- migration
+
+
+def test_copy_checkpoints_from_sqlite_saver(database: Database, tmp_path: Path) -> None:
+    """copy_checkpoints moves a SqliteSaver thread to kvstore: same state, same history, messages stored once."""
+    sqlite_saver_module = pytest.importorskip("langgraph.checkpoint.sqlite")
+    import sqlite3
+
+    from kvstore.integrations.langgraph import copy_checkpoints
+
+    conn = sqlite3.connect(tmp_path / "saver.db", check_same_thread=False)
+    source = sqlite_saver_module.SqliteSaver(conn)
+    graph = chat_graph(source)
+    config = {"configurable": {"thread_id": "old"}}
+    for text in ("one", "two", "three"):
+        graph.invoke({"messages": [HumanMessage(text)]}, config)
+    target = KVStoreSaver(database)
+    assert copy_checkpoints(source, target) == len([*source.list(config)])
+    moved = chat_graph(KVStoreSaver(database))
+    assert moved.get_state(config).values == graph.get_state(config).values
+    assert [s.config for s in moved.get_state_history(config)] == [s.config for s in graph.get_state_history(config)]
+    assert database.get_length("langgraph:l:old::messages") == 6
+    moved.invoke({"messages": [HumanMessage("four")]}, config)  # and it continues there
+    assert len(moved.get_state(config).values["messages"]) == 8
+    conn.close()
+
+
+def test_copy_store_items_from_sqlite_store(database: Database, tmp_path: Path) -> None:
+    """copy_store_items moves every item of a SqliteStore (nested namespaces too) to KVStoreStore."""
+    sqlite_store_module = pytest.importorskip("langgraph.store.sqlite")
+    import sqlite3
+
+    from kvstore.integrations.langgraph import copy_store_items
+
+    conn = sqlite3.connect(tmp_path / "store.db", check_same_thread=False, isolation_level=None)
+    source = sqlite_store_module.SqliteStore(conn)
+    source.setup()
+    for i in range(25):
+        source.put(("u", str(i % 3)), f"k{i}", {"i": i})
+        source.put(("u", str(i % 3), "deep"), f"d{i}", {"i": -i})
+    target = KVStoreStore(database)
+    assert copy_store_items(source, target, page=7) == 50
+    assert target.get(("u", "1", "deep"), "d4").value == {"i": -4}  # type: ignore[union-attr]
+    assert len(target.search(("u",), limit=100)) == 50
+    conn.close()

@@ -89,7 +89,15 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise MissingDependencyError("LangGraph integration", "langgraph", "langgraph") from exc
 
-__all__ = ["AsyncKVStoreSaver", "AsyncKVStoreStore", "KVStoreSaver", "KVStoreStore", "safe_serializer"]
+__all__ = [
+    "AsyncKVStoreSaver",
+    "AsyncKVStoreStore",
+    "KVStoreSaver",
+    "KVStoreStore",
+    "copy_checkpoints",
+    "copy_store_items",
+    "safe_serializer",
+]
 
 T = TypeVar("T")
 
@@ -1030,6 +1038,60 @@ class AsyncKVStoreSaver(_LoopBound, _SaverLogic):
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """`aprune` from another thread."""
         self._blocking(lambda: self.aprune(thread_ids, strategy=strategy), "prune")
+
+
+def copy_checkpoints(
+    source: BaseCheckpointSaver[Any], target: BaseCheckpointSaver[Any], *, thread_ids: Iterable[str] | None = None
+) -> int:
+    """Copy checkpoints and their pending writes from any saver (``PostgresSaver``, ``SqliteSaver``...) to another.
+
+    Oldest first, thread by thread, so a `KVStoreSaver` target stores each message once.
+    ``thread_ids`` limits the copy (and keeps memory bounded: without it the source's
+    ``list(None)`` is read once to find the threads). Returns how many checkpoints were copied.
+    """
+    if thread_ids is None:
+        thread_ids = sorted({str(t.config["configurable"]["thread_id"]) for t in source.list(None)})
+    copied = 0
+    for thread_id in thread_ids:
+        tuples = [*source.list({"configurable": {"thread_id": thread_id}})]
+        tuples.sort(key=lambda t: (t.config["configurable"].get("checkpoint_ns", ""), t.checkpoint["id"]))
+        for found in tuples:
+            conf = found.config["configurable"]
+            parent = found.parent_config["configurable"].get("checkpoint_id") if found.parent_config else None
+            config: RunnableConfig = {
+                "configurable": {
+                    "thread_id": thread_id,
+                    "checkpoint_ns": conf.get("checkpoint_ns", ""),
+                    **({"checkpoint_id": parent} if parent else {}),
+                }
+            }
+            stored = target.put(config, found.checkpoint, found.metadata, dict(found.checkpoint["channel_versions"]))
+            by_task: dict[str, list[tuple[str, Any]]] = {}
+            for task_id, channel, value in found.pending_writes or ():
+                by_task.setdefault(task_id, []).append((channel, value))
+            for task_id, writes in by_task.items():
+                target.put_writes(stored, writes, task_id)
+            copied += 1
+    return copied
+
+
+def copy_store_items(source: BaseStore, target: BaseStore, *, page: int = 1000) -> int:
+    """Copy every item of a LangGraph store (``SqliteStore``, ``PostgresStore``...) to another; returns the count.
+
+    TTLs are not carried over (LangGraph's store API does not expose them): pass
+    ``ttl`` when re-putting if you need it.
+    """
+    copied, offset = 0, 0
+    while namespaces := source.list_namespaces(limit=page, offset=offset):
+        offset += len(namespaces)
+        for namespace in namespaces:
+            start = 0
+            while found := source.search(namespace, limit=page, offset=start, refresh_ttl=False):
+                start += len(found)
+                mine = [i for i in found if i.namespace == namespace]  # deeper namespaces come on their own
+                target.batch([PutOp(i.namespace, i.key, i.value) for i in mine])
+                copied += len(mine)
+    return copied
 
 
 # --------------------------------------------------------------------------- store
