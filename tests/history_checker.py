@@ -83,7 +83,8 @@ class Report:
     conflicts: int = 0
     conflicted_writes: int = 0
     primary: str = "postgres"
-    #: Per worker, the sorted start times of its operations that began on the primary.
+    #: Per worker, sorted times at which it was on the primary (its journal replayed): the start of an
+    #: operation that began there, the end of one that failed back.
     primary_starts: dict[Any, list[float]] = field(default_factory=dict, repr=False)
     violations: list[Violation] = field(default_factory=list)
 
@@ -225,6 +226,8 @@ def check(
     for op in ops:
         if op.get("active0") == primary:
             starts[op["w"]].append(float(op["t0"]))
+        elif op.get("active1") == primary:  # this call failed back: the journal was replayed by its end
+            starts[op["w"]].append(float(op["t1"]))
     report.primary_starts = {w: sorted(ts) for w, ts in starts.items()}
     ops = _apply_conflicts(report, ops, conflicts, events)
     by_key: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
