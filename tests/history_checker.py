@@ -144,13 +144,13 @@ def _end(op: Mapping[str, Any], grace: float) -> float:
 
 
 def _via_fallback(op: Mapping[str, Any] | None, primary: str) -> bool | None:
-    """Whether the tier was on its fallback when the op began or ended (None: not recorded)."""
+    """Whether the fallback served the op (None: not recorded): the tier's active backend after the call
+    says, as the route is chosen when the call begins: a call that opens the breaker is served by the
+    fallback, one whose probe fails back by the primary."""
     if op is None:
         return None
-    a0, a1 = op.get("active0"), op.get("active1")
-    if a0 is None and a1 is None:
-        return None
-    return a0 != primary or a1 != primary
+    active = op.get("active1", op.get("active0"))
+    return None if active is None else active != primary
 
 
 def _write_state(report: Report, op: Mapping[str, Any] | None, until: float) -> str | None:
