@@ -239,3 +239,83 @@ def test_a_dollar_in_a_password_is_never_echoed(monkeypatch: pytest.MonkeyPatch)
         load_config({"database": {"type": "postgres", "password": "pa$sw0rd"}})
     assert "sw0rd" not in str(info.value)
     assert "$$" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    ["s" * 64, "é" * 32, "x\x00y", "", "\ud800"],
+    ids=["64-bytes", "64-utf8-bytes", "nul", "empty", "lone-surrogate"],
+)
+def test_postgres_schema_name_is_checked_at_config_time(schema: str) -> None:
+    """A schema over 63 UTF-8 bytes (PostgreSQL would truncate it), with NUL or empty fails validation."""
+    with pytest.raises(ConfigError, match=r"database\.postgres\.schema"):
+        load_config({"database": {"type": "postgres", "schema": schema}})
+
+
+def test_postgres_schema_name_of_63_bytes_is_fine() -> None:
+    """63 bytes is PostgreSQL's limit exactly (NAMEDATALEN - 1)."""
+    config = load_config({"database": {"type": "postgres", "schema": "é" * 31 + "x"}})
+    assert isinstance(config.database, PostgresDatabaseConfig)
+    assert len(config.database.schema_name.encode()) == 63
+
+
+@pytest.mark.parametrize("prefix", ["a\x00b", "\ud800", "x\udfff"], ids=["nul", "high-surrogate", "low-surrogate"])
+@pytest.mark.parametrize("tier", ["cache", "database"])
+def test_key_prefix_with_nul_or_lone_surrogate_is_rejected(tier: str, prefix: str) -> None:
+    """key_prefix with NUL or a lone surrogate fails validation, on every tier and backend."""
+    with pytest.raises(ConfigError, match="key_prefix"):
+        load_config({tier: {"type": "memory", "key_prefix": prefix}})
+    backend = "redis" if tier == "cache" else "postgres"
+    with pytest.raises(ConfigError, match="key_prefix"):
+        load_config({tier: {"type": backend, "key_prefix": prefix}})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("[]", []),
+        ('["memory"]', ["memory"]),
+        ('["sqlite", "memory"]', ["sqlite", "memory"]),
+        ("sqlite,memory", ["sqlite", "memory"]),
+        (" sqlite , memory ", ["sqlite", "memory"]),
+        ("memory", ["memory"]),
+        ("", []),
+    ],
+)
+def test_fallback_from_the_environment(value: str, expected: list[str]) -> None:
+    """KVSTORE_DATABASE__FALLBACK takes a JSON list, a comma-separated list, or '' for []."""
+    config = StorageConfig.from_env({"KVSTORE_DATABASE__TYPE": "postgres", "KVSTORE_DATABASE__FALLBACK": value})
+    assert config.database.fallback == expected
+    cache = StorageConfig.from_env(
+        {"KVSTORE_CACHE__TYPE": "redis", "KVSTORE_CACHE__FALLBACK": value.replace("sqlite", "memory")}
+    )
+    assert cache.cache.fallback == [name.replace("sqlite", "memory") for name in expected]
+
+
+def test_fallback_from_the_environment_as_full_configs() -> None:
+    """A JSON list may hold full fallback configs; bad JSON or unknown names are ConfigError."""
+    config = StorageConfig.from_env(
+        {
+            "KVSTORE_DATABASE__TYPE": "postgres",
+            "KVSTORE_DATABASE__FALLBACK": '[{"type": "sqlite", "path": "/tmp/f.db"}]',
+        }
+    )
+    assert config.database.fallback is not None
+    assert isinstance(config.database.fallback[0], SqliteDatabaseConfig)
+    for bad in ("[sqlite", "redis", '["nosuch"]'):
+        with pytest.raises(ConfigError, match=r"(?i)fallback"):
+            StorageConfig.from_env({"KVSTORE_DATABASE__TYPE": "postgres", "KVSTORE_DATABASE__FALLBACK": bad})
+
+
+def test_state_dir_and_degraded_reads_on_every_tier() -> None:
+    """state_dir and degraded_reads exist on every tier config (and journal_path is gone)."""
+    config = load_config(
+        {
+            "cache": {"type": "redis", "state_dir": "/tmp/s", "degraded_reads": "strict"},
+            "database": {"type": "sqlite", "stateDir": "/tmp/s", "degradedReads": "fallback"},
+        }
+    )
+    assert (config.cache.state_dir, config.cache.degraded_reads) == ("/tmp/s", "strict")
+    assert (config.database.state_dir, config.database.degraded_reads) == ("/tmp/s", "fallback")
+    with pytest.raises(ConfigError):
+        load_config({"database": {"type": "sqlite", "journal_path": "/tmp/j.db"}})
