@@ -11,6 +11,7 @@ from kvstore._chat import DEFAULT_NAMESPACE, ChatKeys, ChatMessage, ChatPage, me
 from kvstore._items import LowerBound
 from kvstore._ttl import TTL, ttl_ms
 from kvstore._typed import TypeCodec
+from kvstore.errors import BackendUnavailableError
 
 __all__ = ["AsyncChatHistory"]
 
@@ -135,10 +136,10 @@ class AsyncChatHistory(Generic[M]):
             return []
         key = self._keys.messages
         if True:  # ASYNC
-            raw, offset = await asyncio.gather(self.database.get_range(key, -n, -1), self._offset())
+            raw, offset = await asyncio.gather(self.database.get_range(key, -n, -1), self._tail_offset())
         else:
             raw = self.database.get_range(key, -n, -1)
-            offset = self._offset()
+            offset = self._tail_offset()
         if offset:
             # Trimmed: read from the first kept position on (positions are absolute).
             length = await self.database.get_length(key)
@@ -231,6 +232,18 @@ class AsyncChatHistory(Generic[M]):
         return sorted([key[skip:] async for key in database.iter_keys(glob)])
 
     # --- internals --------------------------------------------------------------------
+
+    async def _tail_offset(self) -> int | None:
+        """The trim offset, or ``None`` when only the primary knows it (a database outage).
+
+        `last` needs it only when the newest ``n`` messages could reach trimmed ones; during
+        an outage, ``get_range(-n, -1)`` answers only from what the outage appended, which
+        no earlier trim can have reached.
+        """
+        try:
+            return await self._offset()
+        except BackendUnavailableError:
+            return None
 
     async def _offset(self) -> int:
         meta = await self.database.get(self._keys.meta)

@@ -421,13 +421,16 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
             self._journal = Journal(self.journal_path)
         return self._journal
 
+    async def _existing_journal(self) -> Journal | None:
+        """`journal`, opened off the event loop (another connection may hold its lock)."""
+        if self._journal is not None or not self.journal_path.exists():
+            return self._journal
+        return await self._journal_call(lambda: self.journal)
+
     async def _journal_for_write(self) -> Journal:
-        journal = self.journal
+        journal = await self._existing_journal()
         if journal is None:
-            if True:  # ASYNC
-                journal = await asyncio.to_thread(Journal.create, self.journal_path)
-            else:
-                journal = Journal.create(self.journal_path)
+            journal = await self._journal_call(Journal.create, self.journal_path)
             self._journal = journal
         return journal
 
@@ -462,10 +465,15 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
             journal = await self._journal_for_write()
             strict = not self._reads_from_fallback()
             before = await self._views(journal, record.keys()) if strict else {}
-            if strict and isinstance(record, AppendRecord) and before[record.key].state == "value":
-                raise WrongTypeError(
-                    f"key {record.key!r} holds a value, not a list", key=record.key, operation="append"
-                )
+            if strict and isinstance(record, AppendRecord):
+                view = before[record.key]
+                if view.state == "value":
+                    raise WrongTypeError(
+                        f"key {record.key!r} holds a value, not a list", key=record.key, operation="append"
+                    )
+                if record.idempotency_id in view.ids:  # a retry of a write this outage already holds
+                    length = view.ids[record.idempotency_id]
+                    return length if view.full else LowerBound(length)
             if True:  # ASYNC
                 seq = await asyncio.to_thread(journal.record, record.kind, record.to_json(), record.keys())
             else:
@@ -514,7 +522,7 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
         )
 
     async def _view(self, key: str, operation: str) -> KeyView:
-        view = (await self._views(self.journal, [key]))[key]
+        view = (await self._views(await self._existing_journal(), [key]))[key]
         if view.state == "unknown":
             raise self._unknown(operation, key)
         return view
@@ -551,7 +559,7 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
             return await (await self._fallback_store()).mget(keys)
         for key in keys:
             validate_key(key)
-        views = await self._views(self.journal, keys)
+        views = await self._views(await self._existing_journal(), keys)
         unknown = [k for k, v in views.items() if v.state == "unknown"]
         if unknown:
             raise self._unknown("mget", unknown[0])
@@ -704,7 +712,7 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
     # --- failback: replay the journal ---------------------------------------------------
 
     async def _failback(self) -> None:
-        journal = self.journal
+        journal = await self._existing_journal()
         if journal is None:
             async with self._outage_lock:
                 self.breaker.success(Route.PROBE)
@@ -832,7 +840,8 @@ def _outage_result(record: WriteRecord, before: dict[str, KeyView]) -> Any:
     """What a buffered write returns, from what the journal knew before it (never invented)."""
     if isinstance(record, AppendRecord):
         view = record.fold(record.key, before[record.key])
-        return len(view.items) if view.full else LowerBound(len(view.items))
+        length = view.ids[record.idempotency_id]
+        return length if view.full else LowerBound(length)
     if isinstance(record, DeleteRecord | ExpireRecord):
         # Unknown keys: the primary decides on replay; True says "may have been there".
         return before[record.key].state != "absent"

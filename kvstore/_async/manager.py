@@ -305,17 +305,23 @@ class AsyncStorageManager:
 
     async def _journal_counts(self, store: Any) -> dict[str, int]:
         """Pending outage writes, replay conflicts and dead letters of a database tier (no file is created)."""
-        journal = getattr(store, "journal", None)
-        if journal is None:
+        if not isinstance(store, AsyncFailoverDatabase):
             return {}
+
+        def counts() -> dict[str, int]:
+            journal = store.journal  # opened only when a journal file exists
+            if journal is None:
+                return {}
+            pending, conflicts, dead = journal.counts()
+            return {"pending_writes": pending, "conflicts": conflicts, "dead_letters": dead}
+
         try:
             if True:  # ASYNC
-                pending, conflicts, dead = await asyncio.to_thread(journal.counts)
+                return await asyncio.to_thread(counts)
             else:
-                pending, conflicts, dead = journal.counts()
+                return counts()
         except KVStoreError:
             return {}
-        return {"pending_writes": pending, "conflicts": conflicts, "dead_letters": dead}
 
     async def __aenter__(self) -> AsyncStorageBackends:
         return await self.connect()

@@ -47,6 +47,8 @@ class KeyView:
     expires_at: float | None = None
     items: list[Any] = field(default_factory=list)
     full: bool = False
+    #: Idempotency ids of this outage's appends to the list -> the item count after each.
+    ids: dict[str, int] = field(default_factory=dict)
 
     def settle(self, now: float) -> KeyView:
         """This view with an elapsed expiry applied (an expired key is known absent)."""
@@ -191,7 +193,7 @@ class ExpireRecord(WriteRecord):
 
     def fold(self, key: str, view: KeyView) -> KeyView:
         if view.state in ("value", "list"):
-            return KeyView(view.state, view.value, self.expires_at, view.items, view.full)
+            return KeyView(view.state, view.value, self.expires_at, view.items, view.full, view.ids)
         return view  # absent stays absent; unknown stays unknown (only the primary knows)
 
     async def apply(self, store: AsyncDatabase) -> Any:
@@ -243,9 +245,15 @@ class AppendRecord(WriteRecord):
 
     def fold(self, key: str, view: KeyView) -> KeyView:
         if view.state == "list":
-            return KeyView("list", None, view.expires_at, [*view.items, *self.values], view.full)
+            if self.idempotency_id in view.ids:
+                return view  # a retry journaled again: applied once, on replay as here
+            items = [*view.items, *self.values]
+            return KeyView(
+                "list", None, view.expires_at, items, view.full, {**view.ids, self.idempotency_id: len(items)}
+            )
         # Known absent before: the outage items are the whole list; unknown: only its tail.
-        return KeyView("list", None, None, list(self.values), view.state == "absent")
+        items = list(self.values)
+        return KeyView("list", None, None, items, view.state == "absent", {self.idempotency_id: len(items)})
 
     async def apply(self, store: AsyncDatabase) -> Any:
         # The write's own idempotency id: applied once however often it is replayed.

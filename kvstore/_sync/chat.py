@@ -11,6 +11,7 @@ from kvstore._items import LowerBound
 from kvstore._sync.base import Database
 from kvstore._ttl import TTL, ttl_ms
 from kvstore._typed import TypeCodec
+from kvstore.errors import BackendUnavailableError
 
 __all__ = ["ChatHistory"]
 
@@ -135,7 +136,7 @@ class ChatHistory(Generic[M]):
             return []
         key = self._keys.messages
         raw = self.database.get_range(key, -n, -1)
-        offset = self._offset()
+        offset = self._tail_offset()
         if offset:
             # Trimmed: read from the first kept position on (positions are absolute).
             length = self.database.get_length(key)
@@ -222,6 +223,18 @@ class ChatHistory(Generic[M]):
         return sorted([key[skip:] for key in database.iter_keys(glob)])
 
     # --- internals --------------------------------------------------------------------
+
+    def _tail_offset(self) -> int | None:
+        """The trim offset, or ``None`` when only the primary knows it (a database outage).
+
+        `last` needs it only when the newest ``n`` messages could reach trimmed ones; during
+        an outage, ``get_range(-n, -1)`` answers only from what the outage appended, which
+        no earlier trim can have reached.
+        """
+        try:
+            return self._offset()
+        except BackendUnavailableError:
+            return None
 
     def _offset(self) -> int:
         meta = self.database.get(self._keys.meta)

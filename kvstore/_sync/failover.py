@@ -422,10 +422,16 @@ class FailoverDatabase(_AsyncFailover, Database):
             self._journal = Journal(self.journal_path)
         return self._journal
 
+    def _existing_journal(self) -> Journal | None:
+        """`journal`, opened off the event loop (another connection may hold its lock)."""
+        if self._journal is not None or not self.journal_path.exists():
+            return self._journal
+        return self._journal_call(lambda: self.journal)
+
     def _journal_for_write(self) -> Journal:
-        journal = self.journal
+        journal = self._existing_journal()
         if journal is None:
-            journal = Journal.create(self.journal_path)
+            journal = self._journal_call(Journal.create, self.journal_path)
             self._journal = journal
         return journal
 
@@ -455,10 +461,15 @@ class FailoverDatabase(_AsyncFailover, Database):
             journal = self._journal_for_write()
             strict = not self._reads_from_fallback()
             before = self._views(journal, record.keys()) if strict else {}
-            if strict and isinstance(record, AppendRecord) and before[record.key].state == "value":
-                raise WrongTypeError(
-                    f"key {record.key!r} holds a value, not a list", key=record.key, operation="append"
-                )
+            if strict and isinstance(record, AppendRecord):
+                view = before[record.key]
+                if view.state == "value":
+                    raise WrongTypeError(
+                        f"key {record.key!r} holds a value, not a list", key=record.key, operation="append"
+                    )
+                if record.idempotency_id in view.ids:  # a retry of a write this outage already holds
+                    length = view.ids[record.idempotency_id]
+                    return length if view.full else LowerBound(length)
             seq = journal.record(record.kind, record.to_json(), record.keys())
             try:
                 result = record.apply(self._fallback_store())
@@ -501,7 +512,7 @@ class FailoverDatabase(_AsyncFailover, Database):
         )
 
     def _view(self, key: str, operation: str) -> KeyView:
-        view = (self._views(self.journal, [key]))[key]
+        view = (self._views(self._existing_journal(), [key]))[key]
         if view.state == "unknown":
             raise self._unknown(operation, key)
         return view
@@ -538,7 +549,7 @@ class FailoverDatabase(_AsyncFailover, Database):
             return (self._fallback_store()).mget(keys)
         for key in keys:
             validate_key(key)
-        views = self._views(self.journal, keys)
+        views = self._views(self._existing_journal(), keys)
         unknown = [k for k, v in views.items() if v.state == "unknown"]
         if unknown:
             raise self._unknown("mget", unknown[0])
@@ -690,7 +701,7 @@ class FailoverDatabase(_AsyncFailover, Database):
     # --- failback: replay the journal ---------------------------------------------------
 
     def _failback(self) -> None:
-        journal = self.journal
+        journal = self._existing_journal()
         if journal is None:
             with self._outage_lock:
                 self.breaker.success(Route.PROBE)
@@ -818,7 +829,8 @@ def _outage_result(record: WriteRecord, before: dict[str, KeyView]) -> Any:
     """What a buffered write returns, from what the journal knew before it (never invented)."""
     if isinstance(record, AppendRecord):
         view = record.fold(record.key, before[record.key])
-        return len(view.items) if view.full else LowerBound(len(view.items))
+        length = view.ids[record.idempotency_id]
+        return length if view.full else LowerBound(length)
     if isinstance(record, DeleteRecord | ExpireRecord):
         # Unknown keys: the primary decides on replay; True says "may have been there".
         return before[record.key].state != "absent"

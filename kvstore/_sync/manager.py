@@ -290,14 +290,20 @@ class StorageManager:
 
     def _journal_counts(self, store: Any) -> dict[str, int]:
         """Pending outage writes, replay conflicts and dead letters of a database tier (no file is created)."""
-        journal = getattr(store, "journal", None)
-        if journal is None:
+        if not isinstance(store, FailoverDatabase):
             return {}
-        try:
+
+        def counts() -> dict[str, int]:
+            journal = store.journal  # opened only when a journal file exists
+            if journal is None:
+                return {}
             pending, conflicts, dead = journal.counts()
+            return {"pending_writes": pending, "conflicts": conflicts, "dead_letters": dead}
+
+        try:
+            return counts()
         except KVStoreError:
             return {}
-        return {"pending_writes": pending, "conflicts": conflicts, "dead_letters": dead}
 
     def __enter__(self) -> StorageBackends:
         return self.connect()

@@ -1,0 +1,410 @@
+"""Degraded mode that never answers wrong, never mixes tenants and never loses a write (DESIGN.md §8).
+
+Each test names the case of the issue it proves (case1 ... case9); all run on real
+PostgreSQL / SQLite, with outages made by tripping the breaker (the primary is then
+never asked) or by stopping a server the test owns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import stat
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvstore import (
+    AsyncStorageManager,
+    BackendBusyError,
+    BackendUnavailableError,
+    ChatHistory,
+    SessionStore,
+    StorageManager,
+)
+from kvstore._async.failover import AsyncFailoverDatabase
+from kvstore._async.manager import state_dir
+from kvstore._breaker import BreakerPolicy
+from kvstore._journal import Journal
+from kvstore._sync.failover import FailoverDatabase
+from kvstore.config import StorageConfig
+
+pytestmark = [pytest.mark.postgres]
+
+
+def _pg(url: str, tmp_path: Path, **extra: Any) -> dict[str, Any]:
+    return {
+        "cache": {"type": "memory"},
+        "database": {
+            "type": "postgres",
+            "url": url,
+            "state_dir": str(tmp_path / "state"),
+            "probe_interval": 0.2,
+            "failure_threshold": 1,
+            "connect_timeout": 2,
+            **extra,
+        },
+    }
+
+
+def _failover(storage: Any) -> FailoverDatabase:
+    database = storage.database
+    assert isinstance(database, FailoverDatabase)
+    return database
+
+
+def _probe_soon(database: Any) -> None:
+    """Let the next call probe the primary (the tests trip breakers with a long probe interval)."""
+    database.breaker.policy = BreakerPolicy(failure_threshold=1, probe_interval=0.001)
+    time.sleep(0.01)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+# --- case 1: one primary, one fallback, one journal ------------------------------------
+
+
+def test_case1_tenants_differing_by_one_field_never_share_journal_or_fallback(postgres_url: str, tmp_path: Path) -> None:
+    """Two Postgres tiers differing by schema, table prefix or key prefix get their own journal and fallback,
+    and none of them is the embedded default's ./.kvstore/kvstore.db."""
+    base = {"type": "postgres", "url": postgres_url, "state_dir": str(tmp_path / "state")}
+    variants = [
+        base,
+        {**base, "schema_name": "tenant_b"},
+        {**base, "table_prefix": "other_"},
+        {**base, "key_prefix": "b:"},
+        {**base, "url": postgres_url.rsplit("/", 1)[0] + "/test"},
+    ]
+    dirs = {state_dir(StorageConfig.from_mapping({"database": v}).database) for v in variants}
+    assert len(dirs) == len(variants)
+    # Outage writes of two tenants land in two journals; the second never sees the first's data.
+    key = f"k-{uuid.uuid4().hex[:8]}"
+    with (
+        StorageManager({"cache": {"type": "memory"}, "database": variants[0]}) as a,
+        StorageManager({"cache": {"type": "memory"}, "database": variants[3]}) as b,
+    ):
+        for storage, value in ((a, "A"), (b, "B")):
+            _failover(storage).breaker.trip("outage for the test")
+            storage.database.set(key, value)
+        assert a.database.get(key) == "A"
+        assert b.database.get(key) == "B"
+        ja, jb = _failover(a).journal, _failover(b).journal
+        assert ja is not None and jb is not None and ja.path != jb.path
+        assert [e.data["v"] for e in ja.pending()] == ["A"]
+        assert [e.data["v"] for e in jb.pending()] == ["B"]
+        fallback = _failover(a).fallback
+        assert fallback is not None
+        assert Path(fallback.path).resolve() != Path(".kvstore/kvstore.db").resolve()
+        assert Path(fallback.path).parent == Path(ja.path).parent
+
+
+# --- case 2: write-ahead, cancellation, full disk ---------------------------------------
+
+
+async def test_case2_cancelled_outage_writes_are_never_on_the_fallback_without_the_journal(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """1,000 async writes cancelled at random points during an outage: every write on the fallback is journaled."""
+    async with AsyncStorageManager(_pg(postgres_url, tmp_path)) as storage:
+        database = storage.database
+        assert isinstance(database, AsyncFailoverDatabase)
+        database.breaker.trip("outage for the test")
+        await database.set("warm-up", 0)  # creates journal and fallback
+        rng = random.Random(7)
+        tasks = []
+        for i in range(1000):
+            tasks.append(asyncio.ensure_future(database.set(f"c{i}", i)))
+            if rng.random() < 0.5:
+                await asyncio.sleep(0)
+            victim = tasks[rng.randrange(len(tasks))]
+            victim.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        cancelled = sum(isinstance(r, asyncio.CancelledError) for r in results)
+        await asyncio.sleep(0.5)  # shielded writes of cancelled callers finish
+        async with database._outage_lock:
+            pass
+        journal = database.journal
+        assert journal is not None
+        journaled = {e.data["k"] for e in journal.pending(limit=10_000)}
+        fallback = database.fallback
+        on_fallback = set(await fallback.keys("c*"))
+        print(f"\n{cancelled} of 1000 writes cancelled; {len(on_fallback)} on the fallback, {len(journaled)} journaled")
+        assert cancelled > 100
+        assert on_fallback - journaled == set()
+
+
+def test_case2_a_full_journal_disk_raises_a_typed_error_and_applies_nothing(tmp_path: Path) -> None:
+    """A journal that cannot grow (file size limit) gives BackendUnavailableError; the fallback is untouched."""
+    script = f"""
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+from kvstore import BackendUnavailableError, StorageManager
+config = {{"cache": {{"type": "memory"}}, "database": {{"type": "sqlite", "path": {str(tmp_path / "primary.db")!r},
+          "state_dir": {str(tmp_path / "state")!r}, "failure_threshold": 1}}}}
+with StorageManager(config) as storage:
+    db = storage.database
+    db.breaker.trip("outage for the test")
+    db.set("small", 1)  # journal, fallback (memory) exist now
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+    try:
+        for i in range(100):
+            db.set(f"big{{i}}", "x" * 50_000)
+    except BackendUnavailableError as exc:
+        print("raised", type(exc).__name__, "at", i)
+        print("on fallback", db.fallback.exists(f"big{{i}}"))
+        sys.exit(0)
+    print("never raised")
+    sys.exit(1)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    print(done.stdout, done.stderr[-2000:])
+    assert done.returncode == 0
+    assert "raised BackendUnavailableError" in done.stdout
+    assert "on fallback False" in done.stdout
+
+
+# --- case 3: replay never overwrites a newer write of another instance -----------------
+
+
+@pytest.mark.parametrize("primary", ["postgres", "sqlite"])
+def test_case3_replay_keeps_a_conflict_instead_of_overwriting_a_newer_write(
+    postgres_url: str, tmp_path: Path, primary: str
+) -> None:
+    """Instance B (on its fallback) wrote k='B-older'; A then wrote k='A-newer' on the primary:
+    B's failback records a conflict and k stays 'A-newer'; a key nobody else touched is replayed."""
+    if primary == "postgres":
+        database: dict[str, Any] = {"type": "postgres", "url": postgres_url}
+    else:
+        database = {"type": "sqlite", "path": str(tmp_path / "shared.db")}
+    key, mine = f"k-{uuid.uuid4().hex[:8]}", f"mine-{uuid.uuid4().hex[:8]}"
+    config_a = {"cache": {"type": "memory"}, "database": {**database, "state_dir": str(tmp_path / "a")}}
+    config_b = {
+        "cache": {"type": "memory"},
+        "database": {**database, "state_dir": str(tmp_path / "b"), "probe_interval": 60},
+    }
+    with StorageManager(config_a) as a, StorageManager(config_b) as b:
+        a.database.set(key, "before")
+        _failover(b).breaker.trip("B lost the primary")
+        b.database.set(key, "B-older")
+        b.database.set(mine, "B-only")
+        time.sleep(0.05)
+        a.database.set(key, "A-newer")
+        _probe_soon(_failover(b))
+        assert b.database.get(mine) == "B-only"  # probes, replays, fails back
+        assert _failover(b).breaker.state.value == "closed"
+        assert a.database.get(key) == "A-newer"
+        assert a.database.get(mine) == "B-only"
+        journal = _failover(b).journal
+        assert journal is not None
+        (entry, keys), *_ = journal.conflicts()
+        assert keys == [key] and entry.data["v"] == "B-older"
+        report = b.health()
+        assert report.database.conflicts == 1
+        assert report.database.pending_writes == 0
+
+
+# --- case 5: degraded reads never pretend ------------------------------------------------
+
+
+def test_case5_degraded_reads_raise_instead_of_reporting_absence(postgres_url: str, tmp_path: Path) -> None:
+    """During an outage a key or list written before it raises; what the outage wrote reads back;
+    count() raises, add() reports no invented position, add(id=...) stays retry-safe."""
+    with StorageManager(_pg(postgres_url, tmp_path, probe_interval=60)) as storage:
+        db = _failover(storage)
+        run = uuid.uuid4().hex[:8]
+        history = ChatHistory(storage.database, f"conv-{run}")
+        for i in range(7):
+            history.add({"role": "user", "content": str(i)})
+        storage.database.set(f"old-{run}", 1)
+        db.breaker.trip("outage for the test")
+        with pytest.raises(BackendUnavailableError, match="truthfully"):
+            storage.database.get(f"old-{run}")
+        with pytest.raises(BackendUnavailableError, match="truthfully"):
+            storage.database.exists(f"old-{run}")
+        with pytest.raises(BackendUnavailableError, match="truthfully"):
+            history.count()
+        with pytest.raises(BackendUnavailableError, match="truthfully"):
+            storage.database.keys()
+        assert history.add({"role": "user", "content": "during"}) is None  # position unknown, not 0
+        assert history.add({"role": "user", "content": "retry-safe"}, id=f"turn-{run}") is None
+        assert history.add({"role": "user", "content": "retry-safe"}, id=f"turn-{run}") is None
+        assert [m.content for m in history.last(2)] == ["during", "retry-safe"]  # the outage tail
+        with pytest.raises(BackendUnavailableError, match="truthfully"):
+            history.last(5)  # reaches messages only the primary has
+        storage.database.set(f"new-{run}", 2)
+        storage.database.delete(f"gone-{run}")
+        assert storage.database.get(f"new-{run}") == 2  # read-your-writes
+        assert storage.database.get(f"gone-{run}") is None  # deleted in this outage: truly absent
+        _probe_soon(db)
+        assert storage.database.get(f"old-{run}") == 1  # probes and fails back
+        assert history.count() == 9  # the retried id was stored once
+        assert [m.content for m in history.last(3)] == ["6", "during", "retry-safe"]
+
+
+def test_case5_degraded_reads_fallback_setting_and_never_served_primary(tmp_path: Path) -> None:
+    """degraded_reads='fallback' answers from the fallback; a primary unreachable at connect does too (auto)."""
+    config = {
+        "cache": {"type": "memory"},
+        "database": {
+            "type": "postgres",
+            "url": "postgresql://nobody@127.0.0.1:1/none",
+            "state_dir": str(tmp_path / "state"),
+            "connect_timeout": 0.3,
+        },
+    }
+    with StorageManager(config) as storage:
+        assert storage.database.get("never-written") is None  # auto: the primary never served
+        storage.database.set("k", 1)
+        assert storage.database.keys() == ["k"]
+        assert storage.health().database.degraded
+
+
+# --- case 6: the filesystem --------------------------------------------------------------
+
+
+def test_case6_read_only_working_directory_connects_and_creates_nothing(postgres_url: str, tmp_path: Path) -> None:
+    """connect() with a healthy primary in a directory the process cannot write: it works and writes nothing."""
+    work = tmp_path / "ro"
+    work.mkdir()
+    script = (
+        "from kvstore import StorageManager\n"
+        f"config = {{'database': {{'type': 'postgres', 'url': {postgres_url!r}}}}}\n"
+        "with StorageManager(config) as s:\n"
+        "    s.database.set('ro-check', 1)\n"
+        "    assert s.database.get('ro-check') == 1\n"
+        "    print('ok', s.health().ok)\n"
+    )
+    env = {**os.environ, "HOME": str(work), "KVSTORE_STATE_DIR": "", "XDG_STATE_HOME": ""}
+    command = [sys.executable, "-c", script]
+    if os.geteuid() == 0:  # root writes anywhere: run as an unprivileged user instead
+        if shutil.which("runuser") is None:
+            pytest.skip("runuser is needed to drop root privileges")
+        os.chmod(tmp_path, 0o755)
+        command = ["runuser", "-u", "nobody", "--", *command]
+    os.chmod(work, 0o555)
+    try:
+        done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        os.chmod(work, 0o755)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ok True" in done.stdout
+    assert list(work.iterdir()) == []
+
+
+def test_case6_journal_and_fallback_are_owner_only_and_created_on_first_outage(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A healthy primary writes no local file; the first outage creates 0600 files in a 0700 directory."""
+    with StorageManager(_pg(postgres_url, tmp_path)) as storage:
+        storage.database.set("healthy", 1)
+        assert not (tmp_path / "state").exists()
+        _failover(storage).breaker.trip("outage for the test")
+        storage.database.set("during", 1)
+        (tier_dir,) = (tmp_path / "state").iterdir()
+        assert _mode(tier_dir) == 0o700
+        files = sorted(p.name for p in tier_dir.iterdir() if not p.name.endswith(("-wal", "-shm")))
+        assert files == ["fallback.db", "journal.db"]
+        for path in tier_dir.iterdir():
+            assert _mode(path) == 0o600, path
+
+
+def test_case6_an_unwritable_state_dir_makes_outage_writes_raise_and_apply_nothing(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Where no journal can be created, an outage write raises BackendUnavailableError; nothing is applied."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with StorageManager(_pg(postgres_url, tmp_path, state_dir=str(blocker / "state"))) as storage:
+        _failover(storage).breaker.trip("outage for the test")
+        with pytest.raises(BackendUnavailableError, match="state_dir"):
+            storage.database.set("lost?", 1)
+        assert _failover(storage).fallback is None
+
+
+# --- case 7: journal I/O never blocks the event loop ------------------------------------
+
+
+async def test_case7_journal_lock_held_elsewhere_never_stalls_the_loop(postgres_url: str, tmp_path: Path) -> None:
+    """Another connection holds the journal's write lock: the loop keeps ticking (< 20 ms), the write
+    waits its deadline and raises BackendBusyError."""
+    async with AsyncStorageManager(_pg(postgres_url, tmp_path)) as storage:
+        database = storage.database
+        assert isinstance(database, AsyncFailoverDatabase)
+        database.breaker.trip("outage for the test")
+        await database.set("first", 1)
+        assert database.journal is not None
+        holder = Journal(database.journal.path)
+        release = threading.Event()
+
+        def hold() -> None:
+            with holder._lock:
+                conn = holder._connection()
+                conn.execute("BEGIN IMMEDIATE")
+                release.wait(10)
+                conn.execute("ROLLBACK")
+
+        thread = threading.Thread(target=hold)
+        thread.start()
+        time.sleep(0.1)
+        worst = 0.0
+        stop = False
+
+        async def ticker() -> None:
+            nonlocal worst
+            last = time.perf_counter()
+            while not stop:
+                await asyncio.sleep(0.005)
+                now = time.perf_counter()
+                worst = max(worst, now - last - 0.005)
+                last = now
+
+        tick = asyncio.ensure_future(ticker())
+        started = time.monotonic()
+        try:
+            with pytest.raises(BackendBusyError, match="locked"):
+                await database.set("second", 2)
+        finally:
+            elapsed = time.monotonic() - started
+            stop = True
+            await tick
+            release.set()
+            thread.join()
+            holder.close()
+        print(f"\njournal locked elsewhere: write raised after {elapsed:.2f} s, worst loop stall {worst * 1000:.1f} ms")
+        assert worst < 0.020
+        assert elapsed < 3.0
+
+
+# --- case 9: sessions --------------------------------------------------------------------
+
+
+def test_case9_a_session_expiring_between_get_and_ttl_is_not_cached_back(tmp_path: Path) -> None:
+    """If the session expires between the database read and its TTL read, the cache is not re-warmed."""
+    config = {"cache": {"type": "memory"}, "database": {"type": "sqlite", "path": str(tmp_path / "s.db")}}
+    with StorageManager(config) as storage:
+        sessions = SessionStore.from_backends(storage, ttl=0.3, cache_ttl=60)
+        sid = sessions.create({"user": 7})
+        sessions.invalidate(sid)
+        real_ttl = storage.database.ttl
+
+        def late_ttl(key: str) -> float | None:
+            time.sleep(0.4)  # the session expires right here
+            return real_ttl(key)
+
+        storage.database.ttl = late_ttl  # type: ignore[method-assign]
+        try:
+            sessions.get(sid)
+        finally:
+            del storage.database.ttl
+        assert storage.cache.get(sessions.key(sid)) is None
+        assert sessions.get(sid) is None
