@@ -74,7 +74,9 @@ def _mode(path: Path) -> int:
 # --- case 1: one primary, one fallback, one journal ------------------------------------
 
 
-def test_case1_tenants_differing_by_one_field_never_share_journal_or_fallback(postgres_url: str, tmp_path: Path) -> None:
+def test_case1_tenants_differing_by_one_field_never_share_journal_or_fallback(
+    postgres_url: str, tmp_path: Path
+) -> None:
     """Two Postgres tiers differing by schema, table prefix or key prefix get their own journal and fallback,
     and none of them is the embedded default's ./.kvstore/kvstore.db."""
     base = {"type": "postgres", "url": postgres_url, "state_dir": str(tmp_path / "state")}
@@ -99,7 +101,9 @@ def test_case1_tenants_differing_by_one_field_never_share_journal_or_fallback(po
         assert a.database.get(key) == "A"
         assert b.database.get(key) == "B"
         ja, jb = _failover(a).journal, _failover(b).journal
-        assert ja is not None and jb is not None and ja.path != jb.path
+        assert ja is not None
+        assert jb is not None
+        assert ja.path != jb.path
         assert [e.data["v"] for e in ja.pending()] == ["A"]
         assert [e.data["v"] for e in jb.pending()] == ["B"]
         fallback = _failover(a).fallback
@@ -207,7 +211,8 @@ def test_case3_replay_keeps_a_conflict_instead_of_overwriting_a_newer_write(
         journal = _failover(b).journal
         assert journal is not None
         (entry, keys), *_ = journal.conflicts()
-        assert keys == [key] and entry.data["v"] == "B-older"
+        assert keys == [key]
+        assert entry.data["v"] == "B-older"
         report = b.health()
         assert report.database.conflicts == 1
         assert report.database.pending_writes == 0
@@ -355,7 +360,7 @@ async def test_case7_journal_lock_held_elsewhere_never_stalls_the_loop(postgres_
 
         thread = threading.Thread(target=hold)
         thread.start()
-        time.sleep(0.1)
+        await asyncio.sleep(0.1)
         worst = 0.0
         stop = False
 
