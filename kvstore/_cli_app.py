@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -15,13 +16,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from kvstore._chain import DEFAULT_CHAINS
 from kvstore._copy import CopyCheckpoint, fingerprint
+from kvstore._health import HealthReport, TierHealth
 from kvstore._sync.base import Database, Store
 from kvstore._sync.copy import copy_namespace, verify_copy
-from kvstore._sync.manager import StorageManager, backend_class
+from kvstore._sync.manager import backend_class
 from kvstore._urls import config_from_url, redact_url
-from kvstore.config import StorageConfig, load_config
-from kvstore.errors import ConfigError
+from kvstore.config import MemoryCacheConfig, MemoryDatabaseConfig, SqliteDatabaseConfig, StorageConfig, load_config
+from kvstore.errors import BackendUnavailableError, ConfigError, KVStoreError, MissingDependencyError
 
 __all__ = ["app"]
 
@@ -120,7 +123,11 @@ def health(
     timeout: TimeoutOpt = 2.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Connect both tiers as an app would (with fallback) and show their health."""
+    """Probe both tiers and their fallbacks and show their health; creates and changes nothing.
+
+    A SQLite file that does not exist yet is reported ("not created yet"), not
+    created; no journal or fallback file is opened or replayed.
+    """
     whole = load_config(config)
     update: dict[str, Any] = {}
     for tier_name, url in (("cache", cache), ("database", database)):
@@ -131,15 +138,21 @@ def health(
             update[tier_name] = tier_config
     if update:
         whole = StorageConfig.model_validate({**dict(whole), **update})
-    with StorageManager(whole) as storage:
-        report = storage.health()
+    tiers = {name: _probe_tier(name, getattr(whole, name)) for name in ("cache", "database")}
+    report = HealthReport(cache=tiers["cache"][0], database=tiers["database"][0])
     if as_json:
-        out.print(_dump(report.as_dict(), pretty=True))
+        data = report.as_dict()
+        for name, (_, note) in tiers.items():
+            section = data[name]
+            assert isinstance(section, dict)
+            section["note"] = note
+        out.print(_dump(data, pretty=True), markup=False)
     else:
         table = Table(title="kvstore health", title_justify="left")
-        for column in ("tier", "configured", "active", "healthy", "degraded", "durable", "latency", "last error"):
+        columns = ("tier", "configured", "active", "healthy", "degraded", "durable", "latency", "last error", "note")
+        for column in columns:
             table.add_column(column)
-        for tier in (report.cache, report.database):
+        for tier, note in tiers.values():
             latency = "-" if tier.latency_ms is None else f"{tier.latency_ms:.2f} ms"
             table.add_row(
                 tier.tier,
@@ -150,12 +163,97 @@ def health(
                 "yes" if tier.durable else "no",
                 latency,
                 tier.last_error or "",
+                note or "",
             )
         out.print(table)
         state = "ok" if report.ok else "UNHEALTHY"
         out.print(f"{state}{' (degraded: running on a fallback)' if report.degraded else ''}")
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _probe_tier(tier: str, config: Any) -> tuple[TierHealth, str | None]:
+    """The health of ``tier``: its primary, else the first fallback that would serve, and a note.
+
+    Nothing is created: a SQLite file that does not exist is only checked for
+    whether it could be created, and a SQLite fallback kept in the state
+    directory is not opened.
+    """
+    configured = config.type
+    errors: list[str] = []
+    entries = config.fallback if config.fallback is not None else DEFAULT_CHAINS[(tier, configured)]
+    for position, candidate in enumerate([config, *entries]):
+        degraded = position > 0
+        if isinstance(candidate, str):  # a fallback by type name: it inherits the primary's key prefix
+            if candidate == "sqlite":
+                note = "would fall back to SQLite in the state directory (not opened by health)"
+                return _tier_health(tier, configured, "sqlite", True, degraded, True, None, errors), note
+            candidate = MemoryCacheConfig() if tier == "cache" else MemoryDatabaseConfig()
+        if isinstance(candidate, SqliteDatabaseConfig) and not _sqlite_exists(candidate.path):
+            problem = _uncreatable(candidate.path)
+            if problem is None:
+                note = f"not created yet: {candidate.path} is created on first use"
+                return _tier_health(tier, configured, "sqlite", True, degraded, True, None, errors), note
+            errors.append(f"sqlite: {problem}")
+            continue
+        try:
+            store = backend_class(tier, candidate.type).from_config(candidate)
+        except (BackendUnavailableError, MissingDependencyError) as exc:
+            errors.append(f"{candidate.type}: {exc}")
+            continue
+        try:
+            started = time.perf_counter()
+            store.ping()
+            latency: float | None = (time.perf_counter() - started) * 1000
+        except KVStoreError as exc:
+            errors.append(f"{candidate.type}: {exc}")
+            continue
+        finally:
+            store.close()
+        durable = bool(store.durable)
+        return _tier_health(tier, configured, candidate.type, True, degraded, durable, latency, errors), None
+    return _tier_health(tier, configured, "none", False, True, False, None, errors), "no backend answered"
+
+
+def _tier_health(
+    tier: str,
+    configured: str,
+    active: str,
+    healthy: bool,
+    degraded: bool,
+    durable: bool,
+    latency_ms: float | None,
+    errors: list[str],
+) -> TierHealth:
+    return TierHealth(
+        tier=tier,
+        configured=configured,
+        active=active,
+        healthy=healthy,
+        degraded=degraded,
+        durable=durable,
+        latency_ms=latency_ms,
+        last_error="; ".join(errors) or None,
+    )
+
+
+def _sqlite_exists(path: str) -> bool:
+    return path in ("", ":memory:") or path.startswith("file:") or os.path.exists(path)
+
+
+def _uncreatable(path: str) -> str | None:
+    """Why ``path`` could not be created (its nearest existing directory is not writable), or None."""
+    directory = os.path.dirname(os.path.abspath(path))
+    while not os.path.isdir(directory):
+        if os.path.exists(directory):
+            return f"{directory} is not a directory"
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"cannot create {path}: {directory} is not writable"
+    return None
 
 
 # --- data commands ------------------------------------------------------------------------

@@ -215,3 +215,83 @@ def test_demo_works_without_the_cli_extra(tmp_path: Path) -> None:
     other = subprocess.run([sys.executable, "-c", code, "keys"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert other.returncode == 1
     assert other.stderr.strip() == 'error: the kvstore command needs its extra: pip install "kvstore[cli]"'
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.fixture
+def empty_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A fresh current directory and an empty state directory, with no KVSTORE_* settings."""
+    cwd, state = tmp_path / "cwd", tmp_path / "state"
+    cwd.mkdir()
+    state.mkdir()
+    for name in [k for k in os.environ if k.startswith("KVSTORE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("KVSTORE_STATE_DIR", str(state))
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    monkeypatch.chdir(cwd)
+    return cwd, state
+
+
+def test_health_creates_nothing_with_the_embedded_default(
+    capsys: pytest.CaptureFixture[str], empty_cwd: tuple[Path, Path]
+) -> None:
+    """With the embedded default and no ./.kvstore yet, health reports 'not created yet' and creates nothing."""
+    cwd, state = empty_cwd
+    code, out, err = run(capsys, "health")
+    assert code == 0, err
+    assert "not created yet" in out
+    assert out.strip().endswith("ok")
+    code, out, _ = run(capsys, "health", "--json")
+    report = orjson.loads(out)
+    assert (report["database"]["configured"], report["database"]["active"]) == ("sqlite", "sqlite")
+    assert report["database"]["healthy"] is True
+    assert "not created yet" in report["database"]["note"]
+    assert _tree(cwd) == []
+    assert _tree(state) == []
+    result = run_process("health", cwd=cwd)  # and as the installed command
+    assert result.returncode == 0, result.stderr
+    assert _tree(cwd) == []
+
+
+def test_health_of_an_unreachable_primary_creates_no_journal_or_fallback_file(
+    capsys: pytest.CaptureFixture[str], empty_cwd: tuple[Path, Path]
+) -> None:
+    """An unreachable PostgreSQL shows the fallback that would serve, without opening or creating its files."""
+    cwd, state = empty_cwd
+    url = "postgresql://app:topsecret@127.0.0.1:1/app"
+    code, out, _ = run(capsys, "health", "--database", url, "--timeout", "0.3", "--json")
+    report = orjson.loads(out)
+    assert code == 0
+    assert report["database"]["configured"] == "postgres"
+    assert report["database"]["degraded"] is True
+    assert report["database"]["active"] in ("sqlite", "memory")
+    assert "postgres" in report["database"]["last_error"]
+    assert "topsecret" not in out
+    assert _tree(cwd) == []
+    assert _tree(state) == []
+
+
+def test_health_with_no_fallback_is_unhealthy(capsys: pytest.CaptureFixture[str], empty_cwd: tuple[Path, Path]) -> None:
+    """fallback: [] and an unreachable primary: the tier is unhealthy and health exits 1."""
+    cwd, _ = empty_cwd
+    config = cwd.parent / "kv.toml"
+    config.write_text('[cache]\ntype = "redis"\nurl = "redis://127.0.0.1:1/0"\nsocket_timeout = 0.2\nfallback = []\n')
+    code, out, _ = run(capsys, "health", "--config", str(config))
+    assert code == 1
+    assert "UNHEALTHY" in out
+    assert _tree(cwd) == []
+
+
+def test_health_probes_an_existing_sqlite_file(capsys: pytest.CaptureFixture[str], db_url: str) -> None:
+    """An existing SQLite database is opened and pinged: a latency, no note."""
+    path = db_url[len("sqlite:///") :]
+    with SqliteDatabase(path) as store:
+        store.set("k", 1)
+    code, out, _ = run(capsys, "health", "--database", db_url, "--json")
+    report = orjson.loads(out)
+    assert code == 0
+    assert report["database"]["latency_ms"] is not None
+    assert report["database"]["note"] is None
