@@ -41,6 +41,11 @@ DEFAULT_SQLITE_PATH = "./.kvstore/kvstore.db"
 
 PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
+_FALLBACK_HELP = (
+    "Backends tried in order when this one is unavailable (default: the tier's chain); [] fails instead. "
+    "From the environment: a JSON list, or names separated by commas (sqlite,memory); empty is []."
+)
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(
@@ -299,8 +304,15 @@ class _NetworkConfig(_TierConfig):
     identity_fields = _TierConfig.identity_fields | {"url"}
     non_identity_fields = _TierConfig.non_identity_fields | {"password"}
 
-    url: str | None = Field(None, description="Connection URL; a password in it is moved to `password`.")
-    password: SecretStr | None = Field(None, description="Never printed; `$VAR` reads it from the environment.")
+    url: str | None = Field(
+        None,
+        description="Connection URL; a password in it (user:pw@ or ?password=) is moved to `password`. It may hold "
+        "/ # ? @ unencoded: the last @ followed by a host ends it; %XX is an escape (%25 a literal %); an unset "
+        "$NAME in it is kept literally and $$ is a literal $.",
+    )
+    password: SecretStr | None = Field(
+        None, description="Never printed; `$VAR` reads it from the environment ($$ for a literal $)."
+    )
 
     @model_validator(mode="after")
     def _move_password_out_of_url(self) -> _NetworkConfig:
@@ -322,7 +334,7 @@ class MemoryCacheConfig(_TierConfig):
 
     type: Literal["memory"] = "memory"
     max_entries: int = Field(100_000, gt=0, description="Least recently used entries are evicted past this.")
-    fallback: list[CacheFallback] | None = None
+    fallback: list[CacheFallback] | None = Field(None, description=_FALLBACK_HELP)
 
 
 class RedisCacheConfig(_NetworkConfig):
@@ -358,7 +370,7 @@ class RedisCacheConfig(_NetworkConfig):
     socket_timeout: PositiveSeconds = Field(0.5, description="Deadline of one command's reply.")
     socket_connect_timeout: PositiveSeconds = 0.5
     health_check_interval: float = Field(10.0, ge=0)
-    fallback: list[CacheFallback] | None = None
+    fallback: list[CacheFallback] | None = Field(None, description=_FALLBACK_HELP)
 
     @model_validator(mode="after")
     def _url_flags(self) -> RedisCacheConfig:
@@ -391,7 +403,7 @@ class MemoryDatabaseConfig(_TierConfig):
 
     type: Literal["memory"] = "memory"
     max_entries: int = Field(1_000_000, gt=0, description="Least recently used keys are evicted past this.")
-    fallback: list[DatabaseFallback] | None = None
+    fallback: list[DatabaseFallback] | None = Field(None, description=_FALLBACK_HELP)
 
 
 class SqliteDatabaseConfig(_TierConfig):
@@ -408,7 +420,7 @@ class SqliteDatabaseConfig(_TierConfig):
     )
     busy_timeout: PositiveSeconds = Field(5.0, description="How long a writer waits for the lock.")
     purge_interval: PositiveSeconds = Field(60.0, description="Seconds between sweeps of expired rows.")
-    fallback: list[DatabaseFallback] | None = None
+    fallback: list[DatabaseFallback] | None = Field(None, description=_FALLBACK_HELP)
 
     @model_validator(mode="after")
     def _path_from_url(self) -> SqliteDatabaseConfig:
@@ -462,7 +474,7 @@ class PostgresDatabaseConfig(_NetworkConfig):
         "server (default statement_timeout + 0.25 s).",
     )
     tcp_user_timeout: PositiveSeconds = Field(5.0, description="Deadline for unacknowledged data on the socket.")
-    fallback: list[DatabaseFallback] | None = None
+    fallback: list[DatabaseFallback] | None = Field(None, description=_FALLBACK_HELP)
 
     @field_validator("schema_name")
     @classmethod
