@@ -413,3 +413,92 @@ def test_case9_a_session_expiring_between_get_and_ttl_is_not_cached_back(tmp_pat
             del storage.database.ttl
         assert storage.cache.get(sessions.key(sid)) is None
         assert sessions.get(sid) is None
+
+
+# --- case 4: load is not an outage --------------------------------------------------------
+
+
+async def test_case4_postgres_pool_exhausted_by_big_reads_never_trips_the_breaker(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """80 concurrent gets of a 4 MB value on a pool of 2: exact values or BackendBusyError, no breaker trip."""
+    config = _pg(postgres_url, tmp_path, max_size=2, min_size=1, pool_timeout=0.3, failure_threshold=3)
+    big = {"blob": "x" * (4 * 1024 * 1024)}
+    async with AsyncStorageManager(config) as storage:
+        database = storage.database
+        assert isinstance(database, AsyncFailoverDatabase)
+        key = f"big-{uuid.uuid4().hex[:8]}"
+        await database.set(key, big)
+        results = await asyncio.gather(*(database.get(key) for _ in range(80)), return_exceptions=True)
+        busy = [r for r in results if isinstance(r, BackendBusyError)]
+        wrong = [r for r in results if not isinstance(r, BackendBusyError) and r != big]
+        print(f"\n80 gets of 4 MB on 2 connections: {80 - len(busy)} served, {len(busy)} busy, {len(wrong)} wrong")
+        assert wrong == []
+        assert database.breaker.opened_count == 0
+        assert await database.exists(key) is True
+        assert (await storage.health()).database.durable
+
+
+def test_case4_sqlite_write_lock_held_elsewhere_never_trips_the_breaker(tmp_path: Path) -> None:
+    """Another connection holds the SQLite write lock for 3 s: reads stay right, writes succeed or are busy."""
+    import apsw
+
+    path = tmp_path / "locked.db"
+    config = {
+        "cache": {"type": "memory"},
+        "database": {"type": "sqlite", "path": str(path), "busy_timeout": 0.5, "failure_threshold": 1},
+    }
+    with StorageManager(config) as storage:
+        database = _failover(storage)
+        database.set("existing", {"v": 1})
+        holder = apsw.Connection(str(path))
+        holder.execute("BEGIN IMMEDIATE")
+        outcomes: list[str] = []
+        try:
+            end = time.monotonic() + 3.0
+            i = 0
+            while time.monotonic() < end:
+                assert database.get("existing") == {"v": 1}
+                assert database.exists("existing") is True
+                try:
+                    database.set(f"w{i}", i)
+                    outcomes.append("ok")
+                except BackendBusyError:
+                    outcomes.append("busy")
+                i += 1
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        print(f"\nSQLite lock held 3 s: {outcomes.count('busy')} busy writes, {outcomes.count('ok')} ok")
+        assert "busy" in outcomes
+        assert database.breaker.opened_count == 0
+        assert storage.health().database.durable
+        database.set("after", 1)
+        assert database.get("after") == 1
+
+
+@pytest.mark.redis
+async def test_case4_redis_at_max_connections_never_trips_the_breaker(redis_server: Any) -> None:
+    """50 concurrent callers on a Redis pool of 2: exact values or BackendBusyError, the cache stays on Redis."""
+    config = {
+        "cache": {
+            "type": "redis",
+            "url": redis_server.url,
+            "max_connections": 2,
+            "failure_threshold": 1,
+            "key_prefix": f"load-{uuid.uuid4().hex[:6]}:",
+        },
+        "database": {"type": "memory"},
+    }
+    value = {"blob": "y" * 1_000_000}
+    async with AsyncStorageManager(config) as storage:
+        cache: Any = storage.cache
+        await cache.set("k", value)
+        results = await asyncio.gather(*(cache.get("k") for _ in range(50)), return_exceptions=True)
+        busy = [r for r in results if isinstance(r, BackendBusyError)]
+        wrong = [r for r in results if not isinstance(r, BackendBusyError) and r != value]
+        print(f"\n50 gets of 1 MB on 2 Redis connections: {50 - len(busy)} served, {len(busy)} busy")
+        assert wrong == []
+        assert cache.breaker.opened_count == 0
+        assert cache.active == "redis"
+        await cache.clear()
