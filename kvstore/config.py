@@ -125,7 +125,11 @@ class _TierConfig(_Model):
 #   end, ``/``, ``?`` or ``#``, and that does not sit in a query value (after a
 #   ``?`` and a ``name=``: ``?client_name=a@b``, ``?password=p@w``). So a password
 #   may hold ``/ # ? @ : [ ] $ %`` unencoded. Should every such ``@`` sit in a
-#   query value, the URL has no userinfo when it reads cleanly without one.
+#   query value, the URL has no userinfo when it reads cleanly without one. The
+#   one shape both ways: ``user:12?name=v@host`` (a password of digits, then ``?``
+#   and ``name=``) reads as host ``user``, port 12 and a query; encode its ``?``.
+# - An ``@`` after the chosen one that is not in a query value, or no host after
+#   any ``@``, makes the URL unreadable (ConfigError quoting none of it).
 # - The password is everything after the first ``:`` of the userinfo, then
 #   percent-decoded: ``%`` followed by two hex digits is an escape (``%25`` is a
 #   literal ``%``), any other ``%`` is literal.

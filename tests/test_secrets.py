@@ -205,6 +205,13 @@ def test_an_at_in_a_query_value_is_no_userinfo(url: str) -> None:
     assert _split_password(url) == (url, None)
 
 
+def test_the_one_ambiguous_shape_is_documented() -> None:
+    """``user:12?name=v@host`` reads as host ``user``, port 12 and a query (config.py says: encode the ``?``)."""
+    url = "postgresql://app:12?a=b@db/app"
+    assert _split_password(url) == (url, None)
+    assert _split_password("postgresql://app:12%3Fa=b@db/app") == ("postgresql://app@db/app", "12?a=b")
+
+
 @pytest.mark.parametrize(
     "url",
     [
