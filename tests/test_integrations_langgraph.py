@@ -177,6 +177,21 @@ def test_graph_turns_store_only_new_messages(database: Database) -> None:
     assert database.get_length(f"{saver.prefix}l:chat-1::messages") == 60  # each message stored once in the list
 
 
+def test_tail_reads_only_the_last_items(database: Database) -> None:
+    """saver.tail(config, "messages", n) equals get_state(...).values["messages"][-n:], across forks' segments too."""
+    saver = KVStoreSaver(database)
+    graph = chat_graph(saver)
+    config = {"configurable": {"thread_id": "t"}}
+    for turn in range(6):
+        graph.invoke({"messages": [HumanMessage(f"q{turn}")]}, config)
+    after_two = [s.config for s in graph.get_state_history(config) if len(s.values.get("messages", [])) == 4][0]
+    graph.invoke({"messages": [HumanMessage("forked")]}, after_two)  # a value made of two ranges of the list
+    for n in (1, 3, 5, 6, 50):
+        assert saver.tail(config, "messages", n) == graph.get_state(config).values["messages"][-n:]
+    assert saver.tail(after_two, "messages", 2) == graph.get_state(after_two).values["messages"][-2:]
+    assert saver.tail({"configurable": {"thread_id": "none"}}) == []
+
+
 def test_new_process_continues_the_list(database: Database) -> None:
     """A fresh saver (another process) reads the thread back and keeps appending to the same list."""
     graph = chat_graph(KVStoreSaver(database))

@@ -106,6 +106,7 @@ T = TypeVar("T")
 #: (results handed to the caller of an iterator).
 Request: TypeAlias = tuple[Any, ...]
 Steps: TypeAlias = Generator[Request, Any, T]
+_Items: TypeAlias = list[Any]  # spelled once here: inside the savers, `list` is a method
 
 _MESSAGE_CLASSES: dict[str, type[BaseMessage]] = {
     cls.__name__: cls
@@ -493,6 +494,31 @@ class _SaverLogic(BaseCheckpointSaver[int]):
             self._heads.put((thread_id, ns), record["id"])
         return (yield from self._tuple_steps(thread_id, ns, record, remember=True))
 
+    def _tail_steps(self, config: RunnableConfig, channel: str, n: int) -> Steps[_Items]:
+        conf = config["configurable"]
+        thread_id, ns = str(conf["thread_id"]), str(conf.get("checkpoint_ns", ""))
+        checkpoint_id = conf.get("checkpoint_id")
+        key = self._k("c", thread_id, ns, checkpoint_id) if checkpoint_id else self._k("h", thread_id, ns)
+        record = yield ("get", key)
+        ref = record["r"].get(channel) if record is not None else None
+        if ref is None or n <= 0:
+            return []
+        codec = self._codec
+        if ref[0] != "l":
+            value = codec.decode((yield ("get", ref[1]))) if ref[0] == "k" else codec.decode(ref)
+            return list(value[-n:]) if isinstance(value, list) else [value]
+        picks: list[tuple[int, int]] = []
+        need = n
+        for start, end in reversed(ref[1]):
+            take = min(need, end - start + 1)
+            picks.append((end - take + 1, end))
+            need -= take
+            if need == 0:
+                break
+        log = self._k("l", thread_id, ns, _part(channel))
+        parts = yield ("gather", [("get_range", log, a, b) for a, b in reversed(picks)])
+        return [codec.decode(v) for part in parts for v in part]
+
     def _checkpoint_ids(self, thread_id: str, ns: str) -> Steps[list[str]]:
         keys = yield ("keys", self._pattern("c", thread_id, ns))
         return [k.rsplit(":", 1)[1] for k in keys]
@@ -810,6 +836,14 @@ class KVStoreSaver(_SaverLogic):
         """Store a task's pending writes for the checkpoint of ``config`` (one round trip)."""
         _run_sync(self.database, self._put_writes_steps(config, writes, task_id, task_path))
 
+    def tail(self, config: RunnableConfig, channel: str = "messages", n: int = 20) -> _Items:
+        """The last ``n`` items of a list channel (the newest checkpoint's, or ``config``'s checkpoint_id's).
+
+        Reads only those items (O(log size + n)); ``graph.get_state(config).values[channel][-n:]``
+        must rebuild the whole state first.
+        """
+        return _run_sync(self.database, self._tail_steps(config, channel, n))
+
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, write and list of ``thread_id``."""
         _run_sync(self.database, self._delete_thread_steps(thread_id))
@@ -858,6 +892,10 @@ class KVStoreSaver(_SaverLogic):
     ) -> None:
         """`put_writes` in a worker thread."""
         await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+
+    async def atail(self, config: RunnableConfig, channel: str = "messages", n: int = 20) -> _Items:
+        """`tail` in a worker thread."""
+        return await asyncio.to_thread(self.tail, config, channel, n)
 
     async def adelete_thread(self, thread_id: str) -> None:
         """`delete_thread` in a worker thread."""
@@ -965,6 +1003,11 @@ class AsyncKVStoreSaver(_LoopBound, _SaverLogic):
         """Store a task's pending writes for the checkpoint of ``config`` (one round trip)."""
         self._bind()
         await _run_async(self.database, self._put_writes_steps(config, writes, task_id, task_path))
+
+    async def atail(self, config: RunnableConfig, channel: str = "messages", n: int = 20) -> _Items:
+        """The last ``n`` items of a list channel, reading only those items (see `KVStoreSaver.tail`)."""
+        self._bind()
+        return await _run_async(self.database, self._tail_steps(config, channel, n))
 
     async def adelete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, write and list of ``thread_id``."""
