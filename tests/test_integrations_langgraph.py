@@ -184,7 +184,7 @@ def test_tail_reads_only_the_last_items(database: Database) -> None:
     config = {"configurable": {"thread_id": "t"}}
     for turn in range(6):
         graph.invoke({"messages": [HumanMessage(f"q{turn}")]}, config)
-    after_two = [s.config for s in graph.get_state_history(config) if len(s.values.get("messages", [])) == 4][0]
+    after_two = next(s.config for s in graph.get_state_history(config) if len(s.values.get("messages", [])) == 4)
     graph.invoke({"messages": [HumanMessage("forked")]}, after_two)  # a value made of two ranges of the list
     for n in (1, 3, 5, 6, 50):
         assert saver.tail(config, "messages", n) == graph.get_state(config).values["messages"][-n:]
@@ -201,6 +201,28 @@ def test_new_process_continues_the_list(database: Database) -> None:
     fresh.invoke({"messages": [HumanMessage("two")]}, config)
     assert [m.content for m in fresh.get_state(config).values["messages"]][::2] == ["one", "two"]
     assert database.get_length("langgraph:l:t::messages") == 4
+
+
+def test_other_process_deleting_the_thread_is_detected(database: Database) -> None:
+    """A saver whose cache predates another process's delete_thread + rewrite still stores the right value."""
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    first, other = KVStoreSaver(database), KVStoreSaver(database)
+    config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+
+    def put(saver: KVStoreSaver, messages: list[Any], version: int) -> Any:
+        checkpoint = empty_checkpoint()
+        checkpoint["channel_values"] = {"messages": messages}
+        checkpoint["channel_versions"] = {"messages": version}
+        return saver.put(config, checkpoint, {"source": "loop", "step": version}, {"messages": version})
+
+    mine = [HumanMessage("mine", id="m1"), AIMessage("reply", id="m2")]
+    put(first, mine, 1)  # first remembers: these 2 items are [0, 1] of the list
+    other.delete_thread("t")
+    put(other, [HumanMessage(f"other {i}", id=f"o{i}") for i in range(6)], 1)  # now [0, 5] are the other's
+    stored = put(first, [*mine, HumanMessage("new", id="m3")], 2)  # extends what first remembers
+    values = first.get_tuple(stored).checkpoint["channel_values"]  # type: ignore[union-attr]
+    assert [m.content for m in values["messages"]] == ["mine", "reply", "new"]
 
 
 def test_removed_message_stores_whole_value(database: Database) -> None:

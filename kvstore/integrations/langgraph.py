@@ -296,6 +296,7 @@ class _SaverLogic(BaseCheckpointSaver[int]):
         self._json_first = serde is None
         self._cache: _LRU[_Cached] = _LRU(cache_size)
         self._heads: _LRU[str] = _LRU(cache_size)
+        self._lengths: _LRU[int] = _LRU(cache_size)  # list lengths this process saw after its own appends
 
     @property
     def _codec(self) -> _Codec:
@@ -369,13 +370,18 @@ class _SaverLogic(BaseCheckpointSaver[int]):
                     self._cache.put(key, _Cached(version, list(value), refs[channel]))
                     continue
                 log = self._k("l", thread_id, ns, _part(channel))
+                known = self._lengths.get(key)
+                expected = known if known is not None else max(end for _, end in base) + 1 if base else None
                 length = yield ("extend", log, [codec.encode(v) for v in new])
                 start = length - len(new)
-                if base and (not _exact(length) or start <= max(end for _, end in base)):
-                    # The list was deleted (or is buffered) since the base was written: store whole.
+                if base and (not _exact(length) or start != expected):
+                    # Someone else changed the list since we saw it (another process appended, or deleted
+                    # the thread): the base may not be what it was. Store the whole value, safely.
                     base, new = [], value
                     length = yield ("extend", log, [codec.encode(v) for v in new])
                     start = length - len(new)
+                if _exact(length):
+                    self._lengths.put(key, length)
                 if not _exact(length):
                     refs[channel] = codec.encode(value)
                     continue
@@ -601,8 +607,8 @@ class _SaverLogic(BaseCheckpointSaver[int]):
         return sorted(markers)
 
     def _forget(self, thread_id: str) -> None:
-        self._cache.drop(lambda k: k[0] == thread_id)
-        self._heads.drop(lambda k: k[0] == thread_id)
+        for lru in (self._cache, self._heads, self._lengths):
+            lru.drop(lambda k: k[0] == thread_id)
 
     def _delete_thread_steps(self, thread_id: str) -> Steps[None]:
         self._forget(thread_id)
