@@ -384,6 +384,21 @@ def test_store_ttl_expiry_on_every_backend(backend: str, request: pytest.Fixture
         db.close()
 
 
+async def test_async_store_ttl_expiry() -> None:
+    """AsyncKVStoreStore never returns an expired item either (fake clock)."""
+    clock = FakeClock()
+    store = AsyncKVStoreStore(AsyncMemoryDatabase(clock=clock))
+    await store.aput(("ttl",), "k", {"v": 1}, ttl=1)  # one minute
+    clock.advance(50)
+    assert await store.aget(("ttl",), "k") is not None  # refreshes: another minute from now
+    clock.advance(50)
+    assert [r.key for r in await store.asearch(("ttl",))] == ["k"]
+    clock.advance(61)
+    assert await store.aget(("ttl",), "k") is None
+    assert await store.asearch(("ttl",)) == []
+    assert await store.alist_namespaces() == []
+
+
 async def test_async_store(adatabase: AsyncDatabase) -> None:
     """AsyncKVStoreStore: aput/aget/asearch/alist_namespaces/adelete natively on an AsyncDatabase."""
     store = AsyncKVStoreStore(adatabase)

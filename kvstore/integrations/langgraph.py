@@ -784,6 +784,16 @@ class KVStoreSaver(_SaverLogic):
     The ``a``-prefixed methods run the sync ones in a worker thread, so the saver also
     serves ``graph.ainvoke``; `AsyncKVStoreSaver` is native on an `AsyncDatabase`.
 
+    A list value is recognised as extending the stored one by comparing its items with
+    the value this process last stored or read for that (thread, namespace, channel),
+    by identity then ``==``: a message mutated *in place* after it was checkpointed is
+    not stored again (LangGraph changes state through reducers; ``add_messages``
+    replacing a message by id is a new value and is stored whole). A list changed by
+    another process since is detected by its length and the value stored whole.
+    `tail` reads the last items of a list channel without rebuilding the state.
+    ``delete_thread``, ``prune`` and ``delete_for_runs`` cost one round trip per key
+    removed (kvstore has no multi-key delete; the async saver runs them concurrently).
+
     Args:
         database: The database tier, e.g. ``StorageManager().database``. Not closed by the saver.
         serde: A serializer for every value; by default plain JSON and LangChain messages
