@@ -192,6 +192,27 @@ def test_tail_reads_only_the_last_items(database: Database) -> None:
     assert saver.tail({"configurable": {"thread_id": "none"}}) == []
 
 
+def test_a_turn_reads_no_message_back(database: Database) -> None:
+    """With a warm saver, a turn reads no message of the history (only the new ones are written)."""
+    reads: list[str] = []
+
+    class Counting:
+        def __getattr__(self, name: str) -> Any:
+            method = getattr(database, name)
+            if name != "get_range":
+                return method
+            return lambda key, *a: reads.append(key) or method(key, *a)
+
+    graph = chat_graph(KVStoreSaver(Counting()))  # type: ignore[arg-type]
+    config = {"configurable": {"thread_id": "t"}}
+    for turn in range(5):
+        graph.invoke({"messages": [HumanMessage(f"q{turn}")]}, config)
+    reads.clear()
+    graph.invoke({"messages": [HumanMessage("q5")]}, config)
+    assert [k for k in reads if ":l:" in k] == []
+    assert len(graph.get_state(config).values["messages"]) == 12
+
+
 def test_new_process_continues_the_list(database: Database) -> None:
     """A fresh saver (another process) reads the thread back and keeps appending to the same list."""
     graph = chat_graph(KVStoreSaver(database))

@@ -32,6 +32,7 @@ import math
 import random
 import re
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -238,31 +239,53 @@ class _Cached(NamedTuple):
 
 
 class _LRU(Generic[T]):
-    """A small thread-safe LRU map."""
+    """A small thread-safe LRU map bounded by the total weight of its entries."""
 
     def __init__(self, size: int) -> None:
-        self._data: OrderedDict[Any, T] = OrderedDict()
+        self._data: OrderedDict[Any, tuple[T, int]] = OrderedDict()
         self._size = size
+        self._weight = 0
         self._lock = threading.Lock()
 
     def get(self, key: Any) -> T | None:
         with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-            return value
-
-    def put(self, key: Any, value: T) -> None:
-        with self._lock:
-            self._data[key] = value
+            found = self._data.get(key)
+            if found is None:
+                return None
             self._data.move_to_end(key)
-            while len(self._data) > self._size:
-                self._data.popitem(last=False)
+            return found[0]
+
+    def put(self, key: Any, value: T, weight: int = 1) -> None:
+        with self._lock:
+            old = self._data.pop(key, None)
+            if old is not None:
+                self._weight -= old[1]
+            self._data[key] = (value, weight)
+            self._weight += weight
+            while self._weight > self._size and self._data:
+                self._weight -= self._data.popitem(last=False)[1][1]
 
     def drop(self, match: Callable[[Any], bool]) -> None:
         with self._lock:
             for key in [k for k in self._data if match(k)]:
-                del self._data[key]
+                self._weight -= self._data.pop(key)[1]
+
+
+def _after(full: list[list[int]], prefix: list[list[int]]) -> list[list[int]] | None:
+    """The ranges of ``full`` past its first positions, when those are exactly ``prefix``'s; else None."""
+    rest = [list(r) for r in full]
+    i = 0
+    for a, b in prefix:
+        while a <= b:
+            if i >= len(rest) or rest[i][0] != a:
+                return None
+            end = min(b, rest[i][1])
+            a = end + 1
+            if end == rest[i][1]:
+                i += 1
+            else:
+                rest[i][0] = end + 1
+    return rest[i:]
 
 
 def _merge(segments: list[list[int]], start: int, end: int) -> list[list[int]]:
@@ -366,8 +389,8 @@ class _SaverLogic(BaseCheckpointSaver[int]):
                     if len(value) >= len(old) and value[: len(old)] == old:
                         base, new = cached.ref[1], value[len(old) :]
                 if not new:
-                    refs[channel] = ["l", base]
-                    self._cache.put(key, _Cached(version, list(value), refs[channel]))
+                    refs[channel] = ["l", base, cached.ref[2]] if cached is not None else ["l", base, None]
+                    self._cache.put(key, _Cached(version, list(value), refs[channel]), len(value))
                     continue
                 log = self._k("l", thread_id, ns, _part(channel))
                 known = self._lengths.get(key)
@@ -386,8 +409,11 @@ class _SaverLogic(BaseCheckpointSaver[int]):
                     refs[channel] = codec.encode(value)
                     continue
                 segments = _merge(base, start, length - 1) if base else [[start, length - 1]]
-                refs[channel] = ["l", segments]
-                self._cache.put(key, _Cached(version, list(value), refs[channel]))
+                # The generation names one lineage of appends: a value stored whole starts a new one,
+                # so a cache holding an older lineage is never taken for this one.
+                generation = cached.ref[2] if base and cached is not None else uuid.uuid4().hex[:12]
+                refs[channel] = ["l", segments, generation]
+                self._cache.put(key, _Cached(version, list(value), refs[channel]), len(value))
                 continue
             encoded = codec.encode(value)
             if len(orjson.dumps(encoded)) > _INLINE_MAX:
@@ -444,11 +470,19 @@ class _SaverLogic(BaseCheckpointSaver[int]):
         blob_keys = [ref[1] for ref in refs.values() if ref[0] == "k"]
         if blob_keys:
             requests.append(("mget", blob_keys))
+        known: dict[str, list[Any]] = {}
         for channel, ref in refs.items():
             if ref[0] == "l":
+                # What this process already holds of the value (same lineage) is not read again.
+                segments = ref[1]
+                cached = self._cache.get((thread_id, ns, channel))
+                if cached is not None and cached.items is not None and cached.ref[2:] == ref[2:] and ref[2:]:
+                    rest = _after(ref[1], cached.ref[1])
+                    if rest is not None:
+                        known[channel], segments = cached.items, rest
                 log = self._k("l", thread_id, ns, _part(channel))
-                requests.extend(("get_range", log, a, b) for a, b in ref[1])
-                plan.append((channel, len(ref[1])))
+                requests.extend(("get_range", log, a, b) for a, b in segments)
+                plan.append((channel, len(segments)))
         results = yield ("gather", requests)
         codec = self._codec
         writes = self._decode_writes(results[0])
@@ -463,11 +497,14 @@ class _SaverLogic(BaseCheckpointSaver[int]):
         lists = dict(plan)
         for channel, ref in refs.items():
             if ref[0] == "l":
-                items = [codec.decode(v) for part in results[position : position + lists[channel]] for v in part]
+                items = [
+                    *known.get(channel, ()),
+                    *(codec.decode(v) for part in results[position : position + lists[channel]] for v in part),
+                ]
                 position += lists[channel]
                 values[channel] = items
                 if remember and channel in versions:
-                    self._cache.put((thread_id, ns, channel), _Cached(versions[channel], list(items), ref))
+                    self._cache.put((thread_id, ns, channel), _Cached(versions[channel], list(items), ref), len(items))
             elif ref[0] == "k":
                 stored = blobs.get(ref[1])
                 if stored is not None:
@@ -688,7 +725,7 @@ class _SaverLogic(BaseCheckpointSaver[int]):
                 for channel, ref in record["r"].items():
                     if ref[0] == "l":
                         delta = shift.get(channel, 0)
-                        refs[channel] = ["l", [[a + delta, b + delta] for a, b in ref[1]]]
+                        refs[channel] = ["l", [[a + delta, b + delta] for a, b in ref[1]], *ref[2:]]
                     elif ref[0] == "k":
                         blob = self._k("b", target, ns, checkpoint_id, _part(channel))
                         items_out.append((blob, (yield ("get", ref[1]))))
@@ -790,7 +827,9 @@ class KVStoreSaver(_SaverLogic):
     not stored again (LangGraph changes state through reducers; ``add_messages``
     replacing a message by id is a new value and is stored whole). A list changed by
     another process since is detected by its length and the value stored whole.
-    `tail` reads the last items of a list channel without rebuilding the state.
+    Reading a checkpoint reads only the items of a list this process does not already
+    hold (a turn of a chat reads no message back). `tail` reads the last items of a
+    list channel without rebuilding the state.
     ``delete_thread``, ``prune`` and ``delete_for_runs`` cost one round trip per key
     removed (kvstore has no multi-key delete; the async saver runs them concurrently).
 
@@ -799,8 +838,9 @@ class KVStoreSaver(_SaverLogic):
         serde: A serializer for every value; by default plain JSON and LangChain messages
             are stored as JSON and the rest goes through `safe_serializer`.
         prefix: Prepended to every key the saver writes.
-        cache_size: How many (thread, namespace, channel) states are remembered to
-            recognise a list that extends the stored one.
+        cache_size: How many list items (messages), across threads, this process keeps to
+            recognise a list that extends the stored one and to rebuild it without reading
+            what it already holds.
 
     Example:
         >>> saver = KVStoreSaver(StorageManager().database)
@@ -813,7 +853,7 @@ class KVStoreSaver(_SaverLogic):
         *,
         serde: SerializerProtocol | None = None,
         prefix: str = "langgraph:",
-        cache_size: int = 4096,
+        cache_size: int = 100_000,
     ) -> None:
         super().__init__(serde=serde, prefix=prefix, cache_size=cache_size)
         self.database = database
@@ -964,8 +1004,9 @@ class AsyncKVStoreSaver(_LoopBound, _SaverLogic):
         serde: A serializer for every value; by default plain JSON and LangChain messages
             are stored as JSON and the rest goes through `safe_serializer`.
         prefix: Prepended to every key the saver writes.
-        cache_size: How many (thread, namespace, channel) states are remembered to
-            recognise a list that extends the stored one.
+        cache_size: How many list items (messages), across threads, this process keeps to
+            recognise a list that extends the stored one and to rebuild it without reading
+            what it already holds.
     """
 
     def __init__(
@@ -974,7 +1015,7 @@ class AsyncKVStoreSaver(_LoopBound, _SaverLogic):
         *,
         serde: SerializerProtocol | None = None,
         prefix: str = "langgraph:",
-        cache_size: int = 4096,
+        cache_size: int = 100_000,
     ) -> None:
         super().__init__(serde=serde, prefix=prefix, cache_size=cache_size)
         self.database = database
