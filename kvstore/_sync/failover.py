@@ -143,14 +143,20 @@ class _AsyncFailover:
     # --- routing ---------------------------------------------------------------------
 
     def _on_primary(self, call: Callable[[Any], T], idempotent: bool) -> T:
-        if not idempotent:
+        # The healthy path is one plain call: the retry machinery is built only after a failure.
+        started = time.monotonic()
+        try:
             return call(self.primary)
-        retrying = Retrying(
+        except BackendBusyError:
+            raise  # a busy server already waited out its deadline: not retried
+        except BackendUnavailableError:
             # Retry only failures that came fast (refused, reset): one that used up its
             # deadline is not repeated, so a hung server costs one deadline, not several.
-            stop=stop_after_attempt(self._retry_attempts) | stop_after_delay(RETRY_BUDGET),
+            if not idempotent or self._retry_attempts < 2 or time.monotonic() - started >= RETRY_BUDGET:
+                raise
+        retrying = Retrying(
+            stop=stop_after_attempt(self._retry_attempts - 1) | stop_after_delay(RETRY_BUDGET),
             wait=wait_exponential(multiplier=0.02, max=0.2) + wait_random(0, 0.02),
-            # A busy server (pool exhausted, lock held) already waited out its deadline: not retried.
             retry=retry_if_exception_type(BackendUnavailableError) & retry_if_not_exception_type(BackendBusyError),
             reraise=True,
         )
@@ -171,7 +177,8 @@ class _AsyncFailover:
         Before the breaker opens, unavailability reaches the caller and nothing is
         diverted; a busy primary always reaches the caller.
         """
-        if self._route() is not Route.PRIMARY:
+        breaker = self.breaker
+        if breaker.state is not BreakerState.CLOSED and self._route() is not Route.PRIMARY:
             return False, None
         try:
             result = self._on_primary(call, idempotent)
@@ -179,7 +186,7 @@ class _AsyncFailover:
             if not self._primary_failed(exc):
                 raise
             return False, None
-        self.breaker.success(Route.PRIMARY)
+        breaker.success(Route.PRIMARY)
         return True, result
 
     def _primary_failed(self, exc: BackendUnavailableError) -> bool:

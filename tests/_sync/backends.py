@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ class Harness:
     name: str
     store: Any
     clock: FakeClock | None
-    _open: Callable[..., Awaitable[Any]]
+    _open: Callable[..., Any]
     _opened: list[Store] = field(default_factory=list)
 
     def advance(self, seconds: float) -> None:
@@ -46,7 +46,7 @@ class Harness:
             store.close()
 
 
-Factory = Callable[[pytest.FixtureRequest, FakeClock], Awaitable[Harness]]
+Factory = Callable[[pytest.FixtureRequest, FakeClock], Harness]
 
 
 def _memory_cache(request: pytest.FixtureRequest, clock: FakeClock) -> Harness:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,7 +21,7 @@ DEADLINE = 0.5
 SLACK = 0.1
 
 
-def _calls(db: PostgresDatabase) -> dict[str, Callable[[], Awaitable[Any]]]:
+def _calls(db: PostgresDatabase) -> dict[str, Callable[[], Any]]:
     return {
         "get": lambda: db.get("k"),
         "set": lambda: db.set("k", {"v": 2}),
