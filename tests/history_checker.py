@@ -9,6 +9,18 @@ when it thaws: its effect window is ``[t0, t1 + unknown_grace]``, ``UNKNOWN_GRAC
 or ``error`` (any other exception: the workload never provokes one, so it is a violation of its own,
 and a write that raised it is treated as unknown).
 
+Buffered writes (DESIGN §8, ``on_outage="buffer"``). A write acknowledged while its instance served from
+its fallback (the worker's ``active1``, the tier's active backend after the call, is not the primary) sits
+in that instance's outage journal until the instance fails back and replays it. Its effect window is
+``[t0, t1]`` for reads by ITS OWN instance (read-your-writes, checked strictly), but ``[t0, R]`` for reads
+by any OTHER instance, where ``R`` is the end of that instance's next failback after ``t1`` (its
+``failback`` event, logged once the replay is done; or, if earlier, the start of its next operation that
+began on the primary, or the end of one that failed back): before ``R`` another instance may still read
+the older value or the absence, from ``R`` on it must see the write (or a newer one, or a recorded
+conflict). Never failed back: ``R`` is the end of the run. This applies to the read checks
+(``absent_read``, ``stale_read``, ``stale_list_read``) only; lost, duplicate and out-of-order appends,
+phantom reads and the final value are checked as strictly as any other write.
+
 Violation kinds (``Violation.kind``):
 
 * ``lost_append``: an acknowledged append missing from the final list.
@@ -83,9 +95,9 @@ class Report:
     conflicts: int = 0
     conflicted_writes: int = 0
     primary: str = "postgres"
-    #: Per worker, sorted times at which it was on the primary (its journal replayed): the start of an
-    #: operation that began there, the end of one that failed back.
-    primary_starts: dict[Any, list[float]] = field(default_factory=dict, repr=False)
+    #: Per worker, sorted times by which its outage journal had been replayed: its ``failback`` events,
+    #: the start of an operation that began on the primary, the end of one that failed back.
+    replays: dict[Any, list[float]] = field(default_factory=dict, repr=False)
     violations: list[Violation] = field(default_factory=list)
 
     def by_kind(self) -> Counter[str]:
@@ -93,6 +105,12 @@ class Report:
 
     def add(self, kind: str, key: str, message: str, **detail: Any) -> None:
         self.violations.append(Violation(kind, key, message, detail))
+
+    def replayed_by(self, worker: Any, after: float) -> float:
+        """When ``worker``'s journal had been replayed, at the earliest, after ``after`` (inf: never)."""
+        times = self.replays.get(worker, [])
+        i = bisect.bisect_right(times, after)
+        return times[i] if i < len(times) else math.inf
 
 
 # --- loading ---------------------------------------------------------------------------------------
@@ -155,17 +173,26 @@ def _via_fallback(op: Mapping[str, Any] | None, primary: str) -> bool | None:
 
 def _write_state(report: Report, op: Mapping[str, Any] | None, until: float) -> str | None:
     """Where a write was at ``until``: ``primary`` (acknowledged by it), ``journal-pending`` (acknowledged on
-    the fallback, its instance not back on the primary yet) or ``journal-replayed`` (its instance began an
-    operation on the primary since, by ``until`` included, so its journal was replayed, or the write
-    recorded as a conflict)."""
+    the fallback, its instance not failed back yet) or ``journal-replayed`` (its instance failed back since,
+    by ``until`` included, so its journal was replayed, or the write recorded as a conflict)."""
     on_fallback = _via_fallback(op, report.primary)
     if op is None or on_fallback is None:
         return None
     if not on_fallback:
         return "primary"
-    starts = report.primary_starts.get(op["w"], [])
-    i = bisect.bisect_right(starts, op["t1"])
-    return "journal-replayed" if i < len(starts) and starts[i] <= until else "journal-pending"
+    return "journal-replayed" if report.replayed_by(op["w"], op["t1"]) <= until else "journal-pending"
+
+
+def _visible_end(report: Report, op: Mapping[str, Any], reader: Any, grace: float) -> float:
+    """When ``op``'s effect may have happened at the latest, as seen by instance ``reader``'s reads.
+
+    A write acknowledged on its instance's fallback is buffered in that instance's journal: its own instance
+    reads it back at once (``_end``), any other instance from the end of its instance's next replay on.
+    """
+    end = _end(op, grace)
+    if op["status"] == "ok" and reader != op["w"] and _via_fallback(op, report.primary):
+        end = max(end, report.replayed_by(op["w"], float(op["t1"])))
+    return end
 
 
 def _brief(op: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -222,13 +249,16 @@ def check(
                 f"{op['op']} raised {op.get('error')}: {op.get('message', '')[:200]}",
                 op=_brief(op),
             )
-    starts: dict[Any, list[float]] = defaultdict(list)
+    replays: dict[Any, list[float]] = defaultdict(list)
+    for e in events:
+        if e.get("event") == "failback":  # logged by the probe once the replay is done
+            replays[e.get("w")].append(float(e["t"]))
     for op in ops:
-        if op.get("active0") == primary:
-            starts[op["w"]].append(float(op["t0"]))
+        if op.get("active0") == primary:  # began on the primary: any earlier journal was replayed by then
+            replays[op["w"]].append(float(op["t0"]))
         elif op.get("active1") == primary:  # this call failed back: the journal was replayed by its end
-            starts[op["w"]].append(float(op["t1"]))
-    report.primary_starts = {w: sorted(ts) for w, ts in starts.items()}
+            replays[op["w"]].append(float(op["t1"]))
+    report.replays = {w: sorted(ts) for w, ts in replays.items()}
     ops = _apply_conflicts(report, ops, conflicts, events)
     by_key: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for op in ops:
@@ -306,16 +336,25 @@ def _check_register(
     acked = [o for o in writes if o["status"] == "ok"]
     sets_by_value = {ident(o["args"][0]): o for o in writes if o["op"] == "set"}
     deletes = [o for o in writes if o["op"] == "delete"]
-    # For a get at t: the acknowledged write completed before t that was invoked last.
-    acked_done = _PrefixMax((o["t1"], o["t0"], o) for o in acked)
-    acked_sets_done = _PrefixMax((o["t1"], o["t0"], o) for o in acked if o["op"] == "set")
-    # For a None result: the delete invoked before the read's end whose effect may have come last.
-    deletes_invoked = _PrefixMax((o["t0"], _end(o, grace), o) for o in deletes)
+    # Per reading instance (a buffered write is visible to the others from its replay on, see the module
+    # docstring): for a get at t, the acknowledged write visible before t that was invoked last; for a None
+    # result, the delete invoked before the read's end whose effect may have come last.
+    views: dict[Any, tuple[_PrefixMax, _PrefixMax, _PrefixMax]] = {}
+
+    def view(reader: Any) -> tuple[_PrefixMax, _PrefixMax, _PrefixMax]:
+        if reader not in views:
+            views[reader] = (
+                _PrefixMax((_visible_end(report, o, reader, grace), o["t0"], o) for o in acked),
+                _PrefixMax((_visible_end(report, o, reader, grace), o["t0"], o) for o in acked if o["op"] == "set"),
+                _PrefixMax((o["t0"], _visible_end(report, o, reader, grace), o) for o in deletes),
+            )
+        return views[reader]
 
     for read in kops:
         if read["op"] != "get" or read["status"] != "ok":
             continue
         result = read.get("result")
+        acked_done, acked_sets_done, deletes_invoked = view(read["w"])
         if result is None:
             last_set_start, last_set = acked_sets_done.below(read["t0"])
             if last_set is None:
@@ -356,7 +395,7 @@ def _check_register(
             )
             continue
         later_start, later = acked_done.below(read["t0"])
-        if later is not None and later is not source and later_start > _end(source, grace):
+        if later is not None and later is not source and later_start > _visible_end(report, source, read["w"], grace):
             report.add(
                 "stale_read",
                 key,
@@ -423,29 +462,35 @@ def _check_list(report: Report, key: str, kops: Sequence[Mapping[str, Any]], fin
             )
     _check_order(report, key, [ident(v) for v in final], "final list")
 
-    # Reads.
-    acked_ends = sorted(o["t1"] for o in acked)
+    # Reads. Per reading instance: the acknowledged appends by when they are visible to it (a buffered
+    # append is visible to the other instances from its replay on, see the module docstring).
     invoked_starts = sorted(o["t0"] for o in appends)
-    acked_by_end = sorted(acked, key=lambda o: o["t1"])
+    visible: dict[Any, tuple[list[float], list[tuple[float, Mapping[str, Any]]]]] = {}
     for read in kops:
         if read["status"] != "ok":
             continue
+        if read["w"] not in visible:
+            pairs = sorted(((_visible_end(report, o, read["w"], 0.0), o) for o in acked), key=lambda p: p[0])
+            visible[read["w"]] = ([end for end, _ in pairs], pairs)
+        seen_ends, seen_by = visible[read["w"]]
         if read["op"] == "get_length":
             length = read["result"]
-            at_least = bisect.bisect_left(acked_ends, read["t0"])
+            at_least = bisect.bisect_left(seen_ends, read["t0"])
             at_most = bisect.bisect_left(invoked_starts, read["t1"])
             if length < at_least:
-                before = acked_by_end[:at_least]
-                pending = sum(_write_state(report, o, read["t0"]) == "journal-pending" for o in before)
+                before = [o for _, o in seen_by[:at_least]]
+                buffered = sum(bool(_via_fallback(o, report.primary)) for o in before)
                 report.add(
                     "stale_list_read",
                     key,
                     f"get_length by w{read['w']} at {read['t0']:.3f} = {length}, but {at_least} appends were "
-                    f"acknowledged before it began ({pending} of them journaled elsewhere, not replayed yet)",
+                    f"acknowledged (and replayed, if buffered elsewhere) before it began; {buffered} of them "
+                    "were buffered on a fallback",
                     read=_brief(read),
                     read_on_fallback=_via_fallback(read, report.primary),
                     last_acked=_brief(before[-1]),
-                    write_state="journal-pending" if at_least - length <= pending else "not explained by journals",
+                    write_state=_write_state(report, before[-1], read["t0"]),
+                    same_instance=read["w"] == before[-1]["w"],
                 )
             elif length > at_most:
                 report.add(
@@ -480,8 +525,8 @@ def _check_list(report: Report, key: str, kops: Sequence[Mapping[str, Any]], fin
             _check_order(report, key, items, where)
             if _whole_list(read["args"], len(items)):
                 seen = set(items)
-                for o in acked:
-                    if o["t1"] < read["t0"] and ident(o["args"][0]) not in seen:
+                for end, o in seen_by:
+                    if end < read["t0"] and ident(o["args"][0]) not in seen:
                         report.add(
                             "stale_list_read",
                             key,

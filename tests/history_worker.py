@@ -18,7 +18,10 @@ Lines written (one JSON object each):
   where ``status`` is ``ok``, ``unknown`` (`BackendUnavailableError`, busy included: a write may or may
   not have been applied) or ``error`` (anything else: unexpected for this workload);
   ``active0``/``active1`` is the database tier's active backend before/after the call when the tier
-  exposes it (diagnostic only, never used for a verdict).
+  exposes it: the worker's own record of which backend served the call. The checker uses it to tell a
+  write acknowledged on the fallback (buffered in this instance's outage journal, visible to the other
+  instances once this one fails back) from one acknowledged by the primary, and when this instance was
+  back on the primary.
 * ``{"type": "event", "t", "event", ...}``: every ``kvstore`` log record carrying ``kvstore_event``
   (failover, failback, replay, conflict, dead_letter, ...), its str/int/float attributes kept.
 * ``{"type": "summary", ...}`` last: counts, whether the tier settled on its primary, its final health.
@@ -155,7 +158,7 @@ class Planner:
 
 
 def _active(database: Any) -> str | None:
-    active = getattr(database, "active", None)  # diagnostic only; absent on a tier without failover
+    active = getattr(database, "active", None)  # absent on a tier without failover
     return active if isinstance(active, str) else None
 
 

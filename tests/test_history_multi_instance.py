@@ -301,12 +301,111 @@ def test_checker_lets_a_recorded_conflict_stand_for_the_journaled_writes_of_its_
     assert "final_value" in hc.check(ops, values, lists, conflicts, failback).by_kind()
     ops.append(_op(2, 1, "set", "j", 0, 1, _v(2, 1), result=True, active="sqlite"))
     ops.append(_op(0, 9, "get", "j", 2, 3, result=None))
-    report = hc.check(ops, {**values, "j": _v(2, 1)}, lists, conflicts)
+    # w2 never failed back before w0's read: its buffered set was not visible to w0 yet.
+    assert hc.check(ops, {**values, "j": _v(2, 1)}, lists, conflicts).violations == []
+    w2_failback = [{"w": 2, "t": 1.5, "event": "failback"}]
+    report = hc.check(ops, {**values, "j": _v(2, 1)}, lists, conflicts, w2_failback)
     (absent,) = report.violations
     assert absent.kind == "absent_read"
-    assert absent.detail["write_state"] == "journal-pending"
+    assert absent.detail["write_state"] == "journal-replayed"
     assert absent.detail["read_on_fallback"] is False
     assert absent.detail["same_instance"] is False
+
+
+# Buffered writes (DESIGN §8): w0 sets k=v(0,1) on the primary, then fails over and buffers k=v(0,2),
+# a delete of d, and an append to l (all acknowledged on its fallback, in its journal) before failing back
+# at 10.0. w1 reads from the primary meanwhile.
+_FAILBACK = [{"type": "event", "w": 0, "t": 10.0, "event": "failback"}]
+
+
+def _buffered_history() -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, list[Any]]]:
+    ops = [
+        _op(0, 1, "set", "k", 0.0, 1.0, _v(0, 1), result=True),
+        _op(0, 2, "set", "d", 0.0, 1.0, _v(0, 2), result=True),
+        _op(0, 3, "append", "l", 0.0, 1.0, _v(0, 3), result=1),
+        _op(0, 4, "set", "k", 2.0, 2.1, _v(0, 4), result=True, active="sqlite"),
+        _op(0, 5, "delete", "d", 2.0, 2.1, result=True, active="sqlite"),
+        _op(0, 6, "append", "l", 2.0, 2.1, _v(0, 6), result=2, active="sqlite"),
+        _op(0, 7, "set", "n", 2.0, 2.1, _v(0, 7), result=True, active="sqlite"),  # a key new to everyone
+    ]
+    return ops, {"k": _v(0, 4), "d": None, "n": _v(0, 7)}, {"l": [_v(0, 3), _v(0, 6)]}
+
+
+def _w1_reads(t0: float) -> list[dict[str, Any]]:
+    """w1 reads every key on the primary at t0, seeing none of w0's buffered writes."""
+    t1 = t0 + 0.1
+    return [
+        _op(1, 1, "get", "k", t0, t1, result=_v(0, 1)),
+        _op(1, 2, "get", "d", t0, t1, result=_v(0, 2)),
+        _op(1, 3, "get", "n", t0, t1, result=None),
+        _op(1, 4, "get_length", "l", t0, t1, result=1),
+        _op(1, 5, "get_range", "l", t0, t1, 0, -1, result=[_v(0, 3)]),
+    ]
+
+
+def test_checker_lets_other_instances_miss_a_buffered_write_until_its_instance_replays() -> None:
+    """Another instance reading from the primary before the writer's failback (replay) may still see the
+    older value, the deleted value, the absence, the shorter list: the writes are in the writer's journal."""
+    ops, values, lists = _buffered_history()
+    report = hc.check([*ops, *_w1_reads(5.0)], values, lists, events=_FAILBACK)
+    assert report.violations == [], hc.summary(report)
+    # Never failed back at all (e.g. the run ended first): pending until the end of the run.
+    assert hc.check([*ops, *_w1_reads(50.0)], values, lists).violations == []
+    # Still a read of the older value, not of anything: a value nobody wrote stays a phantom.
+    phantom = _op(1, 9, "get", "k", 5.0, 5.1, result=_v(7, 7))
+    assert hc.check([*ops, phantom], values, lists, events=_FAILBACK).by_kind() == {"phantom_read": 1}
+
+
+def test_checker_requires_an_instance_to_read_its_own_buffered_writes() -> None:
+    """The writer itself reads its buffered writes at once (read-your-writes): w0 reading the older value,
+    the deleted value, the absence or the shorter list after its buffered write was acknowledged is a
+    violation, before its failback as after it."""
+    ops, values, lists = _buffered_history()
+    for t0 in (5.0, 12.0):
+        own = [{**o, "w": 0, "n": 100 + o["n"], "active0": "sqlite", "active1": "sqlite"} for o in _w1_reads(t0)]
+        report = hc.check([*ops, *own], values, lists, events=_FAILBACK)
+        assert report.by_kind() == {"stale_read": 2, "absent_read": 1, "stale_list_read": 2}, hc.summary(report)
+        assert all(v.detail["same_instance"] for v in report.violations)
+    # The buffered writes themselves, read back, are fine.
+    own_ok = [
+        _op(0, 20, "get", "k", 3.0, 3.1, result=_v(0, 4), active="sqlite"),
+        _op(0, 21, "get", "d", 3.0, 3.1, result=None, active="sqlite"),
+        _op(0, 22, "get", "n", 3.0, 3.1, result=_v(0, 7), active="sqlite"),
+    ]
+    assert hc.check([*ops, *own_ok], values, lists, events=_FAILBACK).violations == []
+
+
+def test_checker_requires_other_instances_to_see_a_buffered_write_once_replayed() -> None:
+    """After the writer's failback (its journal replayed) every other instance must see the write, or a newer
+    one, or a recorded conflict: the older value then is a violation. Evidence that the writer was back on
+    the primary (an operation that began there) closes the window too, without a failback event."""
+    ops, values, lists = _buffered_history()
+    report = hc.check([*ops, *_w1_reads(10.5)], values, lists, events=_FAILBACK)
+    assert report.by_kind() == {"stale_read": 2, "absent_read": 1, "stale_list_read": 2}, hc.summary(report)
+    assert all(v.detail["write_state"] == "journal-replayed" for v in report.violations)
+    assert not any(v.detail["same_instance"] for v in report.violations)
+    back = _op(0, 30, "get", "zzz", 8.0, 8.1, result=None)  # w0 on the primary again at 8.0
+    report = hc.check([*ops, back, *_w1_reads(8.5)], values, lists)
+    assert report.by_kind() == {"stale_read": 2, "absent_read": 1, "stale_list_read": 2}, hc.summary(report)
+    # A conflict recorded at that replay excuses the key it names, not the others.
+    conflict = [{"w": 0, "t": 9.9, "event": "conflict", "key": "k"}]
+    report = hc.check([*ops, *_w1_reads(10.5)], {**values, "k": _v(0, 1)}, lists, conflict, _FAILBACK)
+    assert report.by_kind() == {"stale_read": 1, "absent_read": 1, "stale_list_read": 2}, hc.summary(report)
+
+
+def test_checker_keeps_buffered_writes_strict_in_the_final_state() -> None:
+    """Buffering excuses only other instances' reads before the replay: a buffered write missing from the
+    final state (lost append, final value) or applied twice is reported as for any write."""
+    ops, values, lists = _buffered_history()
+    assert hc.check(ops, values, lists, events=_FAILBACK).violations == []
+    kinds = {
+        "final_value": ({**values, "k": _v(0, 1)}, lists),
+        "lost_append": (values, {"l": [_v(0, 3)]}),
+        "duplicate_append": (values, {"l": [_v(0, 3), _v(0, 6), _v(0, 6)]}),
+        "append_order": (values, {"l": [_v(0, 6), _v(0, 3)]}),
+    }
+    for kind, (final_values, final_lists) in kinds.items():
+        assert kind in hc.check(ops, final_values, final_lists, events=_FAILBACK).by_kind(), kind
 
 
 def test_checker_unknown_writes_may_land_late_but_not_forever() -> None:
