@@ -484,3 +484,38 @@ def test_copy_store_items_from_sqlite_store(database: Database, tmp_path: Path) 
     assert target.get(("u", "1", "deep"), "d4").value == {"i": -4}  # type: ignore[union-attr]
     assert len(target.search(("u",), limit=100)) == 50
     conn.close()
+
+
+# --------------------------------------------------------------------------- packaging
+
+
+def run_python(code: str) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_import_kvstore_never_imports_langgraph() -> None:
+    """`import kvstore` and `import kvstore.integrations` load no LangGraph."""
+    result = run_python(
+        "import sys, kvstore, kvstore.integrations\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'langgraph'))"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_missing_langgraph_names_the_extra() -> None:
+    """Without langgraph, importing the adapter raises MissingDependencyError naming the pip install."""
+    result = run_python(
+        "import sys\n"
+        "sys.modules['langgraph'] = None\n"
+        "from kvstore.errors import MissingDependencyError\n"
+        "try:\n"
+        "    import kvstore.integrations.langgraph\n"
+        "except MissingDependencyError as exc:\n"
+        "    print(exc)\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert 'pip install "kvstore[langgraph]"' in result.stdout
