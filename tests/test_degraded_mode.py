@@ -502,3 +502,29 @@ async def test_case4_redis_at_max_connections_never_trips_the_breaker(redis_serv
         assert cache.breaker.opened_count == 0
         assert cache.active == "redis"
         await cache.clear()
+
+
+def test_case7_sync_outage_write_with_the_journal_locked_is_bounded_by_its_deadline(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The sync path waits at most the journal deadline for a lock held elsewhere, then raises BackendBusyError."""
+    with StorageManager(_pg(postgres_url, tmp_path)) as storage:
+        database = _failover(storage)
+        database.breaker.trip("outage for the test")
+        database.set("first", 1)
+        assert database.journal is not None
+        holder = Journal(database.journal.path)
+        conn = holder._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        try:
+            with pytest.raises(BackendBusyError, match="locked"):
+                database.set("second", 2)
+        finally:
+            elapsed = time.monotonic() - started
+            conn.execute("ROLLBACK")
+            holder.close()
+        assert elapsed < 3.0
+        database.set("third", 3)  # the lock is gone: outage writes go on
+        assert database.get("third") == 3
+        assert "second" not in {e.data.get("k") for e in database.journal.pending()}
