@@ -35,7 +35,7 @@ from typing import Annotated, Any, TypedDict
 import orjson
 import psycopg
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
-from langchain_core.messages import AnyMessage, HumanMessage
+from langchain_core.messages import AnyMessage, HumanMessage, message_to_dict
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple, copy_checkpoint
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.postgres import PostgresSaver
@@ -126,7 +126,7 @@ def kvstore_payload(db: Database, prefix: str) -> int:
     """Sum of the stored JSON sizes of every value and list item under ``prefix``."""
     total = 0
     keys = db.keys(prefix + "*")
-    lists = [k for k in keys if k.startswith((f"{prefix}l:", f"{prefix}w:"))]
+    lists = [k for k in keys if k.startswith(f"{prefix}l:")]
     values = [k for k in keys if k not in set(lists)]
     for k in lists:
         total += sum(len(orjson.dumps(v)) for v in db.get_range(k, 0, -1))
@@ -265,6 +265,7 @@ def bench_checkpointers(url: str, tmp: Path, turns: int, stack: ExitStack) -> No
     # The messages' own JSON: what a chat history must store at the very least.
     messages = contenders[0].graph.get_state(contenders[0].config).values["messages"]
     own = sum(len(m.model_dump_json()) for m in messages)
+    as_dicts = sum(len(orjson.dumps(message_to_dict(m))) for m in messages)  # what LangChain's histories store
 
     def at(c: Contender, n_messages: int) -> float:
         centre = max(0, n_messages // 2 - 1)
@@ -293,7 +294,7 @@ def bench_checkpointers(url: str, tmp: Path, turns: int, stack: ExitStack) -> No
     floor = contenders[0]
     print(
         f"\nmessages: {len(messages):,}; their own JSON (model_dump_json): {own:,} B "
-        f"({own / len(messages):.0f} B/message)"
+        f"({own / len(messages):.0f} B/message); as message_to_dict JSON (LangChain's histories): {as_dicts:,} B"
     )
     print(
         f"| checkpointer | {header} | payload stored (B) | x own JSON | on disk (B) | get_state[-20:] (ms) "

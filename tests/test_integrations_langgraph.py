@@ -153,7 +153,7 @@ def stored_bytes(db: Database, prefix: str) -> int:
 
     total = 0
     for key in db.keys(prefix + "*"):
-        if key.startswith(f"{prefix}l:") or key.startswith(f"{prefix}w:"):
+        if key.startswith(f"{prefix}l:"):
             total += sum(len(orjson.dumps(v)) for v in db.get_range(key, 0, -1))
         else:
             total += len(orjson.dumps(db.get(key)))

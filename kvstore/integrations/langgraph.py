@@ -441,12 +441,29 @@ class _SaverLogic(BaseCheckpointSaver[int]):
         conf = config["configurable"]
         thread_id, ns = str(conf["thread_id"]), str(conf.get("checkpoint_ns", ""))
         codec = self._codec
-        entries = [
+        entries: list[list[Any]] = [
             [task_id, WRITES_IDX_MAP.get(channel, idx), channel, codec.encode(value), task_path]
             for idx, (channel, value) in enumerate(writes)
         ]
-        if entries:
-            yield ("extend", self._k("w", thread_id, ns, conf["checkpoint_id"]), entries)
+        # One value per call (a set is one statement; a list append is a transaction). Regular
+        # writes of a task are stored once (a repeated call keeps the first, as LangGraph's savers
+        # do); special ones (error, interrupt...) replace the previous of the same kind.
+        regular = [e for e in entries if e[1] >= 0]
+        special = [e for e in entries if e[1] < 0]
+        base = self._k("w", thread_id, ns, conf["checkpoint_id"], _part(task_id))
+        if regular:
+            yield ("set", f"{base}:{regular[0][1]}", regular, _Kw(only_if_absent=True))
+        if special:
+            yield ("set", f"{base}:{special[0][1]}", special)
+
+    def _writes_pattern(self, thread_id: str, ns: str, checkpoint_id: str) -> str:
+        return _glob(self._k("w", thread_id, ns, checkpoint_id)) + ":*"
+
+    def _read_writes(self, thread_id: str, ns: str, checkpoint_id: str) -> Steps[list[Any]]:
+        """The stored write entries of a checkpoint, and their keys."""
+        keys = yield ("keys", self._writes_pattern(thread_id, ns, checkpoint_id))
+        stored = (yield ("mget", keys)) if keys else []
+        return [(k, v) for k, v in zip(keys, stored, strict=True) if v is not None]
 
     # read
     def _decode_writes(self, entries: list[Any]) -> list[PendingWrite]:
@@ -465,7 +482,7 @@ class _SaverLogic(BaseCheckpointSaver[int]):
     ) -> Steps[CheckpointTuple]:
         checkpoint_id = record["id"]
         refs: dict[str, list[Any]] = record["r"]
-        requests: list[Request] = [("get_range", self._k("w", thread_id, ns, checkpoint_id), 0, -1)]
+        requests: list[Request] = [("keys", self._writes_pattern(thread_id, ns, checkpoint_id))]
         plan: list[tuple[str, int]] = []  # (channel, how many requests)
         blob_keys = [ref[1] for ref in refs.values() if ref[0] == "k"]
         if blob_keys:
@@ -485,7 +502,9 @@ class _SaverLogic(BaseCheckpointSaver[int]):
                 plan.append((channel, len(segments)))
         results = yield ("gather", requests)
         codec = self._codec
-        writes = self._decode_writes(results[0])
+        write_keys = results[0]
+        entries = (yield ("mget", write_keys)) if write_keys else []
+        writes = self._decode_writes([e for stored in entries if stored is not None for e in stored])
         position = 1
         blobs: dict[str, Any] = {}
         if blob_keys:
@@ -659,7 +678,8 @@ class _SaverLogic(BaseCheckpointSaver[int]):
         """Delete some checkpoints of one namespace (records, writes, large values) and fix its head."""
         keys: list[str] = []
         for checkpoint_id in doomed:
-            keys += [self._k("c", thread_id, ns, checkpoint_id), self._k("w", thread_id, ns, checkpoint_id)]
+            keys.append(self._k("c", thread_id, ns, checkpoint_id))
+            keys += yield ("keys", self._writes_pattern(thread_id, ns, checkpoint_id))
             keys += yield ("keys", _glob(self._k("b", thread_id, ns, checkpoint_id)) + ":*")
         yield from self._delete_keys(keys)
         left = yield from self._checkpoint_ids(thread_id, ns)
@@ -734,9 +754,9 @@ class _SaverLogic(BaseCheckpointSaver[int]):
                         refs[channel] = ref
                 copied = {**record, "r": refs}
                 items_out.append((self._k("c", target, ns, checkpoint_id), copied))
-                writes = yield ("get_range", self._k("w", source, ns, checkpoint_id), 0, -1)
-                if writes:
-                    yield ("extend", self._k("w", target, ns, checkpoint_id), writes)
+                source_writes = self._k("w", source, ns, checkpoint_id)
+                for key, stored in (yield from self._read_writes(source, ns, checkpoint_id)):
+                    items_out.append((self._k("w", target, ns, checkpoint_id) + key[len(source_writes) :], stored))
                 run_id = codec.decode(record["m"]).get("run_id")
                 if isinstance(run_id, str) and run_id:
                     items_out.append((f"{self.prefix}u:{_part(run_id)}:{_part(target)}", target))
@@ -744,6 +764,16 @@ class _SaverLogic(BaseCheckpointSaver[int]):
                 last = [v for k, v in items_out if k.startswith(f"{self.prefix}c:")][-1]
                 items_out.append((self._k("h", target, ns), last))
                 yield ("mset", items_out)
+
+
+class _Kw(dict[str, Any]):
+    """Keyword arguments of a storage request (its last element)."""
+
+
+def _split_args(request: Request) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if len(request) > 1 and type(request[-1]) is _Kw:
+        return request[1:-1], request[-1]
+    return request[1:], {}
 
 
 def _run_sync(db: Database, steps: Steps[T]) -> T:
@@ -763,7 +793,8 @@ def _call_sync(db: Database, request: Request) -> Any:
         return [_call_sync(db, r) for r in request[1]]
     if op == "emit":
         raise RuntimeError("emit outside an iterator")
-    return getattr(db, op)(*request[1:])
+    args, kwargs = _split_args(request)
+    return getattr(db, op)(*args, **kwargs)
 
 
 def _iter_sync(db: Database, steps: Steps[None]) -> Iterator[Any]:
@@ -797,7 +828,8 @@ async def _call_async(db: AsyncDatabase, request: Request) -> Any:
         return list(await asyncio.gather(*(_call_async(db, r) for r in request[1])))
     if op == "emit":
         raise RuntimeError("emit outside an iterator")
-    return await getattr(db, op)(*request[1:])
+    args, kwargs = _split_args(request)
+    return await getattr(db, op)(*args, **kwargs)
 
 
 async def _iter_async(db: AsyncDatabase, steps: Steps[None]) -> AsyncIterator[Any]:
