@@ -478,11 +478,20 @@ class _SaverLogic(BaseCheckpointSaver[int]):
         return [(e[0], e[2], codec.decode(e[3])) for e in ordered]
 
     def _tuple_steps(
-        self, thread_id: str, ns: str, record: dict[str, Any], *, remember: bool
+        self,
+        thread_id: str,
+        ns: str,
+        record: dict[str, Any],
+        *,
+        remember: bool,
+        write_entries: _Items | None = None,
     ) -> Steps[CheckpointTuple]:
+        """Rebuild a checkpoint from its record (``write_entries``: its writes, when already read)."""
         checkpoint_id = record["id"]
         refs: dict[str, list[Any]] = record["r"]
-        requests: list[Request] = [("keys", self._writes_pattern(thread_id, ns, checkpoint_id))]
+        requests: list[Request] = []
+        if write_entries is None:
+            requests.append(("keys", self._writes_pattern(thread_id, ns, checkpoint_id)))
         plan: list[tuple[str, int]] = []  # (channel, how many requests)
         blob_keys = [ref[1] for ref in refs.values() if ref[0] == "k"]
         if blob_keys:
@@ -495,21 +504,26 @@ class _SaverLogic(BaseCheckpointSaver[int]):
                 cached = self._cache.get((thread_id, ns, channel))
                 if cached is not None and cached.items is not None and cached.ref[2:] == ref[2:] and ref[2:]:
                     rest = _after(ref[1], cached.ref[1])
-                    if rest is not None:
+                    if rest is not None:  # we hold its start
                         known[channel], segments = cached.items, rest
+                    elif _after(cached.ref[1], ref[1]) is not None:  # we hold all of it (an older value)
+                        known[channel], segments = cached.items[: sum(b - a + 1 for a, b in ref[1])], []
                 log = self._k("l", thread_id, ns, _part(channel))
                 requests.extend(("get_range", log, a, b) for a, b in segments)
                 plan.append((channel, len(segments)))
-        results = yield ("gather", requests)
+        results = (yield ("gather", requests)) if requests else []
         codec = self._codec
-        write_keys = results[0]
-        entries = (yield ("mget", write_keys)) if write_keys else []
-        writes = self._decode_writes([e for stored in entries if stored is not None for e in stored])
-        position = 1
+        position = 0
+        if write_entries is None:
+            write_keys = results[0]
+            position = 1
+            stored_writes = (yield ("mget", write_keys)) if write_keys else []
+            write_entries = [e for stored in stored_writes if stored is not None for e in stored]
+        writes = self._decode_writes(write_entries)
         blobs: dict[str, Any] = {}
         if blob_keys:
-            blobs = dict(zip(blob_keys, results[1], strict=True))
-            position = 2
+            blobs = dict(zip(blob_keys, results[position], strict=True))
+            position += 1
         body = self._unbody(record)
         versions = body.get("channel_versions", {})
         values: dict[str, Any] = {}
@@ -617,6 +631,12 @@ class _SaverLogic(BaseCheckpointSaver[int]):
                     continue
                 found.append((checkpoint_id, thread_id, ns))
         found.sort(reverse=True)
+        write_keys: dict[tuple[str, str, str], list[str]] = {}
+        for thread_id, ns in scopes if found else ():
+            prefix_len = len(self._k("w", thread_id, ns, ""))
+            for key in (yield ("keys", _glob(self._k("w", thread_id, ns, "")) + "*")):
+                checkpoint_id = key[prefix_len:].split(":", 1)[0]
+                write_keys.setdefault((thread_id, ns, checkpoint_id), []).append(key)
         remaining = limit
         codec = self._codec
         for page_start in range(0, len(found), _PAGE):
@@ -624,15 +644,23 @@ class _SaverLogic(BaseCheckpointSaver[int]):
                 return
             page = found[page_start : page_start + _PAGE]
             records = yield ("mget", [self._k("c", t, n, c) for c, t, n in page])
+            # The page's pending writes in one read: their keys are listed once per namespace.
+            page_write_keys = [k for c, t, n in page for k in write_keys.get((t, n, c), ())]
+            stored_writes = (yield ("mget", page_write_keys)) if page_write_keys else []
+            entries_of: dict[str, list[Any]] = {}
+            for key, stored in zip(page_write_keys, stored_writes, strict=True):
+                if stored is not None:
+                    entries_of.setdefault(key.rsplit(":", 2)[0], []).extend(stored)
             out: list[CheckpointTuple] = []
-            for (_, thread_id, ns), record in zip(page, records, strict=True):
+            for (checkpoint_id, thread_id, ns), record in zip(page, records, strict=True):
                 if record is None:
                     continue
                 if filter:
                     meta = codec.decode(record["m"])
                     if not all(meta.get(k) == v for k, v in filter.items()):
                         continue
-                out.append((yield from self._tuple_steps(thread_id, ns, record, remember=False)))
+                entries = entries_of.get(self._k("w", thread_id, ns, checkpoint_id), [])
+                out.append((yield from self._tuple_steps(thread_id, ns, record, remember=False, write_entries=entries)))
                 if remaining is not None:
                     remaining -= 1
                     if remaining <= 0:
