@@ -6,6 +6,9 @@ itself was imported, so ``import kvstore`` never loads redis.
 
 from __future__ import annotations
 
+import ctypes
+import os
+import weakref
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -37,6 +40,8 @@ from kvstore.errors import BackendBusyError, BackendUnavailableError, KVStoreErr
 
 __all__ = [
     "DRIVER_ERRORS",
+    "abandon",
+    "after_fork_in_child",
     "clear_match",
     "client_options",
     "is_busy",
@@ -50,6 +55,37 @@ __all__ = [
 
 #: Every exception a redis-py call can raise that `translate` maps (one ``except`` clause).
 DRIVER_ERRORS: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
+
+
+# --- fork safety (DESIGN.md §8) ---------------------------------------------------------
+
+_forkables: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def after_fork_in_child(obj: Any) -> None:
+    """Call ``obj._after_fork_in_child()`` in every process forked while ``obj`` is alive.
+
+    The hot path pays nothing: the child's stores swap their client out once, right after fork.
+    """
+    _forkables.add(obj)
+
+
+def _reset_in_child() -> None:
+    for obj in list(_forkables):
+        obj._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reset_in_child)
+
+
+def abandon(obj: object) -> None:
+    """Keep ``obj``, inherited from the parent process, alive and untouched for good.
+
+    A collected redis-py asyncio connection closes its transport (and warns); in a child
+    that would act on a socket the parent still uses. The process's exit releases the
+    child's copies of the descriptors.
+    """
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
 
 
 def no_retry(retry_cls: Callable[..., Any]) -> Any:

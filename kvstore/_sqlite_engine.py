@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NoReturn, TypeVar
@@ -263,7 +264,7 @@ class SqliteEngine:
             if self._owns:
                 conn.set_busy_timeout(int(wait * 1000))
             try:
-                self._prepare(conn)
+                self._prepare_within(conn, wait)
             except BaseException:
                 if self._owns:
                     conn.close()
@@ -275,6 +276,23 @@ class SqliteEngine:
         self._conn = conn
         self._cur = conn.cursor()
         return self._cur  # type: ignore[no-any-return]  # apsw is untyped
+
+    def _prepare_within(self, conn: apsw.Connection, wait: float) -> None:
+        """`_prepare`, tried again while another process is creating or migrating the file.
+
+        SQLite answers some lock conflicts of opening (switching a new file to WAL while
+        another connection reads it) with SQLITE_BUSY at once, without its busy handler, to
+        avoid a deadlock. `_prepare` is idempotent, so it is retried until ``wait`` is spent.
+        """
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                self._prepare(conn)
+                return
+            except apsw.BusyError:
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.005)
 
     def _prepare(self, conn: apsw.Connection) -> None:
         """Check the schema version, then settings, then forward migrations."""

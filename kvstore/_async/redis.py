@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Self
 
 from orjson import JSONDecodeError
@@ -29,6 +29,8 @@ except ImportError as exc:  # pragma: no cover - exercised by the missing-extra 
 
 from kvstore._redis_common import (
     DRIVER_ERRORS,
+    abandon,
+    after_fork_in_child,
     clear_match,
     client_options,
     key_filter,
@@ -83,6 +85,35 @@ if True:  # ASYNC
             finally:
                 self._gate.release()
 
+    class _ReadyCluster(RedisCluster):
+        """redis-py's asyncio cluster client, discovering the cluster before the first command.
+
+        redis-py resolves a command's routing policy before it initialises the client, so
+        a burst of first commands on a new client races the discovery: some go to a wrong
+        node, the MOVED reply re-initialises the client, and that disconnects nodes that
+        other commands are using ("Connection closed by server", interleaved replies), a
+        false outage. Initialising first (redis-py holds a lock for it) costs one flag check.
+        """
+
+        async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+            if self._initialize:
+                await self.initialize()
+            return await super().execute_command(*args, **kwargs)
+
+
+if True:  # ASYNC
+
+    class _Reconnect:
+        """Stands in for the client in a forked child until first use, then builds the child's own."""
+
+        def __init__(self, store: AsyncRedisCache, build: Callable[[], Any]) -> None:
+            self._store = store
+            self._build = build
+
+        def __getattr__(self, name: str) -> Any:
+            client = self._store._client = self._build()
+            return getattr(client, name)
+
 
 class AsyncRedisCache(AsyncCache):
     """Cache tier on Redis or Redis Cluster.
@@ -110,6 +141,9 @@ class AsyncRedisCache(AsyncCache):
 
     redis-py's own retries are off (``Retry(NoBackoff(), 0)``): a lost reply to a
     write is never resent by the driver; kvstore's retry policy decides.
+
+    Fork-safe: used in a process forked from its creator, the store connects anew and
+    never uses (or closes) the parent's sockets (DESIGN.md §8).
     """
 
     backend = "redis"
@@ -152,6 +186,8 @@ class AsyncRedisCache(AsyncCache):
             self._cluster = isinstance(client, RedisCluster)
             self._target = f"client={type(client).__name__}"
             self._client = client
+            if True:  # ASYNC
+                after_fork_in_child(self)
             return
         self._owns_client = True
         if url is not None:
@@ -181,26 +217,68 @@ class AsyncRedisCache(AsyncCache):
             health_check_interval=health_check_interval,
             from_url=url is not None,
         )
-        # A burst of callers waits (briefly) for a free connection instead of failing.
-        wait = pool_timeout if pool_timeout is not None else socket_connect_timeout + socket_timeout
         options["retry"] = no_retry(Retry)
+        self._url, self._host, self._port, self._options = url, host, port, options
+        # A burst of callers waits (briefly) for a free connection instead of failing.
+        self._pool_wait = pool_timeout if pool_timeout is not None else socket_connect_timeout + socket_timeout
         try:
-            if cluster:
-                if url is not None:
-                    self._client = RedisCluster.from_url(url, **options)
-                else:
-                    self._client = RedisCluster(host=host, port=port, **options)
-            else:
-                assert url is not None
-                if True:  # ASYNC
-                    pool = _WaitingPool.from_url(url, wait=wait, **options)
-                else:
-                    pool = redis.asyncio.BlockingConnectionPool.from_url(url, timeout=wait, **options)
-                self._client = redis.asyncio.Redis.from_pool(pool)
+            self._client = self._new_client()
         except DRIVER_ERRORS as exc:
             # The sync cluster client discovers the cluster while it is built.
             self._client = _Closed(type(self).__name__, "redis")
             raise self._error(exc, "connect") from exc
+        if True:  # ASYNC
+            after_fork_in_child(self)
+
+    def _new_client(self) -> Any:
+        """A new client (and pool) with the store's settings."""
+        if self._cluster:
+            if True:  # ASYNC
+                cluster_class: type[RedisCluster] = _ReadyCluster
+            else:
+                cluster_class = RedisCluster
+            if self._url is not None:
+                return cluster_class.from_url(self._url, **self._options)
+            return cluster_class(host=self._host, port=self._port, **self._options)
+        assert self._url is not None
+        if True:  # ASYNC
+            pool = _WaitingPool.from_url(self._url, wait=self._pool_wait, **self._options)
+        else:
+            pool = redis.asyncio.BlockingConnectionPool.from_url(self._url, timeout=self._pool_wait, **self._options)
+        return redis.asyncio.Redis.from_pool(pool)
+
+    if True:  # ASYNC
+
+        def _after_fork_in_child(self) -> None:
+            """In a forked child: never touch the parent's connections; connect anew on first use.
+
+            redis-py's asyncio pool has no fork check (its sync pool has one, so the sync
+            store needs nothing here). The inherited client is kept alive, untouched: closing
+            or collecting it would close transports the parent still uses (a TLS close
+            would even write to the parent's session).
+            """
+            client = self._client
+            if isinstance(client, _Closed | _Reconnect):
+                return
+            if self._owns_client:
+                abandon(client)
+                self._client = _Reconnect(self, self._new_client)
+            elif isinstance(client, redis.asyncio.Redis):
+                # A handed client stays the caller's; the store opens a pool of its own like it.
+                pool = client.connection_pool
+                self._owns_client = True
+                self._client = _Reconnect(
+                    self,
+                    lambda: redis.asyncio.Redis.from_pool(
+                        redis.asyncio.ConnectionPool(
+                            connection_class=pool.connection_class,
+                            max_connections=pool.max_connections,
+                            **pool.connection_kwargs,
+                        )
+                    ),
+                )
+            else:
+                self._client = _Closed(type(self).__name__, "redis")
 
     @classmethod
     async def from_config(cls, config: RedisCacheConfig) -> Self:

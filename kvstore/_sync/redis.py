@@ -69,6 +69,9 @@ class RedisCache(Cache):
 
     redis-py's own retries are off (``Retry(NoBackoff(), 0)``): a lost reply to a
     write is never resent by the driver; kvstore's retry policy decides.
+
+    Fork-safe: used in a process forked from its creator, the store connects anew and
+    never uses (or closes) the parent's sockets (DESIGN.md §8).
     """
 
     backend = "redis"
@@ -140,23 +143,27 @@ class RedisCache(Cache):
             health_check_interval=health_check_interval,
             from_url=url is not None,
         )
-        # A burst of callers waits (briefly) for a free connection instead of failing.
-        wait = pool_timeout if pool_timeout is not None else socket_connect_timeout + socket_timeout
         options["retry"] = no_retry(Retry)
+        self._url, self._host, self._port, self._options = url, host, port, options
+        # A burst of callers waits (briefly) for a free connection instead of failing.
+        self._pool_wait = pool_timeout if pool_timeout is not None else socket_connect_timeout + socket_timeout
         try:
-            if cluster:
-                if url is not None:
-                    self._client = RedisCluster.from_url(url, **options)
-                else:
-                    self._client = RedisCluster(host=host, port=port, **options)
-            else:
-                assert url is not None
-                pool = redis.BlockingConnectionPool.from_url(url, timeout=wait, **options)
-                self._client = redis.Redis.from_pool(pool)
+            self._client = self._new_client()
         except DRIVER_ERRORS as exc:
             # The sync cluster client discovers the cluster while it is built.
             self._client = _Closed(type(self).__name__, "redis")
             raise self._error(exc, "connect") from exc
+
+    def _new_client(self) -> Any:
+        """A new client (and pool) with the store's settings."""
+        if self._cluster:
+            cluster_class = RedisCluster
+            if self._url is not None:
+                return cluster_class.from_url(self._url, **self._options)
+            return cluster_class(host=self._host, port=self._port, **self._options)
+        assert self._url is not None
+        pool = redis.BlockingConnectionPool.from_url(self._url, timeout=self._pool_wait, **self._options)
+        return redis.Redis.from_pool(pool)
 
     @classmethod
     def from_config(cls, config: RedisCacheConfig) -> Self:

@@ -1,0 +1,204 @@
+"""SQLite stores across fork (gunicorn --preload, multiprocessing): each child opens its own connection
+(and, async, its own worker thread); the parent's connection is never used by a child and keeps working."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+
+from kvstore.errors import ClosedError
+from kvstore.sqlite import AsyncSqliteDatabase, SqliteDatabase
+
+pytestmark = pytest.mark.slow
+
+CHILDREN, PER_CHILD = 4, 200
+_fork = multiprocessing.get_context("fork")
+
+
+def _run_children(target: Callable[[int, Any], None]) -> None:
+    """Fork the children, wait for them (bounded), fail with the first child's traceback."""
+    errors = _fork.Queue()
+    procs = [_fork.Process(target=target, args=(w, errors)) for w in range(CHILDREN)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    hung = [p for p in procs if p.is_alive()]
+    for p in hung:
+        p.kill()
+        p.join()
+    reported = []
+    while not errors.empty():
+        reported.append(errors.get(timeout=1))
+    assert not hung, "a forked child hung"
+    assert reported == [], reported[0]
+    assert [p.exitcode for p in procs] == [0] * CHILDREN
+
+
+def _check_history(items: list[Any], before: int) -> None:
+    """The parent's items first, then every child's appends exactly once, each child's in its order."""
+    assert items[:before] == [{"w": "parent", "i": i} for i in range(before)]
+    children = items[before:]
+    assert len(children) == CHILDREN * PER_CHILD
+    for w in range(CHILDREN):
+        assert [item["i"] for item in children if item["w"] == w] == list(range(PER_CHILD))
+
+
+def test_sync_store_in_forked_children_opens_its_own_connection(tmp_path: Path) -> None:
+    """4 forked children x 200 append+get on the parent's open SqliteDatabase: exact, in order; the parent works on."""
+    path = tmp_path / "kv.db"
+    db = SqliteDatabase(path)
+    for i in range(3):
+        db.append("log", {"w": "parent", "i": i})
+    db.set("before", 1)
+    parent_conn = db._engine._conn
+    assert parent_conn is not None
+
+    def child(w: int, errors: Any) -> None:
+        try:
+            assert db.get("before") == 1  # first use in the child: a new connection
+            assert db._engine._conn is not parent_conn
+            for i in range(PER_CHILD):
+                length = db.append("log", {"w": w, "i": i})
+                assert length >= 3 + i + 1
+                db.set(f"last:{w}", i)
+                assert db.get(f"last:{w}") == i
+            db.close()  # closes the child's connection only
+        except BaseException:
+            errors.put(traceback.format_exc())
+            raise
+
+    _run_children(child)
+    assert db._engine._conn is parent_conn  # the parent never switched connections
+    _check_history(db.get_range("log", 0, -1), before=3)
+    assert db.mget([f"last:{w}" for w in range(CHILDREN)]) == [PER_CHILD - 1] * CHILDREN
+    assert db.append("log", "after") == 3 + CHILDREN * PER_CHILD + 1
+    assert db.get("before") == 1
+    db.close()
+    # Nothing was lost when the parent closed last: a fresh process-level reader sees all of it.
+    with SqliteDatabase(path) as again:
+        assert again.get_length("log") == 3 + CHILDREN * PER_CHILD + 1
+        assert again._engine._conn is not None
+        assert again._engine._conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def test_async_store_in_forked_children_gets_a_new_worker_thread(tmp_path: Path) -> None:
+    """4 forked children x 200 append+get on the parent's AsyncSqliteDatabase: no hang (new worker), exact results."""
+    path = tmp_path / "kv.db"
+    db = AsyncSqliteDatabase(path)
+
+    async def prepare() -> None:
+        for i in range(3):
+            await db.append("log", {"w": "parent", "i": i})
+        await db.set("before", 1)
+
+    asyncio.run(prepare())
+    parent_executor = db._executor
+
+    def child(w: int, errors: Any) -> None:
+        async def work() -> None:
+            assert db._executor is not parent_executor
+            assert await db.get("before") == 1
+            for i in range(PER_CHILD):
+                await db.append("log", {"w": w, "i": i})
+                await db.set(f"last:{w}", i)
+                assert await db.get(f"last:{w}") == i
+            await db.aclose()
+
+        try:
+            asyncio.run(asyncio.wait_for(work(), 60))
+        except BaseException:
+            errors.put(traceback.format_exc())
+            raise
+
+    _run_children(child)
+
+    async def check() -> None:
+        assert db._executor is parent_executor
+        _check_history(await db.get_range("log", 0, -1), before=3)
+        assert await db.mget([f"last:{w}" for w in range(CHILDREN)]) == [PER_CHILD - 1] * CHILDREN
+        assert await db.append("log", "after") == 3 + CHILDREN * PER_CHILD + 1
+        await db.aclose()
+
+    asyncio.run(check())
+
+
+def test_store_forked_before_first_use_opens_in_the_child(tmp_path: Path) -> None:
+    """An AsyncSqliteDatabase never used before the fork works in the child and in the parent."""
+    path = tmp_path / "kv.db"
+    db = AsyncSqliteDatabase(path)
+
+    def child(w: int, errors: Any) -> None:
+        async def work() -> None:
+            for i in range(PER_CHILD):
+                await db.append("log", {"w": w, "i": i})
+            await db.aclose()
+
+        try:
+            asyncio.run(asyncio.wait_for(work(), 60))
+        except BaseException:
+            errors.put(traceback.format_exc())
+            raise
+
+    _run_children(child)
+
+    async def check() -> None:
+        _check_history(await db.get_range("log", 0, -1), before=0)
+        await db.aclose()
+
+    asyncio.run(check())
+
+
+def test_handed_connection_is_replaced_by_the_childs_own(tmp_path: Path) -> None:
+    """A store on a caller's apsw connection opens its own connection to the same file in a child."""
+    path = tmp_path / "kv.db"
+    conn = apsw.Connection(str(path))
+    conn.execute("PRAGMA journal_mode=WAL").fetchall()
+    db = SqliteDatabase(conn)
+    db.set("before", 1)
+
+    def child(w: int, errors: Any) -> None:
+        try:
+            assert db.get("before") == 1
+            assert db._engine._conn is not conn
+            for i in range(PER_CHILD):
+                db.append("log", {"w": w, "i": i})
+            db.close()
+        except BaseException:
+            errors.put(traceback.format_exc())
+            raise
+
+    _run_children(child)
+    _check_history(db.get_range("log", 0, -1), before=0)
+    db.close()
+    assert conn.execute("SELECT count(*) FROM kvstore_items").fetchall() == [(CHILDREN * PER_CHILD,)]
+    conn.close()
+
+
+def test_memory_database_refuses_use_in_a_forked_child() -> None:
+    """A ':memory:' database cannot follow a fork: the child gets a clear ClosedError, the parent keeps its data."""
+    db = SqliteDatabase(":memory:")
+    db.set("k", 1)
+    errors = _fork.Queue()
+
+    def child() -> None:
+        try:
+            with pytest.raises(ClosedError, match="forked child"):
+                db.get("k")
+        except BaseException:
+            errors.put(traceback.format_exc())
+            raise
+
+    proc = _fork.Process(target=child)
+    proc.start()
+    proc.join(timeout=60)
+    assert proc.exitcode == 0, errors.get(timeout=1) if not errors.empty() else proc.exitcode
+    assert db.get("k") == 1
+    db.close()
