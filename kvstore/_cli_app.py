@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import subprocess
 import sys
@@ -139,6 +141,12 @@ def health(
     if update:
         whole = StorageConfig.model_validate({**dict(whole), **update})
     tiers = {name: _probe_tier(name, getattr(whole, name)) for name in ("cache", "database")}
+    database_health, database_note = tiers["database"]
+    pending, conflicts, dead = _journal_counts(whole.database)
+    database_health = dataclasses.replace(
+        database_health, pending_writes=pending, conflicts=conflicts, dead_letters=dead
+    )
+    tiers["database"] = (database_health, database_note)
     report = HealthReport(cache=tiers["cache"][0], database=tiers["database"][0])
     if as_json:
         data = report.as_dict()
@@ -170,6 +178,29 @@ def health(
         out.print(f"{state}{' (degraded: running on a fallback)' if report.degraded else ''}")
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _journal_counts(config: Any) -> tuple[int, int, int]:
+    """Pending outage writes, conflicts and dead letters of the tier's journal, read-only (never created)."""
+    import sqlite3
+
+    from kvstore._async.manager import state_dir
+
+    path = state_dir(config) / "journal.db"
+    if not path.exists():
+        return 0, 0, 0
+    # A journal in use has its -wal beside it: read it live. A closed one is read as immutable,
+    # so SQLite creates no -shm/-wal files for a health check.
+    options = "mode=ro" if Path(f"{path}-wal").exists() else "mode=ro&immutable=1"
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?{options}", uri=True, timeout=1.0)) as conn:
+            row = conn.execute(
+                "SELECT (SELECT count(*) FROM journal), (SELECT count(*) FROM conflicts), "
+                "(SELECT count(*) FROM dead_letters)"
+            ).fetchone()
+    except sqlite3.Error:
+        return 0, 0, 0
+    return int(row[0]), int(row[1]), int(row[2])
 
 
 def _probe_tier(tier: str, config: Any) -> tuple[TierHealth, str | None]:

@@ -295,3 +295,25 @@ def test_health_probes_an_existing_sqlite_file(capsys: pytest.CaptureFixture[str
     assert code == 0
     assert report["database"]["latency_ms"] is not None
     assert report["database"]["note"] is None
+
+
+def test_health_reports_the_journal_of_an_outage_without_changing_it(
+    capsys: pytest.CaptureFixture[str], empty_cwd: tuple[Path, Path]
+) -> None:
+    """Writes journaled during an outage show as pending_writes in `kvstore health`, read-only."""
+    from kvstore import StorageManager
+
+    cwd, state = empty_cwd
+    url = "postgresql://app@127.0.0.1:1/app"
+    config = {"cache": {"type": "memory"}, "database": {"type": "postgres", "url": url, "connect_timeout": 0.3}}
+    with StorageManager(config) as storage:
+        storage.database.set("during", 1)  # the primary never answered: journaled for replay
+        storage.database.append("chat", "hi")
+    before = sorted((p.name, p.stat().st_size) for p in state.rglob("*"))
+    code, out, _ = run(capsys, "health", "--database", url, "--timeout", "0.3", "--json")
+    report = orjson.loads(out)
+    assert code == 0
+    assert report["database"]["pending_writes"] == 2
+    assert report["database"]["conflicts"] == 0
+    assert sorted((p.name, p.stat().st_size) for p in state.rglob("*")) == before
+    assert _tree(cwd) == []
