@@ -24,7 +24,9 @@ Schema (tables named from ``table_prefix`` inside ``schema``, always quoted with
   or replacing a list does not forget its ids. The purge drops ids older than the
   store's idempotency window.
 * ``<p>entries.modified_at`` (version 3): when a writer last set, replaced, re-expired or
-  appended to the key (``clock_timestamp()``, server clock); ``<p>tombstones (ns, key,
+  appended to the key (``now()``: the server's clock at the start of the writing
+  transaction, one reading per statement, so it costs next to nothing and every row of
+  one `mset` carries the same time); ``<p>tombstones (ns, key,
   deleted_at)``: when `delete` removed the key; ``<p>cleared (ns, cleared_at)``: when
   `clear` last emptied the namespace. They answer the failover's replay guard
   (``changed_since``) in one round trip; tombstones and clear marks older than the
@@ -69,6 +71,7 @@ __all__ = [
     "busy_error",
     "call_timeout",
     "deadline_error",
+    "is_busy",
     "lock_id",
     "map_error",
     "migrations",
@@ -272,20 +275,20 @@ class Queries:
             "server_encoding": "SHOW server_encoding",
             "get": "SELECT kind, value::text FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
             "set": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at, modified_at) "
-            f"VALUES (%s, %s, 'v', %s::json, 0, {expiry}, clock_timestamp()) "
+            f"VALUES (%s, %s, 'v', %s::json, 0, {expiry}, now()) "
             f"ON CONFLICT (ns, key) DO UPDATE SET {upsert_set}",
             "set_nx": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at, modified_at) "
-            f"VALUES (%s, %s, 'v', %s::json, 0, {expiry}, clock_timestamp()) "
+            f"VALUES (%s, %s, 'v', %s::json, 0, {expiry}, now()) "
             f"ON CONFLICT (ns, key) DO UPDATE SET {upsert_set} "
             "WHERE e.expires_at IS NOT NULL AND e.expires_at <= now() RETURNING 1",
             # The tombstone is written by the same statement: no extra round trip.
             "delete": "WITH d AS (DELETE FROM {entries} WHERE ns = %s AND key = %s RETURNING ns, key, {LIVE} AS live), "
-            "t AS (INSERT INTO {tombstones} AS t (ns, key, deleted_at) SELECT ns, key, clock_timestamp() FROM d "
+            "t AS (INSERT INTO {tombstones} AS t (ns, key, deleted_at) SELECT ns, key, now() FROM d "
             "ON CONFLICT (ns, key) DO UPDATE SET deleted_at = excluded.deleted_at) SELECT live FROM d",
             "exists": "SELECT 1 FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
             "mget": "SELECT key, kind, value::text FROM {entries} WHERE ns = %s AND key = ANY(%s::text[]) AND {LIVE}",
             "mset": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at, modified_at) "
-            "SELECT %s, u.k, 'v', u.v::json, 0, now() + u.t * interval '1 millisecond', clock_timestamp() "
+            "SELECT %s, u.k, 'v', u.v::json, 0, now() + u.t * interval '1 millisecond', now() "
             "FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS u(k, v, t) "
             f"ON CONFLICT (ns, key) DO UPDATE SET {upsert_set}",
             "keys_page": "SELECT key FROM {entries} WHERE ns = %s AND key >= %s AND key > %s AND {LIVE} "
@@ -293,19 +296,19 @@ class Queries:
             "keys_page_bounded": "SELECT key FROM {entries} WHERE ns = %s AND key >= %s AND key > %s AND key < %s "
             "AND {LIVE} ORDER BY key LIMIT %s",
             # The clear mark is written by the same statement (the replay guard's "cleared after").
-            "clear": "WITH c AS (INSERT INTO {cleared} (ns, cleared_at) VALUES (%(ns)s, clock_timestamp()) "
+            "clear": "WITH c AS (INSERT INTO {cleared} (ns, cleared_at) VALUES (%(ns)s, now()) "
             "ON CONFLICT (ns) DO UPDATE SET cleared_at = excluded.cleared_at) "
             "DELETE FROM {entries} WHERE ns = %(ns)s",
             "clear_items": "DELETE FROM {items} WHERE ns = %s",
             "ttl": "SELECT extract(epoch FROM expires_at - now())::float8 FROM {entries} "
             "WHERE ns = %s AND key = %s AND {LIVE}",
-            "expire": f"UPDATE {{entries}} SET expires_at = {expiry}, modified_at = clock_timestamp() "
+            "expire": f"UPDATE {{entries}} SET expires_at = {expiry}, modified_at = now() "
             "WHERE ns = %s AND key = %s AND {LIVE} RETURNING 1",
             "purge": "DELETE FROM {entries} WHERE (ns, key) IN (SELECT ns, key FROM {entries} "
             "WHERE expires_at <= now() LIMIT %s)",
             "drop_expired": "DELETE FROM {entries} WHERE ns = %s AND key = %s AND expires_at <= now()",
             "bump": "INSERT INTO {entries} AS e (ns, key, kind, length, modified_at) "
-            "VALUES (%s, %s, 'l', %s, clock_timestamp()) "
+            "VALUES (%s, %s, 'l', %s, now()) "
             "ON CONFLICT (ns, key) DO UPDATE SET length = e.length + excluded.length, "
             "modified_at = excluded.modified_at WHERE e.kind = 'l' RETURNING e.length",
             "add_items": "INSERT INTO {items} (ns, key, seq, value) "
@@ -442,7 +445,7 @@ def busy_error(operation: str, key: str | None, timeout: float, *, queue_full: b
         )
     else:
         message = (
-            f"PostgreSQL {operation}: every pooled connection stayed busy for {timeout:g} s "
+            f"PostgreSQL {operation}: every pooled connection stayed busy for {timeout:.2f} s "
             "(the server is up and answering); retry later, or raise max_size"
         )
     return BackendBusyError(message, backend=BACKEND, key=key, operation=operation)
@@ -455,7 +458,8 @@ _BUSY_SQLSTATES = frozenset({"53300", "55P03"})
 _BUSY_CONNECT_TEXT = ("too many clients", "too many connections", "remaining connection slots are reserved")
 
 
-def _is_busy(exc: BaseException) -> bool:
+def is_busy(exc: BaseException) -> bool:
+    """Whether a driver error says the server is up but saturated (too many connections, lock held)."""
     if not isinstance(exc, psycopg.Error):
         return False
     if exc.sqlstate in _BUSY_SQLSTATES:
@@ -467,7 +471,7 @@ def _is_busy(exc: BaseException) -> bool:
 def map_error(exc: BaseException, operation: str, key: str | None, secret: str | None = None) -> KVStoreError | None:
     """The kvstore error for a driver exception, most specific first; ``None`` if not a driver error."""
     detail = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, secret)
-    if _is_busy(exc):
+    if is_busy(exc):
         message = f"PostgreSQL is up but busy during {operation} ({detail}); retry later"
         return BackendBusyError(message, backend=BACKEND, key=key, operation=operation)
     if isinstance(exc, psycopg_pool.TooManyRequests):

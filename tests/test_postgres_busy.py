@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import psycopg
 import pytest
@@ -76,6 +77,41 @@ async def test_a_role_at_its_connection_limit_is_busy(postgres_url: str) -> None
             finally:
                 await holder.close()
         finally:
+            await admin.execute(f"DROP OWNED BY {role}")
+            await admin.execute(f"DROP ROLE {role}")
+
+
+async def test_a_pool_whose_new_connections_are_refused_as_too_many_is_busy(postgres_url: str) -> None:
+    """When the pool's connections die and the server refuses their replacements with 53300,
+    a call that times out waiting for the pool raises BackendBusyError (the server is up)."""
+    role = f"kv_busy_{uuid.uuid4().hex[:8]}"
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin:
+        await admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 2")
+        await admin.execute(f"CREATE SCHEMA {role} AUTHORIZATION {role}")
+        holders: list[psycopg.AsyncConnection[Any]] = []
+        db = AsyncPostgresDatabase(postgres_url, user=role, schema=role, min_size=1, max_size=1, pool_timeout=1.0)
+        try:
+            await db.set("k", 1)
+            holders.append(await psycopg.AsyncConnection.connect(postgres_url, user=role, autocommit=True))
+            # The store's one pooled session goes; another client takes its slot at once.
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s AND pid <> %s",
+                (role, holders[0].info.backend_pid),
+            )
+            for _ in range(100):
+                try:
+                    holders.append(await psycopg.AsyncConnection.connect(postgres_url, user=role, autocommit=True))
+                    break
+                except psycopg.OperationalError:
+                    await asyncio.sleep(0.02)
+            assert len(holders) == 2
+            with pytest.raises(BackendBusyError, match="busy"):
+                await db.get("k")
+        finally:
+            for holder in holders:
+                await holder.close()
+            await db.aclose()
+            await admin.execute(f"DROP SCHEMA {role} CASCADE")
             await admin.execute(f"DROP OWNED BY {role}")
             await admin.execute(f"DROP ROLE {role}")
 

@@ -10,7 +10,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterable
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from kvstore import _postgres_watchdog as _wd
 from kvstore._async.base import AsyncDatabase
@@ -103,6 +103,25 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):  # pragma: no branch - absent on Windows only
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+#: conninfo -> `time.monotonic` of the last connection attempt the server refused as saturated
+#: (53300, too many connections): a fact about the server, shared by the stores that use it.
+_REFUSED_BUSY: dict[str, float] = {}
+
+
+class _Connection(psycopg.AsyncConnection[Any]):
+    """The pool's connections. The pool opens them in the background and only reports a
+    timeout to the caller; this remembers when the server refused one as saturated."""
+
+    @classmethod
+    async def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
+        try:
+            return await super().connect(conninfo, **kwargs)
+        except psycopg.OperationalError as exc:
+            if _pg.is_busy(exc):
+                _REFUSED_BUSY[conninfo] = time.monotonic()
+            raise
 
 
 def _cursor(conn: _Conn) -> psycopg.AsyncCursor[Any]:
@@ -198,6 +217,7 @@ class AsyncPostgresDatabase(AsyncDatabase):
         else:
             self._start_lock = threading.Lock()
         _STORES.add(self)
+        self._conninfo = ""
         if isinstance(url, AsyncConnectionPool):
             self._pool: _Pool = url
             self._owns_pool = False
@@ -236,8 +256,9 @@ class AsyncPostgresDatabase(AsyncDatabase):
 
     def _new_pool(self) -> _Pool:
         min_size, max_size, max_waiting = self._sizes
-        return AsyncConnectionPool(
+        pool: _Pool = AsyncConnectionPool(
             self._conninfo,
+            connection_class=cast(Any, _Connection),
             kwargs=self._connect_kwargs,
             min_size=min_size,
             max_size=max_size,
@@ -246,6 +267,7 @@ class AsyncPostgresDatabase(AsyncDatabase):
             open=False,
             name=f"kvstore-postgres-{id(self):x}",
         )
+        return pool
 
     def _forget_parent(self) -> None:
         """Run in a child just forked from a process that had this store (``os.register_at_fork``).
@@ -439,15 +461,16 @@ class AsyncPostgresDatabase(AsyncDatabase):
 
         Busy (DESIGN.md §8: not an outage) when the server is demonstrably answering: a
         call of this store got its reply while this one waited (for a full wait queue,
-        within the last ``pool_timeout``), or every connection of the pool is held by a
+        within the last ``pool_timeout``), or the server refused a new connection of the
+        pool as saturated (53300) meanwhile, or every connection of the pool is held by a
         call of this store that is still within its deadline (the watchdog cuts the others,
         and a cut connection is never held). Otherwise the pool could not open or keep
         connections: the server is unavailable.
         """
         queue_full = isinstance(exc, TooManyRequests)
         since = started - self._pool_timeout if queue_full else started
-        if self._last_ok > since or len(self._held) >= pool.max_size:
-            return _pg.busy_error(op, key, wait, queue_full=queue_full)
+        if self._last_ok > since or len(self._held) >= pool.max_size or _REFUSED_BUSY.get(self._conninfo, 0.0) > since:
+            return _pg.busy_error(op, key, time.monotonic() - started, queue_full=queue_full)
         if wait < self._pool_timeout:  # the call's deadline, not pool_timeout, ran out
             return _pg.deadline_error(op, key, self._call_timeout, checkout=True)
         mapped = _pg.map_error(exc, op, key, self._secret)
