@@ -285,6 +285,24 @@ async def test_async_saver_runs_a_graph(adatabase: AsyncDatabase) -> None:
     assert await adatabase.get_length("langgraph:l:t::messages") == 6
 
 
+def test_list_every_thread_and_delete_leaves_nothing(database: Database) -> None:
+    """list(None) walks every thread and namespace newest first; delete_thread leaves no key of the thread."""
+    saver = KVStoreSaver(database)
+    graph = chat_graph(saver)
+    for thread in ("a", "b:1", "c%2"):
+        graph.invoke({"messages": [HumanMessage(thread)]}, {"configurable": {"thread_id": thread}})
+    listed = [*saver.list(None)]
+    assert {t.config["configurable"]["thread_id"] for t in listed} == {"a", "b:1", "c%2"}
+    assert len(listed) == 9
+    ids = [t.checkpoint["id"] for t in listed]
+    assert ids == sorted(ids, reverse=True)
+    assert len([*saver.list(None, filter={"source": "input"}, limit=2)]) == 2
+    for thread in ("a", "b:1", "c%2"):
+        saver.delete_thread(thread)
+    assert database.keys("langgraph:*") == []
+    assert [*saver.list(None)] == []
+
+
 def test_nothing_is_pickled_and_unknown_types_are_not_revived(database: Database) -> None:
     """No pickle: a value of an arbitrary class is stored through strict msgpack and not rebuilt on read."""
     saver = KVStoreSaver(database)

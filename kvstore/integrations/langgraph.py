@@ -307,9 +307,9 @@ class _SaverLogic(BaseCheckpointSaver[int]):
 
     Keys (``p`` = ``prefix``, ``t``/``n``/``c`` = escaped thread id, namespace, channel):
     ``p c:t:n:<checkpoint id>`` the record (checkpoint, metadata, parent, how to rebuild
-    each channel), ``p h:t:n`` a copy of the newest record, ``p w:t:n:<id>`` the list of
-    pending writes, ``p l:t:n:c`` the list of a list channel's items, ``p b:t:n:<id>:c`` a
-    large value, ``p u:<run id>:t`` which threads a run wrote to.
+    each channel), ``p h:t:n`` a copy of the newest record, ``p w:t:n:<id>:<task>:<idx>`` the
+    pending writes of one ``put_writes`` call, ``p l:t:n:c`` the list of a list channel's
+    items, ``p b:t:n:<id>:c`` a large value, ``p u:<run id>:t`` which threads a run wrote to.
     """
 
     def __init__(self, *, serde: SerializerProtocol | None, prefix: str, cache_size: int) -> None:
