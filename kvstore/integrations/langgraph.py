@@ -13,6 +13,7 @@ Install with ``pip install "kvstore[langgraph]"``.
   by namespace prefix and value filter, list_namespaces) with TTL from kvstore itself:
   an expired item is never returned, on any backend. No vector search: a ``query``
   is ignored and results come newest first.
+- `copy_checkpoints` / `copy_store_items` migrate from LangGraph's own savers and stores.
 
 Nothing is pickled. Values that are plain JSON, and LangChain messages, are stored
 as JSON; anything else goes through LangGraph's ``JsonPlusSerializer`` with pickle
