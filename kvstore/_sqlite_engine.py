@@ -8,6 +8,7 @@ thread so the event loop never waits on a file or a lock.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import threading
 import time
@@ -70,6 +71,12 @@ def _lock_for(conn: apsw.Connection) -> threading.Lock:
 # wrong: SQLite finds the inherited lock bookkeeping of the file in the child's memory,
 # so the child's new connection would take no real locks, and a parent closing its
 # store later would delete the WAL under the child and lose the child's writes.
+#
+# One case SQLite cannot recover from: a fork taken while another thread of the parent
+# is inside SQLite on this store (the engine lock is held). That connection cannot be
+# closed in the child (its mutex is taken), so it is left untouched; the child's own
+# connection reads, but its writes may raise BackendBusyError. It never hangs. Fork
+# while the store is idle (gunicorn --preload, a pool started before work) to avoid it.
 
 _forkables: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -77,6 +84,11 @@ _forkables: weakref.WeakSet[Any] = weakref.WeakSet()
 def after_fork_in_child(obj: Any) -> None:
     """Call ``obj._after_fork_in_child()`` in every process forked while ``obj`` is alive."""
     _forkables.add(obj)
+
+
+def _abandon(obj: object) -> None:
+    """Keep ``obj`` alive and untouched in this process for good (freeing an apsw object would use it)."""
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
 
 
 def _reset_in_child() -> None:
@@ -212,14 +224,21 @@ class SqliteEngine:
 
     def _after_fork_in_child(self) -> None:
         """In a forked child: drop the parent's connection (closing the child's copy of it), reopen lazily."""
+        # Every call on the connection holds the engine lock: held at fork time means another
+        # thread of the parent was inside SQLite, with SQLite's own mutex of the connection
+        # taken. That mutex stays taken in the child, so closing would fail (or hang): leave it.
+        busy_at_fork = self._lock.locked()
         self._lock = threading.Lock()
         if self.closed:
             return
-        conn, self._conn = self._conn, None
+        conn, cur, self._conn = self._conn, self._cur, None
         self._next_purge_ms = 0.0
         if conn is None:
             return  # never opened: the child opens its own on first use
-        if self._owns:
+        if busy_at_fork:
+            _abandon(conn)
+            _abandon(cur)
+        elif self._owns:
             # See "fork safety" above: the child's copy is closed here, the parent's stays open.
             with contextlib.suppress(apsw.Error):
                 conn.close(True)
@@ -593,12 +612,16 @@ class SqliteEngine:
     def changed_since(self, keys: Iterable[str], since: float) -> _KeySet:
         """Which of ``keys`` were written, expired by `expire`, deleted or cleared after ``since``.
 
-        One statement for all keys. Exact for ``since`` within the idempotency window
-        (older tombstones are swept); rows from before schema version 3 count as unchanged.
+        One statement for all keys. Exact for ``since`` within the idempotency window; for
+        an older ``since`` the deletion records that would answer may have been swept, so
+        every key is reported (a replay then records conflicts instead of overwriting).
+        Rows from before schema version 3 count as unchanged.
         """
         names = list(dict.fromkeys(validate_key(k) for k in keys))
         if not names:
             return set()
+        if since * 1000 < self._clock() * 1000 - self._window_ms:
+            return set(names)
         ns = self.ns
         with self._lock:
             try:

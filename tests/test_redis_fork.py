@@ -143,7 +143,6 @@ def test_cluster_store_in_forked_children(redis_cluster: list[RedisServer], api:
     """Redis Cluster: 4 forked children x 200 set+get on the parent's store, exact; the parent works on."""
     prefix = f"fork-cluster-{api}-{uuid.uuid4().hex[:8]}:"
     url = redis_cluster[0].url
-    loop = asyncio.new_event_loop()
     if api == "sync":
         sync_store = RedisCache(url, key_prefix=prefix)
         sync_store.set("before", 1)
@@ -167,6 +166,7 @@ def test_cluster_store_in_forked_children(redis_cluster: list[RedisServer], api:
         return
 
     async_store = AsyncRedisCache(url, key_prefix=prefix)
+    loop = asyncio.new_event_loop()
     loop.run_until_complete(async_store.set("before", 1))
 
     def async_child(w: int, errors: Any) -> None:

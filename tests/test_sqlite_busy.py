@@ -14,6 +14,7 @@ from typing import Any
 import apsw
 import pytest
 
+from kvstore import StorageManager
 from kvstore.errors import BackendBusyError, BackendUnavailableError
 from kvstore.sqlite import AsyncSqliteDatabase, SqliteDatabase
 
@@ -172,3 +173,26 @@ def test_busy_error_carries_context(path: Path) -> None:
     assert (err.backend, err.operation, err.key) == ("sqlite", "append", "h")
     assert str(path) in str(err)
     assert "busy timeout" in str(err)
+
+
+def test_manager_does_not_fall_back_when_sqlite_is_busy(path: Path, tmp_path: Path) -> None:
+    """Through the manager: writes on a locked file raise BackendBusyError, nothing moves to the fallback."""
+    config = {
+        "cache": {"type": "memory"},
+        "database": {"type": "sqlite", "path": str(path), "busy_timeout": 0.2, "state_dir": str(tmp_path / "state")},
+    }
+    with StorageManager(config) as storage:
+        holder = hold_write_lock(path, 2.0)
+        try:
+            for i in range(8):  # well past any breaker threshold
+                with pytest.raises(BackendBusyError):
+                    storage.database.set("k", i)
+            assert storage.database.get("v") == 0  # reads are served by SQLite meanwhile
+            health = storage.health().database
+            assert (health.active, health.degraded) == ("sqlite", False)
+        finally:
+            holder.join()
+        storage.database.set("k", "after")
+        assert storage.health().database.degraded is False
+    with SqliteDatabase(path) as db:
+        assert db.get("k") == "after"  # written to the file, not to a fallback

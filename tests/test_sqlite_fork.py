@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +16,7 @@ from typing import Any
 import apsw
 import pytest
 
-from kvstore.errors import ClosedError
+from kvstore.errors import BackendBusyError, ClosedError
 from kvstore.sqlite import AsyncSqliteDatabase, SqliteDatabase
 
 pytestmark = pytest.mark.slow
@@ -202,3 +205,41 @@ def test_memory_database_refuses_use_in_a_forked_child() -> None:
     assert proc.exitcode == 0, errors.get(timeout=1) if not errors.empty() else proc.exitcode
     assert db.get("k") == 1
     db.close()
+
+
+def test_fork_while_another_thread_waits_inside_sqlite(tmp_path: Path) -> None:
+    """Forked while a parent thread waits inside SQLite: the child does not hang; it reads, and a write either
+    succeeds or raises BackendBusyError (SQLite's inherited lock bookkeeping); the parent is unharmed."""
+    path = tmp_path / "kv.db"
+    db = SqliteDatabase(path, busy_timeout=10)
+    db.set("before", 1)
+    holder = apsw.Connection(str(path))
+    holder.execute("BEGIN IMMEDIATE")  # the parent thread's write below waits for this lock
+    waiting = threading.Thread(target=db.set, args=("k", "parent"))
+    waiting.start()
+    time.sleep(0.3)
+    assert db._engine._lock.locked()  # the thread is inside SQLite now
+
+    def child(w: int, errors: Any) -> None:
+        try:
+            db._engine.busy_timeout = 0.5  # the child's own connection gives up sooner
+            assert db.get("before") == 1  # a connection of the child's own, not the parent's
+            with contextlib.suppress(BackendBusyError):
+                db.append("log", {"w": w, "i": 0})
+            db.close()
+        except BaseException:
+            errors.put(traceback.format_exc())
+            raise
+
+    release = threading.Timer(1.0, lambda: holder.execute("COMMIT"))
+    release.start()
+    _run_children(child)
+    release.join()
+    waiting.join(timeout=30)
+    holder.close()
+    assert db.get("k") == "parent"  # the waiting write went through
+    assert db.append("log", "parent") >= 1
+    db.close()
+    with SqliteDatabase(path) as again:
+        assert again._engine._conn is not None
+        assert again._engine._conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]

@@ -216,7 +216,8 @@ class AsyncSqliteDatabase(AsyncDatabase):
         """Which of ``keys`` were written, expired by `expire`, deleted or cleared after ``since``.
 
         One query for all keys. Exact while ``since`` is within ``idempotency_window``
-        of now (older deletion records are swept with the expired rows).
+        of now; deletion records older than that are swept with the expired rows, so for
+        an older ``since`` every key is reported as changed (never a silent overwrite).
         """
         if True:  # ASYNC
             return await self._run(self._engine.changed_since, list(keys), since)

@@ -165,7 +165,8 @@ class SqliteDatabase(Database):
         """Which of ``keys`` were written, expired by `expire`, deleted or cleared after ``since``.
 
         One query for all keys. Exact while ``since`` is within ``idempotency_window``
-        of now (older deletion records are swept with the expired rows).
+        of now; deletion records older than that are swept with the expired rows, so for
+        an older ``since`` every key is reported as changed (never a silent overwrite).
         """
         return self._engine.changed_since(list(keys), since)
 

@@ -157,7 +157,7 @@ async def test_a_key_written_again_after_delete_or_clear_is_still_reported(tmp_p
 
 async def test_a_recent_write_survives_the_purge_of_its_expired_row(tmp_path: Path, clock: FakeClock) -> None:
     """A key written after ``since`` whose TTL ran out and was purged is still reported (a tombstone keeps it)."""
-    store = await seeded(tmp_path / "kv.db", clock, idempotency_window=600)
+    store = await seeded(tmp_path / "kv.db", clock, idempotency_window=7200)
     since = await store.server_time()
     clock.advance(1)
     await store.set("short", 1, ttl=1)
@@ -193,6 +193,17 @@ async def test_tombstones_and_cleared_stamps_are_purged_after_the_window(tmp_pat
     assert conn.execute("SELECT count(*) FROM kvstore_cleared").fetchall() == [(0,)]
     conn.close()
     await other.aclose()
+    await store.aclose()
+
+
+async def test_a_time_older_than_the_window_reports_every_key(tmp_path: Path, clock: FakeClock) -> None:
+    """Past the idempotency window deletions may have been swept: every key counts as changed, none is missed."""
+    store = await seeded(tmp_path / "kv.db", clock, idempotency_window=60)
+    since = await store.server_time()
+    clock.advance(59)
+    assert await store.changed_since(["v", "never"], since) == set()
+    clock.advance(2)
+    assert await store.changed_since(["v", "never"], since) == {"v", "never"}
     await store.aclose()
 
 
@@ -232,9 +243,9 @@ async def test_version_2_file_migrates_and_old_rows_count_as_unchanged(tmp_path:
     conn.close()
     async with AsyncSqliteDatabase(path, clock=clock) as store:
         assert await store.get("old") == 1
-        assert await store.changed_since(["old"], 0.0) == set()
+        assert await store.changed_since(["old"], clock.now - 1) == set()
         await store.set("old", 2)
-        assert await store.changed_since(["old"], 0.0) == {"old"}
+        assert await store.changed_since(["old"], clock.now - 1) == {"old"}
     conn = apsw.Connection(str(path))
     assert conn.execute("PRAGMA user_version").fetchall() == [(sql.SCHEMA_VERSION,)]
     conn.close()

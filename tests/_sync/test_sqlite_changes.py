@@ -158,7 +158,7 @@ def test_a_key_written_again_after_delete_or_clear_is_still_reported(tmp_path: P
 
 def test_a_recent_write_survives_the_purge_of_its_expired_row(tmp_path: Path, clock: FakeClock) -> None:
     """A key written after ``since`` whose TTL ran out and was purged is still reported (a tombstone keeps it)."""
-    store = seeded(tmp_path / "kv.db", clock, idempotency_window=600)
+    store = seeded(tmp_path / "kv.db", clock, idempotency_window=7200)
     since = store.server_time()
     clock.advance(1)
     store.set("short", 1, ttl=1)
@@ -194,6 +194,17 @@ def test_tombstones_and_cleared_stamps_are_purged_after_the_window(tmp_path: Pat
     assert conn.execute("SELECT count(*) FROM kvstore_cleared").fetchall() == [(0,)]
     conn.close()
     other.close()
+    store.close()
+
+
+def test_a_time_older_than_the_window_reports_every_key(tmp_path: Path, clock: FakeClock) -> None:
+    """Past the idempotency window deletions may have been swept: every key counts as changed, none is missed."""
+    store = seeded(tmp_path / "kv.db", clock, idempotency_window=60)
+    since = store.server_time()
+    clock.advance(59)
+    assert store.changed_since(["v", "never"], since) == set()
+    clock.advance(2)
+    assert store.changed_since(["v", "never"], since) == {"v", "never"}
     store.close()
 
 
@@ -233,9 +244,9 @@ def test_version_2_file_migrates_and_old_rows_count_as_unchanged(tmp_path: Path,
     conn.close()
     with SqliteDatabase(path, clock=clock) as store:
         assert store.get("old") == 1
-        assert store.changed_since(["old"], 0.0) == set()
+        assert store.changed_since(["old"], clock.now - 1) == set()
         store.set("old", 2)
-        assert store.changed_since(["old"], 0.0) == {"old"}
+        assert store.changed_since(["old"], clock.now - 1) == {"old"}
     conn = apsw.Connection(str(path))
     assert conn.execute("PRAGMA user_version").fetchall() == [(sql.SCHEMA_VERSION,)]
     conn.close()
