@@ -132,9 +132,41 @@ def package() -> int:
         return 1 if code == 5 else code
 
 
-def docs() -> int:
-    """Build the site with ``mkdocs build --strict`` and check its internal links (tests/test_docs.py)."""
-    return _run(PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_docs.py", check=False)
+def docs(rest: list[str]) -> int:
+    """Build the site with ``mkdocs build --strict`` and check its internal links (tests/test_docs.py).
+
+    ``docs --screenshots DIR`` also builds the site into ``DIR/site`` and renders the home
+    page and an API page to PNGs with headless Chromium (not part of CI).
+    """
+    code = _run(PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_docs.py", check=False)
+    if code or not rest:
+        return code
+    if rest[0] != "--screenshots" or len(rest) != 2:
+        print("usage: docs [--screenshots DIR]")
+        return 2
+    out = Path(rest[1]).resolve()
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if chromium is None:
+        print("no chromium on PATH (Debian: apt-get install -y chromium)")
+        return 1
+    os.environ["NO_MKDOCS_2_WARNING"] = "1"
+    _run(PY, "-m", "mkdocs", "build", "--strict", "--site-dir", out / "site")
+    for name, page in (("home", "index.html"), ("api-stores", "api/stores/index.html")):
+        with tempfile.TemporaryDirectory(prefix="kvstore-chromium-") as profile:
+            _run(
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                f"--user-data-dir={profile}",
+                "--window-size=1280,1400",
+                "--hide-scrollbars",
+                f"--screenshot={out / f'{name}.png'}",
+                (out / "site" / page).as_uri(),
+            )
+    print(f"screenshots: {out / 'home.png'}, {out / 'api-stores.png'}")
+    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -149,7 +181,7 @@ def main(argv: list[str]) -> int:
     if command == "package":
         return package()
     if command == "docs":
-        return docs()
+        return docs(rest)
     if command == "demo":
         return _run(PY, "-m", "kvstore", "demo", *rest, check=False)
     if command == "check":
