@@ -46,6 +46,11 @@ process) shuts the socket of a call past its deadline down, the call raises
 `BackendUnavailableError` ("did not answer within N s") and the connection is closed,
 never reused. The statement may still run once the server thaws (its bytes were
 delivered), so such an error means "outcome unknown", like any lost reply.
+
+Busy is not an outage (DESIGN.md §8): `map_error` turns "too many connections" (53300)
+and "lock not available" (55P03) into `BackendBusyError`; the store decides whether a
+pool checkout that timed out met a saturated pool (`busy_error`) or a server it cannot
+reach (`deadline_error` / `BackendUnavailableError`).
 """
 
 from __future__ import annotations

@@ -155,7 +155,26 @@ class PostgresDatabase(Database):
             server that is frozen but whose kernel still acknowledges packets.
         purge_interval: Seconds between sweeps of expired rows (they are invisible at once anyway).
         idempotency_window: Seconds an append's idempotency id is remembered (default
-            one day, server clock); the sweep removes older ids of every prefix.
+            one day, server clock); the sweep removes older ids of every prefix, and the
+            tombstones and clear marks that `changed_since` reads.
+
+    Busy is not an outage (DESIGN.md §8): a call that finds the pool saturated while the
+    server answers (every connection held by a call within its deadline, or another call
+    answered meanwhile), a server refusing connections as too many (53300) and a lock not
+    obtained within ``lock_timeout`` (55P03) raise `BackendBusyError`; refused, reset, a
+    missed call deadline and a pool that cannot open connections raise
+    `BackendUnavailableError`.
+
+    Fork-safe: in a process forked from one that used the store (gunicorn ``--preload``,
+    multiprocessing), the first call opens a pool of the child's own; the parent's
+    connections are never used or closed by the child (closing would send a Terminate on
+    the shared socket and end the parent's session). A store handed a ready pool cannot
+    follow a fork and raises `ConfigError` in the child.
+
+    Raises:
+        InvalidKeyError: ``key_prefix`` is not a str, or holds NUL or a lone surrogate.
+        ConfigError: ``schema`` or ``table_prefix`` cannot name PostgreSQL objects exactly
+            (empty, NUL, a lone surrogate, or a name past 63 bytes).
     """
 
     backend = "postgres"
