@@ -21,7 +21,7 @@ BIG = {"blob": "y" * (4 * 1024 * 1024)}
 def test_40_threads_getting_4mb_on_2_connections_succeed_or_are_busy(postgres_url: str) -> None:
     """40 threads x 2 gets of a 4 MB value on a pool of 2: exact value or BackendBusyError, never an outage."""
     db = PostgresDatabase(
-        postgres_url, key_prefix=f"busy-{uuid.uuid4().hex[:8]}:", min_size=2, max_size=2, pool_timeout=0.2
+        postgres_url, key_prefix=f"busy-{uuid.uuid4().hex[:8]}:", min_size=2, max_size=2, pool_timeout=0.05
     )
     results: list[Any] = []
     start = threading.Barrier(40)
