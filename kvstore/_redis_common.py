@@ -6,6 +6,7 @@ itself was imported, so ``import kvstore`` never loads redis.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import weakref
@@ -72,7 +73,9 @@ def after_fork_in_child(obj: Any) -> None:
 
 def _reset_in_child() -> None:
     for obj in list(_forkables):
-        obj._after_fork_in_child()
+        # One store failing to reset must not leave the others on the parent's sockets.
+        with contextlib.suppress(Exception):
+            obj._after_fork_in_child()
 
 
 os.register_at_fork(after_in_child=_reset_in_child)

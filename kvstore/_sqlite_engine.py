@@ -96,7 +96,9 @@ def _reset_in_child() -> None:
     _locks_guard = threading.Lock()
     _locks.clear()  # handed connections are the caller's; the child's engines stop using them
     for obj in list(_forkables):
-        obj._after_fork_in_child()
+        # One store failing to reset must not leave the others on the parent's connections.
+        with contextlib.suppress(Exception):
+            obj._after_fork_in_child()
 
 
 os.register_at_fork(after_in_child=_reset_in_child)
