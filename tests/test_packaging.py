@@ -100,3 +100,17 @@ def test_version_has_one_home() -> None:
     assert '[tool.hatch.version]\npath = "kvstore/__init__.py"' in text
     project = text.split("[project]", 1)[1].split("\n[", 1)[0]
     assert "\nversion =" not in project
+
+
+def test_install_lines_name_the_distribution() -> None:
+    """README and the docs tell users to install kvstore-sdk, never the unrelated "kvstore" on PyPI."""
+    texts = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    found = 0
+    for path in texts:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if "pip install" in line and "kvstore" in line and "--group" not in line:
+                found += 1
+                assert 'pip install "kvstore[' not in line, f"{path.name}: {line}"
+                assert "pip install kvstore " not in line + " ", f"{path.name}: {line}"
+    assert found >= 5
+    assert 'pip install "kvstore-sdk[all]"' in (ROOT / "README.md").read_text(encoding="utf-8")
