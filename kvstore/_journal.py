@@ -235,23 +235,32 @@ class Journal:
             )
         return [JournalEntry(seq, kind, orjson.loads(data), created) for seq, kind, data, created in rows]
 
-    def touching(self, keys: Iterable[str]) -> list[tuple[str, JournalEntry]]:
-        """``(key, entry)`` for every pending entry touching one of ``keys`` (a clear touches all), in order."""
+    def touching(self, keys: Iterable[str]) -> list[tuple[JournalEntry, list[str]]]:
+        """Every pending entry touching one of ``keys``, once, in order, with the keys it touches among them.
+
+        A clear touches every key: its list is ``[""]``.
+        """
         wanted = sorted(set(keys))
         if not wanted:
             return []
-        marks = ",".join("?" * (len(wanted) + 1))
+        found: dict[int, tuple[JournalEntry, list[str]]] = {}
         with self._lock, self._errors("journal"):
-            rows = (
-                self._connection()
-                .execute(
+            conn = self._connection()
+            for start in range(0, len(wanted), 900):  # SQLite's bound-parameter limit, with room
+                chunk = wanted[start : start + 900]
+                marks = ",".join("?" * (len(chunk) + 1))
+                rows = conn.execute(
                     f"SELECT k.key, j.seq, j.kind, j.data, j.created FROM journal_keys k "
-                    f"JOIN journal j ON j.seq = k.seq WHERE k.key IN ({marks}) ORDER BY j.seq",
-                    (*wanted, ""),
-                )
-                .fetchall()
-            )
-        return [(key, JournalEntry(seq, kind, orjson.loads(data), created)) for key, seq, kind, data, created in rows]
+                    f"JOIN journal j ON j.seq = k.seq WHERE k.key IN ({marks})",
+                    (*chunk, ""),
+                ).fetchall()
+                for key, seq, kind, data, created in rows:
+                    if seq in found:
+                        if key not in found[seq][1]:
+                            found[seq][1].append(key)
+                    else:
+                        found[seq] = (JournalEntry(seq, kind, orjson.loads(data), created), [key])
+        return [found[seq] for seq in sorted(found)]
 
     def dead_letters(self) -> list[tuple[JournalEntry, str]]:
         """Entries the primary refused, with the reason, oldest first."""

@@ -528,3 +528,173 @@ def test_case7_sync_outage_write_with_the_journal_locked_is_bounded_by_its_deadl
         database.set("third", 3)  # the lock is gone: outage writes go on
         assert database.get("third") == 3
         assert "second" not in {e.data.get("k") for e in database.journal.pending()}
+
+
+# --- found by the adversarial review -------------------------------------------------------
+
+
+def _primary_config(kind: str, postgres_url: str, tmp_path: Path) -> dict[str, Any]:
+    database: dict[str, Any] = (
+        {"type": "postgres", "url": postgres_url, "key_prefix": f"r{uuid.uuid4().hex[:6]}:"}
+        if kind == "postgres"
+        else {"type": "sqlite", "path": str(tmp_path / "primary.db")}
+    )
+    return {
+        "cache": {"type": "memory"},
+        "database": {**database, "state_dir": str(tmp_path / "state"), "probe_interval": 60},
+    }
+
+
+@pytest.mark.parametrize("kind", ["postgres", "sqlite"])
+def test_replay_of_several_outage_writes_to_one_key_keeps_the_last(
+    postgres_url: str, tmp_path: Path, kind: str
+) -> None:
+    """Replay never takes its own earlier writes for another instance's: every sequence ends as it did in the outage."""
+    with StorageManager(_primary_config(kind, postgres_url, tmp_path)) as storage:
+        db = _failover(storage)
+        for key in ("twice", "deleted", "expired", "mset-then-set", "cleared", "list-then-value"):
+            db.set(key, "before")
+        db.breaker.trip("outage for the test")
+        db.set("cleared", "v1")
+        db.clear()  # first: it empties every key written before it
+        db.set("cleared", "v2")
+        for key in ("twice", "deleted", "expired", "mset-then-set", "list-then-value"):
+            db.set(key, "outage-base")
+        db.set("twice", "v1")
+        db.set("twice", "v2")
+        db.set("deleted", "v1")
+        db.delete("deleted")
+        db.set("expired", "v1")
+        db.expire("expired", 100)
+        db.mset({"mset-then-set": "m"})
+        db.set("mset-then-set", "s")
+        db.delete("list-then-value")
+        db.append("list-then-value", 1)
+        db.delete("list-then-value")
+        db.set("list-then-value", "x")
+        during = {k: db.get(k) for k in ("twice", "deleted", "mset-then-set", "cleared", "list-then-value")}
+        _probe_soon(db)
+        assert db.get("twice") == "v2"  # probes, replays, fails back
+        assert db.breaker.state.value == "closed"
+        after = {k: db.get(k) for k in during}
+        assert (
+            after
+            == during
+            == {
+                "twice": "v2",
+                "deleted": None,
+                "mset-then-set": "s",
+                "cleared": "v2",
+                "list-then-value": "x",
+            }
+        )
+        ttl = db.ttl("expired")
+        assert ttl is not None
+        assert 90 < ttl <= 100
+        assert set(db.keys()) == {"twice", "expired", "mset-then-set", "cleared", "list-then-value"}
+        assert storage.health().database.conflicts == 0
+
+
+def test_a_list_whose_ttl_ran_out_in_the_outage_reads_back_its_new_items(tmp_path: Path) -> None:
+    """append, expire, the TTL passes, append again: the list is the new item, not empty."""
+    with StorageManager(_primary_config("sqlite", "", tmp_path)) as storage:
+        db = _failover(storage)
+        db.breaker.trip("outage for the test")
+        db.delete("l")
+        db.append("l", "a")
+        db.expire("l", 0.2)
+        time.sleep(0.3)
+        db.append("l", "b")
+        assert db.get_range("l", 0, -1) == ["b"]
+        assert db.get_length("l") == 1
+        assert db.exists("l") is True
+
+
+def test_an_mset_with_a_key_twice_keeps_the_last_in_the_outage_and_after(tmp_path: Path) -> None:
+    """mset([(k, 'y'), (k, 'x', ttl)]) behaves as two sets in order, during the outage and after replay."""
+    with StorageManager(_primary_config("sqlite", "", tmp_path)) as storage:
+        db = _failover(storage)
+        db.breaker.trip("outage for the test")
+        db.mset([("k", "y"), ("k", "x", 0.2)])
+        time.sleep(0.3)
+        assert db.get("k") is None
+        _probe_soon(db)
+        db.get("other")  # fails back
+        assert db.breaker.state.value == "closed"
+        assert db.get("k") is None
+
+
+def test_an_explicit_fallback_that_is_a_primary_is_refused(tmp_path: Path) -> None:
+    """A SQLite fallback path naming the tier's own file or the embedded default is a ConfigError."""
+    from kvstore import ConfigError
+
+    own = str(tmp_path / "app.db")
+    config = {
+        "cache": {"type": "memory"},
+        "database": {"type": "sqlite", "path": own, "fallback": [{"type": "sqlite", "path": own}]},
+    }
+    with pytest.raises(ConfigError, match="primary"):
+        StorageManager(config).connect()
+    default = {
+        "cache": {"type": "memory"},
+        "database": {"type": "postgres", "url": "postgresql://x@127.0.0.1:1/x", "fallback": [{"type": "sqlite"}]},
+    }
+    with pytest.raises(ConfigError, match="primary"):
+        StorageManager(default).connect()
+
+
+async def test_degraded_mget_of_a_big_outage_mset_is_fast_and_never_blocks_the_loop(tmp_path: Path) -> None:
+    """mget of 4,000 keys written by one outage mset: one pass over the journal, off the event loop."""
+    config = _primary_config("sqlite", "", tmp_path)
+    async with AsyncStorageManager(config) as storage:
+        database = storage.database
+        assert isinstance(database, AsyncFailoverDatabase)
+        database.breaker.trip("outage for the test")
+        await database.mset({f"m{i}": i for i in range(4000)})
+        worst, stop = 0.0, False
+
+        async def ticker() -> None:
+            nonlocal worst
+            last = time.perf_counter()
+            while not stop:
+                await asyncio.sleep(0.002)
+                now = time.perf_counter()
+                worst = max(worst, now - last - 0.002)
+                last = now
+
+        tick = asyncio.ensure_future(ticker())
+        started = time.perf_counter()
+        values = await database.mget([f"m{i}" for i in range(4000)])
+        elapsed = time.perf_counter() - started
+        stop = True
+        await tick
+        print(f"\ndegraded mget of 4,000 keys: {elapsed * 1000:.0f} ms, worst loop stall {worst * 1000:.1f} ms")
+        assert values == list(range(4000))
+        assert elapsed < 2.0
+        assert worst < 0.05
+
+
+def test_a_process_that_started_in_the_outage_empties_its_fallback_after_replay(tmp_path: Path) -> None:
+    """Started with the primary down (answers from the fallback), then replayed: the mirror is emptied."""
+    primary = tmp_path / "later.db"
+    config = {
+        "cache": {"type": "memory"},
+        "database": {
+            "type": "postgres",
+            "url": "postgresql://x@127.0.0.1:1/x",
+            "state_dir": str(tmp_path / "state"),
+            "connect_timeout": 0.3,
+        },
+    }
+    with StorageManager(config) as storage:
+        db = _failover(storage)
+        storage.database.set("cfg", "from-the-outage")
+        # The primary "comes back" as a SQLite file (any tracked store does for this test).
+        from kvstore import SqliteDatabase
+
+        db.primary = SqliteDatabase(primary)
+        _probe_soon(db)
+        assert storage.database.get("cfg") == "from-the-outage"
+        assert db.breaker.state.value == "closed"
+        assert db.fallback is not None
+        assert db.fallback.keys() == []

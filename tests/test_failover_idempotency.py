@@ -11,7 +11,7 @@ import pytest
 
 from kvstore import BackendUnavailableError
 from kvstore._breaker import BreakerPolicy, BreakerState, CircuitBreaker
-from kvstore._sync.failover import FailoverDatabase
+from kvstore._sync.failover import FailoverDatabase, _ReplayRun
 from kvstore.postgres import PostgresDatabase
 from kvstore.sqlite import SqliteDatabase
 
@@ -67,11 +67,11 @@ def test_replaying_one_journal_entry_twice_appends_once(tmp_path: Path, owned_po
         # Replay the first entry twice without journal.done(), as a process killed after
         # the primary's reply and restarted would; then the real failback replays it again.
         for entry in (entries[0], entries[0], entries[1]):
-            db._replay(db.journal, entry, 0.0)
+            db._replay(_ReplayRun(db.journal, 0.0, 0.001), entry)
         _fail_back(db)
         assert db.events["replayed"] == 4
         assert db.get_range("chat", 0, -1) == ["before", 0, 1, 2, 3, 4]
-        db._replay(db.journal, entries[3], 0.0)  # the extend replayed once more: still once
+        db._replay(_ReplayRun(db.journal, 0.0, 0.001), entries[3])  # the extend replayed once more: still once
         assert db.get_range("chat", 0, -1) == ["before", 0, 1, 2, 3, 4]
     finally:
         db.close()

@@ -30,8 +30,8 @@ from kvstore._chain import fallback_chain
 from kvstore._health import HealthReport, TierHealth
 from kvstore._identity import identity_label, tier_identity
 from kvstore._journal import create_private_file
-from kvstore.config import StorageConfig, load_config
-from kvstore.errors import BackendUnavailableError, KVStoreError, MissingDependencyError
+from kvstore.config import DEFAULT_SQLITE_PATH, StorageConfig, load_config
+from kvstore.errors import BackendUnavailableError, ConfigError, KVStoreError, MissingDependencyError
 
 __all__ = ["AsyncStorageBackends", "AsyncStorageManager"]
 
@@ -77,6 +77,21 @@ def state_dir(config: Any) -> Path:
             os.path.join(xdg, "kvstore") if xdg else os.path.join(os.path.expanduser("~"), ".local", "state", "kvstore")
         )
     return Path(root) / f"{config.type}-{tier_identity(config)}"
+
+
+def _check_fallbacks(chain: list[Any]) -> None:
+    """A fallback is never another tier's primary: not the tier's own file, not the embedded default's."""
+    taken = {os.path.realpath(DEFAULT_SQLITE_PATH)}
+    if chain[0].type == "sqlite" and chain[0].path != ":memory:":
+        taken.add(os.path.realpath(chain[0].path))
+    for candidate in chain[1:]:
+        if candidate.type != "sqlite" or candidate.path == ":memory:":
+            continue
+        if os.path.realpath(candidate.path) in taken:
+            raise ConfigError(
+                f"the SQLite fallback {candidate.path!r} is a primary database (this tier's own, or the embedded "
+                "default's): a fallback must be a file of its own; leave it out to use the state directory"
+            )
 
 
 def backend_class(tier: str, backend: str) -> Any:
@@ -180,6 +195,7 @@ class AsyncStorageManager:
     async def _open_tier(self, tier: str, config: Any) -> _Tier:
         state = state_dir(config) if tier == "database" else None
         chain = fallback_chain(tier, config, fallback_path=str(state / "fallback.db") if state else None)
+        _check_fallbacks(chain)
         if len(chain) == 1:  # fallback: [] - fail instead of falling back
             return _Tier(tier, config.type, await self._open_one(tier, config))
         primary: Any = None
@@ -254,6 +270,10 @@ class AsyncStorageManager:
             degraded_reads=config.degraded_reads,
             max_value_bytes=config.max_value_bytes,
             fallback_name=chain[1].type,
+            fallback_path=getattr(chain[1], "path", None),
+            # Its own file in the state directory (or memory) is emptied after a replay; a file
+            # the config names is the user's and is left alone.
+            owns_fallback=chain[1].type == "memory" or getattr(chain[1], "path", None) == str(state / "fallback.db"),
             **options,
         )
 

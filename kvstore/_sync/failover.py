@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -50,7 +52,7 @@ from kvstore._breaker import BreakerState, CircuitBreaker, Route
 from kvstore._codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
 from kvstore._idempotency import validate_idempotency_id
 from kvstore._items import LowerBound, MsetItems, normalize_items
-from kvstore._journal import Journal, JournalEntry
+from kvstore._journal import LEASE_SECONDS, Journal, JournalEntry
 from kvstore._keys import validate_key
 from kvstore._memory import lrange_bounds
 from kvstore._sync.base import Cache, Database
@@ -105,13 +107,32 @@ class _AsyncFailover:
         self.key_prefix = key_prefix if key_prefix is not None else fallback.key_prefix
         self._reopen = reopen
         self._retry_attempts = retry_attempts
-        self._outage_lock = threading.Lock()
+        self._locks_pid = -1
         #: Whether the primary has answered this process (degraded reads are strict from then on).
         self.served = primary is not None
         self.events: dict[str, int] = {"failover": 0, "failback": 0, "replayed": 0, "conflicts": 0, "dead_letters": 0}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.active} ({self.breaker.state.value}) prefix={self.key_prefix!r}>"
+
+    def _locks(self) -> None:
+        """(Re)make the locks in a new process: a forked child must not inherit a parent's held lock."""
+        self._locks_pid = os.getpid()
+        self._outage = threading.Lock()
+        self._fallback_opening = threading.Lock()
+
+    @property
+    def _outage_lock(self) -> threading.Lock:
+        """Serialises outage writes with failback (one per process)."""
+        if self._locks_pid != os.getpid():
+            self._locks()
+        return self._outage
+
+    @property
+    def _fallback_lock(self) -> threading.Lock:
+        if self._locks_pid != os.getpid():
+            self._locks()
+        return self._fallback_opening
 
     @property
     def fallback(self) -> Any:
@@ -407,6 +428,8 @@ class FailoverDatabase(_AsyncFailover, Database):
         degraded_reads: DegradedReads = "auto",
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         fallback_name: str = "fallback",
+        fallback_path: str | Path | None = None,
+        owns_fallback: bool = True,
         **options: Any,
     ) -> None:
         if fallback is None and open_fallback is None:
@@ -416,9 +439,12 @@ class FailoverDatabase(_AsyncFailover, Database):
         self._journal: Journal | None = None
         self._open_fallback = open_fallback
         self._fallback_name = fallback_name
+        #: The fallback's file when it is one (checked before emptying a fallback not opened here).
+        self.fallback_path = None if fallback_path is None else Path(fallback_path)
+        #: Whether the fallback is this tier's own (emptied after a replay) or a configured file left alone.
+        self.owns_fallback = owns_fallback
         self.degraded_reads = degraded_reads
         self.max_value_bytes = max_value_bytes
-        self._fallback_lock = threading.Lock()
 
     # --- journal and fallback, both created on first need ----------------------------
 
@@ -497,16 +523,10 @@ class FailoverDatabase(_AsyncFailover, Database):
     # --- degraded reads ----------------------------------------------------------------
 
     def _views(self, journal: Journal | None, keys: list[str]) -> dict[str, KeyView]:
-        """What this outage's journal says about each of ``keys``."""
-        views = {key: KeyView() for key in keys}
-        if journal is not None and keys:
-            for key, entry in self._journal_call(journal.touching, keys):
-                record = decode_record(entry.kind, entry.data)
-                targets = [key] if key else list(views)  # '' marks a clear: it touches every key
-                for target in targets:
-                    views[target] = record.fold(target, views[target])
-        now = time.time()
-        return {key: view.settle(now) for key, view in views.items()}
+        """What this outage's journal says about each of ``keys`` (computed off the event loop)."""
+        if journal is None or not keys:
+            return {key: KeyView() for key in keys}
+        return self._journal_call(_fold_views, journal, keys)
 
     def _unknown(self, operation: str, key: str | None = None) -> BackendUnavailableError:
         return BackendUnavailableError(
@@ -716,20 +736,15 @@ class FailoverDatabase(_AsyncFailover, Database):
         if not self._journal_call(journal.acquire_replay):
             raise BackendUnavailableError("another process is replaying the shared outage journal; probing again later")
         try:
-            # The primary's clock against ours, once per failback: journal times are local.
-            offset = self.primary.server_time() - time.time()
-            replayed = self._replay_pending(journal, offset)
+            run = self._replay_run(journal)
+            replayed = self._replay_pending(run)
             with self._outage_lock:
-                replayed += self._replay_pending(journal, offset)
+                replayed += self._replay_pending(run)
                 self.breaker.success(Route.PROBE)  # under the lock: no outage write slips in after
         finally:
             self._journal_call(journal.release_replay)
-        if self._fallback is not None and self.served and not len(journal):
-            # Replayed: the fallback's mirror is stale now; the next outage starts from nothing.
-            try:
-                self._fallback.clear()
-            except KVStoreError as exc:
-                logger.debug("kvstore database tier: could not empty the fallback after replay: %s", exc)
+        if not self._journal_call(len, journal):
+            self._empty_fallback()
         if replayed:
             self.events["replayed"] += replayed
             logger.warning(
@@ -739,16 +754,40 @@ class FailoverDatabase(_AsyncFailover, Database):
                 extra={"kvstore_event": "replay", "tier": "database", "count": replayed},
             )
 
-    def _replay_pending(self, journal: Journal, offset: float) -> int:
+    def _empty_fallback(self) -> None:
+        """After a complete replay the fallback's mirror is stale: the next outage starts from nothing.
+
+        Only a fallback this tier owns (its private file in the state directory, or memory) is
+        emptied; an explicitly configured fallback file is left as it is.
+        """
+        if not self.owns_fallback:
+            return
+        if self._fallback is None and not (self.fallback_path is not None and self.fallback_path.exists()):
+            return
+        try:
+            (self._fallback_store()).clear()
+        except KVStoreError as exc:
+            logger.debug("kvstore database tier: could not empty the fallback after replay: %s", exc)
+
+    def _replay_run(self, journal: Journal) -> _ReplayRun:
+        """The clock offset to the primary (midpoint of one round trip) and a fresh run state."""
+        before = time.time()
+        server = self.primary.server_time()
+        after = time.time()
+        return _ReplayRun(journal, server - (before + after) / 2, (after - before) + 0.001)
+
+    def _replay_pending(self, run: _ReplayRun) -> int:
         """Replay every journaled write in order; conflicts are kept, refusals dead-lettered."""
         count = 0
+        journal = run.journal
         while True:
             entries = self._journal_call(journal.pending)
             if not entries:
                 return count
             for entry in entries:
+                self._heartbeat(run)
                 try:
-                    self._replay(journal, entry, offset)
+                    self._replay(run, entry)
                 except BackendUnavailableError:
                     raise  # the primary went away again: stay on the fallback, keep the entry
                 except KVStoreError as exc:
@@ -768,58 +807,78 @@ class FailoverDatabase(_AsyncFailover, Database):
                 else:
                     self._journal_call(journal.done, entry.seq)
                     count += 1
-            self._journal_call(journal.acquire_replay)  # heartbeat: a long replay keeps its lease
 
-    def _replay(self, journal: Journal, entry: JournalEntry, offset: float) -> None:
-        """Apply one entry unless another instance changed its keys after it was made."""
+    def _heartbeat(self, run: _ReplayRun) -> None:
+        """Renew the replay lease on a timer; a replayer that lost it stops before applying anything more."""
+        if time.monotonic() - run.beat < LEASE_SECONDS / 6:
+            return
+        if not self._journal_call(run.journal.acquire_replay):
+            raise BackendUnavailableError("the outage journal's replay lease passed to another process")
+        run.beat = time.monotonic()
+
+    def _replay(self, run: _ReplayRun, entry: JournalEntry) -> None:
+        """Apply one entry unless another instance changed its keys after it was made.
+
+        Changes this replay made itself (an earlier entry of the same key) are not another
+        instance's: each key's threshold is the later of the entry's time and this run's last
+        write to it.
+        """
         record = decode_record(entry.kind, entry.data)
         primary: Database = self.primary
+        since = entry.created + run.offset
         changed: set[str] = set()
         if primary.tracks_changes and not isinstance(record, AppendRecord):
             # Appends land at the tail whatever happened since; the other writes must not
             # overwrite what another instance wrote after them.
-            since = entry.created + offset
             if isinstance(record, ClearRecord):
-                self._replay_clear(journal, entry, since)
+                self._replay_clear(run, entry, since)
                 return
-            changed = primary.changed_since(record.keys(), since)
+            groups: dict[float, list[str]] = {}
+            for key in record.keys():  # noqa: SIM118 - a record's keys, not a dict's
+                groups.setdefault(max(since, run.marks.get(key, since)), []).append(key)
+            for threshold, keys in groups.items():
+                changed |= primary.changed_since(keys, threshold)
         if changed:
-            self._journal_call(journal.conflict, entry, changed)
-            self.events["conflicts"] += 1
-            logger.warning(
-                "kvstore database tier: journaled %s not replayed for key(s) %s: changed on %s by another "
-                "instance after it was made (kept as a conflict in %s)",
-                entry.kind,
-                ", ".join(repr(k) for k in sorted(changed)[:5]),
-                primary.backend,
-                journal.path,
-                extra={"kvstore_event": "conflict", "tier": "database", "key": sorted(changed)[0]},
-            )
+            self._conflict(run, entry, changed)
             if not isinstance(record, MsetRecord):
                 return
             record = record.without(changed)
         record.apply(primary)
+        run.mark(record.keys())
 
-    def _replay_clear(self, journal: Journal, entry: JournalEntry, since: float) -> None:
+    def _conflict(self, run: _ReplayRun, entry: JournalEntry, keys: Collection[str]) -> None:
+        self._journal_call(run.journal.conflict, entry, keys)
+        self.events["conflicts"] += 1
+        logger.warning(
+            "kvstore database tier: journaled %s not replayed for key(s) %s: changed on %s by another "
+            "instance after it was made (kept as a conflict in %s)",
+            entry.kind,
+            ", ".join(repr(k) for k in sorted(keys)[:5]),
+            self.primary.backend,
+            run.journal.path,
+            extra={"kvstore_event": "conflict", "tier": "database", "key": sorted(keys)[0]},
+        )
+
+    def _replay_clear(self, run: _ReplayRun, entry: JournalEntry, since: float) -> None:
         """A clear replayed key by key: what another instance wrote after it survives (a conflict)."""
         primary: Database = self.primary
         keys = primary.keys()
         changed: set[str] = set()
         for start in range(0, len(keys), 500):
             batch = keys[start : start + 500]
-            newer = primary.changed_since(batch, since)
+            groups: dict[float, list[str]] = {}
+            for key in batch:
+                groups.setdefault(max(since, run.marks.get(key, since)), []).append(key)
+            newer: set[str] = set()
+            for threshold, group in groups.items():
+                newer |= primary.changed_since(group, threshold)
             changed |= newer
             for key in batch:
                 if key not in newer:
                     primary.delete(key)
+            run.mark([k for k in batch if k not in newer])
         if changed:
-            self._journal_call(journal.conflict, entry, changed)
-            self.events["conflicts"] += 1
-            logger.warning(
-                "kvstore database tier: journaled clear kept %d key(s) another instance wrote after it",
-                len(changed),
-                extra={"kvstore_event": "conflict", "tier": "database", "key": sorted(changed)[0]},
-            )
+            self._conflict(run, entry, changed)
 
     def close(self) -> None:
         super().close()
@@ -827,9 +886,39 @@ class FailoverDatabase(_AsyncFailover, Database):
             self._journal.close()
 
 
+@dataclass(slots=True)
+class _ReplayRun:
+    """One failback's replay: the journal, the primary's clock offset, and what this run wrote when."""
+
+    journal: Journal
+    offset: float
+    margin: float
+    marks: dict[str, float] = field(default_factory=dict)
+    beat: float = field(default_factory=time.monotonic)
+
+    def mark(self, keys: Iterable[str]) -> None:
+        """Remember that this run changed ``keys`` up to now (on the primary's clock, with a margin)."""
+        now = time.time() + self.offset + self.margin
+        for key in keys:
+            self.marks[key] = now
+
+
 def _expiry(ms: int | None) -> float | None:
     """A TTL in ms as an absolute wall-clock expiry (journal records outlive the process)."""
     return None if ms is None else time.time() + ms / 1000
+
+
+def _fold_views(journal: Journal, keys: list[str]) -> dict[str, KeyView]:
+    """Fold every pending entry touching ``keys`` into their views, each entry decoded once."""
+    views = {key: KeyView() for key in keys}
+    for entry, touched in journal.touching(keys):
+        record = decode_record(entry.kind, entry.data)
+        targets = list(views) if "" in touched else touched  # '' marks a clear: it touches every key
+        for key in targets:
+            views[key] = views[key].settle(entry.created)  # a TTL that ran out before this write
+        record.fold_all(targets, views)
+    now = time.time()
+    return {key: view.settle(now) for key, view in views.items()}
 
 
 def _outage_result(record: WriteRecord, before: dict[str, KeyView]) -> Any:

@@ -85,6 +85,11 @@ class WriteRecord:
         """``view`` of ``key`` after this write."""
         raise NotImplementedError
 
+    def fold_all(self, keys: list[str], views: dict[str, KeyView]) -> None:
+        """Fold this write into the views of ``keys`` (in place)."""
+        for key in keys:
+            views[key] = self.fold(key, views[key])
+
     def apply(self, store: Database) -> Any:
         """Apply this write to ``store`` (a primary on replay, or the fallback)."""
         raise NotImplementedError
@@ -138,13 +143,24 @@ class MsetRecord(WriteRecord):
                 view = KeyView("value", value, expires_at)
         return view
 
+    def fold_all(self, keys: list[str], views: dict[str, KeyView]) -> None:
+        last = self.last_items()  # O(items + keys), not O(items x keys)
+        for key in keys:
+            if key in last:
+                value, expires_at = last[key]
+                views[key] = KeyView("value", value, expires_at)
+
+    def last_items(self) -> dict[str, tuple[Any, float | None]]:
+        """Each key's last value and expiry (a key given twice keeps its last, as sequential sets would)."""
+        return {k: (v, x) for k, v, x in self.items}
+
     def without(self, keys: set[str]) -> MsetRecord:
         """The same write minus the items of ``keys`` (conflicting on replay)."""
         return MsetRecord(tuple(item for item in self.items if item[0] not in keys))
 
     def apply(self, store: Database) -> Any:
         live: list[tuple[str, Any, float | None]] = []
-        for key, value, expires_at in self.items:
+        for key, (value, expires_at) in self.last_items().items():
             ttl = _left(expires_at)
             if ttl is not None and ttl <= 0:
                 store.delete(key)
