@@ -86,6 +86,8 @@ def _postgres(config: PostgresDatabaseConfig) -> dict[str, Any]:
     ports: list[str] = []
     dbname: str | None = None
     user: str | None = None
+    # libpq parameters that pick another server or database than the host list says.
+    elsewhere: dict[str, str] = {}
     if config.url is not None:
         url = _Url(config.url)
         user = unquote(url.user) or None
@@ -104,6 +106,8 @@ def _postgres(config: PostgresDatabaseConfig) -> dict[str, Any]:
                 dbname = text
             elif name == "user":
                 user = text
+            elif name in ("hostaddr", "service", "options"):
+                elsewhere[name] = text
     # Explicit fields win over the URL (as in PostgresDatabase.from_config); without a URL
     # the fields' defaults apply.
     given = config.model_fields_set
@@ -132,6 +136,7 @@ def _postgres(config: PostgresDatabaseConfig) -> dict[str, Any]:
         "dbname": dbname or user or "",
         "schema": config.schema_name,
         "table_prefix": config.table_prefix,
+        **({"elsewhere": sorted(elsewhere.items())} if elsewhere else {}),
     }
 
 

@@ -249,3 +249,14 @@ def test_labels_are_readable_and_hold_no_secret() -> None:
     for config in (postgres, redis):
         assert "s3cret" not in identity_label(config)
         assert "s3cret" not in tier_identity(config)
+
+
+@pytest.mark.parametrize("parameter", ["hostaddr=10.0.0.1", "service=tenant_a", "options=-csearch_path%3Dother"])
+def test_libpq_parameters_that_pick_another_server_change_the_identity(parameter: str) -> None:
+    """hostaddr, service and options in a PostgreSQL URL name other data: the identity differs."""
+    from kvstore._identity import tier_identity
+    from kvstore.config import PostgresDatabaseConfig
+
+    plain = PostgresDatabaseConfig(url="postgresql://app@db/app")
+    other = PostgresDatabaseConfig(url=f"postgresql://app@db/app?{parameter}")
+    assert tier_identity(plain) != tier_identity(other)
