@@ -334,8 +334,10 @@ class Queries:
             "purge_cleared": f"DELETE FROM {{cleared}} WHERE cleared_at <= {window}",
             # The replay guard (see AsyncDatabase.changed_since): one round trip for many keys.
             "server_time": "SELECT extract(epoch FROM clock_timestamp())::float8",
+            # A since older than the window may predate swept tombstones: every key counts as changed.
             "changed_since": "SELECT u.k FROM unnest(%(keys)s::text[]) AS u(k) "
-            "WHERE EXISTS (SELECT 1 FROM {entries} e WHERE e.ns = %(ns)s AND e.key = u.k "
+            "WHERE to_timestamp(%(since)s::float8) <= now() - %(window)s::float8 * interval '1 second' "
+            "OR EXISTS (SELECT 1 FROM {entries} e WHERE e.ns = %(ns)s AND e.key = u.k "
             "AND e.modified_at > to_timestamp(%(since)s::float8)) "
             "OR EXISTS (SELECT 1 FROM {tombstones} t WHERE t.ns = %(ns)s AND t.key = u.k "
             "AND t.deleted_at > to_timestamp(%(since)s::float8)) "

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -98,7 +99,9 @@ _INHERITED: list[Any] = []
 
 def _after_fork_in_child() -> None:
     for store in list(_STORES):
-        store._forget_parent()
+        # One store failing to reset must not leave the others on the parent's connections.
+        with contextlib.suppress(Exception):
+            store._forget_parent()
 
 
 if hasattr(os, "register_at_fork"):  # pragma: no branch - absent on Windows only
@@ -691,12 +694,13 @@ class PostgresDatabase(Database):
         key counts as changed when its entry was written after ``since`` (also if it has
         expired since: it was written), when `delete` removed it after ``since``, or when
         the namespace was cleared after ``since``. Deletions and clears are remembered for
-        ``idempotency_window``; a ``since`` older than that may miss them.
+        ``idempotency_window``: for an older ``since`` every key is reported (a replay then
+        records conflicts instead of overwriting what it cannot see).
         """
         wanted = list(dict.fromkeys(validate_keys(keys)))
         if not wanted:
             return set()
-        params = {"keys": wanted, "ns": self.key_prefix, "since": float(since)}
+        params = {"keys": wanted, "ns": self.key_prefix, "since": float(since), "window": self._window}
         rows = self._all("changed_since", None, self._q.changed_since, params)
         return {k for (k,) in rows}
 

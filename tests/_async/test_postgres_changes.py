@@ -105,6 +105,20 @@ async def test_clear_changes_every_key_of_the_namespace_only(store: AsyncPostgre
         await other.aclose()
 
 
+async def test_a_since_older_than_the_window_reports_every_key(postgres_url: str) -> None:
+    """Past the idempotency window tombstones may be swept: every key counts as changed (no silent overwrite)."""
+    db = AsyncPostgresDatabase(postgres_url, key_prefix=f"chg-{uuid.uuid4().hex[:8]}:", idempotency_window=60)
+    try:
+        await db.set("a", 1)
+        now = await db.server_time()
+        assert await db.changed_since(["a", "never"], now - 61) == {"a", "never"}
+        assert await db.changed_since(["a", "never"], 0.0) == {"a", "never"}
+        assert await db.changed_since(["a", "never"], now) == set()
+    finally:
+        await db.clear()
+        await db.aclose()
+
+
 async def test_changed_since_is_one_round_trip(store: AsyncPostgresDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
     """changed_since of 500 keys sends one statement."""
     since = await store.server_time()
