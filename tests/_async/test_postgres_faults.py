@@ -152,7 +152,14 @@ async def test_quoted_schema_and_table_prefix(postgres_url: str) -> None:
         cur = await conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1", (schema,)
         )
-        assert [r[0] for r in await cur.fetchall()] == ["t_entries", "t_ids", "t_items", "t_meta"]
+        assert [r[0] for r in await cur.fetchall()] == [
+            "t_cleared",
+            "t_entries",
+            "t_ids",
+            "t_items",
+            "t_meta",
+            "t_tombstones",
+        ]
         await conn.execute(psycopg.sql.SQL("DROP SCHEMA {} CASCADE").format(psycopg.sql.Identifier(schema)))
     await db.aclose()
 
