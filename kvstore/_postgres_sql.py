@@ -253,6 +253,7 @@ class Queries:
     purge_cleared: str
     server_time: str
     changed_since: str
+    restamp: str
 
     @classmethod
     def build(cls, schema: str, table_prefix: str) -> Queries:
@@ -343,6 +344,11 @@ class Queries:
             "AND t.deleted_at > to_timestamp(%(since)s::float8)) "
             "OR EXISTS (SELECT 1 FROM {cleared} c WHERE c.ns = %(ns)s "
             "AND c.cleared_at > to_timestamp(%(since)s::float8))",
+            # The failover dates what a replay applied at the time the write was made (one round trip).
+            "restamp": "WITH e AS (UPDATE {entries} SET modified_at = to_timestamp(%(at)s::float8) "
+            "WHERE ns = %(ns)s AND key = ANY(%(keys)s::text[]) RETURNING 1) "
+            "UPDATE {tombstones} SET deleted_at = to_timestamp(%(at)s::float8) "
+            "WHERE ns = %(ns)s AND key = ANY(%(keys)s::text[])",
             # LRANGE arithmetic in SQL, on the counter read in the same snapshot as the items:
             # one round trip. The bounds are computed once (InitPlans), so the item scan is
             # always an index range on (ns, key, seq): O(log n + k) whatever the statistics.

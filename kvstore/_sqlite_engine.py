@@ -634,6 +634,16 @@ class SqliteEngine:
                 raise self._error(exc, "changed_since") from exc
         return {row[0] for row in rows}
 
+    def restamp(self, keys: Iterable[str], at: float) -> None:
+        """Date the last change of ``keys`` (row or tombstone) at ``at``, in one transaction."""
+        names = orjson.dumps(list(dict.fromkeys(validate_key(k) for k in keys)))
+
+        def body(cur: Any, now_ms: float) -> None:
+            cur.execute(sql.RESTAMP_KEYS, (at, self.ns, names))
+            cur.execute(sql.RESTAMP_TOMBSTONES, (at, self.ns, names))
+
+        self._write("restamp", None, body)
+
     def ping(self) -> None:
         with self._lock:
             try:

@@ -154,6 +154,11 @@ CLEARED = (
     "INSERT INTO kvstore_cleared (ns, cleared_at) VALUES (?, ?)"
     " ON CONFLICT (ns) DO UPDATE SET cleared_at = max(cleared_at, excluded.cleared_at)"
 )
+# The failover dates what a replay applied at the time the write was made. Parameters: at, ns, keys (JSON).
+RESTAMP_KEYS = "UPDATE kvstore_keys SET modified_at = ? WHERE ns = ? AND key IN (SELECT value FROM json_each(?))"
+RESTAMP_TOMBSTONES = (
+    "UPDATE kvstore_tombstones SET deleted_at = ? WHERE ns = ? AND key IN (SELECT value FROM json_each(?))"
+)
 # Which of a JSON array of keys changed after a time, in one statement (primary-key lookups).
 # Parameters: keys (JSON), ns, since, ns, since, ns, since.
 CHANGED_SINCE = (

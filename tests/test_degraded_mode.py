@@ -698,3 +698,31 @@ def test_a_process_that_started_in_the_outage_empties_its_fallback_after_replay(
         assert db.breaker.state.value == "closed"
         assert db.fallback is not None
         assert db.fallback.keys() == []
+
+
+@pytest.mark.parametrize("kind", ["postgres", "sqlite"])
+@pytest.mark.parametrize("first", ["older", "newer"])
+def test_two_instances_replaying_one_key_keep_the_newer_write_in_either_order(
+    postgres_url: str, tmp_path: Path, kind: str, first: str
+) -> None:
+    """A and B both wrote k during their outages (A before B): whichever replays first, k ends as B's write."""
+    base = _primary_config(kind, postgres_url, tmp_path)["database"]
+    configs = {
+        name: {"cache": {"type": "memory"}, "database": {**base, "state_dir": str(tmp_path / name)}}
+        for name in ("a", "b")
+    }
+    with StorageManager(configs["a"]) as a, StorageManager(configs["b"]) as b:
+        a.database.set("k", "before")
+        _failover(a).breaker.trip("A lost the primary")
+        _failover(b).breaker.trip("B lost the primary")
+        a.database.set("k", "A-older")
+        time.sleep(0.05)
+        b.database.set("k", "B-newer")
+        order = [a, b] if first == "older" else [b, a]
+        for storage in order:
+            _probe_soon(_failover(storage))
+            storage.database.get("k")  # probes, replays, fails back
+            assert _failover(storage).breaker.state.value == "closed"
+        assert a.database.get("k") == "B-newer"
+        conflicts = a.health().database.conflicts + b.health().database.conflicts
+        assert conflicts == (1 if first == "newer" else 0)

@@ -67,11 +67,11 @@ def test_replaying_one_journal_entry_twice_appends_once(tmp_path: Path, owned_po
         # Replay the first entry twice without journal.done(), as a process killed after
         # the primary's reply and restarted would; then the real failback replays it again.
         for entry in (entries[0], entries[0], entries[1]):
-            db._replay(_ReplayRun(db.journal, 0.0, 0.001), entry)
+            db._replay(_ReplayRun(db.journal, 0.0), entry)
         _fail_back(db)
         assert db.events["replayed"] == 4
         assert db.get_range("chat", 0, -1) == ["before", 0, 1, 2, 3, 4]
-        db._replay(_ReplayRun(db.journal, 0.0, 0.001), entries[3])  # the extend replayed once more: still once
+        db._replay(_ReplayRun(db.journal, 0.0), entries[3])  # the extend replayed once more: still once
         assert db.get_range("chat", 0, -1) == ["before", 0, 1, 2, 3, 4]
     finally:
         db.close()

@@ -785,7 +785,7 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
         before = time.time()
         server = await self.primary.server_time()
         after = time.time()
-        return _ReplayRun(journal, server - (before + after) / 2, (after - before) + 0.001)
+        return _ReplayRun(journal, server - (before + after) / 2)
 
     async def _replay_pending(self, run: _ReplayRun) -> int:
         """Replay every journaled write in order; conflicts are kept, refusals dead-lettered."""
@@ -828,12 +828,7 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
         run.beat = time.monotonic()
 
     async def _replay(self, run: _ReplayRun, entry: JournalEntry) -> None:
-        """Apply one entry unless another instance changed its keys after it was made.
-
-        Changes this replay made itself (an earlier entry of the same key) are not another
-        instance's: each key's threshold is the later of the entry's time and this run's last
-        write to it.
-        """
+        """Apply one entry unless another instance changed its keys after it was made."""
         record = decode_record(entry.kind, entry.data)
         primary: AsyncDatabase = self.primary
         since = entry.created + run.offset
@@ -844,18 +839,17 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
             if isinstance(record, ClearRecord):
                 await self._replay_clear(run, entry, since)
                 return
-            groups: dict[float, list[str]] = {}
-            for key in record.keys():  # noqa: SIM118 - a record's keys, not a dict's
-                groups.setdefault(max(since, run.marks.get(key, since)), []).append(key)
-            for threshold, keys in groups.items():
-                changed |= await primary.changed_since(keys, threshold)
+            changed = await primary.changed_since(record.keys(), since)
         if changed:
             await self._conflict(run, entry, changed)
             if not isinstance(record, MsetRecord):
                 return
             record = record.without(changed)
         await record.apply(primary)
-        run.mark(record.keys())
+        if primary.tracks_changes and record.keys():
+            # Dated when it was made, not now: a later journaled write of the same key (this
+            # journal's or another instance's) is then newer, an older one stays older.
+            await primary.restamp(record.keys(), since)
 
     async def _conflict(self, run: _ReplayRun, entry: JournalEntry, keys: Collection[str]) -> None:
         await self._journal_call(run.journal.conflict, entry, keys)
@@ -877,17 +871,13 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
         changed: set[str] = set()
         for start in range(0, len(keys), 500):
             batch = keys[start : start + 500]
-            groups: dict[float, list[str]] = {}
-            for key in batch:
-                groups.setdefault(max(since, run.marks.get(key, since)), []).append(key)
-            newer: set[str] = set()
-            for threshold, group in groups.items():
-                newer |= await primary.changed_since(group, threshold)
+            newer = await primary.changed_since(batch, since)
             changed |= newer
-            for key in batch:
-                if key not in newer:
-                    await primary.delete(key)
-            run.mark([k for k in batch if k not in newer])
+            deleted = [key for key in batch if key not in newer]
+            for key in deleted:
+                await primary.delete(key)
+            if deleted:
+                await primary.restamp(deleted, since)
         if changed:
             await self._conflict(run, entry, changed)
 
@@ -899,19 +889,11 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
 
 @dataclass(slots=True)
 class _ReplayRun:
-    """One failback's replay: the journal, the primary's clock offset, and what this run wrote when."""
+    """One failback's replay: the journal, the primary's clock offset, the lease's last renewal."""
 
     journal: Journal
     offset: float
-    margin: float
-    marks: dict[str, float] = field(default_factory=dict)
     beat: float = field(default_factory=time.monotonic)
-
-    def mark(self, keys: Iterable[str]) -> None:
-        """Remember that this run changed ``keys`` up to now (on the primary's clock, with a margin)."""
-        now = time.time() + self.offset + self.margin
-        for key in keys:
-            self.marks[key] = now
 
 
 def _expiry(ms: int | None) -> float | None:

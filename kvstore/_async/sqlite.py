@@ -224,6 +224,13 @@ class AsyncSqliteDatabase(AsyncDatabase):
         else:
             return self._engine.changed_since(list(keys), since)
 
+    async def restamp(self, keys: Iterable[str], at: float) -> None:
+        """Date the last change of ``keys`` at ``at`` (see `AsyncDatabase.restamp`)."""
+        if True:  # ASYNC
+            await self._run(self._engine.restamp, list(keys), at)
+        else:
+            self._engine.restamp(list(keys), at)
+
     async def ping(self) -> None:
         if True:  # ASYNC
             await self._run(self._engine.ping)

@@ -170,6 +170,15 @@ class Database(Store):
         """
         return set()
 
+    def restamp(self, keys: Iterable[str], at: float) -> None:
+        """Date the last change of ``keys`` (write or deletion) at ``at`` on the backend's clock.
+
+        A failover replaying an outage journal dates what it applied at the time the write
+        was made, not the time of the replay, so another instance's replay of an older
+        write of the same key sees this one as newer (and not the other way round).
+        Backends that do not track changes ignore it.
+        """
+
 
 class TypedStore(Generic[T]):
     """A typed view of a store (see `Store.typed`)."""

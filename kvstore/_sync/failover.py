@@ -774,7 +774,7 @@ class FailoverDatabase(_AsyncFailover, Database):
         before = time.time()
         server = self.primary.server_time()
         after = time.time()
-        return _ReplayRun(journal, server - (before + after) / 2, (after - before) + 0.001)
+        return _ReplayRun(journal, server - (before + after) / 2)
 
     def _replay_pending(self, run: _ReplayRun) -> int:
         """Replay every journaled write in order; conflicts are kept, refusals dead-lettered."""
@@ -817,12 +817,7 @@ class FailoverDatabase(_AsyncFailover, Database):
         run.beat = time.monotonic()
 
     def _replay(self, run: _ReplayRun, entry: JournalEntry) -> None:
-        """Apply one entry unless another instance changed its keys after it was made.
-
-        Changes this replay made itself (an earlier entry of the same key) are not another
-        instance's: each key's threshold is the later of the entry's time and this run's last
-        write to it.
-        """
+        """Apply one entry unless another instance changed its keys after it was made."""
         record = decode_record(entry.kind, entry.data)
         primary: Database = self.primary
         since = entry.created + run.offset
@@ -833,18 +828,17 @@ class FailoverDatabase(_AsyncFailover, Database):
             if isinstance(record, ClearRecord):
                 self._replay_clear(run, entry, since)
                 return
-            groups: dict[float, list[str]] = {}
-            for key in record.keys():  # noqa: SIM118 - a record's keys, not a dict's
-                groups.setdefault(max(since, run.marks.get(key, since)), []).append(key)
-            for threshold, keys in groups.items():
-                changed |= primary.changed_since(keys, threshold)
+            changed = primary.changed_since(record.keys(), since)
         if changed:
             self._conflict(run, entry, changed)
             if not isinstance(record, MsetRecord):
                 return
             record = record.without(changed)
         record.apply(primary)
-        run.mark(record.keys())
+        if primary.tracks_changes and record.keys():
+            # Dated when it was made, not now: a later journaled write of the same key (this
+            # journal's or another instance's) is then newer, an older one stays older.
+            primary.restamp(record.keys(), since)
 
     def _conflict(self, run: _ReplayRun, entry: JournalEntry, keys: Collection[str]) -> None:
         self._journal_call(run.journal.conflict, entry, keys)
@@ -866,17 +860,13 @@ class FailoverDatabase(_AsyncFailover, Database):
         changed: set[str] = set()
         for start in range(0, len(keys), 500):
             batch = keys[start : start + 500]
-            groups: dict[float, list[str]] = {}
-            for key in batch:
-                groups.setdefault(max(since, run.marks.get(key, since)), []).append(key)
-            newer: set[str] = set()
-            for threshold, group in groups.items():
-                newer |= primary.changed_since(group, threshold)
+            newer = primary.changed_since(batch, since)
             changed |= newer
-            for key in batch:
-                if key not in newer:
-                    primary.delete(key)
-            run.mark([k for k in batch if k not in newer])
+            deleted = [key for key in batch if key not in newer]
+            for key in deleted:
+                primary.delete(key)
+            if deleted:
+                primary.restamp(deleted, since)
         if changed:
             self._conflict(run, entry, changed)
 
@@ -888,19 +878,11 @@ class FailoverDatabase(_AsyncFailover, Database):
 
 @dataclass(slots=True)
 class _ReplayRun:
-    """One failback's replay: the journal, the primary's clock offset, and what this run wrote when."""
+    """One failback's replay: the journal, the primary's clock offset, the lease's last renewal."""
 
     journal: Journal
     offset: float
-    margin: float
-    marks: dict[str, float] = field(default_factory=dict)
     beat: float = field(default_factory=time.monotonic)
-
-    def mark(self, keys: Iterable[str]) -> None:
-        """Remember that this run changed ``keys`` up to now (on the primary's clock, with a margin)."""
-        now = time.time() + self.offset + self.margin
-        for key in keys:
-            self.marks[key] = now
 
 
 def _expiry(ms: int | None) -> float | None:

@@ -704,6 +704,13 @@ class PostgresDatabase(Database):
         rows = self._all("changed_since", None, self._q.changed_since, params)
         return {k for (k,) in rows}
 
+    def restamp(self, keys: Iterable[str], at: float) -> None:
+        """Date the last change of ``keys`` at ``at`` (a `server_time` reading); one round trip."""
+        wanted = list(dict.fromkeys(validate_keys(keys)))
+        if wanted:
+            params = {"keys": wanted, "ns": self.key_prefix, "at": float(at)}
+            self._idempotent("restamp", None, self._q.restamp, params, "rowcount")
+
     def close(self) -> None:
         if self._closed:
             return

@@ -170,6 +170,10 @@ class SqliteDatabase(Database):
         """
         return self._engine.changed_since(list(keys), since)
 
+    def restamp(self, keys: Iterable[str], at: float) -> None:
+        """Date the last change of ``keys`` at ``at`` (see `Database.restamp`)."""
+        self._engine.restamp(list(keys), at)
+
     def ping(self) -> None:
         self._engine.ping()
 
