@@ -1,6 +1,6 @@
 """LangChain on kvstore: a chat history that survives restarts and an LLM cache, on the embedded default.
 
-Needs ``pip install "kvstore[langchain]"``. No server and no API key: the model is
+Needs ``pip install "kvstore-sdk[langchain]"``. No server and no API key: the model is
 LangChain's fake chat model. Run it twice: the conversation continues where it stopped.
 """
 

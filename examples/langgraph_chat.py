@@ -2,7 +2,7 @@
 long-term memory is a kvstore store; on the embedded default (SQLite file), sync and async, no network.
 
 Run it twice: the conversation continues where it stopped, because it is on disk. Needs
-``pip install "kvstore[langgraph]"``.
+``pip install "kvstore-sdk[langgraph]"``.
 """
 
 from __future__ import annotations

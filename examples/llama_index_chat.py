@@ -1,6 +1,6 @@
 """LlamaIndex on kvstore: chat memory and a document store that survive restarts, on the embedded default.
 
-Needs ``pip install "kvstore[llama-index]"``. No server, no API key and no download (the
+Needs ``pip install "kvstore-sdk[llama-index]"``. No server, no API key and no download (the
 token counter is a word count here; LlamaIndex's default fetches a tokenizer). Run it twice:
 the conversation continues where it stopped.
 """

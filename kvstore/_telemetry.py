@@ -1,4 +1,4 @@
-"""OpenTelemetry for stores: a wrapper that traces and measures every operation (``kvstore[otel]``).
+"""OpenTelemetry for stores: a wrapper that traces and measures every operation (``kvstore-sdk[otel]``).
 
 Off by default: nothing here runs unless a store is wrapped with `instrument`, so an
 uninstrumented store pays nothing. Importing this module does not import OpenTelemetry;
@@ -446,7 +446,7 @@ def instrument(
             without it the spans carry ``db.system.name`` from the store's backend only.
 
     Raises:
-        MissingDependencyError: ``opentelemetry-api`` is not installed (``kvstore[otel]``).
+        MissingDependencyError: ``opentelemetry-api`` is not installed (``kvstore-sdk[otel]``).
         TypeError: ``store`` is not a kvstore store.
     """
     if isinstance(store, _Wrapper):

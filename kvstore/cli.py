@@ -11,7 +11,7 @@ from kvstore.errors import KVStoreError
 
 __all__ = ["main"]
 
-INSTALL_HINT = 'the kvstore command needs its extra: pip install "kvstore[cli]"'
+INSTALL_HINT = 'the kvstore command needs its extra: pip install "kvstore-sdk[cli]"'
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,13 +79,13 @@ class ConfigError(KVStoreError):
 class MissingDependencyError(ConfigError, ImportError):
     """A backend was chosen whose optional dependency is not installed.
 
-    The message names the ``pip install "kvstore[extra]"`` command to run.
+    The message names the ``pip install "kvstore-sdk[extra]"`` command to run.
     """
 
     def __init__(self, backend: str, extra: str, module: str) -> None:
         super().__init__(
             f"the {backend} backend needs the {module!r} package, which is not installed; "
-            f'run: pip install "kvstore[{extra}]"',
+            f'run: pip install "kvstore-sdk[{extra}]"',
             backend=backend,
         )
         self.extra = extra

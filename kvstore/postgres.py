@@ -1,4 +1,4 @@
-"""PostgreSQL backend: `PostgresDatabase` and `AsyncPostgresDatabase` (needs ``kvstore[postgres]``)."""
+"""PostgreSQL backend: `PostgresDatabase` and `AsyncPostgresDatabase` (needs ``kvstore-sdk[postgres]``)."""
 
 from kvstore._async.postgres import AsyncPostgresDatabase
 from kvstore._sync.postgres import PostgresDatabase

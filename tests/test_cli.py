@@ -214,7 +214,7 @@ def test_demo_works_without_the_cli_extra(tmp_path: Path) -> None:
     assert "now holds 1 message(s)" in demo.stdout
     other = subprocess.run([sys.executable, "-c", code, "keys"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert other.returncode == 1
-    assert other.stderr.strip() == 'error: the kvstore command needs its extra: pip install "kvstore[cli]"'
+    assert other.stderr.strip() == 'error: the kvstore command needs its extra: pip install "kvstore-sdk[cli]"'
 
 
 def _tree(root: Path) -> list[str]:

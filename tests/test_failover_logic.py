@@ -118,7 +118,7 @@ def test_a_primary_that_cannot_even_be_opened_never_reaches_callers() -> None:
         store.set("k", 1)
         assert store.get("k") == 1
     assert store.active == "memory"
-    assert "kvstore[redis]" in (store.breaker.last_error or "")
+    assert "kvstore-sdk[redis]" in (store.breaker.last_error or "")
     store.close()
 
 

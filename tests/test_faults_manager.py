@@ -291,5 +291,5 @@ except MissingDependencyError as exc:
     assert result.returncode == 0, result.stderr
     assert "memory ok 1 1" in result.stdout
     assert "default on memory" in result.stdout
-    assert 'pip install "kvstore[redis]"' in result.stdout
-    assert 'pip install "kvstore[sqlite]"' in result.stderr
+    assert 'pip install "kvstore-sdk[redis]"' in result.stdout
+    assert 'pip install "kvstore-sdk[sqlite]"' in result.stderr

@@ -536,4 +536,4 @@ def test_missing_langgraph_names_the_extra() -> None:
         "    print(exc)\n"
     )
     assert result.returncode == 0, result.stderr
-    assert 'pip install "kvstore[langgraph]"' in result.stdout
+    assert 'pip install "kvstore-sdk[langgraph]"' in result.stdout

@@ -56,7 +56,7 @@ def test_error_hierarchy() -> None:
 def test_missing_dependency_message_names_the_extra() -> None:
     """The install hint is exactly the pip command to run."""
     error = MissingDependencyError("redis", "redis", "redis")
-    assert 'pip install "kvstore[redis]"' in str(error)
+    assert 'pip install "kvstore-sdk[redis]"' in str(error)
     assert error.extra == "redis"
 
 

@@ -227,7 +227,7 @@ def test_urls_are_normalized_and_redacted() -> None:
 
 
 def test_missing_redis_extra_names_the_pip_command() -> None:
-    """Without redis installed, the backend module raises MissingDependencyError naming kvstore[redis]."""
+    """Without redis installed, the backend module raises MissingDependencyError naming kvstore-sdk[redis]."""
     code = (
         "import sys; sys.modules['redis'] = None\n"
         "import kvstore\n"
@@ -237,7 +237,7 @@ def test_missing_redis_extra_names_the_pip_command() -> None:
         "    print(e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert 'pip install "kvstore[redis]"' in out
+    assert 'pip install "kvstore-sdk[redis]"' in out
 
 
 # --- cluster ------------------------------------------------------------------------------

@@ -224,7 +224,7 @@ def test_missing_apsw_raises_missing_dependency_error() -> None:
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         check=True,
     )
-    assert 'pip install "kvstore[sqlite]"' in result.stdout
+    assert 'pip install "kvstore-sdk[sqlite]"' in result.stdout
 
 
 async def test_manager_connects_sqlite_and_data_persists(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """LangChain on kvstore: byte and value stores, a chat message history and an LLM cache.
 
-Install with ``pip install "kvstore[langchain]"``. Every class takes a kvstore store
+Install with ``pip install "kvstore-sdk[langchain]"``. Every class takes a kvstore store
 of either tier (the LLM cache and the key-value stores) or a database-tier store (the
 chat history), sync or async: a sync store serves LangChain's sync methods natively
 (their ``a``-prefixed twins then run it in a worker thread, as LangChain does by

@@ -1,6 +1,6 @@
 """LangGraph on kvstore: a checkpointer that stores message lists as deltas, and a long-term memory store.
 
-Install with ``pip install "kvstore[langgraph]"``.
+Install with ``pip install "kvstore-sdk[langgraph]"``.
 
 - `KVStoreSaver` / `AsyncKVStoreSaver` are ``BaseCheckpointSaver`` s on the database tier
   (any backend: memory, SQLite, PostgreSQL). A channel whose new value extends its

@@ -1,6 +1,6 @@
 """LlamaIndex on kvstore: a chat store (``BaseChatStore``) and a key-value store (``BaseKVStore``).
 
-Install with ``pip install "kvstore[llama-index]"``. Both take a kvstore store, sync
+Install with ``pip install "kvstore-sdk[llama-index]"``. Both take a kvstore store, sync
 or async: a sync store serves LlamaIndex's sync methods natively (the async ones then
 run it in a worker thread, LlamaIndex's default); an async store serves the async
 methods natively and the sync ones raise `TypeError`. Values are JSON; nothing is pickled.
