@@ -587,6 +587,9 @@ class StorageConfig(_Model):
 
     cache: CacheConfig = Field(default_factory=MemoryCacheConfig)
     database: DatabaseConfig = Field(default_factory=SqliteDatabaseConfig)
+    telemetry: bool = Field(
+        False, description="Trace and measure every store operation with OpenTelemetry (needs kvstore-sdk[otel])."
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -291,6 +291,11 @@ def test_off_by_default_and_enabled_by_config(otel: Telemetry) -> None:
         cache, database = maybe_instrument(on, storage.cache, storage.database)
         assert cache.wrapped is storage.cache
         assert database.wrapped is storage.database
+    config = {"cache": {"type": "memory"}, "database": {"type": "memory"}, "telemetry": True}
+    with StorageManager(config) as storage:
+        assert storage.cache.wrapped is not None  # type: ignore[attr-defined]
+        storage.database.set("k", 1)
+        assert storage.database.get("k") == 1
     code = "import sys, kvstore, kvstore._telemetry; print('opentelemetry' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

@@ -30,6 +30,7 @@ from kvstore._chain import fallback_chain
 from kvstore._health import HealthReport, TierHealth
 from kvstore._identity import identity_label, tier_identity
 from kvstore._journal import create_private_file
+from kvstore._telemetry import maybe_instrument
 from kvstore.config import DEFAULT_SQLITE_PATH, StorageConfig, load_config
 from kvstore.errors import BackendUnavailableError, ConfigError, KVStoreError, MissingDependencyError
 
@@ -162,7 +163,7 @@ class AsyncStorageManager:
             await cache.store.aclose()  # roll back what was opened
             raise
         self._tiers = {"cache": cache, "database": database}
-        self._backends = AsyncStorageBackends(cache.store, database.store, self)
+        self._backends = AsyncStorageBackends(*maybe_instrument(self.config, cache.store, database.store), self)
         return self._backends
 
     async def _open_one(self, tier: str, config: Any, attempts: int = CONNECT_ATTEMPTS) -> Any:

@@ -30,6 +30,7 @@ from kvstore._identity import identity_label, tier_identity
 from kvstore._journal import create_private_file
 from kvstore._sync.base import Cache, Database
 from kvstore._sync.failover import FailoverCache, FailoverDatabase
+from kvstore._telemetry import maybe_instrument
 from kvstore.config import DEFAULT_SQLITE_PATH, StorageConfig, load_config
 from kvstore.errors import BackendUnavailableError, ConfigError, KVStoreError, MissingDependencyError
 
@@ -162,7 +163,7 @@ class StorageManager:
             cache.store.close()  # roll back what was opened
             raise
         self._tiers = {"cache": cache, "database": database}
-        self._backends = StorageBackends(cache.store, database.store, self)
+        self._backends = StorageBackends(*maybe_instrument(self.config, cache.store, database.store), self)
         return self._backends
 
     def _open_one(self, tier: str, config: Any, attempts: int = CONNECT_ATTEMPTS) -> Any:
