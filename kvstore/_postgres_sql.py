@@ -288,8 +288,10 @@ class Queries:
             f"ON CONFLICT (ns, key) DO UPDATE SET {upsert_set} "
             "WHERE e.expires_at IS NOT NULL AND e.expires_at <= now() RETURNING 1",
             # The tombstone is written by the same statement: no extra round trip.
-            "delete": "WITH d AS (DELETE FROM {entries} WHERE ns = %s AND key = %s RETURNING ns, key, {LIVE} AS live), "
-            "t AS (INSERT INTO {tombstones} AS t (ns, key, deleted_at) SELECT ns, key, now() FROM d "
+            # A delete is a change even when nothing was there: its tombstone tells a replaying
+            # instance that a write it journaled earlier is older than this delete.
+            "delete": "WITH d AS (DELETE FROM {entries} WHERE ns = %(ns)s AND key = %(key)s RETURNING {LIVE} AS live), "
+            "t AS (INSERT INTO {tombstones} AS t (ns, key, deleted_at) VALUES (%(ns)s, %(key)s, now()) "
             "ON CONFLICT (ns, key) DO UPDATE SET deleted_at = excluded.deleted_at) SELECT live FROM d",
             "exists": "SELECT 1 FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
             "mget": "SELECT key, kind, value::text FROM {entries} WHERE ns = %s AND key = ANY(%s::text[]) AND {LIVE}",

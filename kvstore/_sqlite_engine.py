@@ -493,6 +493,9 @@ class SqliteEngine:
         def body(cur: Any, now: float) -> bool:
             rows = cur.execute(sql.DELETE, (ns, key)).fetchall()
             if not rows:
+                # A delete is a change even when nothing was there: a replaying instance must not
+                # resurrect a write it journaled before this delete.
+                cur.execute(sql.TOMBSTONE, (ns, key, now / 1000))
                 return False
             expires, modified = rows[0]
             live = expires is None or expires > now

@@ -618,7 +618,7 @@ class AsyncPostgresDatabase(AsyncDatabase):
 
     async def delete(self, key: str) -> bool:
         key = validate_key(key)
-        row = await self._one("delete", key, self._q.delete, (self.key_prefix, key))
+        row = await self._one("delete", key, self._q.delete, {"ns": self.key_prefix, "key": key})
         return bool(row and row[0])
 
     async def exists(self, key: str) -> bool:

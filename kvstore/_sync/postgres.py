@@ -612,7 +612,7 @@ class PostgresDatabase(Database):
 
     def delete(self, key: str) -> bool:
         key = validate_key(key)
-        row = self._one("delete", key, self._q.delete, (self.key_prefix, key))
+        row = self._one("delete", key, self._q.delete, {"ns": self.key_prefix, "key": key})
         return bool(row and row[0])
 
     def exists(self, key: str) -> bool:

@@ -107,7 +107,8 @@ def test_each_write_is_reported_and_nothing_else(
 
 
 def test_writes_that_change_nothing_are_not_reported(tmp_path: Path, clock: FakeClock) -> None:
-    """A refused only_if_absent, a replayed idempotent append, expire or delete of a missing key change nothing."""
+    """A refused only_if_absent, a replayed idempotent append, expire of a missing key change nothing;
+    a delete of a missing key is a change (a replay must not resurrect an older write over it)."""
     store = seeded(tmp_path / "kv.db", clock)
     store.append("l", 3, idempotency_id="once")
     clock.advance(1)
@@ -120,7 +121,7 @@ def test_writes_that_change_nothing_are_not_reported(tmp_path: Path, clock: Fake
     store.get("v")
     store.mget(KEYS)
     store.get_range("l", 0, -1)
-    assert store.changed_since([*KEYS, "never"], since) == set()
+    assert store.changed_since([*KEYS, "never"], since) == {"never"}
     store.close()
 
 
