@@ -388,7 +388,7 @@ class KVStoreLLMCache(BaseCache):
     The key is a SHA-256 of the prompt and the LLM's parameters (``llm_string``),
     so prompts of any length fit kvstore's key limit; generations are stored with
     LangChain's JSON serializer and revived only as generation and message classes
-    (no pickle)::
+    (JSON only, never unpickled)::
 
         from langchain_core.globals import set_llm_cache
 

@@ -16,7 +16,7 @@ Install with ``pip install "kvstore-sdk[langgraph]"``.
 - `copy_checkpoints` / `copy_store_items` migrate from LangGraph's own savers and stores.
 
 Nothing is pickled. Values that are plain JSON, and LangChain messages, are stored
-as JSON; anything else goes through LangGraph's ``JsonPlusSerializer`` with pickle
+as JSON; anything else goes through LangGraph's ``JsonPlusSerializer`` with unpickling
 off and its strict msgpack allow-list (LangGraph widens it with the types of the
 graph's state when the graph is compiled), stored as base64 text.
 
@@ -144,7 +144,7 @@ _INT64 = (-(2**63), 2**63 - 1)
 
 
 def safe_serializer() -> JsonPlusSerializer:
-    """LangGraph's serializer with pickle off and only its built-in safe msgpack types allowed."""
+    """LangGraph's serializer with unpickling off and only its built-in safe msgpack types allowed."""
     return JsonPlusSerializer(pickle_fallback=False, allowed_msgpack_modules=None)
 
 
