@@ -399,7 +399,11 @@ def build_conninfo(
     params.setdefault("keepalives_interval", 1)
     params.setdefault("keepalives_count", 3)
     options = str(params.get("options") or "")
-    params["options"] = f"{options} -c statement_timeout={max(1, int(statement_timeout * 1000))}".strip()
+    statement_ms = max(1, int(statement_timeout * 1000))
+    # A row lock held by another session is a busy server, not an outage: give up on the
+    # lock (55P03, BackendBusyError) before the statement's own deadline (57014) would fire.
+    lock_ms = max(1, int(statement_ms * 0.8))
+    params["options"] = f"{options} -c statement_timeout={statement_ms} -c lock_timeout={lock_ms}".strip()
     return psycopg.conninfo.make_conninfo("", **params), (str(password) if password is not None else None)
 
 

@@ -726,3 +726,28 @@ def test_two_instances_replaying_one_key_keep_the_newer_write_in_either_order(
         assert a.database.get("k") == "B-newer"
         conflicts = a.health().database.conflicts + b.health().database.conflicts
         assert conflicts == (1 if first == "newer" else 0)
+
+
+def test_case4_postgres_row_lock_held_elsewhere_never_trips_the_breaker(postgres_url: str, tmp_path: Path) -> None:
+    """Another session holds the row's lock past the statement deadline: writes are busy, the tier stays up."""
+    import psycopg
+
+    prefix = f"lock-{uuid.uuid4().hex[:6]}:"
+    config = _pg(postgres_url, tmp_path, statement_timeout=0.5, failure_threshold=2, key_prefix=prefix)
+    with StorageManager(config) as storage:
+        database = _failover(storage)
+        database.set("row", 1)
+        with psycopg.connect(postgres_url) as holder:
+            holder.execute("SELECT 1 FROM kvstore_entries WHERE ns = %s AND key = %s FOR UPDATE", (prefix, "row"))
+            outcomes = []
+            for i in range(4):
+                try:
+                    database.set("row", i)
+                    outcomes.append("ok")
+                except BackendBusyError:
+                    outcomes.append("busy")
+            holder.rollback()
+        assert outcomes == ["busy"] * 4
+        assert database.breaker.opened_count == 0
+        database.set("row", "after")
+        assert database.get("row") == "after"

@@ -64,7 +64,7 @@ def test_conninfo_sets_every_deadline_and_drops_the_password() -> None:
     assert info["connect_timeout"] == "2"  # libpq's minimum
     assert info["tcp_user_timeout"] == "3000"
     assert info["keepalives"] == "1"
-    assert info["options"] == "-c search_path=x -c statement_timeout=1500"
+    assert info["options"] == "-c search_path=x -c statement_timeout=1500 -c lock_timeout=1200"
 
 
 def test_identifiers_are_quoted_never_formatted() -> None:
