@@ -254,6 +254,8 @@ class Queries:
     server_time: str
     changed_since: str
     restamp: str
+    replay_set: str
+    replay_delete: str
 
     @classmethod
     def build(cls, schema: str, table_prefix: str) -> Queries:
@@ -346,6 +348,32 @@ class Queries:
             "AND t.deleted_at > to_timestamp(%(since)s::float8)) "
             "OR EXISTS (SELECT 1 FROM {cleared} c WHERE c.ns = %(ns)s "
             "AND c.cleared_at > to_timestamp(%(since)s::float8))",
+            # Replay, atomically: written (dated at the journaled write's time) only when nothing
+            # changed the key since; ON CONFLICT ... WHERE re-checks the newest row version, so a
+            # concurrent writer's row is never overwritten. No row back: a conflict.
+            "replay_set": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at, modified_at) "
+            "SELECT %(ns)s, %(key)s, 'v', %(value)s::json, 0, now() + %(ms)s::bigint * interval '1 millisecond', "
+            "to_timestamp(%(since)s::float8) "
+            "WHERE to_timestamp(%(since)s::float8) > now() - %(window)s::float8 * interval '1 second' "
+            "AND NOT EXISTS (SELECT 1 FROM {tombstones} t WHERE t.ns = %(ns)s AND t.key = %(key)s "
+            "AND t.deleted_at > to_timestamp(%(since)s::float8)) "
+            "AND NOT EXISTS (SELECT 1 FROM {cleared} c WHERE c.ns = %(ns)s "
+            "AND c.cleared_at > to_timestamp(%(since)s::float8)) "
+            f"ON CONFLICT (ns, key) DO UPDATE SET {upsert_set} "
+            "WHERE e.modified_at <= to_timestamp(%(since)s::float8) RETURNING 1",
+            "replay_delete": "WITH d AS (DELETE FROM {entries} WHERE ns = %(ns)s AND key = %(key)s "
+            "AND modified_at <= to_timestamp(%(since)s::float8) RETURNING 1), "
+            "c AS (SELECT (to_timestamp(%(since)s::float8) <= now() - %(window)s::float8 * interval '1 second' "
+            "OR EXISTS (SELECT 1 FROM {entries} e WHERE e.ns = %(ns)s AND e.key = %(key)s "
+            "AND e.modified_at > to_timestamp(%(since)s::float8)) "
+            "OR EXISTS (SELECT 1 FROM {tombstones} t WHERE t.ns = %(ns)s AND t.key = %(key)s "
+            "AND t.deleted_at > to_timestamp(%(since)s::float8)) "
+            "OR EXISTS (SELECT 1 FROM {cleared} k WHERE k.ns = %(ns)s "
+            "AND k.cleared_at > to_timestamp(%(since)s::float8))) AS changed), "
+            "t AS (INSERT INTO {tombstones} AS t (ns, key, deleted_at) "
+            "SELECT %(ns)s, %(key)s, to_timestamp(%(since)s::float8) FROM c WHERE NOT c.changed "
+            "ON CONFLICT (ns, key) DO UPDATE SET deleted_at = greatest(t.deleted_at, excluded.deleted_at)) "
+            "SELECT changed FROM c",
             # The failover dates what a replay applied at the time the write was made (one round trip).
             "restamp": "WITH e AS (UPDATE {entries} SET modified_at = to_timestamp(%(at)s::float8) "
             "WHERE ns = %(ns)s AND key = ANY(%(keys)s::text[]) RETURNING 1) "

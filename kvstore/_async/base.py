@@ -169,6 +169,26 @@ class AsyncDatabase(AsyncStore):
         """
         return set()
 
+    async def replay_set(self, key: str, value: Any, ttl: float | None, since: float) -> bool:
+        """Set ``key`` (dated ``since``) unless it changed after ``since``; whether it was applied.
+
+        Used by the failover's replay. This default checks, writes and dates in three calls;
+        a backend that can do it in one atomic statement should (PostgreSQL does).
+        """
+        if await self.changed_since([key], since):
+            return False
+        await self.set(key, value, ttl)
+        await self.restamp([key], since)
+        return True
+
+    async def replay_delete(self, key: str, since: float) -> bool:
+        """Delete ``key`` (the deletion dated ``since``) unless it changed after ``since``; whether applied."""
+        if await self.changed_since([key], since):
+            return False
+        await self.delete(key)
+        await self.restamp([key], since)
+        return True
+
     async def restamp(self, keys: Iterable[str], at: float) -> None:
         """Date the last change of ``keys`` (write or deletion) at ``at`` on the backend's clock.
 

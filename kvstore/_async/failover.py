@@ -57,6 +57,7 @@ from kvstore._async.records import (
     SetRecord,
     WriteRecord,
     decode_record,
+    seconds_left,
 )
 from kvstore._breaker import BreakerState, CircuitBreaker, Route
 from kvstore._codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
@@ -840,21 +841,39 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
         record = decode_record(entry.kind, entry.data)
         primary: AsyncDatabase = self.primary
         since = entry.created + run.offset
-        changed: set[str] = set()
-        if primary.tracks_changes and not isinstance(record, AppendRecord):
-            # Appends land at the tail whatever happened since; the other writes must not
-            # overwrite what another instance wrote after them.
-            if isinstance(record, ClearRecord):
-                await self._replay_clear(run, entry, since)
-                return
-            changed = await primary.changed_since(record.keys(), since)
+        if not primary.tracks_changes:
+            await record.apply(primary)  # an untracked primary takes every write
+            return
+        if isinstance(record, AppendRecord):
+            # Appends land at the tail whatever happened since. Dated at their own time only
+            # when nobody changed the list after it (so this journal's later writes of the key
+            # are newer); otherwise the list keeps the newer change's date.
+            untouched = not await primary.changed_since([record.key], since)
+            await record.apply(primary)
+            if untouched:
+                await primary.restamp([record.key], since)
+            return
+        if isinstance(record, ClearRecord):
+            await self._replay_clear(run, entry, since)
+            return
+        if isinstance(record, SetRecord | DeleteRecord):
+            # Checked, written and dated at the write's own time in one step where the backend can.
+            ttl = None if isinstance(record, DeleteRecord) else seconds_left(record.expires_at)
+            if isinstance(record, DeleteRecord) or (ttl is not None and ttl <= 0):
+                applied = await primary.replay_delete(record.key, since)  # set, then expired: gone
+            else:
+                applied = await primary.replay_set(record.key, record.value, ttl, since)
+            if not applied:
+                await self._conflict(run, entry, {record.key})
+            return
+        changed = await primary.changed_since(record.keys(), since)
         if changed:
             await self._conflict(run, entry, changed)
             if not isinstance(record, MsetRecord):
                 return
             record = record.without(changed)
         await record.apply(primary)
-        if primary.tracks_changes and record.keys():
+        if record.keys():
             # Dated when it was made, not now: a later journaled write of the same key (this
             # journal's or another instance's) is then newer, an older one stays older.
             await primary.restamp(record.keys(), since)

@@ -29,6 +29,7 @@ __all__ = [
     "SetRecord",
     "WriteRecord",
     "decode_record",
+    "seconds_left",
 ]
 
 
@@ -57,7 +58,7 @@ class KeyView:
         return self
 
 
-def _left(expires_at: float | None) -> float | None:
+def seconds_left(expires_at: float | None) -> float | None:
     """Seconds left until ``expires_at`` (``None``: never expires)."""
     return None if expires_at is None else expires_at - time.time()
 
@@ -115,7 +116,7 @@ class SetRecord(WriteRecord):
         return KeyView("value", self.value, self.expires_at)
 
     async def apply(self, store: AsyncDatabase) -> Any:
-        ttl = _left(self.expires_at)
+        ttl = seconds_left(self.expires_at)
         if ttl is not None and ttl <= 0:
             return await store.delete(self.key)  # set, then expired: what is left is nothing
         return await store.set(self.key, self.value, ttl)
@@ -160,7 +161,7 @@ class MsetRecord(WriteRecord):
     async def apply(self, store: AsyncDatabase) -> Any:
         live: list[tuple[str, Any, float | None]] = []
         for key, (value, expires_at) in self.last_items().items():
-            ttl = _left(expires_at)
+            ttl = seconds_left(expires_at)
             if ttl is not None and ttl <= 0:
                 await store.delete(key)
             else:
@@ -213,7 +214,7 @@ class ExpireRecord(WriteRecord):
         return view  # absent stays absent; unknown stays unknown (only the primary knows)
 
     async def apply(self, store: AsyncDatabase) -> Any:
-        ttl = _left(self.expires_at)
+        ttl = seconds_left(self.expires_at)
         if ttl is not None and ttl <= 0:
             return await store.delete(self.key)
         return await store.expire(self.key, ttl)

@@ -170,6 +170,26 @@ class Database(Store):
         """
         return set()
 
+    def replay_set(self, key: str, value: Any, ttl: float | None, since: float) -> bool:
+        """Set ``key`` (dated ``since``) unless it changed after ``since``; whether it was applied.
+
+        Used by the failover's replay. This default checks, writes and dates in three calls;
+        a backend that can do it in one atomic statement should (PostgreSQL does).
+        """
+        if self.changed_since([key], since):
+            return False
+        self.set(key, value, ttl)
+        self.restamp([key], since)
+        return True
+
+    def replay_delete(self, key: str, since: float) -> bool:
+        """Delete ``key`` (the deletion dated ``since``) unless it changed after ``since``; whether applied."""
+        if self.changed_since([key], since):
+            return False
+        self.delete(key)
+        self.restamp([key], since)
+        return True
+
     def restamp(self, keys: Iterable[str], at: float) -> None:
         """Date the last change of ``keys`` (write or deletion) at ``at`` on the backend's clock.
 

@@ -66,6 +66,7 @@ from kvstore._sync.records import (
     SetRecord,
     WriteRecord,
     decode_record,
+    seconds_left,
 )
 from kvstore._ttl import TTL, ttl_ms
 from kvstore.errors import BackendBusyError, BackendUnavailableError, KVStoreError, WrongTypeError
@@ -829,21 +830,39 @@ class FailoverDatabase(_AsyncFailover, Database):
         record = decode_record(entry.kind, entry.data)
         primary: Database = self.primary
         since = entry.created + run.offset
-        changed: set[str] = set()
-        if primary.tracks_changes and not isinstance(record, AppendRecord):
-            # Appends land at the tail whatever happened since; the other writes must not
-            # overwrite what another instance wrote after them.
-            if isinstance(record, ClearRecord):
-                self._replay_clear(run, entry, since)
-                return
-            changed = primary.changed_since(record.keys(), since)
+        if not primary.tracks_changes:
+            record.apply(primary)  # an untracked primary takes every write
+            return
+        if isinstance(record, AppendRecord):
+            # Appends land at the tail whatever happened since. Dated at their own time only
+            # when nobody changed the list after it (so this journal's later writes of the key
+            # are newer); otherwise the list keeps the newer change's date.
+            untouched = not primary.changed_since([record.key], since)
+            record.apply(primary)
+            if untouched:
+                primary.restamp([record.key], since)
+            return
+        if isinstance(record, ClearRecord):
+            self._replay_clear(run, entry, since)
+            return
+        if isinstance(record, SetRecord | DeleteRecord):
+            # Checked, written and dated at the write's own time in one step where the backend can.
+            ttl = None if isinstance(record, DeleteRecord) else seconds_left(record.expires_at)
+            if isinstance(record, DeleteRecord) or (ttl is not None and ttl <= 0):
+                applied = primary.replay_delete(record.key, since)  # set, then expired: gone
+            else:
+                applied = primary.replay_set(record.key, record.value, ttl, since)
+            if not applied:
+                self._conflict(run, entry, {record.key})
+            return
+        changed = primary.changed_since(record.keys(), since)
         if changed:
             self._conflict(run, entry, changed)
             if not isinstance(record, MsetRecord):
                 return
             record = record.without(changed)
         record.apply(primary)
-        if primary.tracks_changes and record.keys():
+        if record.keys():
             # Dated when it was made, not now: a later journaled write of the same key (this
             # journal's or another instance's) is then newer, an older one stays older.
             primary.restamp(record.keys(), since)

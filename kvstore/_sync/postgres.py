@@ -613,6 +613,8 @@ class PostgresDatabase(Database):
     def delete(self, key: str) -> bool:
         key = validate_key(key)
         row = self._one("delete", key, self._q.delete, {"ns": self.key_prefix, "key": key})
+        if time.monotonic() >= self._next_purge:  # a delete writes a tombstone: it sweeps too
+            self._purge_quietly()
         return bool(row and row[0])
 
     def exists(self, key: str) -> bool:
@@ -703,6 +705,22 @@ class PostgresDatabase(Database):
         params = {"keys": wanted, "ns": self.key_prefix, "since": float(since), "window": self._window}
         rows = self._all("changed_since", None, self._q.changed_since, params)
         return {k for (k,) in rows}
+
+    def replay_set(self, key: str, value: Any, ttl: float | None, since: float) -> bool:
+        """One atomic statement: written and dated ``since`` unless ``key`` changed after ``since``."""
+        key = validate_key(key)
+        ms = ttl_ms(ttl) if ttl is not None else None
+        data = encode(key, value, self.max_value_bytes).decode()
+        params = {"ns": self.key_prefix, "key": key, "value": data, "ms": ms, "since": float(since)}
+        params["window"] = self._window
+        return self._write("set", key, self._q.replay_set, params) > 0
+
+    def replay_delete(self, key: str, since: float) -> bool:
+        """One atomic statement: deleted (tombstone dated ``since``) unless ``key`` changed after ``since``."""
+        key = validate_key(key)
+        params = {"ns": self.key_prefix, "key": key, "since": float(since), "window": self._window}
+        row = self._one("delete", key, self._q.replay_delete, params)
+        return not (row and row[0])
 
     def restamp(self, keys: Iterable[str], at: float) -> None:
         """Date the last change of ``keys`` at ``at`` (a `server_time` reading); one round trip."""

@@ -30,6 +30,7 @@ __all__ = [
     "SetRecord",
     "WriteRecord",
     "decode_record",
+    "seconds_left",
 ]
 
 
@@ -58,7 +59,7 @@ class KeyView:
         return self
 
 
-def _left(expires_at: float | None) -> float | None:
+def seconds_left(expires_at: float | None) -> float | None:
     """Seconds left until ``expires_at`` (``None``: never expires)."""
     return None if expires_at is None else expires_at - time.time()
 
@@ -116,7 +117,7 @@ class SetRecord(WriteRecord):
         return KeyView("value", self.value, self.expires_at)
 
     def apply(self, store: Database) -> Any:
-        ttl = _left(self.expires_at)
+        ttl = seconds_left(self.expires_at)
         if ttl is not None and ttl <= 0:
             return store.delete(self.key)  # set, then expired: what is left is nothing
         return store.set(self.key, self.value, ttl)
@@ -161,7 +162,7 @@ class MsetRecord(WriteRecord):
     def apply(self, store: Database) -> Any:
         live: list[tuple[str, Any, float | None]] = []
         for key, (value, expires_at) in self.last_items().items():
-            ttl = _left(expires_at)
+            ttl = seconds_left(expires_at)
             if ttl is not None and ttl <= 0:
                 store.delete(key)
             else:
@@ -214,7 +215,7 @@ class ExpireRecord(WriteRecord):
         return view  # absent stays absent; unknown stays unknown (only the primary knows)
 
     def apply(self, store: Database) -> Any:
-        ttl = _left(self.expires_at)
+        ttl = seconds_left(self.expires_at)
         if ttl is not None and ttl <= 0:
             return store.delete(self.key)
         return store.expire(self.key, ttl)
