@@ -256,6 +256,7 @@ class Queries:
     restamp: str
     replay_set: str
     replay_delete: str
+    mark_cleared: str
 
     @classmethod
     def build(cls, schema: str, table_prefix: str) -> Queries:
@@ -374,6 +375,8 @@ class Queries:
             "SELECT %(ns)s, %(key)s, to_timestamp(%(since)s::float8) FROM c WHERE NOT c.changed "
             "ON CONFLICT (ns, key) DO UPDATE SET deleted_at = greatest(t.deleted_at, excluded.deleted_at)) "
             "SELECT changed FROM c",
+            "mark_cleared": "INSERT INTO {cleared} AS c (ns, cleared_at) VALUES (%(ns)s, to_timestamp(%(at)s::float8)) "
+            "ON CONFLICT (ns) DO UPDATE SET cleared_at = greatest(c.cleared_at, excluded.cleared_at)",
             # The failover dates what a replay applied at the time the write was made (one round trip).
             "restamp": "WITH e AS (UPDATE {entries} SET modified_at = to_timestamp(%(at)s::float8) "
             "WHERE ns = %(ns)s AND key = ANY(%(keys)s::text[]) RETURNING 1) "

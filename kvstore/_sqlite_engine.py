@@ -637,6 +637,15 @@ class SqliteEngine:
                 raise self._error(exc, "changed_since") from exc
         return {row[0] for row in rows}
 
+    def mark_cleared(self, at: float) -> None:
+        """Record a clear of this prefix at ``at`` (never moved back)."""
+        ns = self.ns
+
+        def body(cur: Any, now_ms: float) -> None:
+            cur.execute(sql.CLEARED, (ns, at))
+
+        self._write("clear", None, body)
+
     def restamp(self, keys: Iterable[str], at: float) -> None:
         """Date the last change of ``keys`` (row or tombstone) at ``at``, in one transaction."""
         names = orjson.dumps(list(dict.fromkeys(validate_key(k) for k in keys)))

@@ -751,3 +751,27 @@ def test_case4_postgres_row_lock_held_elsewhere_never_trips_the_breaker(postgres
         assert database.breaker.opened_count == 0
         database.set("row", "after")
         assert database.get("row") == "after"
+
+
+@pytest.mark.parametrize("kind", ["postgres", "sqlite"])
+def test_a_replayed_clear_is_newer_than_another_instances_older_outage_write(
+    postgres_url: str, tmp_path: Path, kind: str
+) -> None:
+    """B wrote k in its outage, then A cleared in its outage; A replays first: B's older write is a conflict."""
+    base = _primary_config(kind, postgres_url, tmp_path)["database"]
+    configs = {
+        name: {"cache": {"type": "memory"}, "database": {**base, "state_dir": str(tmp_path / name)}}
+        for name in ("a", "b")
+    }
+    with StorageManager(configs["a"]) as a, StorageManager(configs["b"]) as b:
+        _failover(a).breaker.trip("A lost the primary")
+        _failover(b).breaker.trip("B lost the primary")
+        b.database.set("k", "B-older")
+        time.sleep(0.05)
+        a.database.clear()
+        for storage in (a, b):
+            _probe_soon(_failover(storage))
+            storage.database.exists("probe")  # probes, replays, fails back
+            assert _failover(storage).breaker.state.value == "closed"
+        assert a.database.get("k") is None
+        assert b.health().database.conflicts == 1

@@ -189,6 +189,12 @@ class AsyncDatabase(AsyncStore):
         await self.restamp([key], since)
         return True
 
+    async def mark_cleared(self, at: float) -> None:
+        """Record that this store's prefix was cleared at ``at`` (a replayed `clear`; never moved back).
+
+        Backends that do not track changes ignore it.
+        """
+
     async def restamp(self, keys: Iterable[str], at: float) -> None:
         """Date the last change of ``keys`` (write or deletion) at ``at`` on the backend's clock.
 

@@ -905,6 +905,8 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
                 await primary.delete(key)
             if deleted:
                 await primary.restamp(deleted, since)
+        # Older journaled writes of other instances must see this clear as newer than them.
+        await primary.mark_cleared(since)
         if changed:
             await self._conflict(run, entry, changed)
 

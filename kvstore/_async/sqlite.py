@@ -224,6 +224,13 @@ class AsyncSqliteDatabase(AsyncDatabase):
         else:
             return self._engine.changed_since(list(keys), since)
 
+    async def mark_cleared(self, at: float) -> None:
+        """Record a clear of this prefix at ``at`` (see `AsyncDatabase.mark_cleared`)."""
+        if True:  # ASYNC
+            await self._run(self._engine.mark_cleared, at)
+        else:
+            self._engine.mark_cleared(at)
+
     async def restamp(self, keys: Iterable[str], at: float) -> None:
         """Date the last change of ``keys`` at ``at`` (see `AsyncDatabase.restamp`)."""
         if True:  # ASYNC

@@ -894,6 +894,8 @@ class FailoverDatabase(_AsyncFailover, Database):
                 primary.delete(key)
             if deleted:
                 primary.restamp(deleted, since)
+        # Older journaled writes of other instances must see this clear as newer than them.
+        primary.mark_cleared(since)
         if changed:
             self._conflict(run, entry, changed)
 

@@ -722,6 +722,10 @@ class PostgresDatabase(Database):
         row = self._one("delete", key, self._q.replay_delete, params)
         return not (row and row[0])
 
+    def mark_cleared(self, at: float) -> None:
+        """Record a clear of this prefix at ``at`` (a `server_time` reading; never moved back)."""
+        self._write("clear", None, self._q.mark_cleared, {"ns": self.key_prefix, "at": float(at)})
+
     def restamp(self, keys: Iterable[str], at: float) -> None:
         """Date the last change of ``keys`` at ``at`` (a `server_time` reading); one round trip."""
         wanted = list(dict.fromkeys(validate_keys(keys)))

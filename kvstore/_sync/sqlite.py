@@ -170,6 +170,10 @@ class SqliteDatabase(Database):
         """
         return self._engine.changed_since(list(keys), since)
 
+    def mark_cleared(self, at: float) -> None:
+        """Record a clear of this prefix at ``at`` (see `Database.mark_cleared`)."""
+        self._engine.mark_cleared(at)
+
     def restamp(self, keys: Iterable[str], at: float) -> None:
         """Date the last change of ``keys`` at ``at`` (see `Database.restamp`)."""
         self._engine.restamp(list(keys), at)
