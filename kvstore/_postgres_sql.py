@@ -529,7 +529,11 @@ def map_error(exc: BaseException, operation: str, key: str | None, secret: str |
     elif isinstance(exc, psycopg_pool.PoolTimeout):
         message = f"no PostgreSQL connection free within pool_timeout ({detail}); is the server up?"
     elif isinstance(exc, psycopg.errors.QueryCanceled):
-        message = f"PostgreSQL statement missed its deadline ({detail}); raise statement_timeout?"
+        # The server answered (it cancelled the statement at statement_timeout): it is up but
+        # slow or contended, which is not an outage (DESIGN.md §8). A server that cannot answer
+        # at all is cut by the client-side call deadline instead.
+        message = f"PostgreSQL statement missed its deadline ({detail}); the server is busy, raise statement_timeout?"
+        return BackendBusyError(message, backend=BACKEND, key=key, operation=operation)
     elif isinstance(exc, psycopg.errors.InsufficientPrivilege):
         return KVStoreError(f"PostgreSQL refused {operation}: {detail}", backend=BACKEND, key=key, operation=operation)
     elif isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | psycopg_pool.PoolClosed | OSError):

@@ -8,7 +8,7 @@ import pytest
 
 from kvstore import _postgres_sql as pg
 from kvstore.config import PostgresDatabaseConfig
-from kvstore.errors import BackendUnavailableError, ConfigError, KVStoreError
+from kvstore.errors import BackendBusyError, BackendUnavailableError, ConfigError, KVStoreError
 
 SECRET = "s3cr3t-canary"
 
@@ -19,7 +19,7 @@ SECRET = "s3cr3t-canary"
         (psycopg_pool.TooManyRequests("queue full"), BackendUnavailableError),
         (psycopg_pool.PoolTimeout("couldn't get a connection"), BackendUnavailableError),
         (psycopg_pool.PoolClosed("closed"), BackendUnavailableError),
-        (psycopg.errors.QueryCanceled("canceling statement due to statement timeout"), BackendUnavailableError),
+        (psycopg.errors.QueryCanceled("canceling statement due to statement timeout"), BackendBusyError),
         (psycopg.errors.AdminShutdown("terminating connection"), BackendUnavailableError),
         (psycopg.OperationalError(f"connection failed password={SECRET}"), BackendUnavailableError),
         (psycopg.InterfaceError("the connection is closed"), BackendUnavailableError),
