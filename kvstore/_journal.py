@@ -243,23 +243,27 @@ class Journal:
         wanted = sorted(set(keys))
         if not wanted:
             return []
+        touched: dict[int, list[str]] = {}
         found: dict[int, tuple[JournalEntry, list[str]]] = {}
         with self._lock, self._errors("journal"):
             conn = self._connection()
+            # Keys first, then each entry's data once: an mset touching 4,000 keys is read once,
+            # not once per key.
             for start in range(0, len(wanted), 900):  # SQLite's bound-parameter limit, with room
                 chunk = wanted[start : start + 900]
                 marks = ",".join("?" * (len(chunk) + 1))
-                rows = conn.execute(
-                    f"SELECT k.key, j.seq, j.kind, j.data, j.created FROM journal_keys k "
-                    f"JOIN journal j ON j.seq = k.seq WHERE k.key IN ({marks})",
-                    (*chunk, ""),
-                ).fetchall()
-                for key, seq, kind, data, created in rows:
-                    if seq in found:
-                        if key not in found[seq][1]:
-                            found[seq][1].append(key)
-                    else:
-                        found[seq] = (JournalEntry(seq, kind, orjson.loads(data), created), [key])
+                for key, seq in conn.execute(
+                    f"SELECT key, seq FROM journal_keys WHERE key IN ({marks})", (*chunk, "")
+                ).fetchall():
+                    touched.setdefault(seq, []).append(key)
+            seqs = sorted(touched)
+            for start in range(0, len(seqs), 900):
+                chunk_seqs = seqs[start : start + 900]
+                marks = ",".join("?" * len(chunk_seqs))
+                for seq, kind, data, created in conn.execute(
+                    f"SELECT seq, kind, data, created FROM journal WHERE seq IN ({marks})", chunk_seqs
+                ).fetchall():
+                    found[seq] = (JournalEntry(seq, kind, orjson.loads(data), created), touched[seq])
         return [found[seq] for seq in sorted(found)]
 
     def dead_letters(self) -> list[tuple[JournalEntry, str]]:

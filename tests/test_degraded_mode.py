@@ -671,7 +671,7 @@ async def test_degraded_mget_of_a_big_outage_mset_is_fast_and_never_blocks_the_l
         print(f"\ndegraded mget of 4,000 keys: {elapsed * 1000:.0f} ms, worst loop stall {worst * 1000:.1f} ms")
         assert values == list(range(4000))
         assert elapsed < 2.0
-        assert worst < 0.05
+        assert worst < 0.02
 
 
 def test_a_process_that_started_in_the_outage_empties_its_fallback_after_replay(tmp_path: Path) -> None:
@@ -775,3 +775,30 @@ def test_a_replayed_clear_is_newer_than_another_instances_older_outage_write(
             assert _failover(storage).breaker.state.value == "closed"
         assert a.database.get("k") is None
         assert b.health().database.conflicts == 1
+
+
+@pytest.mark.parametrize("kind", ["postgres", "sqlite"])
+def test_an_outage_expire_outlives_an_earlier_outage_ttl_on_replay(
+    postgres_url: str, tmp_path: Path, kind: str
+) -> None:
+    """set with a short TTL (or expire a list briefly), then persist it, all in the outage: after the first
+    TTL has passed and the journal is replayed, the value and the list are still there, with no TTL."""
+    with StorageManager(_primary_config(kind, postgres_url, tmp_path)) as storage:
+        db = _failover(storage)
+        db.breaker.trip("outage for the test")
+        db.set("v", "kept", 0.3)
+        assert db.expire("v", None) is True
+        db.delete("l")
+        db.append("l", "item")
+        db.expire("l", 0.3)
+        db.expire("l", None)
+        time.sleep(0.5)
+        assert db.get("v") == "kept"
+        assert db.get_range("l", 0, -1) == ["item"]
+        _probe_soon(db)
+        db.exists("probe")  # probes, replays, fails back
+        assert db.breaker.state.value == "closed"
+        assert db.get("v") == "kept"
+        assert db.ttl("v") is None
+        assert db.get_range("l", 0, -1) == ["item"]
+        assert db.ttl("l") is None

@@ -499,6 +499,10 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
             journal = await self._journal_for_write()
             strict = not self._reads_from_fallback()
             before = await self._views(journal, record.keys()) if strict else {}
+            if strict and isinstance(record, ExpireRecord) and before[record.key].state == "value":
+                # The value is known from this outage: journal it whole with its new expiry, so a
+                # replay never depends on an earlier record whose own TTL has run out by then.
+                record = SetRecord(record.key, before[record.key].value, record.expires_at)
             if strict and isinstance(record, AppendRecord):
                 view = before[record.key]
                 if view.state == "value":
@@ -856,6 +860,12 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
         if isinstance(record, ClearRecord):
             await self._replay_clear(run, entry, since)
             return
+        if isinstance(record, SetRecord | ExpireRecord):
+            left = seconds_left(record.expires_at)
+            if left is not None and left <= 0:
+                later = await self._journal_call(run.journal.touching, [record.key])
+                if any(e.seq > entry.seq and e.kind != "append" for e, _ in later):
+                    return  # its deadline passed, but a later journaled write of the key decides
         if isinstance(record, SetRecord | DeleteRecord):
             # Checked, written and dated at the write's own time in one step where the backend can.
             ttl = None if isinstance(record, DeleteRecord) else seconds_left(record.expires_at)

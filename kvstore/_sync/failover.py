@@ -495,6 +495,10 @@ class FailoverDatabase(_AsyncFailover, Database):
             journal = self._journal_for_write()
             strict = not self._reads_from_fallback()
             before = self._views(journal, record.keys()) if strict else {}
+            if strict and isinstance(record, ExpireRecord) and before[record.key].state == "value":
+                # The value is known from this outage: journal it whole with its new expiry, so a
+                # replay never depends on an earlier record whose own TTL has run out by then.
+                record = SetRecord(record.key, before[record.key].value, record.expires_at)
             if strict and isinstance(record, AppendRecord):
                 view = before[record.key]
                 if view.state == "value":
@@ -845,6 +849,12 @@ class FailoverDatabase(_AsyncFailover, Database):
         if isinstance(record, ClearRecord):
             self._replay_clear(run, entry, since)
             return
+        if isinstance(record, SetRecord | ExpireRecord):
+            left = seconds_left(record.expires_at)
+            if left is not None and left <= 0:
+                later = self._journal_call(run.journal.touching, [record.key])
+                if any(e.seq > entry.seq and e.kind != "append" for e, _ in later):
+                    return  # its deadline passed, but a later journaled write of the key decides
         if isinstance(record, SetRecord | DeleteRecord):
             # Checked, written and dated at the write's own time in one step where the backend can.
             ttl = None if isinstance(record, DeleteRecord) else seconds_left(record.expires_at)
