@@ -4,10 +4,8 @@ connections, the parent's sessions are never used or terminated by a child."""
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import traceback
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -15,11 +13,9 @@ import pytest
 
 from kvstore import _postgres_watchdog as wd
 from kvstore.postgres import AsyncPostgresDatabase, PostgresDatabase
+from tests.forking import CHILDREN, PER_CHILD, run_children
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-CHILDREN, PER_CHILD = 4, 200
-_fork = multiprocessing.get_context("fork")
 
 
 def _with_app(url: str, app: str) -> str:
@@ -31,26 +27,6 @@ def _sessions(url: str, app: str) -> set[int]:
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", (app,)).fetchall()
     return {pid for (pid,) in rows}
-
-
-def _run_children(target: Callable[[int, Any], None]) -> None:
-    """Fork the children, wait for them (bounded), fail with the first child's traceback."""
-    errors = _fork.Queue()
-    procs = [_fork.Process(target=target, args=(w, errors)) for w in range(CHILDREN)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-    hung = [p for p in procs if p.is_alive()]
-    for p in hung:
-        p.kill()
-        p.join()
-    reported = []
-    while not errors.empty():
-        reported.append(errors.get(timeout=1))
-    assert not hung, "a forked child hung"
-    assert reported == [], reported[0]
-    assert [p.exitcode for p in procs] == [0] * CHILDREN
 
 
 def _check_history(items: list[Any]) -> None:
@@ -87,7 +63,7 @@ def test_sync_store_used_in_forked_children(postgres_url: str) -> None:
                 errors.put(traceback.format_exc())
                 raise
 
-        _run_children(child)
+        run_children(child)
         # The parent's two sessions survived the children (nobody sent them a Terminate)...
         assert parent <= _sessions(postgres_url, app)
         # ...and the parent still works on them.
@@ -129,7 +105,7 @@ def test_async_store_used_in_forked_children(postgres_url: str) -> None:
                     errors.put(traceback.format_exc())
                     raise
 
-            _run_children(child)
+            run_children(child)
             assert parent <= _sessions(postgres_url, app)
             _check_history(await db.get_range("chat", 0, -1))
             assert await db.mget([f"own:{w}" for w in range(CHILDREN)]) == [PER_CHILD - 1] * CHILDREN
@@ -154,7 +130,7 @@ def test_a_store_closed_in_the_child_leaves_the_parent_pool_open(postgres_url: s
         def child(w: int, errors: Any) -> None:
             db.close()
 
-        _run_children(child)
+        run_children(child)
         assert parent <= _sessions(postgres_url, app)
         assert db.get("k") == 1
     finally:

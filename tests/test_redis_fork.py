@@ -4,10 +4,8 @@ sockets are never used (nor closed) by a child, so the parent's replies never ge
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import traceback
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,31 +13,9 @@ import redis
 
 from kvstore.redis import AsyncRedisCache, RedisCache
 from tests.fixtures_redis import RedisServer
+from tests.forking import CHILDREN, PER_CHILD, run_children
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
-
-CHILDREN, PER_CHILD = 4, 200
-_fork = multiprocessing.get_context("fork")
-
-
-def _run_children(target: Callable[[int, Any], None]) -> None:
-    """Fork the children, wait for them (bounded), fail with the first child's traceback."""
-    errors = _fork.Queue()
-    procs = [_fork.Process(target=target, args=(w, errors)) for w in range(CHILDREN)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-    hung = [p for p in procs if p.is_alive()]
-    for p in hung:
-        p.kill()
-        p.join()
-    reported = []
-    while not errors.empty():
-        reported.append(errors.get(timeout=1))
-    assert not hung, "a forked child hung"
-    assert reported == [], reported[0]
-    assert [p.exitcode for p in procs] == [0] * CHILDREN
 
 
 def _client_names(server_url: str, name: str) -> int:
@@ -78,7 +54,7 @@ def test_sync_store_in_forked_children(redis_server: RedisServer) -> None:
             errors.put(traceback.format_exc())
             raise
 
-    _run_children(child)
+    run_children(child)
     assert store.get("before") == 1  # the parent's connection was not closed or confused by a child
     assert store.mget([f"last:{w}" for w in range(CHILDREN)]) == [PER_CHILD - 1] * CHILDREN
     assert store.mget([f"{w}:{PER_CHILD - 1}" for w in range(CHILDREN)]) == [
@@ -122,7 +98,7 @@ def test_async_store_in_forked_children(redis_server: RedisServer) -> None:
             errors.put(traceback.format_exc())
             raise
 
-    _run_children(child)
+    run_children(child)
 
     async def check() -> None:
         assert store._client is parent_client
@@ -158,7 +134,7 @@ def test_cluster_store_in_forked_children(redis_cluster: list[RedisServer], api:
                 errors.put(traceback.format_exc())
                 raise
 
-        _run_children(child)
+        run_children(child)
         assert sync_store.get("before") == 1
         assert len(sync_store.keys("*:*")) == CHILDREN * PER_CHILD
         sync_store.clear()
@@ -183,7 +159,7 @@ def test_cluster_store_in_forked_children(redis_cluster: list[RedisServer], api:
             errors.put(traceback.format_exc())
             raise
 
-    _run_children(async_child)
+    run_children(async_child)
 
     async def check() -> None:
         assert await async_store.get("before") == 1

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,31 +16,9 @@ import pytest
 
 from kvstore.errors import BackendBusyError, ClosedError
 from kvstore.sqlite import AsyncSqliteDatabase, SqliteDatabase
+from tests.forking import CHILDREN, FORK, PER_CHILD, run_children
 
 pytestmark = pytest.mark.slow
-
-CHILDREN, PER_CHILD = 4, 200
-_fork = multiprocessing.get_context("fork")
-
-
-def _run_children(target: Callable[[int, Any], None]) -> None:
-    """Fork the children, wait for them (bounded), fail with the first child's traceback."""
-    errors = _fork.Queue()
-    procs = [_fork.Process(target=target, args=(w, errors)) for w in range(CHILDREN)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-    hung = [p for p in procs if p.is_alive()]
-    for p in hung:
-        p.kill()
-        p.join()
-    reported = []
-    while not errors.empty():
-        reported.append(errors.get(timeout=1))
-    assert not hung, "a forked child hung"
-    assert reported == [], reported[0]
-    assert [p.exitcode for p in procs] == [0] * CHILDREN
 
 
 def _check_history(items: list[Any], before: int) -> None:
@@ -78,7 +54,7 @@ def test_sync_store_in_forked_children_opens_its_own_connection(tmp_path: Path) 
             errors.put(traceback.format_exc())
             raise
 
-    _run_children(child)
+    run_children(child)
     assert db._engine._conn is parent_conn  # the parent never switched connections
     _check_history(db.get_range("log", 0, -1), before=3)
     assert db.mget([f"last:{w}" for w in range(CHILDREN)]) == [PER_CHILD - 1] * CHILDREN
@@ -121,7 +97,7 @@ def test_async_store_in_forked_children_gets_a_new_worker_thread(tmp_path: Path)
             errors.put(traceback.format_exc())
             raise
 
-    _run_children(child)
+    run_children(child)
 
     async def check() -> None:
         assert db._executor is parent_executor
@@ -150,7 +126,7 @@ def test_store_forked_before_first_use_opens_in_the_child(tmp_path: Path) -> Non
             errors.put(traceback.format_exc())
             raise
 
-    _run_children(child)
+    run_children(child)
 
     async def check() -> None:
         _check_history(await db.get_range("log", 0, -1), before=0)
@@ -178,7 +154,7 @@ def test_handed_connection_is_replaced_by_the_childs_own(tmp_path: Path) -> None
             errors.put(traceback.format_exc())
             raise
 
-    _run_children(child)
+    run_children(child)
     _check_history(db.get_range("log", 0, -1), before=0)
     db.close()
     assert conn.execute("SELECT count(*) FROM kvstore_items").fetchall() == [(CHILDREN * PER_CHILD,)]
@@ -189,7 +165,7 @@ def test_memory_database_refuses_use_in_a_forked_child() -> None:
     """A ':memory:' database cannot follow a fork: the child gets a clear ClosedError, the parent keeps its data."""
     db = SqliteDatabase(":memory:")
     db.set("k", 1)
-    errors = _fork.Queue()
+    errors = FORK.Queue()
 
     def child() -> None:
         try:
@@ -199,7 +175,7 @@ def test_memory_database_refuses_use_in_a_forked_child() -> None:
             errors.put(traceback.format_exc())
             raise
 
-    proc = _fork.Process(target=child)
+    proc = FORK.Process(target=child)
     proc.start()
     proc.join(timeout=60)
     assert proc.exitcode == 0, errors.get(timeout=1) if not errors.empty() else proc.exitcode
@@ -233,7 +209,7 @@ def test_fork_while_another_thread_waits_inside_sqlite(tmp_path: Path) -> None:
 
     release = threading.Timer(1.0, lambda: holder.execute("COMMIT"))
     release.start()
-    _run_children(child)
+    run_children(child)
     release.join()
     waiting.join(timeout=30)
     holder.close()
