@@ -1,8 +1,9 @@
 """The benchmark report: every tier against its bare driver and the peers a user would pick instead.
 
-Run: python -m benchmarks [--quick] [--only memory,sqlite,postgres,redis] [--out DIR]
+Run: python -m benchmarks [--quick] [--only memory,sqlite,postgres,redis] [--workloads get,set,...] [--out DIR]
 
-One process, one run: each workload's cases (floor, kvstore, peers) run in
+One process, one run: every case is an entry of the workload registry
+(benchmarks/registry.py); each workload's cases (floor, kvstore, peers) run in
 alternating rounds and every figure is a ratio to the floor measured in the
 same run. A full run (no --quick, no --only) writes benchmarks/results/REPORT.md
 and chart.png; a partial run prints its tables and writes only with --out.
@@ -27,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from benchmarks.peers import reason
+from benchmarks.registry import run
 from benchmarks.report import SECTIONS, Report, fmt_ratio, machine_info, package_versions
 from benchmarks.runner import Context
 
@@ -112,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 short rounds per case (< 2 minutes)")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated tiers: " + ",".join(SECTIONS))
+    parser.add_argument(
+        "--workloads",
+        default="",
+        help="comma-separated workload name prefixes (get,set,mget,mset,chat,last,session); default: all",
+    )
     parser.add_argument("--out", type=Path, default=None, help="where REPORT.md and chart.png go")
     parser.add_argument("--redis-url", default=REDIS_URL)
     parser.add_argument("--postgres-url", default=POSTGRES_URL)
@@ -123,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in only if s not in SECTIONS]
     if unknown:
         parser.error(f"unknown tier(s) {unknown}; choose from {','.join(SECTIONS)}")
-    partial = args.quick or set(only) != set(SECTIONS)
+    chosen = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    partial = args.quick or set(only) != set(SECTIONS) or bool(chosen)
     out: Path | None = args.out if args.out is not None else (None if partial else RESULTS)
 
     command = "python -m benchmarks" + ("".join(f" {shlex.quote(a)}" for a in argv) if argv else "")
@@ -151,8 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name in SECTIONS:
                     if name not in only or name in report.skipped:
                         continue
-                    module = __import__(f"benchmarks.tier_{name}", fromlist=["run"])
-                    _section(report, name, lambda module=module: module.run(ctx))
+                    _section(report, name, lambda name=name: run(ctx, name, chosen))
             finally:
                 ctx.loop.close()
     finally:

@@ -1,4 +1,4 @@
-"""What every tier's benchmark shares: the run's context, the message shape, bulk-history helpers."""
+"""The run's context and the data every workload shares: keys, the message shape, the history size."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from benchmarks._common import Case, run_cases
 from benchmarks.report import Report, Table
 
-__all__ = ["HISTORY", "KEYS", "MESSAGE", "SESSION_TTL", "Context", "msg"]
+__all__ = ["BATCH", "HISTORY", "KEYS", "MESSAGE", "SESSION_TTL", "Context", "chat", "msg"]
 
 MESSAGE = {"role": "user", "content": "What is the weather in Lisbon tomorrow? Please answer briefly.", "turn": 1}
 KEYS = [f"session:{i}" for i in range(1000)]
@@ -22,8 +22,13 @@ SESSION_TTL = 1800
 
 
 def msg(i: int) -> dict[str, Any]:
-    """A chat message whose bytes differ for every ``i`` (so every write really writes)."""
+    """A value whose bytes differ for every ``i`` (so every write really writes)."""
     return {**MESSAGE, "turn": i}
+
+
+def chat(i: int) -> dict[str, Any]:
+    """A chat message whose bytes differ for every ``i``."""
+    return {"role": "user", "content": f"What is the weather in Lisbon tomorrow? Please answer briefly. #{i}"}
 
 
 @dataclass

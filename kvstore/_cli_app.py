@@ -491,10 +491,14 @@ def demo(config: ConfigOpt = None) -> None:
 
 
 @app.command()
-def bench(full: Annotated[bool, typer.Option("--full", help="All rounds, not the quick run.")] = False) -> None:
-    """Run the memory-tier benchmark (quick by default); needs a source checkout."""
+def bench(
+    full: Annotated[bool, typer.Option("--full", help="All rounds, not the quick run.")] = False,
+    only: Annotated[str, typer.Option("--only", help="Sections: memory,sqlite,postgres,redis.")] = "memory",
+    workloads: Annotated[str, typer.Option("--workloads", help="Workload prefixes, e.g. get,set,mget.")] = "",
+) -> None:
+    """Run a subset of the benchmark registry (the memory section, quick, by default); needs a source checkout."""
     root = Path(__file__).resolve().parent.parent
-    if not (root / "benchmarks" / "bench_memory.py").is_file():
+    if not (root / "benchmarks" / "registry.py").is_file():
         raise ConfigError("the benchmarks ship with the source checkout, not the installed package")
-    args = [sys.executable, "-m", "benchmarks.bench_memory", *([] if full else ["--quick"])]
-    raise typer.Exit(subprocess.run(args, cwd=root, check=False).returncode)
+    args = [sys.executable, "-m", "benchmarks", "--only", only, *(["--workloads", workloads] if workloads else [])]
+    raise typer.Exit(subprocess.run([*args, *([] if full else ["--quick"])], cwd=root, check=False).returncode)

@@ -1,0 +1,156 @@
+"""THE workload registry and the one function that runs it.
+
+Every case of the report is one ``Entry``: (section, workload, case name, role,
+setup, args); ``setup(tier, *args)`` returns the op timed as ``op(i)``. The
+kvstore rows of every workload (the get/set/mget 100/mset 100 grid, chat
+append, last 20, session touch) are written once below and instantiated per
+backend; what differs per backend (the bare-driver floor, the peers and their
+data) is declared by its ``Tier`` in ``benchmarks.backends``. ``run`` times each
+workload's cases in alternating calibrated rounds (``benchmarks._common``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from benchmarks._common import Case
+from benchmarks.backends import APPEND, GRID, LAST, SESSION, SESSION_DATA, TIERS, Op, Tier
+from benchmarks.runner import BATCH, KEYS, Context, chat, msg
+from kvstore import AsyncChatHistory, ChatHistory
+
+__all__ = ["REGISTRY", "Entry", "run", "workloads"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    section: str
+    workload: str
+    case: str
+    #: floor | kvstore | variant (another kvstore flavour) | peer | info
+    role: str
+    setup: Callable[..., Op | None]
+    args: tuple[Any, ...] = ()
+    is_async: bool = False
+
+
+# --- kvstore's side, once: setup(tier, flavour) with flavour 0 = sync, 1 = async ------------------------
+
+KVSTORE: dict[str, tuple[str, Callable[[Any], Op]]] = {
+    "get": ("get", lambda s: lambda i: s.get(KEYS[i % 1000])),
+    "set": ("set", lambda s: lambda i: s.set(KEYS[i % 1000], msg(i))),
+    "mget 100": ("mget", lambda s: lambda i: s.mget(BATCH)),
+    "mset 100": ("mset", lambda s: lambda i: s.mset({k: msg(i + j) for j, k in enumerate(BATCH)})),
+}
+
+
+def grid(tier: Tier, flavour: int, workload: str) -> Op:
+    return KVSTORE[workload][1](tier.stores[flavour])
+
+
+def chat_add(tier: Tier, flavour: int) -> Op:
+    history = (ChatHistory, AsyncChatHistory)[flavour](tier.chat_dbs[flavour], "append")
+    return lambda i: history.add(chat(i))
+
+
+def chat_last(tier: Tier, flavour: int) -> Op:
+    history = tier.histories[flavour]
+    return lambda i: history.last(20)
+
+
+def session_touch(tier: Tier, flavour: int) -> Op:
+    store = tier.session_stores()[flavour]
+    sids = [tier.wait(s) if flavour else s for s in (store.create(SESSION_DATA) for _ in range(100))]
+    return lambda i: store.get(sids[i % 100], touch=True)
+
+
+def own(tier: Tier, method: str) -> Op | None:
+    op: Op | None = getattr(tier, method)()
+    return op
+
+
+def peer(tier: Tier, row: Any) -> Op | None:
+    built = tier.peer(row.peer)
+    return None if built is None else row.make(tier, built)
+
+
+def _declare(tier: type[Tier]) -> list[Entry]:
+    """Every case of one backend, in table order: floor and info rows, kvstore sync and async, variants, peers."""
+    entries: list[Entry] = []
+    for workload in (*GRID, *((APPEND, LAST) if tier.chat else ()), SESSION):
+        if workload in KVSTORE:
+            names = [f"kvstore {cls}.{KVSTORE[workload][0]}" for cls in tier.classes]
+            setup, args = grid, (workload,)
+        elif workload == APPEND:
+            names, setup, args = ["kvstore ChatHistory.add", "kvstore AsyncChatHistory.add"], chat_add, ()
+        elif workload == LAST:
+            names = ["kvstore ChatHistory.last(20)", "kvstore AsyncChatHistory.last(20)"]
+            setup, args = chat_last, ()
+        else:
+            names, setup, args = [f"kvstore {s}.get(touch=True)" for s in tier.sessions], session_touch, ()
+        rows = {
+            group: [
+                Entry(tier.section, workload, r.case, r.role, own, (r.method,), r.is_async)
+                for r in tier.rows
+                if r.workload == workload and (r.role == "variant") == (group == "after")
+            ]
+            for group in ("before", "after")
+        }
+        entries += rows["before"]  # the floor and info rows
+        entries += [
+            Entry(tier.section, workload, name, "kvstore", setup, (flavour, *args), bool(flavour))
+            for flavour, name in enumerate(names)
+        ]
+        entries += rows["after"]  # variants
+        entries += [
+            Entry(tier.section, workload, p.case, "peer", peer, (p,), p.is_async)
+            for p in tier.peers
+            if p.workload == workload
+        ]
+    return entries
+
+
+REGISTRY: list[Entry] = [e for tier in TIERS.values() for e in _declare(tier)]
+
+
+def workloads(section: str) -> list[str]:
+    """The workloads of ``section``, in report order."""
+    return list(dict.fromkeys(e.workload for e in REGISTRY if e.section == section))
+
+
+def _awaitable(op: Op) -> Op:
+    """An async case as an ``async def`` (as a hand-written one would be): ``op(i)`` returns an awaitable."""
+    if inspect.iscoroutinefunction(op):
+        return op
+
+    async def run(i: int) -> object:
+        return await op(i)  # type: ignore[misc]
+
+    return run
+
+
+def run(ctx: Context, section: str, only: list[str] | None = None) -> None:
+    """Run the registered workloads of ``section`` (those whose name starts with one of ``only``, if given).
+
+    The backend is opened once; each workload's cases are set up (a peer that is
+    missing is skipped with its reason), then timed together in alternating
+    calibrated rounds and recorded as one table of ratios to its floor.
+    """
+    tier = TIERS[section](ctx)
+    try:
+        tier.open()
+        for workload in workloads(section):
+            if only and not any(workload.startswith(w) for w in only):
+                continue
+            cases = []
+            for e in (e for e in REGISTRY if e.section == section and e.workload == workload):
+                op = e.setup(tier, *e.args)
+                if op is not None:
+                    cases.append(Case(e.case, _awaitable(op) if e.is_async else op, e.is_async, role=e.role))
+            table = ctx.run(section, workload, cases, note=" ".join(tier.notes.get(workload, [])))
+            tier.after(workload, table)
+        tier.finish()
+    finally:
+        tier.close()
