@@ -34,7 +34,7 @@ def test_unasync_check_fails_on_a_hand_edited_sync_file(repo_copy: Path) -> None
     target.write_text(target.read_text() + "\n# a hand edit\n")
     result = _run(repo_copy, "tools/unasync.py", "--check")
     assert result.returncode == 1
-    assert "stale: kvstore/_sync/memory.py" in result.stdout
+    assert "stale: kvstore/memory/_store.py" in result.stdout
 
 
 @pytest.mark.slow
