@@ -4,18 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kvstore._async.base import AsyncCache, AsyncDatabase, AsyncStore, AsyncTypedStore
-from kvstore._async.chat import AsyncChatHistory
-from kvstore._async.manager import AsyncStorageBackends, AsyncStorageManager
-from kvstore._async.memory import AsyncMemoryCache, AsyncMemoryDatabase
-from kvstore._async.session import AsyncSessionStore
-from kvstore._chat import ChatMessage, ChatPage
-from kvstore._health import HealthReport, TierHealth
-from kvstore._sync.base import Cache, Database, Store, TypedStore
-from kvstore._sync.chat import ChatHistory
-from kvstore._sync.manager import StorageBackends, StorageManager
-from kvstore._sync.memory import MemoryCache, MemoryDatabase
-from kvstore._sync.session import SessionStore
+from kvstore._core.health import HealthReport, TierHealth
+from kvstore.base import Cache, Database, Store, TypedStore
+from kvstore.base_async import AsyncCache, AsyncDatabase, AsyncStore, AsyncTypedStore
+from kvstore.chat._history import ChatHistory
+from kvstore.chat._history_async import AsyncChatHistory
+from kvstore.chat._message import ChatMessage, ChatPage
 from kvstore.config import StorageConfig
 from kvstore.errors import (
     BackendBusyError,
@@ -29,14 +23,20 @@ from kvstore.errors import (
     ValueTooLargeError,
     WrongTypeError,
 )
+from kvstore.manager import StorageBackends, StorageManager
+from kvstore.manager_async import AsyncStorageBackends, AsyncStorageManager
+from kvstore.memory._store import MemoryCache, MemoryDatabase
+from kvstore.memory._store_async import AsyncMemoryCache, AsyncMemoryDatabase
+from kvstore.session._store import SessionStore
+from kvstore.session._store_async import AsyncSessionStore
 
 if TYPE_CHECKING:
-    from kvstore._async.postgres import AsyncPostgresDatabase
-    from kvstore._async.redis import AsyncRedisCache
-    from kvstore._async.sqlite import AsyncSqliteDatabase
-    from kvstore._sync.postgres import PostgresDatabase
-    from kvstore._sync.redis import RedisCache
-    from kvstore._sync.sqlite import SqliteDatabase
+    from kvstore.postgres._store import PostgresDatabase
+    from kvstore.postgres._store_async import AsyncPostgresDatabase
+    from kvstore.redis._store import RedisCache
+    from kvstore.redis._store_async import AsyncRedisCache
+    from kvstore.sqlite._store import SqliteDatabase
+    from kvstore.sqlite._store_async import AsyncSqliteDatabase
 
 __version__ = "0.1.0"
 
@@ -87,12 +87,12 @@ __all__ = [
 
 # Backends whose drivers are optional: imported on first access, never by `import kvstore`.
 _LAZY = {
-    "AsyncRedisCache": "kvstore._async.redis",
-    "RedisCache": "kvstore._sync.redis",
-    "AsyncSqliteDatabase": "kvstore._async.sqlite",
-    "SqliteDatabase": "kvstore._sync.sqlite",
-    "AsyncPostgresDatabase": "kvstore._async.postgres",
-    "PostgresDatabase": "kvstore._sync.postgres",
+    "AsyncRedisCache": "kvstore.redis._store_async",
+    "RedisCache": "kvstore.redis._store",
+    "AsyncSqliteDatabase": "kvstore.sqlite._store_async",
+    "SqliteDatabase": "kvstore.sqlite._store",
+    "AsyncPostgresDatabase": "kvstore.postgres._store_async",
+    "PostgresDatabase": "kvstore.postgres._store",
 }
 
 

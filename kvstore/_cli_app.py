@@ -18,15 +18,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from kvstore._chain import DEFAULT_CHAINS
-from kvstore._copy import CopyCheckpoint, fingerprint
-from kvstore._health import HealthReport, TierHealth
-from kvstore._sync.base import Database, Store
-from kvstore._sync.copy import copy_namespace, verify_copy
-from kvstore._sync.manager import backend_class
-from kvstore._urls import config_from_url, redact_url
+from kvstore._copy.copy import copy_namespace, verify_copy
+from kvstore._copy.plan import CopyCheckpoint, fingerprint
+from kvstore._core.health import HealthReport, TierHealth
+from kvstore._core.urls import config_from_url, redact_url
+from kvstore._resilience.chain import DEFAULT_CHAINS
+from kvstore.base import Database, Store
 from kvstore.config import MemoryCacheConfig, MemoryDatabaseConfig, SqliteDatabaseConfig, StorageConfig, load_config
 from kvstore.errors import BackendUnavailableError, ConfigError, KVStoreError, MissingDependencyError
+from kvstore.manager import backend_class
 
 __all__ = ["app"]
 
@@ -184,7 +184,7 @@ def _journal_counts(config: Any) -> tuple[int, int, int]:
     """Pending outage writes, conflicts and dead letters of the tier's journal, read-only (never created)."""
     import sqlite3
 
-    from kvstore._async.manager import state_dir
+    from kvstore.manager_async import state_dir
 
     path = state_dir(config) / "journal.db"
     if not path.exists():

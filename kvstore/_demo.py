@@ -6,10 +6,10 @@ import logging
 import os
 from typing import Any
 
-from kvstore._chat import ChatMessage
-from kvstore._sync.chat import ChatHistory
-from kvstore._sync.manager import StorageManager
-from kvstore._sync.session import SessionStore
+from kvstore.chat._history import ChatHistory
+from kvstore.chat._message import ChatMessage
+from kvstore.manager import StorageManager
+from kvstore.session._store import SessionStore
 
 #: A Redis nobody listens on: the fallback part of the demo shows what happens then.
 ABSENT_REDIS = "redis://127.0.0.1:1/0"

@@ -21,10 +21,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from kvstore._async.base import AsyncCache, AsyncDatabase, AsyncStore
-from kvstore._items import MsetItems
-from kvstore._sync.base import Cache, Database, Store
-from kvstore._ttl import TTL
+from kvstore._core.items import MsetItems
+from kvstore._core.ttl import TTL
+from kvstore.base import Cache, Database, Store
+from kvstore.base_async import AsyncCache, AsyncDatabase, AsyncStore
 from kvstore.errors import MissingDependencyError
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from kvstore._codec import DEFAULT_MAX_VALUE_BYTES
+from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES
 from kvstore.errors import ConfigError, MissingDependencyError
 
 __all__ = [
@@ -58,7 +58,7 @@ class _Model(BaseModel):
 
 
 class _TierConfig(_Model):
-    #: Fields that change where the data lives (`kvstore._identity.tier_identity` digests them) ...
+    #: Fields that change where the data lives (`kvstore._core.identity.tier_identity` digests them) ...
     identity_fields: ClassVar[frozenset[str]] = frozenset({"type", "key_prefix"})
     #: ... and fields that do not (how to reach it, how long to wait, how to behave in an outage).
     #: Every field is in exactly one of the two sets; tests/test_identity.py checks it.

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from kvstore._breaker import BreakerPolicy, BreakerState, CircuitBreaker, Route
+from kvstore._resilience.breaker import BreakerPolicy, BreakerState, CircuitBreaker, Route
 from tests.clock import FakeClock
 
 

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from kvstore import SqliteDatabase
-from kvstore._urls import config_from_url, redact_url
+from kvstore._core.urls import config_from_url, redact_url
 from kvstore.cli import main
 from kvstore.config import MemoryCacheConfig, PostgresDatabaseConfig, RedisCacheConfig, SqliteDatabaseConfig
 from kvstore.errors import ConfigError

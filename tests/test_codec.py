@@ -1,10 +1,10 @@
-"""Value encoding (kvstore._codec)."""
+"""Value encoding (kvstore._core.codec)."""
 
 from __future__ import annotations
 
 import pytest
 
-from kvstore._codec import decode, encode
+from kvstore._core.codec import decode, encode
 from kvstore.errors import SerializationError, ValueTooLargeError
 
 

@@ -214,8 +214,8 @@ def test_config_is_frozen() -> None:
 
 def test_password_in_the_query_string_is_a_secret_too() -> None:
     """?password= is taken out of the URL like user:password@ is, and redacted wherever URLs are printed."""
-    from kvstore._redis_common import redact_url as redact_redis
-    from kvstore._urls import redact_url
+    from kvstore._core.urls import redact_url
+    from kvstore.redis._common import redact_url as redact_redis
 
     config = load_config(
         {"cache": {"type": "redis", "url": f"redis://cache:6379/0?password={CANARY}&ssl_cert_reqs=none"}}

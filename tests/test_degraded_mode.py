@@ -31,12 +31,12 @@ from kvstore import (
     SessionStore,
     StorageManager,
 )
-from kvstore._async.failover import AsyncFailoverDatabase
-from kvstore._async.manager import state_dir
-from kvstore._breaker import BreakerPolicy
-from kvstore._journal import Journal
-from kvstore._sync.failover import FailoverDatabase
+from kvstore._resilience.breaker import BreakerPolicy
+from kvstore._resilience.failover import FailoverDatabase
+from kvstore._resilience.failover_async import AsyncFailoverDatabase
+from kvstore._resilience.journal import Journal
 from kvstore.config import StorageConfig
+from kvstore.manager_async import state_dir
 
 pytestmark = [pytest.mark.postgres]
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from kvstore import BackendUnavailableError
-from kvstore._breaker import BreakerPolicy, BreakerState, CircuitBreaker
-from kvstore._sync.failover import FailoverDatabase, _ReplayRun
+from kvstore._resilience.breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from kvstore._resilience.failover import FailoverDatabase, _ReplayRun
 from kvstore.postgres import PostgresDatabase
 from kvstore.sqlite import SqliteDatabase
 

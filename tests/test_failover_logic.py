@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from kvstore import BackendUnavailableError, MemoryCache, MemoryDatabase, MissingDependencyError
-from kvstore._breaker import BreakerPolicy, BreakerState, CircuitBreaker
-from kvstore._journal import LEASE_SECONDS, Journal
-from kvstore._sync.failover import FailoverCache, FailoverDatabase
+from kvstore._resilience.breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from kvstore._resilience.failover import FailoverCache, FailoverDatabase
+from kvstore._resilience.journal import LEASE_SECONDS, Journal
 from tests.clock import FakeClock
 
 

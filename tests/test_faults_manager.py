@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from kvstore import BackendUnavailableError, StorageManager
-from kvstore._breaker import BreakerState
+from kvstore._resilience.breaker import BreakerState
 from tests.fixtures_redis import _free_port, start_redis_server, stop_redis_server
 
 pytestmark = [pytest.mark.slow]

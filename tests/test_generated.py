@@ -30,11 +30,11 @@ def _run(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_unasync_check_fails_on_a_hand_edited_sync_file(repo_copy: Path) -> None:
     """tools/unasync.py --check passes on the repo and fails once a generated file is edited."""
     assert _run(repo_copy, "tools/unasync.py", "--check").returncode == 0
-    target = repo_copy / "kvstore" / "_sync" / "memory.py"
+    target = repo_copy / "kvstore" / "memory" / "_store.py"
     target.write_text(target.read_text() + "\n# a hand edit\n")
     result = _run(repo_copy, "tools/unasync.py", "--check")
     assert result.returncode == 1
-    assert "stale: kvstore/_sync/memory.py" in result.stdout
+    assert "stale: kvstore/memory/_store.py" in result.stdout
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvstore._keys import compile_glob
+from kvstore._core.keys import compile_glob
 from kvstore.redis import RedisCache
 from tests.fixtures_redis import RedisServer
 

@@ -1,4 +1,4 @@
-"""Tier identity: every config field is declared identity or not, and the digest follows that (kvstore._identity)."""
+"""Tier identity: every config field is declared identity or not, and the digest follows that."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 import kvstore.config as config_module
-from kvstore._identity import identity_label, tier_identity
+from kvstore._core.identity import identity_label, tier_identity
 from kvstore.config import (
     MemoryCacheConfig,
     MemoryDatabaseConfig,
@@ -254,7 +254,7 @@ def test_labels_are_readable_and_hold_no_secret() -> None:
 @pytest.mark.parametrize("parameter", ["hostaddr=10.0.0.1", "service=tenant_a", "options=-csearch_path%3Dother"])
 def test_libpq_parameters_that_pick_another_server_change_the_identity(parameter: str) -> None:
     """hostaddr, service and options in a PostgreSQL URL name other data: the identity differs."""
-    from kvstore._identity import tier_identity
+    from kvstore._core.identity import tier_identity
     from kvstore.config import PostgresDatabaseConfig
 
     plain = PostgresDatabaseConfig(url="postgresql://app@db/app")

@@ -1,4 +1,4 @@
-"""The reference glob matcher and key helpers (kvstore._keys)."""
+"""The reference glob matcher and key helpers (kvstore._core.keys)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvstore._keys import (
+from kvstore._core.keys import (
     compile_glob,
     escape_glob,
     glob_literal_prefix,

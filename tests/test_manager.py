@@ -7,10 +7,10 @@ import logging
 import pytest
 
 from kvstore import AsyncStorageManager, BackendUnavailableError, StorageManager
-from kvstore._async.manager import BACKENDS as ASYNC_BACKENDS
-from kvstore._chain import fallback_chain
-from kvstore._sync.manager import BACKENDS as SYNC_BACKENDS
+from kvstore._resilience.chain import fallback_chain
 from kvstore.config import load_config
+from kvstore.manager import BACKENDS as SYNC_BACKENDS
+from kvstore.manager_async import BACKENDS as ASYNC_BACKENDS
 
 MEMORY = {"cache": {"type": "memory"}, "database": {"type": "memory"}}
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from kvstore import MemoryCache, MemoryDatabase
-from kvstore._memory import MemoryKeyspace
+from kvstore.memory._keyspace import MemoryKeyspace
 from tests.clock import FakeClock
 
 

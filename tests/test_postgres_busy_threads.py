@@ -9,9 +9,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from kvstore import _postgres_sql as pg
 from kvstore.errors import BackendBusyError, BackendUnavailableError
 from kvstore.postgres import PostgresDatabase
+from kvstore.postgres import _sql as pg
 
 BIG = {"blob": "y" * (4 * 1024 * 1024)}
 

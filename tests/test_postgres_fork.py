@@ -11,8 +11,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from kvstore import _postgres_watchdog as wd
 from kvstore.postgres import AsyncPostgresDatabase, PostgresDatabase
+from kvstore.postgres import _watchdog as wd
 from tests.forking import CHILDREN, PER_CHILD, run_children
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]

@@ -6,9 +6,9 @@ import psycopg
 import psycopg_pool
 import pytest
 
-from kvstore import _postgres_sql as pg
 from kvstore.config import PostgresDatabaseConfig
 from kvstore.errors import BackendBusyError, BackendUnavailableError, ConfigError, KVStoreError
+from kvstore.postgres import _sql as pg
 
 SECRET = "s3cr3t-canary"
 

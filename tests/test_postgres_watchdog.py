@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from kvstore._postgres_watchdog import Watchdog
+from kvstore.postgres._watchdog import Watchdog
 
 
 @pytest.fixture

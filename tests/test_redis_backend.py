@@ -13,9 +13,9 @@ import redis
 from redis import exceptions as rex
 
 from kvstore import BackendBusyError, BackendUnavailableError, KVStoreError, SerializationError, WrongTypeError
-from kvstore._redis_common import normalize_url, redact_url, scan_match, translate
 from kvstore.config import RedisCacheConfig
 from kvstore.redis import RedisCache
+from kvstore.redis._common import normalize_url, redact_url, scan_match, translate
 from tests.fixtures_redis import RedisServer
 
 # --- two caches "a:" and "a*:" on one Redis (must show) ----------------------------------
@@ -232,7 +232,7 @@ def test_missing_redis_extra_names_the_pip_command() -> None:
         "import sys; sys.modules['redis'] = None\n"
         "import kvstore\n"
         "try:\n"
-        "    import kvstore._async.redis\n"
+        "    import kvstore.redis._store_async\n"
         "except kvstore.MissingDependencyError as e:\n"
         "    print(e)\n"
     )

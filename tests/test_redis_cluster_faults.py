@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from kvstore import BackendUnavailableError
-from kvstore._redis_common import namespace
 from kvstore.redis import AsyncRedisCache, RedisCache
+from kvstore.redis._common import namespace
 from tests.fixtures_redis import RedisServer
 
 pytestmark = pytest.mark.redis

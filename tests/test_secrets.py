@@ -14,7 +14,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from pydantic import SecretStr, ValidationError
 
-from kvstore._urls import config_from_url, redact_url
+from kvstore._core.urls import config_from_url, redact_url
 from kvstore.config import PostgresDatabaseConfig, RedisCacheConfig, StorageConfig, _split_password
 from kvstore.errors import BackendUnavailableError, ConfigError
 
@@ -157,9 +157,9 @@ def test_errors_never_quote_the_password(password: str) -> None:
 @given(password=PASSWORDS)
 def test_the_drivers_parse_the_bare_url(password: str) -> None:
     """What reaches redis-py and libpq is the bare URL: parsing it raises nothing that could quote the password."""
-    redis_common = pytest.importorskip("kvstore._redis_common")
+    redis_common = pytest.importorskip("kvstore.redis._common")
     redis_connection = pytest.importorskip("redis.connection")
-    pg = pytest.importorskip("kvstore._postgres_sql")
+    pg = pytest.importorskip("kvstore.postgres._sql")
     written = raw(password)
     assume(not ambiguous("app:{pw}", written))
     config = RedisCacheConfig(url=f"redis://app:{written}@cache:6380/3")

@@ -1,6 +1,10 @@
-"""Generate the sync code from the async source: kvstore/_async -> kvstore/_sync, tests too.
+"""Generate the sync code from the async source.
 
 Usage: python tools/unasync.py [--check]
+
+Library code is written in file pairs, psycopg style: ``kvstore/x/_store_async.py``
+(the source) beside ``kvstore/x/_store.py`` (generated). The tests keep a directory
+pair, ``tests/_async`` -> ``tests/_sync``.
 
 The async code is the single source. This converter rewrites tokens
 (``async def`` -> ``def``, ``await x`` -> ``x``, ``AsyncFoo`` -> ``Foo``,
@@ -25,10 +29,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PAIRS = [
-    (ROOT / "kvstore" / "_async", ROOT / "kvstore" / "_sync"),
-    (ROOT / "tests" / "_async", ROOT / "tests" / "_sync"),
-]
+#: Directory pairs: every file of the first is the source of the same path in the second.
+DIR_PAIRS = [(ROOT / "tests" / "_async", ROOT / "tests" / "_sync")]
+#: Where file pairs live: ``name_async.py`` is the source of ``name.py`` beside it.
+PACKAGE = ROOT / "kvstore"
 HEADER = "# Generated from {source} by tools/unasync.py: do not edit; edit the async source.\n"
 
 # Order matters: longer and more specific patterns first.
@@ -39,26 +43,20 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\bawait\s+", ""),
     (r"\b__aenter__\b", "__enter__"),
     (r"\b__aexit__\b", "__exit__"),
-    (r"\b__aiter__\b", "__iter__"),
-    (r"\b__anext__\b", "__next__"),
     (r"\baclose\b", "close"),
-    (r"\banext\(", "next("),
-    (r"\baiter\(", "iter("),
-    (r"\bStopAsyncIteration\b", "StopIteration"),
     (r"\bAsyncIterator\b", "Iterator"),
-    (r"\bAsyncIterable\b", "Iterable"),
-    (r"\bAsyncGenerator\b", "Generator"),
     (r"\bAsyncRetrying\b", "Retrying"),
     (r"\bAwaitable\[(\w+)\]", r"\1"),
     (r"\bAsync([A-Z]\w*)", r"\1"),
     (r"\basyncio\.sleep\b", "time.sleep"),
     (r"\basyncio\.Lock\b", "threading.Lock"),
     (r"\bredis\.asyncio\b", "redis"),
-    (r"\bpytest_asyncio\.fixture\b", "pytest.fixture"),
+    (r"(?<=\w)_async\b", ""),
     (r"\b_async\b", "_sync"),
-    (r"\basync_(\w+)", r"sync_\1"),
 ]
 _COMPILED = [(re.compile(p), r) for p, r in SUBSTITUTIONS]
+#: Which substitutions changed some file in this run (every one must: a dead rule hides a typo).
+_FIRED: set[str] = set()
 _ASYNC_BLOCK = re.compile(r"^(?P<indent>[ \t]*)if True:\s+# ASYNC\s*$")
 
 
@@ -100,7 +98,9 @@ def convert(text: str, source: str) -> str:
     """The sync twin of one async source file, before formatting."""
     text = _resolve_blocks(text)
     for pattern, replacement in _COMPILED:
-        text = pattern.sub(replacement, text)
+        text, count = pattern.subn(replacement, text)
+        if count:
+            _FIRED.add(pattern.pattern)
     for module in ("time", "threading"):  # modules the substitutions may have introduced
         if re.search(rf"\b{module}\.", text) and not re.search(rf"^import {module}$", text, re.MULTILINE):
             future = "from __future__ import annotations\n"
@@ -117,15 +117,37 @@ def _ruff(args: list[str], text: str, filename: Path) -> str:
     return result.stdout
 
 
+def pairs() -> list[tuple[Path, Path]]:
+    """Every (async source, generated sync file) pair."""
+    found = [
+        (src, dst_dir / src.relative_to(src_dir))
+        for src_dir, dst_dir in DIR_PAIRS
+        for src in sorted(src_dir.rglob("*.py"))
+    ]
+    found += [
+        (src, src.with_name(src.name.removesuffix("_async.py") + ".py")) for src in sorted(PACKAGE.rglob("*_async.py"))
+    ]
+    return found
+
+
+def generated_files() -> set[Path]:
+    """The files on disk that say they were generated (to find those left without a source)."""
+    found = {p for _, dst_dir in DIR_PAIRS if dst_dir.exists() for p in dst_dir.rglob("*.py")}
+    marker = HEADER.split("{", 1)[0]
+    found |= {p for p in PACKAGE.rglob("*.py") if p.read_text(encoding="utf-8").startswith(marker)}
+    return found
+
+
 def generate() -> dict[Path, str]:
-    """Every generated file's path and expected content."""
+    """Every generated file's path and expected content; fails when a substitution never fires."""
     outputs: dict[Path, str] = {}
-    for src_dir, dst_dir in PAIRS:
-        for src in sorted(src_dir.rglob("*.py")):
-            dst = dst_dir / src.relative_to(src_dir)
-            text = convert(src.read_text(encoding="utf-8"), src.relative_to(ROOT).as_posix())
-            text = _ruff(["check", "--fix", "--unsafe-fixes", "--quiet", "--select", "F401,I,UP"], text, dst)
-            outputs[dst] = _ruff(["format", "--quiet"], text, dst)
+    for src, dst in pairs():
+        text = convert(src.read_text(encoding="utf-8"), src.relative_to(ROOT).as_posix())
+        text = _ruff(["check", "--fix", "--unsafe-fixes", "--quiet", "--select", "F401,I,UP"], text, dst)
+        outputs[dst] = _ruff(["format", "--quiet"], text, dst)
+    unused = [pattern for pattern, _ in SUBSTITUTIONS if pattern not in _FIRED]
+    if unused:
+        raise SystemExit(f"substitutions that never fire (remove them): {', '.join(unused)}")
     return outputs
 
 
@@ -134,7 +156,7 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="fail if generated files are stale; write nothing")
     args = parser.parse_args()
     outputs = generate()
-    existing = {p for _, dst in PAIRS if dst.exists() for p in dst.rglob("*.py")}
+    existing = generated_files()
     stale = sorted(p for p, text in outputs.items() if not p.exists() or p.read_text(encoding="utf-8") != text)
     extra = sorted(existing - outputs.keys())
     if args.check:

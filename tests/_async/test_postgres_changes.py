@@ -9,8 +9,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from kvstore._postgres_sql import SCHEMA_VERSION
 from kvstore.postgres import AsyncPostgresDatabase
+from kvstore.postgres._sql import SCHEMA_VERSION
 
 pytestmark = pytest.mark.postgres
 

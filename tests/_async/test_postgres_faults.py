@@ -13,10 +13,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from kvstore._postgres_sql import SCHEMA_VERSION
 from kvstore.config import PostgresDatabaseConfig
 from kvstore.errors import BackendBusyError, BackendUnavailableError, KVStoreError
 from kvstore.postgres import AsyncPostgresDatabase
+from kvstore.postgres._sql import SCHEMA_VERSION
 from tests.fixtures_postgres import CANARY_RIGHT_PASSWORD, CANARY_USER, PgServer
 
 pytestmark = pytest.mark.postgres

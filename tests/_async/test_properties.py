@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvstore._keys import glob_match
+from kvstore._core.keys import glob_match
 from tests._async.backends import AsyncHarness
 
 GLOB_ALPHABET = "ab*?[]\\^-%_"

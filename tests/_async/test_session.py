@@ -10,8 +10,8 @@ import pytest
 from pydantic import BaseModel
 
 from kvstore import AsyncCache, AsyncMemoryCache, AsyncMemoryDatabase, AsyncSessionStore, BackendUnavailableError
-from kvstore._items import MsetItems
-from kvstore._ttl import TTL
+from kvstore._core.items import MsetItems
+from kvstore._core.ttl import TTL
 from tests._async.backends import AsyncHarness
 from tests.clock import FakeClock
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import apsw
 import pytest
 
-from kvstore import _sqlite_sql as sql
 from kvstore.sqlite import AsyncSqliteDatabase
+from kvstore.sqlite import _sql as sql
 from tests.clock import FakeClock
 
 KEYS = ["v", "w", "l", "m1", "m2", "gone", "t", "untouched"]

@@ -12,9 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvstore import _sqlite_sql as sql
-from kvstore._keys import compile_glob
-from kvstore._sqlite_engine import map_error
+from kvstore._core.keys import compile_glob
 from kvstore.config import SqliteDatabaseConfig
 from kvstore.errors import BackendBusyError, BackendUnavailableError, ClosedError, ConfigError, KVStoreError
 from kvstore.sqlite import (
@@ -25,6 +23,8 @@ from kvstore.sqlite import (
     SqliteIOError,
     SqliteReadOnlyError,
 )
+from kvstore.sqlite import _sql as sql
+from kvstore.sqlite._engine import map_error
 from tests.clock import FakeClock
 
 

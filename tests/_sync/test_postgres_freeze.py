@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from kvstore import _postgres_watchdog as _wd
 from kvstore.config import PostgresDatabaseConfig
 from kvstore.errors import BackendUnavailableError
 from kvstore.postgres import PostgresDatabase
+from kvstore.postgres import _watchdog as _wd
 from tests.fixtures_postgres import PgServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]

@@ -11,8 +11,8 @@ import pytest
 from pydantic import BaseModel
 
 from kvstore import BackendUnavailableError, Cache, MemoryCache, MemoryDatabase, SessionStore
-from kvstore._items import MsetItems
-from kvstore._ttl import TTL
+from kvstore._core.items import MsetItems
+from kvstore._core.ttl import TTL
 from tests._sync.backends import Harness
 from tests.clock import FakeClock
 

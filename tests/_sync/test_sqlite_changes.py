@@ -8,8 +8,8 @@ from pathlib import Path
 import apsw
 import pytest
 
-from kvstore import _sqlite_sql as sql
 from kvstore.sqlite import SqliteDatabase
+from kvstore.sqlite import _sql as sql
 from tests.clock import FakeClock
 
 KEYS = ["v", "w", "l", "m1", "m2", "gone", "t", "untouched"]

@@ -1,1 +1,0 @@
-"""The async implementation: the single source the sync code is generated from."""

@@ -1,0 +1,973 @@
+"""Run-time failover: a tier that serves from its fallback while the primary is down.
+
+`AsyncFailoverCache` and `AsyncFailoverDatabase` implement the store interface
+over a primary and a fallback with a `CircuitBreaker` (DESIGN.md §8):
+
+* While the breaker is closed every call goes to the primary. Idempotent calls
+  (and appends, which always carry an idempotency id) are retried within a short
+  budget. A call that still finds the primary unavailable raises
+  `BackendUnavailableError` until ``failure_threshold`` consecutive failures open
+  the breaker; the call that opens it, and every call after, is served without the
+  primary. A busy primary (`BackendBusyError`: pool exhausted, lock held) is up:
+  it is never retried here, never counted, and nothing moves.
+* The database tier journals every outage write (a typed record, see
+  ``kvstore._resilience.records_async``) before it mirrors it onto the fallback, both in one
+  task that a cancelled caller cannot interrupt. Degraded reads answer from the
+  journal what this outage wrote (read-your-writes) and raise
+  `BackendUnavailableError` for what only the primary knows — unless
+  ``degraded_reads`` says to answer from the fallback (the default when the
+  primary never served this process: the embedded demo, a laptop).
+* After ``probe_interval`` one call probes the primary; on success the cache
+  invalidates in the primary every key written during the outage, and the
+  database replays its journal in order, skipping (and keeping, as a conflict)
+  any write whose keys another instance changed after it was made.
+* With ``on_outage="fail"`` writes raise instead of being buffered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    retry_if_not_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+    wait_random,
+)
+
+from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
+from kvstore._core.idempotency import validate_idempotency_id
+from kvstore._core.items import LowerBound, MsetItems, normalize_items
+from kvstore._core.keys import validate_key
+from kvstore._core.ttl import TTL, ttl_ms
+from kvstore._resilience.breaker import BreakerState, CircuitBreaker, Route
+from kvstore._resilience.journal import LEASE_SECONDS, Journal, JournalEntry
+from kvstore._resilience.records_async import (
+    AppendRecord,
+    ClearRecord,
+    DeleteRecord,
+    ExpireRecord,
+    KeyView,
+    MsetRecord,
+    SetRecord,
+    WriteRecord,
+    decode_record,
+    seconds_left,
+)
+from kvstore.base_async import AsyncCache, AsyncDatabase
+from kvstore.errors import BackendBusyError, BackendUnavailableError, KVStoreError, WrongTypeError
+from kvstore.memory._keyspace import lrange_bounds
+
+__all__ = ["AsyncFailoverCache", "AsyncFailoverDatabase"]
+
+logger = logging.getLogger("kvstore")
+
+T = TypeVar("T")
+OnOutage = Literal["buffer", "fail"]
+DegradedReads = Literal["auto", "strict", "fallback"]
+#: Keys remembered per outage before the cache gives up listing them and clears its prefix on failback.
+MAX_TRACKED_KEYS = 100_000
+#: Seconds within which a failed idempotent call may be retried on the primary.
+RETRY_BUDGET = 0.25
+
+
+class _AsyncFailover:
+    """Routing shared by both tiers: breaker, retries, probe and failback."""
+
+    backend = "failover"
+    tier = "tier"
+
+    def __init__(
+        self,
+        primary: Any,
+        fallback: Any,
+        *,
+        breaker: CircuitBreaker,
+        key_prefix: str | None = None,
+        on_outage: OnOutage = "buffer",
+        reopen: Callable[[], Awaitable[Any]] | None = None,
+        retry_attempts: int = 2,
+    ) -> None:
+        self.primary = primary
+        self._fallback = fallback
+        self.breaker = breaker
+        self.on_outage = on_outage
+        self.key_prefix = key_prefix if key_prefix is not None else fallback.key_prefix
+        self._reopen = reopen
+        self._retry_attempts = retry_attempts
+        self._locks_pid = -1
+        #: Whether the primary has answered this process (degraded reads are strict from then on).
+        self.served = primary is not None
+        self.events: dict[str, int] = {"failover": 0, "failback": 0, "replayed": 0, "conflicts": 0, "dead_letters": 0}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.active} ({self.breaker.state.value}) prefix={self.key_prefix!r}>"
+
+    def _locks(self) -> None:
+        """(Re)make the locks in a new process: a forked child must not inherit a parent's held lock."""
+        self._locks_pid = os.getpid()
+        self._outage = asyncio.Lock()
+        self._fallback_opening = asyncio.Lock()
+
+    @property
+    def _outage_lock(self) -> asyncio.Lock:
+        """Serialises outage writes with failback (one per process)."""
+        if self._locks_pid != os.getpid():
+            self._locks()
+        return self._outage
+
+    @property
+    def _fallback_lock(self) -> asyncio.Lock:
+        if self._locks_pid != os.getpid():
+            self._locks()
+        return self._fallback_opening
+
+    @property
+    def fallback(self) -> Any:
+        """The fallback store (``None`` until the first outage needs it, for the database tier)."""
+        return self._fallback
+
+    @property
+    def active(self) -> str:
+        """The backend serving calls now."""
+        if self.breaker.state is BreakerState.CLOSED and self.primary is not None:
+            return str(self.primary.backend)
+        return str(self._fallback.backend) if self._fallback is not None else self._fallback_name
+
+    _fallback_name = "fallback"
+
+    @property
+    def active_store(self) -> Any:
+        """The store serving calls now (the primary, or the fallback during an outage)."""
+        if self.breaker.state is BreakerState.CLOSED and self.primary is not None:
+            return self.primary
+        return self._fallback
+
+    @property
+    def active_durable(self) -> bool:
+        """Whether what this tier acknowledges now survives a restart."""
+        store = self.active_store
+        return bool(store.durable) if store is not None else True
+
+    # --- routing ---------------------------------------------------------------------
+
+    async def _on_primary(self, call: Callable[[Any], Awaitable[T]], idempotent: bool) -> T:
+        # The healthy path is one plain call: the retry machinery is built only after a failure.
+        started = time.monotonic()
+        try:
+            return await call(self.primary)
+        except BackendBusyError:
+            raise  # a busy server already waited out its deadline: not retried
+        except BackendUnavailableError:
+            # Retry only failures that came fast (refused, reset): one that used up its
+            # deadline is not repeated, so a hung server costs one deadline, not several.
+            if not idempotent or self._retry_attempts < 2 or time.monotonic() - started >= RETRY_BUDGET:
+                raise
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._retry_attempts - 1) | stop_after_delay(RETRY_BUDGET),
+            wait=wait_exponential(multiplier=0.02, max=0.2) + wait_random(0, 0.02),
+            retry=retry_if_exception_type(BackendUnavailableError) & retry_if_not_exception_type(BackendBusyError),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await call(self.primary)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def _route(self) -> Route:
+        route = self.breaker.route()
+        if route is Route.PROBE:
+            return Route.PRIMARY if await self._probe() else Route.FALLBACK
+        return route
+
+    async def _primary(self, call: Callable[[Any], Awaitable[T]], *, idempotent: bool = True) -> tuple[bool, T | None]:
+        """``(True, result)`` from the primary, or ``(False, None)`` once it is known down.
+
+        Before the breaker opens, unavailability reaches the caller and nothing is
+        diverted; a busy primary always reaches the caller.
+        """
+        breaker = self.breaker
+        if breaker.state is not BreakerState.CLOSED and await self._route() is not Route.PRIMARY:
+            return False, None
+        try:
+            result = await self._on_primary(call, idempotent)
+        except BackendUnavailableError as exc:
+            if not self._primary_failed(exc):
+                raise
+            return False, None
+        breaker.success(Route.PRIMARY)
+        return True, result
+
+    def _primary_failed(self, exc: BackendUnavailableError) -> bool:
+        """Report unavailability to the breaker; whether the primary is now known down.
+
+        A busy primary (`BackendBusyError`) is up: it never counts, and nothing moves.
+        """
+        if isinstance(exc, BackendBusyError):
+            return False
+        was_closed = self.breaker.state is BreakerState.CLOSED
+        is_open = self.breaker.failure(Route.PRIMARY, str(exc))
+        if is_open and was_closed:
+            self.events["failover"] += 1
+            logger.warning(
+                "kvstore %s tier: %s unavailable, serving from %s: %s",
+                self.tier,
+                getattr(self.primary, "backend", "primary"),
+                self._fallback_name if self._fallback is None else self._fallback.backend,
+                exc,
+                extra={"kvstore_event": "failover", "tier": self.tier},
+            )
+        return is_open
+
+    def _refuse_write(self, operation: str) -> None:
+        """With ``on_outage="fail"`` an outage write raises instead of being buffered."""
+        if self.on_outage == "fail":
+            raise BackendUnavailableError(
+                f"the {self.tier} primary is unavailable and on_outage is 'fail': {self.breaker.last_error}",
+                backend=getattr(self.primary, "backend", None),
+                operation=operation,
+            )
+
+    async def _probe(self) -> bool:
+        """Probe the primary once; on success fail back (replay/invalidate) and close the breaker."""
+        try:
+            if self.primary is None:
+                if self._reopen is None:
+                    raise BackendUnavailableError(f"the {self.tier} primary was never connected")
+                self.primary = await self._reopen()
+            await self.primary.ping()
+            await self._failback()
+        except KVStoreError as exc:
+            # Unavailable again, or it cannot be opened at all (e.g. a missing extra): either
+            # way the tier stays on its fallback; the caller who happened to probe never hears of it.
+            self.breaker.failure(Route.PROBE, str(exc))
+            return False
+        except BaseException:
+            self.breaker.failure(Route.PROBE, "probe interrupted")
+            raise
+        self.served = True
+        self.events["failback"] += 1
+        logger.warning(
+            "kvstore %s tier: %s answers again, failed back from %s",
+            self.tier,
+            self.primary.backend,
+            self._fallback_name if self._fallback is None else self._fallback.backend,
+            extra={"kvstore_event": "failback", "tier": self.tier},
+        )
+        return True
+
+    async def _failback(self) -> None:
+        """Bring the primary up to date, then close the breaker (holding the outage lock)."""
+        raise NotImplementedError
+
+    async def _conditional_set(self, key: str, value: Any, ttl: TTL | None) -> bool:
+        """``set(only_if_absent=True)``: decided by the primary only, never buffered.
+
+        A conditional write decided on the fallback (which lacks the primary's data)
+        could acknowledge a lock the primary's owner still holds.
+        """
+        served, result = await self._primary(lambda p: p.set(key, value, ttl, only_if_absent=True))
+        if served:
+            return bool(result)
+        raise BackendUnavailableError(
+            f"the {self.tier} primary is unavailable, and a conditional write (only_if_absent) cannot be "
+            f"decided on the fallback: {self.breaker.last_error}",
+            operation="set",
+            key=key,
+        )
+
+    async def ping(self) -> None:
+        store = self.active_store
+        if store is None:
+            raise BackendUnavailableError(f"the {self.tier} primary is unavailable: {self.breaker.last_error}")
+        await store.ping()
+
+    async def aclose(self) -> None:
+        for store in (self.primary, self._fallback):
+            if store is not None:
+                await store.aclose()
+
+
+class AsyncFailoverCache(_AsyncFailover, AsyncCache):
+    """A cache tier with run-time failover (e.g. Redis, then memory).
+
+    A cache miss during an outage is a legal answer for a cache, so reads are
+    served by the fallback; on failback every key written during the outage is
+    invalidated in the primary (a restored Redis would otherwise serve stale values).
+    """
+
+    tier = "cache"
+
+    def __init__(self, primary: AsyncCache | None, fallback: AsyncCache, **options: Any) -> None:
+        super().__init__(primary, fallback, **options)
+        self._written: set[str] = set()
+        self._cleared = False
+
+    async def _write(self, keys: list[str] | None, call: Callable[[Any], Awaitable[T]], operation: str) -> T:
+        served, result = await self._primary(call)
+        if served:
+            return result  # type: ignore[return-value]  # served: the primary's own result
+        self._refuse_write(operation)
+        async with self._outage_lock:
+            if self.breaker.state is BreakerState.CLOSED:
+                return await call(self.primary)  # failback finished while we waited
+            if keys is None:
+                self._cleared = True
+            elif not self._cleared:
+                self._written.update(keys)
+                if len(self._written) > MAX_TRACKED_KEYS:
+                    self._cleared, self._written = True, set()
+            return await call(self._fallback)
+
+    async def _read(self, call: Callable[[Any], Awaitable[T]]) -> T:
+        served, result = await self._primary(call)
+        if served:
+            return result  # type: ignore[return-value]  # served: the primary's own result
+        return await call(self._fallback)
+
+    async def get(self, key: str) -> Any:
+        return await self._read(lambda s: s.get(key))
+
+    async def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
+        validate_key(key)
+        if only_if_absent:
+            return await self._conditional_set(key, value, ttl)
+        return bool(await self._write([key], lambda s: s.set(key, value, ttl), "set"))
+
+    async def delete(self, key: str) -> bool:
+        validate_key(key)
+        return bool(await self._write([key], lambda s: s.delete(key), "delete"))
+
+    async def exists(self, key: str) -> bool:
+        return bool(await self._read(lambda s: s.exists(key)))
+
+    async def mget(self, keys: Iterable[str]) -> list[Any]:
+        keys = list(keys)
+        return list(await self._read(lambda s: s.mget(keys)))
+
+    async def mset(self, items: MsetItems) -> None:
+        normalized = normalize_items(items)
+        triples = [(k, v, None if ms is None else ms / 1000) for k, v, ms in normalized]
+        await self._write([k for k, _, _ in normalized], lambda s: s.mset(triples), "mset")
+
+    async def iter_keys(self, pattern: str = "*") -> AsyncIterator[str]:
+        store = self.primary if await self._route() is Route.PRIMARY else self._fallback
+        async for key in store.iter_keys(pattern):
+            yield key
+
+    async def keys(self, pattern: str = "*") -> list[str]:
+        return list(await self._read(lambda s: s.keys(pattern)))
+
+    async def clear(self) -> None:
+        await self._write(None, lambda s: s.clear(), "clear")
+
+    async def ttl(self, key: str) -> float | None:
+        result = await self._read(lambda s: s.ttl(key))
+        return None if result is None else float(result)
+
+    async def expire(self, key: str, ttl: TTL | None) -> bool:
+        validate_key(key)
+        ttl_ms(ttl)
+        return bool(await self._write([key], lambda s: s.expire(key, ttl), "expire"))
+
+    async def _failback(self) -> None:
+        async with self._outage_lock:
+            if self._cleared:
+                await self.primary.clear()
+            elif self._written:
+                keys = sorted(self._written)
+                for start in range(0, len(keys), 500):
+                    for key in keys[start : start + 500]:
+                        await self.primary.delete(key)
+            invalidated = "all" if self._cleared else len(self._written)
+            self._written, self._cleared = set(), False
+            # The fallback's copies are now stale too: the next outage starts empty.
+            await self._fallback.clear()
+            self.breaker.success(Route.PROBE)  # under the lock: no outage write slips in after
+        logger.info(
+            "kvstore cache tier: invalidated %s key(s) written during the outage",
+            invalidated,
+            extra={"kvstore_event": "invalidate", "tier": "cache"},
+        )
+
+
+class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
+    """A database tier with run-time failover, an outage journal and truthful degraded reads.
+
+    Args:
+        primary: The configured store (``None`` when it could not be reached at connect).
+        fallback: The fallback store, or ``None`` to open it with ``open_fallback``
+            on the first outage (nothing touches the filesystem while the primary is healthy).
+        journal_path: The outage journal of this primary identity, created on the first outage.
+        open_fallback: Opens the fallback store when first needed.
+        degraded_reads: ``"strict"``, ``"fallback"`` or ``"auto"`` (see the config reference).
+        max_value_bytes: The tier's value size limit (outage writes are checked before journaling).
+    """
+
+    tier = "database"
+    tracks_changes = False
+
+    def __init__(
+        self,
+        primary: AsyncDatabase | None,
+        fallback: AsyncDatabase | None,
+        *,
+        journal_path: str | Path,
+        open_fallback: Callable[[], Awaitable[AsyncDatabase]] | None = None,
+        degraded_reads: DegradedReads = "auto",
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        fallback_name: str = "fallback",
+        fallback_path: str | Path | None = None,
+        owns_fallback: bool = True,
+        **options: Any,
+    ) -> None:
+        if fallback is None and open_fallback is None:
+            raise ValueError("a failover database needs a fallback store or a way to open one")
+        super().__init__(primary, fallback, **options)
+        self.journal_path = Path(journal_path)
+        self._journal: Journal | None = None
+        self._open_fallback = open_fallback
+        self._fallback_name = fallback_name
+        #: The fallback's file when it is one (checked before emptying a fallback not opened here).
+        self.fallback_path = None if fallback_path is None else Path(fallback_path)
+        #: Whether the fallback is this tier's own (emptied after a replay) or a configured file left alone.
+        self.owns_fallback = owns_fallback
+        self.degraded_reads = degraded_reads
+        self.max_value_bytes = max_value_bytes
+
+    # --- journal and fallback, both created on first need ----------------------------
+
+    @property
+    def journal(self) -> Journal | None:
+        """The outage journal, when one exists for this primary (opened if another process made it)."""
+        if self._journal is None and self.journal_path.exists():
+            self._journal = Journal(self.journal_path)
+        return self._journal
+
+    async def _existing_journal(self) -> Journal | None:
+        """`journal`, opened off the event loop (another connection may hold its lock)."""
+        if self._journal is not None or not self.journal_path.exists():
+            return self._journal
+        return await self._journal_call(lambda: self.journal)
+
+    async def _journal_for_write(self) -> Journal:
+        journal = await self._existing_journal()
+        if journal is None:
+            journal = await self._journal_call(Journal.create, self.journal_path)
+            self._journal = journal
+        return journal
+
+    async def _fallback_store(self) -> AsyncDatabase:
+        if self._fallback is None:
+            async with self._fallback_lock:
+                if self._fallback is None:
+                    assert self._open_fallback is not None
+                    self._fallback = await self._open_fallback()
+        return self._fallback  # type: ignore[no-any-return]
+
+    def _reads_from_fallback(self) -> bool:
+        mode = self.degraded_reads
+        return mode == "fallback" or (mode == "auto" and not self.served)
+
+    # --- outage writes -----------------------------------------------------------------
+
+    async def _buffer(self, record: WriteRecord, operation: str) -> Any:
+        """Journal ``record``, then mirror it onto the fallback; a cancelled caller interrupts neither."""
+        self._refuse_write(operation)
+        if True:  # ASYNC
+            task = asyncio.ensure_future(self._journal_then_mirror(record))
+            task.add_done_callback(_consume_exception)
+            return await asyncio.shield(task)
+        else:
+            return self._journal_then_mirror(record)
+
+    async def _journal_then_mirror(self, record: WriteRecord) -> Any:
+        async with self._outage_lock:
+            if self.breaker.state is BreakerState.CLOSED and self.primary is not None:
+                return await record.apply(self.primary)  # failback finished while we waited
+            journal = await self._journal_for_write()
+            strict = not self._reads_from_fallback()
+            before = await self._views(journal, record.keys()) if strict else {}
+            if strict and isinstance(record, ExpireRecord) and before[record.key].state == "value":
+                # The value is known from this outage: journal it whole with its new expiry, so a
+                # replay never depends on an earlier record whose own TTL has run out by then.
+                record = SetRecord(record.key, before[record.key].value, record.expires_at)
+            if strict and isinstance(record, AppendRecord):
+                view = before[record.key]
+                if view.state == "value":
+                    raise WrongTypeError(
+                        f"key {record.key!r} holds a value, not a list", key=record.key, operation="append"
+                    )
+                if record.idempotency_id in view.ids:  # a retry of a write this outage already holds
+                    length = view.ids[record.idempotency_id]
+                    return length if view.full else LowerBound(length)
+            if True:  # ASYNC
+                seq = await asyncio.to_thread(journal.record, record.kind, record.to_json(), record.keys())
+            else:
+                seq = journal.record(record.kind, record.to_json(), record.keys())
+            try:
+                result = await record.apply(await self._fallback_store())
+            except KVStoreError as exc:
+                if not strict:
+                    await self._journal_call(journal.done, seq)  # the fallback refused it: neither happened
+                    raise
+                # The journal is the truth of this outage; the fallback is only a mirror of it.
+                logger.debug("kvstore database tier: fallback mirror skipped %s: %s", record.kind, exc)
+                result = None
+            if not strict:
+                return result
+            return _outage_result(record, before)
+
+    async def _journal_call(self, fn: Callable[..., T], *args: Any) -> T:
+        if True:  # ASYNC
+            return await asyncio.to_thread(fn, *args)
+        else:
+            return fn(*args)
+
+    # --- degraded reads ----------------------------------------------------------------
+
+    async def _views(self, journal: Journal | None, keys: list[str]) -> dict[str, KeyView]:
+        """What this outage's journal says about each of ``keys`` (computed off the event loop)."""
+        if journal is None or not keys:
+            return {key: KeyView() for key in keys}
+        return await self._journal_call(_fold_views, journal, keys)
+
+    def _unknown(self, operation: str, key: str | None = None) -> BackendUnavailableError:
+        return BackendUnavailableError(
+            f"the database primary is unavailable ({self.breaker.last_error}) and {operation} "
+            f"{'of key ' + repr(key) + ' ' if key is not None else ''}cannot be answered truthfully from "
+            "the writes made during the outage (degraded_reads='strict'; 'fallback' answers from the fallback)",
+            backend=getattr(self.primary, "backend", None),
+            operation=operation,
+            key=key,
+        )
+
+    async def _view(self, key: str, operation: str) -> KeyView:
+        view = (await self._views(await self._existing_journal(), [key]))[key]
+        if view.state == "unknown":
+            raise self._unknown(operation, key)
+        return view
+
+    # --- the store interface -----------------------------------------------------------
+
+    async def get(self, key: str) -> Any:
+        served, result = await self._primary(lambda p: p.get(key))
+        if served:
+            return result
+        if self._reads_from_fallback():
+            return await (await self._fallback_store()).get(key)
+        validate_key(key)
+        view = await self._view(key, "get")
+        if view.state == "list":
+            raise WrongTypeError(f"key {key!r} holds a list, not a value", key=key, operation="get")
+        return view.value if view.state == "value" else None
+
+    async def exists(self, key: str) -> bool:
+        served, result = await self._primary(lambda p: p.exists(key))
+        if served:
+            return bool(result)
+        if self._reads_from_fallback():
+            return await (await self._fallback_store()).exists(key)
+        validate_key(key)
+        return (await self._view(key, "exists")).state != "absent"
+
+    async def mget(self, keys: Iterable[str]) -> list[Any]:
+        keys = list(keys)
+        served, result = await self._primary(lambda p: p.mget(keys))
+        if served:
+            return list(result or [])
+        if self._reads_from_fallback():
+            return await (await self._fallback_store()).mget(keys)
+        for key in keys:
+            validate_key(key)
+        views = await self._views(await self._existing_journal(), keys)
+        unknown = [k for k, v in views.items() if v.state == "unknown"]
+        if unknown:
+            raise self._unknown("mget", unknown[0])
+        return [views[k].value if views[k].state == "value" else None for k in keys]
+
+    async def ttl(self, key: str) -> float | None:
+        served, result = await self._primary(lambda p: p.ttl(key))
+        if served:
+            return None if result is None else float(result)
+        if self._reads_from_fallback():
+            return await (await self._fallback_store()).ttl(key)
+        validate_key(key)
+        view = await self._view(key, "ttl")
+        if view.state == "absent" or view.expires_at is None:
+            return None
+        return max(view.expires_at - time.time(), 0.001)
+
+    async def iter_keys(self, pattern: str = "*") -> AsyncIterator[str]:
+        if await self._route() is Route.PRIMARY:
+            store: Any = self.primary
+        elif self._reads_from_fallback():
+            store = await self._fallback_store()
+        else:
+            raise self._unknown("listing keys")
+        async for key in store.iter_keys(pattern):
+            yield key
+
+    async def keys(self, pattern: str = "*") -> list[str]:
+        served, result = await self._primary(lambda p: p.keys(pattern))
+        if served:
+            return list(result or [])
+        if self._reads_from_fallback():
+            return await (await self._fallback_store()).keys(pattern)
+        raise self._unknown("listing keys")
+
+    async def get_range(self, key: str, start: int, end: int) -> list[Any]:
+        served, result = await self._primary(lambda p: p.get_range(key, start, end))
+        if served:
+            return list(result or [])
+        if self._reads_from_fallback():
+            return await (await self._fallback_store()).get_range(key, start, end)
+        validate_key(key)
+        lrange_bounds(0, start, end)  # index types are checked before anything else
+        view = await self._view(key, "get_range")
+        if view.state == "absent":
+            return []
+        if view.state == "value":
+            raise WrongTypeError(f"key {key!r} holds a value, not a list", key=key, operation="get_range")
+        items = view.items
+        if view.full:
+            lo, hi = lrange_bounds(len(items), start, end)
+            return items[lo:hi]
+        # Only the tail appended during the outage is known: a range counted from the tail
+        # that stays inside it is the truth; anything reaching older items only the primary knows.
+        if start < 0 and end < 0 and -start <= len(items):
+            lo, hi = lrange_bounds(len(items), start, end)
+            return items[lo:hi]
+        raise self._unknown("get_range (it reaches items written before the outage)", key)
+
+    async def get_length(self, key: str) -> int:
+        served, result = await self._primary(lambda p: p.get_length(key))
+        if served:
+            return int(result or 0)
+        if self._reads_from_fallback():
+            return await (await self._fallback_store()).get_length(key)
+        validate_key(key)
+        view = await self._view(key, "get_length")
+        if view.state == "absent":
+            return 0
+        if view.state == "value":
+            raise WrongTypeError(f"key {key!r} holds a value, not a list", key=key, operation="get_length")
+        if not view.full:
+            raise self._unknown("get_length (the list holds items written before the outage)", key)
+        return len(view.items)
+
+    async def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
+        validate_key(key)
+        if only_if_absent:
+            return await self._conditional_set(key, value, ttl)
+        ms = ttl_ms(ttl)
+        served, result = await self._primary(lambda p: p.set(key, value, ttl))
+        if served:
+            return bool(result)
+        record = SetRecord(key, self._stored(key, value), _expiry(ms))
+        return bool(await self._buffer(record, "set"))
+
+    async def mset(self, items: MsetItems) -> None:
+        normalized = normalize_items(items)
+        triples = [(k, v, None if ms is None else ms / 1000) for k, v, ms in normalized]
+        served, _ = await self._primary(lambda p: p.mset(triples))
+        if served or not normalized:
+            return
+        record = MsetRecord(tuple((k, self._stored(k, v), _expiry(ms)) for k, v, ms in normalized))
+        await self._buffer(record, "mset")
+
+    async def delete(self, key: str) -> bool:
+        validate_key(key)
+        served, result = await self._primary(lambda p: p.delete(key))
+        if served:
+            return bool(result)
+        return bool(await self._buffer(DeleteRecord(key), "delete"))
+
+    async def expire(self, key: str, ttl: TTL | None) -> bool:
+        validate_key(key)
+        ms = ttl_ms(ttl)
+        served, result = await self._primary(lambda p: p.expire(key, ttl))
+        if served:
+            return bool(result)
+        return bool(await self._buffer(ExpireRecord(key, _expiry(ms)), "expire"))
+
+    async def clear(self) -> None:
+        served, _ = await self._primary(lambda p: p.clear())
+        if not served:
+            await self._buffer(ClearRecord(), "clear")
+
+    async def append(self, key: str, value: Any, *, idempotency_id: str | None = None) -> int:
+        """Append on the active store; see `AsyncDatabase` for ``idempotency_id``.
+
+        Without one a fresh id is made, so this call's own retries (and the journal's
+        replay) never duplicate; give your own to make *your* retries safe too. During
+        an outage the length returned is exact when every item of the list is known
+        locally, else a `LowerBound` (the items this outage appended).
+        """
+        validate_key(key)
+        idempotency_id = validate_idempotency_id(idempotency_id) or uuid.uuid4().hex
+        served, result = await self._primary(lambda p: p.append(key, value, idempotency_id=idempotency_id))
+        if served:
+            return int(result or 0)
+        return await self._buffer_list(key, [value], idempotency_id, "append")
+
+    async def extend(self, key: str, values: Iterable[Any], *, idempotency_id: str | None = None) -> int:
+        """Extend on the active store; ids and outage lengths as for `append`."""
+        validate_key(key)
+        idempotency_id = validate_idempotency_id(idempotency_id) or uuid.uuid4().hex
+        values = list(values)
+        served, result = await self._primary(lambda p: p.extend(key, values, idempotency_id=idempotency_id))
+        if served:
+            return int(result or 0)
+        return await self._buffer_list(key, values, idempotency_id, "extend")
+
+    async def _buffer_list(self, key: str, values: list[Any], idempotency_id: str, operation: str) -> int:
+        record = AppendRecord(key, tuple(self._stored(key, v) for v in values), idempotency_id)
+        length = await self._buffer(record, operation)
+        return length if isinstance(length, LowerBound) else int(length)
+
+    def _stored(self, key: str, value: Any) -> Any:
+        """``value`` as any backend would read it back (validated and size-checked before journaling)."""
+        return decode(encode(key, value, self.max_value_bytes), key)
+
+    # --- failback: replay the journal ---------------------------------------------------
+
+    async def _failback(self) -> None:
+        journal = await self._existing_journal()
+        if journal is None:
+            async with self._outage_lock:
+                self.breaker.success(Route.PROBE)
+            return
+        if not await self._journal_call(journal.acquire_replay):
+            raise BackendUnavailableError("another process is replaying the shared outage journal; probing again later")
+        try:
+            run = await self._replay_run(journal)
+            replayed = await self._replay_pending(run)
+            async with self._outage_lock:
+                replayed += await self._replay_pending(run)
+                self.breaker.success(Route.PROBE)  # under the lock: no outage write slips in after
+        finally:
+            await self._journal_call(journal.release_replay)
+        if not await self._journal_call(len, journal):
+            await self._empty_fallback()
+        if replayed:
+            self.events["replayed"] += replayed
+            logger.warning(
+                "kvstore database tier: replayed %d journaled write(s) to %s",
+                replayed,
+                self.primary.backend,
+                extra={"kvstore_event": "replay", "tier": "database", "count": replayed},
+            )
+
+    async def _empty_fallback(self) -> None:
+        """After a complete replay the fallback's mirror is stale: the next outage starts from nothing.
+
+        Only a fallback this tier owns (its private file in the state directory, or memory) is
+        emptied; an explicitly configured fallback file is left as it is.
+        """
+        if not self.owns_fallback:
+            return
+        if self._fallback is None and not (self.fallback_path is not None and self.fallback_path.exists()):
+            return
+        try:
+            await (await self._fallback_store()).clear()
+        except KVStoreError as exc:
+            logger.debug("kvstore database tier: could not empty the fallback after replay: %s", exc)
+
+    async def _replay_run(self, journal: Journal) -> _ReplayRun:
+        """The clock offset to the primary and a fresh run state.
+
+        The offset is read at the midpoint of the fastest of three round trips, so its error
+        is at most half that round trip (a write journaled a few ms before another
+        instance's is still ordered right under load).
+        """
+        samples = []
+        for _ in range(3):
+            before = time.time()
+            server = await self.primary.server_time()
+            after = time.time()
+            samples.append((after - before, server - (before + after) / 2))
+        return _ReplayRun(journal, min(samples)[1])
+
+    async def _replay_pending(self, run: _ReplayRun) -> int:
+        """Replay every journaled write in order; conflicts are kept, refusals dead-lettered."""
+        count = 0
+        journal = run.journal
+        while True:
+            entries = await self._journal_call(journal.pending)
+            if not entries:
+                return count
+            for entry in entries:
+                await self._heartbeat(run)
+                try:
+                    await self._replay(run, entry)
+                except BackendUnavailableError:
+                    raise  # the primary went away again: stay on the fallback, keep the entry
+                except KVStoreError as exc:
+                    # e.g. WrongTypeError: the primary's data conflicts with this write. Retrying can
+                    # never succeed, and one such entry must not block every later one.
+                    await self._journal_call(journal.dead_letter, entry, f"{type(exc).__name__}: {exc}")
+                    self.events["dead_letters"] += 1
+                    logger.error(
+                        "kvstore database tier: journaled %s of key %r refused by %s, kept as a dead letter in %s: %s",
+                        entry.kind,
+                        exc.key,
+                        self.primary.backend,
+                        journal.path,
+                        exc,
+                        extra={"kvstore_event": "dead_letter", "tier": "database"},
+                    )
+                else:
+                    await self._journal_call(journal.done, entry.seq)
+                    count += 1
+
+    async def _heartbeat(self, run: _ReplayRun) -> None:
+        """Renew the replay lease on a timer; a replayer that lost it stops before applying anything more."""
+        if time.monotonic() - run.beat < LEASE_SECONDS / 6:
+            return
+        if not await self._journal_call(run.journal.acquire_replay):
+            raise BackendUnavailableError("the outage journal's replay lease passed to another process")
+        run.beat = time.monotonic()
+
+    async def _replay(self, run: _ReplayRun, entry: JournalEntry) -> None:
+        """Apply one entry unless another instance changed its keys after it was made."""
+        record = decode_record(entry.kind, entry.data)
+        primary: AsyncDatabase = self.primary
+        since = entry.created + run.offset
+        if not primary.tracks_changes:
+            await record.apply(primary)  # an untracked primary takes every write
+            return
+        if isinstance(record, AppendRecord):
+            # Appends land at the tail whatever happened since. Dated at their own time only
+            # when nobody changed the list after it (so this journal's later writes of the key
+            # are newer); otherwise the list keeps the newer change's date.
+            untouched = not await primary.changed_since([record.key], since)
+            await record.apply(primary)
+            if untouched:
+                await primary.restamp([record.key], since)
+            return
+        if isinstance(record, ClearRecord):
+            await self._replay_clear(run, entry, since)
+            return
+        if isinstance(record, SetRecord | ExpireRecord):
+            left = seconds_left(record.expires_at)
+            if left is not None and left <= 0:
+                later = await self._journal_call(run.journal.touching, [record.key])
+                if any(e.seq > entry.seq and e.kind != "append" for e, _ in later):
+                    return  # its deadline passed, but a later journaled write of the key decides
+        if isinstance(record, SetRecord | DeleteRecord):
+            # Checked, written and dated at the write's own time in one step where the backend can.
+            ttl = None if isinstance(record, DeleteRecord) else seconds_left(record.expires_at)
+            if isinstance(record, DeleteRecord) or (ttl is not None and ttl <= 0):
+                applied = await primary.replay_delete(record.key, since)  # set, then expired: gone
+            else:
+                applied = await primary.replay_set(record.key, record.value, ttl, since)
+            if not applied:
+                await self._conflict(run, entry, {record.key})
+            return
+        changed = await primary.changed_since(record.keys(), since)
+        if changed:
+            await self._conflict(run, entry, changed)
+            if not isinstance(record, MsetRecord):
+                return
+            record = record.without(changed)
+        await record.apply(primary)
+        if record.keys():
+            # Dated when it was made, not now: a later journaled write of the same key (this
+            # journal's or another instance's) is then newer, an older one stays older.
+            await primary.restamp(record.keys(), since)
+
+    async def _conflict(self, run: _ReplayRun, entry: JournalEntry, keys: Collection[str]) -> None:
+        await self._journal_call(run.journal.conflict, entry, keys)
+        self.events["conflicts"] += 1
+        logger.warning(
+            "kvstore database tier: journaled %s not replayed for key(s) %s: changed on %s by another "
+            "instance after it was made (kept as a conflict in %s)",
+            entry.kind,
+            ", ".join(repr(k) for k in sorted(keys)[:5]),
+            self.primary.backend,
+            run.journal.path,
+            extra={"kvstore_event": "conflict", "tier": "database", "key": sorted(keys)[0]},
+        )
+
+    async def _replay_clear(self, run: _ReplayRun, entry: JournalEntry, since: float) -> None:
+        """A clear replayed key by key: what another instance wrote after it survives (a conflict)."""
+        primary: AsyncDatabase = self.primary
+        keys = await primary.keys()
+        changed: set[str] = set()
+        for start in range(0, len(keys), 500):
+            batch = keys[start : start + 500]
+            newer = await primary.changed_since(batch, since)
+            changed |= newer
+            deleted = [key for key in batch if key not in newer]
+            for key in deleted:
+                await primary.delete(key)
+            if deleted:
+                await primary.restamp(deleted, since)
+        # Older journaled writes of other instances must see this clear as newer than them.
+        await primary.mark_cleared(since)
+        if changed:
+            await self._conflict(run, entry, changed)
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        if self._journal is not None:
+            self._journal.close()
+
+
+@dataclass(slots=True)
+class _ReplayRun:
+    """One failback's replay: the journal, the primary's clock offset, the lease's last renewal."""
+
+    journal: Journal
+    offset: float
+    beat: float = field(default_factory=time.monotonic)
+
+
+def _expiry(ms: int | None) -> float | None:
+    """A TTL in ms as an absolute wall-clock expiry (journal records outlive the process)."""
+    return None if ms is None else time.time() + ms / 1000
+
+
+def _fold_views(journal: Journal, keys: list[str]) -> dict[str, KeyView]:
+    """Fold every pending entry touching ``keys`` into their views, each entry decoded once."""
+    views = {key: KeyView() for key in keys}
+    for entry, touched in journal.touching(keys):
+        record = decode_record(entry.kind, entry.data)
+        targets = list(views) if "" in touched else touched  # '' marks a clear: it touches every key
+        for key in targets:
+            views[key] = views[key].settle(entry.created)  # a TTL that ran out before this write
+        record.fold_all(targets, views)
+    now = time.time()
+    return {key: view.settle(now) for key, view in views.items()}
+
+
+def _outage_result(record: WriteRecord, before: dict[str, KeyView]) -> Any:
+    """What a buffered write returns, from what the journal knew before it (never invented)."""
+    if isinstance(record, AppendRecord):
+        view = record.fold(record.key, before[record.key])
+        length = view.ids[record.idempotency_id]
+        return length if view.full else LowerBound(length)
+    if isinstance(record, DeleteRecord | ExpireRecord):
+        # Unknown keys: the primary decides on replay; True says "may have been there".
+        return before[record.key].state != "absent"
+    if isinstance(record, SetRecord):
+        return True
+    return None
+
+
+def _consume_exception(task: asyncio.Future[Any]) -> None:
+    """A buffered write whose caller was cancelled: its outcome is logged, never 'never retrieved'."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("kvstore database tier: a cancelled caller's buffered write failed: %s", task.exception())

@@ -1,0 +1,338 @@
+"""The outage journal: database-tier writes made while the primary is down, kept in order.
+
+A small SQLite file (the standard library's ``sqlite3``, so it needs no extra) in
+WAL mode with ``synchronous=FULL``: an outage write is committed here before it
+touches the fallback or the caller hears back, survives a crash of the process,
+and is replayed to the primary in order when it answers again. The journal is
+also what a degraded read consults (DESIGN.md §8 "degraded reads never pretend"):
+every key an outage write touched is indexed, so "what do I truthfully know about
+this key" is one indexed query.
+
+The file belongs to exactly one primary identity and is created only on the
+first outage, owner-only (0600 in a 0700 directory). Several processes of one
+identity may share it: writes interleave in one order, and one process at a time
+replays (a lease with a heartbeat). Rows hold a record kind and its JSON form
+(see ``kvstore._resilience.records_async``); this module never interprets them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from kvstore.errors import BackendBusyError, BackendUnavailableError
+
+__all__ = ["JOURNAL_TIMEOUT", "LEASE_SECONDS", "Journal", "JournalEntry", "create_private_file"]
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS journal (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        data BLOB NOT NULL,
+        created REAL NOT NULL
+    )""",
+    # Every key an entry touches ('' for a clear, which touches all): the degraded-read index.
+    """CREATE TABLE IF NOT EXISTS journal_keys (
+        key TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (key, seq)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS journal_keys_seq ON journal_keys (seq)",
+    # Entries the primary refused for good (e.g. WrongTypeError): kept for a human, never retried.
+    """CREATE TABLE IF NOT EXISTS dead_letters (
+        seq INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        data BLOB NOT NULL,
+        created REAL NOT NULL,
+        error TEXT NOT NULL
+    )""",
+    # Writes not replayed because another instance changed their keys after they were made.
+    """CREATE TABLE IF NOT EXISTS conflicts (
+        seq INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        data BLOB NOT NULL,
+        created REAL NOT NULL,
+        keys BLOB NOT NULL,
+        found REAL NOT NULL
+    )""",
+    # At most one process replays a shared journal at a time (a lease with a heartbeat).
+    """CREATE TABLE IF NOT EXISTS replayer (
+        one INTEGER PRIMARY KEY CHECK (one = 1),
+        owner TEXT NOT NULL,
+        heartbeat REAL NOT NULL
+    )""",
+)
+
+#: Seconds after which a replayer that stopped heart-beating (a crashed process) loses its lease.
+LEASE_SECONDS = 30.0
+#: Seconds a journal write waits for another connection's lock before it gives up (its deadline).
+JOURNAL_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One journaled write: its order, record kind, JSON arguments and local creation time."""
+
+    seq: int
+    kind: str
+    data: Any
+    created: float
+
+
+def create_private_file(path: Path) -> None:
+    """Create ``path`` (and its directory) readable by the owner only, or fail with `BackendUnavailableError`."""
+    try:
+        if not path.parent.exists():
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(path.parent, 0o700)  # mkdir's mode is filtered by the umask
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        os.close(fd)
+        os.chmod(path, 0o600)
+    except OSError as exc:
+        raise BackendUnavailableError(
+            f"cannot create {path} for the outage journal or fallback ({exc.strerror or exc}); "
+            "set state_dir to a writable directory",
+            operation="journal",
+        ) from exc
+
+
+class Journal:
+    """An append-only queue of writes on a local SQLite file, plus its degraded-read index."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = str(path)
+        self._lock = threading.Lock()
+        self._pid = -1
+        self._conn: sqlite3.Connection | None = None
+        self._owner = uuid.uuid4().hex
+        with self._errors("open"):
+            self._connection()
+
+    def __repr__(self) -> str:
+        return f"<Journal {self.path!r}>"
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str]) -> Journal:
+        """Open the journal at ``path``, creating it (0600, directory 0700) when missing."""
+        if str(path) != ":memory:":
+            create_private_file(Path(path))
+        return cls(path)
+
+    # --- connection -------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        """The connection of this process (a forked child opens its own; the parent's is never used)."""
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=JOURNAL_TIMEOUT)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # an acknowledged outage write survives a power cut too
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        self._conn, self._pid = conn, os.getpid()
+        return conn
+
+    @contextlib.contextmanager
+    def _errors(self, operation: str) -> Iterator[None]:
+        """sqlite3 errors as kvstore errors: a lock held elsewhere is busy, the rest unavailable."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if "locked" in text or "busy" in text:
+                raise BackendBusyError(
+                    f"the outage journal {self.path} is locked by another connection ({text}); "
+                    f"gave up after {JOURNAL_TIMEOUT:g} s",
+                    operation=operation,
+                ) from exc
+            raise BackendUnavailableError(
+                f"the outage journal {self.path} cannot be written ({text})", operation=operation
+            ) from exc
+        except sqlite3.Error as exc:
+            raise BackendUnavailableError(
+                f"the outage journal {self.path} failed ({type(exc).__name__}: {exc})", operation=operation
+            ) from exc
+
+    @contextlib.contextmanager
+    def _transaction(self, operation: str) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._errors(operation):
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    # --- writing ----------------------------------------------------------------------
+
+    def record(self, kind: str, data: Any, keys: Iterable[str]) -> int:
+        """Append a write touching ``keys`` (none: every key); committed to disk when this returns."""
+        blob = orjson.dumps(data)
+        with self._transaction("journal") as conn:
+            cursor = conn.execute(
+                "INSERT INTO journal (kind, data, created) VALUES (?, ?, ?)", (kind, blob, time.time())
+            )
+            seq = int(cursor.lastrowid or 0)
+            conn.executemany(
+                "INSERT OR IGNORE INTO journal_keys (key, seq) VALUES (?, ?)", [(k, seq) for k in set(keys) or {""}]
+            )
+        return seq
+
+    def done(self, seq: int) -> None:
+        """Forget an entry (replayed, or undone because applying it failed)."""
+        with self._transaction("journal") as conn:
+            conn.execute("DELETE FROM journal WHERE seq = ?", (seq,))
+            conn.execute("DELETE FROM journal_keys WHERE seq = ?", (seq,))
+
+    def dead_letter(self, entry: JournalEntry, error: str) -> None:
+        """Move an entry the primary refuses for good out of the queue, keeping it for inspection."""
+        with self._transaction("journal") as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO dead_letters (seq, kind, data, created, error) "
+                "SELECT seq, kind, data, created, ? FROM journal WHERE seq = ?",
+                (error, entry.seq),
+            )
+            conn.execute("DELETE FROM journal WHERE seq = ?", (entry.seq,))
+            conn.execute("DELETE FROM journal_keys WHERE seq = ?", (entry.seq,))
+
+    def conflict(self, entry: JournalEntry, keys: Iterable[str]) -> None:
+        """Keep an entry (or part of it) that replay skipped because ``keys`` changed since it was made."""
+        now = time.time()
+        with self._transaction("journal") as conn:
+            conn.execute(
+                "INSERT INTO conflicts (seq, kind, data, created, keys, found) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    entry.seq,
+                    entry.kind,
+                    orjson.dumps(entry.data),
+                    entry.created,
+                    orjson.dumps(sorted(keys)),
+                    now,
+                ),
+            )
+
+    # --- reading ----------------------------------------------------------------------
+
+    def pending(self, limit: int = 500) -> list[JournalEntry]:
+        """The oldest entries not yet replayed, in order."""
+        with self._lock, self._errors("journal"):
+            rows = (
+                self._connection()
+                .execute("SELECT seq, kind, data, created FROM journal ORDER BY seq LIMIT ?", (limit,))
+                .fetchall()
+            )
+        return [JournalEntry(seq, kind, orjson.loads(data), created) for seq, kind, data, created in rows]
+
+    def touching(self, keys: Iterable[str]) -> list[tuple[JournalEntry, list[str]]]:
+        """Every pending entry touching one of ``keys``, once, in order, with the keys it touches among them.
+
+        A clear touches every key: its list is ``[""]``.
+        """
+        wanted = sorted(set(keys))
+        if not wanted:
+            return []
+        touched: dict[int, list[str]] = {}
+        found: dict[int, tuple[JournalEntry, list[str]]] = {}
+        with self._lock, self._errors("journal"):
+            conn = self._connection()
+            # Keys first, then each entry's data once: an mset touching 4,000 keys is read once,
+            # not once per key.
+            for start in range(0, len(wanted), 900):  # SQLite's bound-parameter limit, with room
+                chunk = wanted[start : start + 900]
+                marks = ",".join("?" * (len(chunk) + 1))
+                for key, seq in conn.execute(
+                    f"SELECT key, seq FROM journal_keys WHERE key IN ({marks})", (*chunk, "")
+                ).fetchall():
+                    touched.setdefault(seq, []).append(key)
+            seqs = sorted(touched)
+            for start in range(0, len(seqs), 900):
+                chunk_seqs = seqs[start : start + 900]
+                marks = ",".join("?" * len(chunk_seqs))
+                for seq, kind, data, created in conn.execute(
+                    f"SELECT seq, kind, data, created FROM journal WHERE seq IN ({marks})", chunk_seqs
+                ).fetchall():
+                    found[seq] = (JournalEntry(seq, kind, orjson.loads(data), created), touched[seq])
+        return [found[seq] for seq in sorted(found)]
+
+    def dead_letters(self) -> list[tuple[JournalEntry, str]]:
+        """Entries the primary refused, with the reason, oldest first."""
+        with self._lock, self._errors("journal"):
+            rows = (
+                self._connection()
+                .execute("SELECT seq, kind, data, created, error FROM dead_letters ORDER BY seq")
+                .fetchall()
+            )
+        return [
+            (JournalEntry(seq, kind, orjson.loads(data), created), error) for seq, kind, data, created, error in rows
+        ]
+
+    def conflicts(self) -> list[tuple[JournalEntry, list[str]]]:
+        """Writes replay skipped, with the keys another instance had changed, oldest first."""
+        with self._lock, self._errors("journal"):
+            rows = (
+                self._connection()
+                .execute("SELECT seq, kind, data, created, keys FROM conflicts ORDER BY rowid")
+                .fetchall()
+            )
+        return [
+            (JournalEntry(seq, kind, orjson.loads(data), created), orjson.loads(keys))
+            for seq, kind, data, created, keys in rows
+        ]
+
+    def counts(self) -> tuple[int, int, int]:
+        """``(pending, conflicts, dead letters)``."""
+        with self._lock, self._errors("journal"):
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT (SELECT count(*) FROM journal), (SELECT count(*) FROM conflicts), "
+                    "(SELECT count(*) FROM dead_letters)"
+                )
+                .fetchone()
+            )
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def __len__(self) -> int:
+        return self.counts()[0]
+
+    # --- the replay lease -------------------------------------------------------------
+
+    def acquire_replay(self) -> bool:
+        """Take (or renew) the replay lease; False while another live process holds it.
+
+        Several processes may share one journal file; only one replays at a time, so
+        entries reach the primary in journal order.
+        """
+        now = time.time()
+        with self._transaction("journal") as conn:
+            row = conn.execute("SELECT owner, heartbeat FROM replayer WHERE one = 1").fetchone()
+            free = row is None or row[0] == self._owner or row[1] < now - LEASE_SECONDS
+            if free:
+                conn.execute(
+                    "INSERT OR REPLACE INTO replayer (one, owner, heartbeat) VALUES (1, ?, ?)", (self._owner, now)
+                )
+        return free
+
+    def release_replay(self) -> None:
+        """Give the replay lease back."""
+        with self._transaction("journal") as conn:
+            conn.execute("DELETE FROM replayer WHERE one = 1 AND owner = ?", (self._owner,))
+
+    def close(self) -> None:
+        """Close the file; pending entries stay on disk for the next process."""
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None

@@ -1,0 +1,251 @@
+# Generated from kvstore/chat/_history_async.py by tools/unasync.py: do not edit; edit the async source.
+"""`ChatHistory`: one conversation's messages on the database tier."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Generic, TypeVar, overload
+
+from kvstore._core.items import LowerBound
+from kvstore._core.ttl import TTL, ttl_ms
+from kvstore._core.typed import TypeCodec
+from kvstore.base import Database
+from kvstore.chat._message import DEFAULT_NAMESPACE, ChatKeys, ChatMessage, ChatPage, message_id, with_id
+from kvstore.errors import BackendUnavailableError
+
+__all__ = ["ChatHistory"]
+
+M = TypeVar("M")
+
+
+class ChatHistory(Generic[M]):
+    """The messages of one conversation, oldest first, on a database-tier store.
+
+    Five lines for an agent loop::
+
+        history = ChatHistory(storage.database, "conversation-42")
+        history.add({"role": "user", "content": "hi"})
+        history.add(ChatMessage(role="assistant", content="hello", id="turn-2"))
+        context = history.last(20)
+
+    Messages are stored as one list (``chat:<conversation>``), so `last` and
+    `page` cost O(log n + k) for k messages however long the conversation is.
+    Every message has a position that never changes (0 for the first one ever
+    added, also after `trim`).
+
+    Args:
+        database: Any `Database` (memory, SQLite, PostgreSQL, or the manager's tier).
+        conversation_id: Names the conversation; any valid key text.
+        model: The message type (default `ChatMessage`; ``dict`` for untyped
+            messages); writes are validated and reads parsed with pydantic.
+        ttl: When set, the conversation expires this long after its last write
+            (sliding: every `add`/`extend`/`trim` refreshes it).
+        namespace: First part of the conversation's keys (default ``"chat"``).
+    """
+
+    @overload
+    def __init__(
+        self: ChatHistory[ChatMessage],
+        database: Database,
+        conversation_id: str,
+        *,
+        model: None = None,
+        ttl: TTL | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        database: Database,
+        conversation_id: str,
+        *,
+        model: type[M] | Any,
+        ttl: TTL | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        database: Database,
+        conversation_id: str,
+        *,
+        model: Any = None,
+        ttl: TTL | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
+    ) -> None:
+        if not isinstance(database, Database):
+            raise TypeError(f"a chat history needs a database-tier store, not {type(database).__name__}")
+        if not conversation_id:
+            raise ValueError("conversation_id must be a non-empty string")
+        ttl_ms(ttl)  # a bad TTL fails here, not at the first write
+        self.database = database
+        self.conversation_id = conversation_id
+        self.ttl = ttl
+        self._keys = ChatKeys(namespace, conversation_id)
+        self._codec: TypeCodec[M] = TypeCodec(ChatMessage if model is None else model)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._keys.messages!r} on {self.database!r}>"
+
+    @property
+    def key(self) -> str:
+        """The key of the list holding the messages."""
+        return self._keys.messages
+
+    # --- writing ----------------------------------------------------------------------
+
+    def add(self, message: M | Mapping[str, Any], *, id: str | None = None) -> int | None:
+        """Append one message; return its position.
+
+        With an idempotency id (``id=`` or the message's own ``id`` field) the
+        message and its id are written in one transaction (``append(...,
+        idempotency_id=id)``), so a retried call stores nothing new and returns the
+        first call's position, in every state: before, during and after a database
+        outage (an outage write is journaled with its id and replayed once).
+        Returns ``None`` when the position is not known yet: the write was buffered
+        during a database outage and the primary will place it at the list's tail.
+        """
+        mid = id if id is not None else message_id(message)
+        if id is not None:
+            message = with_id(message, id)
+        data = self._codec.dump(self._keys.messages, message)
+        length = self.database.append(self._keys.messages, data, idempotency_id=mid)
+        self._refresh_ttl()
+        return None if isinstance(length, LowerBound) else length - 1
+
+    def extend(self, messages: Iterable[M | Mapping[str, Any]], *, id: str | None = None) -> range | None:
+        """Append every message in order, in one round trip; return their positions.
+
+        With ``id`` the batch is written once however often it is retried (one
+        idempotency id for the whole batch). ``None`` as for `add`.
+        """
+        data = [self._codec.dump(self._keys.messages, m) for m in messages]
+        if not data:
+            length = self.database.get_length(self._keys.messages)
+            return range(length, length)
+        length = self.database.extend(self._keys.messages, data, idempotency_id=id)
+        self._refresh_ttl()
+        return None if isinstance(length, LowerBound) else range(length - len(data), length)
+
+    # --- reading ----------------------------------------------------------------------
+
+    def last(self, n: int = 20) -> list[M]:
+        """The newest ``n`` messages, oldest first (O(log n + k), any history length)."""
+        if n <= 0:
+            return []
+        key = self._keys.messages
+        raw = self.database.get_range(key, -n, -1)
+        offset = self._tail_offset()
+        if offset:
+            # Trimmed: read from the first kept position on (positions are absolute).
+            length = self.database.get_length(key)
+            start = max(offset, length - n)
+            raw = (self.database.get_range(key, start, -1))[-n:] if start < length else []
+        return self._load(raw)
+
+    def page(self, before: int | None = None, limit: int = 20) -> ChatPage[M]:
+        """Up to ``limit`` messages older than position ``before`` (default: the newest).
+
+        Follow ``page.before`` to walk back to the oldest message kept.
+        """
+        if limit <= 0:
+            raise ValueError("limit must be > 0")
+        key = self._keys.messages
+        offset = self._offset()
+        end = self.database.get_length(key) if before is None else before
+        start = max(offset, end - limit)
+        if end <= start:
+            return ChatPage([], max(end, offset), None)
+        raw = self.database.get_range(key, start, end - 1)
+        return ChatPage(self._load(raw), start, start if start > offset else None)
+
+    def iter_messages(self, batch: int = 500) -> Iterator[M]:
+        """Every kept message, oldest first, read ``batch`` at a time."""
+        position = self._offset()
+        while True:
+            raw = self.database.get_range(self._keys.messages, position, position + batch - 1)
+            yield from self._load(raw)
+            if len(raw) < batch:
+                return
+            position += batch
+
+    def count(self) -> int:
+        """How many messages are kept (added, minus trimmed)."""
+        length = self.database.get_length(self._keys.messages)
+        offset = self._offset()
+        return max(0, length - offset)
+
+    # --- housekeeping -----------------------------------------------------------------
+
+    def trim(self, max_messages: int) -> int:
+        """Keep only the newest ``max_messages``; return how many were dropped.
+
+        Copy-free: the first kept position is stored in a small meta value that
+        every read honours, so trimming costs two reads and one write however
+        long the history is. Trimmed messages stay on disk until `clear` (the
+        database ABC has no list trim yet). Two trims racing each other: the
+        last write wins.
+        """
+        if max_messages < 0:
+            raise ValueError("max_messages must be >= 0")
+        length = self.database.get_length(self._keys.messages)
+        offset = self._offset()
+        new_offset = max(offset, length - max_messages)
+        if new_offset == offset:
+            return 0
+        self.database.set(self._keys.meta, {"offset": new_offset}, self.ttl)
+        return new_offset - offset
+
+    def clear(self) -> bool:
+        """Delete the conversation: its messages and trim offset.
+
+        Returns whether there were messages. Message ids outlive it (DESIGN.md §1): a
+        late retry of an add returns its old position and does not resurrect the message.
+        """
+        existed = self.database.delete(self._keys.messages)
+        self.database.delete(self._keys.meta)
+        return existed
+
+    def expire(self, ttl: TTL | None) -> bool:
+        """Set (or with ``None`` remove) the conversation's TTL now; ``False`` when it has no messages."""
+        ttl_ms(ttl)
+        self.ttl = ttl
+        found = self.database.expire(self._keys.messages, ttl)
+        self.database.expire(self._keys.meta, ttl)
+        return found
+
+    @classmethod
+    def conversations(cls, database: Database, pattern: str = "*", *, namespace: str = DEFAULT_NAMESPACE) -> list[str]:
+        """The ids of the conversations matching the Redis glob ``pattern``, sorted."""
+        glob = ChatKeys.conversation_pattern(namespace, pattern)
+        skip = len(namespace) + 1
+        return sorted([key[skip:] for key in database.iter_keys(glob)])
+
+    # --- internals --------------------------------------------------------------------
+
+    def _tail_offset(self) -> int | None:
+        """The trim offset, or ``None`` when only the primary knows it (a database outage).
+
+        `last` needs it only when the newest ``n`` messages could reach trimmed ones; during
+        an outage, ``get_range(-n, -1)`` answers only from what the outage appended, which
+        no earlier trim can have reached.
+        """
+        try:
+            return self._offset()
+        except BackendUnavailableError:
+            return None
+
+    def _offset(self) -> int:
+        meta = self.database.get(self._keys.meta)
+        return int(meta["offset"]) if isinstance(meta, dict) else 0
+
+    def _refresh_ttl(self) -> None:
+        if self.ttl is None:
+            return
+        self.database.expire(self._keys.messages, self.ttl)
+        self.database.expire(self._keys.meta, self.ttl)
+
+    def _load(self, raw: list[Any]) -> list[M]:
+        key = self._keys.messages
+        return [self._codec.load(key, item) for item in raw]  # type: ignore[misc]  # list items are never None

@@ -1,0 +1,574 @@
+"""PostgreSQL backend, I/O-free part: schema, migrations, SQL text, conninfo and error mapping.
+
+Values are stored in a ``json`` column (the exact orjson text), not ``jsonb``.
+Measured on PostgreSQL 15, ``jsonb`` does not give back what was written:
+``{"b":1,"a":2}`` reads back as ``{"a": 2, "b": 1}`` (keys reordered), a duplicate
+key is dropped, the float ``1e16`` reads back as the int ``10000000000000000``,
+``-0.0`` as ``0.0``, and a string holding ``"\\u0000"`` is rejected outright
+("unsupported Unicode escape sequence"). ``json`` keeps the exact text (so every
+backend stores the same bytes, DESIGN.md §2), is still validated by the server,
+and stays queryable with ``value::jsonb -> 'field'``.
+
+Schema (tables named from ``table_prefix`` inside ``schema``, always quoted with
+`psycopg.sql.Identifier`):
+
+* ``<p>entries (ns, key, kind, value, length, expires_at)``: the one keyspace.
+  ``ns`` is the store's ``key_prefix``, so a store with prefix ``""`` never sees
+  another prefix's keys. ``kind`` is ``'v'`` (value) or ``'l'`` (list); for a list,
+  ``length`` is the per-list counter bumped by ``append``.
+* ``<p>items (ns, key, seq, value)``: list items, ``seq`` 1-based and gapless,
+  primary key ``(ns, key, seq)`` so a range read is an index range scan.
+* a trigger drops a list's items when its entry is deleted or replaced by a value.
+* ``<p>ids (ns, key, id, length, created)`` (version 2): the idempotency ids of list
+  writes, written in the append's transaction; no trigger touches them, so deleting
+  or replacing a list does not forget its ids. The purge drops ids older than the
+  store's idempotency window.
+* ``<p>entries.modified_at`` (version 3): when a writer last set, replaced, re-expired or
+  appended to the key (``now()``: the server's clock at the start of the writing
+  transaction, one reading per statement, so it costs next to nothing and every row of
+  one `mset` carries the same time); ``<p>tombstones (ns, key,
+  deleted_at)``: when `delete` removed the key; ``<p>cleared (ns, cleared_at)``: when
+  `clear` last emptied the namespace. They answer the failover's replay guard
+  (``changed_since``) in one round trip; tombstones and clear marks older than the
+  idempotency window are swept with the expired rows.
+* ``<p>meta``: the schema version, migrated under a transaction-scoped advisory lock.
+
+Deadlines (DESIGN.md §8a): ``connect_timeout`` (libpq, whole seconds, at least 2; it
+also bounds connecting to a frozen postmaster, whose kernel completes the TCP handshake),
+``statement_timeout`` (server side: a slow statement is cancelled and the connection
+kept), ``tcp_user_timeout`` + keepalives (a dead peer or a partition), and a client-side
+deadline on every call, ``call_timeout`` (default `call_timeout` = ``statement_timeout``
++ `CALL_MARGIN`), covering the pool checkout (never longer than ``pool_timeout``) and
+every round trip of the call. libpq has no client-side query timeout, so a server whose
+processes are frozen (SIGSTOP, a stalled VM) while its kernel still acknowledges packets
+would otherwise block a read forever: `kvstore.postgres._watchdog` (one thread per
+process) shuts the socket of a call past its deadline down, the call raises
+`BackendUnavailableError` ("did not answer within N s") and the connection is closed,
+never reused. The statement may still run once the server thaws (its bytes were
+delivered), so such an error means "outcome unknown", like any lost reply.
+
+Busy is not an outage (DESIGN.md §8): `map_error` turns "too many connections" (53300)
+and "lock not available" (55P03) into `BackendBusyError`; the store decides whether a
+pool checkout that timed out met a saturated pool (`busy_error`) or a server it cannot
+reach (`deadline_error` / `BackendUnavailableError`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg import sql
+
+from kvstore.errors import BackendBusyError, BackendUnavailableError, ConfigError, KVStoreError
+
+__all__ = [
+    "CALL_MARGIN",
+    "SCHEMA_VERSION",
+    "Queries",
+    "build_conninfo",
+    "busy_error",
+    "call_timeout",
+    "deadline_error",
+    "is_busy",
+    "lock_id",
+    "map_error",
+    "migrations",
+    "scrub",
+    "validate_schema_name",
+    "validate_table_prefix",
+]
+
+BACKEND = "postgres"
+SCHEMA_VERSION = 3
+
+#: A row that has not expired (server time, so every client agrees).
+_LIVE = "(expires_at IS NULL OR expires_at > now())"
+
+
+def _names(schema: str, table_prefix: str) -> dict[str, sql.Composable]:
+    return {
+        "schema": sql.Identifier(schema),
+        "entries": sql.Identifier(schema, f"{table_prefix}entries"),
+        "items": sql.Identifier(schema, f"{table_prefix}items"),
+        "meta": sql.Identifier(schema, f"{table_prefix}meta"),
+        "ids": sql.Identifier(schema, f"{table_prefix}ids"),
+        "ids_created_idx": sql.Identifier(f"{table_prefix}ids_created"),
+        "tombstones": sql.Identifier(schema, f"{table_prefix}tombstones"),
+        "tombstones_idx": sql.Identifier(f"{table_prefix}tombstones_deleted_at"),
+        "cleared": sql.Identifier(schema, f"{table_prefix}cleared"),
+        "drop_items": sql.Identifier(schema, f"{table_prefix}drop_items"),
+        "expires_idx": sql.Identifier(f"{table_prefix}entries_expires_at"),
+        "trg_delete": sql.Identifier(f"{table_prefix}entries_drop_items_on_delete"),
+        "trg_update": sql.Identifier(f"{table_prefix}entries_drop_items_on_update"),
+    }
+
+
+def _render(template: str, names: dict[str, sql.Composable], **extra: sql.Composable) -> str:
+    return sql.SQL(template.replace("{LIVE}", _LIVE)).format(**names, **extra).as_string(None)
+
+
+def _identifier(kind: str, name: object, limit: int) -> str:
+    """``name`` if it is a str of 1-``limit`` UTF-8 bytes without NUL or lone surrogate, else `ConfigError`."""
+    if isinstance(name, str) and name and "\x00" not in name:
+        try:
+            if len(name.encode("utf-8")) <= limit:
+                return name
+        except UnicodeEncodeError:
+            pass
+    raise ConfigError(
+        f"invalid PostgreSQL {kind} {name!r}: 1-{limit} UTF-8 bytes, no NUL, no lone surrogate", backend=BACKEND
+    )
+
+
+def validate_schema_name(schema: str) -> str:
+    """A schema name is 1-63 UTF-8 bytes without NUL (quoted, so any other character is fine)."""
+    return _identifier("schema name", schema, 63)
+
+
+#: The longest name suffix derived from ``table_prefix`` (a trigger name).
+_LONGEST_SUFFIX = len("entries_drop_items_on_update")
+
+
+def validate_table_prefix(table_prefix: str) -> str:
+    """A table prefix short enough that no derived name passes PostgreSQL's 63-byte limit
+    (which would silently truncate it, and two prefixes could share tables)."""
+    return _identifier("table prefix", table_prefix, 63 - _LONGEST_SUFFIX)
+
+
+def lock_id(schema: str) -> int:
+    """The advisory-lock key that serialises kvstore migrations in one schema (any table prefix)."""
+    digest = hashlib.blake2b(f"kvstore:{schema}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def migrations(schema: str, table_prefix: str) -> list[list[str]]:
+    """DDL statements per schema version (index 0 migrates from version 0 to 1)."""
+    n = _names(schema, table_prefix)
+    drop_body = sql.SQL("BEGIN DELETE FROM {items} WHERE ns = OLD.ns AND key = OLD.key; RETURN NULL; END").format(
+        items=n["items"]
+    )
+    v1 = [
+        """CREATE TABLE IF NOT EXISTS {entries} (
+            ns text COLLATE "C" NOT NULL,
+            key text COLLATE "C" NOT NULL,
+            kind "char" NOT NULL DEFAULT 'v' CHECK (kind IN ('v', 'l')),
+            value json,
+            length bigint NOT NULL DEFAULT 0,
+            expires_at timestamptz,
+            PRIMARY KEY (ns, key)
+        )""",
+        "CREATE INDEX IF NOT EXISTS {expires_idx} ON {entries} (expires_at) WHERE expires_at IS NOT NULL",
+        """CREATE TABLE IF NOT EXISTS {items} (
+            ns text COLLATE "C" NOT NULL,
+            key text COLLATE "C" NOT NULL,
+            seq bigint NOT NULL,
+            value json NOT NULL,
+            PRIMARY KEY (ns, key, seq)
+        )""",
+        "CREATE OR REPLACE FUNCTION {drop_items}() RETURNS trigger LANGUAGE plpgsql AS {body}",
+        "DROP TRIGGER IF EXISTS {trg_delete} ON {entries}",
+        """CREATE TRIGGER {trg_delete} AFTER DELETE ON {entries}
+            FOR EACH ROW WHEN (OLD.kind = 'l') EXECUTE FUNCTION {drop_items}()""",
+        "DROP TRIGGER IF EXISTS {trg_update} ON {entries}",
+        """CREATE TRIGGER {trg_update} AFTER UPDATE OF kind ON {entries}
+            FOR EACH ROW WHEN (OLD.kind = 'l' AND NEW.kind <> 'l') EXECUTE FUNCTION {drop_items}()""",
+    ]
+    v2 = [
+        """CREATE TABLE IF NOT EXISTS {ids} (
+            ns text COLLATE "C" NOT NULL,
+            key text COLLATE "C" NOT NULL,
+            id text COLLATE "C" NOT NULL,
+            length bigint NOT NULL,
+            created timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (ns, key, id)
+        )""",
+        "CREATE INDEX IF NOT EXISTS {ids_created_idx} ON {ids} (created)",
+    ]
+    v3 = [
+        # now() is stable: PostgreSQL 11+ adds the column without rewriting the table,
+        # every existing row taking the migration time (changed "recently": conservative).
+        "ALTER TABLE {entries} ADD COLUMN IF NOT EXISTS modified_at timestamptz NOT NULL DEFAULT now()",
+        """CREATE TABLE IF NOT EXISTS {tombstones} (
+            ns text COLLATE "C" NOT NULL,
+            key text COLLATE "C" NOT NULL,
+            deleted_at timestamptz NOT NULL,
+            PRIMARY KEY (ns, key)
+        )""",
+        "CREATE INDEX IF NOT EXISTS {tombstones_idx} ON {tombstones} (deleted_at)",
+        """CREATE TABLE IF NOT EXISTS {cleared} (
+            ns text COLLATE "C" PRIMARY KEY,
+            cleared_at timestamptz NOT NULL
+        )""",
+    ]
+    body = sql.Literal(drop_body.as_string(None))
+    return [
+        [_render(stmt, n, body=body) for stmt in v1],
+        [_render(stmt, n) for stmt in v2],
+        [_render(stmt, n) for stmt in v3],
+    ]
+
+
+@dataclass(frozen=True)
+class Queries:
+    """Every statement of one store, rendered once (identifiers quoted) to plain strings."""
+
+    lock: str
+    schema_exists: str
+    create_schema: str
+    create_meta: str
+    meta_exists: str
+    read_version: str
+    write_version: str
+    server_encoding: str
+    get: str
+    set: str
+    set_nx: str
+    delete: str
+    exists: str
+    mget: str
+    mset: str
+    keys_page: str
+    keys_page_bounded: str
+    clear: str
+    clear_items: str
+    ttl: str
+    expire: str
+    purge: str
+    drop_expired: str
+    bump: str
+    add_items: str
+    length: str
+    range: str
+    id_seen: str
+    id_record: str
+    purge_ids: str
+    purge_tombstones: str
+    purge_cleared: str
+    server_time: str
+    changed_since: str
+    restamp: str
+    replay_set: str
+    replay_delete: str
+    mark_cleared: str
+
+    @classmethod
+    def build(cls, schema: str, table_prefix: str) -> Queries:
+        """Render every statement for ``schema`` and ``table_prefix``."""
+        n = _names(validate_schema_name(schema), validate_table_prefix(table_prefix))
+        # Every write stamps modified_at with the server's clock (the replay guard reads it).
+        upsert_set = (
+            "kind = 'v', value = excluded.value, length = 0, expires_at = excluded.expires_at, "
+            "modified_at = excluded.modified_at"
+        )
+        expiry = "now() + %s::bigint * interval '1 millisecond'"
+        # The oldest ``created`` still inside the idempotency window (parameter: seconds).
+        window = "now() - %s::float8 * interval '1 second'"
+        templates = {
+            "lock": "SELECT pg_advisory_xact_lock(%s)",
+            "schema_exists": "SELECT 1 FROM pg_namespace WHERE nspname = %s",
+            "create_schema": "CREATE SCHEMA IF NOT EXISTS {schema}",
+            "create_meta": "CREATE TABLE IF NOT EXISTS {meta} "
+            "(id int PRIMARY KEY CHECK (id = 1), version int NOT NULL)",
+            "meta_exists": "SELECT 1 FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace "
+            "WHERE s.nspname = %s AND c.relname = %s",
+            "read_version": "SELECT version FROM {meta} WHERE id = 1",
+            "write_version": "INSERT INTO {meta} (id, version) VALUES (1, %s) "
+            "ON CONFLICT (id) DO UPDATE SET version = excluded.version",
+            "server_encoding": "SHOW server_encoding",
+            "get": "SELECT kind, value::text FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
+            "set": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at, modified_at) "
+            f"VALUES (%s, %s, 'v', %s::json, 0, {expiry}, now()) "
+            f"ON CONFLICT (ns, key) DO UPDATE SET {upsert_set}",
+            "set_nx": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at, modified_at) "
+            f"VALUES (%s, %s, 'v', %s::json, 0, {expiry}, now()) "
+            f"ON CONFLICT (ns, key) DO UPDATE SET {upsert_set} "
+            "WHERE e.expires_at IS NOT NULL AND e.expires_at <= now() RETURNING 1",
+            # The tombstone is written by the same statement: no extra round trip.
+            # A delete is a change even when nothing was there: its tombstone tells a replaying
+            # instance that a write it journaled earlier is older than this delete.
+            "delete": "WITH d AS (DELETE FROM {entries} WHERE ns = %(ns)s AND key = %(key)s RETURNING {LIVE} AS live), "
+            "t AS (INSERT INTO {tombstones} AS t (ns, key, deleted_at) VALUES (%(ns)s, %(key)s, now()) "
+            "ON CONFLICT (ns, key) DO UPDATE SET deleted_at = excluded.deleted_at) SELECT live FROM d",
+            "exists": "SELECT 1 FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
+            "mget": "SELECT key, kind, value::text FROM {entries} WHERE ns = %s AND key = ANY(%s::text[]) AND {LIVE}",
+            "mset": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at, modified_at) "
+            "SELECT %s, u.k, 'v', u.v::json, 0, now() + u.t * interval '1 millisecond', now() "
+            "FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS u(k, v, t) "
+            f"ON CONFLICT (ns, key) DO UPDATE SET {upsert_set}",
+            "keys_page": "SELECT key FROM {entries} WHERE ns = %s AND key >= %s AND key > %s AND {LIVE} "
+            "ORDER BY key LIMIT %s",
+            "keys_page_bounded": "SELECT key FROM {entries} WHERE ns = %s AND key >= %s AND key > %s AND key < %s "
+            "AND {LIVE} ORDER BY key LIMIT %s",
+            # The clear mark is written by the same statement (the replay guard's "cleared after").
+            "clear": "WITH c AS (INSERT INTO {cleared} (ns, cleared_at) VALUES (%(ns)s, now()) "
+            "ON CONFLICT (ns) DO UPDATE SET cleared_at = excluded.cleared_at) "
+            "DELETE FROM {entries} WHERE ns = %(ns)s",
+            "clear_items": "DELETE FROM {items} WHERE ns = %s",
+            "ttl": "SELECT extract(epoch FROM expires_at - now())::float8 FROM {entries} "
+            "WHERE ns = %s AND key = %s AND {LIVE}",
+            "expire": f"UPDATE {{entries}} SET expires_at = {expiry}, modified_at = now() "
+            "WHERE ns = %s AND key = %s AND {LIVE} RETURNING 1",
+            "purge": "DELETE FROM {entries} WHERE (ns, key) IN (SELECT ns, key FROM {entries} "
+            "WHERE expires_at <= now() LIMIT %s)",
+            "drop_expired": "DELETE FROM {entries} WHERE ns = %s AND key = %s AND expires_at <= now()",
+            "bump": "INSERT INTO {entries} AS e (ns, key, kind, length, modified_at) "
+            "VALUES (%s, %s, 'l', %s, now()) "
+            "ON CONFLICT (ns, key) DO UPDATE SET length = e.length + excluded.length, "
+            "modified_at = excluded.modified_at WHERE e.kind = 'l' RETURNING e.length",
+            "add_items": "INSERT INTO {items} (ns, key, seq, value) "
+            "SELECT %s, %s, %s::bigint + u.ord, u.v::json FROM unnest(%s::text[]) WITH ORDINALITY AS u(v, ord)",
+            "length": "SELECT kind, length FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
+            # Idempotency ids of list writes (parameters end with the window in seconds).
+            "id_seen": f"SELECT length FROM {{ids}} WHERE ns = %s AND key = %s AND id = %s AND created > {window}",
+            # Recorded last in the append's transaction. A row already there from a racing call
+            # with the same id (committed first: the bump waited on its row lock) is kept and
+            # nothing returned, so this call rolls back; one older than the window is replaced.
+            "id_record": "INSERT INTO {ids} AS i (ns, key, id, length, created) VALUES (%s, %s, %s, %s, now()) "
+            "ON CONFLICT (ns, key, id) DO UPDATE SET length = excluded.length, created = excluded.created "
+            f"WHERE i.created <= {window} RETURNING 1",
+            "purge_ids": "DELETE FROM {ids} WHERE (ns, key, id) IN (SELECT ns, key, id FROM {ids} "
+            f"WHERE created <= {window} LIMIT %s)",
+            "purge_tombstones": "DELETE FROM {tombstones} WHERE (ns, key) IN (SELECT ns, key FROM {tombstones} "
+            f"WHERE deleted_at <= {window} LIMIT %s)",
+            "purge_cleared": f"DELETE FROM {{cleared}} WHERE cleared_at <= {window}",
+            # The replay guard (see AsyncDatabase.changed_since): one round trip for many keys.
+            "server_time": "SELECT extract(epoch FROM clock_timestamp())::float8",
+            # A since older than the window may predate swept tombstones: every key counts as changed.
+            "changed_since": "SELECT u.k FROM unnest(%(keys)s::text[]) AS u(k) "
+            "WHERE to_timestamp(%(since)s::float8) <= now() - %(window)s::float8 * interval '1 second' "
+            "OR EXISTS (SELECT 1 FROM {entries} e WHERE e.ns = %(ns)s AND e.key = u.k "
+            "AND e.modified_at > to_timestamp(%(since)s::float8)) "
+            "OR EXISTS (SELECT 1 FROM {tombstones} t WHERE t.ns = %(ns)s AND t.key = u.k "
+            "AND t.deleted_at > to_timestamp(%(since)s::float8)) "
+            "OR EXISTS (SELECT 1 FROM {cleared} c WHERE c.ns = %(ns)s "
+            "AND c.cleared_at > to_timestamp(%(since)s::float8))",
+            # Replay, atomically: written (dated at the journaled write's time) only when nothing
+            # changed the key since; ON CONFLICT ... WHERE re-checks the newest row version, so a
+            # concurrent writer's row is never overwritten. No row back: a conflict.
+            "replay_set": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at, modified_at) "
+            "SELECT %(ns)s, %(key)s, 'v', %(value)s::json, 0, now() + %(ms)s::bigint * interval '1 millisecond', "
+            "to_timestamp(%(since)s::float8) "
+            "WHERE to_timestamp(%(since)s::float8) > now() - %(window)s::float8 * interval '1 second' "
+            "AND NOT EXISTS (SELECT 1 FROM {tombstones} t WHERE t.ns = %(ns)s AND t.key = %(key)s "
+            "AND t.deleted_at > to_timestamp(%(since)s::float8)) "
+            "AND NOT EXISTS (SELECT 1 FROM {cleared} c WHERE c.ns = %(ns)s "
+            "AND c.cleared_at > to_timestamp(%(since)s::float8)) "
+            f"ON CONFLICT (ns, key) DO UPDATE SET {upsert_set} "
+            "WHERE e.modified_at <= to_timestamp(%(since)s::float8) RETURNING 1",
+            "replay_delete": "WITH d AS (DELETE FROM {entries} WHERE ns = %(ns)s AND key = %(key)s "
+            "AND modified_at <= to_timestamp(%(since)s::float8) RETURNING 1), "
+            "c AS (SELECT (to_timestamp(%(since)s::float8) <= now() - %(window)s::float8 * interval '1 second' "
+            "OR EXISTS (SELECT 1 FROM {entries} e WHERE e.ns = %(ns)s AND e.key = %(key)s "
+            "AND e.modified_at > to_timestamp(%(since)s::float8)) "
+            "OR EXISTS (SELECT 1 FROM {tombstones} t WHERE t.ns = %(ns)s AND t.key = %(key)s "
+            "AND t.deleted_at > to_timestamp(%(since)s::float8)) "
+            "OR EXISTS (SELECT 1 FROM {cleared} k WHERE k.ns = %(ns)s "
+            "AND k.cleared_at > to_timestamp(%(since)s::float8))) AS changed), "
+            "t AS (INSERT INTO {tombstones} AS t (ns, key, deleted_at) "
+            "SELECT %(ns)s, %(key)s, to_timestamp(%(since)s::float8) FROM c WHERE NOT c.changed "
+            "ON CONFLICT (ns, key) DO UPDATE SET deleted_at = greatest(t.deleted_at, excluded.deleted_at)) "
+            "SELECT changed FROM c",
+            "mark_cleared": "INSERT INTO {cleared} AS c (ns, cleared_at) VALUES (%(ns)s, to_timestamp(%(at)s::float8)) "
+            "ON CONFLICT (ns) DO UPDATE SET cleared_at = greatest(c.cleared_at, excluded.cleared_at)",
+            # The failover dates what a replay applied at the time the write was made (one round trip).
+            "restamp": "WITH e AS (UPDATE {entries} SET modified_at = to_timestamp(%(at)s::float8) "
+            "WHERE ns = %(ns)s AND key = ANY(%(keys)s::text[]) RETURNING 1) "
+            "UPDATE {tombstones} SET deleted_at = to_timestamp(%(at)s::float8) "
+            "WHERE ns = %(ns)s AND key = ANY(%(keys)s::text[])",
+            # LRANGE arithmetic in SQL, on the counter read in the same snapshot as the items:
+            # one round trip. The bounds are computed once (InitPlans), so the item scan is
+            # always an index range on (ns, key, seq): O(log n + k) whatever the statistics.
+            "range": "WITH b AS (SELECT kind, "
+            "(CASE WHEN %(start)s::bigint < 0 THEN greatest(length + %(start)s::bigint, 0) "
+            "ELSE %(start)s::bigint END) + 1 AS lo, "
+            "(CASE WHEN %(end)s::bigint < 0 THEN length + %(end)s::bigint "
+            "ELSE least(%(end)s::bigint, length - 1) END) + 1 AS hi "
+            "FROM {entries} WHERE ns = %(ns)s AND key = %(key)s AND {LIVE}) "
+            "SELECT 0::bigint AS seq, kind::text, NULL::text FROM b "
+            "UNION ALL SELECT seq, 'i', value::text FROM {items} "
+            "WHERE ns = %(ns)s AND key = %(key)s "
+            "AND seq >= (SELECT lo FROM b WHERE kind = 'l') AND seq <= (SELECT hi FROM b WHERE kind = 'l') "
+            "ORDER BY 1",
+        }
+        return cls(**{name: _render(text, n) for name, text in templates.items()})
+
+
+# --- connection parameters ----------------------------------------------------------
+
+
+def build_conninfo(
+    url: str | None,
+    *,
+    connect_timeout: float = 2.0,
+    statement_timeout: float = 5.0,
+    tcp_user_timeout: float = 5.0,
+    application_name: str = "kvstore",
+    **fields: Any,
+) -> tuple[str, str | None]:
+    """A libpq conninfo string with every deadline set, and the password taken out of it.
+
+    ``fields`` (``host``, ``port``, ``dbname``, ``user``, ``sslmode``...; ``None`` =
+    not given) override what the URL says. The password is returned apart so it
+    travels in the connection kwargs and never sits in a string that could be printed.
+    """
+    params: dict[str, Any] = psycopg.conninfo.conninfo_to_dict(url or "")
+    password = params.pop("password", None)
+    params.update({k: v for k, v in fields.items() if v is not None})
+    params.setdefault("application_name", application_name)
+    # libpq takes whole seconds for connect_timeout and treats less than 2 as 2.
+    params["connect_timeout"] = max(2, math.ceil(connect_timeout))
+    params["tcp_user_timeout"] = max(1, int(tcp_user_timeout * 1000))
+    params.setdefault("keepalives", 1)
+    params.setdefault("keepalives_idle", max(1, int(tcp_user_timeout)))
+    params.setdefault("keepalives_interval", 1)
+    params.setdefault("keepalives_count", 3)
+    options = str(params.get("options") or "")
+    statement_ms = max(1, int(statement_timeout * 1000))
+    # A row lock held by another session is a busy server, not an outage: give up on the
+    # lock (55P03, BackendBusyError) before the statement's own deadline (57014) would fire.
+    lock_ms = max(1, int(statement_ms * 0.8))
+    params["options"] = f"{options} -c statement_timeout={statement_ms} -c lock_timeout={lock_ms}".strip()
+    return psycopg.conninfo.make_conninfo("", **params), (str(password) if password is not None else None)
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """``text`` with every occurrence of ``secret`` replaced (belt and braces for messages)."""
+    if secret:
+        text = text.replace(secret, "***")
+    return text
+
+
+def is_local(conninfo: str) -> bool:
+    """Whether every host of ``conninfo`` is a Unix socket or a loopback address."""
+    hosts = str(psycopg.conninfo.conninfo_to_dict(conninfo).get("host") or "localhost")
+    return all(h.startswith("/") or h in ("localhost", "127.0.0.1", "::1", "") for h in hosts.split(","))
+
+
+# --- errors -------------------------------------------------------------------------
+
+
+#: Seconds the client-side call deadline adds to ``statement_timeout`` by default, so a
+#: slow statement is cancelled cleanly by the server (its connection kept) before the
+#: watchdog has to cut the connection.
+CALL_MARGIN = 0.25
+
+
+def call_timeout(statement_timeout: float, given: float | None = None) -> float:
+    """The client-side deadline of one call: ``given``, else ``statement_timeout`` + `CALL_MARGIN`."""
+    timeout = statement_timeout + CALL_MARGIN if given is None else given
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise ConfigError(f"call_timeout must be a positive number of seconds, not {timeout!r}", backend=BACKEND)
+    return float(timeout)
+
+
+def deadline_error(
+    operation: str, key: str | None, timeout: float, *, checkout: bool = False
+) -> BackendUnavailableError:
+    """The error of a call that missed its client-side deadline: cut by the watchdog while
+    waiting for the server, or (``checkout``) still waiting for a pooled connection."""
+    if checkout:
+        message = (
+            f"PostgreSQL {operation}: no pooled connection free within the {timeout:g} s call deadline "
+            "(new connections unanswered, or all busy); is the server up?"
+        )
+    else:
+        message = (
+            f"PostgreSQL did not answer {operation} within {timeout:g} s (client-side call deadline); "
+            "the connection was closed. Is the server overloaded or frozen?"
+        )
+    return BackendUnavailableError(message, backend=BACKEND, key=key, operation=operation)
+
+
+def busy_error(operation: str, key: str | None, timeout: float, *, queue_full: bool = False) -> BackendBusyError:
+    """The error of a call that found every pooled connection busy with calls the server is answering."""
+    if queue_full:
+        message = (
+            f"PostgreSQL {operation}: every pooled connection is busy and the wait queue is full "
+            "(the server is up); retry later, or raise max_size or max_waiting"
+        )
+    else:
+        message = (
+            f"PostgreSQL {operation}: every pooled connection stayed busy for {timeout:.2f} s "
+            "(the server is up and answering); retry later, or raise max_size"
+        )
+    return BackendBusyError(message, backend=BACKEND, key=key, operation=operation)
+
+
+#: Server-side saturation (DESIGN.md §8: busy is not an outage): too many connections
+#: (53300, also when refused at connect: "sorry, too many clients already", "too many
+#: connections for role ..."), and a lock not obtained within ``lock_timeout`` (55P03).
+_BUSY_SQLSTATES = frozenset({"53300", "55P03"})
+_BUSY_CONNECT_TEXT = ("too many clients", "too many connections", "remaining connection slots are reserved")
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether a driver error says the server is up but saturated (too many connections, lock held)."""
+    if not isinstance(exc, psycopg.Error):
+        return False
+    if exc.sqlstate in _BUSY_SQLSTATES:
+        return True
+    # A refused connection carries no SQLSTATE in psycopg, only libpq's message.
+    return isinstance(exc, psycopg.OperationalError) and any(t in str(exc) for t in _BUSY_CONNECT_TEXT)
+
+
+def map_error(exc: BaseException, operation: str, key: str | None, secret: str | None = None) -> KVStoreError | None:
+    """The kvstore error for a driver exception, most specific first; ``None`` if not a driver error."""
+    detail = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, secret)
+    if is_busy(exc):
+        message = f"PostgreSQL is up but busy during {operation} ({detail}); retry later"
+        return BackendBusyError(message, backend=BACKEND, key=key, operation=operation)
+    if isinstance(exc, psycopg_pool.TooManyRequests):
+        message = f"PostgreSQL pool is full and its wait queue too ({detail}); raise max_size or max_waiting"
+    elif isinstance(exc, psycopg_pool.PoolTimeout):
+        message = f"no PostgreSQL connection free within pool_timeout ({detail}); is the server up?"
+    elif isinstance(exc, psycopg.errors.QueryCanceled):
+        # The server answered (it cancelled the statement at statement_timeout): it is up but
+        # slow or contended, which is not an outage (DESIGN.md §8). A server that cannot answer
+        # at all is cut by the client-side call deadline instead.
+        message = f"PostgreSQL statement missed its deadline ({detail}); the server is busy, raise statement_timeout?"
+        return BackendBusyError(message, backend=BACKEND, key=key, operation=operation)
+    elif isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return KVStoreError(f"PostgreSQL refused {operation}: {detail}", backend=BACKEND, key=key, operation=operation)
+    elif isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | psycopg_pool.PoolClosed | OSError):
+        message = f"PostgreSQL unavailable during {operation}: {detail}"
+    elif isinstance(exc, psycopg.Error):
+        message = f"PostgreSQL error during {operation}: {detail}"
+        return KVStoreError(message, backend=BACKEND, key=key, operation=operation)
+    else:
+        return None
+    return BackendUnavailableError(message, backend=BACKEND, key=key, operation=operation)
+
+
+class ErrorBoundary:
+    """Context manager translating driver exceptions to kvstore errors (the one boundary)."""
+
+    __slots__ = ("key", "operation", "secret")
+
+    def __init__(self, operation: str, key: str | None = None, secret: str | None = None) -> None:
+        self.operation = operation
+        self.key = key
+        self.secret = secret
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is None or isinstance(exc, KVStoreError):
+            return
+        mapped = map_error(exc, self.operation, self.key, self.secret)
+        if mapped is not None:
+            raise mapped from exc
+
+
+@contextmanager
+def translate(operation: str, key: str | None = None, secret: str | None = None) -> Iterator[None]:
+    """Function form of `ErrorBoundary` for the cold paths."""
+    with ErrorBoundary(operation, key, secret):
+        yield

@@ -1,0 +1,848 @@
+# Generated from kvstore/postgres/_store_async.py by tools/unasync.py: do not edit; edit the async source.
+"""PostgreSQL database tier on psycopg 3 and a psycopg_pool pool (schema: `kvstore.postgres._sql`)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Iterator
+from typing import Any, Self, cast
+
+from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
+from kvstore._core.idempotency import DEFAULT_IDEMPOTENCY_WINDOW, validate_idempotency_id, validate_window
+from kvstore._core.items import MsetItems, normalize_items
+from kvstore._core.keys import (
+    compile_glob,
+    glob_literal_prefix,
+    prefix_upper_bound,
+    validate_key,
+    validate_keys,
+    validate_prefix,
+)
+from kvstore._core.ttl import TTL, ttl_ms
+from kvstore.base import Database
+from kvstore.config import PostgresDatabaseConfig
+from kvstore.errors import (
+    BackendUnavailableError,
+    ClosedError,
+    ConfigError,
+    InvalidKeyError,
+    MissingDependencyError,
+    WrongTypeError,
+)
+from kvstore.postgres import _watchdog as _wd
+
+try:
+    import psycopg
+    from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
+
+    from kvstore.postgres import _sql as _pg
+except ImportError as _exc:  # pragma: no cover - exercised by the missing-extra test
+    raise MissingDependencyError("postgres", "postgres", _exc.name or "psycopg") from _exc
+
+__all__ = ["PostgresDatabase"]
+
+logger = logging.getLogger("kvstore")
+
+_Conn = psycopg.Connection[Any]
+_Pool = ConnectionPool[_Conn]
+
+#: Keys fetched per round trip by `iter_keys`.
+_KEYS_PAGE = 1000
+#: Expired rows removed per purge statement.
+_PURGE_BATCH = 1000
+_BIG = 2**62
+#: ``set[str]`` (inside the class, ``set`` names the method).
+_KeySet = set[str]
+#: Seconds a connection must have been idle in the pool before a checkout polls its socket.
+_POLL_AFTER = 0.05
+_HAS_POLL = hasattr(select, "poll")
+
+
+class _RacedDuplicate(Exception):
+    """Another append with the same idempotency id committed first (rolls back ours)."""
+
+
+def _looks_alive(conn: Any) -> bool:
+    """Whether a pooled connection is not known dead, without a round trip.
+
+    An idle, healthy connection receives nothing; a server that restarted (or
+    killed the backend) has closed the socket, which then polls readable. A
+    connection handed back less than `_POLL_AFTER` ago skips even the poll: it
+    cannot have missed a restart, and a rare one that died that fast is caught
+    by the broken-connection retry.
+    """
+    if conn.closed or conn.broken:
+        return False
+    if time.monotonic() - getattr(conn, "_kvstore_returned", 0.0) < _POLL_AFTER:
+        return True
+    if _HAS_POLL:
+        poller = select.poll()
+        poller.register(conn.pgconn.socket, select.POLLIN | select.POLLPRI)
+        return not poller.poll(0)
+    return not select.select([conn.pgconn.socket], [], [], 0)[0]  # pragma: no cover - Windows
+
+
+#: Every store of this module in this process, so a forked child can make them reconnect.
+_STORES: weakref.WeakSet[PostgresDatabase] = weakref.WeakSet()
+#: In a forked child, the parent's pools: kept referenced and never used or closed, because
+#: closing a connection sends a Terminate message on the socket it shares with the parent
+#: (ending the parent's session). psycopg finishes a connection on garbage collection only
+#: in the process that opened it.
+_INHERITED: list[Any] = []
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_STORES):
+        # One store failing to reset must not leave the others on the parent's connections.
+        with contextlib.suppress(Exception):
+            store._forget_parent()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - absent on Windows only
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+#: conninfo -> `time.monotonic` of the last connection attempt the server refused as saturated
+#: (53300, too many connections): a fact about the server, shared by the stores that use it.
+_REFUSED_BUSY: dict[str, float] = {}
+
+
+class _Connection(psycopg.Connection[Any]):
+    """The pool's connections. The pool opens them in the background and only reports a
+    timeout to the caller; this remembers when the server refused one as saturated."""
+
+    @classmethod
+    def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
+        try:
+            return super().connect(conninfo, **kwargs)
+        except psycopg.OperationalError as exc:
+            if _pg.is_busy(exc):
+                _REFUSED_BUSY[conninfo] = time.monotonic()
+            raise
+
+
+def _cursor(conn: _Conn) -> psycopg.Cursor[Any]:
+    """The connection's reusable cursor: a fresh cursor per call re-learns its adapters
+    and costs about a fifth of a loopback round trip (measured)."""
+    cur: psycopg.Cursor[Any] | None = getattr(conn, "_kvstore_cursor", None)
+    if cur is None:
+        cur = conn.cursor()
+        conn._kvstore_cursor = cur  # type: ignore[attr-defined]  # our own mark on the pooled connection
+    return cur
+
+
+class PostgresDatabase(Database):
+    """Database tier on PostgreSQL: values, append-only lists and TTL, shared by many processes.
+
+    Args:
+        url: A ``postgresql://`` URL or libpq conninfo string, or a ready
+            `ConnectionPool` (which the store uses but does not close; its
+            connections must be in autocommit mode).
+        password: The password (kept out of every string the store prints).
+        host, port, dbname, user, sslmode, sslrootcert: Override the URL's fields.
+        key_prefix: Namespace of this store; other prefixes are never seen.
+        schema: PostgreSQL schema of the tables, created if missing.
+        table_prefix: Prefix of the table names (``<p>entries``, ``<p>items``, ``<p>meta``).
+        min_size, max_size, pool_timeout, max_waiting: Pool sizing and the
+            deadline for getting a connection.
+        connect_timeout, statement_timeout, tcp_user_timeout: Deadlines (seconds).
+        call_timeout: Client-side deadline of one call, pool checkout included
+            (default ``statement_timeout`` + 0.25 s): past it the watchdog cuts the
+            connection and the call raises `BackendUnavailableError`, even against a
+            server that is frozen but whose kernel still acknowledges packets.
+        purge_interval: Seconds between sweeps of expired rows (they are invisible at once anyway).
+        idempotency_window: Seconds an append's idempotency id is remembered (default
+            one day, server clock); the sweep removes older ids of every prefix, and the
+            tombstones and clear marks that `changed_since` reads.
+
+    Busy is not an outage (DESIGN.md §8): a call that finds the pool saturated while the
+    server answers (every connection held by a call within its deadline, or another call
+    answered meanwhile), a server refusing connections as too many (53300) and a lock not
+    obtained within ``lock_timeout`` (55P03) raise `BackendBusyError`; refused, reset, a
+    missed call deadline and a pool that cannot open connections raise
+    `BackendUnavailableError`.
+
+    Fork-safe: in a process forked from one that used the store (gunicorn ``--preload``,
+    multiprocessing), the first call opens a pool of the child's own; the parent's
+    connections are never used or closed by the child (closing would send a Terminate on
+    the shared socket and end the parent's session). A store handed a ready pool cannot
+    follow a fork and raises `ConfigError` in the child.
+
+    Raises:
+        InvalidKeyError: ``key_prefix`` is not a str, or holds NUL or a lone surrogate.
+        ConfigError: ``schema`` or ``table_prefix`` cannot name PostgreSQL objects exactly
+            (empty, NUL, a lone surrogate, or a name past 63 bytes).
+    """
+
+    backend = "postgres"
+    durable = True
+    tracks_changes = True
+
+    def __init__(
+        self,
+        url: str | _Pool | None = None,
+        *,
+        password: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        dbname: str | None = None,
+        user: str | None = None,
+        sslmode: str | None = None,
+        sslrootcert: str | None = None,
+        key_prefix: str = "",
+        schema: str = "public",
+        table_prefix: str = "kvstore_",
+        min_size: int = 1,
+        max_size: int = 10,
+        pool_timeout: float = 5.0,
+        max_waiting: int = 0,
+        connect_timeout: float = 2.0,
+        statement_timeout: float = 5.0,
+        tcp_user_timeout: float = 5.0,
+        call_timeout: float | None = None,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        purge_interval: float = 60.0,
+        idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
+    ) -> None:
+        # Checked before anything else (InvalidKeyError, like the other backends), so a bad
+        # prefix fails here and not as a driver encoding error after the DDL ran.
+        try:
+            self.key_prefix = validate_prefix(key_prefix)
+        except InvalidKeyError as exc:
+            raise InvalidKeyError(f"invalid key_prefix: {exc.message}", backend="postgres") from None
+        self.schema = schema
+        self.table_prefix = table_prefix
+        self.max_value_bytes = max_value_bytes
+        self._q = _pg.Queries.build(schema, table_prefix)
+        self._lock_id = _pg.lock_id(schema)
+        self._pool_timeout = pool_timeout
+        self._connect_timeout = connect_timeout
+        self._call_timeout = _pg.call_timeout(statement_timeout, call_timeout)
+        self._purge_interval = purge_interval
+        self._window = validate_window(idempotency_window)
+        self._next_purge = time.monotonic() + purge_interval
+        self._ready = False
+        self._closed = False
+        self._inherited = False
+        #: ids of the connections this store has checked out now (set add/discard: thread-safe).
+        self._held: set[int] = set()
+        #: `time.monotonic` when a connection last came back from a call the server answered.
+        self._last_ok = 0.0
+        self._start_lock = threading.Lock()
+        _STORES.add(self)
+        self._conninfo = ""
+        if isinstance(url, ConnectionPool):
+            self._pool: _Pool = url
+            self._owns_pool = False
+            self._secret: str | None = password
+            self._where = f"pool={url.name!r}"
+            return
+        conninfo, url_password = _pg.build_conninfo(
+            url,
+            connect_timeout=connect_timeout,
+            statement_timeout=statement_timeout,
+            tcp_user_timeout=tcp_user_timeout,
+            host=host,
+            port=port,
+            dbname=dbname,
+            user=user,
+            sslmode=sslmode,
+            sslrootcert=sslrootcert,
+        )
+        self._secret = password if password is not None else url_password
+        info = psycopg.conninfo.conninfo_to_dict(conninfo)
+        self._where = " ".join(f"{k}={info[k]}" for k in ("host", "port", "dbname", "user") if info.get(k))
+        if not _pg.is_local(conninfo) and info.get("sslmode") not in ("verify-ca", "verify-full"):
+            logger.warning(
+                "kvstore: PostgreSQL at %s is not local and its certificate is not verified "
+                "(sslmode=%s); set sslmode=verify-full",
+                info.get("host"),
+                info.get("sslmode", "prefer"),
+            )
+        kwargs: dict[str, Any] = {"autocommit": True}
+        if self._secret is not None:
+            kwargs["password"] = self._secret
+        self._conninfo, self._connect_kwargs = conninfo, kwargs
+        self._sizes = (min_size, max_size, max_waiting)
+        self._pool = self._new_pool()
+        self._owns_pool = True
+
+    def _new_pool(self) -> _Pool:
+        min_size, max_size, max_waiting = self._sizes
+        pool: _Pool = ConnectionPool(
+            self._conninfo,
+            connection_class=cast(Any, _Connection),
+            kwargs=self._connect_kwargs,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=self._pool_timeout,
+            max_waiting=max_waiting,
+            open=False,
+            name=f"kvstore-postgres-{id(self):x}",
+        )
+        return pool
+
+    def _forget_parent(self) -> None:
+        """Run in a child just forked from a process that had this store (``os.register_at_fork``).
+
+        The child never touches the parent's pool: its sockets are shared with the parent,
+        and its locks and worker threads (or tasks) did not survive the fork. The next call
+        opens a pool of the child's own (`_start`); the hot path keeps its one flag check.
+        """
+        if self._closed:
+            return
+        self._ready = False
+        self._held = set()
+        self._last_ok = 0.0
+        self._start_lock = threading.Lock()
+        _INHERITED.append(self._pool)
+        self._inherited = True
+
+    @classmethod
+    def from_config(cls, config: PostgresDatabaseConfig) -> Self:
+        """Build from a `PostgresDatabaseConfig`, connect and migrate within ``connect_timeout``.
+
+        Raises:
+            BackendUnavailableError: the server cannot be reached in time.
+        """
+        given = config.model_fields_set
+        explicit = {
+            name: getattr(config, name)
+            for name in ("host", "port", "dbname", "user")
+            if name in given or config.url is None
+        }
+        store = cls(
+            config.url,
+            password=config.password.get_secret_value() if config.password is not None else None,
+            sslmode=config.sslmode,
+            sslrootcert=config.sslrootcert,
+            key_prefix=config.key_prefix,
+            schema=config.schema_name,
+            table_prefix=config.table_prefix,
+            min_size=config.min_size,
+            max_size=config.max_size,
+            pool_timeout=config.pool_timeout,
+            max_waiting=config.max_waiting,
+            connect_timeout=config.connect_timeout,
+            statement_timeout=config.statement_timeout,
+            call_timeout=config.call_timeout,
+            tcp_user_timeout=config.tcp_user_timeout,
+            max_value_bytes=config.max_value_bytes,
+            **explicit,
+        )
+        try:
+            store.open()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("open" if self._ready else "not connected")
+        return (
+            f"<{type(self).__name__} {self._where} schema={self.schema!r} "
+            f"tables={self.table_prefix}* prefix={self.key_prefix!r} {state}>"
+        )
+
+    # --- connection handling --------------------------------------------------------
+
+    def open(self) -> None:
+        """Open the pool and create or migrate the schema (done on first use otherwise)."""
+        self._start()
+
+    def _start(self) -> _Pool:
+        if self._closed:
+            raise ClosedError(f"{type(self).__name__} is closed", backend="postgres")
+        with self._start_lock:
+            if self._ready:
+                return self._pool
+            if self._inherited:
+                if not self._owns_pool:
+                    raise ConfigError(
+                        "this PostgreSQL store was handed a ready pool and is used in a forked child "
+                        "process, where the parent's connections must not be used; build the store "
+                        "from a URL (it then opens its own pool in each process)",
+                        backend="postgres",
+                    )
+                self._pool = self._new_pool()
+                self._inherited = False
+            with _pg.ErrorBoundary("connect", None, self._secret):
+                if self._owns_pool:
+                    # One direct attempt first, so a refused or rejecting server fails this
+                    # call at once (the manager retries within its budget) instead of the
+                    # pool retrying in the background until the deadline.
+                    conn = psycopg.Connection.connect(self._conninfo, **self._connect_kwargs)
+                    try:
+                        self._migrate(conn)
+                    finally:
+                        conn.close()
+                    self._pool.open(wait=True, timeout=self._connect_timeout)
+                else:
+                    conn = self._pool.getconn(timeout=self._connect_timeout)
+                    try:
+                        self._migrate(conn)
+                    finally:
+                        self._pool.putconn(conn)
+            self._ready = True
+        return self._pool
+
+    def _migrate(self, conn: _Conn) -> None:
+        # A connect-time step of a dozen statements: the connect budget plus one call's.
+        budget = self._connect_timeout + self._call_timeout
+        _wd.current.arm(conn, time.monotonic() + budget)
+        try:
+            self._migrate_armed(conn)
+        except psycopg.Error as exc:
+            self._raise_if_cut(conn, exc, "connect", None, budget)
+            raise
+        finally:
+            if _wd.current.disarm(conn):  # cut just as it finished: never hand the dead socket back
+                conn.close()
+
+    def _migrate_armed(self, conn: _Conn) -> None:
+        q = self._q
+        with conn.transaction():
+            # Concurrent first connects (many processes) queue here instead of racing the DDL.
+            conn.execute(q.lock, (self._lock_id,))
+            cur = conn.execute(q.server_encoding)
+            encoding = (cur.fetchone() or ("",))[0]
+            if encoding not in ("UTF8", "SQL_ASCII"):
+                raise ConfigError(
+                    f"kvstore needs a UTF8 PostgreSQL database; this one is {encoding}", backend="postgres"
+                )
+            cur = conn.execute(q.schema_exists, (self.schema,))
+            if cur.fetchone() is None:
+                conn.execute(q.create_schema)
+            cur = conn.execute(q.meta_exists, (self.schema, f"{self.table_prefix}meta"))
+            if cur.fetchone() is None:
+                conn.execute(q.create_meta)
+            cur = conn.execute(q.read_version)
+            row = cur.fetchone()
+            version = row[0] if row else 0
+            if version > _pg.SCHEMA_VERSION:
+                raise ConfigError(
+                    f"the kvstore tables in schema {self.schema!r} are at version {version}, newer than "
+                    f"this kvstore ({_pg.SCHEMA_VERSION}); upgrade kvstore",
+                    backend="postgres",
+                )
+            for statements in _pg.migrations(self.schema, self.table_prefix)[version:]:
+                for statement in statements:
+                    conn.execute(statement)
+            if version != _pg.SCHEMA_VERSION:
+                conn.execute(q.write_version, (_pg.SCHEMA_VERSION,))
+
+    def _getconn(self, pool: _Pool, deadline: float, op: str, key: str | None) -> _Conn:
+        """A pooled connection that is not known dead, armed with the call's ``deadline``.
+
+        The checkout waits at most ``pool_timeout`` and never past the deadline. A
+        dead connection is closed and replaced: psycopg_pool's own ``check`` backs off
+        1 s, 2 s, 4 s between failed checks, so a few dead connections after a server
+        restart would exhaust ``pool_timeout``; here one costs nothing but its replacement.
+        Every connection this returns must go back through `_putconn` (which disarms it).
+        """
+        for _ in range(pool.max_size + 1):
+            started = time.monotonic()
+            wait = min(self._pool_timeout, deadline - started)
+            try:
+                conn = pool.getconn(timeout=max(0.001, wait))
+            except (PoolTimeout, TooManyRequests) as exc:
+                raise self._checkout_error(exc, pool, started, wait, op, key) from exc
+            self._held.add(id(conn))
+            _wd.current.arm(conn, deadline)
+            if _looks_alive(conn):
+                return conn
+            try:
+                ConnectionPool.check_connection(conn)
+            except psycopg.Error as exc:
+                cut = _wd.current.disarm(conn)
+                self._held.discard(id(conn))
+                conn.close()
+                pool.putconn(conn)
+                if cut:
+                    raise _pg.deadline_error(op, key, self._call_timeout) from exc
+                continue
+            return conn
+        raise BackendUnavailableError("no live PostgreSQL connection in the pool", backend="postgres")
+
+    def _checkout_error(
+        self, exc: Exception, pool: _Pool, started: float, wait: float, op: str, key: str | None
+    ) -> BackendUnavailableError:
+        """What a checkout that found no free connection means: busy, or unavailable.
+
+        Busy (DESIGN.md §8: not an outage) when the server is demonstrably answering: a
+        call of this store got its reply while this one waited (for a full wait queue,
+        within the last ``pool_timeout``), or the server refused a new connection of the
+        pool as saturated (53300) meanwhile, or every connection of the pool is held by a
+        call of this store that is still within its deadline (the watchdog cuts the others,
+        and a cut connection is never held). Otherwise the pool could not open or keep
+        connections: the server is unavailable.
+        """
+        queue_full = isinstance(exc, TooManyRequests)
+        since = started - self._pool_timeout if queue_full else started
+        if self._last_ok > since or len(self._held) >= pool.max_size or _REFUSED_BUSY.get(self._conninfo, 0.0) > since:
+            return _pg.busy_error(op, key, time.monotonic() - started, queue_full=queue_full)
+        if wait < self._pool_timeout:  # the call's deadline, not pool_timeout, ran out
+            return _pg.deadline_error(op, key, self._call_timeout, checkout=True)
+        mapped = _pg.map_error(exc, op, key, self._secret)
+        assert isinstance(mapped, BackendUnavailableError)
+        return mapped
+
+    def _putconn(self, pool: _Pool, conn: _Conn) -> None:
+        """Disarm ``conn`` and hand it back; one whose deadline passed is closed, so the pool drops it."""
+        if _wd.current.disarm(conn):
+            conn.close()
+        now = time.monotonic()
+        self._held.discard(id(conn))
+        if not (conn.closed or conn.broken):
+            self._last_ok = now  # the server answered this call: it is up
+        conn._kvstore_returned = now  # type: ignore[attr-defined]  # our mark, see _looks_alive
+        pool.putconn(conn)
+
+    @staticmethod
+    def _raise_if_cut(conn: _Conn, exc: BaseException, op: str, key: str | None, budget: float) -> None:
+        """After a driver error: if the watchdog cut ``conn`` at its deadline, close it and say so."""
+        if _wd.current.disarm(conn):
+            conn.close()
+            raise _pg.deadline_error(op, key, budget) from exc
+
+    def _idempotent(self, op: str, key: str | None, query: str, params: Any, result: str) -> Any:
+        """Run one idempotent statement; ``result`` is ``"one"`` (first row), ``"all"`` or ``"rowcount"``.
+
+        A connection that broke under the call (server restart) is dropped and the
+        statement retried on the next one: only idempotent statements come here.
+        """
+        pool = self._pool if self._ready else self._start()
+        deadline = time.monotonic() + self._call_timeout
+        with _pg.ErrorBoundary(op, key, self._secret):
+            for attempt in range(pool.max_size + 1):
+                conn = self._getconn(pool, deadline, op, key)
+                try:
+                    cur = _cursor(conn).execute(query, params)
+                    if result == "one":
+                        return cur.fetchone()
+                    if result == "all":
+                        return cur.fetchall()
+                    return cur.rowcount
+                except psycopg.Error as exc:
+                    self._raise_if_cut(conn, exc, op, key, self._call_timeout)
+                    # A connection that died under us (restart) is dropped by the pool; try the
+                    # next one. Each dead connection is tried once, so this loop is bounded.
+                    if not isinstance(exc, psycopg.OperationalError) or attempt == pool.max_size or not conn.broken:
+                        raise
+                finally:
+                    self._putconn(pool, conn)
+        raise AssertionError("unreachable")
+
+    def _one(self, op: str, key: str | None, query: str, params: Any) -> Any:
+        """Run one idempotent statement and return its first row (or ``None``)."""
+        return self._idempotent(op, key, query, params, "one")
+
+    def _all(self, op: str, key: str | None, query: str, params: Any) -> list[Any]:
+        """Like `_one`, returning every row."""
+        rows: list[Any] = self._idempotent(op, key, query, params, "all")
+        return rows
+
+    def _write(self, op: str, key: str | None, query: str, params: Any) -> int:
+        """Run one idempotent write; return its row count (and sweep expired rows when due)."""
+        count: int = self._idempotent(op, key, query, params, "rowcount")
+        if time.monotonic() >= self._next_purge:
+            self._purge_quietly()
+        return count
+
+    def _purge_quietly(self) -> None:
+        self._next_purge = time.monotonic() + self._purge_interval
+        try:
+            self.purge_expired()
+        except Exception as exc:  # a failed sweep must not fail the write that triggered it
+            logger.debug("kvstore: purge of expired PostgreSQL rows failed: %s", type(exc).__name__)
+
+    def purge_expired(self) -> int:
+        """Delete expired rows (of every prefix) now; return how many went. They are invisible anyway."""
+        total = 0
+        while True:
+            pool = self._pool if self._ready else self._start()
+            with _pg.ErrorBoundary("purge_expired", None, self._secret):
+                conn = self._getconn(pool, time.monotonic() + self._call_timeout, "purge_expired", None)
+                try:
+                    cur = conn.execute(self._q.purge, (_PURGE_BATCH,))
+                    removed = cur.rowcount
+                    # Idempotency ids older than the window go in the same sweep.
+                    cur = conn.execute(self._q.purge_ids, (self._window, _PURGE_BATCH))
+                    ids = cur.rowcount
+                    # So do tombstones and clear marks: a replay is never older than the window.
+                    cur = conn.execute(self._q.purge_tombstones, (self._window, _PURGE_BATCH))
+                    ids = max(ids, cur.rowcount)
+                    conn.execute(self._q.purge_cleared, (self._window,))
+                except psycopg.Error as exc:
+                    self._raise_if_cut(conn, exc, "purge_expired", None, self._call_timeout)
+                    raise
+                finally:
+                    self._putconn(pool, conn)
+            total += removed
+            if max(removed, ids) < _PURGE_BATCH:
+                return total
+
+    # --- values ---------------------------------------------------------------------
+
+    def get(self, key: str) -> Any:
+        key = validate_key(key)
+        row = self._one("get", key, self._q.get, (self.key_prefix, key))
+        if row is None:
+            return None
+        if row[0] == "l":
+            raise WrongTypeError(
+                f"key {key!r} holds a list; use get_range", key=key, backend="postgres", operation="get"
+            )
+        return decode(row[1], key)
+
+    def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
+        key = validate_key(key)
+        ms = ttl_ms(ttl) if ttl is not None else None
+        data = encode(key, value, self.max_value_bytes).decode()
+        if only_if_absent:
+            return self._write("set", key, self._q.set_nx, (self.key_prefix, key, data, ms)) > 0
+        self._write("set", key, self._q.set, (self.key_prefix, key, data, ms))
+        return True
+
+    def delete(self, key: str) -> bool:
+        key = validate_key(key)
+        row = self._one("delete", key, self._q.delete, {"ns": self.key_prefix, "key": key})
+        if time.monotonic() >= self._next_purge:  # a delete writes a tombstone: it sweeps too
+            self._purge_quietly()
+        return bool(row and row[0])
+
+    def exists(self, key: str) -> bool:
+        key = validate_key(key)
+        return self._one("exists", key, self._q.exists, (self.key_prefix, key)) is not None
+
+    def mget(self, keys: Iterable[str]) -> list[Any]:
+        keys = validate_keys(keys)
+        if not keys:
+            return []
+        rows = self._all("mget", None, self._q.mget, (self.key_prefix, list(dict.fromkeys(keys))))
+        # Like Redis MGET, a list key reads as missing rather than failing the batch.
+        found = {k: v for k, kind, v in rows if kind == "v"}
+        return [decode(found[k], k) if k in found else None for k in keys]
+
+    def mset(self, items: MsetItems) -> None:
+        latest: dict[str, tuple[str, int | None]] = {}
+        for key, value, ms in normalize_items(items):
+            latest[key] = (encode(key, value, self.max_value_bytes).decode(), ms)
+        if not latest:
+            return
+        # One multi-row statement: one round trip, atomic. Duplicates are folded
+        # first (last wins) because ON CONFLICT cannot touch a row twice.
+        params = (self.key_prefix, list(latest), [v for v, _ in latest.values()], [t for _, t in latest.values()])
+        self._write("mset", None, self._q.mset, params)
+
+    def iter_keys(self, pattern: str = "*") -> Iterator[str]:
+        match = compile_glob(pattern)
+        low = glob_literal_prefix(pattern)
+        high = prefix_upper_bound(low)
+        after = ""
+        while True:
+            # Keyset pagination over the (ns, key) index: constant memory, no long transaction.
+            if high is None:
+                params: tuple[Any, ...] = (self.key_prefix, low, after, _KEYS_PAGE)
+                rows = self._all("keys", None, self._q.keys_page, params)
+            else:
+                params = (self.key_prefix, low, after, high, _KEYS_PAGE)
+                rows = self._all("keys", None, self._q.keys_page_bounded, params)
+            for (key,) in rows:
+                if match(key):
+                    yield key
+            if len(rows) < _KEYS_PAGE:
+                return
+            after = rows[-1][0]
+
+    def clear(self) -> None:
+        # Items first in one statement, so the per-list trigger finds nothing to do.
+        self._write("clear", None, self._q.clear_items, (self.key_prefix,))
+        # The entries go with the namespace's clear mark (the replay guard's "cleared after").
+        self._write("clear", None, self._q.clear, {"ns": self.key_prefix})
+
+    def ttl(self, key: str) -> float | None:
+        key = validate_key(key)
+        row = self._one("ttl", key, self._q.ttl, (self.key_prefix, key))
+        if row is None or row[0] is None:
+            return None
+        return max(0.0, float(row[0]))
+
+    def expire(self, key: str, ttl: TTL | None) -> bool:
+        key = validate_key(key)
+        ms = ttl_ms(ttl)
+        return self._write("expire", key, self._q.expire, (ms, self.key_prefix, key)) > 0
+
+    def ping(self) -> None:
+        self._one("ping", None, "SELECT 1", None)
+
+    # --- replay guard ---------------------------------------------------------------
+
+    def server_time(self) -> float:
+        """The server's clock now (``clock_timestamp()``), Unix seconds: the clock of `changed_since`."""
+        row = self._one("server_time", None, self._q.server_time, None)
+        return float(row[0])
+
+    def changed_since(self, keys: Iterable[str], since: float) -> _KeySet:
+        """Which of ``keys`` were written, re-expired, appended to, deleted or cleared after ``since``.
+
+        ``since`` is a `server_time` reading. One round trip for any number of keys. A
+        key counts as changed when its entry was written after ``since`` (also if it has
+        expired since: it was written), when `delete` removed it after ``since``, or when
+        the namespace was cleared after ``since``. Deletions and clears are remembered for
+        ``idempotency_window``: for an older ``since`` every key is reported (a replay then
+        records conflicts instead of overwriting what it cannot see).
+        """
+        wanted = list(dict.fromkeys(validate_keys(keys)))
+        if not wanted:
+            return set()
+        params = {"keys": wanted, "ns": self.key_prefix, "since": float(since), "window": self._window}
+        rows = self._all("changed_since", None, self._q.changed_since, params)
+        return {k for (k,) in rows}
+
+    def replay_set(self, key: str, value: Any, ttl: float | None, since: float) -> bool:
+        """One atomic statement: written and dated ``since`` unless ``key`` changed after ``since``."""
+        key = validate_key(key)
+        ms = ttl_ms(ttl) if ttl is not None else None
+        data = encode(key, value, self.max_value_bytes).decode()
+        params = {"ns": self.key_prefix, "key": key, "value": data, "ms": ms, "since": float(since)}
+        params["window"] = self._window
+        return self._write("set", key, self._q.replay_set, params) > 0
+
+    def replay_delete(self, key: str, since: float) -> bool:
+        """One atomic statement: deleted (tombstone dated ``since``) unless ``key`` changed after ``since``."""
+        key = validate_key(key)
+        params = {"ns": self.key_prefix, "key": key, "since": float(since), "window": self._window}
+        row = self._one("delete", key, self._q.replay_delete, params)
+        return not (row and row[0])
+
+    def mark_cleared(self, at: float) -> None:
+        """Record a clear of this prefix at ``at`` (a `server_time` reading; never moved back)."""
+        self._write("clear", None, self._q.mark_cleared, {"ns": self.key_prefix, "at": float(at)})
+
+    def restamp(self, keys: Iterable[str], at: float) -> None:
+        """Date the last change of ``keys`` at ``at`` (a `server_time` reading); one round trip."""
+        wanted = list(dict.fromkeys(validate_keys(keys)))
+        if wanted:
+            params = {"keys": wanted, "ns": self.key_prefix, "at": float(at)}
+            self._idempotent("restamp", None, self._q.restamp, params, "rowcount")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._ready = False
+        if self._owns_pool and not self._inherited:  # never close the pool of the parent process
+            self._pool.close()
+
+    # --- lists ----------------------------------------------------------------------
+
+    def append(self, key: str, value: Any, *, idempotency_id: str | None = None) -> int:
+        key = validate_key(key)
+        if idempotency_id is not None:
+            idempotency_id = validate_idempotency_id(idempotency_id)
+        return self._push("append", key, [encode(key, value, self.max_value_bytes).decode()], idempotency_id)
+
+    def extend(self, key: str, values: Iterable[Any], *, idempotency_id: str | None = None) -> int:
+        key = validate_key(key)
+        if idempotency_id is not None:
+            idempotency_id = validate_idempotency_id(idempotency_id)
+        encoded = [encode(key, v, self.max_value_bytes).decode() for v in values]
+        if not encoded:
+            return self.get_length(key)
+        return self._push("extend", key, encoded, idempotency_id)
+
+    def _push(self, op: str, key: str, encoded: list[str], idempotency_id: str | None) -> int:
+        """Append ``encoded`` in one transaction: bump the list's counter row, insert the items.
+
+        The counter row is locked by the UPDATE until commit, so concurrent
+        appenders to one list queue there and get consecutive, gapless positions;
+        a reader's single statement sees the counter and the items of one snapshot.
+
+        With an idempotency id the transaction first looks the id up (applied
+        before: return its length, write nothing) and records it last; a racing
+        call with the same id that committed first makes this one roll back and
+        answer with the winner's length. Such a write is idempotent, so it is
+        retried on a broken connection like any other (DESIGN.md §8a); without an
+        id it is retried only when the failure came before COMMIT was sent, i.e.
+        when nothing can have been written.
+        """
+        pool = self._pool if self._ready else self._start()
+        q, ns, n, window = self._q, self.key_prefix, len(encoded), self._window
+        deadline = time.monotonic() + self._call_timeout
+        with _pg.ErrorBoundary(op, key, self._secret):
+            for attempt in range(pool.max_size + 1):
+                conn = self._getconn(pool, deadline, op, key)
+                committing = False
+                try:
+                    with conn.transaction():
+                        cur = _cursor(conn)
+                        if idempotency_id is not None:
+                            cur.execute(q.id_seen, (ns, key, idempotency_id, window))
+                            seen = cur.fetchone()
+                            if seen is not None:
+                                return int(seen[0])  # applied before: answer as the first time did
+                        # An expired entry is gone: drop it (its items go with it by trigger).
+                        cur.execute(q.drop_expired, (ns, key))
+                        cur.execute(q.bump, (ns, key, n))
+                        row = cur.fetchone()
+                        if row is None:
+                            raise WrongTypeError(
+                                f"key {key!r} holds a value, not a list", key=key, backend="postgres", operation=op
+                            )
+                        length: int = row[0]
+                        cur.execute(q.add_items, (ns, key, length - n, encoded))
+                        if idempotency_id is not None:
+                            cur.execute(q.id_record, (ns, key, idempotency_id, length, window))
+                            if cur.fetchone() is None:
+                                raise _RacedDuplicate  # rolls this transaction back
+                        committing = True
+                    return length
+                except _RacedDuplicate:
+                    # The racing call committed: the next attempt's lookup finds its length.
+                    continue
+                except psycopg.Error as exc:
+                    self._raise_if_cut(conn, exc, op, key, self._call_timeout)
+                    if (
+                        not isinstance(exc, psycopg.OperationalError)
+                        or attempt == pool.max_size
+                        or not conn.broken
+                        or (committing and idempotency_id is None)
+                    ):
+                        raise
+                finally:
+                    self._putconn(pool, conn)
+        raise AssertionError("unreachable")
+
+    def get_range(self, key: str, start: int, end: int) -> list[Any]:
+        key = validate_key(key)
+        if isinstance(start, bool) or isinstance(end, bool) or not isinstance(start, int) or not isinstance(end, int):
+            raise TypeError("start and end must be int")
+        # Beyond +-2**62 nothing changes (no list is that long) and bigint arithmetic stays exact.
+        start, end = max(-_BIG, min(start, _BIG)), max(-_BIG, min(end, _BIG))
+        params = {"ns": self.key_prefix, "key": key, "start": start, "end": end}
+        rows = self._all("get_range", key, self._q.range, params)
+        if not rows:
+            return []
+        if rows[0][1] != "l":
+            raise WrongTypeError(
+                f"key {key!r} holds a value, not a list", key=key, backend="postgres", operation="get_range"
+            )
+        return [decode(row[2], key) for row in rows[1:]]
+
+    def get_length(self, key: str) -> int:
+        key = validate_key(key)
+        row = self._one("get_length", key, self._q.length, (self.key_prefix, key))
+        if row is None:
+            return 0
+        if row[0] != "l":
+            raise WrongTypeError(
+                f"key {key!r} holds a value, not a list", key=key, backend="postgres", operation="get_length"
+            )
+        return int(row[1])
