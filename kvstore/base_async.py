@@ -1,4 +1,15 @@
-"""The store interfaces: the contract documented once, implemented by every backend."""
+"""The store contract in code: concrete public methods that hold every rule once.
+
+Every public data method of `AsyncStore` and `AsyncDatabase` is written here, once:
+key validation, TTL normalisation, encoding and the size limit, decoding, list index
+checks, idempotency-id checks. A backend implements only the raw hooks (``_get``,
+``_set``, ``_extend``... below): they receive a validated key (without the store's
+prefix), encoded bytes and TTLs in whole milliseconds, and return raw bytes. A hook
+raises `WrongTypeError` (built with `holds_list` / `holds_value` / `not_an_integer`)
+and translates its driver's errors through its backend's error map.
+
+See DESIGN.md §1-§4 for the whole contract.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +19,73 @@ from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
-from kvstore._core.items import MsetItems
-from kvstore._core.ttl import TTL
-from kvstore._core.typed import TypeCodec
+from orjson import JSONDecodeError
+from orjson import loads as _loads
 
-__all__ = ["AsyncCache", "AsyncDatabase", "AsyncStore", "AsyncTypedStore"]
+from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
+from kvstore._core.idempotency import validate_idempotency_id
+from kvstore._core.items import MsetItems, normalize_items
+from kvstore._core.keys import _valid as _valid_keys
+from kvstore._core.keys import validate_key, validate_keys
+from kvstore._core.lists import check_index
+from kvstore._core.ttl import TTL, ttl_ms
+from kvstore._core.typed import TypeCodec
+from kvstore.errors import WrongTypeError
+
+__all__ = [
+    "MAX_INT",
+    "AsyncCache",
+    "AsyncDatabase",
+    "AsyncStore",
+    "AsyncTypedStore",
+    "holds_list",
+    "holds_value",
+    "not_an_integer",
+]
 
 T = TypeVar("T")
+
+#: The counter range of `incr` (a signed 64-bit integer, as in Redis).
+MAX_INT = 2**63 - 1
+
+
+def holds_list(key: str, operation: str, backend: str | None = None) -> WrongTypeError:
+    """The error of a value operation on a key that holds a list."""
+    return WrongTypeError(f"key {key!r} holds a list; use get_range", key=key, backend=backend, operation=operation)
+
+
+def holds_value(key: str, operation: str, backend: str | None = None) -> WrongTypeError:
+    """The error of a list operation on a key that holds a value."""
+    return WrongTypeError(f"key {key!r} holds a value, not a list", key=key, backend=backend, operation=operation)
+
+
+def not_an_integer(key: str, backend: str | None = None, detail: str = "") -> WrongTypeError:
+    """The error of `incr` on a value that is not an integer, or would leave the 64-bit range."""
+    what = detail or "holds a value that is not an integer"
+    return WrongTypeError(
+        f"key {key!r} {what}; incr needs an integer value", key=key, backend=backend, operation="incr"
+    )
+
+
+def _check_by(by: object) -> int:
+    if by.__class__ is not int:
+        if isinstance(by, bool) or not hasattr(by, "__index__"):
+            raise TypeError(f"incr takes an int, not {type(by).__name__}")
+        by = by.__index__()  # type: ignore[attr-defined]  # checked just above
+    if not -MAX_INT - 1 <= by <= MAX_INT:  # type: ignore[operator]  # an int by now
+        raise ValueError(f"incr takes a 64-bit integer, not {by!r}")
+    return by  # type: ignore[return-value]  # an int by now
+
+
+def _missing(store: object, hook: str) -> NotImplementedError:
+    return NotImplementedError(f"{type(store).__name__} does not implement the raw hook {hook}")
+
+
+def _decode(raw: bytes, key: str) -> Any:
+    try:
+        return _loads(raw)
+    except JSONDecodeError:
+        return decode(raw, key)  # raises SerializationError naming the key
 
 
 class AsyncStore(ABC):
@@ -32,54 +103,104 @@ class AsyncStore(ABC):
     #: Whether what is written survives a restart of the process.
     durable: ClassVar[bool] = True
     key_prefix: str
+    #: Largest encoded value accepted (`ValueTooLargeError` beyond it).
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
 
-    @abstractmethod
-    async def get(self, key: str) -> Any:
-        """The value of ``key``, or ``None`` when absent or expired."""
+    # --- the public methods: every rule, once ------------------------------------------
 
-    @abstractmethod
+    async def get(self, key: str, *, touch: TTL | None = None) -> Any:
+        """The value of ``key``, or ``None`` when absent or expired.
+
+        With ``touch`` (seconds or a timedelta) the key's TTL restarts at ``touch`` in
+        the same round trip (Redis ``GETEX``): a sliding expiry.
+        """
+        if key.__class__ is not str or key not in _valid_keys:
+            validate_key(key)
+        if touch is None:
+            raw = await self._get(key)
+        else:
+            raw = await self._get_touch(key, ttl_ms(touch))  # type: ignore[arg-type]  # never None here
+        if raw is None:
+            return None
+        try:
+            return _loads(raw)
+        except JSONDecodeError:
+            return decode(raw, key)
+
     async def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
         """Create or replace ``key``; ``ttl`` in seconds (or a timedelta), ``None`` for never.
 
         With ``only_if_absent`` nothing is written when the key exists. Returns
         whether the value was written.
         """
+        if key.__class__ is not str or key not in _valid_keys:
+            validate_key(key)
+        ms = None if ttl is None else ttl_ms(ttl)
+        return await self._set(key, encode(key, value, self.max_value_bytes), ms, only_if_absent)
 
-    @abstractmethod
     async def delete(self, key: str) -> bool:
         """Remove ``key`` (value or list); ``True`` when something was removed."""
+        return await self._delete(validate_key(key))
 
-    @abstractmethod
+    async def delete_many(self, keys: Iterable[str]) -> int:
+        """Remove every key of ``keys`` (values or lists) in one round trip; how many were removed."""
+        names = list(dict.fromkeys(validate_keys(keys)))
+        return await self._delete_many(names) if names else 0
+
     async def exists(self, key: str) -> bool:
         """Whether ``key`` holds a value or list that has not expired."""
+        return await self._exists(validate_key(key))
 
-    @abstractmethod
     async def mget(self, keys: Iterable[str]) -> list[Any]:
-        """One result per key, in order, ``None`` for missing; one round trip."""
+        """One result per key, in order, ``None`` for missing (and for a list key); one round trip."""
+        names = validate_keys(keys)
+        if not names:
+            return []
+        raws = await self._mget(names)
+        try:
+            return [None if raw is None else _loads(raw) for raw in raws]
+        except JSONDecodeError:
+            return [None if raw is None else decode(raw, k) for raw, k in zip(raws, names, strict=True)]
 
-    @abstractmethod
     async def mset(self, items: MsetItems) -> None:
         """Write a mapping or ``(key, value[, ttl])`` tuples; one round trip, atomic where possible."""
+        limit = self.max_value_bytes
+        rows = [(key, encode(key, value, limit), ms) for key, value, ms in normalize_items(items)]
+        if rows:
+            await self._mset(rows)
 
-    @abstractmethod
     def iter_keys(self, pattern: str = "*") -> AsyncIterator[str]:
         """Stream the keys matching the Redis glob ``pattern`` (without the prefix)."""
+        if not isinstance(pattern, str):
+            raise TypeError(f"pattern must be str, not {type(pattern).__name__}")
+        return self._iter_keys(pattern)
 
     async def keys(self, pattern: str = "*") -> list[str]:
-        """The keys matching the Redis glob ``pattern``, without the store's prefix."""
-        return [key async for key in self.iter_keys(pattern)]
+        """The keys matching the Redis glob ``pattern``, without the store's prefix, each once."""
+        return list(dict.fromkeys([key async for key in self.iter_keys(pattern)]))
 
-    @abstractmethod
     async def clear(self) -> None:
         """Remove every key of this store's prefix, and nothing else."""
+        await self._clear()
 
-    @abstractmethod
     async def ttl(self, key: str) -> float | None:
         """Seconds until ``key`` expires; ``None`` when it has no TTL or does not exist."""
+        return await self._ttl(validate_key(key))
 
-    @abstractmethod
     async def expire(self, key: str, ttl: TTL | None) -> bool:
         """Set the TTL of an existing key (``None`` removes it); ``False`` when absent."""
+        key = validate_key(key)
+        return await self._expire(key, ttl_ms(ttl))
+
+    async def incr(self, key: str, by: int = 1) -> int:
+        """Add ``by`` to the integer at ``key`` atomically and return the result.
+
+        A missing (or expired) key counts from 0 and gets no TTL; an existing key keeps
+        its TTL. A value that is not an integer, a list, or a result outside the signed
+        64-bit range raises `WrongTypeError` and changes nothing.
+        """
+        key = validate_key(key)
+        return await self._incr(key, _check_by(by))
 
     @abstractmethod
     async def ping(self) -> None:
@@ -103,6 +224,66 @@ class AsyncStore(ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    # --- the raw hooks a backend implements ---------------------------------------------
+    #
+    # Keys arrive validated and without the prefix, values encoded, TTLs in whole
+    # milliseconds (``None``: no expiry). Values leave as the stored bytes.
+
+    async def _get(self, key: str) -> bytes | None:
+        """The stored bytes of ``key``, ``None`` when absent; raise `holds_list` for a list."""
+        raise _missing(self, "_get")
+
+    async def _get_touch(self, key: str, ms: int) -> bytes | None:
+        """Read ``key`` and restart its TTL at ``ms``; backends with a one-round-trip form override this."""
+        raw = await self._get(key)
+        if raw is not None:
+            await self._expire(key, ms)
+        return raw
+
+    async def _set(self, key: str, data: bytes, ms: int | None, only_if_absent: bool) -> bool:
+        """Store ``data`` (replacing a value or list); with ``only_if_absent`` only when ``key`` is absent."""
+        raise _missing(self, "_set")
+
+    async def _delete(self, key: str) -> bool:
+        """Remove ``key``; whether it existed."""
+        raise _missing(self, "_delete")
+
+    async def _delete_many(self, keys: list[str]) -> int:
+        """Remove distinct ``keys``; how many existed. Backends override this with one round trip."""
+        return sum([await self._delete(key) for key in keys])
+
+    async def _exists(self, key: str) -> bool:
+        """Whether ``key`` is present and not expired."""
+        raise _missing(self, "_exists")
+
+    async def _mget(self, keys: list[str]) -> list[bytes | None]:
+        """The stored bytes of each key (``None`` for a missing or list key), in one round trip."""
+        raise _missing(self, "_mget")
+
+    async def _mset(self, rows: list[tuple[str, bytes, int | None]]) -> None:
+        """Store every ``(key, data, ms)`` in one round trip, atomically where the backend can."""
+        raise _missing(self, "_mset")
+
+    def _iter_keys(self, pattern: str) -> AsyncIterator[str]:
+        """Stream this prefix's live keys matching the Redis glob ``pattern``."""
+        raise _missing(self, "_iter_keys")
+
+    async def _clear(self) -> None:
+        """Remove every key of this prefix."""
+        raise _missing(self, "_clear")
+
+    async def _ttl(self, key: str) -> float | None:
+        """Seconds left, ``None`` for no TTL or a missing key."""
+        raise _missing(self, "_ttl")
+
+    async def _expire(self, key: str, ms: int | None) -> bool:
+        """Set (``None``: remove) the TTL of an existing key; whether it exists."""
+        raise _missing(self, "_expire")
+
+    async def _incr(self, key: str, by: int) -> int:
+        """Add ``by`` atomically; raise `not_an_integer` for a non-integer value or overflow."""
+        raise _missing(self, "_incr")
 
 
 class AsyncCache(AsyncStore):
@@ -128,27 +309,74 @@ class AsyncDatabase(AsyncStore):
     still a retry.
     """
 
-    @abstractmethod
     async def append(self, key: str, value: Any, *, idempotency_id: str | None = None) -> int:
         """Push ``value`` to the tail of the list at ``key``; return the new length.
 
         With ``idempotency_id``, a repeat of an applied write returns its length and writes nothing.
         """
+        if key.__class__ is not str or key not in _valid_keys:
+            validate_key(key)
+        if idempotency_id is not None:
+            idempotency_id = validate_idempotency_id(idempotency_id)
+        return await self._extend(key, [encode(key, value, self.max_value_bytes)], idempotency_id)
 
-    @abstractmethod
     async def extend(self, key: str, values: Iterable[Any], *, idempotency_id: str | None = None) -> int:
         """Push every value to the tail in order, atomically; return the new length.
 
-        With ``idempotency_id``, a repeat of an applied write returns its length and writes nothing.
+        With ``idempotency_id``, a repeat of an applied write returns its length and writes
+        nothing. An empty ``values`` writes nothing (its id is neither looked up nor recorded).
         """
+        key = validate_key(key)
+        if idempotency_id is not None:
+            idempotency_id = validate_idempotency_id(idempotency_id)
+        if isinstance(values, str | bytes):
+            raise TypeError("extend takes an iterable of values, not a single str or bytes")
+        limit = self.max_value_bytes
+        return await self._extend(key, [encode(key, v, limit) for v in values], idempotency_id)
 
-    @abstractmethod
     async def get_range(self, key: str, start: int, end: int) -> list[Any]:
         """Redis ``LRANGE``: ``end`` inclusive, negatives from the tail, clamped, ``[]`` when empty."""
+        key = validate_key(key)
+        raws = await self._get_range(key, check_index(start), check_index(end))
+        try:
+            return [_loads(raw) for raw in raws]
+        except JSONDecodeError:
+            return [_decode(raw, key) for raw in raws]
 
-    @abstractmethod
     async def get_length(self, key: str) -> int:
         """Length of the list at ``key``; ``0`` when missing."""
+        return await self._get_length(validate_key(key))
+
+    async def trim(self, key: str, start: int, end: int) -> int:
+        """Redis ``LTRIM``: keep only the items ``start..end`` (inclusive, negatives from the tail).
+
+        An empty selection removes the list. Costs O(removed), not O(length). Returns
+        how many items were removed (``0`` for a missing list).
+        """
+        key = validate_key(key)
+        return await self._trim(key, check_index(start), check_index(end))
+
+    # --- list hooks (see `AsyncStore` for the conventions) --------------------------------
+
+    async def _extend(self, key: str, items: list[bytes], idempotency_id: str | None) -> int:
+        """Push ``items`` (possibly none) atomically; the new length; raise `holds_value` for a value.
+
+        With an id already applied to ``key`` in the window, write nothing and return the
+        length that write returned; an empty ``items`` neither looks up nor records its id.
+        """
+        raise _missing(self, "_extend")
+
+    async def _get_range(self, key: str, start: int, end: int) -> list[bytes]:
+        """The stored bytes of items ``start..end`` (LRANGE semantics); raise `holds_value` for a value."""
+        raise _missing(self, "_get_range")
+
+    async def _get_length(self, key: str) -> int:
+        """The list's length, ``0`` when missing; raise `holds_value` for a value."""
+        raise _missing(self, "_get_length")
+
+    async def _trim(self, key: str, start: int, end: int) -> int:
+        """Keep items ``start..end`` (LTRIM semantics); how many were removed; `holds_value` for a value."""
+        raise _missing(self, "_trim")
 
     # --- replay guard (used by the failover; DESIGN.md §8 "replay never overwrites newer data") ---
 

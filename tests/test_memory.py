@@ -28,9 +28,9 @@ def test_expired_entries_are_swept_without_reads() -> None:
     clock = FakeClock()
     space = MemoryKeyspace(backend="memory", clock=clock)
     for i in range(1000):
-        space.set(f"k{i}", i, ttl=1)
+        space.set(f"k{i}", b"%d" % i, 1000, False)
     clock.advance(2)
-    space.set("trigger", 1)  # any write runs a due sweep
+    space.set("trigger", b"1", None, False)  # any write runs a due sweep
     assert len(space._data) == 1
     assert len(space._expiry) == 0
 
@@ -40,7 +40,7 @@ def test_sweep_heap_stays_bounded_when_keys_are_rewritten() -> None:
     clock = FakeClock()
     space = MemoryKeyspace(backend="memory", clock=clock)
     for i in range(20_000):
-        space.set("same", i, ttl=3600)
+        space.set("same", b"%d" % i, 3_600_000, False)
     assert len(space._heap) <= 2 * len(space._expiry) + 1025
 
 
@@ -78,10 +78,10 @@ def test_idempotency_ids_are_bounded_and_expire() -> None:
     clock = FakeClock()
     space = MemoryKeyspace(backend="memory", clock=clock, max_ids=3, idempotency_window=10)
     for i in range(4):
-        assert space.append("h", i, idempotency_id=f"id{i}") == i + 1
+        assert space.extend("h", [b"%d" % i], f"id{i}") == i + 1
     assert len(space._ids) == 3
-    assert space.append("h", 0, idempotency_id="id0") == 5  # the oldest was dropped: applied again
-    assert space.append("h", 3, idempotency_id="id3") == 4  # still remembered
+    assert space.extend("h", [b"0"], "id0") == 5  # the oldest was dropped: applied again
+    assert space.extend("h", [b"3"], "id3") == 4  # still remembered
     clock.advance(11)
     space.sweep()
     assert len(space._ids) == 0

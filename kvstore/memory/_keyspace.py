@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import heapq
-import operator
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
 
 from orjson import JSONDecodeError
 from orjson import loads as _loads
 
-from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
-from kvstore._core.idempotency import DEFAULT_IDEMPOTENCY_WINDOW, validate_idempotency_id, validate_window
-from kvstore._core.items import MsetItems, normalize_items
-from kvstore._core.keys import _valid as _valid_keys
-from kvstore._core.keys import compile_glob, validate_key, validate_keys
-from kvstore._core.ttl import TTL, ttl_ms
-from kvstore.errors import WrongTypeError
+from kvstore._core.idempotency import DEFAULT_IDEMPOTENCY_WINDOW, validate_window
+from kvstore._core.keys import compile_glob
+from kvstore._core.lists import lrange_bounds
+from kvstore.base_async import MAX_INT, holds_list, holds_value, not_an_integer
 
 __all__ = ["MemoryKeyspace"]
 
@@ -50,7 +45,6 @@ class MemoryKeyspace:
         *,
         backend: str,
         max_entries: int | None = 100_000,
-        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         clock: Clock = time.monotonic,
         idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
         max_ids: int = MAX_IDS,
@@ -61,7 +55,6 @@ class MemoryKeyspace:
             raise ValueError("max_ids must be > 0")
         self._backend = backend
         self._max_entries = max_entries
-        self._max_value_bytes = max_value_bytes
         self._clock = clock
         self._data: OrderedDict[str, bytes | _List] = OrderedDict()
         self._expiry: dict[str, float] = {}
@@ -155,31 +148,18 @@ class MemoryKeyspace:
         ids.move_to_end((key, idempotency_id))  # a stale id recorded again is the newest
         self._forget_ids(now)
 
-    def _value(self, key: str, entry: bytes | _List | None) -> Any:
-        if entry is None:
-            return None
-        if isinstance(entry, _List):
-            raise WrongTypeError(
-                f"key {key!r} holds a list; use get_range", key=key, backend=self._backend, operation="get"
-            )
-        return decode(entry, key)
-
     def _list(self, key: str, operation: str) -> _List | None:
         entry = self._live(key)
         if entry is None or isinstance(entry, _List):
             return entry
-        raise WrongTypeError(
-            f"key {key!r} holds a value, not a list", key=key, backend=self._backend, operation=operation
-        )
+        raise holds_value(key, operation, self._backend)
 
-    # --- values ---------------------------------------------------------------------
+    # --- values (keys arrive validated, values encoded: see kvstore.base_async) -------------
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str) -> bytes | None:
         # The hot path takes no lock: each dict operation is atomic on its own, and a
         # read that races a write sees the state before or after it. Expiry removal,
         # which must re-check, goes through the locked slow path.
-        if key.__class__ is not str or key not in _valid_keys:
-            validate_key(key)
         entry = self._data.get(key)
         if entry is None:
             return None
@@ -189,21 +169,26 @@ class MemoryKeyspace:
                 entry = self._live(key)
             if entry is None:
                 return None
-        if isinstance(entry, _List):
-            return self._value(key, entry)  # raises WrongTypeError
+        if entry.__class__ is _List:
+            raise holds_list(key, "get", self._backend)
         try:  # noqa: SIM105  # contextlib.suppress costs more on this hot path
             self._data.move_to_end(key)
         except KeyError:  # deleted meanwhile: the read happened just before the delete
             pass
-        try:
-            return _loads(entry)
-        except JSONDecodeError:
-            return decode(entry, key)  # raises SerializationError naming the key
+        return entry  # type: ignore[return-value]  # a value entry is bytes
 
-    def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
-        key = validate_key(key)
-        ms = ttl_ms(ttl)
-        data = encode(key, value, self._max_value_bytes)
+    def get_touch(self, key: str, ms: int) -> bytes | None:
+        with self._lock:
+            entry = self._live(key)
+            if entry is None:
+                return None
+            if isinstance(entry, _List):
+                raise holds_list(key, "get", self._backend)
+            self._data.move_to_end(key)
+            self._set_expiry(key, ms)
+            return entry
+
+    def set(self, key: str, data: bytes, ms: int | None, only_if_absent: bool) -> bool:
         with self._lock:
             if only_if_absent and self._live(key) is not None:
                 return False
@@ -211,38 +196,35 @@ class MemoryKeyspace:
         return True
 
     def delete(self, key: str) -> bool:
-        key = validate_key(key)
         with self._lock:
             return self._live(key) is not None and self._remove(key)
 
+    def delete_many(self, keys: list[str]) -> int:
+        with self._lock:
+            return sum([self._live(key) is not None and self._remove(key) for key in keys])
+
     def exists(self, key: str) -> bool:
-        key = validate_key(key)
         with self._lock:
             return self._live(key) is not None
 
-    def mget(self, keys: Iterable[str]) -> list[Any]:
-        keys = validate_keys(keys)
+    def mget(self, keys: list[str]) -> list[bytes | None]:
         with self._lock:
             entries = [self._live(k) for k in keys]
         # Like Redis MGET, a list key reads as missing rather than failing the batch.
-        return [None if e is None or isinstance(e, _List) else decode(e, k) for k, e in zip(keys, entries, strict=True)]
+        return [None if e.__class__ is _List else e for e in entries]  # type: ignore[misc]  # bytes or None
 
-    def mset(self, items: MsetItems) -> None:
-        encoded = [(key, encode(key, value, self._max_value_bytes), ms) for key, value, ms in normalize_items(items)]
+    def mset(self, rows: list[tuple[str, bytes, int | None]]) -> None:
         with self._lock:
-            for key, data, ms in encoded:
+            for key, data, ms in rows:
                 self._store(key, data, ms)
 
-    def iter_keys(self, pattern: str = "*") -> Iterator[str]:
+    def iter_keys(self, pattern: str) -> Iterator[str]:
         match = compile_glob(pattern)
         with self._lock:
             now = self._clock()
             expiry = self._expiry
             found = [k for k in self._data if match(k) and not (k in expiry and expiry[k] <= now)]
         return iter(found)
-
-    def keys(self, pattern: str = "*") -> list[str]:
-        return list(self.iter_keys(pattern))
 
     def clear(self) -> None:
         with self._lock:
@@ -252,22 +234,41 @@ class MemoryKeyspace:
 
     def ttl(self, key: str) -> float | None:
         """Seconds left before ``key`` expires; ``None`` when it has no TTL or is absent."""
-        key = validate_key(key)
         with self._lock:
             if self._live(key) is None:
                 return None
             exp = self._expiry.get(key)
             return None if exp is None else max(0.0, exp - self._clock())
 
-    def expire(self, key: str, ttl: TTL | None) -> bool:
+    def expire(self, key: str, ms: int | None) -> bool:
         """Set (or with ``None`` remove) the TTL of an existing key."""
-        key = validate_key(key)
-        ms = ttl_ms(ttl)
         with self._lock:
             if self._live(key) is None:
                 return False
             self._set_expiry(key, ms)
             return True
+
+    def incr(self, key: str, by: int) -> int:
+        with self._lock:
+            entry = self._live(key)
+            if entry is None:
+                value = by
+            else:
+                if isinstance(entry, _List):
+                    raise holds_list(key, "incr", self._backend)
+                current = _integer(entry)
+                if current is None:
+                    raise not_an_integer(key, self._backend)
+                value = current + by
+            if not -MAX_INT - 1 <= value <= MAX_INT:
+                raise not_an_integer(key, self._backend, "would leave the signed 64-bit range")
+            data = str(value).encode()
+            if entry is None:
+                self._store(key, data, None)
+            else:
+                self._data[key] = data
+                self._data.move_to_end(key)
+            return value
 
     def __len__(self) -> int:
         with self._lock:
@@ -276,79 +277,56 @@ class MemoryKeyspace:
 
     # --- lists ----------------------------------------------------------------------
 
-    def append(self, key: str, value: Any, *, idempotency_id: str | None = None) -> int:
-        key = validate_key(key)
-        if idempotency_id is not None:
-            idempotency_id = validate_idempotency_id(idempotency_id)
-        data = encode(key, value, self._max_value_bytes)
-        with self._lock:
-            if idempotency_id is not None and (seen := self._seen(key, idempotency_id)) is not None:
-                return seen
-            items = self._list(key, "append")
-            if items is None:
-                items = _List()
-                self._store(key, items, None)
-            else:
-                self._data.move_to_end(key)
-            items.append(data)
-            if idempotency_id is not None:
-                self._remember(key, idempotency_id, len(items))
-            return len(items)
-
-    def extend(self, key: str, values: Iterable[Any], *, idempotency_id: str | None = None) -> int:
-        key = validate_key(key)
-        if idempotency_id is not None:
-            idempotency_id = validate_idempotency_id(idempotency_id)
-        encoded = [encode(key, v, self._max_value_bytes) for v in values]
+    def extend(self, key: str, items: list[bytes], idempotency_id: str | None) -> int:
         with self._lock:
             # An empty extend writes nothing, so its id is neither looked up nor recorded.
-            if encoded and idempotency_id is not None and (seen := self._seen(key, idempotency_id)) is not None:
+            if items and idempotency_id is not None and (seen := self._seen(key, idempotency_id)) is not None:
                 return seen
-            items = self._list(key, "extend")
-            if items is None:
-                if not encoded:
+            stored = self._list(key, "append")
+            if stored is None:
+                if not items:
                     return 0
-                items = _List()
-                self._store(key, items, None)
-            items.extend(encoded)
-            if idempotency_id is not None and encoded:
-                self._remember(key, idempotency_id, len(items))
-            return len(items)
+                stored = _List()
+                self._store(key, stored, None)
+            else:
+                self._data.move_to_end(key)
+            stored.extend(items)
+            if idempotency_id is not None and items:
+                self._remember(key, idempotency_id, len(stored))
+            return len(stored)
 
-    def get_range(self, key: str, start: int, end: int) -> list[Any]:
-        key = validate_key(key)
-        lrange_bounds(0, start, end)  # index types are checked even when the list is missing
+    def get_range(self, key: str, start: int, end: int) -> list[bytes]:
         with self._lock:
             items = self._list(key, "get_range")
             if items is None:
                 return []
             lo, hi = lrange_bounds(len(items), start, end)
-            chunk = items[lo:hi]
-        return [decode(b, key) for b in chunk]
+            return items[lo:hi]
 
     def get_length(self, key: str) -> int:
-        key = validate_key(key)
         with self._lock:
             items = self._list(key, "get_length")
             return 0 if items is None else len(items)
 
+    def trim(self, key: str, start: int, end: int) -> int:
+        with self._lock:
+            items = self._list(key, "trim")
+            if items is None:
+                return 0
+            length = len(items)
+            lo, hi = lrange_bounds(length, start, end)
+            if lo == hi:
+                self._remove(key)
+                return length
+            del items[hi:]
+            del items[:lo]
+            return length - len(items)
 
-def lrange_bounds(length: int, start: int, end: int) -> tuple[int, int]:
-    """Redis ``LRANGE`` index arithmetic: a half-open ``[lo, hi)`` slice of a list."""
-    if start.__class__ is not int or end.__class__ is not int:
-        start, end = _index(start), _index(end)
-    if start < 0:
-        start = max(length + start, 0)
-    if end < 0:
-        end += length
-    elif end >= length:
-        end = length - 1
-    if start > end or start >= length:
-        return 0, 0
-    return start, end + 1
 
-
-def _index(value: object) -> int:
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise TypeError(f"list indexes must be int, not {type(value).__name__}")
-    return operator.index(value)
+def _integer(data: bytes) -> int | None:
+    """The integer a stored value encodes, or ``None`` (a float, bool, string... is not one)."""
+    try:
+        value = _loads(data)
+    except JSONDecodeError:
+        return None
+    return value if value.__class__ is int else None

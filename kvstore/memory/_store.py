@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Self
+from collections.abc import Callable, Iterator
+from typing import Self
 
 from kvstore._core.closed import Closed as _Closed
 from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES
 from kvstore._core.idempotency import DEFAULT_IDEMPOTENCY_WINDOW
-from kvstore._core.items import MsetItems
-from kvstore._core.ttl import TTL
+from kvstore._core.keys import validate_prefix
 from kvstore.base import Cache, Database
 from kvstore.config import MemoryCacheConfig, MemoryDatabaseConfig
 from kvstore.memory._keyspace import MemoryKeyspace
@@ -19,12 +18,28 @@ from kvstore.memory._keyspace import MemoryKeyspace
 __all__ = ["MemoryCache", "MemoryDatabase"]
 
 
-#: Methods whose sync form is the keyspace's own method, bound per instance.
-_DIRECT = ("get", "set", "delete", "exists", "mget", "mset", "keys", "append", "get_range", "get_length")
+#: Raw hooks whose sync form is the keyspace's own method, bound per instance.
+_DIRECT = (
+    "get",
+    "get_touch",
+    "set",
+    "delete",
+    "delete_many",
+    "exists",
+    "mget",
+    "mset",
+    "ttl",
+    "expire",
+    "incr",
+    "extend",
+    "get_range",
+    "get_length",
+    "trim",
+)
 
 
 class _MemoryStore:
-    """What both memory tiers share: a `MemoryKeyspace` and its lifecycle."""
+    """What both memory tiers share: a `MemoryKeyspace` (the raw hooks) and its lifecycle."""
 
     backend = "memory"
     durable = False
@@ -40,56 +55,58 @@ class _MemoryStore:
         idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
     ) -> None:
         # Each memory store owns its keyspace, so the prefix never needs storing.
-        self.key_prefix = key_prefix
+        self.key_prefix = validate_prefix(key_prefix)
         self.max_entries = max_entries
+        self.max_value_bytes = max_value_bytes
         self._space = MemoryKeyspace(
-            backend="memory",
-            max_entries=max_entries,
-            max_value_bytes=max_value_bytes,
-            clock=clock,
-            idempotency_window=idempotency_window,
+            backend="memory", max_entries=max_entries, clock=clock, idempotency_window=idempotency_window
         )
-        # Sync calls go straight to the keyspace: one Python frame less per call.
+        # Sync hooks are the keyspace's own methods: one Python frame less per call.
         for name in _DIRECT:
-            if hasattr(type(self), name):
-                setattr(self, name, getattr(self._space, name))
+            setattr(self, f"_{name}", getattr(self._space, name))
 
     def __repr__(self) -> str:
         state = "closed" if isinstance(self._space, _Closed) else f"{len(self._space)} keys"
         return f"<{type(self).__name__} prefix={self.key_prefix!r} {state}>"
 
-    def get(self, key: str) -> Any:
+    def _get(self, key: str) -> bytes | None:
         return self._space.get(key)
 
-    def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
-        return self._space.set(key, value, ttl, only_if_absent=only_if_absent)
+    def _get_touch(self, key: str, ms: int) -> bytes | None:
+        return self._space.get_touch(key, ms)
 
-    def delete(self, key: str) -> bool:
+    def _set(self, key: str, data: bytes, ms: int | None, only_if_absent: bool) -> bool:
+        return self._space.set(key, data, ms, only_if_absent)
+
+    def _delete(self, key: str) -> bool:
         return self._space.delete(key)
 
-    def exists(self, key: str) -> bool:
+    def _delete_many(self, keys: list[str]) -> int:
+        return self._space.delete_many(keys)
+
+    def _exists(self, key: str) -> bool:
         return self._space.exists(key)
 
-    def mget(self, keys: Iterable[str]) -> list[Any]:
+    def _mget(self, keys: list[str]) -> list[bytes | None]:
         return self._space.mget(keys)
 
-    def mset(self, items: MsetItems) -> None:
-        self._space.mset(items)
+    def _mset(self, rows: list[tuple[str, bytes, int | None]]) -> None:
+        self._space.mset(rows)
 
-    def iter_keys(self, pattern: str = "*") -> Iterator[str]:
+    def _iter_keys(self, pattern: str) -> Iterator[str]:
         yield from self._space.iter_keys(pattern)
 
-    def keys(self, pattern: str = "*") -> list[str]:
-        return self._space.keys(pattern)
-
-    def clear(self) -> None:
+    def _clear(self) -> None:
         self._space.clear()
 
-    def ttl(self, key: str) -> float | None:
+    def _ttl(self, key: str) -> float | None:
         return self._space.ttl(key)
 
-    def expire(self, key: str, ttl: TTL | None) -> bool:
-        return self._space.expire(key, ttl)
+    def _expire(self, key: str, ms: int | None) -> bool:
+        return self._space.expire(key, ms)
+
+    def _incr(self, key: str, by: int) -> int:
+        return self._space.incr(key, by)
 
     def ping(self) -> None:
         self._space.get  # noqa: B018  # raises ClosedError once closed
@@ -99,7 +116,7 @@ class _MemoryStore:
             self._space.clear()
             self._space = _Closed(type(self).__name__, "memory")  # type: ignore[assignment]  # duck-typed stand-in
             for name in _DIRECT:  # drop the direct bindings: calls now reach _Closed and raise
-                self.__dict__.pop(name, None)
+                self.__dict__.pop(f"_{name}", None)
 
 
 class MemoryCache(_MemoryStore, Cache):
@@ -150,14 +167,14 @@ class MemoryDatabase(_MemoryStore, Database):
         """Build from a `MemoryDatabaseConfig`."""
         return cls(key_prefix=config.key_prefix, max_entries=config.max_entries, max_value_bytes=config.max_value_bytes)
 
-    def append(self, key: str, value: Any, *, idempotency_id: str | None = None) -> int:
-        return self._space.append(key, value, idempotency_id=idempotency_id)
+    def _extend(self, key: str, items: list[bytes], idempotency_id: str | None) -> int:
+        return self._space.extend(key, items, idempotency_id)
 
-    def extend(self, key: str, values: Iterable[Any], *, idempotency_id: str | None = None) -> int:
-        return self._space.extend(key, values, idempotency_id=idempotency_id)
-
-    def get_range(self, key: str, start: int, end: int) -> list[Any]:
+    def _get_range(self, key: str, start: int, end: int) -> list[bytes]:
         return self._space.get_range(key, start, end)
 
-    def get_length(self, key: str) -> int:
+    def _get_length(self, key: str) -> int:
         return self._space.get_length(key)
+
+    def _trim(self, key: str, start: int, end: int) -> int:
+        return self._space.trim(key, start, end)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any, Self
+from collections.abc import AsyncIterator, Callable
+from typing import Self
 
 from kvstore._core.closed import Closed as _Closed
 from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES
 from kvstore._core.idempotency import DEFAULT_IDEMPOTENCY_WINDOW
-from kvstore._core.items import MsetItems
-from kvstore._core.ttl import TTL
+from kvstore._core.keys import validate_prefix
 from kvstore.base_async import AsyncCache, AsyncDatabase
 from kvstore.config import MemoryCacheConfig, MemoryDatabaseConfig
 from kvstore.memory._keyspace import MemoryKeyspace
@@ -18,12 +17,28 @@ from kvstore.memory._keyspace import MemoryKeyspace
 __all__ = ["AsyncMemoryCache", "AsyncMemoryDatabase"]
 
 
-#: Methods whose sync form is the keyspace's own method, bound per instance.
-_DIRECT = ("get", "set", "delete", "exists", "mget", "mset", "keys", "append", "get_range", "get_length")
+#: Raw hooks whose sync form is the keyspace's own method, bound per instance.
+_DIRECT = (
+    "get",
+    "get_touch",
+    "set",
+    "delete",
+    "delete_many",
+    "exists",
+    "mget",
+    "mset",
+    "ttl",
+    "expire",
+    "incr",
+    "extend",
+    "get_range",
+    "get_length",
+    "trim",
+)
 
 
 class _MemoryStore:
-    """What both memory tiers share: a `MemoryKeyspace` and its lifecycle."""
+    """What both memory tiers share: a `MemoryKeyspace` (the raw hooks) and its lifecycle."""
 
     backend = "memory"
     durable = False
@@ -39,60 +54,62 @@ class _MemoryStore:
         idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
     ) -> None:
         # Each memory store owns its keyspace, so the prefix never needs storing.
-        self.key_prefix = key_prefix
+        self.key_prefix = validate_prefix(key_prefix)
         self.max_entries = max_entries
+        self.max_value_bytes = max_value_bytes
         self._space = MemoryKeyspace(
-            backend="memory",
-            max_entries=max_entries,
-            max_value_bytes=max_value_bytes,
-            clock=clock,
-            idempotency_window=idempotency_window,
+            backend="memory", max_entries=max_entries, clock=clock, idempotency_window=idempotency_window
         )
         if True:  # ASYNC
             pass
         else:
-            # Sync calls go straight to the keyspace: one Python frame less per call.
+            # Sync hooks are the keyspace's own methods: one Python frame less per call.
             for name in _DIRECT:
-                if hasattr(type(self), name):
-                    setattr(self, name, getattr(self._space, name))
+                setattr(self, f"_{name}", getattr(self._space, name))
 
     def __repr__(self) -> str:
         state = "closed" if isinstance(self._space, _Closed) else f"{len(self._space)} keys"
         return f"<{type(self).__name__} prefix={self.key_prefix!r} {state}>"
 
-    async def get(self, key: str) -> Any:
+    async def _get(self, key: str) -> bytes | None:
         return self._space.get(key)
 
-    async def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
-        return self._space.set(key, value, ttl, only_if_absent=only_if_absent)
+    async def _get_touch(self, key: str, ms: int) -> bytes | None:
+        return self._space.get_touch(key, ms)
 
-    async def delete(self, key: str) -> bool:
+    async def _set(self, key: str, data: bytes, ms: int | None, only_if_absent: bool) -> bool:
+        return self._space.set(key, data, ms, only_if_absent)
+
+    async def _delete(self, key: str) -> bool:
         return self._space.delete(key)
 
-    async def exists(self, key: str) -> bool:
+    async def _delete_many(self, keys: list[str]) -> int:
+        return self._space.delete_many(keys)
+
+    async def _exists(self, key: str) -> bool:
         return self._space.exists(key)
 
-    async def mget(self, keys: Iterable[str]) -> list[Any]:
+    async def _mget(self, keys: list[str]) -> list[bytes | None]:
         return self._space.mget(keys)
 
-    async def mset(self, items: MsetItems) -> None:
-        self._space.mset(items)
+    async def _mset(self, rows: list[tuple[str, bytes, int | None]]) -> None:
+        self._space.mset(rows)
 
-    async def iter_keys(self, pattern: str = "*") -> AsyncIterator[str]:
+    async def _iter_keys(self, pattern: str) -> AsyncIterator[str]:
         for key in self._space.iter_keys(pattern):
             yield key
 
-    async def keys(self, pattern: str = "*") -> list[str]:
-        return self._space.keys(pattern)
-
-    async def clear(self) -> None:
+    async def _clear(self) -> None:
         self._space.clear()
 
-    async def ttl(self, key: str) -> float | None:
+    async def _ttl(self, key: str) -> float | None:
         return self._space.ttl(key)
 
-    async def expire(self, key: str, ttl: TTL | None) -> bool:
-        return self._space.expire(key, ttl)
+    async def _expire(self, key: str, ms: int | None) -> bool:
+        return self._space.expire(key, ms)
+
+    async def _incr(self, key: str, by: int) -> int:
+        return self._space.incr(key, by)
 
     async def ping(self) -> None:
         self._space.get  # noqa: B018  # raises ClosedError once closed
@@ -102,7 +119,7 @@ class _MemoryStore:
             self._space.clear()
             self._space = _Closed(type(self).__name__, "memory")  # type: ignore[assignment]  # duck-typed stand-in
             for name in _DIRECT:  # drop the direct bindings: calls now reach _Closed and raise
-                self.__dict__.pop(name, None)
+                self.__dict__.pop(f"_{name}", None)
 
 
 class AsyncMemoryCache(_MemoryStore, AsyncCache):
@@ -153,14 +170,14 @@ class AsyncMemoryDatabase(_MemoryStore, AsyncDatabase):
         """Build from a `MemoryDatabaseConfig`."""
         return cls(key_prefix=config.key_prefix, max_entries=config.max_entries, max_value_bytes=config.max_value_bytes)
 
-    async def append(self, key: str, value: Any, *, idempotency_id: str | None = None) -> int:
-        return self._space.append(key, value, idempotency_id=idempotency_id)
+    async def _extend(self, key: str, items: list[bytes], idempotency_id: str | None) -> int:
+        return self._space.extend(key, items, idempotency_id)
 
-    async def extend(self, key: str, values: Iterable[Any], *, idempotency_id: str | None = None) -> int:
-        return self._space.extend(key, values, idempotency_id=idempotency_id)
-
-    async def get_range(self, key: str, start: int, end: int) -> list[Any]:
+    async def _get_range(self, key: str, start: int, end: int) -> list[bytes]:
         return self._space.get_range(key, start, end)
 
-    async def get_length(self, key: str) -> int:
+    async def _get_length(self, key: str) -> int:
         return self._space.get_length(key)
+
+    async def _trim(self, key: str, start: int, end: int) -> int:
+        return self._space.trim(key, start, end)

@@ -675,3 +675,194 @@ async def test_racing_appends_with_one_id_store_one_item(db: AsyncHarness) -> No
             lengths = list(pool.map(lambda i: db.store.append("h", i, idempotency_id=same), range(6)))
     assert set(lengths) == {1}
     assert await db.store.get_length("h") == 1
+
+
+# --- incr, delete_many, get(touch=), trim (DESIGN.md §1) -----------------------------------
+
+
+async def test_incr_counts_from_zero_and_adds(kv: AsyncHarness) -> None:
+    """incr on a missing key starts at 0; later calls add ``by`` (negative too) and return the result."""
+    assert await kv.store.incr("n") == 1
+    assert await kv.store.incr("n", 41) == 42
+    assert await kv.store.incr("n", -50) == -8
+    assert await kv.store.get("n") == -8
+    assert await kv.store.incr("fresh", 0) == 0
+    assert await kv.store.get("fresh") == 0
+
+
+async def test_incr_continues_a_value_written_by_set(kv: AsyncHarness) -> None:
+    """An integer stored with set is a counter; the result reads back as an int."""
+    await kv.store.set("n", 10)
+    assert await kv.store.incr("n", 5) == 15
+    assert await kv.store.mget(["n"]) == [15]
+
+
+@pytest.mark.parametrize("value", [1.5, 2.0, "3", True, None, [1], {"n": 1}])
+async def test_incr_refuses_a_value_that_is_not_an_integer(kv: AsyncHarness, value: Any) -> None:
+    """A float, string, bool, null, array or object raises WrongTypeError and stays as it was."""
+    await kv.store.set("n", value)
+    with pytest.raises(WrongTypeError):
+        await kv.store.incr("n")
+    assert await kv.store.get("n") == value
+
+
+async def test_incr_refuses_to_leave_the_64_bit_range(kv: AsyncHarness) -> None:
+    """A result beyond a signed 64-bit integer raises WrongTypeError and changes nothing."""
+    await kv.store.set("n", 2**63 - 2)
+    assert await kv.store.incr("n") == 2**63 - 1
+    with pytest.raises(WrongTypeError):
+        await kv.store.incr("n")
+    assert await kv.store.get("n") == 2**63 - 1
+    assert await kv.store.incr("m", -(2**63)) == -(2**63)
+    with pytest.raises(WrongTypeError):
+        await kv.store.incr("m", -1)
+
+
+@pytest.mark.parametrize("by", [1.0, "1", True, None, 2**63])
+async def test_incr_checks_by_before_io(kv: AsyncHarness, by: Any) -> None:
+    """``by`` must be an int in the 64-bit range (not a bool): TypeError or ValueError, nothing written."""
+    with pytest.raises((TypeError, ValueError)):
+        await kv.store.incr("n", by)
+    assert await kv.store.exists("n") is False
+
+
+async def test_incr_keeps_the_ttl(kv: AsyncHarness) -> None:
+    """incr changes the number, not the expiry (as Redis INCRBY)."""
+    await kv.store.set("n", 1, ttl=100)
+    assert await kv.store.incr("n") == 2
+    remaining = await kv.store.ttl("n")
+    assert remaining is not None and 0 < remaining <= 100
+    await kv.advance(101)
+    assert await kv.store.get("n") is None
+    assert await kv.store.incr("n") == 1  # expired: counts from 0 again, without a TTL
+    assert await kv.store.ttl("n") is None
+
+
+async def test_incr_is_atomic_under_concurrency(kv: AsyncHarness) -> None:
+    """Concurrent increments lose nothing."""
+    if True:  # ASYNC
+        await asyncio.gather(*(kv.store.incr("n") for _ in range(50)))
+    else:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda _: kv.store.incr("n"), range(50)))
+    assert await kv.store.get("n") == 50
+
+
+async def test_delete_many_counts_what_it_removed(kv: AsyncHarness) -> None:
+    """delete_many removes values and reports how many existed; missing and repeated keys count once or not."""
+    await kv.store.mset({"a": 1, "b": 2, "c": 3})
+    assert await kv.store.delete_many(["a", "b", "missing", "a"]) == 2
+    assert await kv.store.mget(["a", "b", "c"]) == [None, None, 3]
+    assert await kv.store.delete_many([]) == 0
+    assert await kv.store.delete_many(iter(["c"])) == 1
+
+
+async def test_delete_many_checks_every_key_before_io(kv: AsyncHarness) -> None:
+    """One invalid key raises InvalidKeyError and nothing is deleted."""
+    await kv.store.set("a", 1)
+    with pytest.raises(InvalidKeyError):
+        await kv.store.delete_many(["a", ""])
+    assert await kv.store.get("a") == 1
+
+
+async def test_delete_many_respects_the_prefix(kv: AsyncHarness) -> None:
+    """Another prefix's keys of the same name survive."""
+    other = await kv.sibling(key_prefix="other:")
+    await kv.store.set("a", 1)
+    await other.set("a", 2)
+    assert await kv.store.delete_many(["a"]) == 1
+    assert await other.get("a") == 2
+
+
+async def test_get_touch_slides_the_ttl(kv: AsyncHarness) -> None:
+    """get(key, touch=ttl) returns the value and restarts its TTL at ``ttl``."""
+    await kv.store.set("s", {"user": 1}, ttl=10)
+    await kv.advance(6)
+    assert await kv.store.get("s", touch=10) == {"user": 1}
+    await kv.advance(6)
+    assert await kv.store.get("s") == {"user": 1}  # 12 s after set, alive thanks to the touch
+    remaining = await kv.store.ttl("s")
+    assert remaining is not None and remaining <= 4.5
+    await kv.store.set("forever", 1)
+    assert await kv.store.get("forever", touch=timedelta(seconds=30)) == 1
+    remaining = await kv.store.ttl("forever")
+    assert remaining is not None and 0 < remaining <= 30
+
+
+async def test_get_touch_of_missing_or_expired_is_none(kv: AsyncHarness) -> None:
+    """Touching what is not there creates nothing."""
+    assert await kv.store.get("nope", touch=10) is None
+    await kv.store.set("old", 1, ttl=1)
+    await kv.advance(2)
+    assert await kv.store.get("old", touch=10) is None
+    assert await kv.store.exists("nope") is False
+    assert await kv.store.exists("old") is False
+
+
+@pytest.mark.parametrize("touch", [0, -1, float("nan"), "10", True])
+async def test_get_touch_checks_the_ttl(kv: AsyncHarness, touch: Any) -> None:
+    """An invalid touch TTL raises before any I/O."""
+    await kv.store.set("s", 1)
+    with pytest.raises((TypeError, ValueError)):
+        await kv.store.get("s", touch=touch)
+    assert await kv.store.ttl("s") is None
+
+
+async def test_new_operations_refuse_list_keys(db: AsyncHarness) -> None:
+    """incr and get(touch=) on a list raise WrongTypeError; delete_many removes lists too."""
+    await db.store.append("l", 1)
+    with pytest.raises(WrongTypeError):
+        await db.store.incr("l")
+    with pytest.raises(WrongTypeError):
+        await db.store.get("l", touch=10)
+    assert await db.store.get_range("l", 0, -1) == [1]
+    await db.store.set("v", 1)
+    assert await db.store.delete_many(["l", "v"]) == 2
+    assert await db.store.exists("l") is False
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [(0, -1), (0, 0), (2, 5), (-3, -1), (-20, 2), (5, 100), (7, 3), (10, 20), (0, -11), (-1, -1), (3, -4)],
+)
+async def test_trim_has_ltrim_semantics(db: AsyncHarness, start: int, end: int) -> None:
+    """trim keeps what get_range(start, end) returned, and reports how many items it removed."""
+    items = list(range(10))
+    await db.store.extend("h", items)
+    kept = await db.store.get_range("h", start, end)
+    assert await db.store.trim("h", start, end) == len(items) - len(kept)
+    assert await db.store.get_range("h", 0, -1) == kept
+    assert await db.store.get_length("h") == len(kept)
+    assert await db.store.exists("h") is bool(kept)
+
+
+async def test_trim_then_append_and_read(db: AsyncHarness) -> None:
+    """After a trim, appends go to the tail and indexes count from the new head."""
+    await db.store.extend("h", list(range(6)))
+    assert await db.store.trim("h", -3, -1) == 3
+    assert await db.store.append("h", 6) == 4
+    assert await db.store.get_range("h", 0, -1) == [3, 4, 5, 6]
+    assert await db.store.get_range("h", 1, 1) == [4]
+    assert await db.store.get_range("h", -2, -1) == [5, 6]
+    assert await db.store.trim("h", 1, -1) == 1
+    assert await db.store.get_range("h", 0, 0) == [4]
+
+
+async def test_trim_of_missing_list_and_of_a_value(db: AsyncHarness) -> None:
+    """A missing list trims nothing; a value key raises WrongTypeError and stays."""
+    assert await db.store.trim("nope", 0, -1) == 0
+    await db.store.set("v", 1)
+    with pytest.raises(WrongTypeError):
+        await db.store.trim("v", 0, 0)
+    assert await db.store.get("v") == 1
+    with pytest.raises(TypeError):
+        await db.store.trim("nope", 0, 1.5)  # type: ignore[arg-type]
+
+
+async def test_trim_keeps_idempotency_ids(db: AsyncHarness) -> None:
+    """A retried append after a trim is still recognised by its id."""
+    assert await db.store.append("h", "a", idempotency_id="first") == 1
+    await db.store.append("h", "b")
+    await db.store.trim("h", -1, -1)
+    assert await db.store.append("h", "a", idempotency_id="first") == 1
+    assert await db.store.get_range("h", 0, -1) == ["b"]

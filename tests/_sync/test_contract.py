@@ -672,3 +672,191 @@ def test_racing_appends_with_one_id_store_one_item(db: Harness) -> None:
         lengths = list(pool.map(lambda i: db.store.append("h", i, idempotency_id=same), range(6)))
     assert set(lengths) == {1}
     assert db.store.get_length("h") == 1
+
+
+# --- incr, delete_many, get(touch=), trim (DESIGN.md §1) -----------------------------------
+
+
+def test_incr_counts_from_zero_and_adds(kv: Harness) -> None:
+    """incr on a missing key starts at 0; later calls add ``by`` (negative too) and return the result."""
+    assert kv.store.incr("n") == 1
+    assert kv.store.incr("n", 41) == 42
+    assert kv.store.incr("n", -50) == -8
+    assert kv.store.get("n") == -8
+    assert kv.store.incr("fresh", 0) == 0
+    assert kv.store.get("fresh") == 0
+
+
+def test_incr_continues_a_value_written_by_set(kv: Harness) -> None:
+    """An integer stored with set is a counter; the result reads back as an int."""
+    kv.store.set("n", 10)
+    assert kv.store.incr("n", 5) == 15
+    assert kv.store.mget(["n"]) == [15]
+
+
+@pytest.mark.parametrize("value", [1.5, 2.0, "3", True, None, [1], {"n": 1}])
+def test_incr_refuses_a_value_that_is_not_an_integer(kv: Harness, value: Any) -> None:
+    """A float, string, bool, null, array or object raises WrongTypeError and stays as it was."""
+    kv.store.set("n", value)
+    with pytest.raises(WrongTypeError):
+        kv.store.incr("n")
+    assert kv.store.get("n") == value
+
+
+def test_incr_refuses_to_leave_the_64_bit_range(kv: Harness) -> None:
+    """A result beyond a signed 64-bit integer raises WrongTypeError and changes nothing."""
+    kv.store.set("n", 2**63 - 2)
+    assert kv.store.incr("n") == 2**63 - 1
+    with pytest.raises(WrongTypeError):
+        kv.store.incr("n")
+    assert kv.store.get("n") == 2**63 - 1
+    assert kv.store.incr("m", -(2**63)) == -(2**63)
+    with pytest.raises(WrongTypeError):
+        kv.store.incr("m", -1)
+
+
+@pytest.mark.parametrize("by", [1.0, "1", True, None, 2**63])
+def test_incr_checks_by_before_io(kv: Harness, by: Any) -> None:
+    """``by`` must be an int in the 64-bit range (not a bool): TypeError or ValueError, nothing written."""
+    with pytest.raises((TypeError, ValueError)):
+        kv.store.incr("n", by)
+    assert kv.store.exists("n") is False
+
+
+def test_incr_keeps_the_ttl(kv: Harness) -> None:
+    """incr changes the number, not the expiry (as Redis INCRBY)."""
+    kv.store.set("n", 1, ttl=100)
+    assert kv.store.incr("n") == 2
+    remaining = kv.store.ttl("n")
+    assert remaining is not None and 0 < remaining <= 100
+    kv.advance(101)
+    assert kv.store.get("n") is None
+    assert kv.store.incr("n") == 1  # expired: counts from 0 again, without a TTL
+    assert kv.store.ttl("n") is None
+
+
+def test_incr_is_atomic_under_concurrency(kv: Harness) -> None:
+    """Concurrent increments lose nothing."""
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: kv.store.incr("n"), range(50)))
+    assert kv.store.get("n") == 50
+
+
+def test_delete_many_counts_what_it_removed(kv: Harness) -> None:
+    """delete_many removes values and reports how many existed; missing and repeated keys count once or not."""
+    kv.store.mset({"a": 1, "b": 2, "c": 3})
+    assert kv.store.delete_many(["a", "b", "missing", "a"]) == 2
+    assert kv.store.mget(["a", "b", "c"]) == [None, None, 3]
+    assert kv.store.delete_many([]) == 0
+    assert kv.store.delete_many(iter(["c"])) == 1
+
+
+def test_delete_many_checks_every_key_before_io(kv: Harness) -> None:
+    """One invalid key raises InvalidKeyError and nothing is deleted."""
+    kv.store.set("a", 1)
+    with pytest.raises(InvalidKeyError):
+        kv.store.delete_many(["a", ""])
+    assert kv.store.get("a") == 1
+
+
+def test_delete_many_respects_the_prefix(kv: Harness) -> None:
+    """Another prefix's keys of the same name survive."""
+    other = kv.sibling(key_prefix="other:")
+    kv.store.set("a", 1)
+    other.set("a", 2)
+    assert kv.store.delete_many(["a"]) == 1
+    assert other.get("a") == 2
+
+
+def test_get_touch_slides_the_ttl(kv: Harness) -> None:
+    """get(key, touch=ttl) returns the value and restarts its TTL at ``ttl``."""
+    kv.store.set("s", {"user": 1}, ttl=10)
+    kv.advance(6)
+    assert kv.store.get("s", touch=10) == {"user": 1}
+    kv.advance(6)
+    assert kv.store.get("s") == {"user": 1}  # 12 s after set, alive thanks to the touch
+    remaining = kv.store.ttl("s")
+    assert remaining is not None and remaining <= 4.5
+    kv.store.set("forever", 1)
+    assert kv.store.get("forever", touch=timedelta(seconds=30)) == 1
+    remaining = kv.store.ttl("forever")
+    assert remaining is not None and 0 < remaining <= 30
+
+
+def test_get_touch_of_missing_or_expired_is_none(kv: Harness) -> None:
+    """Touching what is not there creates nothing."""
+    assert kv.store.get("nope", touch=10) is None
+    kv.store.set("old", 1, ttl=1)
+    kv.advance(2)
+    assert kv.store.get("old", touch=10) is None
+    assert kv.store.exists("nope") is False
+    assert kv.store.exists("old") is False
+
+
+@pytest.mark.parametrize("touch", [0, -1, float("nan"), "10", True])
+def test_get_touch_checks_the_ttl(kv: Harness, touch: Any) -> None:
+    """An invalid touch TTL raises before any I/O."""
+    kv.store.set("s", 1)
+    with pytest.raises((TypeError, ValueError)):
+        kv.store.get("s", touch=touch)
+    assert kv.store.ttl("s") is None
+
+
+def test_new_operations_refuse_list_keys(db: Harness) -> None:
+    """incr and get(touch=) on a list raise WrongTypeError; delete_many removes lists too."""
+    db.store.append("l", 1)
+    with pytest.raises(WrongTypeError):
+        db.store.incr("l")
+    with pytest.raises(WrongTypeError):
+        db.store.get("l", touch=10)
+    assert db.store.get_range("l", 0, -1) == [1]
+    db.store.set("v", 1)
+    assert db.store.delete_many(["l", "v"]) == 2
+    assert db.store.exists("l") is False
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [(0, -1), (0, 0), (2, 5), (-3, -1), (-20, 2), (5, 100), (7, 3), (10, 20), (0, -11), (-1, -1), (3, -4)],
+)
+def test_trim_has_ltrim_semantics(db: Harness, start: int, end: int) -> None:
+    """trim keeps what get_range(start, end) returned, and reports how many items it removed."""
+    items = list(range(10))
+    db.store.extend("h", items)
+    kept = db.store.get_range("h", start, end)
+    assert db.store.trim("h", start, end) == len(items) - len(kept)
+    assert db.store.get_range("h", 0, -1) == kept
+    assert db.store.get_length("h") == len(kept)
+    assert db.store.exists("h") is bool(kept)
+
+
+def test_trim_then_append_and_read(db: Harness) -> None:
+    """After a trim, appends go to the tail and indexes count from the new head."""
+    db.store.extend("h", list(range(6)))
+    assert db.store.trim("h", -3, -1) == 3
+    assert db.store.append("h", 6) == 4
+    assert db.store.get_range("h", 0, -1) == [3, 4, 5, 6]
+    assert db.store.get_range("h", 1, 1) == [4]
+    assert db.store.get_range("h", -2, -1) == [5, 6]
+    assert db.store.trim("h", 1, -1) == 1
+    assert db.store.get_range("h", 0, 0) == [4]
+
+
+def test_trim_of_missing_list_and_of_a_value(db: Harness) -> None:
+    """A missing list trims nothing; a value key raises WrongTypeError and stays."""
+    assert db.store.trim("nope", 0, -1) == 0
+    db.store.set("v", 1)
+    with pytest.raises(WrongTypeError):
+        db.store.trim("v", 0, 0)
+    assert db.store.get("v") == 1
+    with pytest.raises(TypeError):
+        db.store.trim("nope", 0, 1.5)  # type: ignore[arg-type]
+
+
+def test_trim_keeps_idempotency_ids(db: Harness) -> None:
+    """A retried append after a trim is still recognised by its id."""
+    assert db.store.append("h", "a", idempotency_id="first") == 1
+    db.store.append("h", "b")
+    db.store.trim("h", -1, -1)
+    assert db.store.append("h", "a", idempotency_id="first") == 1
+    assert db.store.get_range("h", 0, -1) == ["b"]
