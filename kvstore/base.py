@@ -14,6 +14,8 @@ See DESIGN.md §1-§4 for the whole contract.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
@@ -39,6 +41,7 @@ __all__ = [
     "Database",
     "Store",
     "TypedStore",
+    "config_options",
     "holds_list",
     "holds_value",
     "not_an_integer",
@@ -72,10 +75,22 @@ def _check_by(by: object) -> int:
     if by.__class__ is not int:
         if isinstance(by, bool) or not hasattr(by, "__index__"):
             raise TypeError(f"incr takes an int, not {type(by).__name__}")
-        by = by.__index__()  # type: ignore[attr-defined]  # checked just above
+        by = by.__index__()
     if not -MAX_INT - 1 <= by <= MAX_INT:  # type: ignore[operator]  # an int by now
         raise ValueError(f"incr takes a 64-bit integer, not {by!r}")
     return by  # type: ignore[return-value]  # an int by now
+
+
+@functools.cache
+def _init_keywords(cls: type) -> frozenset[str]:
+    params = inspect.signature(cls).parameters.values()
+    return frozenset(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def config_options(cls: type, config: Any) -> dict[str, Any]:
+    """The constructor keywords of ``cls`` that ``config`` (a pydantic model) has fields for."""
+    wanted = _init_keywords(cls)
+    return {name: getattr(config, name) for name in type(config).model_fields if name in wanted}
 
 
 def _missing(store: object, hook: str) -> NotImplementedError:
@@ -106,6 +121,29 @@ class Store(ABC):
     key_prefix: str
     #: Largest encoded value accepted (`ValueTooLargeError` beyond it).
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    #: The config model the store was built from (`from_config`), else ``None``.
+    config: Any = None
+
+    @classmethod
+    def from_config(cls, config: Any) -> Self:
+        """Build from the backend's config model, which the store keeps as ``store.config``.
+
+        Each field of ``config`` named like a keyword of the constructor is passed to it
+        (one place for every option: the config model). The store owns what it opens and
+        closes it; a store handed a ready client or pool instead borrows it. A backend
+        with a server checks it here (`_opened`) and closes what it opened on failure.
+        """
+        store = cls(**config_options(cls, config))
+        store.config = config
+        try:
+            store._opened()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def _opened(self) -> None:  # noqa: B027  # optional hook, empty on purpose
+        """Called once by `from_config` after construction (a server backend pings here)."""
 
     # --- the public methods: every rule, once ------------------------------------------
 

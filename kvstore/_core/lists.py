@@ -29,7 +29,7 @@ def lrange_bounds(length: int, start: int, end: int) -> tuple[int, int]:
 def check_index(value: object) -> int:
     """``value`` as a list index; `TypeError` for a bool or anything that is not an integer."""
     if value.__class__ is int:
-        return value  # type: ignore[return-value]  # checked just above
+        return value
     if isinstance(value, bool) or not hasattr(value, "__index__"):
         raise TypeError(f"list indexes must be int, not {type(value).__name__}")
-    return operator.index(value)  # type: ignore[arg-type]  # has __index__
+    return operator.index(value)

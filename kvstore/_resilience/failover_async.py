@@ -67,7 +67,7 @@ from kvstore._resilience.records_async import (
 )
 from kvstore.base_async import AsyncCache, AsyncDatabase
 from kvstore.errors import BackendBusyError, BackendUnavailableError, KVStoreError, WrongTypeError
-from kvstore.memory._keyspace import lrange_bounds
+from kvstore._core.lists import lrange_bounds
 
 __all__ = ["AsyncFailoverCache", "AsyncFailoverDatabase"]
 

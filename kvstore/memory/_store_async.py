@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Self
 
 from kvstore._core.closed import Closed as _Closed
 from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES
 from kvstore._core.idempotency import DEFAULT_IDEMPOTENCY_WINDOW
 from kvstore._core.keys import validate_prefix
 from kvstore.base_async import AsyncCache, AsyncDatabase
-from kvstore.config import MemoryCacheConfig, MemoryDatabaseConfig
 from kvstore.memory._keyspace import MemoryKeyspace
 
 __all__ = ["AsyncMemoryCache", "AsyncMemoryDatabase"]
@@ -135,11 +133,6 @@ class AsyncMemoryCache(_MemoryStore, AsyncCache):
     ) -> None:
         super().__init__(key_prefix=key_prefix, max_entries=max_entries, max_value_bytes=max_value_bytes, clock=clock)
 
-    @classmethod
-    async def from_config(cls, config: MemoryCacheConfig) -> Self:
-        """Build from a `MemoryCacheConfig`."""
-        return cls(key_prefix=config.key_prefix, max_entries=config.max_entries, max_value_bytes=config.max_value_bytes)
-
 
 class AsyncMemoryDatabase(_MemoryStore, AsyncDatabase):
     """Database tier in this process: values and lists, not durable.
@@ -164,11 +157,6 @@ class AsyncMemoryDatabase(_MemoryStore, AsyncDatabase):
             clock=clock,
             idempotency_window=idempotency_window,
         )
-
-    @classmethod
-    async def from_config(cls, config: MemoryDatabaseConfig) -> Self:
-        """Build from a `MemoryDatabaseConfig`."""
-        return cls(key_prefix=config.key_prefix, max_entries=config.max_entries, max_value_bytes=config.max_value_bytes)
 
     async def _extend(self, key: str, items: list[bytes], idempotency_id: str | None) -> int:
         return self._space.extend(key, items, idempotency_id)
