@@ -22,7 +22,7 @@ from kvstore._copy.copy import copy_namespace, verify_copy
 from kvstore._copy.plan import CopyCheckpoint, fingerprint
 from kvstore._core.health import HealthReport, TierHealth
 from kvstore._core.urls import config_from_url, redact_url
-from kvstore._resilience.chain import DEFAULT_CHAINS
+from kvstore._resilience.chain import default_chain
 from kvstore.base import Database, Store
 from kvstore.config import MemoryCacheConfig, MemoryDatabaseConfig, SqliteDatabaseConfig, StorageConfig, load_config
 from kvstore.errors import BackendUnavailableError, ConfigError, KVStoreError, MissingDependencyError
@@ -212,7 +212,7 @@ def _probe_tier(tier: str, config: Any) -> tuple[TierHealth, str | None]:
     """
     configured = config.type
     errors: list[str] = []
-    entries = config.fallback if config.fallback is not None else DEFAULT_CHAINS[(tier, configured)]
+    entries = config.fallback if config.fallback is not None else default_chain(tier, configured)
     for position, candidate in enumerate([config, *entries]):
         degraded = position > 0
         if isinstance(candidate, str):  # a fallback by type name: it inherits the primary's key prefix

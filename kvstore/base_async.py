@@ -83,7 +83,7 @@ def _check_by(by: object) -> int:
 @functools.cache
 def _init_keywords(cls: type) -> frozenset[str]:
     params = inspect.signature(cls).parameters.values()
-    return frozenset(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) )
+    return frozenset(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
 def config_options(cls: type, config: Any) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from tenacity import (
 
 from kvstore._core.health import HealthReport, TierHealth
 from kvstore._core.identity import identity_label, tier_identity
+from kvstore._registry import lookup
 from kvstore._resilience.breaker import BreakerPolicy, CircuitBreaker
 from kvstore._resilience.chain import fallback_chain
 from kvstore._resilience.failover import FailoverCache, FailoverDatabase
@@ -37,15 +38,6 @@ from kvstore.errors import BackendUnavailableError, ConfigError, KVStoreError, M
 __all__ = ["StorageBackends", "StorageManager"]
 
 logger = logging.getLogger("kvstore")
-
-#: (tier, backend type) -> (module, class); imported only when chosen.
-BACKENDS: dict[tuple[str, str], tuple[str, str]] = {
-    ("cache", "memory"): ("kvstore.memory._store", "MemoryCache"),
-    ("cache", "redis"): ("kvstore.redis._store", "RedisCache"),
-    ("database", "memory"): ("kvstore.memory._store", "MemoryDatabase"),
-    ("database", "sqlite"): ("kvstore.sqlite._store", "SqliteDatabase"),
-    ("database", "postgres"): ("kvstore.postgres._store", "PostgresDatabase"),
-}
 
 #: How long `health()` waits for one tier's probe.
 HEALTH_TIMEOUT = 1.0
@@ -97,8 +89,8 @@ def _check_fallbacks(chain: list[Any]) -> None:
 
 def backend_class(tier: str, backend: str) -> Any:
     """Import and return the class for ``backend`` on ``tier`` (lazy driver import)."""
-    module, name = BACKENDS[(tier, backend)]
-    return getattr(importlib.import_module(module), name)
+    entry = lookup(tier, backend)
+    return getattr(importlib.import_module(entry.module), entry.name)
 
 
 @dataclass

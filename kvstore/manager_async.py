@@ -25,6 +25,7 @@ from tenacity import (
 
 from kvstore._core.health import HealthReport, TierHealth
 from kvstore._core.identity import identity_label, tier_identity
+from kvstore._registry import lookup
 from kvstore._resilience.breaker import BreakerPolicy, CircuitBreaker
 from kvstore._resilience.chain import fallback_chain
 from kvstore._resilience.failover_async import AsyncFailoverCache, AsyncFailoverDatabase
@@ -37,15 +38,6 @@ from kvstore.errors import BackendUnavailableError, ConfigError, KVStoreError, M
 __all__ = ["AsyncStorageBackends", "AsyncStorageManager"]
 
 logger = logging.getLogger("kvstore")
-
-#: (tier, backend type) -> (module, class); imported only when chosen.
-BACKENDS: dict[tuple[str, str], tuple[str, str]] = {
-    ("cache", "memory"): ("kvstore.memory._store_async", "AsyncMemoryCache"),
-    ("cache", "redis"): ("kvstore.redis._store_async", "AsyncRedisCache"),
-    ("database", "memory"): ("kvstore.memory._store_async", "AsyncMemoryDatabase"),
-    ("database", "sqlite"): ("kvstore.sqlite._store_async", "AsyncSqliteDatabase"),
-    ("database", "postgres"): ("kvstore.postgres._store_async", "AsyncPostgresDatabase"),
-}
 
 #: How long `health()` waits for one tier's probe.
 HEALTH_TIMEOUT = 1.0
@@ -97,8 +89,8 @@ def _check_fallbacks(chain: list[Any]) -> None:
 
 def backend_class(tier: str, backend: str) -> Any:
     """Import and return the class for ``backend`` on ``tier`` (lazy driver import)."""
-    module, name = BACKENDS[(tier, backend)]
-    return getattr(importlib.import_module(module), name)
+    entry = lookup(tier, backend)
+    return getattr(importlib.import_module(entry.module_async), entry.name_async)
 
 
 @dataclass

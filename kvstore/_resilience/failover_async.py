@@ -50,6 +50,7 @@ from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
 from kvstore._core.idempotency import validate_idempotency_id
 from kvstore._core.items import LowerBound, MsetItems, normalize_items
 from kvstore._core.keys import validate_key
+from kvstore._core.lists import lrange_bounds
 from kvstore._core.ttl import TTL, ttl_ms
 from kvstore._resilience.breaker import BreakerState, CircuitBreaker, Route
 from kvstore._resilience.journal import LEASE_SECONDS, Journal, JournalEntry
@@ -67,7 +68,6 @@ from kvstore._resilience.records_async import (
 )
 from kvstore.base_async import AsyncCache, AsyncDatabase
 from kvstore.errors import BackendBusyError, BackendUnavailableError, KVStoreError, WrongTypeError
-from kvstore._core.lists import lrange_bounds
 
 __all__ = ["AsyncFailoverCache", "AsyncFailoverDatabase"]
 

@@ -23,9 +23,9 @@ from kvstore._core.codec import decode, encode
 from kvstore._core.idempotency import DEFAULT_IDEMPOTENCY_WINDOW, validate_idempotency_id, validate_window
 from kvstore._core.items import MsetItems, normalize_items
 from kvstore._core.keys import compile_glob, glob_literal_prefix, is_match_all, prefix_upper_bound, validate_key
+from kvstore._core.lists import lrange_bounds
 from kvstore._core.ttl import TTL, ttl_ms
 from kvstore.errors import BackendBusyError, ClosedError, ConfigError, KVStoreError, WrongTypeError
-from kvstore._core.lists import lrange_bounds
 from kvstore.sqlite import _sql as sql
 from kvstore.sqlite._sql import (
     SqliteCorruptError,
