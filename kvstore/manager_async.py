@@ -30,10 +30,10 @@ from kvstore._resilience.breaker import BreakerPolicy, CircuitBreaker
 from kvstore._resilience.chain import fallback_chain
 from kvstore._resilience.failover_async import AsyncFailoverCache, AsyncFailoverDatabase
 from kvstore._resilience.journal import create_private_file
-from kvstore._telemetry import maybe_instrument
 from kvstore.base_async import AsyncCache, AsyncDatabase
 from kvstore.config import DEFAULT_SQLITE_PATH, StorageConfig, load_config
 from kvstore.errors import BackendUnavailableError, ConfigError, KVStoreError, MissingDependencyError
+from kvstore.telemetry import maybe_instrument
 
 __all__ = ["AsyncStorageBackends", "AsyncStorageManager"]
 
