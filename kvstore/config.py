@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES
+from kvstore._core.keys import validate_prefix
 from kvstore.errors import ConfigError, MissingDependencyError
 
 __all__ = [
@@ -105,13 +106,7 @@ class _TierConfig(_Model):
     @field_validator("key_prefix")
     @classmethod
     def _check_prefix(cls, value: str) -> str:
-        if "\x00" in value or len(value.encode("utf-8", "surrogatepass")) > 512:
-            raise ValueError("key_prefix must have no NUL and at most 512 UTF-8 bytes")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("key_prefix must not contain lone surrogates") from None
-        return value
+        return validate_prefix(value)
 
 
 # --- URLs with secrets in them -------------------------------------------------------

@@ -1,16 +1,4 @@
-"""The instruments behind the telemetry wrappers: spans, metrics and the attributes they carry.
-
-Off by default: nothing here runs unless a store is wrapped with `instrument`, so an
-uninstrumented store pays nothing. Importing this module does not import OpenTelemetry;
-`instrument` does, and raises `MissingDependencyError` when ``opentelemetry-api`` is absent.
-
-Spans follow the OpenTelemetry database client conventions: one CLIENT span per
-operation named ``"{operation} {target}"``, with ``db.system.name``, ``db.operation.name``,
-``db.namespace``, ``server.address`` / ``server.port`` and, on failure, ``error.type``.
-They never carry a key, a value, a URL or a password, and exception messages (which can
-name a key) are not recorded. Metrics: the ``db.client.operation.duration`` histogram
-(seconds) and the ``kvstore.client.operation.errors`` counter, per operation.
-"""
+"""The instruments behind the telemetry wrappers: spans, metrics and their attributes (see `kvstore.telemetry`)."""
 
 from __future__ import annotations
 
