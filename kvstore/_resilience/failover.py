@@ -23,6 +23,12 @@ over a primary and a fallback with a `CircuitBreaker` (DESIGN.md §8):
   database replays its journal in order, skipping (and keeping, as a conflict)
   any write whose keys another instance changed after it was made.
 * With ``on_outage="fail"`` writes raise instead of being buffered.
+
+Operations whose outage outcome depends on what only the primary knows are decided
+from the journal or refused: ``set(only_if_absent=True)`` always needs the primary;
+``incr`` is answered when this outage wrote the key (see `IncrRecord`), else refused.
+``delete_many``, ``get(touch=)`` and ``trim`` are journaled like ``delete``, ``expire``
+and an ordered list write (see each method and ``records``).
 """
 
 from __future__ import annotations
