@@ -42,6 +42,7 @@ __all__ = [
     "Database",
     "Store",
     "TypedStore",
+    "check_incr_by",
     "config_options",
     "holds_list",
     "holds_value",
@@ -77,7 +78,8 @@ def not_an_integer(key: str, backend: str | None = None, detail: str = "") -> Wr
     )
 
 
-def _check_by(by: object) -> int:
+def check_incr_by(by: object) -> int:
+    """``by`` of `incr` as an int: `TypeError` for a bool or non-integer, `ValueError` beyond 64 bits."""
     if by.__class__ is not int:
         if isinstance(by, bool) or not hasattr(by, "__index__"):
             raise TypeError(f"incr takes an int, not {type(by).__name__}")
@@ -246,7 +248,7 @@ class Store(ABC):
         64-bit range raises `WrongTypeError` and changes nothing.
         """
         key = validate_key(key)
-        return self._incr(key, _check_by(by))
+        return self._incr(key, check_incr_by(by))
 
     @abstractmethod
     def ping(self) -> None:

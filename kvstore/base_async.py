@@ -41,6 +41,7 @@ __all__ = [
     "AsyncDatabase",
     "AsyncStore",
     "AsyncTypedStore",
+    "check_incr_by",
     "config_options",
     "holds_list",
     "holds_value",
@@ -76,7 +77,8 @@ def not_an_integer(key: str, backend: str | None = None, detail: str = "") -> Wr
     )
 
 
-def _check_by(by: object) -> int:
+def check_incr_by(by: object) -> int:
+    """``by`` of `incr` as an int: `TypeError` for a bool or non-integer, `ValueError` beyond 64 bits."""
     if by.__class__ is not int:
         if isinstance(by, bool) or not hasattr(by, "__index__"):
             raise TypeError(f"incr takes an int, not {type(by).__name__}")
@@ -256,7 +258,7 @@ class AsyncStore(ABC):
         64-bit range raises `WrongTypeError` and changes nothing.
         """
         key = validate_key(key)
-        return await self._incr(key, _check_by(by))
+        return await self._incr(key, check_incr_by(by))
 
     @abstractmethod
     async def ping(self) -> None:
