@@ -44,15 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from tenacity import (
-    Retrying,
-    retry_if_exception_type,
-    retry_if_not_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential,
-    wait_random,
-)
+from tenacity import Retrying
 
 from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
 from kvstore._core.idempotency import validate_idempotency_id
@@ -77,6 +69,7 @@ from kvstore._resilience.records import (
     decode_record,
     seconds_left,
 )
+from kvstore._resilience.retry import IDEMPOTENT_CALL
 from kvstore.base import (
     MAX_INT,
     Cache,
@@ -97,8 +90,6 @@ OnOutage = Literal["buffer", "fail"]
 DegradedReads = Literal["auto", "strict", "fallback"]
 #: Keys remembered per outage before the cache gives up listing them and clears its prefix on failback.
 MAX_TRACKED_KEYS = 100_000
-#: Seconds within which a failed idempotent call may be retried on the primary.
-RETRY_BUDGET = 0.25
 
 
 class _AsyncFailover:
@@ -191,14 +182,9 @@ class _AsyncFailover:
         except BackendUnavailableError:
             # Retry only failures that came fast (refused, reset): one that used up its
             # deadline is not repeated, so a hung server costs one deadline, not several.
-            if not idempotent or self._retry_attempts < 2 or time.monotonic() - started >= RETRY_BUDGET:
+            if not idempotent or self._retry_attempts < 2 or time.monotonic() - started >= IDEMPOTENT_CALL.deadline:
                 raise
-        retrying = Retrying(
-            stop=stop_after_attempt(self._retry_attempts - 1) | stop_after_delay(RETRY_BUDGET),
-            wait=wait_exponential(multiplier=0.02, max=0.2) + wait_random(0, 0.02),
-            retry=retry_if_exception_type(BackendUnavailableError) & retry_if_not_exception_type(BackendBusyError),
-            reraise=True,
-        )
+        retrying = Retrying(**IDEMPOTENT_CALL.within(attempts=self._retry_attempts - 1).options())
         for attempt in retrying:
             with attempt:
                 return call(self.primary)
