@@ -227,6 +227,7 @@ class Tier:
     def open(self) -> None:
         """Open the stores and the floor's connection and load the grid's 1,000 keys."""
 
+    @cached_property
     def session_stores(self) -> tuple[Any, Any]:
         """kvstore's session stores (sync, async): by default on the grid's database alone."""
         return SessionStore(None, self.stores[0], ttl=SESSION_TTL), AsyncSessionStore(
@@ -427,6 +428,7 @@ class MemoryTier(Tier):
     def chat_dbs(self) -> tuple[Any, Any]:
         return MemoryDatabase(max_entries=None), AsyncMemoryDatabase(max_entries=None)
 
+    @cached_property
     def session_stores(self) -> tuple[Any, Any]:
         return (
             SessionStore(MemoryCache(), MemoryDatabase(), ttl=SESSION_TTL),
@@ -1115,6 +1117,7 @@ class RedisTier(Tier):
             client.close()
         print(f"  removed {removed} {self.tag}* keys")
 
+    @cached_property
     def session_stores(self) -> tuple[Any, Any]:
         self.note(
             SESSION,
