@@ -152,6 +152,7 @@ _MAX_RUNS = 32
 #: at most this many are kept per thread.
 _DOC_AGE = 4
 _DOCS_KEPT = 32
+_RECENT = 16
 
 
 def safe_serializer() -> JsonPlusSerializer:
@@ -405,11 +406,14 @@ class _Doc:
 class _Pending:
     """The documents of one (thread, namespace) that still hold messages inline, and its put count."""
 
-    __slots__ = ("docs", "puts")
+    __slots__ = ("docs", "puts", "recent")
 
     def __init__(self) -> None:
         self.docs: list[_Doc] = []
         self.puts = 0
+        # The items the last puts appended: a document stored after the put that appended its message (the
+        # put and put_writes of a step may run concurrently) is rewritten by the next put.
+        self.recent: list[tuple[Any, list[Any], ItemId]] = []
 
 
 class _SaverCore(BaseCheckpointSaver[int]):
@@ -580,9 +584,11 @@ class _SaverCore(BaseCheckpointSaver[int]):
             pending.puts += 1
             earlier = [d for d in pending.docs if pending.puts - d.born <= _DOC_AGE]
             rewritten: list[_Doc] = []
-            if appended:
-                by_object = {id(obj): (obj, item) for obj, _, item in appended}
-                by_json = {orjson.dumps(encoded): item for _, encoded, item in appended}
+            candidates = [*pending.recent, *appended]
+            pending.recent = candidates[-_RECENT:]
+            if candidates:
+                by_object = {id(obj): (obj, item) for obj, _, item in candidates}
+                by_json = {orjson.dumps(encoded): item for _, encoded, item in candidates}
                 for doc in [*earlier, *docs]:
                     left: list[Leaf] = []
                     for obj, node in doc.leaves:
