@@ -138,7 +138,7 @@ async def test_changed_since_is_one_round_trip(store: AsyncPostgresDatabase, mon
 async def test_tombstones_and_clear_marks_are_purged_after_the_window(postgres_url: str) -> None:
     """purge_expired drops tombstones and clear marks older than the idempotency window."""
     schema = f"kv_tomb_{uuid.uuid4().hex[:8]}"
-    db = AsyncPostgresDatabase(postgres_url, schema=schema, key_prefix="p:", idempotency_window=0.001)
+    db = AsyncPostgresDatabase(postgres_url, schema_name=schema, key_prefix="p:", idempotency_window=0.001)
     try:
         await db.set("k", 1)
         await db.delete("k")
@@ -161,7 +161,7 @@ async def test_version_2_tables_migrate_to_change_tracking(postgres_url: str) ->
     """Tables left by a version-2 kvstore gain modified_at, tombstones and clear marks on connect, data kept."""
     schema = f"kv_v2_{uuid.uuid4().hex[:8]}"
     ident = psycopg.sql.Identifier
-    db = AsyncPostgresDatabase(postgres_url, schema=schema, key_prefix="p:")
+    db = AsyncPostgresDatabase(postgres_url, schema_name=schema, key_prefix="p:")
     await db.set("k", {"v": 1})
     await db.append("h", 1)
     await db.aclose()
@@ -171,7 +171,7 @@ async def test_version_2_tables_migrate_to_change_tracking(postgres_url: str) ->
         await conn.execute(sql("DROP TABLE {}").format(ident(schema, "kvstore_tombstones")))
         await conn.execute(sql("DROP TABLE {}").format(ident(schema, "kvstore_cleared")))
         await conn.execute(sql("UPDATE {} SET version = 2").format(ident(schema, "kvstore_meta")))
-    db = AsyncPostgresDatabase(postgres_url, schema=schema, key_prefix="p:")
+    db = AsyncPostgresDatabase(postgres_url, schema_name=schema, key_prefix="p:")
     try:
         assert await db.get("k") == {"v": 1}
         assert await db.get_range("h", 0, -1) == [1]

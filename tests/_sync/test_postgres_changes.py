@@ -139,7 +139,7 @@ def test_changed_since_is_one_round_trip(store: PostgresDatabase, monkeypatch: p
 def test_tombstones_and_clear_marks_are_purged_after_the_window(postgres_url: str) -> None:
     """purge_expired drops tombstones and clear marks older than the idempotency window."""
     schema = f"kv_tomb_{uuid.uuid4().hex[:8]}"
-    db = PostgresDatabase(postgres_url, schema=schema, key_prefix="p:", idempotency_window=0.001)
+    db = PostgresDatabase(postgres_url, schema_name=schema, key_prefix="p:", idempotency_window=0.001)
     try:
         db.set("k", 1)
         db.delete("k")
@@ -162,7 +162,7 @@ def test_version_2_tables_migrate_to_change_tracking(postgres_url: str) -> None:
     """Tables left by a version-2 kvstore gain modified_at, tombstones and clear marks on connect, data kept."""
     schema = f"kv_v2_{uuid.uuid4().hex[:8]}"
     ident = psycopg.sql.Identifier
-    db = PostgresDatabase(postgres_url, schema=schema, key_prefix="p:")
+    db = PostgresDatabase(postgres_url, schema_name=schema, key_prefix="p:")
     db.set("k", {"v": 1})
     db.append("h", 1)
     db.close()
@@ -172,7 +172,7 @@ def test_version_2_tables_migrate_to_change_tracking(postgres_url: str) -> None:
         conn.execute(sql("DROP TABLE {}").format(ident(schema, "kvstore_tombstones")))
         conn.execute(sql("DROP TABLE {}").format(ident(schema, "kvstore_cleared")))
         conn.execute(sql("UPDATE {} SET version = 2").format(ident(schema, "kvstore_meta")))
-    db = PostgresDatabase(postgres_url, schema=schema, key_prefix="p:")
+    db = PostgresDatabase(postgres_url, schema_name=schema, key_prefix="p:")
     try:
         assert db.get("k") == {"v": 1}
         assert db.get_range("h", 0, -1) == [1]
