@@ -34,7 +34,7 @@ SECRET = "s3cr3t-canary"
         (psycopg.errors.DeadlockDetected("deadlock detected"), BackendBusyError),
         (psycopg.errors.SerializationFailure("could not serialize access"), BackendBusyError),
         (psycopg.errors.CannotConnectNow("the database system is starting up"), BackendUnavailableError),
-        (psycopg.errors.IdleSessionTimeout("terminating connection due to idle-session timeout"), BackendUnavailableError),
+        (psycopg.errors.IdleSessionTimeout("idle-session timeout"), BackendUnavailableError),
         (psycopg.errors.UniqueViolation("duplicate key"), KVStoreError),
         (psycopg.ProgrammingError("syntax error"), KVStoreError),
         (psycopg.InternalError("internal"), KVStoreError),

@@ -228,18 +228,52 @@ async def test_purge_drops_ids_older_than_the_window(postgres_url: str) -> None:
 
 
 async def test_ready_pool_is_used_not_owned(postgres_url: str) -> None:
-    """A store given a ready pool uses it and leaves it open on close."""
+    """A store given a ready pool uses it for every kind of call and leaves it open on close."""
     from psycopg_pool import AsyncConnectionPool
 
     pool: Any = AsyncConnectionPool(postgres_url, kwargs={"autocommit": True}, min_size=1, max_size=2, open=False)
     await pool.open()
     db = AsyncPostgresDatabase(pool, key_prefix=f"pool-{uuid.uuid4().hex[:6]}:")
     await db.set("k", [1])
-    assert await db.get("k") == [1]
+    assert await db.get("k", touch=60) == [1]
+    assert await db.incr("n", 2) == 2
+    assert await db.extend("h", [1, 2, 3]) == 3
+    assert await db.trim("h", 1, -1) == 1
+    assert await db.delete_many(["k", "n", "h"]) == 3
     await db.clear()
     await db.aclose()
     assert not pool.closed
+    async with pool.connection() as conn:  # still usable by its owner
+        await conn.execute("SELECT 1")
     await pool.close()
+
+
+async def test_a_store_built_from_config_owns_its_pool(postgres_url: str) -> None:
+    """from_config keeps the config, opens its own pool and closes it in aclose."""
+    config = PostgresDatabaseConfig(url=postgres_url, key_prefix=f"own-{uuid.uuid4().hex[:6]}:", max_size=2)
+    db = await AsyncPostgresDatabase.from_config(config)
+    assert db.config is config
+    pool = db._pool
+    assert not pool.closed
+    await db.set("k", 1)
+    await db.clear()
+    await db.aclose()
+    assert pool.closed
+
+
+async def test_trim_deletes_by_index_range(store: AsyncPostgresDatabase, postgres_url: str) -> None:
+    """trim's plan deletes items by (ns, key, seq) ranges from the ends: O(removed), never a scan of the list."""
+    await store.extend("h", list(range(300)))
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        params = {"ns": store.key_prefix, "key": "h", "start": 2, "end": -3}
+        await conn.execute("BEGIN")
+        cur = await conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + store._q.trim, params)
+        plan = "\n".join(row[0] for row in await cur.fetchall())
+        await conn.execute("ROLLBACK")
+    assert plan.count("seq > $") == 2
+    assert plan.count("seq <= $") == 2
+    assert "rows=2 loops=1" in plan
+    assert "rows=300" not in plan
 
 
 async def test_expired_rows_are_purged(store: AsyncPostgresDatabase) -> None:

@@ -225,18 +225,52 @@ def test_purge_drops_ids_older_than_the_window(postgres_url: str) -> None:
 
 
 def test_ready_pool_is_used_not_owned(postgres_url: str) -> None:
-    """A store given a ready pool uses it and leaves it open on close."""
+    """A store given a ready pool uses it for every kind of call and leaves it open on close."""
     from psycopg_pool import ConnectionPool
 
     pool: Any = ConnectionPool(postgres_url, kwargs={"autocommit": True}, min_size=1, max_size=2, open=False)
     pool.open()
     db = PostgresDatabase(pool, key_prefix=f"pool-{uuid.uuid4().hex[:6]}:")
     db.set("k", [1])
-    assert db.get("k") == [1]
+    assert db.get("k", touch=60) == [1]
+    assert db.incr("n", 2) == 2
+    assert db.extend("h", [1, 2, 3]) == 3
+    assert db.trim("h", 1, -1) == 1
+    assert db.delete_many(["k", "n", "h"]) == 3
     db.clear()
     db.close()
     assert not pool.closed
+    with pool.connection() as conn:  # still usable by its owner
+        conn.execute("SELECT 1")
     pool.close()
+
+
+def test_a_store_built_from_config_owns_its_pool(postgres_url: str) -> None:
+    """from_config keeps the config, opens its own pool and closes it in close."""
+    config = PostgresDatabaseConfig(url=postgres_url, key_prefix=f"own-{uuid.uuid4().hex[:6]}:", max_size=2)
+    db = PostgresDatabase.from_config(config)
+    assert db.config is config
+    pool = db._pool
+    assert not pool.closed
+    db.set("k", 1)
+    db.clear()
+    db.close()
+    assert pool.closed
+
+
+def test_trim_deletes_by_index_range(store: PostgresDatabase, postgres_url: str) -> None:
+    """trim's plan deletes items by (ns, key, seq) ranges from the ends: O(removed), never a scan of the list."""
+    store.extend("h", list(range(300)))
+    with psycopg.Connection.connect(postgres_url, autocommit=True) as conn:
+        params = {"ns": store.key_prefix, "key": "h", "start": 2, "end": -3}
+        conn.execute("BEGIN")
+        cur = conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + store._q.trim, params)
+        plan = "\n".join(row[0] for row in cur.fetchall())
+        conn.execute("ROLLBACK")
+    assert plan.count("seq > $") == 2
+    assert plan.count("seq <= $") == 2
+    assert "rows=2 loops=1" in plan
+    assert "rows=300" not in plan
 
 
 def test_expired_rows_are_purged(store: PostgresDatabase) -> None:
