@@ -868,8 +868,8 @@ class PostgresTier(Tier):
         for schema in (kv, f"{self.tag}peers"):
             self.stack.callback(admin.execute, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         admin.execute(f"CREATE SCHEMA IF NOT EXISTS {self.tag}peers")
-        db = PostgresDatabase(url, key_prefix="s:", schema=kv, min_size=1, max_size=1)
-        adb = AsyncPostgresDatabase(url, key_prefix="a:", schema=kv, min_size=1, max_size=1)
+        db = PostgresDatabase(url, key_prefix="s:", schema_name=kv, min_size=1, max_size=1)
+        adb = AsyncPostgresDatabase(url, key_prefix="a:", schema_name=kv, min_size=1, max_size=1)
         self.stores = self.chat_dbs = db, adb
         db.open()
         self.stack.callback(db.close)

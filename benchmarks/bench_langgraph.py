@@ -255,7 +255,7 @@ def bench_checkpointers(url: str, tmp: Path, turns: int, stack: ExitStack) -> li
     for schema in (kv_schema, pg_schema):
         create_schema(url, schema)
         stack.callback(drop_schema, url, schema)
-    kv_pg = PostgresDatabase(url, schema=kv_schema, max_size=4)
+    kv_pg = PostgresDatabase(url, schema_name=kv_schema, max_size=4)
     kv_pg.open()
     stack.callback(kv_pg.close)
     kv_pg_saver = KVStoreSaver(kv_pg)
@@ -404,7 +404,7 @@ def stores(url: str, tmp: Path) -> Iterator[list[tuple[str, Any, str]]]:
         for schema in (kv_schema, pg_schema):
             create_schema(url, schema)
             stack.callback(drop_schema, url, schema)
-        kv_pg = PostgresDatabase(url, schema=kv_schema, max_size=4)
+        kv_pg = PostgresDatabase(url, schema_name=kv_schema, max_size=4)
         kv_pg.open()
         stack.callback(kv_pg.close)
         out.append(("kvstore KVStoreStore, PostgreSQL", KVStoreStore(kv_pg, ttl={"refresh_on_read": False}), "kvstore"))

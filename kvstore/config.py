@@ -455,8 +455,8 @@ class PostgresDatabaseConfig(_NetworkConfig):
     }
 
     type: Literal["postgres"] = "postgres"
-    host: str = "localhost"
-    port: int = Field(5432, gt=0, lt=65536)
+    host: str | None = Field(None, description="Overrides the URL's host; without a URL, default localhost.")
+    port: int | None = Field(None, gt=0, lt=65536, description="Overrides the URL's port; without a URL, default 5432.")
     dbname: str | None = None
     user: str | None = None
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = None
@@ -500,6 +500,14 @@ class PostgresDatabaseConfig(_NetworkConfig):
             raise ValueError("a PostgreSQL URL starts with postgresql://")
         if self.min_size > self.max_size:
             raise ValueError("min_size must not exceed max_size")
+        # Every field named like a constructor keyword is passed to it (from_config), so the
+        # host and port stay None unless given, and a URL's own host and port then hold;
+        # without a URL they default here (not marked as given).
+        if self.url is None:
+            if self.host is None:
+                object.__setattr__(self, "host", "localhost")
+            if self.port is None:
+                object.__setattr__(self, "port", 5432)
         return self
 
 
