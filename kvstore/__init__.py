@@ -30,6 +30,7 @@ from kvstore.memory._store import MemoryCache, MemoryDatabase
 from kvstore.memory._store_async import AsyncMemoryCache, AsyncMemoryDatabase
 from kvstore.session._store import SessionStore
 from kvstore.session._store_async import AsyncSessionStore
+from kvstore.telemetry import StorageStats, StoreStats, TierStats, instrument  # never imports opentelemetry
 
 if TYPE_CHECKING:
     from kvstore.postgres._store import PostgresDatabase
@@ -78,12 +79,16 @@ __all__ = [
     "StorageBackends",
     "StorageConfig",
     "StorageManager",
+    "StorageStats",
     "Store",
+    "StoreStats",
     "TierHealth",
+    "TierStats",
     "TypedStore",
     "ValueTooLargeError",
     "WrongTypeError",
     "__version__",
+    "instrument",
 ]
 
 # Backends whose drivers are optional: imported on first access, never by `import kvstore`.

@@ -21,7 +21,7 @@ import types
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
 from orjson import JSONDecodeError
 from orjson import loads as _loads
@@ -35,6 +35,9 @@ from kvstore._core.lists import check_index
 from kvstore._core.ttl import TTL, ttl_ms
 from kvstore._core.typed import TypeCodec
 from kvstore.errors import WrongTypeError
+
+if TYPE_CHECKING:
+    from kvstore.telemetry._stats import StoreStats
 
 __all__ = [
     "MAX_INT",
@@ -261,6 +264,18 @@ class Store(ABC):
     def typed(self, type_: type[T] | Any) -> TypedStore[T]:
         """A view that validates values as ``type_`` on write and parses them on read."""
         return TypedStore(self, type_)
+
+    def stats(self) -> StoreStats:
+        """Counts of this store's operations, read hits and misses, errors and fallbacks; no I/O.
+
+        Only a counting store counts operations (``StorageManager(stats=True)``,
+        ``telemetry = true``, or `kvstore.instrument`): on any other ``counting`` is false and
+        the counts are 0, because nothing is added to its calls. A failover tier reports its
+        failovers and failbacks either way. See the stats page of the docs.
+        """
+        from kvstore.telemetry._stats import store_stats
+
+        return store_stats(self)
 
     def __enter__(self) -> Self:
         return self

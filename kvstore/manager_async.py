@@ -28,6 +28,7 @@ from kvstore.base_async import AsyncCache, AsyncDatabase
 from kvstore.config import DEFAULT_SQLITE_PATH, StorageConfig, load_config
 from kvstore.errors import BackendUnavailableError, ConfigError, KVStoreError, MissingDependencyError
 from kvstore.telemetry import maybe_instrument
+from kvstore.telemetry._stats import StorageStats, tier_stats
 
 __all__ = ["AsyncStorageBackends", "AsyncStorageManager"]
 
@@ -106,6 +107,10 @@ class AsyncStorageBackends:
         """Health of both tiers (see `AsyncStorageManager.health`)."""
         return await self._manager.health()
 
+    async def stats(self) -> StorageStats:
+        """Counts and state of both tiers (see `AsyncStorageManager.stats`)."""
+        return await self._manager.stats()
+
 
 class AsyncStorageManager:
     """Reads one config, connects a cache and a database tier, reports their health.
@@ -120,10 +125,19 @@ class AsyncStorageManager:
     falls back along its chain (``redis -> memory``, ``postgres -> sqlite ->
     memory``, ``sqlite -> memory``) and logs one warning; with ``fallback: []``
     it raises `BackendUnavailableError` instead.
+
+    With ``stats=True`` the stores it hands out count their operations for `stats`
+    (a small cost per call; ``telemetry = true`` in the config counts too).
     """
 
-    def __init__(self, config: StorageConfig | Mapping[str, Any] | str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        config: StorageConfig | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        *,
+        stats: bool = False,
+    ) -> None:
         self.config = load_config(config)
+        self._count = stats
         self._tiers: dict[str, _Tier] = {}
         self._backends: AsyncStorageBackends | None = None
 
@@ -149,7 +163,8 @@ class AsyncStorageManager:
             await cache.store.aclose()  # roll back what was opened
             raise
         self._tiers = {"cache": cache, "database": database}
-        self._backends = AsyncStorageBackends(*maybe_instrument(self.config, cache.store, database.store), self)
+        tiers = maybe_instrument(self.config, cache.store, database.store, manager=self, stats=self._count)
+        self._backends = AsyncStorageBackends(*tiers, self)
         return self._backends
 
     async def _open_one(self, tier: str, config: Any, attempts: int = CONNECT_ATTEMPTS) -> Any:
@@ -274,6 +289,26 @@ class AsyncStorageManager:
             cache=await self._probe(tiers["cache"]),
             database=await self._probe(tiers["database"]),
         )
+
+    async def stats(self) -> StorageStats:
+        """Counts and state of both tiers, without probing them (see the stats page of the docs).
+
+        Operation counts, read hits/misses and errors come from the stores handed out
+        (counted only with ``stats=True`` or ``telemetry = true``); failovers, failbacks,
+        the breaker and the active backend from memory; pending writes, conflicts and dead
+        letters from the outage journal, which is read only when an outage made one.
+        """
+        tiers, backends = self._tiers, self._backends
+        if not tiers or backends is None:
+            raise BackendUnavailableError("the storage manager is not connected; call connect() first")
+        handed_out = {"cache": backends.cache, "database": backends.database}
+        stats = {
+            name: tier_stats(
+                name, tier.configured, tier.store, handed_out[name].stats(), await self._journal_counts(tier.store)
+            )
+            for name, tier in tiers.items()
+        }
+        return StorageStats(cache=stats["cache"], database=stats["database"])
 
     async def _probe(self, state: _Tier) -> TierHealth:
         store: Any = state.store

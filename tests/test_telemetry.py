@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,11 +31,15 @@ from kvstore import (
 )
 from kvstore.config import PostgresDatabaseConfig, RedisCacheConfig, SqliteDatabaseConfig
 from kvstore.telemetry import (
+    BREAKER_METRIC,
     DURATION_METRIC,
     ERRORS_METRIC,
+    JOURNAL_METRICS,
+    TIER_METRIC,
     connection_attributes,
     instrument,
     maybe_instrument,
+    register_gauges,
 )
 
 SECRET = "PASSWORD-SENTINEL-7c1"
@@ -311,3 +316,119 @@ def test_missing_opentelemetry_names_the_extra() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert '[otel]"' in result.stdout
+
+
+def _gauges(otel: Telemetry) -> dict[str, dict[tuple[tuple[str, Any], ...], Any]]:
+    """Every gauge point, by metric name and sorted attributes."""
+    return {
+        name: {tuple(sorted(dict(p.attributes).items())): p.value for p in otel.points(name)}
+        for name in (BREAKER_METRIC, TIER_METRIC, *JOURNAL_METRICS)
+    }
+
+
+def _value(points: dict[tuple[tuple[str, Any], ...], Any], **wanted: Any) -> Any:
+    """The one point whose attributes include ``wanted`` (dots spelled as underscores)."""
+    wanted = {k.replace("_", "."): v for k, v in wanted.items()}
+    found = [value for attributes, value in points.items() if wanted.items() <= dict(attributes).items()]
+    assert len(found) == 1, (wanted, points)
+    return found[0]
+
+
+def test_gauges_follow_breaker_active_backend_and_journal(otel: Telemetry, tmp_path: Path) -> None:
+    """Per tier: breaker state, active backend and journal counts, through an outage and a failback."""
+    config = {
+        "cache": {"type": "redis", "url": f"redis://app:{SECRET}@127.0.0.1:1/0", "connect_timeout": 0.3},
+        "database": {
+            "type": "sqlite",
+            "path": str(tmp_path / "primary.db"),
+            "state_dir": str(tmp_path / "state"),
+            "failure_threshold": 1,
+            "probe_interval": 60,
+        },
+    }
+    manager = StorageManager(config)
+    with manager as storage:
+        register_gauges(manager, meter_provider=otel.meter_provider)
+        register_gauges(manager, meter_provider=otel.meter_provider)  # idempotent
+        healthy = _gauges(otel)
+        # The cache's Redis was refused at connect: open breaker, memory serving.
+        assert _value(healthy[BREAKER_METRIC], kvstore_tier="cache", kvstore_breaker_state="open") == 1
+        assert _value(healthy[BREAKER_METRIC], kvstore_tier="cache", kvstore_breaker_state="closed") == 0
+        assert _value(healthy[TIER_METRIC], kvstore_tier="cache", kvstore_backend="memory") == 1
+        assert _value(healthy[TIER_METRIC], kvstore_tier="cache", kvstore_backend="redis") == 0
+        assert _value(healthy[BREAKER_METRIC], kvstore_tier="database", kvstore_breaker_state="closed") == 1
+        assert _value(healthy[TIER_METRIC], kvstore_tier="database", kvstore_backend="sqlite") == 1
+        assert _value(healthy["kvstore.journal.pending"], kvstore_tier="database") == 0
+        assert len(healthy[BREAKER_METRIC]) == 6  # 3 states x 2 tiers, the manager once
+        # The cache tier is not journaled; the attributes say where the primary lives, never a secret.
+        assert {dict(a)["kvstore.tier"] for a in healthy["kvstore.journal.pending"]} == {"database"}
+        cache_attributes = dict(next(a for a in healthy[TIER_METRIC] if dict(a)["kvstore.tier"] == "cache"))
+        assert cache_attributes["server.address"] == "127.0.0.1"
+        assert cache_attributes["db.system.name"] == "redis"
+
+        database = manager._tiers["database"].store
+        database.primary.close()  # the primary becomes unavailable
+        storage.database.set(KEY, VALUE)  # journaled during the outage
+        storage.database.set(KEY + "2", VALUE)
+        outage = _gauges(otel)
+        assert _value(outage[BREAKER_METRIC], kvstore_tier="database", kvstore_breaker_state="open") == 1
+        assert _value(outage[TIER_METRIC], kvstore_tier="database", kvstore_backend="memory") == 1
+        assert _value(outage[TIER_METRIC], kvstore_tier="database", kvstore_backend="sqlite") == 0
+        assert _value(outage["kvstore.journal.pending"], kvstore_tier="database") == 2
+        assert _value(outage["kvstore.journal.conflicts"], kvstore_tier="database") == 0
+        assert _value(outage["kvstore.journal.dead_letters"], kvstore_tier="database") == 0
+
+        from kvstore import SqliteDatabase
+        from kvstore._resilience.breaker import BreakerPolicy
+
+        database.primary = SqliteDatabase(tmp_path / "primary.db")
+        database.breaker.policy = BreakerPolicy(failure_threshold=1, probe_interval=0.001)
+        time.sleep(0.01)
+        assert storage.database.get(KEY) == VALUE  # probes, replays, fails back
+        back = _gauges(otel)
+        assert _value(back[BREAKER_METRIC], kvstore_tier="database", kvstore_breaker_state="closed") == 1
+        assert _value(back[TIER_METRIC], kvstore_tier="database", kvstore_backend="sqlite") == 1
+        assert _value(back[TIER_METRIC], kvstore_tier="database", kvstore_backend="memory") == 0
+        assert _value(back["kvstore.journal.pending"], kvstore_tier="database") == 0
+    said = repr([healthy, outage, back])
+    for sentinel in (SECRET, KEY, VALUE, "app:", str(tmp_path)):
+        assert sentinel not in said
+    assert otel.reader.get_metrics_data() is None  # disconnected: nothing reported
+
+
+def test_telemetry_config_registers_the_gauges_with_the_global_provider() -> None:
+    """telemetry = true: connect registers the gauges (global meter provider), and stats() counts through the spans."""
+    code = """
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+reader = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+from kvstore import StorageManager
+manager = StorageManager({"cache": {"type": "memory"}, "database": {"type": "memory"}, "telemetry": True})
+with manager as storage:
+    storage.database.set("k", 1)
+    storage.database.get("k")
+    names = sorted({m.name for r in reader.get_metrics_data().resource_metrics
+                    for s in r.scope_metrics for m in s.metrics if m.data.data_points})
+    print(names, manager.stats().database.store.operations)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == (
+        "['db.client.operation.duration', 'kvstore.tier.active'] {'get': 1, 'set': 1}"
+    )  # memory tiers: no breaker, no journal; the active-backend gauge is there
+
+
+def test_instrumented_stores_count_for_stats(otel: Telemetry) -> None:
+    """An OpenTelemetry-instrumented store counts the same calls, errors, hits and misses as a stats-only one."""
+    db = otel.wrap(MemoryDatabase())
+    db.set("v", 1)
+    db.get("v")
+    db.mget(["v", "w"])
+    with pytest.raises(WrongTypeError):
+        db.get_range("v", 0, -1)
+    stats = db.stats()
+    assert stats.counting
+    assert stats.operations == {"get": 1, "get_range": 1, "mget": 1, "set": 1}
+    assert stats.errors == {"get_range": 1}
+    assert (stats.hits, stats.misses) == (2, 1)

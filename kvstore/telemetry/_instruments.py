@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from kvstore.errors import MissingDependencyError
+from kvstore.telemetry._stats import Counts, StoreStats, store_stats
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import Counter, Histogram, MeterProvider
@@ -68,15 +69,17 @@ def connection_attributes(backend: str, config: Any = None) -> dict[str, str | i
 class _Operation:
     """One traced, timed operation: a CLIENT span, a duration point, an error count on failure."""
 
-    __slots__ = ("_attributes", "_current", "_instruments", "_name", "_span", "_start", "_token")
+    __slots__ = ("_attributes", "_count", "_current", "_instruments", "_name", "_span", "_start", "_token")
 
     def __init__(self, instruments: Instruments, name: str, *, current: bool = True) -> None:
         self._instruments = instruments
         self._name = name
+        self._count = instruments.counts.op(name)
         self._attributes = instruments.attributes(name)
         self._current = current
 
     def __enter__(self) -> None:
+        self._count.calls += 1
         ins = self._instruments
         self._span: Span = ins.tracer.start_span(
             ins.span_name(self._name),
@@ -101,6 +104,7 @@ class _Operation:
             self._span.set_attribute("error.type", error)
             self._span.set_status(ins.error_status)  # no description: a message can name a key
             ins.errors.add(1, attributes)
+            self._count.errors += 1
         ins.duration.record(elapsed, attributes)
         self._span.end()
         if self._token is not None:
@@ -157,6 +161,8 @@ class Instruments:
         else:
             self._target = None
         self._per_op: dict[str, dict[str, str | int]] = {}
+        #: What `stats()` reads: the same calls, counted.
+        self.counts = Counts()
 
     def attributes(self, operation: str) -> dict[str, str | int]:
         found = self._per_op.get(operation)
@@ -175,14 +181,20 @@ class Instruments:
 
 
 class Wrapper:
-    """What every instrumented store shares: the wrapped store, and delegation of everything else."""
+    """What every instrumented store shares: the wrapped store, and delegation of everything else.
+
+    ``instruments`` are OpenTelemetry `Instruments` (which count too) or, in stats-only
+    mode, bare `Counts`.
+    """
 
     _inner: Any
-    _tel: Instruments
+    _tel: Instruments | Counts
+    _counts: Counts
 
-    def __init__(self, inner: Any, instruments: Instruments) -> None:
+    def __init__(self, inner: Any, instruments: Instruments | Counts) -> None:
         self._inner = inner
         self._tel = instruments
+        self._counts = instruments.counts
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for what the wrapper does not define (key_prefix, health, journal, ...).
@@ -195,6 +207,10 @@ class Wrapper:
     def wrapped(self) -> Any:
         """The store this one traces."""
         return self._inner
+
+    def stats(self) -> StoreStats:
+        """Operation counts, read hits and misses and errors since the wrapper was made (no I/O)."""
+        return store_stats(self._inner, self._counts)
 
 
 def delegated(name: str) -> property:

@@ -1,5 +1,5 @@
 # Generated from kvstore/telemetry/_wrappers_async.py by tools/unasync.py: do not edit; edit the async source.
-"""Instrumented stores: every public operation of the wrapped store, traced and measured."""
+"""Instrumented stores: every public operation of the wrapped store, traced and measured, or only counted."""
 
 from __future__ import annotations
 
@@ -20,8 +20,14 @@ class InstrumentedStore(Wrapper, Store):
     def get(self, key: str, *, touch: TTL | None = None) -> Any:
         with self._tel.op("get"):
             if touch is None:
-                return self._inner.get(key)
-            return self._inner.get(key, touch=touch)
+                result = self._inner.get(key)
+            else:
+                result = self._inner.get(key, touch=touch)
+        if result is None:
+            self._counts.misses += 1
+        else:
+            self._counts.hits += 1
+        return result
 
     def delete_many(self, keys: Iterable[str]) -> int:
         with self._tel.op("delete_many"):
@@ -51,7 +57,9 @@ class InstrumentedStore(Wrapper, Store):
     def mget(self, keys: Iterable[str]) -> list[Any]:
         with self._tel.op("mget"):
             result: list[Any] = self._inner.mget(keys)
-            return result
+        missing = result.count(None)
+        self._counts.found(len(result) - missing, missing)
+        return result
 
     def mset(self, items: MsetItems) -> None:
         with self._tel.op("mset"):

@@ -1,4 +1,4 @@
-"""Instrumented stores: every public operation of the wrapped store, traced and measured."""
+"""Instrumented stores: every public operation of the wrapped store, traced and measured, or only counted."""
 
 from __future__ import annotations
 
@@ -19,8 +19,14 @@ class AsyncInstrumentedStore(Wrapper, AsyncStore):
     async def get(self, key: str, *, touch: TTL | None = None) -> Any:
         with self._tel.op("get"):
             if touch is None:
-                return await self._inner.get(key)
-            return await self._inner.get(key, touch=touch)
+                result = await self._inner.get(key)
+            else:
+                result = await self._inner.get(key, touch=touch)
+        if result is None:
+            self._counts.misses += 1
+        else:
+            self._counts.hits += 1
+        return result
 
     async def delete_many(self, keys: Iterable[str]) -> int:
         with self._tel.op("delete_many"):
@@ -50,7 +56,9 @@ class AsyncInstrumentedStore(Wrapper, AsyncStore):
     async def mget(self, keys: Iterable[str]) -> list[Any]:
         with self._tel.op("mget"):
             result: list[Any] = await self._inner.mget(keys)
-            return result
+        missing = result.count(None)
+        self._counts.found(len(result) - missing, missing)
+        return result
 
     async def mset(self, items: MsetItems) -> None:
         with self._tel.op("mset"):
