@@ -25,7 +25,7 @@ from kvstore.sqlite import (
     SqliteReadOnlyError,
 )
 from kvstore.sqlite import _sql as sql
-from kvstore.sqlite._engine import map_error
+from kvstore.sqlite._errors import map_error
 from tests.clock import FakeClock
 
 
