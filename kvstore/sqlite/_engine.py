@@ -98,7 +98,6 @@ def _reset_in_child() -> None:
 os.register_at_fork(after_in_child=_reset_in_child)
 
 
-
 class _Unopened:
     """Stands in for the cursor until the connection is opened on first use."""
 
@@ -475,9 +474,7 @@ class SqliteEngine:
         rows = self._query("mget", None, sql.MGET, (self.ns, orjson.dumps(keys)))
         now = self._clock() * 1000
         found = {
-            key: data
-            for key, kind, data, expires in rows
-            if kind == KIND_VALUE and (expires is None or expires > now)
+            key: data for key, kind, data, expires in rows if kind == KIND_VALUE and (expires is None or expires > now)
         }
         return [found.get(key) for key in keys]
 
@@ -551,7 +548,7 @@ class SqliteEngine:
             cur.execute(sql.SET_VALUE, (data, now / 1000, self.ns, key))
         else:  # a missing or expired key starts without one
             cur.execute(sql.UPSERT, (self.ns, key, data, None, now / 1000))
-        return value  # type: ignore[no-any-return]  # an int by now
+        return value
 
     def ping(self) -> None:
         self._query("ping", None, "SELECT 1", ())

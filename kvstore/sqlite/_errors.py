@@ -68,10 +68,8 @@ def map_error(
     exc: apsw.Error, *, path: str, busy_timeout: float, operation: str | None, key: str | None = None
 ) -> KVStoreError:
     """The kvstore error for an apsw exception, from `ERRORS` (raise it ``from exc``)."""
-    error_type, message = KVStoreError, ERRORS[-1][2]
-    for apsw_type, error_type, message in ERRORS:  # noqa: B007  # the match is used after the loop
-        if isinstance(exc, apsw_type):
-            break
+    # The last row matches every apsw error, so there is always one.
+    error_type, message = next((error, text) for cls, error, text in ERRORS if isinstance(exc, cls))
     text = message.format(path=path, busy_timeout=busy_timeout, exc=exc)
     if issubclass(error_type, SqliteFileError):
         return error_type(text, path=path, key=key, operation=operation, backend=BACKEND)

@@ -24,7 +24,7 @@ from kvstore.sqlite import (
     SqliteReadOnlyError,
 )
 from kvstore.sqlite import _sql as sql
-from kvstore.sqlite._errors import map_error
+from kvstore.sqlite._errors import ERRORS, map_error
 from tests.clock import FakeClock
 
 
@@ -331,6 +331,7 @@ async def test_a_waiting_writer_succeeds_once_the_lock_is_released(tmp_path: Pat
         (apsw.CantOpenError, SqliteFileError),
         (apsw.PermissionsError, SqliteFileError),
         (apsw.ConnectionClosedError, ClosedError),
+        (apsw.CursorClosedError, ClosedError),
         (apsw.SQLError, KVStoreError),
     ],
 )
@@ -342,6 +343,20 @@ async def test_every_driver_exception_is_mapped(exc: type[apsw.Error], expected:
     assert "/data/kv.db" in str(error)
     if isinstance(error, SqliteFileError):
         assert error.path == "/data/kv.db"
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [cls, *(sub for direct in cls.__subclasses__() for sub in _subclasses(direct))]
+
+
+async def test_the_error_map_covers_every_apsw_error_and_no_row_is_shadowed() -> None:
+    """Every apsw.Error subclass maps to a KVStoreError of the sqlite backend, and each ERRORS row is reached."""
+    for exc_type in _subclasses(apsw.Error):
+        error = map_error(exc_type("boom"), path="/data/kv.db", busy_timeout=5, operation="get")
+        assert isinstance(error, KVStoreError)
+        assert error.backend == "sqlite"
+    for apsw_type, error_type, _ in ERRORS:
+        assert type(map_error(apsw_type("boom"), path="p", busy_timeout=1, operation=None)) is error_type
 
 
 async def test_closed_store_raises_and_close_is_idempotent(tmp_path: Path) -> None:
