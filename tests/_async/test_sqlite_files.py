@@ -459,6 +459,25 @@ async def test_replacing_or_deleting_a_list_removes_its_items(tmp_path: Path) ->
         assert count_rows(path, "kvstore_items") == 0
 
 
+async def test_trim_touches_only_the_removed_rows_and_renumbers_nothing(tmp_path: Path) -> None:
+    """trim deletes item rows from the ends (rows changed = removed + the counters' row); kept items keep their idx."""
+    clock = FakeClock()
+    async with AsyncSqliteDatabase(tmp_path / "kv.db", clock=clock) as store:
+        await store.extend("h", list(range(1000)))
+        conn = store._engine._conn
+        assert conn is not None
+        before = conn.total_changes()
+        assert await store.trim("h", 3, -5) == 7
+        assert conn.total_changes() - before == 7 + 1
+        rows = conn.execute("SELECT min(idx), max(idx), count(*) FROM kvstore_items").fetchall()
+        assert rows == [(3, 995, 993)]
+        assert conn.execute("SELECT head, tail FROM kvstore_keys").fetchall() == [(3, 996)]
+        assert await store.get_range("h", 0, 1) == [3, 4]
+        plan = " ".join(str(row) for row in conn.execute("EXPLAIN QUERY PLAN " + sql.DROP_ITEMS, ("", "h", 0, 3)))
+        assert "SEARCH" in plan
+        assert "SCAN" not in plan
+
+
 # --- keys() against the reference matcher ------------------------------------------------------
 
 _ALPHABET = "ab%_*?[]\\^-жé"
