@@ -79,10 +79,20 @@ class PeerRow:
     is_async: bool = False
 
 
-def grid_peer(peer: Peer, shape: dict[str, Callable[[Any, Any], Op]], labels: str, *, is_async: bool) -> list[PeerRow]:
-    """A peer's four grid rows from its API ``shape``; ``labels``: its method names for get, set, mget, mset."""
+@dataclass(frozen=True)
+class Shape:
+    """How a peer's API spells the grid: ``ops[workload](tier, peer)`` is the op."""
+
+    is_async: bool
+    ops: dict[str, Callable[[Any, Any], Op]]
+
+
+def grid_peer(peer: Peer, shape: Shape, labels: str) -> list[PeerRow]:
+    """A peer's four grid rows; ``labels``: its method names for get, set, mget 100, mset 100 ("get|set|...")."""
     names = labels.split("|")
-    return [PeerRow(w, f"{peer.name}.{n}", peer, shape[w], is_async) for w, n in zip(GRID, names, strict=True)]
+    return [
+        PeerRow(w, f"{peer.name}.{n}", peer, shape.ops[w], shape.is_async) for w, n in zip(GRID, names, strict=True)
+    ]
 
 
 # --- the peers' API shapes, each written once ----------------------------------------------------------
@@ -111,31 +121,43 @@ def _dc_mset(_t: Any, p: Any) -> Op:
     return mset
 
 
-AIOCACHE = {
-    "get": lambda _t, p: lambda i: p.get(KEYS[i % 1000]),
-    "set": lambda _t, p: lambda i: p.set(KEYS[i % 1000], msg(i)),
-    "mget 100": lambda _t, p: lambda i: p.multi_get(BATCH),
-    "mset 100": lambda _t, p: lambda i: p.multi_set([(k, msg(i + j)) for j, k in enumerate(BATCH)]),
-}
-PKV = {
-    "get": lambda _t, p: lambda i: p.get(KEYS[i % 1000]),
-    "set": lambda _t, p: lambda i: p.put(KEYS[i % 1000], msg(i)),
-    "mget 100": lambda _t, p: lambda i: p.get_many(BATCH),
-    "mset 100": lambda _t, p: lambda i: p.put_many(BATCH, [msg(i + j) for j in range(len(BATCH))]),
-}
-LANGGRAPH = {
-    "get": lambda _t, p: lambda i: p.get(("bench",), KEYS[i % 1000]),
-    "set": lambda _t, p: lambda i: p.put(("bench",), KEYS[i % 1000], msg(i)),
-    "mget 100": _lg_mget,
-    "mset 100": _lg_mset,
-}
+AIOCACHE = Shape(
+    True,
+    {
+        "get": lambda _t, p: lambda i: p.get(KEYS[i % 1000]),
+        "set": lambda _t, p: lambda i: p.set(KEYS[i % 1000], msg(i)),
+        "mget 100": lambda _t, p: lambda i: p.multi_get(BATCH),
+        "mset 100": lambda _t, p: lambda i: p.multi_set([(k, msg(i + j)) for j, k in enumerate(BATCH)]),
+    },
+)
+PKV = Shape(
+    True,
+    {
+        "get": lambda _t, p: lambda i: p.get(KEYS[i % 1000]),
+        "set": lambda _t, p: lambda i: p.put(KEYS[i % 1000], msg(i)),
+        "mget 100": lambda _t, p: lambda i: p.get_many(BATCH),
+        "mset 100": lambda _t, p: lambda i: p.put_many(BATCH, [msg(i + j) for j in range(len(BATCH))]),
+    },
+)
+LANGGRAPH = Shape(
+    False,
+    {
+        "get": lambda _t, p: lambda i: p.get(("bench",), KEYS[i % 1000]),
+        "set": lambda _t, p: lambda i: p.put(("bench",), KEYS[i % 1000], msg(i)),
+        "mget 100": _lg_mget,
+        "mset 100": _lg_mset,
+    },
+)
 LANGGRAPH_LABELS = "get|put|batch(100 GetOp)|batch(100 PutOp)"
-DISKCACHE = {
-    "get": lambda _t, p: lambda i: p.get(KEYS[i % 1000]),
-    "set": lambda _t, p: lambda i: p.set(KEYS[i % 1000], msg(i)),
-    "mget 100": lambda _t, p: lambda i: [p.get(k) for k in BATCH],
-    "mset 100": _dc_mset,
-}
+DISKCACHE = Shape(
+    False,
+    {
+        "get": lambda _t, p: lambda i: p.get(KEYS[i % 1000]),
+        "set": lambda _t, p: lambda i: p.set(KEYS[i % 1000], msg(i)),
+        "mget 100": lambda _t, p: lambda i: [p.get(k) for k in BATCH],
+        "mset 100": _dc_mset,
+    },
+)
 
 
 def touch_get_expire(_t: Any, p: Any) -> Op:
@@ -205,8 +227,12 @@ class Tier:
     def open(self) -> None:
         """Open the stores and the floor's connection and load the grid's 1,000 keys."""
 
+    @cached_property
     def session_stores(self) -> tuple[Any, Any]:
-        raise NotImplementedError
+        """kvstore's session stores (sync, async): by default on the grid's database alone."""
+        return SessionStore(None, self.stores[0], ttl=SESSION_TTL), AsyncSessionStore(
+            None, self.stores[1], ttl=SESSION_TTL
+        )
 
     def fill(self) -> None:
         """Load the ``HISTORY``-message conversation "big" into the floor's own table (kvstore's is loaded already)."""
@@ -350,19 +376,16 @@ class MemoryTier(Tier):
             ),
             AIOCACHE,
             "get|set|mget|mset",
-            is_async=True,
         ),
         *grid_peer(
             Peer("py-key-value MemoryStore", "py-key-value-aio[memory]", _build_pkv_memory, close=_close_async),
             PKV,
             "get|set|mget|mset",
-            is_async=True,
         ),
         *grid_peer(
             Peer("LangGraph InMemoryStore", "langgraph-checkpoint", _build_langgraph_memory),
             LANGGRAPH,
             LANGGRAPH_LABELS,
-            is_async=False,
         ),
         PeerRow(
             APPEND,
@@ -405,6 +428,7 @@ class MemoryTier(Tier):
     def chat_dbs(self) -> tuple[Any, Any]:
         return MemoryDatabase(max_entries=None), AsyncMemoryDatabase(max_entries=None)
 
+    @cached_property
     def session_stores(self) -> tuple[Any, Any]:
         return (
             SessionStore(MemoryCache(), MemoryDatabase(), ttl=SESSION_TTL),
@@ -590,12 +614,11 @@ class SqliteTier(Tier):
         ),
     )
     peers = (
-        *grid_peer(DISKCACHE_PEER, DISKCACHE, "get|set|get x100|set x100 in transact()", is_async=False),
+        *grid_peer(DISKCACHE_PEER, DISKCACHE, "get|set|get x100|set x100 in transact()"),
         *grid_peer(
             Peer("LangGraph SqliteStore", "langgraph-checkpoint-sqlite", _build_langgraph_sqlite),
             LANGGRAPH,
             LANGGRAPH_LABELS,
-            is_async=False,
         ),
         PeerRow(
             APPEND,
@@ -630,11 +653,6 @@ class SqliteTier(Tier):
         conn.execute(
             "CREATE TABLE bench_messages (conv TEXT NOT NULL, seq INTEGER NOT NULL, value BLOB NOT NULL,"
             " PRIMARY KEY (conv, seq)) WITHOUT ROWID"
-        )
-
-    def session_stores(self) -> tuple[Any, Any]:
-        return SessionStore(None, self.stores[0], ttl=SESSION_TTL), AsyncSessionStore(
-            None, self.stores[1], ttl=SESSION_TTL
         )
 
     def fill(self) -> None:
@@ -826,7 +844,7 @@ class PostgresTier(Tier):
         Row(SESSION, "raw psycopg UPDATE ... RETURNING (1 round trip)", "info", "touch_returning"),
     )
     peers = (
-        *grid_peer(LG_POSTGRES, LANGGRAPH, LANGGRAPH_LABELS, is_async=False),
+        *grid_peer(LG_POSTGRES, LANGGRAPH, LANGGRAPH_LABELS),
         PeerRow(
             APPEND,
             "langchain-postgres PostgresChatMessageHistory.add_messages([m])",
@@ -850,8 +868,8 @@ class PostgresTier(Tier):
         for schema in (kv, f"{self.tag}peers"):
             self.stack.callback(admin.execute, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         admin.execute(f"CREATE SCHEMA IF NOT EXISTS {self.tag}peers")
-        db = PostgresDatabase(url, key_prefix="s:", schema=kv, min_size=1, max_size=1)
-        adb = AsyncPostgresDatabase(url, key_prefix="a:", schema=kv, min_size=1, max_size=1)
+        db = PostgresDatabase(url, key_prefix="s:", schema_name=kv, min_size=1, max_size=1)
+        adb = AsyncPostgresDatabase(url, key_prefix="a:", schema_name=kv, min_size=1, max_size=1)
         self.stores = self.chat_dbs = db, adb
         db.open()
         self.stack.callback(db.close)
@@ -869,11 +887,6 @@ class PostgresTier(Tier):
         conn.execute(f"ANALYZE {t}")
         conn.execute(
             f"CREATE TABLE {m} (conv text NOT NULL, seq bigint NOT NULL, value json NOT NULL, PRIMARY KEY (conv, seq))"
-        )
-
-    def session_stores(self) -> tuple[Any, Any]:
-        return SessionStore(None, self.stores[0], ttl=SESSION_TTL), AsyncSessionStore(
-            None, self.stores[1], ttl=SESSION_TTL
         )
 
     def fill(self) -> None:
@@ -1034,13 +1047,11 @@ class RedisTier(Tier):
             Peer("aiocache RedisCache", "aiocache[redis]", _loaded_aiocache, close=_close_async),
             AIOCACHE,
             "get|set|multi_get|multi_set",
-            is_async=True,
         ),
         *grid_peer(
             Peer("py-key-value RedisStore", "py-key-value-aio[redis]", _build_pkv_redis, close=_close_async),
             PKV,
             "get|put|get_many|put_many",
-            is_async=True,
         ),
         PeerRow(
             SESSION,
@@ -1106,6 +1117,7 @@ class RedisTier(Tier):
             client.close()
         print(f"  removed {removed} {self.tag}* keys")
 
+    @cached_property
     def session_stores(self) -> tuple[Any, Any]:
         self.note(
             SESSION,

@@ -12,6 +12,8 @@
    alternating rounds; and whether an item whose TTL passed is still returned.
 
 Run: ``.venv/bin/python -m benchmarks.bench_langgraph`` (peers: ``pip install --group bench``).
+For the report: ``benchmarks.bench_langgraph.rows(url=..., turns=500, items=10_000, rounds=7)`` runs
+both parts and returns one dict per contender (see `rows`); ``--quick`` is 60 turns.
 PostgreSQL: ``--url`` or ``KVSTORE_BENCH_POSTGRES_URL`` (default the local server, db ``test``);
 every saver gets its own schema (``bench_lg_*``), dropped at the end. SQLite: WAL and
 ``synchronous=NORMAL`` on both sides.
@@ -46,8 +48,7 @@ from langgraph.store.memory import InMemoryStore
 from langgraph.store.postgres import PostgresStore
 from langgraph.store.sqlite import SqliteStore
 
-from benchmarks._common import Case, run_cases
-from kvstore import Database
+from kvstore import Database, MemoryDatabase
 from kvstore.integrations.langgraph import KVStoreSaver, KVStoreStore
 from kvstore.postgres import PostgresDatabase
 from kvstore.sqlite import SqliteDatabase
@@ -123,15 +124,11 @@ def sqlite_saver_payload(path: Path) -> int:
 
 
 def kvstore_payload(db: Database, prefix: str) -> int:
-    """Sum of the stored JSON sizes of every value and list item under ``prefix``."""
-    total = 0
+    """Sum of the stored JSON sizes of every value under ``prefix`` (records, items, pending writes)."""
     keys = db.keys(prefix + "*")
-    lists = [k for k in keys if k.startswith(f"{prefix}l:")]
-    values = [k for k in keys if k not in set(lists)]
-    for k in lists:
-        total += sum(len(orjson.dumps(v)) for v in db.get_range(k, 0, -1))
-    for start in range(0, len(values), 500):
-        total += sum(len(orjson.dumps(v)) for v in db.mget(values[start : start + 500]) if v is not None)
+    total = 0
+    for start in range(0, len(keys), 500):
+        total += sum(len(orjson.dumps(v)) for v in db.mget(keys[start : start + 500]) if v is not None)
     return total
 
 
@@ -181,8 +178,12 @@ class ReferenceSaver(BaseCheckpointSaver[int]):
 class Contender:
     """One checkpointer under test: its graph, per-turn timings and how to measure what it stored."""
 
-    def __init__(self, name: str, saver: Any, stored: Callable[[], tuple[int, int | None]]) -> None:
+    def __init__(
+        self, name: str, saver: Any, stored: Callable[[], tuple[int, int | None]], role: str, backend: str
+    ) -> None:
         self.name = name
+        self.role = role
+        self.backend = backend
         self.saver = saver
         self.graph = chat_graph(saver)
         self.config = {"configurable": {"thread_id": f"bench-{RUN}"}}
@@ -201,11 +202,25 @@ class Contender:
         return list(self.graph.get_state(self.config).values["messages"][-20:])
 
 
-def bench_checkpointers(url: str, tmp: Path, turns: int, stack: ExitStack) -> None:
+def bench_checkpointers(url: str, tmp: Path, turns: int, stack: ExitStack) -> list[dict[str, Any]]:
+    """Run the chat graph on every checkpointer; print the table and return one row per checkpointer."""
     contenders: list[Contender] = []
 
-    contenders.append(Contender("no saver: values kept by reference (floor)", ReferenceSaver(), lambda: (0, None)))
-    contenders.append(Contender("langgraph InMemorySaver", InMemorySaver(), lambda: (0, None)))
+    contenders.append(
+        Contender("no saver: values kept by reference (floor)", ReferenceSaver(), lambda: (0, None), "floor", "memory")
+    )
+    contenders.append(Contender("langgraph InMemorySaver", InMemorySaver(), lambda: (0, None), "peer", "memory"))
+    kv_memory = MemoryDatabase()
+    kv_memory_saver = KVStoreSaver(kv_memory)
+    contenders.append(
+        Contender(
+            "kvstore KVStoreSaver, memory",
+            kv_memory_saver,
+            lambda: (kvstore_payload(kv_memory, kv_memory_saver.prefix), None),
+            "kvstore",
+            "memory",
+        )
+    )
 
     kv_sqlite_path = tmp / "kv.db"
     kv_sqlite = stack.enter_context(SqliteDatabase(kv_sqlite_path))
@@ -215,6 +230,8 @@ def bench_checkpointers(url: str, tmp: Path, turns: int, stack: ExitStack) -> No
             "kvstore KVStoreSaver, SQLite",
             kv_sqlite_saver,
             lambda: (kvstore_payload(kv_sqlite, kv_sqlite_saver.prefix), file_bytes(kv_sqlite_path)),
+            "kvstore",
+            "sqlite",
         )
     )
 
@@ -229,6 +246,8 @@ def bench_checkpointers(url: str, tmp: Path, turns: int, stack: ExitStack) -> No
             "langgraph SqliteSaver",
             sqlite_saver,
             lambda: (sqlite_saver_payload(saver_path), file_bytes(saver_path)),
+            "peer",
+            "sqlite",
         )
     )
 
@@ -236,7 +255,7 @@ def bench_checkpointers(url: str, tmp: Path, turns: int, stack: ExitStack) -> No
     for schema in (kv_schema, pg_schema):
         create_schema(url, schema)
         stack.callback(drop_schema, url, schema)
-    kv_pg = PostgresDatabase(url, schema=kv_schema, max_size=4)
+    kv_pg = PostgresDatabase(url, schema_name=kv_schema, max_size=4)
     kv_pg.open()
     stack.callback(kv_pg.close)
     kv_pg_saver = KVStoreSaver(kv_pg)
@@ -245,6 +264,8 @@ def bench_checkpointers(url: str, tmp: Path, turns: int, stack: ExitStack) -> No
             "kvstore KVStoreSaver, PostgreSQL",
             kv_pg_saver,
             lambda: (kvstore_payload(kv_pg, kv_pg_saver.prefix), schema_bytes(url, kv_schema)),
+            "kvstore",
+            "postgres",
         )
     )
     pg_saver = stack.enter_context(PostgresSaver.from_conn_string(schema_url(url, pg_schema)))
@@ -254,6 +275,8 @@ def bench_checkpointers(url: str, tmp: Path, turns: int, stack: ExitStack) -> No
             "langgraph PostgresSaver",
             pg_saver,
             lambda: (pg_payload_bytes(url, pg_schema), schema_bytes(url, pg_schema)),
+            "peer",
+            "postgres",
         )
     )
 
@@ -293,6 +316,7 @@ def bench_checkpointers(url: str, tmp: Path, turns: int, stack: ExitStack) -> No
     # get_state latency: alternate contenders, median of the rounds; kvstore's tail() beside it.
     latency: dict[str, list[float]] = {c.name: [] for c in contenders}
     tails: dict[str, list[float]] = {c.name: [] for c in contenders if isinstance(c.saver, KVStoreSaver)}
+    out: list[dict[str, Any]] = []
     for c in contenders:
         c.last20()  # warm
     for _ in range(15):
@@ -330,6 +354,25 @@ def bench_checkpointers(url: str, tmp: Path, turns: int, stack: ExitStack) -> No
         tail_s = f"{statistics.median(tails[c.name]):.2f}" if c.name in tails else "—"
         get_s = f"{statistics.median(latency[c.name]):.2f}"
         print(f"| {c.name} | {times} | {payload_s} | {ratio} | {disk_s} | {get_s} | {tail_s} |")
+        out.append(
+            {
+                "section": "langgraph",
+                "workload": "checkpointer: chat turn",
+                "name": c.name,
+                "role": c.role,
+                "backend": c.backend,
+                "messages": len(messages),
+                "turn_ms": {m: at(c, m) for m in marks},
+                "saver_ms": {m: at(c, m) - at(floor, m) for m in marks},
+                "payload_bytes": payload or None,
+                "bytes_per_1000_messages": payload * 1000 / len(messages) if payload else None,
+                "x_own_json": payload / own if payload else None,
+                "own_json_bytes": own,
+                "disk_bytes": disk,
+                "get_state_last20_ms": statistics.median(latency[c.name]),
+                "tail20_ms": statistics.median(tails[c.name]) if c.name in tails else None,
+            }
+        )
     print(
         "turn: median wall time of the turns around that history length (graph.invoke, LangGraph's default "
         "durability); saver's share = minus the floor's turn in the same run (LangGraph's own cost, which grows "
@@ -341,6 +384,7 @@ def bench_checkpointers(url: str, tmp: Path, turns: int, stack: ExitStack) -> No
         "column bytes; PostgresSaver = pg_column_size(checkpoint, metadata) + blob + write bytes. on disk: SQLite "
         "file (+WAL); PostgreSQL pg_total_relation_size of the saver's own schema (tables, TOAST, indexes)."
     )
+    return out
 
 
 @contextmanager
@@ -360,7 +404,7 @@ def stores(url: str, tmp: Path) -> Iterator[list[tuple[str, Any, str]]]:
         for schema in (kv_schema, pg_schema):
             create_schema(url, schema)
             stack.callback(drop_schema, url, schema)
-        kv_pg = PostgresDatabase(url, schema=kv_schema, max_size=4)
+        kv_pg = PostgresDatabase(url, schema_name=kv_schema, max_size=4)
         kv_pg.open()
         stack.callback(kv_pg.close)
         out.append(("kvstore KVStoreStore, PostgreSQL", KVStoreStore(kv_pg, ttl={"refresh_on_read": False}), "kvstore"))
@@ -372,7 +416,23 @@ def stores(url: str, tmp: Path) -> Iterator[list[tuple[str, Any, str]]]:
         yield out
 
 
-def bench_stores(url: str, tmp: Path, items: int, rounds: int) -> None:
+def alternate(ops: dict[str, Callable[[int], object]], n: int, rounds: int) -> dict[str, float]:
+    """Ops per second of each op: warmed up, then ``rounds`` alternating rounds of ``n`` calls; the median."""
+    for op in ops.values():
+        for i in range(3):
+            op(i)
+    rates: dict[str, list[float]] = {name: [] for name in ops}
+    for r in range(rounds):
+        for name, op in ops.items():
+            start = time.perf_counter()
+            for i in range(r * n, r * n + n):
+                op(i)
+            rates[name].append(n / (time.perf_counter() - start))
+    return {name: statistics.median(v) for name, v in rates.items()}
+
+
+def bench_stores(url: str, tmp: Path, items: int, rounds: int) -> list[dict[str, Any]]:
+    """Search every store; print the table and return one row per store."""
     from langgraph.store.base import PutOp
 
     namespaces = 100
@@ -399,12 +459,8 @@ def bench_stores(url: str, tmp: Path, items: int, rounds: int) -> None:
 
             return op
 
-        results = run_cases(
-            [Case(name, search(store), role=role) for name, store, role in contenders],
-            n=50,
-            rounds=rounds,
-        )
-        floor = results["InMemoryStore (floor)"].ops_per_s
+        results = alternate({name: search(store) for name, store, _ in contenders}, n=50, rounds=rounds)
+        floor = results["InMemoryStore (floor)"]
         kv_sqlite, kv_pg = results["kvstore KVStoreStore, SQLite"], results["kvstore KVStoreStore, PostgreSQL"]
         print(
             f"\n## LangGraph store: search(namespace prefix + filter, limit 10) over {items:,} items in "
@@ -413,14 +469,27 @@ def bench_stores(url: str, tmp: Path, items: int, rounds: int) -> None:
         print("| store | searches/s | µs/search | vs floor | kvstore vs this peer | expired item returned? |")
         print("|---|---|---|---|---|---|")
         expired = check_ttl(contenders)
+        out: list[dict[str, Any]] = []
         for name, _, role in contenders:
-            res = results[name]
+            rate = results[name]
             mine = kv_sqlite if "Sqlite" in name else kv_pg if "Postgres" in name else None
-            versus = f"{mine.ops_per_s / res.ops_per_s:.2f}x" if role == "peer" and mine else ""
-            print(
-                f"| {name} | {res.ops_per_s:,.0f} | {1e6 / res.ops_per_s:,.0f} | {res.ops_per_s / floor:.2f} | "
-                f"{versus} | {expired[name]} |"
+            versus = f"{mine / rate:.2f}x" if role == "peer" and mine else ""
+            print(f"| {name} | {rate:,.0f} | {1e6 / rate:,.0f} | {rate / floor:.2f} | {versus} | {expired[name]} |")
+            backend = "sqlite" if "Sqlite" in name else "postgres" if "Postgres" in name else "memory"
+            out.append(
+                {
+                    "section": "langgraph",
+                    "workload": f"store: search(namespace prefix + filter, limit 10) of {items:,} items",
+                    "name": name,
+                    "role": role,
+                    "backend": backend,
+                    "ops_per_s": rate,
+                    "us_per_op": 1e6 / rate,
+                    "vs_floor": rate / floor,
+                    "expired_item_returned": expired[name],
+                }
             )
+        return out
 
 
 def check_ttl(contenders: list[tuple[str, Any, str]]) -> dict[str, str]:
@@ -441,6 +510,25 @@ def check_ttl(contenders: list[tuple[str, Any, str]]) -> dict[str, str]:
     return out
 
 
+def rows(url: str = DEFAULT_URL, *, turns: int = 500, items: int = 10_000, rounds: int = 7) -> list[dict[str, Any]]:
+    """Run both parts (checkpointers, then stores) and return their rows, also printed as Markdown tables.
+
+    Every row has ``section`` ("langgraph"), ``workload``, ``name``, ``role`` ("floor", "kvstore" or "peer")
+    and ``backend`` ("memory", "sqlite", "postgres"). Checkpointer rows add ``turn_ms`` and ``saver_ms``
+    ({messages: ms}, at 20 / 200 / 1,000 messages; saver_ms = minus the floor's turn), ``payload_bytes``,
+    ``bytes_per_1000_messages``, ``x_own_json`` (payload / the messages' own JSON), ``disk_bytes``,
+    ``get_state_last20_ms`` and ``tail20_ms``; store rows add ``ops_per_s``, ``us_per_op``, ``vs_floor``
+    and ``expired_item_returned``. Needs PostgreSQL at ``url`` and the bench group's peers.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="bench_langgraph_"))
+    try:
+        with ExitStack() as stack:
+            found = bench_checkpointers(url, tmp, turns, stack)
+        return found + bench_stores(url, tmp, items, rounds)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", default=DEFAULT_URL)
@@ -451,13 +539,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.turns, args.items, args.rounds = 60, 2_000, 3
-    tmp = Path(tempfile.mkdtemp(prefix="bench_langgraph_"))
-    try:
-        with ExitStack() as stack:
-            bench_checkpointers(args.url, tmp, args.turns, stack)
-        bench_stores(args.url, tmp, args.items, args.rounds)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    rows(args.url, turns=args.turns, items=args.items, rounds=args.rounds)
 
 
 if __name__ == "__main__":

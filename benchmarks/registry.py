@@ -61,7 +61,7 @@ def chat_last(tier: Tier, flavour: int) -> Op:
 
 
 def session_touch(tier: Tier, flavour: int) -> Op:
-    store = tier.session_stores()[flavour]
+    store = tier.session_stores[flavour]
     sids = [tier.wait(s) if flavour else s for s in (store.create(SESSION_DATA) for _ in range(100))]
     return lambda i: store.get(sids[i % 100], touch=True)
 

@@ -50,8 +50,8 @@ def sync_chat() -> None:
         print(f"sync chat: {len(messages)} messages in thread chat-42; the last two:")
         for message in messages[-2:]:
             print(f"  {message.type}: {message.content}")
-        # Each message is stored once, on a kvstore list, however many checkpoints refer to it.
-        print(f"  stored once each: {storage.database.get_length('langgraph:l:chat-42::messages')} list items")
+        # Each message is stored once, under a key of its own, however many checkpoints refer to it.
+        print(f"  stored once each: {len(storage.database.keys('langgraph:i:chat-42:*'))} message items")
         memories = KVStoreStore(storage.database).search(("user-7", "memories"), limit=3)
         print(f"  long-term memories of user-7: {len(memories)} (newest: {memories[0].value['said']!r})")
 

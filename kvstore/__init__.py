@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from kvstore._core.health import HealthReport, TierHealth
+from kvstore._registry import REGISTRY
 from kvstore.base import Cache, Database, Store, TypedStore
 from kvstore.base_async import AsyncCache, AsyncDatabase, AsyncStore, AsyncTypedStore
 from kvstore.chat._history import ChatHistory
@@ -87,12 +88,10 @@ __all__ = [
 
 # Backends whose drivers are optional: imported on first access, never by `import kvstore`.
 _LAZY = {
-    "AsyncRedisCache": "kvstore.redis._store_async",
-    "RedisCache": "kvstore.redis._store",
-    "AsyncSqliteDatabase": "kvstore.sqlite._store_async",
-    "SqliteDatabase": "kvstore.sqlite._store",
-    "AsyncPostgresDatabase": "kvstore.postgres._store_async",
-    "PostgresDatabase": "kvstore.postgres._store",
+    name: module
+    for entry in REGISTRY.values()
+    if entry.extra is not None
+    for name, module in ((entry.name_async, entry.module_async), (entry.name, entry.module))
 }
 
 

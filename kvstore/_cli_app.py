@@ -22,7 +22,7 @@ from kvstore._copy.copy import copy_namespace, verify_copy
 from kvstore._copy.plan import CopyCheckpoint, fingerprint
 from kvstore._core.health import HealthReport, TierHealth
 from kvstore._core.urls import config_from_url, redact_url
-from kvstore._resilience.chain import DEFAULT_CHAINS
+from kvstore._resilience.chain import default_chain
 from kvstore.base import Database, Store
 from kvstore.config import MemoryCacheConfig, MemoryDatabaseConfig, SqliteDatabaseConfig, StorageConfig, load_config
 from kvstore.errors import BackendUnavailableError, ConfigError, KVStoreError, MissingDependencyError
@@ -212,7 +212,7 @@ def _probe_tier(tier: str, config: Any) -> tuple[TierHealth, str | None]:
     """
     configured = config.type
     errors: list[str] = []
-    entries = config.fallback if config.fallback is not None else DEFAULT_CHAINS[(tier, configured)]
+    entries = config.fallback if config.fallback is not None else default_chain(tier, configured)
     for position, candidate in enumerate([config, *entries]):
         degraded = position > 0
         if isinstance(candidate, str):  # a fallback by type name: it inherits the primary's key prefix
@@ -289,6 +289,10 @@ def _uncreatable(path: str) -> str | None:
 
 # --- data commands ------------------------------------------------------------------------
 
+#: Commands whose arguments may be negative numbers (``range KEY 0 -1``, ``set KEY -5``): a token
+#: like ``-1`` is an argument there, not an unknown option (Click's default).
+NEGATIVES = {"ignore_unknown_options": True}
+
 
 @app.command()
 def get(
@@ -308,7 +312,7 @@ def get(
     out.print(_dump(value), markup=False)
 
 
-@app.command("set")
+@app.command("set", context_settings=NEGATIVES)
 def set_(
     key: str,
     value: Annotated[str, typer.Argument(help="A JSON document ('-' reads stdin).")],
@@ -338,10 +342,26 @@ def delete(
     prefix: PrefixOpt = None,
     timeout: TimeoutOpt = 2.0,
 ) -> None:
-    """Delete the given keys (values or lists); print how many existed."""
+    """Delete the given keys (values or lists) in one round trip; print how many existed."""
     with open_store(url, config, tier, prefix, timeout) as store:
-        removed = sum(store.delete(key) for key in keys)
+        removed = store.delete_many(keys)
     out.print(str(removed))
+
+
+@app.command(context_settings=NEGATIVES)
+def incr(
+    key: str,
+    by: Annotated[int, typer.Argument(help="What to add (negative subtracts).")] = 1,
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    tier: TierOpt = Tier.database,
+    prefix: PrefixOpt = None,
+    timeout: TimeoutOpt = 2.0,
+) -> None:
+    """Add BY to the integer at KEY atomically (a missing key counts from 0); print the result."""
+    with open_store(url, config, tier, prefix, timeout) as store:
+        value = store.incr(key, by)
+    out.print(str(value))
 
 
 @app.command()
@@ -363,7 +383,7 @@ def keys(
             out.print(key, markup=False)
 
 
-@app.command()
+@app.command(context_settings=NEGATIVES)
 def append(
     key: str,
     values: Annotated[list[str], typer.Argument(help="JSON documents to push to the list's tail, in order.")],
@@ -379,7 +399,7 @@ def append(
     out.print(str(length))
 
 
-@app.command("range")
+@app.command("range", context_settings=NEGATIVES)
 def range_(
     key: str,
     start: Annotated[int, typer.Argument(help="First index (negative counts from the tail).")] = 0,
@@ -389,10 +409,26 @@ def range_(
     prefix: PrefixOpt = None,
     timeout: TimeoutOpt = 2.0,
 ) -> None:
-    """Print items START..END of the list at KEY as a JSON array (Redis LRANGE; negatives after --)."""
+    """Print items START..END of the list at KEY as a JSON array (Redis LRANGE: `range KEY -20 -1`)."""
     with open_store(url, config, Tier.database, prefix, timeout) as store:
         items = _database(store).get_range(key, start, end)
     out.print(_dump(items), markup=False)
+
+
+@app.command(context_settings=NEGATIVES)
+def trim(
+    key: str,
+    start: Annotated[int, typer.Argument(help="First index kept (negative counts from the tail).")],
+    end: Annotated[int, typer.Argument(help="Last index kept, inclusive.")],
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    prefix: PrefixOpt = None,
+    timeout: TimeoutOpt = 2.0,
+) -> None:
+    """Keep only items START..END of the list at KEY (Redis LTRIM: `trim KEY -100 -1`); print how many went."""
+    with open_store(url, config, Tier.database, prefix, timeout) as store:
+        removed = _database(store).trim(key, start, end)
+    out.print(str(removed))
 
 
 # --- copy -------------------------------------------------------------------------------------

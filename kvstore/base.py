@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import inspect
 import time
+import types
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from types import TracebackType
@@ -41,6 +42,7 @@ __all__ = [
     "Database",
     "Store",
     "TypedStore",
+    "check_incr_by",
     "config_options",
     "holds_list",
     "holds_value",
@@ -48,6 +50,11 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+#: What an ``def`` hook returns. The hot hooks (``_get``, ``_set``, ``_mget``, ``_mset``,
+#: ``_extend``, ``_get_range``) of an in-process backend may be plain functions instead: the
+#: async methods a hook's result only when it is a coroutine (one frame less per call).
+_Coroutine = types.CoroutineType
 
 #: The counter range of `incr` (a signed 64-bit integer, as in Redis).
 MAX_INT = 2**63 - 1
@@ -71,7 +78,8 @@ def not_an_integer(key: str, backend: str | None = None, detail: str = "") -> Wr
     )
 
 
-def _check_by(by: object) -> int:
+def check_incr_by(by: object) -> int:
+    """``by`` of `incr` as an int: `TypeError` for a bool or non-integer, `ValueError` beyond 64 bits."""
     if by.__class__ is not int:
         if isinstance(by, bool) or not hasattr(by, "__index__"):
             raise TypeError(f"incr takes an int, not {type(by).__name__}")
@@ -156,7 +164,7 @@ class Store(ABC):
         if key.__class__ is not str or key not in _valid_keys:
             validate_key(key)
         if touch is None:
-            raw = self._get(key)
+            raw: Any = self._get(key)
         else:
             raw = self._get_touch(key, ttl_ms(touch))  # type: ignore[arg-type]  # never None here
         if raw is None:
@@ -175,7 +183,8 @@ class Store(ABC):
         if key.__class__ is not str or key not in _valid_keys:
             validate_key(key)
         ms = None if ttl is None else ttl_ms(ttl)
-        return self._set(key, encode(key, value, self.max_value_bytes), ms, only_if_absent)
+        written: Any = self._set(key, encode(key, value, self.max_value_bytes), ms, only_if_absent)
+        return written  # type: ignore[no-any-return]  # a hook's bool
 
     def delete(self, key: str) -> bool:
         """Remove ``key`` (value or list); ``True`` when something was removed."""
@@ -195,7 +204,7 @@ class Store(ABC):
         names = validate_keys(keys)
         if not names:
             return []
-        raws = self._mget(names)
+        raws: Any = self._mget(names)
         try:
             return [None if raw is None else _loads(raw) for raw in raws]
         except JSONDecodeError:
@@ -239,7 +248,7 @@ class Store(ABC):
         64-bit range raises `WrongTypeError` and changes nothing.
         """
         key = validate_key(key)
-        return self._incr(key, _check_by(by))
+        return self._incr(key, check_incr_by(by))
 
     @abstractmethod
     def ping(self) -> None:
@@ -357,7 +366,8 @@ class Database(Store):
             validate_key(key)
         if idempotency_id is not None:
             idempotency_id = validate_idempotency_id(idempotency_id)
-        return self._extend(key, [encode(key, value, self.max_value_bytes)], idempotency_id)
+        length: Any = self._extend(key, [encode(key, value, self.max_value_bytes)], idempotency_id)
+        return length  # type: ignore[no-any-return]  # a hook's int
 
     def extend(self, key: str, values: Iterable[Any], *, idempotency_id: str | None = None) -> int:
         """Push every value to the tail in order, atomically; return the new length.
@@ -371,12 +381,13 @@ class Database(Store):
         if isinstance(values, str | bytes):
             raise TypeError("extend takes an iterable of values, not a single str or bytes")
         limit = self.max_value_bytes
-        return self._extend(key, [encode(key, v, limit) for v in values], idempotency_id)
+        length: Any = self._extend(key, [encode(key, v, limit) for v in values], idempotency_id)
+        return length  # type: ignore[no-any-return]  # a hook's int
 
     def get_range(self, key: str, start: int, end: int) -> list[Any]:
         """Redis ``LRANGE``: ``end`` inclusive, negatives from the tail, clamped, ``[]`` when empty."""
         key = validate_key(key)
-        raws = self._get_range(key, check_index(start), check_index(end))
+        raws: Any = self._get_range(key, check_index(start), check_index(end))
         try:
             return [_loads(raw) for raw in raws]
         except JSONDecodeError:

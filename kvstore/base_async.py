@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import inspect
 import time
+import types
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
@@ -40,6 +41,7 @@ __all__ = [
     "AsyncDatabase",
     "AsyncStore",
     "AsyncTypedStore",
+    "check_incr_by",
     "config_options",
     "holds_list",
     "holds_value",
@@ -47,6 +49,11 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+#: What an ``async def`` hook returns. The hot hooks (``_get``, ``_set``, ``_mget``, ``_mset``,
+#: ``_extend``, ``_get_range``) of an in-process backend may be plain functions instead: the
+#: async methods await a hook's result only when it is a coroutine (one frame less per call).
+_Coroutine = types.CoroutineType
 
 #: The counter range of `incr` (a signed 64-bit integer, as in Redis).
 MAX_INT = 2**63 - 1
@@ -70,7 +77,8 @@ def not_an_integer(key: str, backend: str | None = None, detail: str = "") -> Wr
     )
 
 
-def _check_by(by: object) -> int:
+def check_incr_by(by: object) -> int:
+    """``by`` of `incr` as an int: `TypeError` for a bool or non-integer, `ValueError` beyond 64 bits."""
     if by.__class__ is not int:
         if isinstance(by, bool) or not hasattr(by, "__index__"):
             raise TypeError(f"incr takes an int, not {type(by).__name__}")
@@ -83,7 +91,7 @@ def _check_by(by: object) -> int:
 @functools.cache
 def _init_keywords(cls: type) -> frozenset[str]:
     params = inspect.signature(cls).parameters.values()
-    return frozenset(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) )
+    return frozenset(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
 def config_options(cls: type, config: Any) -> dict[str, Any]:
@@ -155,7 +163,9 @@ class AsyncStore(ABC):
         if key.__class__ is not str or key not in _valid_keys:
             validate_key(key)
         if touch is None:
-            raw = await self._get(key)
+            raw: Any = self._get(key)
+            if raw.__class__ is _Coroutine:
+                raw = await raw
         else:
             raw = await self._get_touch(key, ttl_ms(touch))  # type: ignore[arg-type]  # never None here
         if raw is None:
@@ -174,7 +184,10 @@ class AsyncStore(ABC):
         if key.__class__ is not str or key not in _valid_keys:
             validate_key(key)
         ms = None if ttl is None else ttl_ms(ttl)
-        return await self._set(key, encode(key, value, self.max_value_bytes), ms, only_if_absent)
+        written: Any = self._set(key, encode(key, value, self.max_value_bytes), ms, only_if_absent)
+        if written.__class__ is _Coroutine:
+            written = await written
+        return written  # type: ignore[no-any-return]  # a hook's bool
 
     async def delete(self, key: str) -> bool:
         """Remove ``key`` (value or list); ``True`` when something was removed."""
@@ -194,7 +207,9 @@ class AsyncStore(ABC):
         names = validate_keys(keys)
         if not names:
             return []
-        raws = await self._mget(names)
+        raws: Any = self._mget(names)
+        if raws.__class__ is _Coroutine:
+            raws = await raws
         try:
             return [None if raw is None else _loads(raw) for raw in raws]
         except JSONDecodeError:
@@ -205,7 +220,12 @@ class AsyncStore(ABC):
         limit = self.max_value_bytes
         rows = [(key, encode(key, value, limit), ms) for key, value, ms in normalize_items(items)]
         if rows:
-            await self._mset(rows)
+            if True:  # ASYNC
+                pending: Any = self._mset(rows)
+                if pending.__class__ is _Coroutine:
+                    await pending
+            else:
+                self._mset(rows)
 
     def iter_keys(self, pattern: str = "*") -> AsyncIterator[str]:
         """Stream the keys matching the Redis glob ``pattern`` (without the prefix)."""
@@ -238,7 +258,7 @@ class AsyncStore(ABC):
         64-bit range raises `WrongTypeError` and changes nothing.
         """
         key = validate_key(key)
-        return await self._incr(key, _check_by(by))
+        return await self._incr(key, check_incr_by(by))
 
     @abstractmethod
     async def ping(self) -> None:
@@ -356,7 +376,10 @@ class AsyncDatabase(AsyncStore):
             validate_key(key)
         if idempotency_id is not None:
             idempotency_id = validate_idempotency_id(idempotency_id)
-        return await self._extend(key, [encode(key, value, self.max_value_bytes)], idempotency_id)
+        length: Any = self._extend(key, [encode(key, value, self.max_value_bytes)], idempotency_id)
+        if length.__class__ is _Coroutine:
+            length = await length
+        return length  # type: ignore[no-any-return]  # a hook's int
 
     async def extend(self, key: str, values: Iterable[Any], *, idempotency_id: str | None = None) -> int:
         """Push every value to the tail in order, atomically; return the new length.
@@ -370,12 +393,17 @@ class AsyncDatabase(AsyncStore):
         if isinstance(values, str | bytes):
             raise TypeError("extend takes an iterable of values, not a single str or bytes")
         limit = self.max_value_bytes
-        return await self._extend(key, [encode(key, v, limit) for v in values], idempotency_id)
+        length: Any = self._extend(key, [encode(key, v, limit) for v in values], idempotency_id)
+        if length.__class__ is _Coroutine:
+            length = await length
+        return length  # type: ignore[no-any-return]  # a hook's int
 
     async def get_range(self, key: str, start: int, end: int) -> list[Any]:
         """Redis ``LRANGE``: ``end`` inclusive, negatives from the tail, clamped, ``[]`` when empty."""
         key = validate_key(key)
-        raws = await self._get_range(key, check_index(start), check_index(end))
+        raws: Any = self._get_range(key, check_index(start), check_index(end))
+        if raws.__class__ is _Coroutine:
+            raws = await raws
         try:
             return [_loads(raw) for raw in raws]
         except JSONDecodeError:

@@ -16,12 +16,15 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 
 from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES
+from kvstore._core.keys import validate_prefix
 from kvstore.errors import ConfigError, MissingDependencyError
 
 __all__ = [
@@ -103,13 +106,7 @@ class _TierConfig(_Model):
     @field_validator("key_prefix")
     @classmethod
     def _check_prefix(cls, value: str) -> str:
-        if "\x00" in value or len(value.encode("utf-8", "surrogatepass")) > 512:
-            raise ValueError("key_prefix must have no NUL and at most 512 UTF-8 bytes")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("key_prefix must not contain lone surrogates") from None
-        return value
+        return validate_prefix(value)
 
 
 # --- URLs with secrets in them -------------------------------------------------------
@@ -331,6 +328,10 @@ class _NetworkConfig(_TierConfig):
 # --- cache tier ---------------------------------------------------------------------
 
 
+#: The base of a tier's config model, for a backend added through `kvstore._registry.register`.
+TierConfig = _TierConfig
+
+
 class MemoryCacheConfig(_TierConfig):
     """In-process cache: bounded (LRU), TTL-aware, not durable."""
 
@@ -454,8 +455,8 @@ class PostgresDatabaseConfig(_NetworkConfig):
     }
 
     type: Literal["postgres"] = "postgres"
-    host: str = "localhost"
-    port: int = Field(5432, gt=0, lt=65536)
+    host: str | None = Field(None, description="Overrides the URL's host; without a URL, default localhost.")
+    port: int | None = Field(None, gt=0, lt=65536, description="Overrides the URL's port; without a URL, default 5432.")
     dbname: str | None = None
     user: str | None = None
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = None
@@ -499,6 +500,14 @@ class PostgresDatabaseConfig(_NetworkConfig):
             raise ValueError("a PostgreSQL URL starts with postgresql://")
         if self.min_size > self.max_size:
             raise ValueError("min_size must not exceed max_size")
+        # Every field named like a constructor keyword is passed to it (from_config), so the
+        # host and port stay None unless given, and a URL's own host and port then hold;
+        # without a URL they default here (not marked as given).
+        if self.url is None:
+            if self.host is None:
+                object.__setattr__(self, "host", "localhost")
+            if self.port is None:
+                object.__setattr__(self, "port", 5432)
         return self
 
 
@@ -511,6 +520,9 @@ DatabaseConfig = Annotated[
     MemoryDatabaseConfig | SqliteDatabaseConfig | PostgresDatabaseConfig,
     Field(discriminator="type"),
 ]
+
+#: The backend types the config unions above know; others come from the registry.
+_BUILTIN_TYPES = {"cache": {"memory", "redis"}, "database": {"memory", "sqlite", "postgres"}}
 
 for _model in (MemoryCacheConfig, RedisCacheConfig, MemoryDatabaseConfig, SqliteDatabaseConfig, PostgresDatabaseConfig):
     _model.model_rebuild()
@@ -593,16 +605,33 @@ class StorageConfig(_Model):
 
     @model_validator(mode="before")
     @classmethod
-    def _expand_variables(cls, data: Any) -> Any:
+    def _expand_variables(cls, data: Any, info: ValidationInfo) -> Any:
         if isinstance(data, Mapping):
-            return _substitute(data, "", os.environ)
+            environ = (info.context or {}).get("environ", os.environ)
+            return _substitute(data, "", environ)
         return data
 
+    @field_validator("cache", "database", mode="wrap")
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> StorageConfig:
-        """Build from a dict shaped like the TOML/YAML file; errors become `ConfigError`."""
+    def _registered_backend(cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+        """A backend added with `kvstore._registry.register` is validated by its own config model."""
+        type_ = value.get("type") if isinstance(value, Mapping) else None
+        if isinstance(type_, str) and type_ not in _BUILTIN_TYPES[info.field_name or ""]:
+            from kvstore._registry import REGISTRY
+
+            entry = REGISTRY.get((info.field_name or "", type_))
+            if entry is not None:
+                return entry.config_model().model_validate(value)
+        return handler(value)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, environ: Mapping[str, str] | None = None) -> StorageConfig:
+        """Build from a dict shaped like the TOML/YAML file; errors become `ConfigError`.
+
+        ``$VAR`` / ``${VAR}`` in values are read from ``environ`` (default: the process environment).
+        """
         try:
-            return cls.model_validate(data)
+            return cls.model_validate(data, context=None if environ is None else {"environ": environ})
         except ValidationError as exc:
             raise ConfigError(_describe(exc)) from None
 
@@ -651,23 +680,24 @@ class StorageConfig(_Model):
         env = os.environ if environ is None else environ
         if env.get("KVSTORE_CONFIG"):
             return cls.from_file(env["KVSTORE_CONFIG"])
-        from pydantic_settings import BaseSettings, SettingsConfigDict
-
-        class _Settings(BaseSettings):
-            model_config = SettingsConfigDict(
-                env_prefix="KVSTORE_", env_nested_delimiter="__", extra="ignore", case_sensitive=False
-            )
-            cache: dict[str, Any] = Field(default_factory=dict)
-            database: dict[str, Any] = Field(default_factory=dict)
-
-        settings = _Settings(_env_file=None) if environ is None else _settings_from(_Settings, env)
         data: dict[str, Any] = {}
-        for tier, values in (("cache", settings.cache), ("database", settings.database)):
-            if values:
-                data[tier] = {k.lower(): v for k, v in values.items()}
-                if isinstance(data[tier].get("fallback"), str):
-                    data[tier]["fallback"] = _fallback_from_env(data[tier]["fallback"], tier)
-        return cls.from_mapping(data)
+        for name, value in env.items():
+            path = name.lower().split("__")
+            if not path[0].startswith("kvstore_") or len(path) < 2 or not all(path):
+                continue
+            tier = path[0].removeprefix("kvstore_")
+            if tier not in ("cache", "database"):
+                continue
+            node = data.setdefault(tier, {})
+            for part in path[1:-1]:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ConfigError(f"{name} conflicts with another KVSTORE_ variable")
+            node[path[-1]] = value
+        for tier, values in data.items():
+            if isinstance(values.get("fallback"), str):
+                values["fallback"] = _fallback_from_env(values["fallback"], tier)
+        return cls.from_mapping(data, environ=env)
 
 
 def _fallback_from_env(text: str, tier: str) -> Any:
@@ -681,17 +711,6 @@ def _fallback_from_env(text: str, tier: str) -> Any:
         except ValueError:
             raise ConfigError(f"KVSTORE_{tier.upper()}__FALLBACK is not a valid JSON list") from None
     return [name.strip() for name in text.split(",") if name.strip()]
-
-
-def _settings_from(settings_cls: Any, env: Mapping[str, str]) -> Any:
-    saved = dict(os.environ)
-    try:
-        os.environ.clear()
-        os.environ.update(env)
-        return settings_cls(_env_file=None)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def _describe(exc: ValidationError) -> str:

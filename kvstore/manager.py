@@ -14,38 +14,24 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tenacity import (
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential,
-    wait_random,
-)
+from tenacity import Retrying
 
 from kvstore._core.health import HealthReport, TierHealth
 from kvstore._core.identity import identity_label, tier_identity
+from kvstore._registry import lookup
 from kvstore._resilience.breaker import BreakerPolicy, CircuitBreaker
 from kvstore._resilience.chain import fallback_chain
 from kvstore._resilience.failover import FailoverCache, FailoverDatabase
 from kvstore._resilience.journal import create_private_file
-from kvstore._telemetry import maybe_instrument
+from kvstore._resilience.retry import CONNECT
 from kvstore.base import Cache, Database
 from kvstore.config import DEFAULT_SQLITE_PATH, StorageConfig, load_config
 from kvstore.errors import BackendUnavailableError, ConfigError, KVStoreError, MissingDependencyError
+from kvstore.telemetry import maybe_instrument
 
 __all__ = ["StorageBackends", "StorageManager"]
 
 logger = logging.getLogger("kvstore")
-
-#: (tier, backend type) -> (module, class); imported only when chosen.
-BACKENDS: dict[tuple[str, str], tuple[str, str]] = {
-    ("cache", "memory"): ("kvstore.memory._store", "MemoryCache"),
-    ("cache", "redis"): ("kvstore.redis._store", "RedisCache"),
-    ("database", "memory"): ("kvstore.memory._store", "MemoryDatabase"),
-    ("database", "sqlite"): ("kvstore.sqlite._store", "SqliteDatabase"),
-    ("database", "postgres"): ("kvstore.postgres._store", "PostgresDatabase"),
-}
 
 #: How long `health()` waits for one tier's probe.
 HEALTH_TIMEOUT = 1.0
@@ -97,8 +83,8 @@ def _check_fallbacks(chain: list[Any]) -> None:
 
 def backend_class(tier: str, backend: str) -> Any:
     """Import and return the class for ``backend`` on ``tier`` (lazy driver import)."""
-    module, name = BACKENDS[(tier, backend)]
-    return getattr(importlib.import_module(module), name)
+    entry = lookup(tier, backend)
+    return getattr(importlib.import_module(entry.module), entry.name)
 
 
 @dataclass
@@ -170,12 +156,7 @@ class StorageManager:
         """Open one backend, retrying unavailability within ``config.connect_timeout``."""
         cls = backend_class(tier, config.type)  # MissingDependencyError when the extra is absent
         budget = config.connect_timeout
-        retrying = Retrying(
-            stop=stop_after_delay(budget) | stop_after_attempt(attempts),
-            wait=wait_exponential(multiplier=0.05, max=0.5) + wait_random(0, 0.05),
-            retry=retry_if_exception_type(BackendUnavailableError),
-            reraise=True,
-        )
+        retrying = Retrying(**CONNECT.within(attempts=attempts, deadline=budget).options())
         for attempt in retrying:
             with attempt:
                 return cls.from_config(config)

@@ -70,6 +70,21 @@ def test_data_commands_round_trip_json(capsys: pytest.CaptureFixture[str], db_ur
         assert store.get("user:1") == {"name": "Ada", "tags": ["x"]}
 
 
+def test_negative_indices_on_a_file(capsys: pytest.CaptureFixture[str], db_url: str) -> None:
+    """The Redis habits: negative indices and amounts are arguments, not unknown options."""
+    assert run(capsys, "append", "log", "1", "-2", "3", "-4", "--url", db_url)[1] == "4\n"
+    assert orjson.loads(run(capsys, "range", "log", "0", "-1", "--url", db_url)[1]) == [1, -2, 3, -4]
+    assert orjson.loads(run(capsys, "range", "log", "-20", "-1", "--url", db_url)[1]) == [1, -2, 3, -4]
+    assert orjson.loads(run(capsys, "range", "log", "-2", "-1", "--url", db_url)[1]) == [3, -4]
+    assert run(capsys, "trim", "log", "-3", "-1", "--url", db_url)[1] == "1\n"
+    assert orjson.loads(run(capsys, "range", "log", "--url", db_url)[1]) == [-2, 3, -4]
+    assert run(capsys, "incr", "n", "-5", "--url", db_url)[1] == "-5\n"
+    assert run(capsys, "incr", "n", "--url", db_url)[1] == "-4\n"
+    assert run(capsys, "set", "v", "-7", "--url", db_url)[0] == 0
+    assert run(capsys, "get", "v", "--url", db_url)[1] == "-7\n"
+    assert run(capsys, "delete", "v", "n", "missing", "--url", db_url)[1] == "2\n"
+
+
 def test_prefix_and_default_config(capsys: pytest.CaptureFixture[str], tmp_path: Path, db_url: str) -> None:
     """Without --url the config's database tier is used (embedded default); --prefix namespaces keys."""
     assert run(capsys, "set", "k", "1", "--prefix", "app:")[0] == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,29 @@ def test_environment_variables() -> None:
     assert config.cache.port == 7000
     assert config.cache.key_prefix == "e:"
     assert isinstance(config.database, SqliteDatabaseConfig)
+
+
+def test_environment_mapping_never_touches_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """from_env(mapping) reads only the mapping, ``$VAR`` included, and leaves os.environ as it was."""
+    monkeypatch.setenv("KVSTORE_DATABASE__TYPE", "postgres")
+    monkeypatch.setenv("DB_PASSWORD", "from-process")
+    before = dict(os.environ)
+    config = StorageConfig.from_env(
+        {
+            "KVSTORE_DATABASE__TYPE": "postgres",
+            "kvstore_database__password": "$DB_PASSWORD",
+            "DB_PASSWORD": "from-mapping",
+            "KVSTORE_CACHE__TYPE": "memory",
+            "KVSTORE_CACHE__MAX_ENTRIES": "10",
+            "OTHER__THING": "ignored",
+        }
+    )
+    assert dict(os.environ) == before
+    assert isinstance(config.database, PostgresDatabaseConfig)
+    assert config.database.password is not None
+    assert config.database.password.get_secret_value() == "from-mapping"
+    assert config.cache.max_entries == 10  # type: ignore[union-attr]  # a memory cache
+    assert isinstance(StorageConfig.from_env({}).database, SqliteDatabaseConfig)
 
 
 def test_environment_can_name_a_file(tmp_path: Path) -> None:

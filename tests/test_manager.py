@@ -7,10 +7,9 @@ import logging
 import pytest
 
 from kvstore import AsyncStorageManager, BackendUnavailableError, StorageManager
+from kvstore._registry import REGISTRY
 from kvstore._resilience.chain import fallback_chain
 from kvstore.config import load_config
-from kvstore.manager import BACKENDS as SYNC_BACKENDS
-from kvstore.manager_async import BACKENDS as ASYNC_BACKENDS
 
 MEMORY = {"cache": {"type": "memory"}, "database": {"type": "memory"}}
 
@@ -50,9 +49,18 @@ def test_disconnect_is_idempotent_and_closes_tiers() -> None:
         manager.health()
 
 
-def test_registries_name_the_same_backends() -> None:
-    """The async and sync registries cover the same (tier, backend) pairs."""
-    assert ASYNC_BACKENDS.keys() == SYNC_BACKENDS.keys()
+def test_registry_entries_name_twin_classes() -> None:
+    """Every registered backend has an async store and its generated sync twin, of the right tier."""
+    from kvstore import AsyncCache, AsyncDatabase, Cache, Database
+    from kvstore.manager import backend_class
+    from kvstore.manager_async import backend_class as async_backend_class
+
+    for (tier, type_), entry in REGISTRY.items():
+        sync_cls, async_cls = backend_class(tier, type_), async_backend_class(tier, type_)
+        assert async_cls.__name__ == f"Async{sync_cls.__name__}" == entry.name_async
+        assert issubclass(async_cls, AsyncCache if tier == "cache" else AsyncDatabase)
+        assert issubclass(sync_cls, Cache if tier == "cache" else Database)
+        assert entry.config_model().model_fields["type"].default == type_
 
 
 def test_default_chains() -> None:

@@ -89,7 +89,7 @@ async def test_a_pool_whose_new_connections_are_refused_as_too_many_is_busy(post
         await admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 2")
         await admin.execute(f"CREATE SCHEMA {role} AUTHORIZATION {role}")
         holders: list[psycopg.AsyncConnection[Any]] = []
-        db = AsyncPostgresDatabase(postgres_url, user=role, schema=role, min_size=1, max_size=1, pool_timeout=1.0)
+        db = AsyncPostgresDatabase(postgres_url, user=role, schema_name=role, min_size=1, max_size=1, pool_timeout=1.0)
         try:
             await db.set("k", 1)
             holders.append(await psycopg.AsyncConnection.connect(postgres_url, user=role, autocommit=True))
@@ -120,7 +120,7 @@ async def test_a_row_lock_past_lock_timeout_is_busy(postgres_url: str) -> None:
     """A write that waits on a row lock held by another transaction past lock_timeout (55P03) is busy."""
     schema = f"kv_lock_{uuid.uuid4().hex[:8]}"
     url = postgres_url + ("&" if "?" in postgres_url else "?") + "options=-c%20lock_timeout%3D100"
-    db = AsyncPostgresDatabase(url, schema=schema, key_prefix="p:", max_size=1)
+    db = AsyncPostgresDatabase(url, schema_name=schema, key_prefix="p:", max_size=1)
     try:
         await db.set("k", 1)
         async with await psycopg.AsyncConnection.connect(postgres_url) as other:

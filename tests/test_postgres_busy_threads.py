@@ -11,7 +11,7 @@ import pytest
 
 from kvstore.errors import BackendBusyError, BackendUnavailableError
 from kvstore.postgres import PostgresDatabase
-from kvstore.postgres import _sql as pg
+from kvstore.postgres import _errors as pg
 
 BIG = {"blob": "y" * (4 * 1024 * 1024)}
 
@@ -67,7 +67,7 @@ def test_40_threads_getting_4mb_on_2_connections_succeed_or_are_busy(postgres_ur
 def test_server_saturation_maps_to_busy(exc: BaseException) -> None:
     """Lock not available, too many connections and a statement cancelled at statement_timeout become
     BackendBusyError, chained, with context."""
-    with pytest.raises(BackendBusyError) as info, pg.translate("set", "k"):
+    with pytest.raises(BackendBusyError) as info, pg.map_errors("set", "k"):
         raise exc
     assert info.value.__cause__ is exc
     assert (info.value.backend, info.value.key, info.value.operation) == ("postgres", "k", "set")
@@ -84,6 +84,6 @@ def test_server_saturation_maps_to_busy(exc: BaseException) -> None:
 def test_outages_stay_unavailable(exc: BaseException) -> None:
     """Refused and server shut down stay plain BackendUnavailableError (a statement the server
     cancelled at statement_timeout is a busy server: it answered)."""
-    with pytest.raises(BackendUnavailableError) as info, pg.translate("get", "k"):
+    with pytest.raises(BackendUnavailableError) as info, pg.map_errors("get", "k"):
         raise exc
     assert type(info.value) is BackendUnavailableError

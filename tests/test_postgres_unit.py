@@ -8,6 +8,7 @@ import pytest
 
 from kvstore.config import PostgresDatabaseConfig
 from kvstore.errors import BackendBusyError, BackendUnavailableError, ConfigError, KVStoreError
+from kvstore.postgres import _errors as errors
 from kvstore.postgres import _sql as pg
 
 SECRET = "s3cr3t-canary"
@@ -28,12 +29,22 @@ SECRET = "s3cr3t-canary"
         (psycopg.errors.InsufficientPrivilege("permission denied for schema"), KVStoreError),
         (psycopg.errors.UndefinedTable("relation does not exist"), KVStoreError),
         (psycopg.errors.DataException("bad data"), KVStoreError),
+        (psycopg.errors.LockNotAvailable("could not obtain lock on row"), BackendBusyError),
+        (psycopg.errors.TooManyConnections("too many connections for role"), BackendBusyError),
+        (psycopg.errors.DeadlockDetected("deadlock detected"), BackendBusyError),
+        (psycopg.errors.SerializationFailure("could not serialize access"), BackendBusyError),
+        (psycopg.errors.CannotConnectNow("the database system is starting up"), BackendUnavailableError),
+        (psycopg.errors.IdleSessionTimeout("idle-session timeout"), BackendUnavailableError),
+        (psycopg.errors.UniqueViolation("duplicate key"), KVStoreError),
+        (psycopg.ProgrammingError("syntax error"), KVStoreError),
+        (psycopg.InternalError("internal"), KVStoreError),
+        (psycopg.Error("anything else"), KVStoreError),
     ],
     ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else v.__name__,
 )
 def test_driver_exceptions_are_mapped(exc: BaseException, expected: type[KVStoreError]) -> None:
     """Every driver exception we care about becomes the right kvstore error, with context, secret scrubbed."""
-    with pytest.raises(expected) as info, pg.translate("get", "k", SECRET):
+    with pytest.raises(expected) as info, errors.map_errors("get", "k", SECRET):
         raise exc
     assert type(info.value) is expected
     assert info.value.__cause__ is exc
@@ -41,9 +52,40 @@ def test_driver_exceptions_are_mapped(exc: BaseException, expected: type[KVStore
     assert SECRET not in str(info.value)
 
 
+def _driver_exception_classes() -> list[type[BaseException]]:
+    seen: set[type[BaseException]] = set()
+    todo: list[type[BaseException]] = [psycopg.Error]
+    while todo:
+        cls = todo.pop()
+        if cls not in seen:
+            seen.add(cls)
+            todo.extend(cls.__subclasses__())
+    return sorted(seen, key=lambda c: f"{c.__module__}.{c.__qualname__}")
+
+
+@pytest.mark.parametrize("cls", _driver_exception_classes(), ids=lambda c: c.__qualname__)
+def test_every_driver_exception_class_is_mapped(cls: type[BaseException]) -> None:
+    """Every psycopg and psycopg_pool exception class maps to a kvstore error through the one table, chained."""
+    exc = cls(f"boom password={SECRET}")
+    with pytest.raises(KVStoreError) as info, errors.map_errors("set", "k", SECRET):
+        raise exc
+    assert info.value.__cause__ is exc
+    assert SECRET not in str(info.value)
+    # The table entry that decided is the first whose class the exception is an instance of.
+    first = next(target for kind, target, _ in errors.ERRORS if isinstance(exc, kind))
+    assert type(info.value) is first
+
+
+def test_the_error_table_lists_the_most_specific_class_first() -> None:
+    """No entry of ERRORS is shadowed by an earlier, more general one (each can fire)."""
+    kinds = [kind for kind, _, _ in errors.ERRORS]
+    for i, kind in enumerate(kinds):
+        assert not any(issubclass(kind, earlier) for earlier in kinds[:i]), kind
+
+
 def test_non_driver_errors_pass_through() -> None:
     """Errors that are not the driver's (our own, programming errors) are not translated."""
-    with pytest.raises(ValueError, match="mine"), pg.translate("get"):
+    with pytest.raises(ValueError, match="mine"), errors.map_errors("get"):
         raise ValueError("mine")
 
 
@@ -107,7 +149,7 @@ def test_call_deadline_defaults_to_statement_timeout_plus_margin_and_rejects_non
 def test_deadline_errors_are_unavailability_naming_the_operation_and_the_deadline() -> None:
     """A missed call deadline (cut, or no pooled connection in time) is a BackendUnavailableError with the op."""
     for checkout in (False, True):
-        err = pg.deadline_error("get", "k", 0.5, checkout=checkout)
+        err = errors.deadline_error("get", "k", 0.5, checkout=checkout)
         assert isinstance(err, BackendUnavailableError)
         assert (err.backend, err.key, err.operation) == ("postgres", "k", "get")
         assert "0.5 s" in str(err)

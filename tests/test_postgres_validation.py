@@ -40,7 +40,7 @@ def test_non_str_key_prefix_is_invalid_key_error(cls: type) -> None:
 def test_bad_schema_name_is_config_error_at_construction(cls: type, schema: str) -> None:
     """A schema name over 63 UTF-8 bytes, empty, with NUL or a lone surrogate raises ConfigError at once."""
     with pytest.raises(ConfigError, match="schema name"):
-        cls(URL, schema=schema)
+        cls(URL, schema_name=schema)
 
 
 @pytest.mark.parametrize("cls", STORES)
@@ -54,5 +54,5 @@ def test_a_table_prefix_that_postgres_would_truncate_is_config_error(cls: type) 
 @pytest.mark.parametrize("cls", STORES)
 def test_valid_unusual_arguments_are_accepted(cls: type) -> None:
     """Glob and LIKE metacharacters, emoji and a 63-byte schema are fine."""
-    store = cls(URL, key_prefix="a*%_[x]\\😀:", schema="s" * 63)
+    store = cls(URL, key_prefix="a*%_[x]\\😀:", schema_name="s" * 63)
     assert store.key_prefix == "a*%_[x]\\😀:"

@@ -28,14 +28,14 @@ from kvstore import (
     StorageManager,
     WrongTypeError,
 )
-from kvstore._telemetry import (
+from kvstore.config import PostgresDatabaseConfig, RedisCacheConfig, SqliteDatabaseConfig
+from kvstore.telemetry import (
     DURATION_METRIC,
     ERRORS_METRIC,
     connection_attributes,
     instrument,
     maybe_instrument,
 )
-from kvstore.config import PostgresDatabaseConfig, RedisCacheConfig, SqliteDatabaseConfig
 
 SECRET = "PASSWORD-SENTINEL-7c1"
 KEY = "KEY-SENTINEL-3f9"
@@ -296,7 +296,7 @@ def test_off_by_default_and_enabled_by_config(otel: Telemetry) -> None:
         assert storage.cache.wrapped is not None  # type: ignore[attr-defined]
         storage.database.set("k", 1)
         assert storage.database.get("k") == 1
-    code = "import sys, kvstore, kvstore._telemetry; print('opentelemetry' in sys.modules)"
+    code = "import sys, kvstore, kvstore.telemetry; print('opentelemetry' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 
@@ -306,7 +306,7 @@ def test_missing_opentelemetry_names_the_extra() -> None:
     code = (
         "import sys; sys.modules['opentelemetry'] = None\n"
         "from kvstore import MemoryCache, MissingDependencyError\n"
-        "from kvstore._telemetry import instrument\n"
+        "from kvstore.telemetry import instrument\n"
         "try:\n    instrument(MemoryCache())\nexcept MissingDependencyError as e:\n    print(e)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -37,6 +37,8 @@ HEADER = "# Generated from {source} by tools/unasync.py: do not edit; edit the a
 
 # Order matters: longer and more specific patterns first.
 SUBSTITUTIONS: list[tuple[str, str]] = [
+    # An await of a hook that may be a plain function (kvstore/base_async.py): nothing to await in sync code.
+    (r"\n[ \t]*if (\w+)\.__class__ is _Coroutine:\n[ \t]+(?:\1 = )?await \1(?=\n)", ""),
     (r"\basync def\b", "def"),
     (r"\basync with\b", "with"),
     (r"\basync for\b", "for"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from kvstore._core.keys import text_problem
+
 __all__ = ["DEFAULT_IDEMPOTENCY_WINDOW", "MAX_ID_CHARS", "validate_idempotency_id", "validate_window"]
 
 #: Seconds an applied id is remembered by default (one day).
@@ -24,12 +26,9 @@ def validate_idempotency_id(idempotency_id: str | None) -> str | None:
         idempotency_id = str(idempotency_id)  # a str subclass: store the plain text
     if not idempotency_id or len(idempotency_id) > MAX_ID_CHARS:
         raise ValueError(f"idempotency_id must be 1-{MAX_ID_CHARS} characters, not {len(idempotency_id)}")
-    if "\x00" in idempotency_id:
-        raise ValueError("idempotency_id must not contain NUL")
-    try:
-        idempotency_id.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("idempotency_id must not contain a lone surrogate") from None
+    problem = text_problem(idempotency_id)
+    if problem is not None:
+        raise ValueError(f"idempotency_id {problem}")
     return idempotency_id
 
 

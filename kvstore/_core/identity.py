@@ -108,12 +108,12 @@ def _postgres(config: PostgresDatabaseConfig) -> dict[str, Any]:
                 user = text
             elif name in ("hostaddr", "service", "options"):
                 elsewhere[name] = text
-    # Explicit fields win over the URL (as in PostgresDatabase.from_config); without a URL
-    # the fields' defaults apply.
+    # Explicit fields win over the URL (as in PostgresDatabase); without a URL the fields'
+    # defaults apply (host and port are None only when a URL is given and they are not).
     given = config.model_fields_set
-    if config.url is None or "host" in given:
+    if config.host is not None:
         hosts = config.host.split(",")
-    if config.url is None or "port" in given:
+    if config.port is not None:
         ports = [str(config.port)]
     if config.url is None or "dbname" in given:
         dbname = config.dbname

@@ -28,6 +28,17 @@ _valid: dict[str, None] = {}
 _VALID_MEMO_SIZE = 4096
 
 
+def text_problem(text: str) -> str | None:
+    """What stops ``text`` from being stored as text by every backend (a NUL, a lone surrogate), or ``None``."""
+    if "\x00" in text:
+        return "contains a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate"
+    return None
+
+
 def validate_key(key: object) -> str:
     """Return ``key`` if it is a valid kvstore key, else raise `InvalidKeyError`.
 
@@ -40,12 +51,10 @@ def validate_key(key: object) -> str:
         raise InvalidKeyError(f"keys must be str, not {type(key).__name__}", key=None)
     if not key:
         raise InvalidKeyError("keys must not be empty", key=key)
-    if "\x00" in key:
-        raise InvalidKeyError(f"key {key!r} contains a NUL character", key=key)
-    try:
-        size = len(key.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidKeyError(f"key {key!r} contains a lone surrogate", key=key) from None
+    problem = text_problem(key)
+    if problem is not None:
+        raise InvalidKeyError(f"key {key!r} {problem}", key=key)
+    size = len(key.encode("utf-8"))
     if size > MAX_KEY_BYTES:
         raise InvalidKeyError(f"key is {size} UTF-8 bytes; the limit is {MAX_KEY_BYTES}", key=key[:64])
     if len(_valid) >= _VALID_MEMO_SIZE:
@@ -59,12 +68,19 @@ def validate_keys(keys: Iterable[object]) -> list[str]:
     return [validate_key(k) for k in keys]
 
 
+#: The longest key prefix, in UTF-8 bytes (a prefixed key must still fit the backends).
+MAX_PREFIX_BYTES = 512
+
+
 def validate_prefix(prefix: object) -> str:
-    """A prefix is a ``str`` (possibly empty) with the same character rules as a key."""
+    """A prefix is a ``str`` (possibly empty) with a key's character rules, at most 512 UTF-8 bytes."""
     if not isinstance(prefix, str):
         raise InvalidKeyError(f"key_prefix must be str, not {type(prefix).__name__}")
-    if prefix:
-        validate_key(prefix)
+    problem = text_problem(prefix)
+    if problem is not None:
+        raise InvalidKeyError(f"key_prefix {problem}", key=prefix)
+    if len(prefix.encode("utf-8")) > MAX_PREFIX_BYTES:
+        raise InvalidKeyError(f"key_prefix must be at most {MAX_PREFIX_BYTES} UTF-8 bytes", key=prefix[:64])
     return prefix
 
 

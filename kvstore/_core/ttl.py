@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 
-__all__ = ["MAX_TTL_SECONDS", "TTL", "expires_at", "ttl_ms"]
+__all__ = ["MAX_TTL_SECONDS", "TTL", "ttl_ms"]
 
 TTL = float | int | timedelta
 #: About 317 years: every backend (PostgreSQL timestamps, SQLite integers, Redis PX) can store it.
@@ -32,9 +32,3 @@ def ttl_ms(ttl: TTL | None) -> int | None:
     if seconds > MAX_TTL_SECONDS:
         raise ValueError(f"ttl must be at most {MAX_TTL_SECONDS:.0e} seconds (use None for no expiry), got {ttl!r}")
     return max(1, math.ceil(seconds * 1000 - 1e-6))
-
-
-def expires_at(ttl: TTL | None, now: float) -> float | None:
-    """The absolute expiry (seconds on the clock that gave ``now``) of a TTL, or ``None``."""
-    ms = ttl_ms(ttl)
-    return None if ms is None else now + ms / 1000

@@ -6,31 +6,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kvstore.config import (
-    MemoryCacheConfig,
-    MemoryDatabaseConfig,
-    PostgresDatabaseConfig,
-    RedisCacheConfig,
-    SqliteDatabaseConfig,
-    _describe,
-    _split_password,
-    _Url,
-)
+from kvstore._registry import backend_for_scheme, lookup
+from kvstore.config import _describe, _split_password, _Url
 from kvstore.errors import ConfigError
 
 __all__ = ["config_from_url", "redact_url"]
-
-_SCHEMES = {
-    "redis": "cache",
-    "rediss": "cache",
-    "redis+cluster": "cache",
-    "rediss+cluster": "cache",
-    "unix": "cache",
-    "postgres": "database",
-    "postgresql": "database",
-    "sqlite": "database",
-    "memory": "database",
-}
 
 
 def redact_url(url: str) -> str:
@@ -53,8 +33,8 @@ def config_from_url(url: str, *, key_prefix: str = "", connect_timeout: float | 
     ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``sqlite:///:memory:``.
     """
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    tier = _SCHEMES.get(scheme)
-    if tier is None:
+    backend = backend_for_scheme(scheme)
+    if backend is None:
         raise ConfigError(
             f"cannot tell the backend of {redact_url(url)!r}: use redis://, rediss://, postgresql://, "
             "sqlite:///path or memory://"
@@ -63,15 +43,11 @@ def config_from_url(url: str, *, key_prefix: str = "", connect_timeout: float | 
     if connect_timeout is not None:
         options["connect_timeout"] = connect_timeout
     try:
-        if scheme == "memory":
+        if backend.type == "memory":  # memory:// has nothing to connect to: the URL names the tier
             if url[len("memory://") :].strip("/") == "cache":
-                return "cache", MemoryCacheConfig(**options)
-            return "database", MemoryDatabaseConfig(**options)
-        if scheme == "sqlite":
-            return "database", SqliteDatabaseConfig(url=url, **options)
-        if tier == "cache":
-            return "cache", RedisCacheConfig(url=url, **options)
-        return "database", PostgresDatabaseConfig(url=url, **options)
+                backend = lookup("cache", "memory")
+            return backend.tier, backend.config_model()(**options)
+        return backend.tier, backend.config_model()(url=url, **options)
     except ValidationError as exc:
         message = _describe(exc).replace("invalid kvstore config", f"invalid URL {redact_url(url)!r}")
         raise ConfigError(message) from None

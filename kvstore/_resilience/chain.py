@@ -4,35 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvstore.config import (
-    MemoryCacheConfig,
-    MemoryDatabaseConfig,
-    SqliteDatabaseConfig,
-)
+from kvstore._registry import lookup
 
-__all__ = ["DEFAULT_CHAINS", "EXTRAS", "fallback_chain"]
+__all__ = ["default_chain", "fallback_chain"]
 
-#: Where each backend falls back to when no explicit ``fallback`` is configured.
-DEFAULT_CHAINS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("cache", "redis"): ("memory",),
-    ("cache", "memory"): (),
-    ("database", "postgres"): ("sqlite", "memory"),
-    ("database", "sqlite"): ("memory",),
-    ("database", "memory"): (),
-}
 
-#: backend type -> (extra to install, driver module it needs)
-EXTRAS: dict[str, tuple[str, str]] = {
-    "redis": ("redis", "redis"),
-    "postgres": ("postgres", "psycopg"),
-    "sqlite": ("sqlite", "apsw"),
-}
-
-_FALLBACK_MODELS: dict[tuple[str, str], Any] = {
-    ("cache", "memory"): MemoryCacheConfig,
-    ("database", "memory"): MemoryDatabaseConfig,
-    ("database", "sqlite"): SqliteDatabaseConfig,
-}
+def default_chain(tier: str, type_: str) -> tuple[str, ...]:
+    """Where backend ``type_`` falls back to when no explicit ``fallback`` is configured."""
+    return lookup(tier, type_).fallback
 
 
 def fallback_chain(tier: str, config: Any, *, fallback_path: str | None = None) -> list[Any]:
@@ -43,7 +22,7 @@ def fallback_chain(tier: str, config: Any, *, fallback_path: str | None = None) 
     ``fallback_path`` (the primary identity's own file under the state directory),
     never at the embedded default's ``./.kvstore/kvstore.db``.
     """
-    entries = config.fallback if config.fallback is not None else DEFAULT_CHAINS[(tier, config.type)]
+    entries = config.fallback if config.fallback is not None else default_chain(tier, config.type)
     chain = [config]
     inherited = {
         "key_prefix": config.key_prefix,
@@ -57,6 +36,6 @@ def fallback_chain(tier: str, config: Any, *, fallback_path: str | None = None) 
                 if fallback_path is None:
                     raise ValueError("a SQLite fallback needs the path of the primary's state directory")
                 options["path"] = fallback_path
-            entry = _FALLBACK_MODELS[(tier, entry)](**options)
+            entry = lookup(tier, entry).config_model()(**options)
         chain.append(entry)
     return chain

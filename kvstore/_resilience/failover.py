@@ -23,6 +23,12 @@ over a primary and a fallback with a `CircuitBreaker` (DESIGN.md §8):
   database replays its journal in order, skipping (and keeping, as a conflict)
   any write whose keys another instance changed after it was made.
 * With ``on_outage="fail"`` writes raise instead of being buffered.
+
+Operations whose outage outcome depends on what only the primary knows are decided
+from the journal or refused: ``set(only_if_absent=True)`` always needs the primary;
+``incr`` is answered when this outage wrote the key (see `IncrRecord`), else refused.
+``delete_many``, ``get(touch=)`` and ``trim`` are journaled like ``delete``, ``expire``
+and an ordered list write (see each method and ``records``).
 """
 
 from __future__ import annotations
@@ -38,38 +44,42 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from tenacity import (
-    Retrying,
-    retry_if_exception_type,
-    retry_if_not_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential,
-    wait_random,
-)
+from tenacity import Retrying
 
 from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
 from kvstore._core.idempotency import validate_idempotency_id
 from kvstore._core.items import LowerBound, MsetItems, normalize_items
-from kvstore._core.keys import validate_key
-from kvstore._core.lists import lrange_bounds
+from kvstore._core.keys import validate_key, validate_keys
+from kvstore._core.lists import check_index, lrange_bounds
 from kvstore._core.ttl import TTL, ttl_ms
 from kvstore._resilience.breaker import BreakerState, CircuitBreaker, Route
 from kvstore._resilience.journal import LEASE_SECONDS, Journal, JournalEntry
 from kvstore._resilience.records import (
     AppendRecord,
     ClearRecord,
+    DeleteManyRecord,
     DeleteRecord,
     ExpireRecord,
+    IncrRecord,
     KeyView,
     MsetRecord,
     SetRecord,
+    TrimRecord,
     WriteRecord,
     decode_record,
     seconds_left,
 )
-from kvstore.base import Cache, Database
-from kvstore.errors import BackendBusyError, BackendUnavailableError, KVStoreError, WrongTypeError
+from kvstore._resilience.retry import IDEMPOTENT_CALL
+from kvstore.base import (
+    MAX_INT,
+    Cache,
+    Database,
+    check_incr_by,
+    holds_list,
+    holds_value,
+    not_an_integer,
+)
+from kvstore.errors import BackendBusyError, BackendUnavailableError, KVStoreError
 
 __all__ = ["FailoverCache", "FailoverDatabase"]
 
@@ -80,8 +90,6 @@ OnOutage = Literal["buffer", "fail"]
 DegradedReads = Literal["auto", "strict", "fallback"]
 #: Keys remembered per outage before the cache gives up listing them and clears its prefix on failback.
 MAX_TRACKED_KEYS = 100_000
-#: Seconds within which a failed idempotent call may be retried on the primary.
-RETRY_BUDGET = 0.25
 
 
 class _AsyncFailover:
@@ -174,14 +182,9 @@ class _AsyncFailover:
         except BackendUnavailableError:
             # Retry only failures that came fast (refused, reset): one that used up its
             # deadline is not repeated, so a hung server costs one deadline, not several.
-            if not idempotent or self._retry_attempts < 2 or time.monotonic() - started >= RETRY_BUDGET:
+            if not idempotent or self._retry_attempts < 2 or time.monotonic() - started >= IDEMPOTENT_CALL.deadline:
                 raise
-        retrying = Retrying(
-            stop=stop_after_attempt(self._retry_attempts - 1) | stop_after_delay(RETRY_BUDGET),
-            wait=wait_exponential(multiplier=0.02, max=0.2) + wait_random(0, 0.02),
-            retry=retry_if_exception_type(BackendUnavailableError) & retry_if_not_exception_type(BackendBusyError),
-            reraise=True,
-        )
+        retrying = Retrying(**IDEMPOTENT_CALL.within(attempts=self._retry_attempts - 1).options())
         for attempt in retrying:
             with attempt:
                 return call(self.primary)
@@ -307,6 +310,13 @@ class FailoverCache(_AsyncFailover, Cache):
     A cache miss during an outage is a legal answer for a cache, so reads are
     served by the fallback; on failback every key written during the outage is
     invalidated in the primary (a restored Redis would otherwise serve stale values).
+
+    The newer operations follow the same rules: ``incr`` during an outage counts on
+    the fallback (from 0 for a key the outage did not write, as after an eviction) and
+    its key is invalidated on failback; ``delete_many`` deletes on the fallback and
+    invalidates its keys; ``get(key, touch=)`` is a read: it slides the TTL of the
+    fallback's copy only (the primary's copy is not stale, at worst it expires
+    earlier: a miss), so nothing is invalidated and ``on_outage="fail"`` allows it.
     """
 
     tier = "cache"
@@ -316,8 +326,8 @@ class FailoverCache(_AsyncFailover, Cache):
         self._written: set[str] = set()
         self._cleared = False
 
-    def _write(self, keys: list[str] | None, call: Callable[[Any], T], operation: str) -> T:
-        served, result = self._primary(call)
+    def _write(self, keys: list[str] | None, call: Callable[[Any], T], operation: str, idempotent: bool = True) -> T:
+        served, result = self._primary(call, idempotent=idempotent)
         if served:
             return result  # type: ignore[return-value]  # served: the primary's own result
         self._refuse_write(operation)
@@ -338,8 +348,10 @@ class FailoverCache(_AsyncFailover, Cache):
             return result  # type: ignore[return-value]  # served: the primary's own result
         return call(self._fallback)
 
-    def get(self, key: str) -> Any:
-        return self._read(lambda s: s.get(key))
+    def get(self, key: str, *, touch: TTL | None = None) -> Any:
+        if touch is None:
+            return self._read(lambda s: s.get(key))
+        return self._read(lambda s: s.get(key, touch=touch))
 
     def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
         validate_key(key)
@@ -350,6 +362,15 @@ class FailoverCache(_AsyncFailover, Cache):
     def delete(self, key: str) -> bool:
         validate_key(key)
         return bool(self._write([key], lambda s: s.delete(key), "delete"))
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        names = validate_keys(keys)
+        return int(self._write(names, lambda s: s.delete_many(names), "delete_many"))
+
+    def incr(self, key: str, by: int = 1) -> int:
+        validate_key(key)
+        # Not idempotent: never retried on the primary (a lost reply would count twice).
+        return int(self._write([key], lambda s: s.incr(key, by), "incr", idempotent=False))
 
     def exists(self, key: str) -> bool:
         return bool(self._read(lambda s: s.exists(key)))
@@ -485,29 +506,43 @@ class FailoverDatabase(_AsyncFailover, Database):
 
     def _buffer(self, record: WriteRecord, operation: str) -> Any:
         """Journal ``record``, then mirror it onto the fallback; a cancelled caller interrupts neither."""
-        self._refuse_write(operation)
-        return self._journal_then_mirror(record)
 
-    def _journal_then_mirror(self, record: WriteRecord) -> Any:
+        def prepare(before: dict[str, KeyView], strict: bool) -> Prepared:
+            return _prepare(record, before, strict)
+
+        return self._outage_write(operation, record.keys(), record.apply, prepare)
+
+    def _outage_write(
+        self,
+        operation: str,
+        keys: list[str],
+        direct: Callable[[Any], Any],
+        prepare: Prepare,
+        *,
+        needs_views: bool = False,
+    ) -> Any:
+        """Decide, journal and mirror one outage write in a task a cancelled caller cannot interrupt.
+
+        Under the outage lock ``prepare`` gets what the journal knows of ``keys`` (in strict
+        mode, or always with ``needs_views``) and returns the record to journal (``None``:
+        nothing to journal) and the answer (`_MIRRORED`: the fallback's result, or in strict
+        mode what the journal knew). ``direct`` runs instead when failback finished meanwhile.
+        """
+        self._refuse_write(operation)
+        return self._journal_then_mirror(keys, direct, prepare, needs_views)
+
+    def _journal_then_mirror(
+        self, keys: list[str], direct: Callable[[Any], Any], prepare: Prepare, needs_views: bool
+    ) -> Any:
         with self._outage_lock:
             if self.breaker.state is BreakerState.CLOSED and self.primary is not None:
-                return record.apply(self.primary)  # failback finished while we waited
+                return direct(self.primary)  # failback finished while we waited
             journal = self._journal_for_write()
             strict = not self._reads_from_fallback()
-            before = self._views(journal, record.keys()) if strict else {}
-            if strict and isinstance(record, ExpireRecord) and before[record.key].state == "value":
-                # The value is known from this outage: journal it whole with its new expiry, so a
-                # replay never depends on an earlier record whose own TTL has run out by then.
-                record = SetRecord(record.key, before[record.key].value, record.expires_at)
-            if strict and isinstance(record, AppendRecord):
-                view = before[record.key]
-                if view.state == "value":
-                    raise WrongTypeError(
-                        f"key {record.key!r} holds a value, not a list", key=record.key, operation="append"
-                    )
-                if record.idempotency_id in view.ids:  # a retry of a write this outage already holds
-                    length = view.ids[record.idempotency_id]
-                    return length if view.full else LowerBound(length)
+            before = self._views(journal, keys) if strict or needs_views else {}
+            record, answer = prepare(before, strict)
+            if record is None:
+                return answer
             seq = journal.record(record.kind, record.to_json(), record.keys())
             try:
                 result = record.apply(self._fallback_store())
@@ -518,6 +553,8 @@ class FailoverDatabase(_AsyncFailover, Database):
                 # The journal is the truth of this outage; the fallback is only a mirror of it.
                 logger.debug("kvstore database tier: fallback mirror skipped %s: %s", record.kind, exc)
                 result = None
+            if answer is not _MIRRORED:
+                return answer
             if not strict:
                 return result
             return _outage_result(record, before)
@@ -551,17 +588,86 @@ class FailoverDatabase(_AsyncFailover, Database):
 
     # --- the store interface -----------------------------------------------------------
 
-    def get(self, key: str) -> Any:
-        served, result = self._primary(lambda p: p.get(key))
+    def get(self, key: str, *, touch: TTL | None = None) -> Any:
+        """The value of ``key``; with ``touch``, its TTL restarts (see `Store.get`).
+
+        During an outage ``get(key, touch=)`` is the degraded read (the same rules as
+        ``get``) plus a journaled expiry, as ``expire``: a value this outage wrote is
+        journaled whole with its new expiry; a key it knows absent slides nothing. With
+        ``degraded_reads`` answering from the fallback, the fallback's value is returned
+        and an ``expire`` is journaled when it holds one.
+        """
+        if touch is None:
+            served, result = self._primary(lambda p: p.get(key))
+        else:
+            served, result = self._primary(lambda p: p.get(key, touch=touch))
         if served:
             return result
+        if touch is not None:
+            return self._touch(validate_key(key), touch)
         if self._reads_from_fallback():
             return (self._fallback_store()).get(key)
         validate_key(key)
         view = self._view(key, "get")
         if view.state == "list":
-            raise WrongTypeError(f"key {key!r} holds a list, not a value", key=key, operation="get")
+            raise holds_list(key, "get")
         return view.value if view.state == "value" else None
+
+    def _touch(self, key: str, touch: TTL) -> Any:
+        expires_at = _expiry(ttl_ms(touch))
+
+        def prepare(before: dict[str, KeyView], strict: bool) -> Prepared:
+            if not strict:
+                value = (self._fallback_store()).get(key)
+                return (None if value is None else ExpireRecord(key, expires_at)), value
+            view = before[key]
+            if view.state == "unknown":
+                raise self._unknown("get", key)
+            if view.state == "list":
+                raise holds_list(key, "get")
+            if view.state == "absent":
+                return None, None  # nothing to slide, here or on the primary (replay deletes it first)
+            return SetRecord(key, view.value, expires_at, view.basis), view.value
+
+        return self._outage_write("get", [key], lambda p: p.get(key, touch=touch), prepare)
+
+    def incr(self, key: str, by: int = 1) -> int:
+        """Add ``by`` to the integer at ``key`` (see `Store.incr`).
+
+        During an outage the result is computed from this outage's journal when it knows
+        the key's value (it set, deleted or counted the key) and journaled as an
+        `IncrRecord`: the new value, replayed as a set of it unless the key changed (see
+        there for why not as ``INCRBY``). A key the journal does not know raises
+        `BackendUnavailableError`, as a conditional write does: only the primary knows the
+        count, and a guess would be a wrong answer.
+        """
+        # Not idempotent: never retried on the primary (a lost reply would count twice).
+        served, result = self._primary(lambda p: p.incr(key, by), idempotent=False)
+        if served:
+            return result  # type: ignore[return-value]  # served: the primary's own result
+        key, by = validate_key(key), check_incr_by(by)
+
+        def prepare(before: dict[str, KeyView], strict: bool) -> Prepared:
+            view = before[key]
+            if view.state == "unknown":
+                raise BackendUnavailableError(
+                    f"the database primary is unavailable ({self.breaker.last_error}), and incr of key {key!r} "
+                    "cannot be decided from the writes made during the outage: only the primary knows its count",
+                    backend=getattr(self.primary, "backend", None),
+                    operation="incr",
+                    key=key,
+                )
+            if view.state == "list":
+                raise holds_list(key, "incr")
+            current, expires_at = (0, None) if view.state == "absent" else (view.value, view.expires_at)
+            if current.__class__ is not int:
+                raise not_an_integer(key)
+            value = current + by
+            if not -MAX_INT - 1 <= value <= MAX_INT:
+                raise not_an_integer(key, detail="would leave the signed 64-bit range")
+            return IncrRecord(key, value, expires_at, view.basis, by), value
+
+        return int(self._outage_write("incr", [key], lambda p: p.incr(key, by), prepare, needs_views=True))
 
     def exists(self, key: str) -> bool:
         served, result = self._primary(lambda p: p.exists(key))
@@ -628,7 +734,7 @@ class FailoverDatabase(_AsyncFailover, Database):
         if view.state == "absent":
             return []
         if view.state == "value":
-            raise WrongTypeError(f"key {key!r} holds a value, not a list", key=key, operation="get_range")
+            raise holds_value(key, "get_range")
         items = view.items
         if view.full:
             lo, hi = lrange_bounds(len(items), start, end)
@@ -651,7 +757,7 @@ class FailoverDatabase(_AsyncFailover, Database):
         if view.state == "absent":
             return 0
         if view.state == "value":
-            raise WrongTypeError(f"key {key!r} holds a value, not a list", key=key, operation="get_length")
+            raise holds_value(key, "get_length")
         if not view.full:
             raise self._unknown("get_length (the list holds items written before the outage)", key)
         return len(view.items)
@@ -682,6 +788,23 @@ class FailoverDatabase(_AsyncFailover, Database):
         if served:
             return bool(result)
         return bool(self._buffer(DeleteRecord(key), "delete"))
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Remove every key of ``keys`` in one round trip (see `Store.delete_many`).
+
+        During an outage: one journal entry touching every key (journaled and mirrored
+        atomically), replayed key by key as ``delete`` (a key another instance changed
+        after it is kept as a conflict, the others are deleted). The count is, as for
+        ``delete``, of the keys that may have existed: a key this outage does not know counts.
+        """
+        names = list(keys)
+        served, result = self._primary(lambda p: p.delete_many(names))
+        if served:
+            return result  # type: ignore[return-value]  # served: the primary's own result
+        names = list(dict.fromkeys(validate_keys(names)))
+        if not names:
+            return 0
+        return int(self._buffer(DeleteManyRecord(tuple(names)), "delete_many"))
 
     def expire(self, key: str, ttl: TTL | None) -> bool:
         validate_key(key)
@@ -720,6 +843,23 @@ class FailoverDatabase(_AsyncFailover, Database):
         if served:
             return int(result or 0)
         return self._buffer_list(key, values, idempotency_id, "extend")
+
+    def trim(self, key: str, start: int, end: int) -> int:
+        """Redis ``LTRIM`` (see `Database.trim`).
+
+        During an outage it is journaled as a `TrimRecord`, replayed as a trim unless the
+        list changed after it was made (then a conflict). It returns the exact count when
+        the outage knows the whole list, else a `LowerBound` (the known items it removed);
+        strict degraded reads of the trimmed list answer what the trim cannot have made
+        uncertain and raise for the rest. A key holding a value raises `WrongTypeError`.
+        """
+        # Not idempotent (trim(1, -1) removes another item each time): never retried.
+        served, result = self._primary(lambda p: p.trim(key, start, end), idempotent=False)
+        if served:
+            return result  # type: ignore[return-value]  # served: the primary's own result
+        key, start, end = validate_key(key), check_index(start), check_index(end)
+        removed = self._buffer(TrimRecord(key, start, end), "trim")
+        return removed if isinstance(removed, LowerBound) else int(removed or 0)
 
     def _buffer_list(self, key: str, values: list[Any], idempotency_id: str, operation: str) -> int:
         record = AppendRecord(key, tuple(self._stored(key, v) for v in values), idempotency_id)
@@ -855,6 +995,18 @@ class FailoverDatabase(_AsyncFailover, Database):
                 later = self._journal_call(run.journal.touching, [record.key])
                 if any(e.seq > entry.seq and e.kind != "append" for e, _ in later):
                     return  # its deadline passed, but a later journaled write of the key decides
+        basis = record.derived_from()
+        if basis is not None and self._journal_call(run.journal.skipped, basis, record.keys()[0]):
+            # Computed (an incr, an expire of a known value) from a write that was not applied:
+            # its value rests on data the primary never took, so it is a conflict too.
+            self._conflict(run, entry, set(record.keys()))
+            return
+        if isinstance(record, DeleteManyRecord):
+            # Key by key, with delete's rule: what another instance changed since survives.
+            kept = {key for key in record.names if not primary.replay_delete(key, since)}
+            if kept:
+                self._conflict(run, entry, kept)
+            return
         if isinstance(record, SetRecord | DeleteRecord):
             # Checked, written and dated at the write's own time in one step where the backend can.
             ttl = None if isinstance(record, DeleteRecord) else seconds_left(record.expires_at)
@@ -938,8 +1090,43 @@ def _fold_views(journal: Journal, keys: list[str]) -> dict[str, KeyView]:
         for key in targets:
             views[key] = views[key].settle(entry.created)  # a TTL that ran out before this write
         record.fold_all(targets, views)
+        for key in targets:
+            view = views[key]
+            if view.basis is None and view.state != "unknown":
+                view.basis = entry.seq  # a state this entry decided (what an incr would derive from)
     now = time.time()
     return {key: view.settle(now) for key, view in views.items()}
+
+
+#: `prepare`'s answer meaning "what the write returns": the fallback's result, or in strict
+#: mode what the journal knew before it (`_outage_result`).
+_MIRRORED: Any = object()
+
+#: Decides an outage write from what the journal knows of its keys (and whether reads are
+#: strict): the record to journal (``None``: nothing) and the answer (or `_MIRRORED`).
+Prepared = tuple[WriteRecord | None, Any]
+Prepare = Callable[[dict[str, KeyView], bool], Prepared]
+
+
+def _prepare(record: WriteRecord, before: dict[str, KeyView], strict: bool) -> Prepared:
+    """A blind write's strict-mode checks against what the journal knows; see `Prepare`."""
+    if not strict:
+        return record, _MIRRORED
+    if isinstance(record, ExpireRecord) and before[record.key].state == "value":
+        # The value is known from this outage: journal it whole with its new expiry, so a
+        # replay never depends on an earlier record whose own TTL has run out by then.
+        view = before[record.key]
+        return SetRecord(record.key, view.value, record.expires_at, view.basis), _MIRRORED
+    if isinstance(record, AppendRecord | TrimRecord):
+        view = before[record.key]
+        if view.state == "value":
+            raise holds_value(record.key, "append" if isinstance(record, AppendRecord) else "trim")
+        if isinstance(record, TrimRecord) and view.state == "absent":
+            return None, 0  # LTRIM of a missing list: nothing to do, here or on replay
+        if isinstance(record, AppendRecord) and record.idempotency_id in view.ids:
+            length = view.ids[record.idempotency_id]  # a retry of a write this outage already holds
+            return None, length if view.full else LowerBound(length)
+    return record, _MIRRORED
 
 
 def _outage_result(record: WriteRecord, before: dict[str, KeyView]) -> Any:
@@ -951,6 +1138,12 @@ def _outage_result(record: WriteRecord, before: dict[str, KeyView]) -> Any:
     if isinstance(record, DeleteRecord | ExpireRecord):
         # Unknown keys: the primary decides on replay; True says "may have been there".
         return before[record.key].state != "absent"
+    if isinstance(record, DeleteManyRecord):
+        # As `delete`, key by key: a key this outage does not know counts ("may have been there").
+        return sum(before[key].state != "absent" for key in record.names)
+    if isinstance(record, TrimRecord):
+        removed, exact = record.removed(before[record.key])
+        return removed if exact else LowerBound(removed)
     if isinstance(record, SetRecord):
         return True
     return None

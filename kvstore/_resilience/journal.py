@@ -291,6 +291,18 @@ class Journal:
             for seq, kind, data, created, keys in rows
         ]
 
+    def skipped(self, seq: int, key: str) -> bool:
+        """Whether replay did not apply entry ``seq`` to ``key`` (a conflict on it, or a dead letter).
+
+        A write derived from that entry (an ``incr`` of the value it set) is then a conflict too.
+        """
+        with self._lock, self._errors("journal"):
+            conn = self._connection()
+            if conn.execute("SELECT 1 FROM dead_letters WHERE seq = ?", (seq,)).fetchone() is not None:
+                return True
+            rows = conn.execute("SELECT keys FROM conflicts WHERE seq = ?", (seq,)).fetchall()
+        return any(key in orjson.loads(keys) for (keys,) in rows)
+
     def counts(self) -> tuple[int, int, int]:
         """``(pending, conflicts, dead letters)``."""
         with self._lock, self._errors("journal"):

@@ -8,6 +8,12 @@ mirror the write onto the fallback). Values are held in their stored JSON form
 replay long after the write leaves the key with the time it had left — or
 removes it when that time has passed. A new write operation is one new record
 type here and one registry entry in `RECORDS`.
+
+Writes whose outcome depends on the key's current value (``incr``, and ``expire``
+or ``get(touch=)`` of a value this outage wrote) are decided from the journal
+and journaled as the value they produced (`SetRecord` with a ``basis``,
+`IncrRecord`): the record names the journal entry its value was derived from,
+and is not replayed when that entry was itself kept as a conflict.
 """
 
 from __future__ import annotations
@@ -16,17 +22,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from kvstore._core.lists import lrange_bounds
 from kvstore.base_async import AsyncDatabase
 
 __all__ = [
     "RECORDS",
     "AppendRecord",
     "ClearRecord",
+    "DeleteManyRecord",
     "DeleteRecord",
     "ExpireRecord",
+    "IncrRecord",
     "KeyView",
     "MsetRecord",
     "SetRecord",
+    "TrimRecord",
     "WriteRecord",
     "decode_record",
     "seconds_left",
@@ -50,11 +60,14 @@ class KeyView:
     full: bool = False
     #: Idempotency ids of this outage's appends to the list -> the item count after each.
     ids: dict[str, int] = field(default_factory=dict)
+    #: The journal entry (seq) whose write this state derives from: the last set, mset,
+    #: delete or clear of the key (what a value computed from this view depends on).
+    basis: int | None = None
 
     def settle(self, now: float) -> KeyView:
         """This view with an elapsed expiry applied (an expired key is known absent)."""
         if self.state in ("value", "list") and self.expires_at is not None and self.expires_at <= now:
-            return KeyView("absent")
+            return KeyView("absent", basis=self.basis)
         return self
 
 
@@ -71,6 +84,13 @@ class WriteRecord:
     def keys(self) -> list[str]:
         """The keys this write touches (empty for `ClearRecord`: it touches all)."""
         raise NotImplementedError
+
+    def derived_from(self) -> int | None:
+        """The journal entry (seq) this write's value was computed from, ``None`` for a blind write.
+
+        Replay keeps a derived write as a conflict when that entry was not applied.
+        """
+        return None
 
     def to_json(self) -> dict[str, Any]:
         """The record's arguments as a JSON object."""
@@ -97,23 +117,37 @@ class WriteRecord:
 
 @dataclass(frozen=True, slots=True)
 class SetRecord(WriteRecord):
+    """A ``set``; with ``basis``, a value this outage computed from an earlier entry of the key.
+
+    ``expire`` and ``get(touch=)`` of a value the outage wrote are journaled as the whole
+    value with its new expiry (a replay then never depends on an earlier record whose
+    own TTL has run out), derived from the entry that wrote the value.
+    """
+
     key: str
     value: Any
     expires_at: float | None = None
+    basis: int | None = None
     kind: ClassVar[str] = "set"
 
     def keys(self) -> list[str]:
         return [self.key]
 
+    def derived_from(self) -> int | None:
+        return self.basis
+
     def to_json(self) -> dict[str, Any]:
-        return {"k": self.key, "v": self.value, "x": self.expires_at}
+        data = {"k": self.key, "v": self.value, "x": self.expires_at}
+        if self.basis is not None:
+            data["b"] = self.basis
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SetRecord:
-        return cls(data["k"], data["v"], data["x"])
+        return cls(data["k"], data["v"], data["x"], data.get("b"))
 
     def fold(self, key: str, view: KeyView) -> KeyView:
-        return KeyView("value", self.value, self.expires_at)
+        return KeyView("value", self.value, self.expires_at, basis=self.basis)
 
     async def apply(self, store: AsyncDatabase) -> Any:
         ttl = seconds_left(self.expires_at)
@@ -210,7 +244,7 @@ class ExpireRecord(WriteRecord):
 
     def fold(self, key: str, view: KeyView) -> KeyView:
         if view.state in ("value", "list"):
-            return KeyView(view.state, view.value, self.expires_at, view.items, view.full, view.ids)
+            return KeyView(view.state, view.value, self.expires_at, view.items, view.full, view.ids, view.basis)
         return view  # absent stays absent; unknown stays unknown (only the primary knows)
 
     async def apply(self, store: AsyncDatabase) -> Any:
@@ -261,12 +295,18 @@ class AppendRecord(WriteRecord):
         return cls(data["k"], tuple(data["v"]), data["id"])
 
     def fold(self, key: str, view: KeyView) -> KeyView:
+        if self.idempotency_id in view.ids:
+            return view  # a retry journaled again: applied once, on replay as here
         if view.state == "list":
-            if self.idempotency_id in view.ids:
-                return view  # a retry journaled again: applied once, on replay as here
             items = [*view.items, *self.values]
             return KeyView(
-                "list", None, view.expires_at, items, view.full, {**view.ids, self.idempotency_id: len(items)}
+                "list",
+                None,
+                view.expires_at,
+                items,
+                view.full,
+                {**view.ids, self.idempotency_id: len(items)},
+                view.basis,
             )
         # Known absent before: the outage items are the whole list; unknown: only its tail.
         items = list(self.values)
@@ -277,9 +317,138 @@ class AppendRecord(WriteRecord):
         return await store.extend(self.key, self.values, idempotency_id=self.idempotency_id)
 
 
+@dataclass(frozen=True, slots=True)
+class IncrRecord(SetRecord):
+    """An ``incr`` decided during the outage: the counter's new value, derived from entry ``basis``.
+
+    ``incr`` is buffered only when this outage's journal knows the key's value (it set,
+    deleted or counted it); otherwise it raises `BackendUnavailableError`, as a
+    conditional write does. The record holds the *result* and replays as a set of it
+    (checked, written and dated like `SetRecord`), not as ``INCRBY by``:
+
+    * a set of the result is idempotent. The replay loop re-applies an entry whose
+      reply was lost, or that a crash interrupted before it was marked done; ``INCRBY``
+      would then count twice, and the primary would hold a value no caller was told.
+    * the primary ends with exactly the value the caller was told, or the write is kept
+      as a conflict: when another instance changed the key after the incr (the set
+      rule), or after the entry the value was computed from (that entry is then itself
+      a conflict, and so is everything derived from it).
+
+    It keeps the expiry the key had (an existing key keeps its TTL; a new one has none).
+    """
+
+    by: int = 1
+    kind: ClassVar[str] = "incr"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"k": self.key, "v": self.value, "x": self.expires_at, "b": self.basis, "by": self.by}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> IncrRecord:
+        return cls(data["k"], data["v"], data["x"], data["b"], data["by"])
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteManyRecord(WriteRecord):
+    """A ``delete_many``: one journal entry (atomic) touching every key, replayed key by key as ``delete``."""
+
+    names: tuple[str, ...]
+    kind: ClassVar[str] = "delete_many"
+
+    def keys(self) -> list[str]:
+        return list(self.names)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ks": list(self.names)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DeleteManyRecord:
+        return cls(tuple(data["ks"]))
+
+    def fold(self, key: str, view: KeyView) -> KeyView:
+        return KeyView("absent")
+
+    async def apply(self, store: AsyncDatabase) -> Any:
+        return await store.delete_many(self.names)
+
+
+@dataclass(frozen=True, slots=True)
+class TrimRecord(WriteRecord):
+    """A ``trim`` (Redis ``LTRIM``), replayed as a trim unless the list changed after it was made.
+
+    Its degraded-read fold is exact for a list the outage knows whole; of a list whose
+    older items only the primary holds it keeps what the trim cannot have touched (a
+    range counted from the tail), and makes the key unknown when the outcome depends on
+    the primary's part (strict reads of it then raise).
+    """
+
+    key: str
+    start: int
+    end: int
+    kind: ClassVar[str] = "trim"
+
+    def keys(self) -> list[str]:
+        return [self.key]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"k": self.key, "s": self.start, "e": self.end}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrimRecord:
+        return cls(data["k"], data["s"], data["e"])
+
+    def fold(self, key: str, view: KeyView) -> KeyView:
+        if view.state != "list":
+            return view  # absent stays absent; a value is refused (by the primary too); unknown stays unknown
+        start, end, items = self.start, self.end, view.items
+        if (start < 0) == (end < 0) and start > end:
+            return KeyView("absent")  # an empty selection whatever the length: the list is removed
+        if view.full or (start < 0 and end < 0 and -start <= len(items)):
+            # The kept range lies inside what is known: the result is exactly known (and whole).
+            lo, hi = lrange_bounds(len(items), start, end)
+            if lo == hi:
+                return KeyView("absent")
+            return KeyView("list", None, view.expires_at, items[lo:hi], True, view.ids, view.basis)
+        if end < 0 and (start < 0 or start == 0) and len(items) + end + 1 > 0:
+            # Keeps from somewhere in the older part through tail item ``end``: the known tail
+            # up to it is still the list's tail; how much older data is left only the primary knows.
+            kept = items[: len(items) + end + 1]
+            return KeyView("list", None, view.expires_at, kept, False, view.ids, view.basis)
+        # Depends on how many items the primary holds: only the primary knows.
+        return KeyView("unknown", ids=view.ids)
+
+    def removed(self, view: KeyView) -> tuple[int, bool]:
+        """``(count, exact)``: how many items this trim removes from the list in ``view``.
+
+        Not exact (a lower bound: the known items it removes) when the primary holds
+        older items of the list, or the key is unknown to this outage.
+        """
+        if view.state != "list":
+            return 0, view.state == "absent"
+        after = self.fold(self.key, view)
+        if after.state == "unknown":
+            return 0, False
+        left = len(after.items) if after.state == "list" else 0
+        return len(view.items) - left, view.full
+
+    async def apply(self, store: AsyncDatabase) -> Any:
+        return await store.trim(self.key, self.start, self.end)
+
+
 #: kind -> record type; the journal stores ``kind`` and `WriteRecord.to_json`.
 RECORDS: dict[str, type[WriteRecord]] = {
-    cls.kind: cls for cls in (SetRecord, MsetRecord, DeleteRecord, ExpireRecord, ClearRecord, AppendRecord)
+    cls.kind: cls
+    for cls in (
+        SetRecord,
+        MsetRecord,
+        DeleteRecord,
+        ExpireRecord,
+        ClearRecord,
+        AppendRecord,
+        IncrRecord,
+        DeleteManyRecord,
+        TrimRecord,
+    )
 }
 
 

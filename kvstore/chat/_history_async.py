@@ -188,21 +188,27 @@ class AsyncChatHistory(Generic[M]):
     async def trim(self, max_messages: int) -> int:
         """Keep only the newest ``max_messages``; return how many were dropped.
 
-        Copy-free: the first kept position is stored in a small meta value that
-        every read honours, so trimming costs two reads and one write however
-        long the history is. Trimmed messages stay on disk until `clear` (the
-        database ABC has no list trim yet). Two trims racing each other: the
-        last write wins.
+        The dropped messages are removed from the database (its list ``trim``, Redis
+        ``LTRIM``: O(dropped), one round trip), so a long conversation's storage stays
+        bounded. Positions then count from the oldest kept message, as list indexes do
+        in Redis: a `page` cursor taken before a trim points elsewhere after it. Messages
+        appended while the trim runs are kept. (A history trimmed by kvstore 0.1, which
+        only recorded a trim offset, is trimmed for real on its next trim.)
         """
-        if max_messages < 0:
-            raise ValueError("max_messages must be >= 0")
-        length = await self.database.get_length(self._keys.messages)
+        if max_messages.__class__ is not int or max_messages < 0:
+            raise ValueError(f"max_messages must be an int >= 0, not {max_messages!r}")
+        key = self._keys.messages
         offset = await self._offset()
-        new_offset = max(offset, length - max_messages)
-        if new_offset == offset:
-            return 0
-        await self.database.set(self._keys.meta, {"offset": new_offset}, self.ttl)
-        return new_offset - offset
+        if offset:
+            # kvstore 0.1 trimmed by an offset: forget it first, so no read ever applies it
+            # to the trimmed list (until the trim below, reads see the old messages again).
+            await self.database.delete(self._keys.meta)
+        removed = (
+            await self.database.trim(key, 1, 0)
+            if max_messages == 0
+            else await self.database.trim(key, -max_messages, -1)
+        )
+        return max(0, removed - offset)
 
     async def clear(self) -> bool:
         """Delete the conversation: its messages and trim offset.

@@ -1,4 +1,4 @@
-"""PostgreSQL backend, I/O-free part: schema, migrations, SQL text, conninfo and error mapping.
+"""PostgreSQL backend, I/O-free part: schema, migrations, SQL text and conninfo (errors: `_errors`).
 
 Values are stored in a ``json`` column (the exact orjson text), not ``jsonb``.
 Measured on PostgreSQL 15, ``jsonb`` does not give back what was written:
@@ -16,8 +16,10 @@ Schema (tables named from ``table_prefix`` inside ``schema``, always quoted with
   ``ns`` is the store's ``key_prefix``, so a store with prefix ``""`` never sees
   another prefix's keys. ``kind`` is ``'v'`` (value) or ``'l'`` (list); for a list,
   ``length`` is the per-list counter bumped by ``append``.
-* ``<p>items (ns, key, seq, value)``: list items, ``seq`` 1-based and gapless,
-  primary key ``(ns, key, seq)`` so a range read is an index range scan.
+* ``<p>items (ns, key, seq, value)``: list items, gapless, primary key ``(ns, key, seq)``
+  so a range read is an index range scan. Item ``i`` (0-based) of a list has ``seq =
+  head + i + 1``: ``<p>entries.head`` (version 4) counts the items `trim` removed from the
+  front, so a trim deletes only what it removes and never renumbers what it keeps.
 * a trigger drops a list's items when its entry is deleted or replaced by a value.
 * ``<p>ids (ns, key, id, length, created)`` (version 2): the idempotency ids of list
   writes, written in the append's transaction; no trigger touches them, so deleting
@@ -47,46 +49,36 @@ process) shuts the socket of a call past its deadline down, the call raises
 never reused. The statement may still run once the server thaws (its bytes were
 delivered), so such an error means "outcome unknown", like any lost reply.
 
-Busy is not an outage (DESIGN.md §8): `map_error` turns "too many connections" (53300)
-and "lock not available" (55P03) into `BackendBusyError`; the store decides whether a
-pool checkout that timed out met a saturated pool (`busy_error`) or a server it cannot
-reach (`deadline_error` / `BackendUnavailableError`).
+Busy is not an outage (DESIGN.md §8): see `kvstore.postgres._errors`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-import psycopg_pool
 from psycopg import sql
 
-from kvstore.errors import BackendBusyError, BackendUnavailableError, ConfigError, KVStoreError
+from kvstore.errors import ConfigError
 
 __all__ = [
     "CALL_MARGIN",
     "SCHEMA_VERSION",
     "Queries",
     "build_conninfo",
-    "busy_error",
     "call_timeout",
-    "deadline_error",
-    "is_busy",
+    "is_local",
     "lock_id",
-    "map_error",
     "migrations",
-    "scrub",
     "validate_schema_name",
     "validate_table_prefix",
 ]
 
 BACKEND = "postgres"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: A row that has not expired (server time, so every client agrees).
 _LIVE = "(expires_at IS NULL OR expires_at > now())"
@@ -207,11 +199,14 @@ def migrations(schema: str, table_prefix: str) -> list[list[str]]:
             cleared_at timestamptz NOT NULL
         )""",
     ]
+    # A constant default: added without rewriting the table; every existing list starts at 0.
+    v4 = ["ALTER TABLE {entries} ADD COLUMN IF NOT EXISTS head bigint NOT NULL DEFAULT 0"]
     body = sql.Literal(drop_body.as_string(None))
     return [
         [_render(stmt, n, body=body) for stmt in v1],
         [_render(stmt, n) for stmt in v2],
         [_render(stmt, n) for stmt in v3],
+        [_render(stmt, n) for stmt in v4],
     ]
 
 
@@ -228,16 +223,18 @@ class Queries:
     write_version: str
     server_encoding: str
     get: str
+    get_touch: str
     set: str
     set_nx: str
     delete: str
+    delete_many: str
+    incr: str
     exists: str
     mget: str
     mset: str
     keys_page: str
     keys_page_bounded: str
     clear: str
-    clear_items: str
     ttl: str
     expire: str
     purge: str
@@ -246,6 +243,7 @@ class Queries:
     add_items: str
     length: str
     range: str
+    trim: str
     id_seen: str
     id_record: str
     purge_ids: str
@@ -268,8 +266,12 @@ class Queries:
             "modified_at = excluded.modified_at"
         )
         expiry = "now() + %s::bigint * interval '1 millisecond'"
+        named_expiry = "now() + %(ms)s::bigint * interval '1 millisecond'"
         # The oldest ``created`` still inside the idempotency window (parameter: seconds).
         window = "now() - %s::float8 * interval '1 second'"
+        # LRANGE / LTRIM bounds, 0-based, on a list of ``length`` items (lo > hi: empty).
+        lo = "(CASE WHEN %(start)s::bigint < 0 THEN greatest(length + %(start)s::bigint, 0) ELSE %(start)s::bigint END)"
+        hi = "(CASE WHEN %(end)s::bigint < 0 THEN length + %(end)s::bigint ELSE least(%(end)s::bigint, length - 1) END)"
         templates = {
             "lock": "SELECT pg_advisory_xact_lock(%s)",
             "schema_exists": "SELECT 1 FROM pg_namespace WHERE nspname = %s",
@@ -283,6 +285,12 @@ class Queries:
             "ON CONFLICT (id) DO UPDATE SET version = excluded.version",
             "server_encoding": "SHOW server_encoding",
             "get": "SELECT kind, value::text FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
+            # Read and restart the TTL in one statement (a re-expiry: dated like `expire`); a
+            # list is left alone and reported by its kind.
+            "get_touch": f"WITH u AS (UPDATE {{entries}} SET expires_at = {named_expiry}, modified_at = now() "
+            "WHERE ns = %(ns)s AND key = %(key)s AND kind = 'v' AND {LIVE} RETURNING value::text AS v) "
+            "SELECT 'v', v FROM u UNION ALL SELECT kind::text, NULL FROM {entries} "
+            "WHERE ns = %(ns)s AND key = %(key)s AND kind = 'l' AND {LIVE}",
             "set": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at, modified_at) "
             f"VALUES (%s, %s, 'v', %s::json, 0, {expiry}, now()) "
             f"ON CONFLICT (ns, key) DO UPDATE SET {upsert_set}",
@@ -296,6 +304,32 @@ class Queries:
             "delete": "WITH d AS (DELETE FROM {entries} WHERE ns = %(ns)s AND key = %(key)s RETURNING {LIVE} AS live), "
             "t AS (INSERT INTO {tombstones} AS t (ns, key, deleted_at) VALUES (%(ns)s, %(key)s, now()) "
             "ON CONFLICT (ns, key) DO UPDATE SET deleted_at = excluded.deleted_at) SELECT live FROM d",
+            # Many keys in one statement, each tombstoned like `delete` (the keys are distinct).
+            "delete_many": "WITH d AS (DELETE FROM {entries} WHERE ns = %(ns)s AND key = ANY(%(keys)s::text[]) "
+            "RETURNING {LIVE} AS live), "
+            "t AS (INSERT INTO {tombstones} AS t (ns, key, deleted_at) "
+            "SELECT %(ns)s, u.k, now() FROM unnest(%(keys)s::text[]) AS u(k) "
+            "ON CONFLICT (ns, key) DO UPDATE SET deleted_at = excluded.deleted_at) "
+            "SELECT count(*) FILTER (WHERE live) FROM d",
+            # Add to an integer in one statement. ON CONFLICT DO UPDATE works on the newest row
+            # version (row-locked), so concurrent increments serialise and none is lost. An
+            # expired row counts from 0 without TTL (a list's items go by trigger); a live value
+            # is updated only when its JSON text is an integer and the sum stays in int64 (the
+            # CASE guards the cast), keeping its TTL. Otherwise nothing is written and the second
+            # branch reports what the key holds (kind, text) for the error.
+            "incr": "WITH up AS (INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at, modified_at) "
+            "VALUES (%(ns)s, %(key)s, 'v', to_json(%(by)s::bigint), 0, NULL, now()) "
+            "ON CONFLICT (ns, key) DO UPDATE SET kind = 'v', length = 0, modified_at = now(), "
+            "value = CASE WHEN e.expires_at <= now() THEN excluded.value "
+            "ELSE to_json(e.value::text::numeric + %(by)s::bigint) END, "
+            "expires_at = CASE WHEN e.expires_at <= now() THEN NULL ELSE e.expires_at END "
+            "WHERE e.expires_at <= now() OR CASE WHEN e.kind = 'v' AND e.value::text ~ '^-?[0-9]{{1,19}}$' "
+            "THEN e.value::text::numeric + %(by)s::bigint BETWEEN -9223372036854775808 AND 9223372036854775807 "
+            "ELSE false END "
+            "RETURNING e.value::text::bigint AS n) "
+            "SELECT n, NULL, NULL FROM up UNION ALL "
+            "SELECT NULL, kind::text, value::text FROM {entries} WHERE ns = %(ns)s AND key = %(key)s AND {LIVE} "
+            "AND NOT EXISTS (SELECT 1 FROM up)",
             "exists": "SELECT 1 FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
             "mget": "SELECT key, kind, value::text FROM {entries} WHERE ns = %s AND key = ANY(%s::text[]) AND {LIVE}",
             "mset": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at, modified_at) "
@@ -307,10 +341,11 @@ class Queries:
             "keys_page_bounded": "SELECT key FROM {entries} WHERE ns = %s AND key >= %s AND key > %s AND key < %s "
             "AND {LIVE} ORDER BY key LIMIT %s",
             # The clear mark is written by the same statement (the replay guard's "cleared after").
-            "clear": "WITH c AS (INSERT INTO {cleared} (ns, cleared_at) VALUES (%(ns)s, now()) "
+            # Items first (so the per-list trigger finds nothing to do), all in one statement.
+            "clear": "WITH i AS (DELETE FROM {items} WHERE ns = %(ns)s), "
+            "c AS (INSERT INTO {cleared} (ns, cleared_at) VALUES (%(ns)s, now()) "
             "ON CONFLICT (ns) DO UPDATE SET cleared_at = excluded.cleared_at) "
             "DELETE FROM {entries} WHERE ns = %(ns)s",
-            "clear_items": "DELETE FROM {items} WHERE ns = %s",
             "ttl": "SELECT extract(epoch FROM expires_at - now())::float8 FROM {entries} "
             "WHERE ns = %s AND key = %s AND {LIVE}",
             "expire": f"UPDATE {{entries}} SET expires_at = {expiry}, modified_at = now() "
@@ -321,7 +356,7 @@ class Queries:
             "bump": "INSERT INTO {entries} AS e (ns, key, kind, length, modified_at) "
             "VALUES (%s, %s, 'l', %s, now()) "
             "ON CONFLICT (ns, key) DO UPDATE SET length = e.length + excluded.length, "
-            "modified_at = excluded.modified_at WHERE e.kind = 'l' RETURNING e.length",
+            "modified_at = excluded.modified_at WHERE e.kind = 'l' RETURNING e.length, e.head",
             "add_items": "INSERT INTO {items} (ns, key, seq, value) "
             "SELECT %s, %s, %s::bigint + u.ord, u.v::json FROM unnest(%s::text[]) WITH ORDINALITY AS u(v, ord)",
             "length": "SELECT kind, length FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
@@ -386,16 +421,37 @@ class Queries:
             # one round trip. The bounds are computed once (InitPlans), so the item scan is
             # always an index range on (ns, key, seq): O(log n + k) whatever the statistics.
             "range": "WITH b AS (SELECT kind, "
-            "(CASE WHEN %(start)s::bigint < 0 THEN greatest(length + %(start)s::bigint, 0) "
-            "ELSE %(start)s::bigint END) + 1 AS lo, "
-            "(CASE WHEN %(end)s::bigint < 0 THEN length + %(end)s::bigint "
-            "ELSE least(%(end)s::bigint, length - 1) END) + 1 AS hi "
+            f"head + {lo} + 1 AS lo, head + {hi} + 1 AS hi "
             "FROM {entries} WHERE ns = %(ns)s AND key = %(key)s AND {LIVE}) "
             "SELECT 0::bigint AS seq, kind::text, NULL::text FROM b "
             "UNION ALL SELECT seq, 'i', value::text FROM {items} "
             "WHERE ns = %(ns)s AND key = %(key)s "
             "AND seq >= (SELECT lo FROM b WHERE kind = 'l') AND seq <= (SELECT hi FROM b WHERE kind = 'l') "
             "ORDER BY 1",
+            # LTRIM in one statement, O(removed): delete the items before and after the kept
+            # positions (index ranges on (ns, key, seq)), move head, never renumber. The row is
+            # locked (l) and compared with this statement's snapshot (s): if an append committed
+            # in between, its items are invisible here, so nothing is done and the caller runs
+            # the statement again (raced). An empty selection deletes the list, tombstoned like
+            # `delete`; a trim that removes items dates the change like any write.
+            "trim": "WITH s AS (SELECT xmin FROM {entries} WHERE ns = %(ns)s AND key = %(key)s AND {LIVE}), "
+            f"l AS (SELECT xmin, kind, head, length, {lo} AS lo, {hi} AS hi "
+            "FROM {entries} WHERE ns = %(ns)s AND key = %(key)s AND {LIVE} FOR UPDATE), "
+            "ok AS (SELECT l.*, l.lo > l.hi AS gone FROM l JOIN s ON s.xmin = l.xmin WHERE l.kind = 'l'), "
+            # Bounds as scalar subqueries (InitPlans): each delete is an index range scan.
+            "front AS (DELETE FROM {items} WHERE ns = %(ns)s AND key = %(key)s "
+            "AND seq > (SELECT head FROM ok WHERE NOT gone) AND seq <= (SELECT head + lo FROM ok WHERE NOT gone)), "
+            "back AS (DELETE FROM {items} WHERE ns = %(ns)s AND key = %(key)s "
+            "AND seq > (SELECT head + hi + 1 FROM ok WHERE NOT gone) "
+            "AND seq <= (SELECT head + length FROM ok WHERE NOT gone)), "
+            "kept AS (UPDATE {entries} e SET head = ok.head + ok.lo, length = ok.hi - ok.lo + 1, modified_at = now() "
+            "FROM ok WHERE e.ns = %(ns)s AND e.key = %(key)s AND NOT ok.gone "
+            "AND (ok.lo > 0 OR ok.hi < ok.length - 1)), "
+            "dropped AS (DELETE FROM {entries} e USING ok WHERE e.ns = %(ns)s AND e.key = %(key)s AND ok.gone), "
+            "t AS (INSERT INTO {tombstones} AS t (ns, key, deleted_at) SELECT %(ns)s, %(key)s, now() FROM ok "
+            "WHERE ok.gone ON CONFLICT (ns, key) DO UPDATE SET deleted_at = excluded.deleted_at) "
+            "SELECT l.kind::text, s.xmin IS NULL OR NOT s.xmin = l.xmin, "
+            "CASE WHEN l.lo > l.hi THEN l.length ELSE l.length - (l.hi - l.lo + 1) END FROM l LEFT JOIN s ON true",
         }
         return cls(**{name: _render(text, n) for name, text in templates.items()})
 
@@ -438,20 +494,13 @@ def build_conninfo(
     return psycopg.conninfo.make_conninfo("", **params), (str(password) if password is not None else None)
 
 
-def scrub(text: str, secret: str | None) -> str:
-    """``text`` with every occurrence of ``secret`` replaced (belt and braces for messages)."""
-    if secret:
-        text = text.replace(secret, "***")
-    return text
-
-
 def is_local(conninfo: str) -> bool:
     """Whether every host of ``conninfo`` is a Unix socket or a loopback address."""
     hosts = str(psycopg.conninfo.conninfo_to_dict(conninfo).get("host") or "localhost")
     return all(h.startswith("/") or h in ("localhost", "127.0.0.1", "::1", "") for h in hosts.split(","))
 
 
-# --- errors -------------------------------------------------------------------------
+# --- deadlines ----------------------------------------------------------------------
 
 
 #: Seconds the client-side call deadline adds to ``statement_timeout`` by default, so a
@@ -466,109 +515,3 @@ def call_timeout(statement_timeout: float, given: float | None = None) -> float:
     if not (timeout > 0 and math.isfinite(timeout)):
         raise ConfigError(f"call_timeout must be a positive number of seconds, not {timeout!r}", backend=BACKEND)
     return float(timeout)
-
-
-def deadline_error(
-    operation: str, key: str | None, timeout: float, *, checkout: bool = False
-) -> BackendUnavailableError:
-    """The error of a call that missed its client-side deadline: cut by the watchdog while
-    waiting for the server, or (``checkout``) still waiting for a pooled connection."""
-    if checkout:
-        message = (
-            f"PostgreSQL {operation}: no pooled connection free within the {timeout:g} s call deadline "
-            "(new connections unanswered, or all busy); is the server up?"
-        )
-    else:
-        message = (
-            f"PostgreSQL did not answer {operation} within {timeout:g} s (client-side call deadline); "
-            "the connection was closed. Is the server overloaded or frozen?"
-        )
-    return BackendUnavailableError(message, backend=BACKEND, key=key, operation=operation)
-
-
-def busy_error(operation: str, key: str | None, timeout: float, *, queue_full: bool = False) -> BackendBusyError:
-    """The error of a call that found every pooled connection busy with calls the server is answering."""
-    if queue_full:
-        message = (
-            f"PostgreSQL {operation}: every pooled connection is busy and the wait queue is full "
-            "(the server is up); retry later, or raise max_size or max_waiting"
-        )
-    else:
-        message = (
-            f"PostgreSQL {operation}: every pooled connection stayed busy for {timeout:.2f} s "
-            "(the server is up and answering); retry later, or raise max_size"
-        )
-    return BackendBusyError(message, backend=BACKEND, key=key, operation=operation)
-
-
-#: Server-side saturation (DESIGN.md §8: busy is not an outage): too many connections
-#: (53300, also when refused at connect: "sorry, too many clients already", "too many
-#: connections for role ..."), and a lock not obtained within ``lock_timeout`` (55P03).
-_BUSY_SQLSTATES = frozenset({"53300", "55P03"})
-_BUSY_CONNECT_TEXT = ("too many clients", "too many connections", "remaining connection slots are reserved")
-
-
-def is_busy(exc: BaseException) -> bool:
-    """Whether a driver error says the server is up but saturated (too many connections, lock held)."""
-    if not isinstance(exc, psycopg.Error):
-        return False
-    if exc.sqlstate in _BUSY_SQLSTATES:
-        return True
-    # A refused connection carries no SQLSTATE in psycopg, only libpq's message.
-    return isinstance(exc, psycopg.OperationalError) and any(t in str(exc) for t in _BUSY_CONNECT_TEXT)
-
-
-def map_error(exc: BaseException, operation: str, key: str | None, secret: str | None = None) -> KVStoreError | None:
-    """The kvstore error for a driver exception, most specific first; ``None`` if not a driver error."""
-    detail = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, secret)
-    if is_busy(exc):
-        message = f"PostgreSQL is up but busy during {operation} ({detail}); retry later"
-        return BackendBusyError(message, backend=BACKEND, key=key, operation=operation)
-    if isinstance(exc, psycopg_pool.TooManyRequests):
-        message = f"PostgreSQL pool is full and its wait queue too ({detail}); raise max_size or max_waiting"
-    elif isinstance(exc, psycopg_pool.PoolTimeout):
-        message = f"no PostgreSQL connection free within pool_timeout ({detail}); is the server up?"
-    elif isinstance(exc, psycopg.errors.QueryCanceled):
-        # The server answered (it cancelled the statement at statement_timeout): it is up but
-        # slow or contended, which is not an outage (DESIGN.md §8). A server that cannot answer
-        # at all is cut by the client-side call deadline instead.
-        message = f"PostgreSQL statement missed its deadline ({detail}); the server is busy, raise statement_timeout?"
-        return BackendBusyError(message, backend=BACKEND, key=key, operation=operation)
-    elif isinstance(exc, psycopg.errors.InsufficientPrivilege):
-        return KVStoreError(f"PostgreSQL refused {operation}: {detail}", backend=BACKEND, key=key, operation=operation)
-    elif isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | psycopg_pool.PoolClosed | OSError):
-        message = f"PostgreSQL unavailable during {operation}: {detail}"
-    elif isinstance(exc, psycopg.Error):
-        message = f"PostgreSQL error during {operation}: {detail}"
-        return KVStoreError(message, backend=BACKEND, key=key, operation=operation)
-    else:
-        return None
-    return BackendUnavailableError(message, backend=BACKEND, key=key, operation=operation)
-
-
-class ErrorBoundary:
-    """Context manager translating driver exceptions to kvstore errors (the one boundary)."""
-
-    __slots__ = ("key", "operation", "secret")
-
-    def __init__(self, operation: str, key: str | None = None, secret: str | None = None) -> None:
-        self.operation = operation
-        self.key = key
-        self.secret = secret
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        if exc is None or isinstance(exc, KVStoreError):
-            return
-        mapped = map_error(exc, self.operation, self.key, self.secret)
-        if mapped is not None:
-            raise mapped from exc
-
-
-@contextmanager
-def translate(operation: str, key: str | None = None, secret: str | None = None) -> Iterator[None]:
-    """Function form of `ErrorBoundary` for the cold paths."""
-    with ErrorBoundary(operation, key, secret):
-        yield

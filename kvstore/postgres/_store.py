@@ -11,11 +11,12 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator
-from typing import Any, Self, cast
+from typing import TYPE_CHECKING, Any, Self, cast
 
-from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
-from kvstore._core.idempotency import DEFAULT_IDEMPOTENCY_WINDOW, validate_idempotency_id, validate_window
-from kvstore._core.items import MsetItems, normalize_items
+from orjson import loads as _loads
+
+from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES, encode
+from kvstore._core.idempotency import DEFAULT_IDEMPOTENCY_WINDOW, validate_window
 from kvstore._core.keys import (
     compile_glob,
     glob_literal_prefix,
@@ -24,23 +25,25 @@ from kvstore._core.keys import (
     validate_keys,
     validate_prefix,
 )
-from kvstore._core.ttl import TTL, ttl_ms
-from kvstore.base import Database
-from kvstore.config import PostgresDatabaseConfig
+from kvstore._core.ttl import ttl_ms
+from kvstore.base import MAX_INT, Database, holds_list, holds_value, not_an_integer
 from kvstore.errors import (
     BackendUnavailableError,
     ClosedError,
     ConfigError,
     InvalidKeyError,
     MissingDependencyError,
-    WrongTypeError,
 )
 from kvstore.postgres import _watchdog as _wd
+
+if TYPE_CHECKING:
+    from pydantic import SecretStr
 
 try:
     import psycopg
     from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
 
+    from kvstore.postgres import _errors as _err
     from kvstore.postgres import _sql as _pg
 except ImportError as _exc:  # pragma: no cover - exercised by the missing-extra test
     raise MissingDependencyError("postgres", "postgres", _exc.name or "psycopg") from _exc
@@ -62,6 +65,11 @@ _KeySet = set[str]
 #: Seconds a connection must have been idle in the pool before a checkout polls its socket.
 _POLL_AFTER = 0.05
 _HAS_POLL = hasattr(select, "poll")
+
+
+def _clamp(index: int) -> int:
+    """A list index within +-2**62: nothing changes beyond (no list is that long) and bigint stays exact."""
+    return -_BIG if index < -_BIG else _BIG if index > _BIG else index
 
 
 class _RacedDuplicate(Exception):
@@ -122,7 +130,7 @@ class _Connection(psycopg.Connection[Any]):
         try:
             return super().connect(conninfo, **kwargs)
         except psycopg.OperationalError as exc:
-            if _pg.is_busy(exc):
+            if _err.is_busy(exc):
                 _REFUSED_BUSY[conninfo] = time.monotonic()
             raise
 
@@ -142,12 +150,14 @@ class PostgresDatabase(Database):
 
     Args:
         url: A ``postgresql://`` URL or libpq conninfo string, or a ready
-            `ConnectionPool` (which the store uses but does not close; its
-            connections must be in autocommit mode).
-        password: The password (kept out of every string the store prints).
+            `ConnectionPool` which the store borrows: it uses the pool and never
+            closes it (its connections must be in autocommit mode). A store built from a
+            URL or a config opens its own pool and closes it in `close`.
+        password: The password, a str or a pydantic ``SecretStr`` (kept out of every
+            string the store prints).
         host, port, dbname, user, sslmode, sslrootcert: Override the URL's fields.
         key_prefix: Namespace of this store; other prefixes are never seen.
-        schema: PostgreSQL schema of the tables, created if missing.
+        schema_name: PostgreSQL schema of the tables, created if missing.
         table_prefix: Prefix of the table names (``<p>entries``, ``<p>items``, ``<p>meta``).
         min_size, max_size, pool_timeout, max_waiting: Pool sizing and the
             deadline for getting a connection.
@@ -176,7 +186,7 @@ class PostgresDatabase(Database):
 
     Raises:
         InvalidKeyError: ``key_prefix`` is not a str, or holds NUL or a lone surrogate.
-        ConfigError: ``schema`` or ``table_prefix`` cannot name PostgreSQL objects exactly
+        ConfigError: ``schema_name`` or ``table_prefix`` cannot name PostgreSQL objects exactly
             (empty, NUL, a lone surrogate, or a name past 63 bytes).
     """
 
@@ -188,7 +198,7 @@ class PostgresDatabase(Database):
         self,
         url: str | _Pool | None = None,
         *,
-        password: str | None = None,
+        password: str | SecretStr | None = None,
         host: str | None = None,
         port: int | None = None,
         dbname: str | None = None,
@@ -196,7 +206,7 @@ class PostgresDatabase(Database):
         sslmode: str | None = None,
         sslrootcert: str | None = None,
         key_prefix: str = "",
-        schema: str = "public",
+        schema_name: str = "public",
         table_prefix: str = "kvstore_",
         min_size: int = 1,
         max_size: int = 10,
@@ -216,11 +226,11 @@ class PostgresDatabase(Database):
             self.key_prefix = validate_prefix(key_prefix)
         except InvalidKeyError as exc:
             raise InvalidKeyError(f"invalid key_prefix: {exc.message}", backend="postgres") from None
-        self.schema = schema
+        self.schema = schema_name
         self.table_prefix = table_prefix
         self.max_value_bytes = max_value_bytes
-        self._q = _pg.Queries.build(schema, table_prefix)
-        self._lock_id = _pg.lock_id(schema)
+        self._q = _pg.Queries.build(schema_name, table_prefix)
+        self._lock_id = _pg.lock_id(schema_name)
         self._pool_timeout = pool_timeout
         self._connect_timeout = connect_timeout
         self._call_timeout = _pg.call_timeout(statement_timeout, call_timeout)
@@ -237,6 +247,8 @@ class PostgresDatabase(Database):
         self._start_lock = threading.Lock()
         _STORES.add(self)
         self._conninfo = ""
+        if password is not None and not isinstance(password, str):
+            password = password.get_secret_value()
         if isinstance(url, ConnectionPool):
             self._pool: _Pool = url
             self._owns_pool = False
@@ -304,44 +316,9 @@ class PostgresDatabase(Database):
         _INHERITED.append(self._pool)
         self._inherited = True
 
-    @classmethod
-    def from_config(cls, config: PostgresDatabaseConfig) -> Self:
-        """Build from a `PostgresDatabaseConfig`, connect and migrate within ``connect_timeout``.
-
-        Raises:
-            BackendUnavailableError: the server cannot be reached in time.
-        """
-        given = config.model_fields_set
-        explicit = {
-            name: getattr(config, name)
-            for name in ("host", "port", "dbname", "user")
-            if name in given or config.url is None
-        }
-        store = cls(
-            config.url,
-            password=config.password.get_secret_value() if config.password is not None else None,
-            sslmode=config.sslmode,
-            sslrootcert=config.sslrootcert,
-            key_prefix=config.key_prefix,
-            schema=config.schema_name,
-            table_prefix=config.table_prefix,
-            min_size=config.min_size,
-            max_size=config.max_size,
-            pool_timeout=config.pool_timeout,
-            max_waiting=config.max_waiting,
-            connect_timeout=config.connect_timeout,
-            statement_timeout=config.statement_timeout,
-            call_timeout=config.call_timeout,
-            tcp_user_timeout=config.tcp_user_timeout,
-            max_value_bytes=config.max_value_bytes,
-            **explicit,
-        )
-        try:
-            store.open()
-        except BaseException:
-            store.close()
-            raise
-        return store
+    def _opened(self) -> None:
+        """`from_config` connects and migrates within ``connect_timeout`` (else `BackendUnavailableError`)."""
+        self.open()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("open" if self._ready else "not connected")
@@ -372,7 +349,7 @@ class PostgresDatabase(Database):
                     )
                 self._pool = self._new_pool()
                 self._inherited = False
-            with _pg.ErrorBoundary("connect", None, self._secret):
+            with _err.map_errors("connect", None, self._secret):
                 if self._owns_pool:
                     # One direct attempt first, so a refused or rejecting server fails this
                     # call at once (the manager retries within its budget) instead of the
@@ -465,7 +442,7 @@ class PostgresDatabase(Database):
                 conn.close()
                 pool.putconn(conn)
                 if cut:
-                    raise _pg.deadline_error(op, key, self._call_timeout) from exc
+                    raise _err.deadline_error(op, key, self._call_timeout) from exc
                 continue
             return conn
         raise BackendUnavailableError("no live PostgreSQL connection in the pool", backend="postgres")
@@ -486,10 +463,10 @@ class PostgresDatabase(Database):
         queue_full = isinstance(exc, TooManyRequests)
         since = started - self._pool_timeout if queue_full else started
         if self._last_ok > since or len(self._held) >= pool.max_size or _REFUSED_BUSY.get(self._conninfo, 0.0) > since:
-            return _pg.busy_error(op, key, time.monotonic() - started, queue_full=queue_full)
+            return _err.busy_error(op, key, time.monotonic() - started, queue_full=queue_full)
         if wait < self._pool_timeout:  # the call's deadline, not pool_timeout, ran out
-            return _pg.deadline_error(op, key, self._call_timeout, checkout=True)
-        mapped = _pg.map_error(exc, op, key, self._secret)
+            return _err.deadline_error(op, key, self._call_timeout, checkout=True)
+        mapped = _err.map_error(exc, op, key, self._secret)
         assert isinstance(mapped, BackendUnavailableError)
         return mapped
 
@@ -509,17 +486,18 @@ class PostgresDatabase(Database):
         """After a driver error: if the watchdog cut ``conn`` at its deadline, close it and say so."""
         if _wd.current.disarm(conn):
             conn.close()
-            raise _pg.deadline_error(op, key, budget) from exc
+            raise _err.deadline_error(op, key, budget) from exc
 
-    def _idempotent(self, op: str, key: str | None, query: str, params: Any, result: str) -> Any:
-        """Run one idempotent statement; ``result`` is ``"one"`` (first row), ``"all"`` or ``"rowcount"``.
+    def _run(self, op: str, key: str | None, query: str, params: Any, result: str, retry: bool = True) -> Any:
+        """Run one statement; ``result`` is ``"one"`` (first row), ``"all"`` or ``"rowcount"``.
 
-        A connection that broke under the call (server restart) is dropped and the
-        statement retried on the next one: only idempotent statements come here.
+        With ``retry`` (idempotent statements only, DESIGN.md §8a), a connection that broke
+        under the call (server restart) is dropped and the statement retried on the next
+        one; without it, the error is raised (the statement may have run).
         """
         pool = self._pool if self._ready else self._start()
         deadline = time.monotonic() + self._call_timeout
-        with _pg.ErrorBoundary(op, key, self._secret):
+        with _err.map_errors(op, key, self._secret):
             for attempt in range(pool.max_size + 1):
                 conn = self._getconn(pool, deadline, op, key)
                 try:
@@ -533,24 +511,20 @@ class PostgresDatabase(Database):
                     self._raise_if_cut(conn, exc, op, key, self._call_timeout)
                     # A connection that died under us (restart) is dropped by the pool; try the
                     # next one. Each dead connection is tried once, so this loop is bounded.
-                    if not isinstance(exc, psycopg.OperationalError) or attempt == pool.max_size or not conn.broken:
+                    if (
+                        not retry
+                        or not isinstance(exc, psycopg.OperationalError)
+                        or attempt == pool.max_size
+                        or not conn.broken
+                    ):
                         raise
                 finally:
                     self._putconn(pool, conn)
         raise AssertionError("unreachable")
 
-    def _one(self, op: str, key: str | None, query: str, params: Any) -> Any:
-        """Run one idempotent statement and return its first row (or ``None``)."""
-        return self._idempotent(op, key, query, params, "one")
-
-    def _all(self, op: str, key: str | None, query: str, params: Any) -> list[Any]:
-        """Like `_one`, returning every row."""
-        rows: list[Any] = self._idempotent(op, key, query, params, "all")
-        return rows
-
     def _write(self, op: str, key: str | None, query: str, params: Any) -> int:
         """Run one idempotent write; return its row count (and sweep expired rows when due)."""
-        count: int = self._idempotent(op, key, query, params, "rowcount")
+        count: int = self._run(op, key, query, params, "rowcount")
         if time.monotonic() >= self._next_purge:
             self._purge_quietly()
         return count
@@ -564,84 +538,78 @@ class PostgresDatabase(Database):
 
     def purge_expired(self) -> int:
         """Delete expired rows (of every prefix) now; return how many went. They are invisible anyway."""
-        total = 0
+        q, total = self._q, 0
         while True:
-            pool = self._pool if self._ready else self._start()
-            with _pg.ErrorBoundary("purge_expired", None, self._secret):
-                conn = self._getconn(pool, time.monotonic() + self._call_timeout, "purge_expired", None)
-                try:
-                    cur = conn.execute(self._q.purge, (_PURGE_BATCH,))
-                    removed = cur.rowcount
-                    # Idempotency ids older than the window go in the same sweep.
-                    cur = conn.execute(self._q.purge_ids, (self._window, _PURGE_BATCH))
-                    ids = cur.rowcount
-                    # So do tombstones and clear marks: a replay is never older than the window.
-                    cur = conn.execute(self._q.purge_tombstones, (self._window, _PURGE_BATCH))
-                    ids = max(ids, cur.rowcount)
-                    conn.execute(self._q.purge_cleared, (self._window,))
-                except psycopg.Error as exc:
-                    self._raise_if_cut(conn, exc, "purge_expired", None, self._call_timeout)
-                    raise
-                finally:
-                    self._putconn(pool, conn)
+            removed: int = self._run("purge_expired", None, q.purge, (_PURGE_BATCH,), "rowcount")
+            # Idempotency ids older than the window go in the same sweep, and so do tombstones
+            # and clear marks: a replay is never older than the window.
+            ids: int = self._run("purge_expired", None, q.purge_ids, (self._window, _PURGE_BATCH), "rowcount")
+            params = (self._window, _PURGE_BATCH)
+            ids = max(ids, self._run("purge_expired", None, q.purge_tombstones, params, "rowcount"))
+            self._run("purge_expired", None, q.purge_cleared, (self._window,), "rowcount")
             total += removed
             if max(removed, ids) < _PURGE_BATCH:
                 return total
 
-    # --- values ---------------------------------------------------------------------
+    # --- the raw hooks (kvstore.base): keys validated, values encoded, TTLs in ms -----
+    #
+    # Values travel as the stored JSON text: psycopg hands ``value::text`` back as str, which
+    # the base decodes as it would bytes (a bytes copy per value would cost ~15 % of an mget).
 
-    def get(self, key: str) -> Any:
-        key = validate_key(key)
-        row = self._one("get", key, self._q.get, (self.key_prefix, key))
+    def _get(self, key: str) -> bytes | None:
+        row = self._run("get", key, self._q.get, (self.key_prefix, key), "one")
         if row is None:
             return None
         if row[0] == "l":
-            raise WrongTypeError(
-                f"key {key!r} holds a list; use get_range", key=key, backend="postgres", operation="get"
-            )
-        return decode(row[1], key)
+            raise holds_list(key, "get", "postgres")
+        return row[1]  # type: ignore[no-any-return]  # the JSON text (see above)
 
-    def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
-        key = validate_key(key)
-        ms = ttl_ms(ttl) if ttl is not None else None
-        data = encode(key, value, self.max_value_bytes).decode()
+    def _get_touch(self, key: str, ms: int) -> bytes | None:
+        params = {"ns": self.key_prefix, "key": key, "ms": ms}
+        row = self._run("get", key, self._q.get_touch, params, "one")
+        if row is None:
+            return None
+        if row[0] == "l":
+            raise holds_list(key, "get", "postgres")
+        return row[1]  # type: ignore[no-any-return]
+
+    def _set(self, key: str, data: bytes, ms: int | None, only_if_absent: bool) -> bool:
         if only_if_absent:
-            return self._write("set", key, self._q.set_nx, (self.key_prefix, key, data, ms)) > 0
-        self._write("set", key, self._q.set, (self.key_prefix, key, data, ms))
+            return self._write("set", key, self._q.set_nx, (self.key_prefix, key, data.decode(), ms)) > 0
+        self._write("set", key, self._q.set, (self.key_prefix, key, data.decode(), ms))
         return True
 
-    def delete(self, key: str) -> bool:
-        key = validate_key(key)
-        row = self._one("delete", key, self._q.delete, {"ns": self.key_prefix, "key": key})
+    def _delete(self, key: str) -> bool:
+        row = self._run("delete", key, self._q.delete, {"ns": self.key_prefix, "key": key}, "one")
         if time.monotonic() >= self._next_purge:  # a delete writes a tombstone: it sweeps too
             self._purge_quietly()
         return bool(row and row[0])
 
-    def exists(self, key: str) -> bool:
-        key = validate_key(key)
-        return self._one("exists", key, self._q.exists, (self.key_prefix, key)) is not None
+    def _delete_many(self, keys: list[str]) -> int:
+        params = {"ns": self.key_prefix, "keys": keys}
+        row = self._run("delete_many", None, self._q.delete_many, params, "one")
+        if time.monotonic() >= self._next_purge:
+            self._purge_quietly()
+        return int(row[0])
 
-    def mget(self, keys: Iterable[str]) -> list[Any]:
-        keys = validate_keys(keys)
-        if not keys:
-            return []
-        rows = self._all("mget", None, self._q.mget, (self.key_prefix, list(dict.fromkeys(keys))))
+    def _exists(self, key: str) -> bool:
+        return self._run("exists", key, self._q.exists, (self.key_prefix, key), "one") is not None
+
+    def _mget(self, keys: list[str]) -> list[bytes | None]:
+        rows = self._run("mget", None, self._q.mget, (self.key_prefix, list(dict.fromkeys(keys))), "all")
         # Like Redis MGET, a list key reads as missing rather than failing the batch.
         found = {k: v for k, kind, v in rows if kind == "v"}
-        return [decode(found[k], k) if k in found else None for k in keys]
+        return [found.get(k) for k in keys]
 
-    def mset(self, items: MsetItems) -> None:
-        latest: dict[str, tuple[str, int | None]] = {}
-        for key, value, ms in normalize_items(items):
-            latest[key] = (encode(key, value, self.max_value_bytes).decode(), ms)
-        if not latest:
-            return
-        # One multi-row statement: one round trip, atomic. Duplicates are folded
-        # first (last wins) because ON CONFLICT cannot touch a row twice.
-        params = (self.key_prefix, list(latest), [v for v, _ in latest.values()], [t for _, t in latest.values()])
+    def _mset(self, rows: list[tuple[str, bytes, int | None]]) -> None:
+        # One multi-row statement: one round trip, atomic. Duplicates are folded first (last
+        # wins) because ON CONFLICT cannot touch a row twice.
+        latest = {key: (data, ms) for key, data, ms in rows}
+        values = [data.decode() for data, _ in latest.values()]
+        params = (self.key_prefix, list(latest), values, [ms for _, ms in latest.values()])
         self._write("mset", None, self._q.mset, params)
 
-    def iter_keys(self, pattern: str = "*") -> Iterator[str]:
+    def _iter_keys(self, pattern: str) -> Iterator[str]:
         match = compile_glob(pattern)
         low = glob_literal_prefix(pattern)
         high = prefix_upper_bound(low)
@@ -650,10 +618,10 @@ class PostgresDatabase(Database):
             # Keyset pagination over the (ns, key) index: constant memory, no long transaction.
             if high is None:
                 params: tuple[Any, ...] = (self.key_prefix, low, after, _KEYS_PAGE)
-                rows = self._all("keys", None, self._q.keys_page, params)
+                rows = self._run("keys", None, self._q.keys_page, params, "all")
             else:
                 params = (self.key_prefix, low, after, high, _KEYS_PAGE)
-                rows = self._all("keys", None, self._q.keys_page_bounded, params)
+                rows = self._run("keys", None, self._q.keys_page_bounded, params, "all")
             for (key,) in rows:
                 if match(key):
                     yield key
@@ -661,32 +629,53 @@ class PostgresDatabase(Database):
                 return
             after = rows[-1][0]
 
-    def clear(self) -> None:
-        # Items first in one statement, so the per-list trigger finds nothing to do.
-        self._write("clear", None, self._q.clear_items, (self.key_prefix,))
-        # The entries go with the namespace's clear mark (the replay guard's "cleared after").
+    def _clear(self) -> None:
+        # Items and entries in one statement, with the namespace's clear mark (the replay
+        # guard's "cleared after").
         self._write("clear", None, self._q.clear, {"ns": self.key_prefix})
 
-    def ttl(self, key: str) -> float | None:
-        key = validate_key(key)
-        row = self._one("ttl", key, self._q.ttl, (self.key_prefix, key))
+    def _ttl(self, key: str) -> float | None:
+        row = self._run("ttl", key, self._q.ttl, (self.key_prefix, key), "one")
         if row is None or row[0] is None:
             return None
         return max(0.0, float(row[0]))
 
-    def expire(self, key: str, ttl: TTL | None) -> bool:
-        key = validate_key(key)
-        ms = ttl_ms(ttl)
+    def _expire(self, key: str, ms: int | None) -> bool:
         return self._write("expire", key, self._q.expire, (ms, self.key_prefix, key)) > 0
 
+    def _incr(self, key: str, by: int) -> int:
+        params = {"ns": self.key_prefix, "key": key, "by": by}
+        deadline = time.monotonic() + self._call_timeout
+        while True:
+            # Not idempotent: never retried on a broken connection (DESIGN.md §8a).
+            row = self._run("incr", key, self._q.incr, params, "one", retry=False)
+            if row is not None:
+                total, kind, text = row
+                if total is not None:
+                    return int(total)
+                if kind == "l":
+                    raise holds_list(key, "incr", "postgres")
+                try:
+                    value = _loads(text)
+                except ValueError:
+                    value = None
+                if value.__class__ is not int:
+                    raise not_an_integer(key, "postgres")
+                if not -MAX_INT - 1 <= value + by <= MAX_INT:
+                    raise not_an_integer(key, "postgres", detail="would leave the signed 64-bit range")
+            # Nothing was written, and this statement's snapshot does not show why: another
+            # writer changed the key between the update and the report. The next one sees it.
+            if time.monotonic() >= deadline:
+                raise _err.busy_error("incr", key, self._call_timeout)
+
     def ping(self) -> None:
-        self._one("ping", None, "SELECT 1", None)
+        self._run("ping", None, "SELECT 1", None, "one")
 
     # --- replay guard ---------------------------------------------------------------
 
     def server_time(self) -> float:
         """The server's clock now (``clock_timestamp()``), Unix seconds: the clock of `changed_since`."""
-        row = self._one("server_time", None, self._q.server_time, None)
+        row = self._run("server_time", None, self._q.server_time, None, "one")
         return float(row[0])
 
     def changed_since(self, keys: Iterable[str], since: float) -> _KeySet:
@@ -703,7 +692,7 @@ class PostgresDatabase(Database):
         if not wanted:
             return set()
         params = {"keys": wanted, "ns": self.key_prefix, "since": float(since), "window": self._window}
-        rows = self._all("changed_since", None, self._q.changed_since, params)
+        rows = self._run("changed_since", None, self._q.changed_since, params, "all")
         return {k for (k,) in rows}
 
     def replay_set(self, key: str, value: Any, ttl: float | None, since: float) -> bool:
@@ -719,7 +708,7 @@ class PostgresDatabase(Database):
         """One atomic statement: deleted (tombstone dated ``since``) unless ``key`` changed after ``since``."""
         key = validate_key(key)
         params = {"ns": self.key_prefix, "key": key, "since": float(since), "window": self._window}
-        row = self._one("delete", key, self._q.replay_delete, params)
+        row = self._run("delete", key, self._q.replay_delete, params, "one")
         return not (row and row[0])
 
     def mark_cleared(self, at: float) -> None:
@@ -731,7 +720,7 @@ class PostgresDatabase(Database):
         wanted = list(dict.fromkeys(validate_keys(keys)))
         if wanted:
             params = {"keys": wanted, "ns": self.key_prefix, "at": float(at)}
-            self._idempotent("restamp", None, self._q.restamp, params, "rowcount")
+            self._run("restamp", None, self._q.restamp, params, "rowcount")
 
     def close(self) -> None:
         if self._closed:
@@ -741,22 +730,12 @@ class PostgresDatabase(Database):
         if self._owns_pool and not self._inherited:  # never close the pool of the parent process
             self._pool.close()
 
-    # --- lists ----------------------------------------------------------------------
+    # --- list hooks -----------------------------------------------------------------
 
-    def append(self, key: str, value: Any, *, idempotency_id: str | None = None) -> int:
-        key = validate_key(key)
-        if idempotency_id is not None:
-            idempotency_id = validate_idempotency_id(idempotency_id)
-        return self._push("append", key, [encode(key, value, self.max_value_bytes).decode()], idempotency_id)
-
-    def extend(self, key: str, values: Iterable[Any], *, idempotency_id: str | None = None) -> int:
-        key = validate_key(key)
-        if idempotency_id is not None:
-            idempotency_id = validate_idempotency_id(idempotency_id)
-        encoded = [encode(key, v, self.max_value_bytes).decode() for v in values]
-        if not encoded:
-            return self.get_length(key)
-        return self._push("extend", key, encoded, idempotency_id)
+    def _extend(self, key: str, items: list[bytes], idempotency_id: str | None) -> int:
+        if not items:
+            return self._get_length(key)
+        return self._push("append", key, [item.decode() for item in items], idempotency_id)
 
     def _push(self, op: str, key: str, encoded: list[str], idempotency_id: str | None) -> int:
         """Append ``encoded`` in one transaction: bump the list's counter row, insert the items.
@@ -776,7 +755,7 @@ class PostgresDatabase(Database):
         pool = self._pool if self._ready else self._start()
         q, ns, n, window = self._q, self.key_prefix, len(encoded), self._window
         deadline = time.monotonic() + self._call_timeout
-        with _pg.ErrorBoundary(op, key, self._secret):
+        with _err.map_errors(op, key, self._secret):
             for attempt in range(pool.max_size + 1):
                 conn = self._getconn(pool, deadline, op, key)
                 committing = False
@@ -793,17 +772,15 @@ class PostgresDatabase(Database):
                         cur.execute(q.bump, (ns, key, n))
                         row = cur.fetchone()
                         if row is None:
-                            raise WrongTypeError(
-                                f"key {key!r} holds a value, not a list", key=key, backend="postgres", operation=op
-                            )
-                        length: int = row[0]
-                        cur.execute(q.add_items, (ns, key, length - n, encoded))
+                            raise holds_value(key, op, "postgres")
+                        length, head = row
+                        cur.execute(q.add_items, (ns, key, head + length - n, encoded))
                         if idempotency_id is not None:
                             cur.execute(q.id_record, (ns, key, idempotency_id, length, window))
                             if cur.fetchone() is None:
                                 raise _RacedDuplicate  # rolls this transaction back
                         committing = True
-                    return length
+                    return length  # type: ignore[no-any-return]  # a bigint column
                 except _RacedDuplicate:
                     # The racing call committed: the next attempt's lookup finds its length.
                     continue
@@ -820,29 +797,40 @@ class PostgresDatabase(Database):
                     self._putconn(pool, conn)
         raise AssertionError("unreachable")
 
-    def get_range(self, key: str, start: int, end: int) -> list[Any]:
-        key = validate_key(key)
-        if isinstance(start, bool) or isinstance(end, bool) or not isinstance(start, int) or not isinstance(end, int):
-            raise TypeError("start and end must be int")
+    def _get_range(self, key: str, start: int, end: int) -> list[bytes]:
         # Beyond +-2**62 nothing changes (no list is that long) and bigint arithmetic stays exact.
-        start, end = max(-_BIG, min(start, _BIG)), max(-_BIG, min(end, _BIG))
-        params = {"ns": self.key_prefix, "key": key, "start": start, "end": end}
-        rows = self._all("get_range", key, self._q.range, params)
+        params = {"ns": self.key_prefix, "key": key, "start": _clamp(start), "end": _clamp(end)}
+        rows = self._run("get_range", key, self._q.range, params, "all")
         if not rows:
             return []
         if rows[0][1] != "l":
-            raise WrongTypeError(
-                f"key {key!r} holds a value, not a list", key=key, backend="postgres", operation="get_range"
-            )
-        return [decode(row[2], key) for row in rows[1:]]
+            raise holds_value(key, "get_range", "postgres")
+        return [row[2] for row in rows[1:]]
 
-    def get_length(self, key: str) -> int:
-        key = validate_key(key)
-        row = self._one("get_length", key, self._q.length, (self.key_prefix, key))
+    def _get_length(self, key: str) -> int:
+        row = self._run("get_length", key, self._q.length, (self.key_prefix, key), "one")
         if row is None:
             return 0
         if row[0] != "l":
-            raise WrongTypeError(
-                f"key {key!r} holds a value, not a list", key=key, backend="postgres", operation="get_length"
-            )
+            raise holds_value(key, "get_length", "postgres")
         return int(row[1])
+
+    def _trim(self, key: str, start: int, end: int) -> int:
+        params = {"ns": self.key_prefix, "key": key, "start": _clamp(start), "end": _clamp(end)}
+        deadline = time.monotonic() + self._call_timeout
+        while True:
+            # Not idempotent (trim(1, -1) twice removes two items): never retried on a broken connection.
+            row = self._run("trim", key, self._q.trim, params, "one", retry=False)
+            if row is None:
+                return 0
+            kind, raced, removed = row
+            if kind != "l":
+                raise holds_value(key, "trim", "postgres")
+            if not raced:
+                if removed and time.monotonic() >= self._next_purge:
+                    self._purge_quietly()
+                return int(removed)
+            # An append committed between the statement's snapshot and its row lock: nothing
+            # was done; the next statement sees it (the lock holder has finished).
+            if time.monotonic() >= deadline:
+                raise _err.busy_error("trim", key, self._call_timeout)

@@ -125,8 +125,8 @@ async def test_page_walks_back_to_the_oldest_message(db: AsyncHarness) -> None:
         await history.page(limit=0)
 
 
-async def test_trim_keeps_the_newest_and_positions_stay(db: AsyncHarness) -> None:
-    """trim(n) keeps the newest n for last/page/count/iteration; later adds keep counting positions."""
+async def test_trim_keeps_the_newest_and_removes_the_rest(db: AsyncHarness) -> None:
+    """trim(n) keeps the newest n for last/page/count/iteration; the dropped ones leave the database."""
     history = AsyncChatHistory(db.store, "conv-trim", model=dict)
     await history.extend([{"n": i} for i in range(10)])
     assert await history.trim(4) == 6
@@ -134,14 +134,28 @@ async def test_trim_keeps_the_newest_and_positions_stay(db: AsyncHarness) -> Non
     assert await history.count() == 4
     assert [m["n"] for m in await history.last(20)] == [6, 7, 8, 9]
     assert [m["n"] for m in await history.last(2)] == [8, 9]
+    assert await db.store.get_length(history.key) == 4  # gone from storage, not only hidden
     page = await history.page(limit=10)
-    assert (page.start, page.before) == (6, None)
+    assert (page.start, page.before) == (0, None)
     assert [m["n"] async for m in history.iter_messages(batch=3)] == [6, 7, 8, 9]
-    assert await history.add({"n": 10}) == 10
+    assert await history.add({"n": 10}) == 4  # positions count from the oldest kept message
     assert await history.count() == 5
     await history.trim(0)
     assert await history.last(5) == []
     assert await history.count() == 0
+
+
+async def test_a_history_trimmed_by_an_offset_is_trimmed_for_real(db: AsyncHarness) -> None:
+    """A kvstore 0.1 history (trim offset in a meta value) reads as before and its next trim removes for real."""
+    history = AsyncChatHistory(db.store, "conv-legacy", model=dict)
+    await history.extend([{"n": i} for i in range(10)])
+    await db.store.set("chat.meta:conv-legacy", {"offset": 6})
+    assert await history.count() == 4
+    assert [m["n"] for m in await history.last(20)] == [6, 7, 8, 9]
+    assert await history.trim(3) == 1
+    assert [m["n"] for m in await history.last(20)] == [7, 8, 9]
+    assert await db.store.get_length(history.key) == 3
+    assert await db.store.exists("chat.meta:conv-legacy") is False
 
 
 async def test_clear_deletes_messages_and_meta_only_of_its_conversation(db: AsyncHarness) -> None:

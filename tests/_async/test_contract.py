@@ -731,7 +731,8 @@ async def test_incr_keeps_the_ttl(kv: AsyncHarness) -> None:
     await kv.store.set("n", 1, ttl=100)
     assert await kv.store.incr("n") == 2
     remaining = await kv.store.ttl("n")
-    assert remaining is not None and 0 < remaining <= 100
+    assert remaining is not None
+    assert 0 < remaining <= 100
     await kv.advance(101)
     assert await kv.store.get("n") is None
     assert await kv.store.incr("n") == 1  # expired: counts from 0 again, without a TTL
@@ -782,11 +783,13 @@ async def test_get_touch_slides_the_ttl(kv: AsyncHarness) -> None:
     await kv.advance(6)
     assert await kv.store.get("s") == {"user": 1}  # 12 s after set, alive thanks to the touch
     remaining = await kv.store.ttl("s")
-    assert remaining is not None and remaining <= 4.5
+    assert remaining is not None
+    assert remaining <= 4.5
     await kv.store.set("forever", 1)
     assert await kv.store.get("forever", touch=timedelta(seconds=30)) == 1
     remaining = await kv.store.ttl("forever")
-    assert remaining is not None and 0 < remaining <= 30
+    assert remaining is not None
+    assert 0 < remaining <= 30
 
 
 async def test_get_touch_of_missing_or_expired_is_none(kv: AsyncHarness) -> None:

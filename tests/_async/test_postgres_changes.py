@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from kvstore.errors import WrongTypeError
 from kvstore.postgres import AsyncPostgresDatabase
 from kvstore.postgres._sql import SCHEMA_VERSION
 
@@ -68,6 +69,35 @@ async def test_expire_and_persist_are_changes(store: AsyncPostgresDatabase) -> N
     assert await store.expire("b", None)
     assert not await store.expire("never", 5)
     assert await store.changed_since(KEYS, later) == {"b"}
+
+
+async def test_incr_get_touch_trim_and_delete_many_are_changes(store: AsyncPostgresDatabase) -> None:
+    """incr, get(touch=), a trim that removes items and delete_many mark their keys; refused or no-op calls do not."""
+    since = await store.server_time()
+    await store.set("s", "text")
+    later = await store.server_time()
+    assert await store.incr("n") == 1
+    with pytest.raises(WrongTypeError):
+        await store.incr("s")  # refused: not a change
+    assert await store.changed_since([*KEYS, "n", "s"], later) == {"n"}
+    later = await store.server_time()
+    assert await store.get("a", touch=100) == 1
+    assert await store.get("never", touch=100) is None
+    assert await store.changed_since(KEYS, later) == {"a"}
+    later = await store.server_time()
+    await store.extend("h", [1, 2, 3])
+    after_extend = await store.server_time()
+    assert await store.trim("h", 0, -1) == 0  # keeps everything: not a change
+    assert await store.changed_since(["h"], after_extend) == set()
+    assert await store.trim("h", 1, -1) == 1
+    assert await store.changed_since(["h"], after_extend) == {"h"}
+    after_trim = await store.server_time()
+    assert await store.trim("h", 5, 9) == 2  # empties the list: deleted, tombstoned
+    assert await store.changed_since(["h"], after_trim) == {"h"}
+    later = await store.server_time()
+    assert await store.delete_many(["b", "l", "never"]) == 2
+    assert await store.changed_since(KEYS, later) == {"b", "l", "never"}  # like delete: tombstones
+    assert await store.changed_since(["s"], since) == {"s"}
 
 
 async def test_append_and_extend_are_changes(store: AsyncPostgresDatabase) -> None:
@@ -138,7 +168,7 @@ async def test_changed_since_is_one_round_trip(store: AsyncPostgresDatabase, mon
 async def test_tombstones_and_clear_marks_are_purged_after_the_window(postgres_url: str) -> None:
     """purge_expired drops tombstones and clear marks older than the idempotency window."""
     schema = f"kv_tomb_{uuid.uuid4().hex[:8]}"
-    db = AsyncPostgresDatabase(postgres_url, schema=schema, key_prefix="p:", idempotency_window=0.001)
+    db = AsyncPostgresDatabase(postgres_url, schema_name=schema, key_prefix="p:", idempotency_window=0.001)
     try:
         await db.set("k", 1)
         await db.delete("k")
@@ -161,7 +191,7 @@ async def test_version_2_tables_migrate_to_change_tracking(postgres_url: str) ->
     """Tables left by a version-2 kvstore gain modified_at, tombstones and clear marks on connect, data kept."""
     schema = f"kv_v2_{uuid.uuid4().hex[:8]}"
     ident = psycopg.sql.Identifier
-    db = AsyncPostgresDatabase(postgres_url, schema=schema, key_prefix="p:")
+    db = AsyncPostgresDatabase(postgres_url, schema_name=schema, key_prefix="p:")
     await db.set("k", {"v": 1})
     await db.append("h", 1)
     await db.aclose()
@@ -171,7 +201,7 @@ async def test_version_2_tables_migrate_to_change_tracking(postgres_url: str) ->
         await conn.execute(sql("DROP TABLE {}").format(ident(schema, "kvstore_tombstones")))
         await conn.execute(sql("DROP TABLE {}").format(ident(schema, "kvstore_cleared")))
         await conn.execute(sql("UPDATE {} SET version = 2").format(ident(schema, "kvstore_meta")))
-    db = AsyncPostgresDatabase(postgres_url, schema=schema, key_prefix="p:")
+    db = AsyncPostgresDatabase(postgres_url, schema_name=schema, key_prefix="p:")
     try:
         assert await db.get("k") == {"v": 1}
         assert await db.get_range("h", 0, -1) == [1]

@@ -122,8 +122,8 @@ def test_page_walks_back_to_the_oldest_message(db: Harness) -> None:
         history.page(limit=0)
 
 
-def test_trim_keeps_the_newest_and_positions_stay(db: Harness) -> None:
-    """trim(n) keeps the newest n for last/page/count/iteration; later adds keep counting positions."""
+def test_trim_keeps_the_newest_and_removes_the_rest(db: Harness) -> None:
+    """trim(n) keeps the newest n for last/page/count/iteration; the dropped ones leave the database."""
     history = ChatHistory(db.store, "conv-trim", model=dict)
     history.extend([{"n": i} for i in range(10)])
     assert history.trim(4) == 6
@@ -131,14 +131,28 @@ def test_trim_keeps_the_newest_and_positions_stay(db: Harness) -> None:
     assert history.count() == 4
     assert [m["n"] for m in history.last(20)] == [6, 7, 8, 9]
     assert [m["n"] for m in history.last(2)] == [8, 9]
+    assert db.store.get_length(history.key) == 4  # gone from storage, not only hidden
     page = history.page(limit=10)
-    assert (page.start, page.before) == (6, None)
+    assert (page.start, page.before) == (0, None)
     assert [m["n"] for m in history.iter_messages(batch=3)] == [6, 7, 8, 9]
-    assert history.add({"n": 10}) == 10
+    assert history.add({"n": 10}) == 4  # positions count from the oldest kept message
     assert history.count() == 5
     history.trim(0)
     assert history.last(5) == []
     assert history.count() == 0
+
+
+def test_a_history_trimmed_by_an_offset_is_trimmed_for_real(db: Harness) -> None:
+    """A kvstore 0.1 history (trim offset in a meta value) reads as before and its next trim removes for real."""
+    history = ChatHistory(db.store, "conv-legacy", model=dict)
+    history.extend([{"n": i} for i in range(10)])
+    db.store.set("chat.meta:conv-legacy", {"offset": 6})
+    assert history.count() == 4
+    assert [m["n"] for m in history.last(20)] == [6, 7, 8, 9]
+    assert history.trim(3) == 1
+    assert [m["n"] for m in history.last(20)] == [7, 8, 9]
+    assert db.store.get_length(history.key) == 3
+    assert db.store.exists("chat.meta:conv-legacy") is False
 
 
 def test_clear_deletes_messages_and_meta_only_of_its_conversation(db: Harness) -> None:

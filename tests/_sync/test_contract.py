@@ -728,7 +728,8 @@ def test_incr_keeps_the_ttl(kv: Harness) -> None:
     kv.store.set("n", 1, ttl=100)
     assert kv.store.incr("n") == 2
     remaining = kv.store.ttl("n")
-    assert remaining is not None and 0 < remaining <= 100
+    assert remaining is not None
+    assert 0 < remaining <= 100
     kv.advance(101)
     assert kv.store.get("n") is None
     assert kv.store.incr("n") == 1  # expired: counts from 0 again, without a TTL
@@ -776,11 +777,13 @@ def test_get_touch_slides_the_ttl(kv: Harness) -> None:
     kv.advance(6)
     assert kv.store.get("s") == {"user": 1}  # 12 s after set, alive thanks to the touch
     remaining = kv.store.ttl("s")
-    assert remaining is not None and remaining <= 4.5
+    assert remaining is not None
+    assert remaining <= 4.5
     kv.store.set("forever", 1)
     assert kv.store.get("forever", touch=timedelta(seconds=30)) == 1
     remaining = kv.store.ttl("forever")
-    assert remaining is not None and 0 < remaining <= 30
+    assert remaining is not None
+    assert 0 < remaining <= 30
 
 
 def test_get_touch_of_missing_or_expired_is_none(kv: Harness) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from kvstore.errors import WrongTypeError
 from kvstore.postgres import PostgresDatabase
 from kvstore.postgres._sql import SCHEMA_VERSION
 
@@ -69,6 +70,35 @@ def test_expire_and_persist_are_changes(store: PostgresDatabase) -> None:
     assert store.expire("b", None)
     assert not store.expire("never", 5)
     assert store.changed_since(KEYS, later) == {"b"}
+
+
+def test_incr_get_touch_trim_and_delete_many_are_changes(store: PostgresDatabase) -> None:
+    """incr, get(touch=), a trim that removes items and delete_many mark their keys; refused or no-op calls do not."""
+    since = store.server_time()
+    store.set("s", "text")
+    later = store.server_time()
+    assert store.incr("n") == 1
+    with pytest.raises(WrongTypeError):
+        store.incr("s")  # refused: not a change
+    assert store.changed_since([*KEYS, "n", "s"], later) == {"n"}
+    later = store.server_time()
+    assert store.get("a", touch=100) == 1
+    assert store.get("never", touch=100) is None
+    assert store.changed_since(KEYS, later) == {"a"}
+    later = store.server_time()
+    store.extend("h", [1, 2, 3])
+    after_extend = store.server_time()
+    assert store.trim("h", 0, -1) == 0  # keeps everything: not a change
+    assert store.changed_since(["h"], after_extend) == set()
+    assert store.trim("h", 1, -1) == 1
+    assert store.changed_since(["h"], after_extend) == {"h"}
+    after_trim = store.server_time()
+    assert store.trim("h", 5, 9) == 2  # empties the list: deleted, tombstoned
+    assert store.changed_since(["h"], after_trim) == {"h"}
+    later = store.server_time()
+    assert store.delete_many(["b", "l", "never"]) == 2
+    assert store.changed_since(KEYS, later) == {"b", "l", "never"}  # like delete: tombstones
+    assert store.changed_since(["s"], since) == {"s"}
 
 
 def test_append_and_extend_are_changes(store: PostgresDatabase) -> None:
@@ -139,7 +169,7 @@ def test_changed_since_is_one_round_trip(store: PostgresDatabase, monkeypatch: p
 def test_tombstones_and_clear_marks_are_purged_after_the_window(postgres_url: str) -> None:
     """purge_expired drops tombstones and clear marks older than the idempotency window."""
     schema = f"kv_tomb_{uuid.uuid4().hex[:8]}"
-    db = PostgresDatabase(postgres_url, schema=schema, key_prefix="p:", idempotency_window=0.001)
+    db = PostgresDatabase(postgres_url, schema_name=schema, key_prefix="p:", idempotency_window=0.001)
     try:
         db.set("k", 1)
         db.delete("k")
@@ -162,7 +192,7 @@ def test_version_2_tables_migrate_to_change_tracking(postgres_url: str) -> None:
     """Tables left by a version-2 kvstore gain modified_at, tombstones and clear marks on connect, data kept."""
     schema = f"kv_v2_{uuid.uuid4().hex[:8]}"
     ident = psycopg.sql.Identifier
-    db = PostgresDatabase(postgres_url, schema=schema, key_prefix="p:")
+    db = PostgresDatabase(postgres_url, schema_name=schema, key_prefix="p:")
     db.set("k", {"v": 1})
     db.append("h", 1)
     db.close()
@@ -172,7 +202,7 @@ def test_version_2_tables_migrate_to_change_tracking(postgres_url: str) -> None:
         conn.execute(sql("DROP TABLE {}").format(ident(schema, "kvstore_tombstones")))
         conn.execute(sql("DROP TABLE {}").format(ident(schema, "kvstore_cleared")))
         conn.execute(sql("UPDATE {} SET version = 2").format(ident(schema, "kvstore_meta")))
-    db = PostgresDatabase(postgres_url, schema=schema, key_prefix="p:")
+    db = PostgresDatabase(postgres_url, schema_name=schema, key_prefix="p:")
     try:
         assert db.get("k") == {"v": 1}
         assert db.get_range("h", 0, -1) == [1]

@@ -127,7 +127,7 @@ def test_password_never_printed(
             PostgresDatabase.from_config(PostgresDatabaseConfig(url=wrong, connect_timeout=0.5))
         texts += [str(info.value), repr(info.value), str(info.value.__cause__)]
         right = f"postgresql://{CANARY_USER}@127.0.0.1:{postgres_server.port}/postgres"
-        db = PostgresDatabase(right, password=CANARY_RIGHT_PASSWORD, schema=f"canary_{uuid.uuid4().hex[:6]}")
+        db = PostgresDatabase(right, password=CANARY_RIGHT_PASSWORD, schema_name=f"canary_{uuid.uuid4().hex[:6]}")
         with pytest.raises(KVStoreError) as refused:  # authenticated, but may not create a schema
             db.open()
         assert not isinstance(refused.value, BackendUnavailableError)
@@ -145,7 +145,7 @@ def test_password_never_printed(
 def test_quoted_schema_and_table_prefix(postgres_url: str) -> None:
     """A schema name needing quotes is created and used; tables are named from table_prefix."""
     schema = f'we"ird {uuid.uuid4().hex[:6]}'
-    db = PostgresDatabase(postgres_url, schema=schema, table_prefix="t_")
+    db = PostgresDatabase(postgres_url, schema_name=schema, table_prefix="t_")
     db.set("k", {"v": 1})
     db.append("h", 1)
     assert db.get("k") == {"v": 1}
@@ -168,7 +168,7 @@ def test_quoted_schema_and_table_prefix(postgres_url: str) -> None:
 def test_concurrent_first_connects_migrate_once(postgres_url: str) -> None:
     """Many stores opening a fresh schema at once all succeed (advisory lock) at one version."""
     schema = f"race_{uuid.uuid4().hex[:8]}"
-    stores = [PostgresDatabase(postgres_url, schema=schema, min_size=0, max_size=1) for _ in range(6)]
+    stores = [PostgresDatabase(postgres_url, schema_name=schema, min_size=0, max_size=1) for _ in range(6)]
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(6) as pool:
@@ -189,14 +189,14 @@ def test_version_1_schema_migrates_to_idempotency_ids(postgres_url: str) -> None
     """Tables at schema version 1 (no ids table) are migrated forward on connect, keeping their data."""
     schema = f"v1_{uuid.uuid4().hex[:8]}"
     Ident = psycopg.sql.Identifier
-    old = PostgresDatabase(postgres_url, schema=schema)
+    old = PostgresDatabase(postgres_url, schema_name=schema)
     old.extend("h", [1, 2])
     old.close()
     with psycopg.Connection.connect(postgres_url, autocommit=True) as conn:
         # Back to what a version-1 kvstore left behind.
         conn.execute(psycopg.sql.SQL("DROP TABLE {}").format(Ident(schema, "kvstore_ids")))
         conn.execute(psycopg.sql.SQL("UPDATE {} SET version = 1").format(Ident(schema, "kvstore_meta")))
-    store = PostgresDatabase(postgres_url, schema=schema)
+    store = PostgresDatabase(postgres_url, schema_name=schema)
     batch = uuid.uuid4().hex
     assert store.get_range("h", 0, -1) == [1, 2]
     assert store.append("h", 3, idempotency_id=batch) == 3
@@ -211,7 +211,7 @@ def test_version_1_schema_migrates_to_idempotency_ids(postgres_url: str) -> None
 def test_purge_drops_ids_older_than_the_window(postgres_url: str) -> None:
     """purge_expired removes idempotency ids older than the window (server clock); newer ones stay."""
     schema = f"ids_{uuid.uuid4().hex[:8]}"
-    store = PostgresDatabase(postgres_url, schema=schema, idempotency_window=0.3)
+    store = PostgresDatabase(postgres_url, schema_name=schema, idempotency_window=0.3)
     store.append("h", 1, idempotency_id="old")
     time.sleep(0.5)
     store.append("h", 2, idempotency_id="new")
@@ -225,18 +225,52 @@ def test_purge_drops_ids_older_than_the_window(postgres_url: str) -> None:
 
 
 def test_ready_pool_is_used_not_owned(postgres_url: str) -> None:
-    """A store given a ready pool uses it and leaves it open on close."""
+    """A store given a ready pool uses it for every kind of call and leaves it open on close."""
     from psycopg_pool import ConnectionPool
 
     pool: Any = ConnectionPool(postgres_url, kwargs={"autocommit": True}, min_size=1, max_size=2, open=False)
     pool.open()
     db = PostgresDatabase(pool, key_prefix=f"pool-{uuid.uuid4().hex[:6]}:")
     db.set("k", [1])
-    assert db.get("k") == [1]
+    assert db.get("k", touch=60) == [1]
+    assert db.incr("n", 2) == 2
+    assert db.extend("h", [1, 2, 3]) == 3
+    assert db.trim("h", 1, -1) == 1
+    assert db.delete_many(["k", "n", "h"]) == 3
     db.clear()
     db.close()
     assert not pool.closed
+    with pool.connection() as conn:  # still usable by its owner
+        conn.execute("SELECT 1")
     pool.close()
+
+
+def test_a_store_built_from_config_owns_its_pool(postgres_url: str) -> None:
+    """from_config keeps the config, opens its own pool and closes it in close."""
+    config = PostgresDatabaseConfig(url=postgres_url, key_prefix=f"own-{uuid.uuid4().hex[:6]}:", max_size=2)
+    db = PostgresDatabase.from_config(config)
+    assert db.config is config
+    pool = db._pool
+    assert not pool.closed
+    db.set("k", 1)
+    db.clear()
+    db.close()
+    assert pool.closed
+
+
+def test_trim_deletes_by_index_range(store: PostgresDatabase, postgres_url: str) -> None:
+    """trim's plan deletes items by (ns, key, seq) ranges from the ends: O(removed), never a scan of the list."""
+    store.extend("h", list(range(300)))
+    with psycopg.Connection.connect(postgres_url, autocommit=True) as conn:
+        params = {"ns": store.key_prefix, "key": "h", "start": 2, "end": -3}
+        conn.execute("BEGIN")
+        cur = conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + store._q.trim, params)
+        plan = "\n".join(row[0] for row in cur.fetchall())
+        conn.execute("ROLLBACK")
+    assert plan.count("seq > $") == 2
+    assert plan.count("seq <= $") == 2
+    assert "rows=2 loops=1" in plan
+    assert "rows=300" not in plan
 
 
 def test_expired_rows_are_purged(store: PostgresDatabase) -> None:

@@ -1,0 +1,135 @@
+"""Instrumented stores: every public operation of the wrapped store, traced and measured."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from kvstore._core.items import MsetItems
+from kvstore._core.ttl import TTL
+from kvstore.base_async import AsyncCache, AsyncDatabase, AsyncStore
+from kvstore.telemetry._instruments import Wrapper, delegated
+
+__all__ = ["AsyncInstrumentedCache", "AsyncInstrumentedDatabase", "AsyncInstrumentedStore"]
+
+
+class AsyncInstrumentedStore(Wrapper, AsyncStore):
+    """What both instrumented tiers share."""
+
+    async def get(self, key: str, *, touch: TTL | None = None) -> Any:
+        with self._tel.op("get"):
+            if touch is None:
+                return await self._inner.get(key)
+            return await self._inner.get(key, touch=touch)
+
+    async def delete_many(self, keys: Iterable[str]) -> int:
+        with self._tel.op("delete_many"):
+            result: int = await self._inner.delete_many(keys)
+            return result
+
+    async def incr(self, key: str, by: int = 1) -> int:
+        with self._tel.op("incr"):
+            result: int = await self._inner.incr(key, by)
+            return result
+
+    async def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
+        with self._tel.op("set"):
+            result: bool = await self._inner.set(key, value, ttl, only_if_absent=only_if_absent)
+            return result
+
+    async def delete(self, key: str) -> bool:
+        with self._tel.op("delete"):
+            result: bool = await self._inner.delete(key)
+            return result
+
+    async def exists(self, key: str) -> bool:
+        with self._tel.op("exists"):
+            result: bool = await self._inner.exists(key)
+            return result
+
+    async def mget(self, keys: Iterable[str]) -> list[Any]:
+        with self._tel.op("mget"):
+            result: list[Any] = await self._inner.mget(keys)
+            return result
+
+    async def mset(self, items: MsetItems) -> None:
+        with self._tel.op("mset"):
+            await self._inner.mset(items)
+
+    async def iter_keys(self, pattern: str = "*") -> AsyncIterator[str]:
+        with self._tel.stream("iter_keys"):
+            async for key in self._inner.iter_keys(pattern):
+                yield key
+
+    async def keys(self, pattern: str = "*") -> list[str]:
+        with self._tel.op("keys"):
+            result: list[str] = await self._inner.keys(pattern)
+            return result
+
+    async def clear(self) -> None:
+        with self._tel.op("clear"):
+            await self._inner.clear()
+
+    async def ttl(self, key: str) -> float | None:
+        with self._tel.op("ttl"):
+            result: float | None = await self._inner.ttl(key)
+            return result
+
+    async def expire(self, key: str, ttl: TTL | None) -> bool:
+        with self._tel.op("expire"):
+            result: bool = await self._inner.expire(key, ttl)
+            return result
+
+    async def ping(self) -> None:
+        with self._tel.op("ping"):
+            await self._inner.ping()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class AsyncInstrumentedCache(AsyncInstrumentedStore, AsyncCache):
+    """An async cache whose operations are traced and measured (see `instrument`)."""
+
+
+class AsyncInstrumentedDatabase(AsyncInstrumentedStore, AsyncDatabase):
+    """An async database whose operations are traced and measured (see `instrument`)."""
+
+    async def append(self, key: str, value: Any, *, idempotency_id: str | None = None) -> int:
+        with self._tel.op("append"):
+            result: int = await self._inner.append(key, value, idempotency_id=idempotency_id)
+            return result
+
+    async def extend(self, key: str, values: Iterable[Any], *, idempotency_id: str | None = None) -> int:
+        with self._tel.op("extend"):
+            result: int = await self._inner.extend(key, values, idempotency_id=idempotency_id)
+            return result
+
+    async def get_range(self, key: str, start: int, end: int) -> list[Any]:
+        with self._tel.op("get_range"):
+            result: list[Any] = await self._inner.get_range(key, start, end)
+            return result
+
+    async def get_length(self, key: str) -> int:
+        with self._tel.op("get_length"):
+            result: int = await self._inner.get_length(key)
+            return result
+
+    async def trim(self, key: str, start: int, end: int) -> int:
+        with self._tel.op("trim"):
+            result: int = await self._inner.trim(key, start, end)
+            return result
+
+    async def server_time(self) -> float:
+        result: float = await self._inner.server_time()
+        return result
+
+    async def changed_since(self, keys: Iterable[str], since: float) -> set[str]:
+        result: set[str] = await self._inner.changed_since(keys, since)
+        return result
+
+
+# The class-level facts of a store (backend, durable, tracks_changes) are the wrapped store's.
+for _cls in (AsyncInstrumentedCache, AsyncInstrumentedDatabase):
+    for _name in ("backend", "durable", "tracks_changes"):
+        setattr(_cls, _name, delegated(_name))
