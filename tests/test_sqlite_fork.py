@@ -79,11 +79,11 @@ def test_async_store_in_forked_children_gets_a_new_worker_thread(tmp_path: Path)
         await db.set("before", 1)
 
     asyncio.run(prepare())
-    parent_executor = db._executor
+    parent_executor = db._worker._executor
 
     def child(w: int, errors: Any) -> None:
         async def work() -> None:
-            assert db._executor is not parent_executor
+            assert db._worker._executor is not parent_executor
             assert await db.get("before") == 1
             for i in range(PER_CHILD):
                 await db.append("log", {"w": w, "i": i})
@@ -100,7 +100,7 @@ def test_async_store_in_forked_children_gets_a_new_worker_thread(tmp_path: Path)
     run_children(child)
 
     async def check() -> None:
-        assert db._executor is parent_executor
+        assert db._worker._executor is parent_executor
         _check_history(await db.get_range("log", 0, -1), before=3)
         assert await db.mget([f"last:{w}" for w in range(CHILDREN)]) == [PER_CHILD - 1] * CHILDREN
         assert await db.append("log", "after") == 3 + CHILDREN * PER_CHILD + 1

@@ -1,8 +1,10 @@
-"""SQLite backend, blocking part: one apsw connection and every operation on it.
+"""SQLite backend, blocking part: one apsw connection and the raw operations on it.
 
 apsw is a blocking driver, so this is written once, synchronously: `SqliteDatabase`
-calls it directly, and `AsyncSqliteDatabase` runs the same calls on its own worker
-thread so the event loop never waits on a file or a lock.
+binds these methods as its raw hooks, and `AsyncSqliteDatabase` runs the same calls on
+its own worker thread so the event loop never waits on a file or a lock. Keys arrive
+validated (without the prefix, which is the ``ns`` column), values encoded, TTLs in
+whole milliseconds: the rules live in `kvstore.base`.
 """
 
 from __future__ import annotations
@@ -13,35 +15,27 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 import apsw
 import orjson
 
-from kvstore._core.codec import decode, encode
-from kvstore._core.idempotency import DEFAULT_IDEMPOTENCY_WINDOW, validate_idempotency_id, validate_window
-from kvstore._core.items import MsetItems, normalize_items
-from kvstore._core.keys import compile_glob, glob_literal_prefix, is_match_all, prefix_upper_bound, validate_key
+from kvstore._core.idempotency import DEFAULT_IDEMPOTENCY_WINDOW, validate_window
+from kvstore._core.keys import compile_glob, glob_literal_prefix, is_match_all, prefix_upper_bound, validate_keys
 from kvstore._core.lists import lrange_bounds
-from kvstore._core.ttl import TTL, ttl_ms
-from kvstore.errors import BackendBusyError, ClosedError, ConfigError, KVStoreError, WrongTypeError
+from kvstore.base_async import MAX_INT, holds_list, holds_value, not_an_integer
+from kvstore.errors import ClosedError, ConfigError, KVStoreError
 from kvstore.sqlite import _sql as sql
-from kvstore.sqlite._sql import (
-    SqliteCorruptError,
-    SqliteDiskFullError,
-    SqliteFileError,
-    SqliteIOError,
-    SqliteReadOnlyError,
-)
+from kvstore.sqlite._errors import BACKEND, map_error
+from kvstore.sqlite._sql import KIND_LIST, KIND_VALUE, SqliteFileError
 
-__all__ = ["MEMORY", "SqliteEngine", "after_fork_in_child", "map_error"]
+__all__ = ["MEMORY", "SqliteEngine", "after_fork_in_child"]
 
 T = TypeVar("T")
-#: `changed_since`'s answer (the classes define a ``set`` method, which hides the builtin there).
+#: `changed_since`'s answer (the engine defines a ``set`` method, which hides the builtin there).
 _KeySet = set[str]
 MEMORY = ":memory:"
-BACKEND = "sqlite"
 
 # One lock per connection, shared by every engine using it (a ":memory:" database
 # is reachable only through its one connection, so sibling stores share it).
@@ -104,52 +98,6 @@ def _reset_in_child() -> None:
 os.register_at_fork(after_in_child=_reset_in_child)
 
 
-# --- error mapping: one boundary, most specific first ------------------------------------
-
-_FILE_ERRORS: tuple[tuple[type[apsw.Error], type[SqliteFileError], str], ...] = (
-    (apsw.FullError, SqliteDiskFullError, "the disk holding {path} is full; free some space"),
-    (apsw.ReadOnlyError, SqliteReadOnlyError, "{path} cannot be written (read-only file, directory or file system)"),
-    (
-        apsw.CorruptError,
-        SqliteCorruptError,
-        "{path} is corrupt; it was left untouched: restore it from a backup or move it away",
-    ),
-    (
-        apsw.NotADBError,
-        SqliteCorruptError,
-        "{path} is not a SQLite database; it was left untouched: point kvstore at another path",
-    ),
-    (apsw.IOError, SqliteIOError, "I/O error on {path}; check the disk and the file system"),
-    (apsw.CantOpenError, SqliteFileError, "cannot open {path}; check that the directory exists and is writable"),
-    (apsw.PermissionsError, SqliteFileError, "permission denied on {path}"),
-)
-
-
-def map_error(
-    exc: apsw.Error, *, path: str, busy_timeout: float, operation: str | None, key: str | None = None
-) -> KVStoreError:
-    """The kvstore error for an apsw exception (raise it ``from exc``)."""
-    if isinstance(exc, apsw.BusyError | apsw.LockedError):
-        # Busy, not down: another connection holds the lock (DESIGN.md §8). The failover
-        # neither counts it against the breaker nor moves the call to the fallback.
-        return BackendBusyError(
-            f"SQLite database {path} is locked by another connection; gave up after the "
-            f"{busy_timeout:g} s busy timeout (retry later, raise busy_timeout or shorten the other "
-            "writer's transactions)",
-            backend=BACKEND,
-            key=key,
-            operation=operation,
-        )
-    for apsw_type, error_type, message in _FILE_ERRORS:
-        if isinstance(exc, apsw_type):
-            return error_type(
-                f"{message.format(path=path)} ({exc})", path=path, key=key, operation=operation, backend=BACKEND
-            )
-    if isinstance(exc, apsw.ConnectionClosedError | apsw.CursorClosedError):
-        return ClosedError(f"the SQLite connection to {path} is closed", backend=BACKEND, key=key, operation=operation)
-    return KVStoreError(f"SQLite error on {path}: {exc}", backend=BACKEND, key=key, operation=operation)
-
-
 class _Unopened:
     """Stands in for the cursor until the connection is opened on first use."""
 
@@ -194,7 +142,6 @@ class SqliteEngine:
         key_prefix: str,
         synchronous: str,
         busy_timeout: float,
-        max_value_bytes: int,
         clock: Callable[[], float],
         purge_interval: float,
         idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
@@ -214,7 +161,6 @@ class SqliteEngine:
         self.ns = key_prefix
         self.synchronous = synchronous.upper()
         self.busy_timeout = busy_timeout
-        self.max_value_bytes = max_value_bytes
         self._clock = clock
         self._purge_interval_ms = purge_interval * 1000
         self._window_ms = validate_window(idempotency_window) * 1000
@@ -293,7 +239,7 @@ class SqliteEngine:
             if self._owns:
                 conn.set_busy_timeout(int(self.busy_timeout * 1000))
         except apsw.Error as exc:
-            raise map_error(exc, path=self.path, busy_timeout=self.busy_timeout, operation="open") from exc
+            raise self._error(exc, "open") from exc
         self._conn = conn
         self._cur = conn.cursor()
         return self._cur  # type: ignore[no-any-return]  # apsw is untyped
@@ -365,19 +311,34 @@ class SqliteEngine:
             if conn is not None and self._owns:
                 conn.close()
 
-    # --- helpers --------------------------------------------------------------------------
+    # --- the driver boundary: every apsw call runs in one of these, errors through `map_error` ---
 
     def _error(self, exc: apsw.Error, operation: str, key: str | None = None) -> KVStoreError:
         return map_error(exc, path=self.path, busy_timeout=self.busy_timeout, operation=operation, key=key)
 
-    def _wrong_type(self, key: str, operation: str, want: str) -> WrongTypeError:
-        have = "a list" if want == "value" else "a value"
-        return WrongTypeError(
-            f"key {key!r} holds {have}; {operation} needs a {want}", backend=BACKEND, key=key, operation=operation
-        )
+    def _query(self, operation: str, key: str | None, statement: str, params: tuple[Any, ...]) -> list[Any]:
+        """The rows of one statement (its own implicit transaction)."""
+        with self._lock:
+            try:
+                return self._cur.execute(statement, params).fetchall()  # type: ignore[no-any-return]  # apsw is untyped
+            except apsw.Error as exc:
+                raise self._error(exc, operation, key) from exc
 
-    def _write(self, operation: str, key: str | None, body: Callable[[Any, float], T]) -> T:
-        """Run ``body(cursor, now_ms)`` in a ``BEGIN IMMEDIATE`` transaction and commit it."""
+    def _snapshot(self, operation: str, key: str | None, body: Callable[..., T], *args: Any) -> T:
+        """``body(cursor, now_ms, *args)`` in one read transaction: every statement sees one snapshot."""
+        with self._lock:
+            cur = self._cur
+            try:
+                cur.execute(sql.BEGIN_READ)
+                try:
+                    return body(cur, self._clock() * 1000, *args)
+                finally:
+                    self._rollback()
+            except apsw.Error as exc:
+                raise self._error(exc, operation, key) from exc
+
+    def _write(self, operation: str, key: str | None, body: Callable[..., T], *args: Any) -> T:
+        """``body(cursor, now_ms, *args)`` in a ``BEGIN IMMEDIATE`` transaction, committed; rolled back on error."""
         with self._lock:
             cur = self._cur
             try:
@@ -386,7 +347,7 @@ class SqliteEngine:
                     now = self._clock() * 1000
                     if now >= self._next_purge_ms:
                         self._purge(cur, now)
-                    result = body(cur, now)
+                    result = body(cur, now, *args)
                     cur.execute(sql.COMMIT)
                 except BaseException:
                     self._rollback()
@@ -401,6 +362,11 @@ class SqliteEngine:
             # The original error matters more; SQLite may have rolled back already.
             with contextlib.suppress(apsw.Error):
                 conn.execute(sql.ROLLBACK)
+
+    def _changes(self) -> int:
+        return int(self._conn.changes()) if self._conn is not None else 0
+
+    # --- expiry sweep ---------------------------------------------------------------------
 
     def _purge(self, cur: Any, now: float) -> None:
         """Delete one bounded batch of expired rows (their list items go with them by trigger)
@@ -421,9 +387,9 @@ class SqliteEngine:
         if recent:
             cur.executemany(sql.TOMBSTONE, recent)
         cur.execute(sql.PURGE_IDS, (oldest_ms, sql.PURGE_BATCH))
-        ids = int(self._conn.changes()) if self._conn is not None else 0
+        ids = self._changes()
         cur.execute(sql.PURGE_TOMBSTONES, (oldest, sql.PURGE_BATCH))
-        tombstones = int(self._conn.changes()) if self._conn is not None else 0
+        tombstones = self._changes()
         cur.execute(sql.PURGE_CLEARED, (oldest,))
         return len(purged), max(ids, tombstones)
 
@@ -440,113 +406,86 @@ class SqliteEngine:
             if max(keys, ids) < sql.PURGE_BATCH:
                 return removed
 
-    # --- values ---------------------------------------------------------------------------
+    # --- values (the raw hooks of `kvstore.base.Store`, without the underscore) -----------
 
-    def get(self, key: str) -> Any:
-        key = validate_key(key)
-        with self._lock:
-            try:
-                rows = self._cur.execute(sql.GET, (self.ns, key)).fetchall()
-            except apsw.Error as exc:
-                raise self._error(exc, "get", key) from exc
+    def get(self, key: str) -> bytes | None:
+        rows = self._query("get", key, sql.GET, (self.ns, key))
         if not rows:
             return None
         kind, data, expires = rows[0]
         if expires is not None and expires <= self._clock() * 1000:
             return None
         if kind:
-            raise self._wrong_type(key, "get", "value")
-        return decode(data, key)
+            raise holds_list(key, "get", BACKEND)
+        return data  # type: ignore[no-any-return]  # a BLOB
 
-    def set(self, key: str, value: Any, ttl: TTL | None, only_if_absent: bool) -> bool:
-        key = validate_key(key)
-        ms = None if ttl is None else ttl_ms(ttl)
-        data = encode(key, value, self.max_value_bytes)
-        # The hot path: `_write` inlined (same BEGIN IMMEDIATE ... COMMIT), no closure.
-        with self._lock:
-            cur = self._cur
-            try:
-                cur.execute(sql.BEGIN_IMMEDIATE)
-                try:
-                    now = self._clock() * 1000
-                    if now >= self._next_purge_ms:
-                        self._purge(cur, now)
-                    expires = None if ms is None else int(now) + ms
-                    if only_if_absent:
-                        cur.execute(sql.SET_IF_ABSENT, (self.ns, key, data, expires, now / 1000, now))
-                        written = bool(self._conn is not None and self._conn.changes())
-                    else:
-                        cur.execute(sql.UPSERT, (self.ns, key, data, expires, now / 1000))
-                        written = True
-                    cur.execute(sql.COMMIT)
-                except BaseException:
-                    self._rollback()
-                    raise
-            except apsw.Error as exc:
-                raise self._error(exc, "set", key) from exc
-        return written
+    def get_touch(self, key: str, ms: int) -> bytes | None:
+        return self._write("get", key, self._get_touch_in, key, ms)
+
+    def _get_touch_in(self, cur: Any, now: float, key: str, ms: int) -> bytes | None:
+        # One statement: restart the TTL of a live key and read it. A touch dates a change as
+        # `expire` does; on a list it raises, and the transaction's rollback undoes the update.
+        rows = cur.execute(sql.GET_TOUCH, (int(now) + ms, now / 1000, self.ns, key, now)).fetchall()
+        if not rows:
+            return None
+        if rows[0][0]:
+            raise holds_list(key, "get", BACKEND)
+        return rows[0][1]  # type: ignore[no-any-return]  # a BLOB
+
+    def set(self, key: str, data: bytes, ms: int | None, only_if_absent: bool) -> bool:
+        return self._write("set", key, self._set_in, key, data, ms, only_if_absent)
+
+    def _set_in(self, cur: Any, now: float, key: str, data: bytes, ms: int | None, only_if_absent: bool) -> bool:
+        expires = None if ms is None else int(now) + ms
+        if only_if_absent:
+            cur.execute(sql.SET_IF_ABSENT, (self.ns, key, data, expires, now / 1000, now))
+            return self._changes() > 0
+        cur.execute(sql.UPSERT, (self.ns, key, data, expires, now / 1000))
+        return True
 
     def delete(self, key: str) -> bool:
-        key = validate_key(key)
+        return self._write("delete", key, self._delete_in, [key]) > 0
+
+    def delete_many(self, keys: list[str]) -> int:
+        return self._write("delete_many", None, self._delete_in, keys)
+
+    def _delete_in(self, cur: Any, now: float, keys: list[str]) -> int:
+        """Delete distinct ``keys`` in one statement, leave their tombstones; how many were live."""
         ns = self.ns
-
-        def body(cur: Any, now: float) -> bool:
-            rows = cur.execute(sql.DELETE, (ns, key)).fetchall()
-            if not rows:
-                # A delete is a change even when nothing was there: a replaying instance must not
-                # resurrect a write it journaled before this delete.
-                cur.execute(sql.TOMBSTONE, (ns, key, now / 1000))
-                return False
-            expires, modified = rows[0]
-            live = expires is None or expires > now
-            # Deleting a live key is a change now; an expired row only carries its last write.
-            stamp = now / 1000 if live else modified
-            if stamp is not None and stamp > (now - self._window_ms) / 1000:
-                cur.execute(sql.TOMBSTONE, (ns, key, stamp))
-            return live
-
-        return self._write("delete", key, body)
+        rows = cur.execute(sql.DELETE_MANY, (ns, orjson.dumps(keys))).fetchall()
+        # A delete is a change even when nothing was there: a replaying instance must not
+        # resurrect a write it journaled before this delete.
+        stamps: dict[str, float | None] = dict.fromkeys(keys, now / 1000)
+        oldest = (now - self._window_ms) / 1000
+        removed = 0
+        for key, expires, modified in rows:
+            if expires is None or expires > now:
+                removed += 1  # deleting a live key is a change now
+            else:  # an expired row only carries its last write, if recent
+                stamps[key] = modified if modified is not None and modified > oldest else None
+        cur.executemany(sql.TOMBSTONE, [(ns, key, stamp) for key, stamp in stamps.items() if stamp is not None])
+        return removed
 
     def exists(self, key: str) -> bool:
-        key = validate_key(key)
-        with self._lock:
-            try:
-                rows = self._cur.execute(sql.EXPIRY, (self.ns, key)).fetchall()
-            except apsw.Error as exc:
-                raise self._error(exc, "exists", key) from exc
+        rows = self._query("exists", key, sql.EXPIRY, (self.ns, key))
         return bool(rows) and (rows[0][0] is None or rows[0][0] > self._clock() * 1000)
 
-    def mget(self, keys: Iterable[str]) -> list[Any]:
-        keys = [validate_key(k) for k in keys]
-        if not keys:
-            return []
-        with self._lock:
-            try:
-                rows = self._cur.execute(sql.MGET, (self.ns, orjson.dumps(keys))).fetchall()
-            except apsw.Error as exc:
-                raise self._error(exc, "mget") from exc
+    def mget(self, keys: list[str]) -> list[bytes | None]:
+        rows = self._query("mget", None, sql.MGET, (self.ns, orjson.dumps(keys)))
         now = self._clock() * 1000
         found = {
-            key: data
-            for key, kind, data, expires in rows
-            if kind == sql.KIND_VALUE and (expires is None or expires > now)
+            key: data for key, kind, data, expires in rows if kind == KIND_VALUE and (expires is None or expires > now)
         }
-        return [decode(found[k], k) if k in found else None for k in keys]
+        return [found.get(key) for key in keys]
 
-    def mset(self, items: MsetItems) -> None:
-        normalized = normalize_items(items)
-        if not normalized:
-            return
-        encoded = [(key, encode(key, value, self.max_value_bytes), ms) for key, value, ms in normalized]
-        ns = self.ns
+    def mset(self, rows: list[tuple[str, bytes, int | None]]) -> None:
+        self._write("mset", None, self._mset_in, rows)
 
-        def body(cur: Any, now: float) -> None:
-            base, stamp = int(now), now / 1000
-            cur.executemany(
-                sql.UPSERT, [(ns, key, data, None if ms is None else base + ms, stamp) for key, data, ms in encoded]
-            )
-
-        self._write("mset", None, body)
+    def _mset_in(self, cur: Any, now: float, rows: list[tuple[str, bytes, int | None]]) -> None:
+        ns, base, stamp = self.ns, int(now), now / 1000
+        cur.executemany(
+            sql.UPSERT, [(ns, key, data, None if ms is None else base + ms, stamp) for key, data, ms in rows]
+        )
 
     def keys_page(self, pattern: str, after: str | None) -> tuple[list[str], str | None]:
         """One page of matching keys after ``after``; the second item is where to continue, or None."""
@@ -555,58 +494,64 @@ class SqliteEngine:
         upper = prefix_upper_bound(literal)
         lower = literal if after is None else after
         statement = sql.keys_page_sql(first=after is None, bounded=upper is not None)
-        args: tuple[Any, ...] = (self.ns, lower) + ((upper,) if upper is not None else ())
-        with self._lock:
-            try:
-                rows = self._cur.execute(statement, (*args, self._clock() * 1000, sql.KEYS_PAGE)).fetchall()
-            except apsw.Error as exc:
-                raise self._error(exc, "keys") from exc
+        bounds: tuple[Any, ...] = (self.ns, lower) + ((upper,) if upper is not None else ())
+        rows = self._query("keys", None, statement, (*bounds, self._clock() * 1000, sql.KEYS_PAGE))
         found = [row[0] for row in rows if match(row[0])]
         return found, (rows[-1][0] if len(rows) == sql.KEYS_PAGE else None)
 
-    def iter_keys(self, pattern: str) -> Iterator[str]:
-        after: str | None = None
-        while True:
-            found, after = self.keys_page(pattern, after)
-            yield from found
-            if after is None:
-                return
-
-    def keys(self, pattern: str) -> list[str]:
-        return list(self.iter_keys(pattern))
-
     def clear(self) -> None:
-        ns = self.ns
+        self._write("clear", None, self._clear_in)
 
-        def body(cur: Any, now: float) -> None:
-            cur.execute(sql.CLEAR_ITEMS, (ns,))
-            cur.execute(sql.CLEAR_KEYS, (ns,))
-            cur.execute(sql.CLEARED, (ns, now / 1000))
-
-        self._write("clear", None, body)
+    def _clear_in(self, cur: Any, now: float) -> None:
+        cur.execute(sql.CLEAR_ITEMS, (self.ns,))
+        cur.execute(sql.CLEAR_KEYS, (self.ns,))
+        cur.execute(sql.CLEARED, (self.ns, now / 1000))
 
     def ttl(self, key: str) -> float | None:
-        key = validate_key(key)
-        with self._lock:
-            try:
-                rows = self._cur.execute(sql.EXPIRY, (self.ns, key)).fetchall()
-            except apsw.Error as exc:
-                raise self._error(exc, "ttl", key) from exc
+        rows = self._query("ttl", key, sql.EXPIRY, (self.ns, key))
         if not rows or rows[0][0] is None:
             return None
-        left = (rows[0][0] - self._clock() * 1000) / 1000
+        left: float = (rows[0][0] - self._clock() * 1000) / 1000
         return left if left > 0 else None
 
-    def expire(self, key: str, ttl: TTL | None) -> bool:
-        key = validate_key(key)
-        ms = ttl_ms(ttl)
-        ns = self.ns
+    def expire(self, key: str, ms: int | None) -> bool:
+        return self._write("expire", key, self._expire_in, key, ms)
 
-        def body(cur: Any, now: float) -> bool:
-            cur.execute(sql.EXPIRE, (None if ms is None else int(now) + ms, now / 1000, ns, key, now))
-            return bool(self._conn is not None and self._conn.changes())
+    def _expire_in(self, cur: Any, now: float, key: str, ms: int | None) -> bool:
+        cur.execute(sql.EXPIRE, (None if ms is None else int(now) + ms, now / 1000, self.ns, key, now))
+        return self._changes() > 0
 
-        return self._write("expire", key, body)
+    def incr(self, key: str, by: int) -> int:
+        return self._write("incr", key, self._incr_in, key, by)
+
+    def _incr_in(self, cur: Any, now: float, key: str, by: int) -> int:
+        # Read, check and write in one BEGIN IMMEDIATE transaction: no other writer in between.
+        rows = cur.execute(sql.GET, (self.ns, key)).fetchall()
+        live = bool(rows) and (rows[0][2] is None or rows[0][2] > now)
+        if live:
+            kind, data, _ = rows[0]
+            if kind:
+                raise holds_list(key, "incr", BACKEND)
+            try:
+                current = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                current = None
+            if current.__class__ is not int:
+                raise not_an_integer(key, BACKEND)
+            value = current + by
+        else:
+            value = by
+        if not -MAX_INT - 1 <= value <= MAX_INT:
+            raise not_an_integer(key, BACKEND, "would leave the signed 64-bit range")
+        data = b"%d" % value  # what orjson writes for an int
+        if live:  # the TTL stays
+            cur.execute(sql.SET_VALUE, (data, now / 1000, self.ns, key))
+        else:  # a missing or expired key starts without one
+            cur.execute(sql.UPSERT, (self.ns, key, data, None, now / 1000))
+        return value
+
+    def ping(self) -> None:
+        self._query("ping", None, "SELECT 1", ())
 
     # --- replay guard ---------------------------------------------------------------------
 
@@ -614,7 +559,7 @@ class SqliteEngine:
         """The clock every change stamp is taken from, in unix seconds."""
         return self._clock()
 
-    def changed_since(self, keys: Iterable[str], since: float) -> _KeySet:
+    def changed_since(self, keys: list[str], since: float) -> _KeySet:
         """Which of ``keys`` were written, expired by `expire`, deleted or cleared after ``since``.
 
         One statement for all keys. Exact for ``since`` within the idempotency window; for
@@ -622,52 +567,34 @@ class SqliteEngine:
         every key is reported (a replay then records conflicts instead of overwriting).
         Rows from before schema version 3 count as unchanged.
         """
-        names = list(dict.fromkeys(validate_key(k) for k in keys))
+        names = list(dict.fromkeys(validate_keys(keys)))
         if not names:
             return set()
         if since * 1000 < self._clock() * 1000 - self._window_ms:
             return set(names)
         ns = self.ns
-        with self._lock:
-            try:
-                rows = self._cur.execute(
-                    sql.CHANGED_SINCE, (orjson.dumps(names), ns, since, ns, since, ns, since)
-                ).fetchall()
-            except apsw.Error as exc:
-                raise self._error(exc, "changed_since") from exc
-        return {row[0] for row in rows}
+        params = (orjson.dumps(names), ns, since, ns, since, ns, since)
+        return {row[0] for row in self._query("changed_since", None, sql.CHANGED_SINCE, params)}
 
     def mark_cleared(self, at: float) -> None:
         """Record a clear of this prefix at ``at`` (never moved back)."""
-        ns = self.ns
+        self._write("clear", None, self._mark_cleared_in, at)
 
-        def body(cur: Any, now_ms: float) -> None:
-            cur.execute(sql.CLEARED, (ns, at))
+    def _mark_cleared_in(self, cur: Any, now: float, at: float) -> None:
+        cur.execute(sql.CLEARED, (self.ns, at))
 
-        self._write("clear", None, body)
-
-    def restamp(self, keys: Iterable[str], at: float) -> None:
+    def restamp(self, keys: list[str], at: float) -> None:
         """Date the last change of ``keys`` (row or tombstone) at ``at``, in one transaction."""
-        names = orjson.dumps(list(dict.fromkeys(validate_key(k) for k in keys)))
+        self._write("restamp", None, self._restamp_in, orjson.dumps(list(dict.fromkeys(validate_keys(keys)))), at)
 
-        def body(cur: Any, now_ms: float) -> None:
-            cur.execute(sql.RESTAMP_KEYS, (at, self.ns, names))
-            cur.execute(sql.RESTAMP_TOMBSTONES, (at, self.ns, names))
-
-        self._write("restamp", None, body)
-
-    def ping(self) -> None:
-        with self._lock:
-            try:
-                self._cur.execute("SELECT 1").fetchall()
-            except apsw.Error as exc:
-                raise self._error(exc, "ping") from exc
+    def _restamp_in(self, cur: Any, now: float, names: bytes, at: float) -> None:
+        cur.execute(sql.RESTAMP_KEYS, (at, self.ns, names))
+        cur.execute(sql.RESTAMP_TOMBSTONES, (at, self.ns, names))
 
     # --- lists ----------------------------------------------------------------------------
 
-    def _live_meta(self, cur: Any, key: str, now: float) -> tuple[int, int, int] | None:
-        """(kind, head, tail) of a live key, or None when absent or expired."""
-        rows = cur.execute(sql.META, (self.ns, key)).fetchall()
+    def _live_meta(self, rows: list[Any], now: float) -> tuple[int, int, int] | None:
+        """(kind, head, tail) from the rows of `sql.META`, or None when absent or expired."""
         if not rows:
             return None
         kind, head, tail, expires = rows[0]
@@ -675,88 +602,93 @@ class SqliteEngine:
             return None
         return kind, head, tail
 
-    def append(self, key: str, value: Any, idempotency_id: str | None = None) -> int:
-        key = validate_key(key)
-        if idempotency_id is not None:
-            idempotency_id = validate_idempotency_id(idempotency_id)
-        return self._push(key, [encode(key, value, self.max_value_bytes)], "append", idempotency_id)
+    def extend(self, key: str, items: list[bytes], idempotency_id: str | None) -> int:
+        operation = "append" if len(items) == 1 else "extend"  # for errors: the hook serves both
+        if not items:  # writes nothing: its id is neither looked up nor recorded
+            return self._length(key, operation)
+        return self._write(operation, key, self._push_in, key, items, idempotency_id, operation)
 
-    def extend(self, key: str, values: Iterable[Any], idempotency_id: str | None = None) -> int:
-        key = validate_key(key)
-        if idempotency_id is not None:
-            idempotency_id = validate_idempotency_id(idempotency_id)
-        encoded = [encode(key, v, self.max_value_bytes) for v in values]
-        if not encoded:
-            return self.get_length(key)
-        return self._push(key, encoded, "extend", idempotency_id)
-
-    def _push(self, key: str, encoded: list[bytes], operation: str, idempotency_id: str | None) -> int:
+    def _push_in(
+        self, cur: Any, now: float, key: str, items: list[bytes], idempotency_id: str | None, operation: str
+    ) -> int:
         ns = self.ns
+        if idempotency_id is not None:
+            seen = cur.execute(sql.ID_SEEN, (ns, key, idempotency_id, now - self._window_ms)).fetchall()
+            if seen:
+                return int(seen[0][0])  # applied before: write nothing, answer as the first time
+        rows = cur.execute(sql.META, (ns, key)).fetchall()
+        row = rows[0] if rows else None
+        if row is not None and row[3] is not None and row[3] <= now:
+            cur.execute(sql.DELETE, (ns, key)).fetchall()  # expired: its items go by trigger
+            row = None
+        if row is None:
+            head, tail = 0, 0
+            cur.execute(sql.NEW_LIST, (ns, key, len(items), now / 1000))
+        else:
+            kind, head, tail, _ = row
+            if kind != KIND_LIST:
+                raise holds_value(key, operation, BACKEND)
+            cur.execute(sql.SET_TAIL, (tail + len(items), now / 1000, ns, key))
+        if len(items) == 1:
+            cur.execute(sql.PUSH, (ns, key, tail, items[0]))
+        else:
+            cur.executemany(sql.PUSH, [(ns, key, tail + i, data) for i, data in enumerate(items)])
+        length = int(tail + len(items) - head)
+        if idempotency_id is not None:
+            cur.execute(sql.ID_RECORD, (ns, key, idempotency_id, length, int(now)))
+        return length
 
-        def body(cur: Any, now: float) -> int:
-            if idempotency_id is not None:
-                seen = cur.execute(sql.ID_SEEN, (ns, key, idempotency_id, now - self._window_ms)).fetchall()
-                if seen:
-                    return int(seen[0][0])  # applied before: write nothing, answer as the first time
-            rows = cur.execute(sql.META, (ns, key)).fetchall()
-            row = rows[0] if rows else None
-            if row is not None and row[3] is not None and row[3] <= now:
-                cur.execute(sql.DELETE, (ns, key)).fetchall()  # expired: its items go by trigger
-                row = None
-            if row is None:
-                head, tail = 0, 0
-                cur.execute(sql.NEW_LIST, (ns, key, len(encoded), now / 1000))
-            else:
-                kind, head, tail, _ = row
-                if kind != sql.KIND_LIST:
-                    raise self._wrong_type(key, operation, "list")
-                cur.execute(sql.SET_TAIL, (tail + len(encoded), now / 1000, ns, key))
-            if len(encoded) == 1:
-                cur.execute(sql.PUSH, (ns, key, tail, encoded[0]))
-            else:
-                cur.executemany(sql.PUSH, [(ns, key, tail + i, data) for i, data in enumerate(encoded)])
-            length = int(tail + len(encoded) - head)
-            if idempotency_id is not None:
-                cur.execute(sql.ID_RECORD, (ns, key, idempotency_id, length, int(now)))
-            return length
+    def get_range(self, key: str, start: int, end: int) -> list[bytes]:
+        # One read transaction: the counters and the items come from one snapshot.
+        return self._snapshot("get_range", key, self._range_in, key, start, end)
 
-        return self._write(operation, key, body)
-
-    def get_range(self, key: str, start: int, end: int) -> list[Any]:
-        key = validate_key(key)
-        lrange_bounds(0, start, end)  # type-check the bounds before any I/O
-        ns = self.ns
-        with self._lock:
-            cur = self._cur
-            try:
-                # One read transaction: the counters and the items come from one snapshot.
-                cur.execute(sql.BEGIN_READ)
-                try:
-                    meta = self._live_meta(cur, key, self._clock() * 1000)
-                    rows: list[tuple[bytes]] = []
-                    if meta is not None:
-                        kind, head, tail = meta
-                        if kind != sql.KIND_LIST:
-                            raise self._wrong_type(key, "get_range", "list")
-                        lo, hi = lrange_bounds(tail - head, start, end)
-                        if hi > lo:
-                            rows = cur.execute(sql.RANGE, (ns, key, head + lo, head + hi)).fetchall()
-                finally:
-                    self._rollback()
-            except apsw.Error as exc:
-                raise self._error(exc, "get_range", key) from exc
-        return [decode(row[0], key) for row in rows]
+    def _range_in(self, cur: Any, now: float, key: str, start: int, end: int) -> list[bytes]:
+        meta = self._live_meta(cur.execute(sql.META, (self.ns, key)).fetchall(), now)
+        if meta is None:
+            return []
+        kind, head, tail = meta
+        if kind != KIND_LIST:
+            raise holds_value(key, "get_range", BACKEND)
+        lo, hi = lrange_bounds(tail - head, start, end)
+        if hi <= lo:
+            return []
+        return [row[0] for row in cur.execute(sql.RANGE, (self.ns, key, head + lo, head + hi))]
 
     def get_length(self, key: str) -> int:
-        key = validate_key(key)
-        with self._lock:
-            try:
-                meta = self._live_meta(self._cur, key, self._clock() * 1000)
-            except apsw.Error as exc:
-                raise self._error(exc, "get_length", key) from exc
+        return self._length(key, "get_length")
+
+    def _length(self, key: str, operation: str) -> int:
+        meta = self._live_meta(self._query(operation, key, sql.META, (self.ns, key)), self._clock() * 1000)
         if meta is None:
             return 0
         kind, head, tail = meta
-        if kind != sql.KIND_LIST:
-            raise self._wrong_type(key, "get_length", "list")
+        if kind != KIND_LIST:
+            raise holds_value(key, operation, BACKEND)
         return tail - head
+
+    def trim(self, key: str, start: int, end: int) -> int:
+        return self._write("trim", key, self._trim_in, key, start, end)
+
+    def _trim_in(self, cur: Any, now: float, key: str, start: int, end: int) -> int:
+        # O(removed): item rows go from the ends by primary-key range; the kept items keep
+        # their positions (relative to the head), so nothing is renumbered. Idempotency ids stay.
+        ns = self.ns
+        meta = self._live_meta(cur.execute(sql.META, (ns, key)).fetchall(), now)
+        if meta is None:
+            return 0
+        kind, head, tail = meta
+        if kind != KIND_LIST:
+            raise holds_value(key, "trim", BACKEND)
+        length = tail - head
+        lo, hi = lrange_bounds(length, start, end)
+        if hi <= lo:  # nothing kept: the list goes, dated as a delete
+            self._delete_in(cur, now, [key])
+            return length
+        if hi - lo == length:
+            return 0
+        if lo:
+            cur.execute(sql.DROP_ITEMS, (ns, key, head, head + lo))
+        if hi < length:
+            cur.execute(sql.DROP_ITEMS, (ns, key, head + hi, tail))
+        cur.execute(sql.SET_BOUNDS, (head + lo, head + hi, now / 1000, ns, key))
+        return length - (hi - lo)

@@ -133,6 +133,19 @@ UPSERT = (
 # Written only when the key is absent or its row has expired (parameters: ..., now).
 SET_IF_ABSENT = UPSERT + " WHERE kvstore_keys.expires_at IS NOT NULL AND kvstore_keys.expires_at <= ?"
 DELETE = "DELETE FROM kvstore_keys WHERE ns = ? AND key = ? RETURNING expires_at, modified_at"
+# Parameters: ns, keys (a JSON array). Each deleted row's key, expiry and last write (for its tombstone).
+DELETE_MANY = (
+    "DELETE FROM kvstore_keys WHERE ns = ? AND key IN (SELECT value FROM json_each(?))"
+    " RETURNING key, expires_at, modified_at"
+)
+# get(touch=): restart a live key's TTL and read it, in one statement. Parameters: expires_at,
+# modified_at, ns, key, now. A list row is updated too; the caller raises and rolls back.
+GET_TOUCH = (
+    "UPDATE kvstore_keys SET expires_at = ?, modified_at = ?"
+    " WHERE ns = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?) RETURNING kind, value"
+)
+# incr on a live value: the new number, the expiry untouched. Parameters: value, modified_at, ns, key.
+SET_VALUE = "UPDATE kvstore_keys SET value = ?, modified_at = ? WHERE ns = ? AND key = ?"
 # Parameters: expires_at, modified_at, ns, key, now.
 EXPIRE = (
     "UPDATE kvstore_keys SET expires_at = ?, modified_at = ?"
@@ -177,6 +190,10 @@ NEW_LIST = (
 SET_TAIL = "UPDATE kvstore_keys SET tail = ?, modified_at = ? WHERE ns = ? AND key = ?"
 PUSH = "INSERT INTO kvstore_items (ns, key, idx, value) VALUES (?, ?, ?, ?)"
 RANGE = "SELECT value FROM kvstore_items WHERE ns = ? AND key = ? AND idx >= ? AND idx < ? ORDER BY idx"
+# trim: item rows of one end of a list (parameters: ns, key, from idx, to idx exclusive), then the
+# new counters (parameters: head, tail, modified_at, ns, key). Kept items are never renumbered.
+DROP_ITEMS = "DELETE FROM kvstore_items WHERE ns = ? AND key = ? AND idx >= ? AND idx < ?"
+SET_BOUNDS = "UPDATE kvstore_keys SET head = ?, tail = ?, modified_at = ? WHERE ns = ? AND key = ?"
 
 # Idempotency ids: seen within the window (parameters: ns, key, id, oldest created kept).
 ID_SEEN = "SELECT length FROM kvstore_ids WHERE ns = ? AND key = ? AND id = ? AND created > ?"

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Self, TypeVar
+from collections.abc import Callable, Iterable, Iterator
 
 from kvstore.errors import MissingDependencyError
 
@@ -15,21 +14,39 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by the missing-extra test
     raise MissingDependencyError("sqlite", "sqlite", "apsw") from exc
 
+from kvstore._core.acompat import Worker
 from kvstore._core.closed import Closed as _Closed
 from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES
 from kvstore._core.idempotency import DEFAULT_IDEMPOTENCY_WINDOW
-from kvstore._core.items import MsetItems
 from kvstore._core.keys import validate_prefix
-from kvstore._core.ttl import TTL
 from kvstore.base import Database
-from kvstore.config import DEFAULT_SQLITE_PATH, SqliteDatabaseConfig
-from kvstore.sqlite._engine import SqliteEngine
+from kvstore.config import DEFAULT_SQLITE_PATH
+from kvstore.sqlite._engine import MEMORY, SqliteEngine
 
 __all__ = ["SqliteDatabase"]
 
-T = TypeVar("T")
-#: `changed_since`'s answer (the classes define a ``set`` method, which hides the builtin there).
+#: `changed_since`'s answer (the class defines a ``set`` method, which hides the builtin there).
 _KeySet = set[str]
+
+#: Raw hooks that are the engine's method of the same name (the sync store binds them directly).
+_DIRECT = (
+    "get",
+    "get_touch",
+    "set",
+    "delete",
+    "delete_many",
+    "exists",
+    "mget",
+    "mset",
+    "clear",
+    "ttl",
+    "expire",
+    "incr",
+    "extend",
+    "get_range",
+    "get_length",
+    "trim",
+)
 
 
 class SqliteDatabase(Database):
@@ -49,9 +66,12 @@ class SqliteDatabase(Database):
         purge_interval: Seconds between sweeps of expired rows (run by a write).
         idempotency_window: Seconds an append's idempotency id is remembered (default
             one day); the sweep removes older ids of every prefix in the file.
+        connect_timeout: Seconds opening the file may wait for another connection's lock
+            (creating or migrating it); ``None``: ``busy_timeout``.
 
-    The async class does every blocking call on a worker thread of its own, so
-    the event loop never waits on the file or on another process's lock.
+    The sync class opens the file in its constructor; the async class opens it on its
+    first call (or in `from_config`) and does every blocking call on a worker thread of
+    its own, so the event loop never waits on the file or on another process's lock.
 
     Fork-safe: in a process forked from the one that opened it (gunicorn ``--preload``,
     multiprocessing), the store opens a connection of its own on first use and never
@@ -73,89 +93,97 @@ class SqliteDatabase(Database):
         clock: Callable[[], float] = time.time,
         purge_interval: float = 60.0,
         idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
+        connect_timeout: float | None = None,
     ) -> None:
         self.key_prefix = validate_prefix(key_prefix)
+        self.max_value_bytes = max_value_bytes
         self._engine: SqliteEngine = SqliteEngine(
             path,
             key_prefix=key_prefix,
             synchronous=synchronous,
             busy_timeout=busy_timeout,
-            max_value_bytes=max_value_bytes,
             clock=clock,
             purge_interval=purge_interval,
             idempotency_window=idempotency_window,
         )
         self.path = self._engine.path
-        if self.path in ("", ":memory:") or self.path.startswith("file::memory:"):
+        if self.path in ("", MEMORY) or self.path.startswith("file::memory:"):
             # Health must not call an in-memory database durable.
             self.durable = False  # type: ignore[misc]  # per-instance override of the class default
-        self._engine.open()
+        self._connect_timeout = connect_timeout
+        # Calls run in order on the worker's thread, off the event loop (sync: in the caller's).
+        self._worker = Worker("kvstore-sqlite")
+        self._worker.at_init(self._engine.open, connect_timeout)
+        self._worker.direct(self, self._engine, _DIRECT)
 
-    @classmethod
-    def from_config(cls, config: SqliteDatabaseConfig) -> Self:
-        """Build from a `SqliteDatabaseConfig`, open the file and check it within ``connect_timeout``."""
-        store = cls(
-            config.path,
-            key_prefix=config.key_prefix,
-            synchronous=config.synchronous,
-            busy_timeout=config.busy_timeout,
-            max_value_bytes=config.max_value_bytes,
-            purge_interval=config.purge_interval,
-        )
-        try:
-            store._run(store._engine.open, config.connect_timeout)
-            store.ping()
-        except BaseException:
-            store.close()
-            raise
-        return store
+    def _opened(self) -> None:
+        """`from_config`: open the file within ``connect_timeout``, then check it answers."""
+        self._worker.run(self._engine.open, self._connect_timeout)
+        self.ping()
 
     def __repr__(self) -> str:
         state = "closed" if isinstance(self._engine, _Closed) else "open"
         return f"<{type(self).__name__} path={self.path!r} prefix={self.key_prefix!r} {state}>"
 
-    def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return fn(*args)
+    # --- raw hooks: the engine's methods, on the worker ---------------------------------
 
-    def get(self, key: str) -> Any:
-        return self._engine.get(key)
+    def _get(self, key: str) -> bytes | None:
+        return self._worker.run(self._engine.get, key)
 
-    def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
-        return self._engine.set(key, value, ttl, only_if_absent)
+    def _get_touch(self, key: str, ms: int) -> bytes | None:
+        return self._worker.run(self._engine.get_touch, key, ms)
 
-    def delete(self, key: str) -> bool:
-        return self._engine.delete(key)
+    def _set(self, key: str, data: bytes, ms: int | None, only_if_absent: bool) -> bool:
+        return self._worker.run(self._engine.set, key, data, ms, only_if_absent)
 
-    def exists(self, key: str) -> bool:
-        return self._engine.exists(key)
+    def _delete(self, key: str) -> bool:
+        return self._worker.run(self._engine.delete, key)
 
-    def mget(self, keys: Iterable[str]) -> list[Any]:
-        return self._engine.mget(list(keys))
+    def _delete_many(self, keys: list[str]) -> int:
+        return self._worker.run(self._engine.delete_many, keys)
 
-    def mset(self, items: MsetItems) -> None:
-        if not isinstance(items, Mapping):
-            items = list(items)  # consumed on the worker thread, so materialise it here
-        self._engine.mset(items)
+    def _exists(self, key: str) -> bool:
+        return self._worker.run(self._engine.exists, key)
 
-    def iter_keys(self, pattern: str = "*") -> Iterator[str]:
+    def _mget(self, keys: list[str]) -> list[bytes | None]:
+        return self._worker.run(self._engine.mget, keys)
+
+    def _mset(self, rows: list[tuple[str, bytes, int | None]]) -> None:
+        self._worker.run(self._engine.mset, rows)
+
+    def _iter_keys(self, pattern: str) -> Iterator[str]:
         after: str | None = None
         while True:
-            found, after = self._run(self._engine.keys_page, pattern, after)
+            found, after = self._worker.run(self._engine.keys_page, pattern, after)
             yield from found
             if after is None:
                 return
 
-    def keys(self, pattern: str = "*") -> list[str]:
-        return self._engine.keys(pattern)
+    def _clear(self) -> None:
+        self._worker.run(self._engine.clear)
 
-    def clear(self) -> None:
-        self._engine.clear()
+    def _ttl(self, key: str) -> float | None:
+        return self._worker.run(self._engine.ttl, key)
 
-    def ttl(self, key: str) -> float | None:
-        return self._engine.ttl(key)
+    def _expire(self, key: str, ms: int | None) -> bool:
+        return self._worker.run(self._engine.expire, key, ms)
 
-    def expire(self, key: str, ttl: TTL | None) -> bool:
-        return self._engine.expire(key, ttl)
+    def _incr(self, key: str, by: int) -> int:
+        return self._worker.run(self._engine.incr, key, by)
+
+    def _extend(self, key: str, items: list[bytes], idempotency_id: str | None) -> int:
+        return self._worker.run(self._engine.extend, key, items, idempotency_id)
+
+    def _get_range(self, key: str, start: int, end: int) -> list[bytes]:
+        return self._worker.run(self._engine.get_range, key, start, end)
+
+    def _get_length(self, key: str) -> int:
+        return self._worker.run(self._engine.get_length, key)
+
+    def _trim(self, key: str, start: int, end: int) -> int:
+        return self._worker.run(self._engine.trim, key, start, end)
+
+    # --- replay guard (see `Database`) ---------------------------------------------
 
     def server_time(self) -> float:
         """The store's clock (``clock``, ``time.time`` by default): every change is stamped with it."""
@@ -168,38 +196,31 @@ class SqliteDatabase(Database):
         of now; deletion records older than that are swept with the expired rows, so for
         an older ``since`` every key is reported as changed (never a silent overwrite).
         """
-        return self._engine.changed_since(list(keys), since)
+        return self._worker.run(self._engine.changed_since, list(keys), since)
 
     def mark_cleared(self, at: float) -> None:
         """Record a clear of this prefix at ``at`` (see `Database.mark_cleared`)."""
-        self._engine.mark_cleared(at)
+        self._worker.run(self._engine.mark_cleared, at)
 
     def restamp(self, keys: Iterable[str], at: float) -> None:
         """Date the last change of ``keys`` at ``at`` (see `Database.restamp`)."""
-        self._engine.restamp(list(keys), at)
+        self._worker.run(self._engine.restamp, list(keys), at)
+
+    # --- lifecycle ------------------------------------------------------------------------
 
     def ping(self) -> None:
-        self._engine.ping()
+        self._worker.run(self._engine.ping)
 
     def purge_expired(self) -> int:
         """Delete every expired row now (normally a write does it every ``purge_interval``)."""
-        return self._engine.purge_expired()
-
-    def append(self, key: str, value: Any, *, idempotency_id: str | None = None) -> int:
-        return self._engine.append(key, value, idempotency_id)
-
-    def extend(self, key: str, values: Iterable[Any], *, idempotency_id: str | None = None) -> int:
-        return self._engine.extend(key, list(values), idempotency_id)
-
-    def get_range(self, key: str, start: int, end: int) -> list[Any]:
-        return self._engine.get_range(key, start, end)
-
-    def get_length(self, key: str) -> int:
-        return self._engine.get_length(key)
+        return self._worker.run(self._engine.purge_expired)
 
     def close(self) -> None:
         engine = self._engine
         if isinstance(engine, _Closed):
             return
         self._engine = _Closed(type(self).__name__, "sqlite")  # type: ignore[assignment]  # duck-typed stand-in
-        engine.close()
+        for name in _DIRECT:  # drop the sync store's direct bindings: calls now reach _Closed and raise
+            self.__dict__.pop(f"_{name}", None)
+        self._worker.run(engine.close)
+        self._worker.close()

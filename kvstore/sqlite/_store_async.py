@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import Any, Self, TypeVar
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from kvstore.errors import MissingDependencyError
 
@@ -14,26 +13,39 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by the missing-extra test
     raise MissingDependencyError("sqlite", "sqlite", "apsw") from exc
 
+from kvstore._core.acompat import AsyncWorker
 from kvstore._core.closed import Closed as _Closed
 from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES
 from kvstore._core.idempotency import DEFAULT_IDEMPOTENCY_WINDOW
-from kvstore._core.items import MsetItems
 from kvstore._core.keys import validate_prefix
-from kvstore._core.ttl import TTL
 from kvstore.base_async import AsyncDatabase
-from kvstore.config import DEFAULT_SQLITE_PATH, SqliteDatabaseConfig
-from kvstore.sqlite._engine import SqliteEngine, after_fork_in_child
-
-if True:  # ASYNC
-    import asyncio
-    import functools
-    from concurrent.futures import ThreadPoolExecutor
+from kvstore.config import DEFAULT_SQLITE_PATH
+from kvstore.sqlite._engine import MEMORY, SqliteEngine
 
 __all__ = ["AsyncSqliteDatabase"]
 
-T = TypeVar("T")
-#: `changed_since`'s answer (the classes define a ``set`` method, which hides the builtin there).
+#: `changed_since`'s answer (the class defines a ``set`` method, which hides the builtin there).
 _KeySet = set[str]
+
+#: Raw hooks that are the engine's method of the same name (the sync store binds them directly).
+_DIRECT = (
+    "get",
+    "get_touch",
+    "set",
+    "delete",
+    "delete_many",
+    "exists",
+    "mget",
+    "mset",
+    "clear",
+    "ttl",
+    "expire",
+    "incr",
+    "extend",
+    "get_range",
+    "get_length",
+    "trim",
+)
 
 
 class AsyncSqliteDatabase(AsyncDatabase):
@@ -53,9 +65,12 @@ class AsyncSqliteDatabase(AsyncDatabase):
         purge_interval: Seconds between sweeps of expired rows (run by a write).
         idempotency_window: Seconds an append's idempotency id is remembered (default
             one day); the sweep removes older ids of every prefix in the file.
+        connect_timeout: Seconds opening the file may wait for another connection's lock
+            (creating or migrating it); ``None``: ``busy_timeout``.
 
-    The async class does every blocking call on a worker thread of its own, so
-    the event loop never waits on the file or on another process's lock.
+    The sync class opens the file in its constructor; the async class opens it on its
+    first call (or in `from_config`) and does every blocking call on a worker thread of
+    its own, so the event loop never waits on the file or on another process's lock.
 
     Fork-safe: in a process forked from the one that opened it (gunicorn ``--preload``,
     multiprocessing), the store opens a connection of its own on first use and never
@@ -77,136 +92,98 @@ class AsyncSqliteDatabase(AsyncDatabase):
         clock: Callable[[], float] = time.time,
         purge_interval: float = 60.0,
         idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
+        connect_timeout: float | None = None,
     ) -> None:
         self.key_prefix = validate_prefix(key_prefix)
+        self.max_value_bytes = max_value_bytes
         self._engine: SqliteEngine = SqliteEngine(
             path,
             key_prefix=key_prefix,
             synchronous=synchronous,
             busy_timeout=busy_timeout,
-            max_value_bytes=max_value_bytes,
             clock=clock,
             purge_interval=purge_interval,
             idempotency_window=idempotency_window,
         )
         self.path = self._engine.path
-        if self.path in ("", ":memory:") or self.path.startswith("file::memory:"):
+        if self.path in ("", MEMORY) or self.path.startswith("file::memory:"):
             # Health must not call an in-memory database durable.
             self.durable = False  # type: ignore[misc]  # per-instance override of the class default
-        if True:  # ASYNC
-            # One worker thread per store: calls run in order, off the event loop.
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kvstore-sqlite")
-            after_fork_in_child(self)  # the worker thread does not survive fork
-        else:
-            self._engine.open()
+        self._connect_timeout = connect_timeout
+        # Calls run in order on the worker's thread, off the event loop (sync: in the caller's).
+        self._worker = AsyncWorker("kvstore-sqlite")
+        self._worker.at_init(self._engine.open, connect_timeout)
+        self._worker.direct(self, self._engine, _DIRECT)
 
-    if True:  # ASYNC
-
-        def _after_fork_in_child(self) -> None:
-            # The parent's worker thread does not exist here (its executor would queue calls
-            # forever): a new executor starts a thread of the child's own on first use.
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kvstore-sqlite")
-
-    @classmethod
-    async def from_config(cls, config: SqliteDatabaseConfig) -> Self:
-        """Build from a `SqliteDatabaseConfig`, open the file and check it within ``connect_timeout``."""
-        store = cls(
-            config.path,
-            key_prefix=config.key_prefix,
-            synchronous=config.synchronous,
-            busy_timeout=config.busy_timeout,
-            max_value_bytes=config.max_value_bytes,
-            purge_interval=config.purge_interval,
-        )
-        try:
-            await store._run(store._engine.open, config.connect_timeout)
-            await store.ping()
-        except BaseException:
-            await store.aclose()
-            raise
-        return store
+    async def _opened(self) -> None:
+        """`from_config`: open the file within ``connect_timeout``, then check it answers."""
+        await self._worker.run(self._engine.open, self._connect_timeout)
+        await self.ping()
 
     def __repr__(self) -> str:
         state = "closed" if isinstance(self._engine, _Closed) else "open"
         return f"<{type(self).__name__} path={self.path!r} prefix={self.key_prefix!r} {state}>"
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if True:  # ASYNC
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
-        else:
-            return fn(*args)
+    # --- raw hooks: the engine's methods, on the worker ---------------------------------
 
-    async def get(self, key: str) -> Any:
-        if True:  # ASYNC
-            return await self._run(self._engine.get, key)
-        else:
-            return self._engine.get(key)
+    async def _get(self, key: str) -> bytes | None:
+        return await self._worker.run(self._engine.get, key)
 
-    async def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
-        if True:  # ASYNC
-            return await self._run(self._engine.set, key, value, ttl, only_if_absent)
-        else:
-            return self._engine.set(key, value, ttl, only_if_absent)
+    async def _get_touch(self, key: str, ms: int) -> bytes | None:
+        return await self._worker.run(self._engine.get_touch, key, ms)
 
-    async def delete(self, key: str) -> bool:
-        if True:  # ASYNC
-            return await self._run(self._engine.delete, key)
-        else:
-            return self._engine.delete(key)
+    async def _set(self, key: str, data: bytes, ms: int | None, only_if_absent: bool) -> bool:
+        return await self._worker.run(self._engine.set, key, data, ms, only_if_absent)
 
-    async def exists(self, key: str) -> bool:
-        if True:  # ASYNC
-            return await self._run(self._engine.exists, key)
-        else:
-            return self._engine.exists(key)
+    async def _delete(self, key: str) -> bool:
+        return await self._worker.run(self._engine.delete, key)
 
-    async def mget(self, keys: Iterable[str]) -> list[Any]:
-        if True:  # ASYNC
-            return await self._run(self._engine.mget, list(keys))
-        else:
-            return self._engine.mget(list(keys))
+    async def _delete_many(self, keys: list[str]) -> int:
+        return await self._worker.run(self._engine.delete_many, keys)
 
-    async def mset(self, items: MsetItems) -> None:
-        if not isinstance(items, Mapping):
-            items = list(items)  # consumed on the worker thread, so materialise it here
-        if True:  # ASYNC
-            await self._run(self._engine.mset, items)
-        else:
-            self._engine.mset(items)
+    async def _exists(self, key: str) -> bool:
+        return await self._worker.run(self._engine.exists, key)
 
-    async def iter_keys(self, pattern: str = "*") -> AsyncIterator[str]:
+    async def _mget(self, keys: list[str]) -> list[bytes | None]:
+        return await self._worker.run(self._engine.mget, keys)
+
+    async def _mset(self, rows: list[tuple[str, bytes, int | None]]) -> None:
+        await self._worker.run(self._engine.mset, rows)
+
+    async def _iter_keys(self, pattern: str) -> AsyncIterator[str]:
         after: str | None = None
         while True:
-            found, after = await self._run(self._engine.keys_page, pattern, after)
+            found, after = await self._worker.run(self._engine.keys_page, pattern, after)
             for key in found:
                 yield key
             if after is None:
                 return
 
-    async def keys(self, pattern: str = "*") -> list[str]:
-        if True:  # ASYNC
-            return await self._run(self._engine.keys, pattern)
-        else:
-            return self._engine.keys(pattern)
+    async def _clear(self) -> None:
+        await self._worker.run(self._engine.clear)
 
-    async def clear(self) -> None:
-        if True:  # ASYNC
-            await self._run(self._engine.clear)
-        else:
-            self._engine.clear()
+    async def _ttl(self, key: str) -> float | None:
+        return await self._worker.run(self._engine.ttl, key)
 
-    async def ttl(self, key: str) -> float | None:
-        if True:  # ASYNC
-            return await self._run(self._engine.ttl, key)
-        else:
-            return self._engine.ttl(key)
+    async def _expire(self, key: str, ms: int | None) -> bool:
+        return await self._worker.run(self._engine.expire, key, ms)
 
-    async def expire(self, key: str, ttl: TTL | None) -> bool:
-        if True:  # ASYNC
-            return await self._run(self._engine.expire, key, ttl)
-        else:
-            return self._engine.expire(key, ttl)
+    async def _incr(self, key: str, by: int) -> int:
+        return await self._worker.run(self._engine.incr, key, by)
+
+    async def _extend(self, key: str, items: list[bytes], idempotency_id: str | None) -> int:
+        return await self._worker.run(self._engine.extend, key, items, idempotency_id)
+
+    async def _get_range(self, key: str, start: int, end: int) -> list[bytes]:
+        return await self._worker.run(self._engine.get_range, key, start, end)
+
+    async def _get_length(self, key: str) -> int:
+        return await self._worker.run(self._engine.get_length, key)
+
+    async def _trim(self, key: str, start: int, end: int) -> int:
+        return await self._worker.run(self._engine.trim, key, start, end)
+
+    # --- replay guard (see `AsyncDatabase`) ---------------------------------------------
 
     async def server_time(self) -> float:
         """The store's clock (``clock``, ``time.time`` by default): every change is stamped with it."""
@@ -219,70 +196,31 @@ class AsyncSqliteDatabase(AsyncDatabase):
         of now; deletion records older than that are swept with the expired rows, so for
         an older ``since`` every key is reported as changed (never a silent overwrite).
         """
-        if True:  # ASYNC
-            return await self._run(self._engine.changed_since, list(keys), since)
-        else:
-            return self._engine.changed_since(list(keys), since)
+        return await self._worker.run(self._engine.changed_since, list(keys), since)
 
     async def mark_cleared(self, at: float) -> None:
         """Record a clear of this prefix at ``at`` (see `AsyncDatabase.mark_cleared`)."""
-        if True:  # ASYNC
-            await self._run(self._engine.mark_cleared, at)
-        else:
-            self._engine.mark_cleared(at)
+        await self._worker.run(self._engine.mark_cleared, at)
 
     async def restamp(self, keys: Iterable[str], at: float) -> None:
         """Date the last change of ``keys`` at ``at`` (see `AsyncDatabase.restamp`)."""
-        if True:  # ASYNC
-            await self._run(self._engine.restamp, list(keys), at)
-        else:
-            self._engine.restamp(list(keys), at)
+        await self._worker.run(self._engine.restamp, list(keys), at)
+
+    # --- lifecycle ------------------------------------------------------------------------
 
     async def ping(self) -> None:
-        if True:  # ASYNC
-            await self._run(self._engine.ping)
-        else:
-            self._engine.ping()
+        await self._worker.run(self._engine.ping)
 
     async def purge_expired(self) -> int:
         """Delete every expired row now (normally a write does it every ``purge_interval``)."""
-        if True:  # ASYNC
-            return await self._run(self._engine.purge_expired)
-        else:
-            return self._engine.purge_expired()
-
-    async def append(self, key: str, value: Any, *, idempotency_id: str | None = None) -> int:
-        if True:  # ASYNC
-            return await self._run(self._engine.append, key, value, idempotency_id)
-        else:
-            return self._engine.append(key, value, idempotency_id)
-
-    async def extend(self, key: str, values: Iterable[Any], *, idempotency_id: str | None = None) -> int:
-        if True:  # ASYNC
-            return await self._run(self._engine.extend, key, list(values), idempotency_id)
-        else:
-            return self._engine.extend(key, list(values), idempotency_id)
-
-    async def get_range(self, key: str, start: int, end: int) -> list[Any]:
-        if True:  # ASYNC
-            return await self._run(self._engine.get_range, key, start, end)
-        else:
-            return self._engine.get_range(key, start, end)
-
-    async def get_length(self, key: str) -> int:
-        if True:  # ASYNC
-            return await self._run(self._engine.get_length, key)
-        else:
-            return self._engine.get_length(key)
+        return await self._worker.run(self._engine.purge_expired)
 
     async def aclose(self) -> None:
         engine = self._engine
         if isinstance(engine, _Closed):
             return
         self._engine = _Closed(type(self).__name__, "sqlite")  # type: ignore[assignment]  # duck-typed stand-in
-        if True:  # ASYNC
-            await self._run(engine.close)
-        else:
-            engine.close()
-        if True:  # ASYNC
-            self._executor.shutdown(wait=False)
+        for name in _DIRECT:  # drop the sync store's direct bindings: calls now reach _Closed and raise
+            self.__dict__.pop(f"_{name}", None)
+        await self._worker.run(engine.close)
+        await self._worker.aclose()

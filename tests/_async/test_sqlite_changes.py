@@ -64,6 +64,12 @@ async def test_nothing_changed_since_now(tmp_path: Path, clock: FakeClock) -> No
         ("delete", {"gone"}),
         ("value_over_list", {"l"}),
         ("clear", {*KEYS, "new"}),
+        ("incr", {"v"}),
+        ("incr_new", {"new"}),
+        ("delete_many", {"gone", "v", "new"}),
+        ("get_touch", {"t"}),
+        ("trim", {"l"}),
+        ("trim_all", {"l"}),
     ],
 )
 async def test_each_write_is_reported_and_nothing_else(
@@ -99,6 +105,19 @@ async def test_each_write_is_reported_and_nothing_else(
         await store.set("l", "now a value")
     elif operation == "clear":
         await store.clear()
+    elif operation == "incr":
+        assert await store.incr("v") == 2
+    elif operation == "incr_new":
+        assert await store.incr("new") == 1
+    elif operation == "delete_many":  # a missing key's deletion is a change too (as for delete)
+        assert await store.delete_many(["gone", "v", "new"]) == 2
+    elif operation == "get_touch":
+        assert await store.get("t", touch=10) == 5
+    elif operation == "trim":
+        assert await store.trim("l", 1, 1) == 1
+    elif operation == "trim_all":  # an empty selection removes the list: a deletion
+        assert await store.trim("l", 5, 9) == 2
+        assert await store.exists("l") is False
     assert await store.changed_since([*KEYS, "new"], since) == changed
     # Nothing is reported for a time after the change.
     assert await store.changed_since([*KEYS, "new"], await store.server_time()) == set()
@@ -106,7 +125,8 @@ async def test_each_write_is_reported_and_nothing_else(
 
 
 async def test_writes_that_change_nothing_are_not_reported(tmp_path: Path, clock: FakeClock) -> None:
-    """A refused only_if_absent, a replayed idempotent append, expire of a missing key change nothing;
+    """A refused only_if_absent, a replayed idempotent append, expire or touch of a missing key, a trim keeping
+    everything change nothing;
     a delete of a missing key is a change (a replay must not resurrect an older write over it)."""
     store = await seeded(tmp_path / "kv.db", clock)
     await store.append("l", 3, idempotency_id="once")
@@ -117,6 +137,8 @@ async def test_writes_that_change_nothing_are_not_reported(tmp_path: Path, clock
     assert await store.append("l", 3, idempotency_id="once") == 3  # a retry: nothing written
     assert not await store.expire("never", 10)
     assert not await store.delete("never")
+    assert await store.trim("l", 0, -1) == 0  # keeps everything: writes nothing
+    assert await store.get("missing", touch=10) is None
     await store.get("v")
     await store.mget(KEYS)
     await store.get_range("l", 0, -1)

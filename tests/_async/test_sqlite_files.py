@@ -24,7 +24,7 @@ from kvstore.sqlite import (
     SqliteReadOnlyError,
 )
 from kvstore.sqlite import _sql as sql
-from kvstore.sqlite._engine import map_error
+from kvstore.sqlite._errors import ERRORS, map_error
 from tests.clock import FakeClock
 
 
@@ -331,6 +331,7 @@ async def test_a_waiting_writer_succeeds_once_the_lock_is_released(tmp_path: Pat
         (apsw.CantOpenError, SqliteFileError),
         (apsw.PermissionsError, SqliteFileError),
         (apsw.ConnectionClosedError, ClosedError),
+        (apsw.CursorClosedError, ClosedError),
         (apsw.SQLError, KVStoreError),
     ],
 )
@@ -342,6 +343,20 @@ async def test_every_driver_exception_is_mapped(exc: type[apsw.Error], expected:
     assert "/data/kv.db" in str(error)
     if isinstance(error, SqliteFileError):
         assert error.path == "/data/kv.db"
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [cls, *(sub for direct in cls.__subclasses__() for sub in _subclasses(direct))]
+
+
+async def test_the_error_map_covers_every_apsw_error_and_no_row_is_shadowed() -> None:
+    """Every apsw.Error subclass maps to a KVStoreError of the sqlite backend, and each ERRORS row is reached."""
+    for exc_type in _subclasses(apsw.Error):
+        error = map_error(exc_type("boom"), path="/data/kv.db", busy_timeout=5, operation="get")
+        assert isinstance(error, KVStoreError)
+        assert error.backend == "sqlite"
+    for apsw_type, error_type, _ in ERRORS:
+        assert type(map_error(apsw_type("boom"), path="p", busy_timeout=1, operation=None)) is error_type
 
 
 async def test_closed_store_raises_and_close_is_idempotent(tmp_path: Path) -> None:
@@ -442,6 +457,25 @@ async def test_replacing_or_deleting_a_list_removes_its_items(tmp_path: Path) ->
         assert count_rows(path, "kvstore_items") == 1
         await store.clear()
         assert count_rows(path, "kvstore_items") == 0
+
+
+async def test_trim_touches_only_the_removed_rows_and_renumbers_nothing(tmp_path: Path) -> None:
+    """trim deletes item rows from the ends (rows changed = removed + the counters' row); kept items keep their idx."""
+    clock = FakeClock()
+    async with AsyncSqliteDatabase(tmp_path / "kv.db", clock=clock) as store:
+        await store.extend("h", list(range(1000)))
+        conn = store._engine._conn
+        assert conn is not None
+        before = conn.total_changes()
+        assert await store.trim("h", 3, -5) == 7
+        assert conn.total_changes() - before == 7 + 1
+        rows = conn.execute("SELECT min(idx), max(idx), count(*) FROM kvstore_items").fetchall()
+        assert rows == [(3, 995, 993)]
+        assert conn.execute("SELECT head, tail FROM kvstore_keys").fetchall() == [(3, 996)]
+        assert await store.get_range("h", 0, 1) == [3, 4]
+        plan = " ".join(str(row) for row in conn.execute("EXPLAIN QUERY PLAN " + sql.DROP_ITEMS, ("", "h", 0, 3)))
+        assert "SEARCH" in plan
+        assert "SCAN" not in plan
 
 
 # --- keys() against the reference matcher ------------------------------------------------------

@@ -65,6 +65,12 @@ def test_nothing_changed_since_now(tmp_path: Path, clock: FakeClock) -> None:
         ("delete", {"gone"}),
         ("value_over_list", {"l"}),
         ("clear", {*KEYS, "new"}),
+        ("incr", {"v"}),
+        ("incr_new", {"new"}),
+        ("delete_many", {"gone", "v", "new"}),
+        ("get_touch", {"t"}),
+        ("trim", {"l"}),
+        ("trim_all", {"l"}),
     ],
 )
 def test_each_write_is_reported_and_nothing_else(
@@ -100,6 +106,19 @@ def test_each_write_is_reported_and_nothing_else(
         store.set("l", "now a value")
     elif operation == "clear":
         store.clear()
+    elif operation == "incr":
+        assert store.incr("v") == 2
+    elif operation == "incr_new":
+        assert store.incr("new") == 1
+    elif operation == "delete_many":  # a missing key's deletion is a change too (as for delete)
+        assert store.delete_many(["gone", "v", "new"]) == 2
+    elif operation == "get_touch":
+        assert store.get("t", touch=10) == 5
+    elif operation == "trim":
+        assert store.trim("l", 1, 1) == 1
+    elif operation == "trim_all":  # an empty selection removes the list: a deletion
+        assert store.trim("l", 5, 9) == 2
+        assert store.exists("l") is False
     assert store.changed_since([*KEYS, "new"], since) == changed
     # Nothing is reported for a time after the change.
     assert store.changed_since([*KEYS, "new"], store.server_time()) == set()
@@ -107,7 +126,8 @@ def test_each_write_is_reported_and_nothing_else(
 
 
 def test_writes_that_change_nothing_are_not_reported(tmp_path: Path, clock: FakeClock) -> None:
-    """A refused only_if_absent, a replayed idempotent append, expire of a missing key change nothing;
+    """A refused only_if_absent, a replayed idempotent append, expire or touch of a missing key, a trim keeping
+    everything change nothing;
     a delete of a missing key is a change (a replay must not resurrect an older write over it)."""
     store = seeded(tmp_path / "kv.db", clock)
     store.append("l", 3, idempotency_id="once")
@@ -118,6 +138,8 @@ def test_writes_that_change_nothing_are_not_reported(tmp_path: Path, clock: Fake
     assert store.append("l", 3, idempotency_id="once") == 3  # a retry: nothing written
     assert not store.expire("never", 10)
     assert not store.delete("never")
+    assert store.trim("l", 0, -1) == 0  # keeps everything: writes nothing
+    assert store.get("missing", touch=10) is None
     store.get("v")
     store.mget(KEYS)
     store.get_range("l", 0, -1)
