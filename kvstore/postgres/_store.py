@@ -603,10 +603,12 @@ class PostgresDatabase(Database):
 
     def _mset(self, rows: list[tuple[str, bytes, int | None]]) -> None:
         # One multi-row statement: one round trip, atomic. Duplicates are folded first (last
-        # wins) because ON CONFLICT cannot touch a row twice.
+        # wins) because ON CONFLICT cannot touch a row twice; rows are written in key order,
+        # so two msets of the same keys lock them in the same order and never deadlock.
         latest = {key: (data, ms) for key, data, ms in rows}
-        values = [data.decode() for data, _ in latest.values()]
-        params = (self.key_prefix, list(latest), values, [ms for _, ms in latest.values()])
+        keys = sorted(latest)
+        values = [latest[key][0].decode() for key in keys]
+        params = (self.key_prefix, keys, values, [latest[key][1] for key in keys])
         self._write("mset", None, self._q.mset, params)
 
     def _iter_keys(self, pattern: str) -> Iterator[str]:
