@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kvstore._copy.plan import CopyCheckpoint, CopyStats, VerifyReport
+from kvstore._core.acompat import gather
 from kvstore.base import Database, Store
 from kvstore.errors import ConfigError, WrongTypeError
 
@@ -17,7 +18,7 @@ Progress = Callable[[int, int], None]
 
 
 def _ttls(store: Store, keys: list[str]) -> list[float | None]:
-    return [store.ttl(key) for key in keys]
+    return gather(*(store.ttl(key) for key in keys))
 
 
 def _list_length(store: Store, key: str) -> int | None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 from collections.abc import Callable
 from typing import Any
 
 from kvstore._copy.plan import CopyCheckpoint, CopyStats, VerifyReport
+from kvstore._core.acompat import gather_async
 from kvstore.base_async import AsyncDatabase, AsyncStore
 from kvstore.errors import ConfigError, WrongTypeError
 
@@ -17,10 +17,7 @@ Progress = Callable[[int, int], None]
 
 
 async def _ttls(store: AsyncStore, keys: list[str]) -> list[float | None]:
-    if True:  # ASYNC
-        return list(await asyncio.gather(*(store.ttl(key) for key in keys)))
-    else:
-        return [store.ttl(key) for key in keys]
+    return await gather_async(*(store.ttl(key) for key in keys))
 
 
 async def _list_length(store: AsyncStore, key: str) -> int | None:

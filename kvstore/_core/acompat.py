@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["AsyncWorker", "Worker"]
+__all__ = ["AsyncWorker", "Worker", "gather", "gather_async"]
 
 T = TypeVar("T")
 
@@ -72,6 +72,16 @@ class Worker:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+async def gather_async(*calls: Any) -> list[Any]:
+    """Await ``calls`` concurrently; their results in order (`asyncio.gather`)."""
+    return list(await asyncio.gather(*calls))
+
+
+def gather(*results: Any) -> list[Any]:
+    """The sync twin of `gather_async`: the calls already ran, one after the other; their results."""
+    return list(results)
 
 
 _workers: weakref.WeakSet[AsyncWorker] = weakref.WeakSet()

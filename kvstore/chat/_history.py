@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Generic, TypeVar, overload
 
+from kvstore._core.acompat import gather
 from kvstore._core.items import LowerBound
 from kvstore._core.ttl import TTL, ttl_ms
 from kvstore._core.typed import TypeCodec
@@ -135,8 +136,7 @@ class ChatHistory(Generic[M]):
         if n <= 0:
             return []
         key = self._keys.messages
-        raw = self.database.get_range(key, -n, -1)
-        offset = self._tail_offset()
+        raw, offset = gather(self.database.get_range(key, -n, -1), self._tail_offset())
         if offset:
             # Trimmed: read from the first kept position on (positions are absolute).
             length = self.database.get_length(key)
@@ -172,9 +172,8 @@ class ChatHistory(Generic[M]):
 
     def count(self) -> int:
         """How many messages are kept (added, minus trimmed)."""
-        length = self.database.get_length(self._keys.messages)
-        offset = self._offset()
-        return max(0, length - offset)
+        length, offset = gather(self.database.get_length(self._keys.messages), self._offset())
+        return max(0, int(length) - int(offset))
 
     # --- housekeeping -----------------------------------------------------------------
 
@@ -245,8 +244,7 @@ class ChatHistory(Generic[M]):
     def _refresh_ttl(self) -> None:
         if self.ttl is None:
             return
-        self.database.expire(self._keys.messages, self.ttl)
-        self.database.expire(self._keys.meta, self.ttl)
+        gather(self.database.expire(self._keys.messages, self.ttl), self.database.expire(self._keys.meta, self.ttl))
 
     def _load(self, raw: list[Any]) -> list[M]:
         key = self._keys.messages

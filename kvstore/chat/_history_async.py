@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, Generic, TypeVar, overload
 
+from kvstore._core.acompat import gather_async
 from kvstore._core.items import LowerBound
 from kvstore._core.ttl import TTL, ttl_ms
 from kvstore._core.typed import TypeCodec
@@ -135,11 +135,7 @@ class AsyncChatHistory(Generic[M]):
         if n <= 0:
             return []
         key = self._keys.messages
-        if True:  # ASYNC
-            raw, offset = await asyncio.gather(self.database.get_range(key, -n, -1), self._tail_offset())
-        else:
-            raw = self.database.get_range(key, -n, -1)
-            offset = self._tail_offset()
+        raw, offset = await gather_async(self.database.get_range(key, -n, -1), self._tail_offset())
         if offset:
             # Trimmed: read from the first kept position on (positions are absolute).
             length = await self.database.get_length(key)
@@ -176,12 +172,8 @@ class AsyncChatHistory(Generic[M]):
 
     async def count(self) -> int:
         """How many messages are kept (added, minus trimmed)."""
-        if True:  # ASYNC
-            length, offset = await asyncio.gather(self.database.get_length(self._keys.messages), self._offset())
-        else:
-            length = self.database.get_length(self._keys.messages)
-            offset = self._offset()
-        return max(0, length - offset)
+        length, offset = await gather_async(self.database.get_length(self._keys.messages), self._offset())
+        return max(0, int(length) - int(offset))
 
     # --- housekeeping -----------------------------------------------------------------
 
@@ -258,13 +250,9 @@ class AsyncChatHistory(Generic[M]):
     async def _refresh_ttl(self) -> None:
         if self.ttl is None:
             return
-        if True:  # ASYNC
-            await asyncio.gather(
-                self.database.expire(self._keys.messages, self.ttl), self.database.expire(self._keys.meta, self.ttl)
-            )
-        else:
-            self.database.expire(self._keys.messages, self.ttl)
-            self.database.expire(self._keys.meta, self.ttl)
+        await gather_async(
+            self.database.expire(self._keys.messages, self.ttl), self.database.expire(self._keys.meta, self.ttl)
+        )
 
     def _load(self, raw: list[Any]) -> list[M]:
         key = self._keys.messages

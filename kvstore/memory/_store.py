@@ -21,7 +21,7 @@ __all__ = ["MemoryCache", "MemoryDatabase"]
 #: a coroutine); the others stay coroutines, like every other backend's.
 _HOT = ("get", "set", "mget", "mset", "extend", "get_range")
 #: In the sync store, every hook is.
-_DIRECT = (
+_BOUND = (
     "get",
     "get_touch",
     "set",
@@ -63,7 +63,7 @@ class _MemoryStore:
         self._space = MemoryKeyspace(
             backend="memory", max_entries=max_entries, clock=clock, idempotency_window=idempotency_window
         )
-        for name in _DIRECT:
+        for name in _BOUND:
             setattr(self, f"_{name}", getattr(self._space, name))
 
     def __repr__(self) -> str:
@@ -116,7 +116,7 @@ class _MemoryStore:
         if not isinstance(self._space, _Closed):
             self._space.clear()
             self._space = _Closed(type(self).__name__, "memory")  # type: ignore[assignment]  # duck-typed stand-in
-            for name in _DIRECT:  # drop the direct bindings: calls now reach _Closed and raise
+            for name in _BOUND:  # drop the direct bindings: calls now reach _Closed and raise
                 self.__dict__.pop(f"_{name}", None)
 
 

@@ -20,7 +20,7 @@ __all__ = ["AsyncMemoryCache", "AsyncMemoryDatabase"]
 #: a coroutine); the others stay coroutines, like every other backend's.
 _HOT = ("get", "set", "mget", "mset", "extend", "get_range")
 #: In the sync store, every hook is.
-_DIRECT = (
+_BOUND = (
     "get",
     "get_touch",
     "set",
@@ -66,7 +66,7 @@ class _MemoryStore:
             for name in _HOT:
                 setattr(self, f"_{name}", getattr(self._space, name))
         else:
-            for name in _DIRECT:
+            for name in _BOUND:
                 setattr(self, f"_{name}", getattr(self._space, name))
 
     def __repr__(self) -> str:
@@ -120,7 +120,7 @@ class _MemoryStore:
         if not isinstance(self._space, _Closed):
             self._space.clear()
             self._space = _Closed(type(self).__name__, "memory")  # type: ignore[assignment]  # duck-typed stand-in
-            for name in _DIRECT:  # drop the direct bindings: calls now reach _Closed and raise
+            for name in _BOUND:  # drop the direct bindings: calls now reach _Closed and raise
                 self.__dict__.pop(f"_{name}", None)
 
 
