@@ -1,6 +1,6 @@
 """The benchmark report: every tier against its bare driver and the peers a user would pick instead.
 
-Run: python -m benchmarks [--quick] [--only memory,sqlite,postgres,redis] [--workloads get,set,...] [--out DIR]
+Run: python -m benchmarks [--quick] [--only memory,sqlite,postgres,redis,langgraph] [--workloads get,set,...] [--out DIR]
 
 One process, one run: every case is an entry of the workload registry
 (benchmarks/registry.py); each workload's cases (floor, kvstore, peers) run in
@@ -9,6 +9,9 @@ same run. A full run (no --quick, no --only) writes benchmarks/results/REPORT.md
 and chart.png; a partial run prints its tables and writes only with --out.
 Peers that are not installed or cannot run here are reported with the reason;
 a server that cannot be reached (and cannot be started) skips its section.
+The langgraph section is benchmarks/bench_langgraph.py (LangGraph on kvstore vs
+LangGraph's own savers and stores): it needs LangGraph and PostgreSQL, and is
+skipped with the reason otherwise.
 Everything created is named bench_<pid>_... and removed at the end.
 """
 
@@ -27,7 +30,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from benchmarks.peers import reason
+from benchmarks.peers import BENCH_GROUP_HINT, reason
 from benchmarks.registry import run
 from benchmarks.report import SECTIONS, Report, fmt_ratio, machine_info, package_versions
 from benchmarks.runner import Context
@@ -110,6 +113,29 @@ def _section(report: Report, name: str, body: Callable[[], None]) -> None:
     print(f"# {name}: {time.perf_counter() - started:.0f} s")
 
 
+#: bench_langgraph.rows(...) arguments: the full run's defaults, and --quick's (100 turns: the 20 and 200 marks).
+LANGGRAPH_FULL = {"turns": 500, "items": 10_000, "rounds": 7}
+LANGGRAPH_QUICK = {"turns": 100, "items": 2_000, "rounds": 3}
+
+
+def langgraph_module() -> tuple[object | None, str]:
+    """``benchmarks.bench_langgraph``, or None and why it cannot be imported (LangGraph not installed)."""
+    try:
+        from benchmarks import bench_langgraph
+    except ImportError as exc:
+        return None, (
+            "not installed (langgraph, langgraph-checkpoint-sqlite, langgraph-checkpoint-postgres, langchain-core; "
+            f"{BENCH_GROUP_HINT}): {reason(exc)}"
+        )
+    return bench_langgraph, ""
+
+
+def run_langgraph(report: Report, module: object, url: str, quick: bool) -> None:
+    kwargs = LANGGRAPH_QUICK if quick else LANGGRAPH_FULL
+    rows = module.rows(url, **kwargs)  # type: ignore[attr-defined]
+    report.add_langgraph(rows, ", ".join(f"{k}={v:,}" for k, v in kwargs.items()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 short rounds per case (< 2 minutes)")
@@ -117,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workloads",
         default="",
-        help="comma-separated workload name prefixes (get,set,mget,mset,chat,last,session); default: all",
+        help="comma-separated workload name prefixes (get,set,mget,mset,chat,last,session,incr,delete_many,store);"
+        " default: all (the langgraph section runs only without --workloads)",
     )
     parser.add_argument("--out", type=Path, default=None, help="where REPORT.md and chart.png go")
     parser.add_argument("--redis-url", default=REDIS_URL)
@@ -143,23 +170,36 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with contextlib.ExitStack() as stack:
             redis_url = postgres_url = ""
+            langgraph: object | None = None
+            if "langgraph" in only:
+                if chosen:
+                    report.skipped["langgraph"] = "not run: --workloads selects registry workloads only"
+                else:
+                    langgraph, why = langgraph_module()
+                    if langgraph is None:
+                        report.skipped["langgraph"] = why
             if "redis" in only:
                 found, text = stack.enter_context(redis_server(args.redis_url, tmp))
                 redis_url = found or ""
                 (report.servers.__setitem__("Redis", text) if found else report.skipped.__setitem__("redis", text))
-            if "postgres" in only:
+            if "postgres" in only or langgraph is not None:
                 found, text = stack.enter_context(postgres_server(args.postgres_url))
                 postgres_url = found or ""
                 if found:
                     report.servers["PostgreSQL"] = text
                 else:
-                    report.skipped["postgres"] = text
+                    for name in ("postgres", "langgraph"):
+                        if name in only and name not in report.skipped:
+                            report.skipped[name] = text
             ctx = Context(report, args.quick, tmp, redis_url, postgres_url)
             try:
                 for name in SECTIONS:
                     if name not in only or name in report.skipped:
                         continue
-                    _section(report, name, lambda name=name: run(ctx, name, chosen))
+                    if name == "langgraph":
+                        _section(report, name, lambda: run_langgraph(report, langgraph, postgres_url, args.quick))
+                    else:
+                        _section(report, name, lambda name=name: run(ctx, name, chosen))
             finally:
                 ctx.loop.close()
     finally:

@@ -39,9 +39,16 @@ Op = Callable[[int], object] | Callable[[int], Awaitable[object]]
 
 GRID = ("get", "set", "mget 100", "mset 100")
 APPEND, LAST, SESSION = "chat append", f"last 20 of {HISTORY:,} messages", f"session get + touch (TTL {SESSION_TTL} s)"
+#: The store operations added in DESIGN.md §1: atomic increment, one-round-trip delete of 100 keys, and a plain
+#: ``get(key, touch=ttl)`` (read + slide the TTL, Redis GETEX) beside the session workload above.
+INCR, DELETE_MANY, TOUCH = "incr", "delete_many 100", f"store get + touch (TTL {SESSION_TTL} s)"
+NEW_OPS = (INCR, DELETE_MANY, TOUCH)
 SESSION_DATA = {"user": 7, "cart": ["tea"], "csrf": "x" * 32}
 #: The keys every session peer is loaded with.
 SESSION_KEYS = [f"sess:{i}" for i in range(100)]
+#: The counters of the incr workload and the TTL'd keys of the store get + touch workload (kvstore's side).
+COUNTERS = [f"counter:{i}" for i in range(100)]
+TOUCH_KEYS = [f"touch:{i}" for i in range(100)]
 loads, dumps = orjson.loads, orjson.dumps
 
 
@@ -182,6 +189,37 @@ def touch_renew_for(_t: Any, p: Any) -> Op:
     return touch
 
 
+def per_round(op: Op, n: int) -> Op:
+    """``op`` timed ``n`` times per round instead of a calibrated count (the registry passes it to ``Case.n``)."""
+    op.ops_per_round = n  # type: ignore[union-attr]
+    return op
+
+
+def drained(tier: Tier, batches: list[list[str]], delete: Callable[[list[str]], Any]) -> Op:
+    """delete_many 100: each call deletes the next pre-loaded batch (every op really removes 100 keys)."""
+    pool = iter(batches)
+
+    def op(i: int) -> object:
+        batch = next(pool, None)
+        if batch is None:
+            raise RuntimeError("delete_many pool exhausted: size it with Tier.delete_pool")
+        return delete(batch)
+
+    return per_round(op, tier.delete_ops)
+
+
+def incr_increment(_t: Any, p: Any) -> Op:
+    """aiocache's atomic increment (INCRBY on Redis, a dict update in memory)."""
+    return lambda i: p.increment(COUNTERS[i % 100])
+
+
+def _pkv_delete_many(tier: Tier, p: Any) -> Op:
+    batches = tier.delete_pool("pkv")
+    for batch in batches:
+        tier.wait(p.put_many(batch, [MESSAGE] * len(batch)))
+    return drained(tier, batches, p.delete_many)
+
+
 def _loaded(tier: Tier, peer: Any, put: Callable[[Any, str], Any]) -> Any:
     """``peer`` after ``put(peer, key)`` for every session key (awaited when it is a coroutine)."""
     for k in SESSION_KEYS:
@@ -275,6 +313,15 @@ class Tier:
     big_options: ClassVar[dict[str, Any]] = {}
     fill_note: ClassVar[str] = "."
 
+    #: delete_many 100: ops per round, fixed rather than calibrated, so that every case deletes from its own pool
+    #: of pre-loaded batches (a delete of keys that are gone writes nothing; see ``delete_pool``).
+    delete_ops: ClassVar[int] = 50
+
+    def delete_pool(self, label: str) -> list[list[str]]:
+        """Batches of 100 fresh key names for one delete_many case: the probe, the warm-up and every round."""
+        count = 3 + self.delete_ops // 5 + self.ctx.rounds * self.delete_ops
+        return [[f"del:{label}:{b}:{j}" for j in range(100)] for b in range(count)]
+
     def after(self, workload: str, table: Table) -> None:
         """Called with each workload's table (a tier's own targets)."""
 
@@ -351,6 +398,20 @@ LC_MEMORY = Peer(
 )
 
 
+AIOCACHE_MEMORY = Peer(
+    "aiocache SimpleMemoryCache",
+    "aiocache",
+    _build_aiocache_memory,
+    note="aiocache's SimpleMemoryCache keeps the caller's object (NullSerializer, its default); kvstore stores encoded bytes, so a read returns a copy.",
+    close=_close_async,
+)
+AIOCACHE_MEMORY_SESSIONS = Peer(
+    "aiocache SimpleMemoryCache (sessions)", "aiocache", _build_aiocache_memory_sessions, close=_close_async
+)
+LITESTAR_MEMORY = Peer("litestar MemoryStore", "litestar", _build_litestar_memory)
+PKV_MEMORY = Peer("py-key-value MemoryStore", "py-key-value-aio[memory]", _build_pkv_memory, close=_close_async)
+
+
 class MemoryTier(Tier):
     section = "memory"
     classes = ("MemoryCache", "AsyncMemoryCache")
@@ -364,24 +425,14 @@ class MemoryTier(Tier):
         Row(APPEND, "list.append + orjson.dumps (floor)", "floor", "floor_append"),
         Row(LAST, "list[-20:] + orjson.loads (floor)", "floor", "floor_last"),
         Row(SESSION, "dict get + expiry check + slide (floor)", "floor", "floor_touch"),
+        Row(INCR, "dict + int (floor)", "floor", "floor_incr"),
+        Row(INCR, "dict + orjson.loads/dumps (stored bytes, like kvstore)", "info", "bytes_incr"),
+        Row(DELETE_MANY, "dict.pop x100 (floor)", "floor", "floor_delete_many"),
+        Row(TOUCH, "dict get + expiry check + slide (floor)", "floor", "floor_touch"),
     )
     peers = (
-        *grid_peer(
-            Peer(
-                "aiocache SimpleMemoryCache",
-                "aiocache",
-                _build_aiocache_memory,
-                note="aiocache's SimpleMemoryCache keeps the caller's object (NullSerializer, its default); kvstore stores encoded bytes, so a read returns a copy.",
-                close=_close_async,
-            ),
-            AIOCACHE,
-            "get|set|mget|mset",
-        ),
-        *grid_peer(
-            Peer("py-key-value MemoryStore", "py-key-value-aio[memory]", _build_pkv_memory, close=_close_async),
-            PKV,
-            "get|set|mget|mset",
-        ),
+        *grid_peer(AIOCACHE_MEMORY, AIOCACHE, "get|set|mget|mset"),
+        *grid_peer(PKV_MEMORY, PKV, "get|set|mget|mset"),
         *grid_peer(
             Peer("LangGraph InMemoryStore", "langgraph-checkpoint", _build_langgraph_memory),
             LANGGRAPH,
@@ -394,25 +445,16 @@ class MemoryTier(Tier):
             lambda _t, lc: lambda i: lc[0].add_message(lc[1](content=chat(i)["content"])),
         ),
         PeerRow(LAST, "LangChain InMemoryChatMessageHistory.messages[-20:]", LC_MEMORY, _lc_memory_last),
-        PeerRow(
-            SESSION,
-            "aiocache SimpleMemoryCache get + expire",
-            Peer(
-                "aiocache SimpleMemoryCache (sessions)",
-                "aiocache",
-                _build_aiocache_memory_sessions,
-                close=_close_async,
-            ),
-            touch_get_expire,
-            is_async=True,
+        *(
+            PeerRow(w, "aiocache SimpleMemoryCache get + expire", AIOCACHE_MEMORY_SESSIONS, touch_get_expire, True)
+            for w in (SESSION, TOUCH)
         ),
-        PeerRow(
-            SESSION,
-            "litestar MemoryStore.get(renew_for=)",
-            Peer("litestar MemoryStore", "litestar", _build_litestar_memory),
-            touch_renew_for,
-            is_async=True,
+        *(
+            PeerRow(w, "litestar MemoryStore.get(renew_for=)", LITESTAR_MEMORY, touch_renew_for, True)
+            for w in (SESSION, TOUCH)
         ),
+        PeerRow(INCR, "aiocache SimpleMemoryCache.increment", AIOCACHE_MEMORY, incr_increment, True),
+        PeerRow(DELETE_MANY, "py-key-value MemoryStore.delete_many", PKV_MEMORY, _pkv_delete_many, True),
     )
     uncompared = (
         ("py-key-value MemoryStore (sessions)", "not compared: no sliding-expiry call (a touch is a full put)"),
@@ -483,6 +525,38 @@ class MemoryTier(Tier):
 
         return touch
 
+    def floor_incr(self) -> Op:
+        counters: dict[str, int] = {}
+
+        def incr(i: int) -> int:
+            key = COUNTERS[i % 100]
+            counters[key] = value = counters.get(key, 0) + 1
+            return value
+
+        return incr
+
+    def bytes_incr(self) -> Op:
+        counters: dict[str, bytes] = {}
+
+        def incr(i: int) -> int:
+            key = COUNTERS[i % 100]
+            old = counters.get(key)
+            value = (0 if old is None else loads(old)) + 1
+            counters[key] = dumps(value)
+            return value
+
+        return incr
+
+    def floor_delete_many(self) -> Op:
+        batches = self.delete_pool("raw")
+        raw = {k: dumps(MESSAGE) for batch in batches for k in batch}
+
+        def delete(batch: list[str]) -> int:
+            pop, missing = raw.pop, None
+            return sum(pop(k, missing) is not missing for k in batch)
+
+        return drained(self, batches, delete)
+
 
 # --- SQLite ---------------------------------------------------------------------------------------------
 
@@ -494,6 +568,16 @@ SQLITE_SET = (
 )
 SQLITE_GET = "SELECT value FROM kvstore_keys WHERE ns = ? AND key = ?"
 SQLITE_MGET = "SELECT key, value FROM kvstore_keys WHERE ns = ? AND key IN (SELECT value FROM json_each(?))"
+#: incr: one upsert (a missing key counts from 0), the integer's JSON text kept as a BLOB like kvstore's values.
+SQLITE_INCR = (
+    "INSERT INTO kvstore_keys (ns, key, kind, value, head, tail, expires_at) VALUES ('', ?1, 0, CAST(?2 AS BLOB), 0, 0,"
+    " NULL) ON CONFLICT (ns, key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + ?2 AS BLOB) RETURNING value"
+)
+SQLITE_DELETE_MANY = "DELETE FROM kvstore_keys WHERE ns = '' AND key IN (SELECT value FROM json_each(?))"
+SQLITE_GET_TOUCH = (
+    "UPDATE kvstore_keys SET expires_at = ?1 WHERE ns = '' AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)"
+    " RETURNING value"
+)
 
 
 def _wal(conn: Any) -> None:
@@ -612,7 +696,12 @@ class SqliteTier(Tier):
             "variant",
             "cached_touch",
         ),
+        Row(INCR, "raw apsw upsert ... RETURNING (floor)", "floor", "floor_incr"),
+        Row(DELETE_MANY, "raw apsw DELETE ... IN json_each (floor)", "floor", "floor_delete_many"),
+        Row(TOUCH, "raw apsw UPDATE expires_at ... RETURNING (floor)", "floor", "floor_get_touch"),
+        Row(TOUCH, "raw apsw SELECT + UPDATE expires_at (2 statements)", "info", "floor_touch"),
     )
+    delete_ops = 40
     peers = (
         *grid_peer(DISKCACHE_PEER, DISKCACHE, "get|set|get x100|set x100 in transact()"),
         *grid_peer(
@@ -628,6 +717,8 @@ class SqliteTier(Tier):
         ),
         PeerRow(LAST, "LangChain SQLChatMessageHistory.messages[-20:]", LC_SQLITE, _lc_sqlite_last),
         PeerRow(SESSION, "diskcache Cache.get + touch", DISKCACHE_PEER, _dc_touch),
+        PeerRow(INCR, "diskcache Cache.incr", DISKCACHE_PEER, lambda _t, p: lambda i: p.incr(COUNTERS[i % 100])),
+        PeerRow(TOUCH, "diskcache Cache.get + touch", DISKCACHE_PEER, _dc_touch),
     )
 
     def open(self) -> None:
@@ -729,6 +820,35 @@ class SqliteTier(Tier):
                 "UPDATE kvstore_keys SET expires_at = ? WHERE ns = '' AND key = ?", (now + SESSION_TTL * 1000, key)
             )
             return loads(rows[0][0])
+
+        return touch
+
+    def floor_incr(self) -> Op:
+        cur = self.cur
+        return lambda i: int(cur.execute(SQLITE_INCR, (COUNTERS[i % 100], 1)).fetchall()[0][0])
+
+    def floor_delete_many(self) -> Op:
+        conn, cur = self.conn, self.cur
+        batches = self.delete_pool("raw")
+        with conn:
+            cur.executemany(SQLITE_SET, [("", k, dumps(MESSAGE), None) for batch in batches for k in batch])
+
+        def delete(batch: list[str]) -> int:
+            cur.execute(SQLITE_DELETE_MANY, (dumps(batch).decode(),))
+            return conn.changes()
+
+        return drained(self, batches, delete)
+
+    def floor_get_touch(self) -> Op:
+        conn, cur = self.conn, self.cur
+        expires = int(time.time() * 1000) + SESSION_TTL * 1000
+        with conn:
+            cur.executemany(SQLITE_SET, [("", k, dumps(SESSION_DATA), expires) for k in SESSION_KEYS])
+
+        def touch(i: int) -> object:
+            now = int(time.time() * 1000)
+            rows = cur.execute(SQLITE_GET_TOUCH, (now + SESSION_TTL * 1000, SESSION_KEYS[i % 100], now)).fetchall()
+            return loads(rows[0][0]) if rows else None
 
         return touch
 
@@ -842,7 +962,12 @@ class PostgresTier(Tier):
         Row(LAST, "raw psycopg ORDER BY seq DESC LIMIT 20 (floor)", "floor", "floor_last"),
         Row(SESSION, "raw psycopg SELECT + UPDATE expires_at (floor)", "floor", "floor_touch"),
         Row(SESSION, "raw psycopg UPDATE ... RETURNING (1 round trip)", "info", "touch_returning"),
+        Row(INCR, "raw psycopg upsert ... RETURNING (floor)", "floor", "floor_incr"),
+        Row(DELETE_MANY, "raw psycopg DELETE ... key = ANY(...) (floor)", "floor", "floor_delete_many"),
+        Row(TOUCH, "raw psycopg UPDATE expires_at ... RETURNING (floor)", "floor", "touch_returning"),
+        Row(TOUCH, "raw psycopg SELECT + UPDATE expires_at (2 round trips)", "info", "floor_touch"),
     )
+    delete_ops = 30
     peers = (
         *grid_peer(LG_POSTGRES, LANGGRAPH, LANGGRAPH_LABELS),
         PeerRow(
@@ -854,7 +979,10 @@ class PostgresTier(Tier):
         PeerRow(
             LAST, "langchain-postgres PostgresChatMessageHistory.get_messages()[-20:]", LC_POSTGRES, _lc_postgres_last
         ),
-        PeerRow(SESSION, "LangGraph PostgresStore(ttl refresh_on_read).get", LG_POSTGRES, _langgraph_postgres_touch),
+        *(
+            PeerRow(w, "LangGraph PostgresStore(ttl refresh_on_read).get", LG_POSTGRES, _langgraph_postgres_touch)
+            for w in (SESSION, TOUCH)
+        ),
     )
 
     def open(self) -> None:
@@ -946,13 +1074,19 @@ class PostgresTier(Tier):
         conn, query = self.conn, f"SELECT value::text FROM {self.m} WHERE conv = 'big' ORDER BY seq DESC LIMIT 20"
         return lambda i: [loads(r[0]) for r in conn.execute(query).fetchall()][::-1]
 
-    def floor_touch(self) -> Op:
-        conn, t = self.conn, self.t
-        conn.execute(
-            f"INSERT INTO {t} (ns, key, value, expires_at) SELECT 'raw', k, %s::json, now() + make_interval(secs => %s) "
-            "FROM unnest(%s::text[]) k",
+    @cached_property
+    def raw_sessions(self) -> list[str]:
+        """The floor's session rows (SESSION_KEYS under ns 'raw'), inserted once for the touch rows."""
+        self.conn.execute(
+            f"INSERT INTO {self.t} (ns, key, value, expires_at) SELECT 'raw', k, %s::json, "
+            "now() + make_interval(secs => %s) FROM unnest(%s::text[]) k",
             (dumps(SESSION_DATA).decode(), SESSION_TTL, SESSION_KEYS),
         )
+        return SESSION_KEYS
+
+    def floor_touch(self) -> Op:
+        conn, t = self.conn, self.t
+        self.raw_sessions  # noqa: B018 - inserts them once
         select = (
             f"SELECT value::text FROM {t} WHERE ns = 'raw' AND key = %s AND (expires_at IS NULL OR expires_at > now())"
         )
@@ -970,6 +1104,7 @@ class PostgresTier(Tier):
 
     def touch_returning(self) -> Op:
         conn = self.conn
+        self.raw_sessions  # noqa: B018 - inserts them once
         query = (
             f"UPDATE {self.t} SET expires_at = now() + make_interval(secs => %s) WHERE ns = 'raw' AND key = %s "
             "AND (expires_at IS NULL OR expires_at > now()) RETURNING value::text"
@@ -980,6 +1115,26 @@ class PostgresTier(Tier):
             return loads(row[0]) if row else None
 
         return touch
+
+    def floor_incr(self) -> Op:
+        conn = self.conn
+        query = (
+            f"INSERT INTO {self.t} AS e (ns, key, value) VALUES ('raw', %s, to_json(%s::bigint)) ON CONFLICT (ns, key) "
+            "DO UPDATE SET value = to_json(e.value::text::bigint + excluded.value::text::bigint) RETURNING value::text"
+        )
+        return lambda i: int(conn.execute(query, (COUNTERS[i % 100], 1)).fetchone()[0])  # type: ignore[index]
+
+    def floor_delete_many(self) -> Op:
+        conn, t = self.conn, self.t
+        batches = self.delete_pool("raw")
+        for first in range(0, len(batches), 100):
+            conn.execute(
+                f"INSERT INTO {t} (ns, key, value) SELECT 'raw', k, %s::json FROM unnest(%s::text[]) k",
+                (dumps(MESSAGE).decode(), [k for batch in batches[first : first + 100] for k in batch]),
+            )
+        conn.execute(f"ANALYZE {t}")
+        query = f"DELETE FROM {t} WHERE ns = 'raw' AND key = ANY(%s::text[])"
+        return drained(self, batches, lambda batch: conn.execute(query, (batch,)).rowcount)
 
 
 # --- Redis ----------------------------------------------------------------------------------------------
@@ -1021,6 +1176,19 @@ def _loaded_aiocache(tier: Tier) -> Any:
     return peer
 
 
+AIOCACHE_REDIS = Peer("aiocache RedisCache", "aiocache[redis]", _loaded_aiocache, close=_close_async)
+AIOCACHE_REDIS_SESSIONS = Peer(
+    "aiocache RedisCache (sessions)",
+    "aiocache[redis]",
+    lambda t: _loaded(t, _build_aiocache_redis(t, "aios:"), lambda p, k: p.set(k, SESSION_DATA, ttl=SESSION_TTL)),
+    close=_close_async,
+)
+LITESTAR_REDIS = Peer(
+    "litestar RedisStore", "litestar", _build_litestar_redis, close=lambda t, p: t.wait(p._redis.aclose())
+)
+PKV_REDIS = Peer("py-key-value RedisStore", "py-key-value-aio[redis]", _build_pkv_redis, close=_close_async)
+
+
 class RedisTier(Tier):
     """Floors: one connection used sequentially, hiredis parser, orjson on both ends. Every key is written under
     ``bench_<pid>_`` and removed at the end (SCAN + UNLINK)."""
@@ -1041,41 +1209,26 @@ class RedisTier(Tier):
         Row("mset 100", "redis.asyncio pipelined 100 SET", "info", "async_pipelined_mset", is_async=True),
         Row(SESSION, "redis-py GET + PEXPIRE (floor)", "floor", "floor_touch"),
         Row(SESSION, "redis-py GETEX PX (1 round trip)", "info", "touch_getex"),
+        Row(INCR, "redis-py INCRBY (floor)", "floor", "floor_incr"),
+        Row(INCR, "redis.asyncio INCRBY", "info", "async_incr", is_async=True),
+        Row(DELETE_MANY, "redis-py DEL 100 keys (floor)", "floor", "floor_delete_many"),
+        Row(TOUCH, "redis-py GETEX PX (floor)", "floor", "touch_getex"),
+        Row(TOUCH, "redis-py GET + PEXPIRE (2 round trips)", "info", "floor_touch"),
     )
+    delete_ops = 100
     peers = (
-        *grid_peer(
-            Peer("aiocache RedisCache", "aiocache[redis]", _loaded_aiocache, close=_close_async),
-            AIOCACHE,
-            "get|set|multi_get|multi_set",
+        *grid_peer(AIOCACHE_REDIS, AIOCACHE, "get|set|multi_get|multi_set"),
+        *grid_peer(PKV_REDIS, PKV, "get|put|get_many|put_many"),
+        *(
+            PeerRow(w, "aiocache RedisCache get + expire", AIOCACHE_REDIS_SESSIONS, touch_get_expire, True)
+            for w in (SESSION, TOUCH)
         ),
-        *grid_peer(
-            Peer("py-key-value RedisStore", "py-key-value-aio[redis]", _build_pkv_redis, close=_close_async),
-            PKV,
-            "get|put|get_many|put_many",
+        *(
+            PeerRow(w, "litestar RedisStore.get(renew_for=)", LITESTAR_REDIS, touch_renew_for, True)
+            for w in (SESSION, TOUCH)
         ),
-        PeerRow(
-            SESSION,
-            "aiocache RedisCache get + expire",
-            Peer(
-                "aiocache RedisCache (sessions)",
-                "aiocache[redis]",
-                lambda t: _loaded(
-                    t, _build_aiocache_redis(t, "aios:"), lambda p, k: p.set(k, SESSION_DATA, ttl=SESSION_TTL)
-                ),
-                close=_close_async,
-            ),
-            touch_get_expire,
-            is_async=True,
-        ),
-        PeerRow(
-            SESSION,
-            "litestar RedisStore.get(renew_for=)",
-            Peer(
-                "litestar RedisStore", "litestar", _build_litestar_redis, close=lambda t, p: t.wait(p._redis.aclose())
-            ),
-            touch_renew_for,
-            is_async=True,
-        ),
+        PeerRow(INCR, "aiocache RedisCache.increment", AIOCACHE_REDIS, incr_increment, True),
+        PeerRow(DELETE_MANY, "py-key-value RedisStore.delete_many", PKV_REDIS, _pkv_delete_many, True),
     )
     uncompared = (
         ("py-key-value RedisStore (sessions)", "not compared: no sliding-expiry call (a touch is a full put)"),
@@ -1206,6 +1359,21 @@ class RedisTier(Tier):
             return loads(value)
 
         return touch
+
+    def floor_incr(self) -> Op:
+        raw, keys = self.raw, [f"{self.tag}raw:{k}" for k in COUNTERS]
+        return lambda i: raw.incrby(keys[i % 100], 1)
+
+    def async_incr(self) -> Op:
+        araw, keys = self.araw, [f"{self.tag}raw:{k}" for k in COUNTERS]
+        return lambda i: araw.incrby(keys[i % 100], 1)
+
+    def floor_delete_many(self) -> Op:
+        raw, value = self.raw, dumps(MESSAGE)
+        batches = [[f"{self.tag}raw:{k}" for k in batch] for batch in self.delete_pool("raw")]
+        for first in range(0, len(batches), 10):
+            raw.mset({k: value for batch in batches[first : first + 10] for k in batch})
+        return drained(self, batches, lambda batch: raw.delete(*batch))
 
     def touch_getex(self) -> Op:
         raw, keys, ms = self.raw, self.session_keys, SESSION_TTL * 1000

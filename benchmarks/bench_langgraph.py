@@ -475,7 +475,8 @@ def bench_stores(url: str, tmp: Path, items: int, rounds: int) -> list[dict[str,
             mine = kv_sqlite if "Sqlite" in name else kv_pg if "Postgres" in name else None
             versus = f"{mine / rate:.2f}x" if role == "peer" and mine else ""
             print(f"| {name} | {rate:,.0f} | {1e6 / rate:,.0f} | {rate / floor:.2f} | {versus} | {expired[name]} |")
-            backend = "sqlite" if "Sqlite" in name else "postgres" if "Postgres" in name else "memory"
+            lowered = name.lower()  # "SqliteStore" and "KVStoreStore, SQLite"; "PostgresStore" and "PostgreSQL"
+            backend = "sqlite" if "sqlite" in lowered else "postgres" if "postgres" in lowered else "memory"
             out.append(
                 {
                     "section": "langgraph",

@@ -7,16 +7,20 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from benchmarks._common import Case, Result, print_table
 
 __all__ = ["Report", "Row", "Table", "machine_info", "package_versions"]
 
-SECTIONS = ("memory", "sqlite", "postgres", "redis")
-TITLES = {"memory": "Memory", "sqlite": "SQLite", "postgres": "PostgreSQL", "redis": "Redis"}
+SECTIONS = ("memory", "sqlite", "postgres", "redis", "langgraph")
+#: The sections timed by the workload registry (one backend each); "langgraph" is ``benchmarks.bench_langgraph``.
+TIERS = SECTIONS[:4]
+TITLES = {"memory": "Memory", "sqlite": "SQLite", "postgres": "PostgreSQL", "redis": "Redis", "langgraph": "LangGraph"}
 #: Packages whose versions the report lists (absent ones are shown as not installed).
 PACKAGES = (
     "kvstore",
@@ -31,6 +35,7 @@ PACKAGES = (
     "langgraph-checkpoint",
     "langgraph-checkpoint-postgres",
     "langgraph-checkpoint-sqlite",
+    "langgraph",
     "langchain-core",
     "langchain-community",
     "langchain-postgres",
@@ -85,6 +90,15 @@ BEHIND_WHY: list[tuple[str, str, str, str]] = [
         "litestar's `get(renew_for=)` runs GET + PEXPIRE in one Lua script (one round trip); kvstore's SessionStore "
         "calls `cache.get` then `cache.expire` (two, like the floor; the GETEX row shows one round trip is ~2x). "
         "Would change: a cache `get(key, touch=ttl)` that Redis answers with GETEX, used by `SessionStore.get(touch=True)`.",
+    ),
+    (
+        "langgraph",
+        "store search",
+        "",
+        "`KVStoreStore.search` lists the namespace's keys (`keys`), then `mget`s and decodes every item of the "
+        "namespace (100 here) to apply the filter and the limit in Python; LangGraph's stores filter in SQL and "
+        "stop at LIMIT 10. Would change: push the namespace scan + filter into the backend (a range read of the "
+        "namespace's keys with the JSON filter in SQL where the backend has it).",
     ),
 ]
 
@@ -155,6 +169,9 @@ class Report:
     servers: dict[str, str] = field(default_factory=dict)
     notes: dict[str, list[str]] = field(default_factory=dict)
     started: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    #: The rows of ``benchmarks.bench_langgraph.rows`` (checkpointers, then stores) and how they were run.
+    langgraph: list[dict[str, Any]] = field(default_factory=list)
+    langgraph_run: str = ""
 
     # --- collecting ------------------------------------------------------------------
 
@@ -185,6 +202,48 @@ class Report:
 
     def verdicts(self) -> list[Verdict]:
         return [v for t in self.tables for v in t.verdicts()]
+
+    def add_langgraph(self, rows: list[dict[str, Any]], run: str = "") -> None:
+        """Record ``bench_langgraph.rows(...)``; what fits the summary's shape (a rate, higher is better) becomes
+        tables there: per backend, a chat turn at each history length, ``get_state()[-20:]`` and store ``search``."""
+        self.langgraph, self.langgraph_run = rows, run
+        for r in rows:
+            if r["role"] == "peer":
+                self.peers.append(("langgraph", r["name"], "ran"))
+        saver = [r for r in rows if "turn_ms" in r]
+        store = [r for r in rows if "ops_per_s" in r]
+        if saver:
+            floor = next(r for r in saver if r["role"] == "floor")
+            for mark in sorted(floor["turn_ms"]):
+                self._lg_tables(
+                    saver, floor, f"checkpointer turn @ {mark:,} messages", lambda r, m=mark: 1000 / r["turn_ms"][m]
+                )
+            n = floor.get("messages", max(floor["turn_ms"]))
+            self._lg_tables(
+                saver,
+                floor,
+                f"checkpointer get_state()[-20:] of {n:,} messages",
+                lambda r: 1000 / r["get_state_last20_ms"],
+            )
+        if store:
+            floor = next(r for r in store if r["role"] == "floor")
+            self._lg_tables(store, floor, "store search(prefix + filter, limit 10)", lambda r: r["ops_per_s"])
+
+    def _lg_tables(
+        self, rows: list[dict[str, Any]], floor: dict[str, Any], workload: str, rate: Callable[[dict[str, Any]], float]
+    ) -> None:
+        """One table per backend that has both a kvstore row and a peer row: floor, kvstore, peer (rates)."""
+        base = rate(floor)
+        for backend in ("memory", "sqlite", "postgres"):
+            mine = [r for r in rows if r["backend"] == backend and r["role"] in ("kvstore", "peer")]
+            if {r["role"] for r in mine} != {"kvstore", "peer"}:
+                continue
+            table_rows = [Row(r["name"], r["role"], False, rate(r), rate(r) / base) for r in (floor, *mine)]
+            table = Table("langgraph", f"{workload} ({TITLES[backend]})", floor["name"], table_rows)
+            self.tables.append(table)
+            for v in table.verdicts():
+                mark = "ahead" if v.ahead else "BEHIND"
+                print(f"  {table.workload}: {v.ours.name} ÷ {v.peer.name}: {fmt_ratio(v.ratio)}x  ({mark})")
 
     # --- writing ---------------------------------------------------------------------
 
@@ -255,6 +314,8 @@ class Report:
         title = TITLES[section]
         if section in self.skipped:
             return [f"## {title}", "", f"Skipped: {self.skipped[section]}.", ""]
+        if section == "langgraph":
+            return self._langgraph_md()
         tables = [t for t in self.tables if t.section == section]
         if not tables:
             return []
@@ -271,6 +332,124 @@ class Report:
             lines.append(f"- {text}")
         return [*lines, ""]
 
+    def _langgraph_md(self) -> list[str]:
+        """The LangGraph section: turn cost, storage, kvstore vs LangGraph's own savers, and the store search."""
+        saver = [r for r in self.langgraph if "turn_ms" in r]
+        store = [r for r in self.langgraph if "ops_per_s" in r]
+        if not saver and not store:
+            return []
+        lines = [
+            "## LangGraph",
+            "",
+            "kvstore's LangGraph integration (`KVStoreSaver`, `KVStoreStore` over kvstore's memory, SQLite and "
+            "PostgreSQL databases) against LangGraph's own savers and stores, in one process and one run "
+            f"(`benchmarks/bench_langgraph.py`{', ' + self.langgraph_run if self.langgraph_run else ''}): a real "
+            "`StateGraph` chat (`add_messages`, a fake chat model answering from the last 20 messages, no network), "
+            "2 messages per turn, the savers taking turns (turn t of each, then turn t+1 of each). The floor keeps "
+            "checkpoints by reference in a dict: its turn is LangGraph's own cost.",
+            "",
+        ]
+        if saver:
+            floor = next(r for r in saver if r["role"] == "floor")
+            marks = sorted(floor["turn_ms"])
+            n = floor.get("messages")
+            head = " | ".join(f"turn @ {m:,} msgs (ms)" for m in marks)
+            lines += [
+                "### Checkpointer: time per turn",
+                "",
+                "Median wall time of a turn (`graph.invoke`) around that history length; in brackets the saver's "
+                "share (minus the floor's turn in the same run).",
+                "",
+                f"| checkpointer | backend | role | {head} | get_state()[-20:] (ms) | saver.tail(20) (ms) |",
+                "|---|---|---|" + "---:|" * len(marks) + "---:|---:|",
+            ]
+            for r in saver:
+                times = " | ".join(
+                    f"{r['turn_ms'][m]:.2f}" + ("" if r["role"] == "floor" else f" ({r['saver_ms'][m]:+.2f})")
+                    for m in marks
+                )
+                tail = "—" if r.get("tail20_ms") is None else f"{r['tail20_ms']:.2f}"
+                name = f"**{r['name']}**" if r["role"] == "kvstore" else r["name"]
+                lines.append(
+                    f"| {name} | {TITLES[r['backend']]} | {r['role']} | {times} | {r['get_state_last20_ms']:.2f} | {tail} |"
+                )
+            own = next((r["own_json_bytes"] for r in saver if r.get("own_json_bytes")), None)
+            lines += [
+                "",
+                f"### Checkpointer: bytes stored after {n:,} messages" if n else "### Checkpointer: bytes stored",
+                "",
+                "Payload: kvstore = the stored JSON values and list items; SqliteSaver = checkpoint + metadata + "
+                "writes column bytes; PostgresSaver = `pg_column_size(checkpoint, metadata)` + blob + write bytes. "
+                "x own JSON: payload ÷ the messages' own JSON (`model_dump_json`"
+                + (f", {own:,} B" if own else "")
+                + "). On disk: the SQLite file (+ WAL); PostgreSQL `pg_total_relation_size` of the saver's own schema.",
+                "",
+                "| checkpointer | backend | role | payload per 1,000 messages (B) | x own JSON | on disk (B) |",
+                "|---|---|---|---:|---:|---:|",
+            ]
+            for r in saver:
+                if r["role"] == "floor":
+                    continue
+                per = (
+                    "— (in memory)"
+                    if r.get("bytes_per_1000_messages") is None
+                    else f"{r['bytes_per_1000_messages']:,.0f}"
+                )
+                x = "—" if r.get("x_own_json") is None else f"{r['x_own_json']:.1f}x"
+                disk = "—" if r.get("disk_bytes") is None else f"{r['disk_bytes']:,}"
+                name = f"**{r['name']}**" if r["role"] == "kvstore" else r["name"]
+                lines.append(f"| {name} | {TITLES[r['backend']]} | {r['role']} | {per} | {x} | {disk} |")
+            lines += [
+                "",
+                "### kvstore vs LangGraph's own savers",
+                "",
+                "Peer ÷ kvstore, per backend: above 1, kvstore's turn (or read) is that much faster, or it stores "
+                "that much less.",
+                "",
+                "| backend | kvstore | peer | "
+                + " | ".join(f"turn @ {m:,} msgs" for m in marks)
+                + " | get_state()[-20:] | payload bytes | on disk |",
+                "|---|---|---|" + "---:|" * (len(marks) + 3),
+            ]
+            for backend in ("memory", "sqlite", "postgres"):
+                mine = next((r for r in saver if r["backend"] == backend and r["role"] == "kvstore"), None)
+                peer = next((r for r in saver if r["backend"] == backend and r["role"] == "peer"), None)
+                if mine is None or peer is None:
+                    continue
+
+                def ratio(key: str, row_a: dict[str, Any] = peer, row_b: dict[str, Any] = mine) -> str:
+                    a, b = row_a.get(key), row_b.get(key)
+                    return "—" if not a or not b else f"{fmt_ratio(a / b)}x"
+
+                turns = " | ".join(f"{fmt_ratio(peer['turn_ms'][m] / mine['turn_ms'][m])}x" for m in marks)
+                lines.append(
+                    f"| {TITLES[backend]} | {mine['name']} | {peer['name']} | {turns} | {ratio('get_state_last20_ms')} "
+                    f"| {ratio('payload_bytes')} | {ratio('disk_bytes')} |"
+                )
+            lines.append("")
+        if store:
+            lines += [
+                f"### Store: {store[0]['workload'].removeprefix('store: ')}",
+                "",
+                "Alternating rounds, median; the expired-item check puts an item with a short TTL in each store, "
+                "waits past it, and looks it up with `get` and `search`.",
+                "",
+                "| store | backend | role | searches/s | µs/search | vs floor | kvstore ÷ this peer | expired item returned? |",
+                "|---|---|---|---:|---:|---:|---:|---|",
+            ]
+            for r in store:
+                mine = next((m for m in store if m["role"] == "kvstore" and m["backend"] == r["backend"]), None)
+                versus = f"{fmt_ratio(mine['ops_per_s'] / r['ops_per_s'])}x" if r["role"] == "peer" and mine else ""
+                name = f"**{r['name']}**" if r["role"] == "kvstore" else r["name"]
+                lines.append(
+                    f"| {name} | {TITLES[r['backend']]} | {r['role']} | {r['ops_per_s']:,.0f} | {r['us_per_op']:,.0f} "
+                    f"| {r['vs_floor']:.3g} | {versus} | {r['expired_item_returned']} |"
+                )
+            lines.append("")
+        for text in self.notes.get("langgraph", []):
+            lines.append(f"- {text}")
+        return [*lines, ""]
+
     def chart(self, path: Path) -> bool:
         """A horizontal bar chart of ratios to the floor, one panel per backend; False without matplotlib."""
         try:
@@ -280,7 +459,7 @@ class Report:
             import matplotlib.pyplot as plt
         except ImportError:
             return False
-        sections = [s for s in SECTIONS if any(t.section == s for t in self.tables)]
+        sections = [s for s in TIERS if any(t.section == s for t in self.tables)]
         if not sections:
             return False
         colours = {"floor": "#9e9e9e", "kvstore": "#1f77b4", "variant": "#8fbbe0", "peer": "#ff7f0e", "info": "#c7c7c7"}
