@@ -13,9 +13,10 @@ import redis
 from redis import exceptions as rex
 
 from kvstore import BackendBusyError, BackendUnavailableError, KVStoreError, SerializationError, WrongTypeError
+from kvstore._core.urls import redact_url
 from kvstore.config import RedisCacheConfig
 from kvstore.redis import RedisCache
-from kvstore.redis._common import normalize_url, redact_url, scan_match, translate
+from kvstore.redis._common import normalize_url, scan_match, translate
 from tests.fixtures_redis import RedisServer
 
 # --- two caches "a:" and "a*:" on one Redis (must show) ----------------------------------
