@@ -239,7 +239,6 @@ def test_config_is_frozen() -> None:
 def test_password_in_the_query_string_is_a_secret_too() -> None:
     """?password= is taken out of the URL like user:password@ is, and redacted wherever URLs are printed."""
     from kvstore._core.urls import redact_url
-    from kvstore.redis._common import redact_url as redact_redis
 
     config = load_config(
         {"cache": {"type": "redis", "url": f"redis://cache:6379/0?password={CANARY}&ssl_cert_reqs=none"}}
@@ -249,11 +248,9 @@ def test_password_in_the_query_string_is_a_secret_too() -> None:
     assert config.cache.password is not None
     assert config.cache.password.get_secret_value() == CANARY
     assert CANARY not in repr(config)
-    for redact in (redact_url, redact_redis):
-        shown = redact(f"postgresql://app@db/app?password={CANARY}")
-        assert shown is not None
-        assert CANARY not in shown
-        assert "***" in shown
+    shown = redact_url(f"postgresql://app@db/app?password={CANARY}")
+    assert CANARY not in shown
+    assert "***" in shown
 
 
 def test_a_dollar_in_a_password_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:

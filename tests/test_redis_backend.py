@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,9 +14,10 @@ import redis
 from redis import exceptions as rex
 
 from kvstore import BackendBusyError, BackendUnavailableError, KVStoreError, SerializationError, WrongTypeError
+from kvstore._core.urls import redact_url
 from kvstore.config import RedisCacheConfig
 from kvstore.redis import RedisCache
-from kvstore.redis._common import normalize_url, redact_url, scan_match, translate
+from kvstore.redis._common import DRIVER_ERRORS, ERROR_MAP, ErrorMap, normalize_url, scan_match, translate
 from tests.fixtures_redis import RedisServer
 
 # --- two caches "a:" and "a*:" on one Redis (must show) ----------------------------------
@@ -116,6 +118,46 @@ def test_commands_sent(counted: tuple[RedisCache, Any]) -> None:
         assert forbidden not in calls
 
 
+@pytest.mark.redis
+def test_new_operations_are_one_command_each(counted: tuple[RedisCache, Any]) -> None:
+    """incr is one INCRBY, delete_many one DEL of every key, get(touch=) one GETEX PX."""
+    store, raw_client = counted
+    store.mset({"a": 1, "b": 2, "c": 3})
+    raw_client.config_resetstat()
+    assert store.incr("a", 5) == 6
+    assert store.get("b", touch=30) == 2
+    assert 29_000 < raw_client.pttl("cmd:\x00b") <= 30_000
+    assert store.delete_many(["a", "b", "c", "missing"]) == 3
+    calls = _calls(raw_client)
+    del calls["pttl"], calls["config|resetstat"]
+    assert calls == {"incrby": 1, "getex": 1, "del": 1}
+
+
+@pytest.mark.redis
+def test_session_get_touch_on_a_cache_hit_is_one_round_trip(owned_redis_server: RedisServer) -> None:
+    """SessionStore(RedisCache).get(touch=True) is one GETEX when the database was slid lately, nothing more."""
+    from kvstore.memory import MemoryDatabase
+    from kvstore.session import SessionStore
+
+    raw_client = redis.Redis.from_url(owned_redis_server.url)
+    cache = RedisCache(owned_redis_server.url, key_prefix="sess:")
+    sessions = SessionStore(cache, MemoryDatabase(), ttl=600)
+    try:
+        sid = sessions.create({"user": 1})
+        raw_client.config_resetstat()
+        for _ in range(3):
+            assert sessions.get(sid, touch=True) == {"user": 1}
+        calls = _calls(raw_client)
+        del calls["config|resetstat"]
+        assert calls == {"getex": 3}
+        remaining = raw_client.pttl(f"sess:\x00session:{sid}")
+        assert 299_000 < remaining <= 300_000  # slid to the cache TTL (5 minutes)
+    finally:
+        cache.clear()
+        cache.close()
+        raw_client.close()
+
+
 # --- error mapping ------------------------------------------------------------------------
 
 
@@ -151,6 +193,36 @@ def test_every_driver_exception_is_mapped(exc: BaseException, expected: type[KVS
     err = translate(exc, operation="get", key="k", secret="s3cret")
     assert type(err) is expected
     assert (err.backend, err.key, err.operation) == ("redis", "k", "get")
+
+
+def _redis_exceptions() -> list[type[BaseException]]:
+    classes = [getattr(rex, name) for name in dir(rex)]
+    return [c for c in classes if isinstance(c, type) and issubclass(c, DRIVER_ERRORS)]
+
+
+@pytest.mark.parametrize("cls", _redis_exceptions(), ids=lambda c: c.__name__)
+def test_every_redis_py_exception_class_has_a_rule(cls: type[BaseException]) -> None:
+    """Each exception class redis-py defines meets a rule of ERROR_MAP (none falls through) and keeps its context."""
+    try:
+        exc = cls("some message")
+    except ValueError:  # MOVED and ASK parse "slot host:port"
+        exc = cls("3999 127.0.0.1:6381")
+    assert any(isinstance(exc, types) for types, _, _ in ERROR_MAP)
+    err = translate(exc, operation="incr", key="k")
+    assert isinstance(err, KVStoreError)
+    assert (err.backend, err.key, err.operation) == ("redis", "k", "incr")
+
+
+def test_the_error_map_is_one_boundary() -> None:
+    """ErrorMap raises the translated error from the driver's, and lets kvstore's own errors pass."""
+    with pytest.raises(BackendUnavailableError) as info, ErrorMap("ping", secret="pw"):
+        raise rex.ConnectionError("Error 111 connecting pw")
+    assert isinstance(info.value.__cause__, rex.ConnectionError)
+    assert "pw" not in str(info.value)
+    with pytest.raises(WrongTypeError, match="not an integer"), ErrorMap("incr", "n"):
+        raise rex.ResponseError("value is not an integer or out of range")
+    with pytest.raises(SerializationError), ErrorMap("get", "k"):
+        raise SerializationError("already kvstore's")
 
 
 def test_translate_scrubs_the_password() -> None:
@@ -204,6 +276,28 @@ def test_ready_client_is_not_closed() -> None:
     store.close()
     raw_client.set("still", b"1")
     assert raw_client.get("still") == b"1"
+
+
+@pytest.mark.redis
+def test_a_store_built_from_config_owns_its_client(owned_redis_server: RedisServer) -> None:
+    """from_config keeps the config; close() disconnects the client it opened, a handed client is only borrowed."""
+    raw_client = redis.Redis.from_url(owned_redis_server.url)
+    before = {c["id"] for c in raw_client.client_list()}
+    config = RedisCacheConfig(url=owned_redis_server.url, key_prefix="own:")
+    store = RedisCache.from_config(config)
+    assert store.config is config
+    store.set("k", 1)
+    opened = {c["id"] for c in raw_client.client_list()} - before
+    assert opened
+    store.close()
+    deadline = time.monotonic() + 5
+    while opened & {c["id"] for c in raw_client.client_list()} and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not opened & {c["id"] for c in raw_client.client_list()}
+    borrowed = RedisCache(client=raw_client)
+    borrowed.close()
+    assert raw_client.ping() is True
+    raw_client.close()
 
 
 def test_config_url_flags() -> None:

@@ -1,4 +1,4 @@
-"""I/O-free parts of the Redis backend: client options, SCAN patterns, error translation.
+"""I/O-free parts of the Redis backend: client options, SCAN patterns, the error map.
 
 Imported only by ``kvstore.redis._store_async`` / ``kvstore.redis._store`` after redis-py
 itself was imported, so ``import kvstore`` never loads redis.
@@ -6,10 +6,6 @@ itself was imported, so ``import kvstore`` never loads redis.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import os
-import weakref
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -36,59 +32,22 @@ from redis.exceptions import (
 )
 
 from kvstore._core.keys import compile_glob, escape_glob, is_match_all, widen_glob
+from kvstore.base_async import not_an_integer
 from kvstore.config import _split_password
 from kvstore.errors import BackendBusyError, BackendUnavailableError, KVStoreError, WrongTypeError
 
 __all__ = [
     "DRIVER_ERRORS",
-    "abandon",
-    "after_fork_in_child",
+    "ERROR_MAP",
+    "ErrorMap",
     "clear_match",
     "client_options",
-    "is_busy",
     "key_filter",
     "no_retry",
     "normalize_url",
-    "redact_url",
     "scan_match",
     "translate",
 ]
-
-#: Every exception a redis-py call can raise that `translate` maps (one ``except`` clause).
-DRIVER_ERRORS: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
-
-
-# --- fork safety (DESIGN.md §8) ---------------------------------------------------------
-
-_forkables: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-def after_fork_in_child(obj: Any) -> None:
-    """Call ``obj._after_fork_in_child()`` in every process forked while ``obj`` is alive.
-
-    The hot path pays nothing: the child's stores swap their client out once, right after fork.
-    """
-    _forkables.add(obj)
-
-
-def _reset_in_child() -> None:
-    for obj in list(_forkables):
-        # One store failing to reset must not leave the others on the parent's sockets.
-        with contextlib.suppress(Exception):
-            obj._after_fork_in_child()
-
-
-os.register_at_fork(after_in_child=_reset_in_child)
-
-
-def abandon(obj: object) -> None:
-    """Keep ``obj``, inherited from the parent process, alive and untouched for good.
-
-    A collected redis-py asyncio connection closes its transport (and warns); in a child
-    that would act on a socket the parent still uses. The process's exit releases the
-    child's copies of the descriptors.
-    """
-    ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
 
 
 def no_retry(retry_cls: Callable[..., Any]) -> Any:
@@ -113,18 +72,6 @@ def normalize_url(url: str) -> tuple[str, str | None, bool]:
     if cluster:
         bare = urlunsplit(parts._replace(scheme=parts.scheme.removesuffix("+cluster")))
     return bare, password, cluster
-
-
-def redact_url(url: str | None) -> str | None:
-    """``url`` with any password replaced by ``***`` (for repr and messages)."""
-    if url is None:
-        return None
-    bare, password = _split_password(url)
-    if password is None:
-        return bare
-    parts = urlsplit(bare)
-    user, _, host = parts.netloc.rpartition("@")
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def client_options(
@@ -226,26 +173,97 @@ def key_filter(prefix: str, pattern: str) -> Callable[[bytes | str], str | None]
 
 
 # --- errors -------------------------------------------------------------------------
-
+#
+# One map, most specific first, read by one function (`translate`). The store reaches it
+# through `ErrorMap` (``with self._errors("clear"):``) at every I/O site, except the five
+# hot hooks (get, get_touch, set, mget, mset), which spell the same thing as a bare
+# ``try/except DRIVER_ERRORS`` around their one command: a ``try`` costs nothing until it
+# raises, a context manager costs an object and two calls per command.
 
 #: What redis-py says when the server refuses a new client (``maxclients``) and when its
 #: ``BlockingConnectionPool`` timed out waiting for a free connection.
 _BUSY_MESSAGES = ("max number of clients reached", "No connection available")
 
+_Context = dict[str, Any]
+#: Builds the kvstore error from the driver's text (password scrubbed) and the context.
+_Build = Callable[[BaseException, str, _Context], KVStoreError]
 
-def is_busy(exc: BaseException) -> bool:
-    """Whether ``exc`` means "up but saturated" (DESIGN.md §8), not an outage.
 
-    The pool is exhausted (``MaxConnectionsError``; the blocking pool's wait ran out) or the
-    server refused a new client because it reached ``maxclients``. A refused, reset or
-    timed-out command is unavailability and is not matched here.
-    """
-    if isinstance(exc, MaxConnectionsError):
-        return True
-    if isinstance(exc, RedisConnectionError):
-        message = str(exc)
-        return any(busy in message for busy in _BUSY_MESSAGES)
-    return False
+def _busy(exc: BaseException, text: str, context: _Context) -> KVStoreError:
+    return BackendBusyError(
+        f"Redis is busy: no connection for {context['operation']} ({text}); retry later, "
+        "or raise max_connections / pool_timeout (or the server's maxclients)",
+        **context,
+    )
+
+
+def _credentials(exc: BaseException, text: str, context: _Context) -> KVStoreError:
+    return BackendUnavailableError(
+        f"Redis refused the credentials during {context['operation']} ({type(exc).__name__}); "
+        "check the username and password of the cache config",
+        **context,
+    )
+
+
+def _no_permission(exc: BaseException, text: str, context: _Context) -> KVStoreError:
+    return BackendUnavailableError(
+        f"the Redis user may not run {context['operation']} ({text}); grant it the command in the ACL", **context
+    )
+
+
+def _timed_out(exc: BaseException, text: str, context: _Context) -> KVStoreError:
+    return BackendUnavailableError(
+        f"Redis did not answer {context['operation']} within the socket timeout ({text})", **context
+    )
+
+
+def _unreachable(exc: BaseException, text: str, context: _Context) -> KVStoreError:
+    return BackendUnavailableError(f"cannot reach Redis for {context['operation']} ({text})", **context)
+
+
+def _cluster(exc: BaseException, text: str, context: _Context) -> KVStoreError:
+    return BackendUnavailableError(f"the Redis cluster cannot serve {context['operation']} now ({text})", **context)
+
+
+def _not_an_integer(exc: BaseException, text: str, context: _Context) -> KVStoreError:
+    return not_an_integer(context["key"], "redis")
+
+
+def _overflow(exc: BaseException, text: str, context: _Context) -> KVStoreError:
+    return not_an_integer(context["key"], "redis", detail="would leave the signed 64-bit range")
+
+
+def _wrong_type(exc: BaseException, text: str, context: _Context) -> KVStoreError:
+    key = context["key"]
+    what = f"key {key!r} does not hold a kvstore value" if key is not None else context["operation"]
+    return WrongTypeError(f"{what} ({text})", **context)
+
+
+def _failed(exc: BaseException, text: str, context: _Context) -> KVStoreError:
+    return KVStoreError(f"Redis failed {context['operation']} ({text})", **context)
+
+
+#: The error map, most specific first: (driver exception types, words one of which the
+#: message must contain or ``()`` for any message, the builder of the kvstore error).
+#: Busy is not an outage (DESIGN.md §8): a full pool or a server at ``maxclients`` is
+#: `BackendBusyError`, never a reason to fall back; refused, reset, timed out are outages.
+ERROR_MAP: tuple[tuple[tuple[type[BaseException], ...], tuple[str, ...], _Build], ...] = (
+    ((MaxConnectionsError,), (), _busy),
+    ((RedisConnectionError,), _BUSY_MESSAGES, _busy),
+    ((AuthenticationError, AuthorizationError, AuthenticationWrongNumberOfArgsError), (), _credentials),
+    ((NoPermissionError,), (), _no_permission),
+    ((RedisTimeoutError, TimeoutError), (), _timed_out),
+    ((RedisConnectionError, OSError), (), _unreachable),
+    ((ClusterError, TryAgainError, ReadOnlyError, RedisClusterException), (), _cluster),
+    # INCRBY on a value that is not a 64-bit integer; on a result beyond 64 bits.
+    ((ResponseError,), ("value is not an integer or out of range",), _not_an_integer),
+    ((ResponseError,), ("increment or decrement would overflow",), _overflow),
+    ((ResponseError,), ("WRONGTYPE",), _wrong_type),
+    ((RedisError,), (), _failed),
+)
+
+#: Every exception a redis-py call can raise that `translate` maps (one ``except`` clause).
+DRIVER_ERRORS: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
 
 
 def translate(
@@ -255,7 +273,7 @@ def translate(
     key: str | None = None,
     secret: str | None = None,
 ) -> KVStoreError:
-    """The kvstore error for a redis-py (or socket) exception; most specific first.
+    """The kvstore error for a redis-py (or socket) exception: the first rule of `ERROR_MAP` that fits.
 
     ``secret`` (the password) is scrubbed from the message in case a driver ever
     echoes it.
@@ -263,36 +281,30 @@ def translate(
     text = f"{type(exc).__name__}: {exc}"
     if secret:
         text = text.replace(secret, "***")
-    context: dict[str, Any] = {"backend": "redis", "key": key, "operation": operation}
-    if is_busy(exc):
-        return BackendBusyError(
-            f"Redis is busy: no connection for {operation} ({text}); retry later, "
-            "or raise max_connections / pool_timeout (or the server's maxclients)",
-            **context,
-        )
-    if isinstance(exc, AuthenticationError | AuthorizationError | AuthenticationWrongNumberOfArgsError):
-        return BackendUnavailableError(
-            f"Redis refused the credentials during {operation} ({type(exc).__name__}); "
-            "check the username and password of the cache config",
-            **context,
-        )
-    if isinstance(exc, NoPermissionError):
-        return BackendUnavailableError(
-            f"the Redis user may not run {operation} ({text}); grant it the command in the ACL", **context
-        )
-    if isinstance(exc, RedisTimeoutError | TimeoutError):
-        return BackendUnavailableError(
-            f"Redis did not answer {operation} within the socket timeout ({text})", **context
-        )
-    if isinstance(exc, RedisConnectionError | OSError):
-        return BackendUnavailableError(f"cannot reach Redis for {operation} ({text})", **context)
-    if isinstance(exc, ClusterError | TryAgainError | ReadOnlyError | RedisClusterException):
-        return BackendUnavailableError(f"the Redis cluster cannot serve {operation} now ({text})", **context)
-    if isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE"):
-        return WrongTypeError(
-            f"key {key!r} does not hold a kvstore value ({text})" if key is not None else f"{operation}: {text}",
-            **context,
-        )
-    if isinstance(exc, RedisError):
-        return KVStoreError(f"Redis failed {operation} ({text})", **context)
-    return KVStoreError(f"Redis failed {operation} ({text})", **context)
+    context: _Context = {"backend": "redis", "key": key, "operation": operation}
+    message = str(exc)
+    for types, words, build in ERROR_MAP:
+        if isinstance(exc, types) and (not words or any(word in message for word in words)):
+            return build(exc, text, context)
+    return _failed(exc, text, context)
+
+
+class ErrorMap:
+    """``with ErrorMap(operation, key, secret):`` raises `translate`'s error for a driver exception.
+
+    The one boundary of the Redis backend (httpx's ``map_httpcore_exceptions`` shape).
+    """
+
+    __slots__ = ("key", "operation", "secret")
+
+    def __init__(self, operation: str, key: str | None = None, secret: str | None = None) -> None:
+        self.operation = operation
+        self.key = key
+        self.secret = secret
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is not None and isinstance(exc, DRIVER_ERRORS):
+            raise translate(exc, operation=self.operation, key=self.key, secret=self.secret) from exc

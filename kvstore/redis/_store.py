@@ -1,23 +1,24 @@
 # Generated from kvstore/redis/_store_async.py by tools/unasync.py: do not edit; edit the async source.
-"""Redis cache backend on redis-py (hiredis parser): standalone server or Redis Cluster."""
+"""Redis cache backend on redis-py (hiredis parser): standalone server or Redis Cluster.
+
+The store implements the raw hooks of `Cache` (kvstore/base.py holds every
+rule), each one command or one pipeline: one round trip. Keys get the store's namespace
+(``self._ns``) here, in the hooks.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
-from typing import Any, Self
+from collections.abc import Iterator
+from typing import Any
 
-from orjson import JSONDecodeError
-from orjson import loads as _loads
 from pydantic import SecretStr
 
 from kvstore._core.closed import Closed as _Closed
-from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
-from kvstore._core.items import MsetItems, normalize_items
-from kvstore._core.keys import validate_key, validate_keys, validate_prefix
-from kvstore._core.ttl import TTL, ttl_ms
+from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES
+from kvstore._core.keys import validate_prefix
+from kvstore._core.urls import redact_url
 from kvstore.base import Cache
-from kvstore.config import RedisCacheConfig
 from kvstore.errors import KVStoreError, MissingDependencyError
 
 try:
@@ -27,15 +28,16 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by the missing-extra test
     raise MissingDependencyError("redis", "redis", "redis") from exc
 
+from kvstore.redis._acompat import ReadyCluster, WaitingPool, watch_fork
 from kvstore.redis._common import (
     DRIVER_ERRORS,
+    ErrorMap,
     clear_match,
     client_options,
     key_filter,
     namespace,
     no_retry,
     normalize_url,
-    redact_url,
     scan_match,
     translate,
 )
@@ -50,8 +52,9 @@ class RedisCache(Cache):
         url: ``redis://``, ``rediss://``, ``unix://`` or ``redis+cluster://`` URL.
             Without one, ``host``/``port``/``db`` are used.
         client: A ready ``redis.Redis`` or ``RedisCluster``; the store
-            uses it as is (it should have ``decode_responses=False``) and does not
-            close it.
+            borrows it: uses it as is (it should have ``decode_responses=False``)
+            and does not close it. A store built from a URL, host or config
+            (`from_config`) owns its client and closes it.
         key_prefix: The store's namespace. A key is stored as ``prefix + NUL + key``
             (``key`` alone without a prefix): no key contains NUL, so stores with
             nested prefixes (``a:`` and ``a:b:``, or ``""`` and ``other:``) never
@@ -114,6 +117,7 @@ class RedisCache(Cache):
             self._cluster = isinstance(client, RedisCluster)
             self._target = f"client={type(client).__name__}"
             self._client = client
+            watch_fork(self)
             return
         self._owns_client = True
         if url is not None:
@@ -121,7 +125,7 @@ class RedisCache(Cache):
             secret = secret or url_password
             cluster = cluster or url_cluster
             tls = tls or url.startswith("rediss:")
-            self._target = redact_url(url) or url
+            self._target = redact_url(url)
         else:
             self._target = f"{host}:{port}" + ("" if cluster else f"/{db}")
             if not cluster:
@@ -147,60 +151,29 @@ class RedisCache(Cache):
         self._url, self._host, self._port, self._options = url, host, port, options
         # A burst of callers waits (briefly) for a free connection instead of failing.
         self._pool_wait = pool_timeout if pool_timeout is not None else socket_connect_timeout + socket_timeout
-        try:
+        # The sync cluster client discovers the cluster while it is built.
+        self._client = _Closed(type(self).__name__, "redis")
+        with self._errors("connect"):
             self._client = self._new_client()
-        except DRIVER_ERRORS as exc:
-            # The sync cluster client discovers the cluster while it is built.
-            self._client = _Closed(type(self).__name__, "redis")
-            raise self._error(exc, "connect") from exc
+        watch_fork(self)
 
     def _new_client(self) -> Any:
         """A new client (and pool) with the store's settings."""
         if self._cluster:
-            cluster_class = RedisCluster
             if self._url is not None:
-                return cluster_class.from_url(self._url, **self._options)
-            return cluster_class(host=self._host, port=self._port, **self._options)
+                return ReadyCluster.from_url(self._url, **self._options)
+            return ReadyCluster(host=self._host, port=self._port, **self._options)
         assert self._url is not None
-        pool = redis.BlockingConnectionPool.from_url(self._url, timeout=self._pool_wait, **self._options)
+        pool = WaitingPool.from_url(self._url, timeout=self._pool_wait, **self._options)
         return redis.Redis.from_pool(pool)
 
-    @classmethod
-    def from_config(cls, config: RedisCacheConfig) -> Self:
-        """Build from a `RedisCacheConfig` and verify it with one ``PING``.
+    def _opened(self) -> None:
+        """`from_config` checks the server with one ``PING``.
 
         One attempt, bounded by the socket timeouts (0.5 s each by default); the
         manager retries within ``config.connect_timeout`` and then falls back.
-
-        Raises:
-            BackendUnavailableError: Redis cannot be reached or refused the credentials.
         """
-        store = cls(
-            config.url,
-            key_prefix=config.key_prefix,
-            max_value_bytes=config.max_value_bytes,
-            cluster=config.cluster,
-            host=config.host,
-            port=config.port,
-            db=config.db,
-            username=config.username,
-            password=config.password,
-            tls=config.tls,
-            tls_ca_file=config.tls_ca_file,
-            tls_cert_file=config.tls_cert_file,
-            tls_key_file=config.tls_key_file,
-            tls_verify=config.tls_verify,
-            max_connections=config.max_connections,
-            socket_timeout=config.socket_timeout,
-            socket_connect_timeout=config.socket_connect_timeout,
-            health_check_interval=config.health_check_interval,
-        )
-        try:
-            store.ping()
-        except BaseException:
-            store.close()
-            raise
-        return store
+        self.ping()
 
     def __repr__(self) -> str:
         state = "closed" if isinstance(self._client, _Closed) else ("cluster" if self._cluster else "open")
@@ -209,25 +182,27 @@ class RedisCache(Cache):
     def _error(self, exc: BaseException, operation: str, key: str | None = None) -> KVStoreError:
         return translate(exc, operation=operation, key=key, secret=self._secret)
 
-    # --- single keys ----------------------------------------------------------------
+    def _errors(self, operation: str, key: str | None = None) -> ErrorMap:
+        return ErrorMap(operation, key, self._secret)
 
-    def get(self, key: str) -> Any:
-        full = self._ns + validate_key(key)
+    # --- the raw hooks (kvstore/base.py): one round trip each -------------------------
+    # The hot ones (get, get_touch, set, mget, mset) spell the error map as a bare
+    # ``try``, which costs nothing until it raises; the others use ``with self._errors``.
+
+    def _get(self, key: str) -> bytes | None:
         try:
-            raw = self._client.execute_command("GET", full)
+            return self._client.execute_command("GET", self._ns + key)  # type: ignore[no-any-return]
         except DRIVER_ERRORS as exc:
             raise self._error(exc, "get", key) from exc
-        if raw is None:
-            return None
-        try:
-            return _loads(raw)
-        except JSONDecodeError:
-            return decode(raw, key)  # raises SerializationError naming the key
 
-    def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
-        full = self._ns + validate_key(key)
-        ms = ttl_ms(ttl)
-        args: list[Any] = ["SET", full, encode(key, value, self.max_value_bytes)]
+    def _get_touch(self, key: str, ms: int) -> bytes | None:
+        try:
+            return self._client.execute_command("GETEX", self._ns + key, "PX", ms)  # type: ignore[no-any-return]
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "get", key) from exc
+
+    def _set(self, key: str, data: bytes, ms: int | None, only_if_absent: bool) -> bool:
+        args: list[Any] = ["SET", self._ns + key, data]
         if ms is not None:
             args += ("PX", ms)
         if only_if_absent:
@@ -237,111 +212,72 @@ class RedisCache(Cache):
         except DRIVER_ERRORS as exc:
             raise self._error(exc, "set", key) from exc
 
-    def delete(self, key: str) -> bool:
-        full = self._ns + validate_key(key)
-        try:
-            return bool(self._client.execute_command("DEL", full))
-        except DRIVER_ERRORS as exc:
-            raise self._error(exc, "delete", key) from exc
+    def _delete(self, key: str) -> bool:
+        with self._errors("delete", key):
+            return bool(self._client.execute_command("DEL", self._ns + key))
 
-    def exists(self, key: str) -> bool:
-        full = self._ns + validate_key(key)
-        try:
-            return bool(self._client.execute_command("EXISTS", full))
-        except DRIVER_ERRORS as exc:
-            raise self._error(exc, "exists", key) from exc
-
-    def ttl(self, key: str) -> float | None:
-        full = self._ns + validate_key(key)
-        try:
-            ms = self._client.execute_command("PTTL", full)
-        except DRIVER_ERRORS as exc:
-            raise self._error(exc, "ttl", key) from exc
-        return None if ms < 0 else ms / 1000
-
-    def expire(self, key: str, ttl: TTL | None) -> bool:
-        full = self._ns + validate_key(key)
-        ms = ttl_ms(ttl)
-        try:
-            if ms is not None:
-                return bool(self._client.execute_command("PEXPIRE", full, ms))
-            # PERSIST answers 0 for a key without TTL too: ask EXISTS in the same round trip.
-            pipe = self._client.pipeline(transaction=False)
-            pipe.execute_command("PERSIST", full)
-            pipe.execute_command("EXISTS", full)
-            _, present = pipe.execute()
-            return bool(present)
-        except DRIVER_ERRORS as exc:
-            raise self._error(exc, "expire", key) from exc
-
-    # --- many keys ------------------------------------------------------------------
-
-    def mget(self, keys: Iterable[str]) -> list[Any]:
-        names = validate_keys(keys)
-        if not names:
-            return []
+    def _delete_many(self, keys: list[str]) -> int:
         prefix = self._ns
-        full = [prefix + k for k in names]
+        full = [prefix + k for k in keys]
+        with self._errors("delete_many"):
+            if self._cluster:
+                # redis-py sends one DEL per slot, pipelined to every node at once.
+                return int(self._client.delete(*full))
+            return int(self._client.execute_command("DEL", *full))
+
+    def _exists(self, key: str) -> bool:
+        with self._errors("exists", key):
+            return bool(self._client.execute_command("EXISTS", self._ns + key))
+
+    def _mget(self, keys: list[str]) -> list[bytes | None]:
+        prefix = self._ns
+        full = [prefix + k for k in keys]
         try:
             if self._cluster:
-                raws = self._client.mget_nonatomic(full)
-            else:
-                raws = self._client.execute_command("MGET", *full)
+                return self._client.mget_nonatomic(full)  # type: ignore[no-any-return]
+            return self._client.execute_command("MGET", *full)  # type: ignore[no-any-return]
         except DRIVER_ERRORS as exc:
             raise self._error(exc, "mget") from exc
-        try:
-            return [None if raw is None else _loads(raw) for raw in raws]
-        except JSONDecodeError:
-            return [None if raw is None else decode(raw, k) for raw, k in zip(raws, names, strict=True)]
 
-    def mset(self, items: MsetItems) -> None:
-        prefix, limit = self._ns, self.max_value_bytes
-        rows = [(prefix + k, encode(k, v, limit), ms) for k, v, ms in normalize_items(items)]
-        if not rows:
-            return
+    def _mset(self, rows: list[tuple[str, bytes, int | None]]) -> None:
+        prefix = self._ns
         try:
             if not self._cluster and all(ms is None for _, _, ms in rows):
                 # One MSET: atomic, one round trip.
                 flat: list[Any] = ["MSET"]
-                for full, data, _ in rows:
-                    flat += (full, data)
+                for key, data, _ in rows:
+                    flat += (prefix + key, data)
                 self._client.execute_command(*flat)
                 return
             # Per-item TTLs: SET ... PX pipelined in one round trip, inside MULTI/EXEC
             # on a single server. A cluster cannot be atomic across slots, so there
             # the pipeline is sent to each node at once.
             pipe = self._client.pipeline(transaction=not self._cluster)
-            for full, data, ms in rows:
+            for key, data, ms in rows:
                 if ms is None:
-                    pipe.execute_command("SET", full, data)
+                    pipe.execute_command("SET", prefix + key, data)
                 else:
-                    pipe.execute_command("SET", full, data, "PX", ms)
+                    pipe.execute_command("SET", prefix + key, data, "PX", ms)
             pipe.execute()
         except DRIVER_ERRORS as exc:
             raise self._error(exc, "mset") from exc
 
-    def iter_keys(self, pattern: str = "*") -> Iterator[str]:
+    def _iter_keys(self, pattern: str) -> Iterator[str]:
         """Stream matching keys with ``SCAN MATCH``; like SCAN, a key may rarely repeat."""
         accept = key_filter(self.key_prefix, pattern)
         client = self._client
-        try:
+        with self._errors("keys"):
             for raw in client.scan_iter(match=scan_match(self.key_prefix, pattern), count=self._scan_count):
                 key = accept(raw)
                 if key is not None:
                     yield key
-        except DRIVER_ERRORS as exc:
-            raise self._error(exc, "keys") from exc
 
-    def keys(self, pattern: str = "*") -> list[str]:
-        # SCAN may return a key twice (while Redis rehashes): report each once.
-        return list(dict.fromkeys([key for key in self.iter_keys(pattern)]))
-
-    def clear(self) -> None:
+    def _clear(self) -> None:
         """``SCAN`` this prefix and ``UNLINK`` in batches; never a whole-keyspace listing or a database flush."""
         client = self._client
         accept = key_filter(self.key_prefix, "*")  # this store's keys only, never another namespace's
         batch: list[bytes] = []
-        try:
+        with self._errors("clear"):
             # The escaped namespace makes MATCH literal: every reply starts with it.
             for raw in client.scan_iter(match=clear_match(self.key_prefix), count=self._scan_count):
                 if accept(raw) is None:
@@ -352,16 +288,36 @@ class RedisCache(Cache):
                     batch = []
             if batch:
                 client.unlink(*batch)
-        except DRIVER_ERRORS as exc:
-            raise self._error(exc, "clear") from exc
+
+    def _ttl(self, key: str) -> float | None:
+        with self._errors("ttl", key):
+            ms = self._client.execute_command("PTTL", self._ns + key)
+        return None if ms < 0 else ms / 1000
+
+    def _expire(self, key: str, ms: int | None) -> bool:
+        full = self._ns + key
+        with self._errors("expire", key):
+            if ms is not None:
+                return bool(self._client.execute_command("PEXPIRE", full, ms))
+            # PERSIST answers 0 for a key without TTL too: ask EXISTS in the same round trip.
+            pipe = self._client.pipeline(transaction=False)
+            pipe.execute_command("PERSIST", full)
+            pipe.execute_command("EXISTS", full)
+            _, present = pipe.execute()
+            return bool(present)
+
+    def _incr(self, key: str, by: int) -> int:
+        # Stored integers are orjson's plain ASCII digits, which INCRBY reads; it refuses
+        # anything else kvstore writes (floats, strings, true/false/null, arrays,
+        # objects) and a result beyond 64 bits: the error map makes both not_an_integer.
+        with self._errors("incr", key):
+            return int(self._client.execute_command("INCRBY", self._ns + key, by))
 
     # --- lifecycle ------------------------------------------------------------------
 
     def ping(self) -> None:
-        try:
+        with self._errors("ping"):
             self._client.ping()
-        except DRIVER_ERRORS as exc:
-            raise self._error(exc, "ping") from exc
 
     def close(self) -> None:
         client = self._client

@@ -1,23 +1,23 @@
-"""Redis cache backend on redis-py (hiredis parser): standalone server or Redis Cluster."""
+"""Redis cache backend on redis-py (hiredis parser): standalone server or Redis Cluster.
+
+The store implements the raw hooks of `AsyncCache` (kvstore/base_async.py holds every
+rule), each one command or one pipeline: one round trip. Keys get the store's namespace
+(``self._ns``) here, in the hooks.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any, Self
+from collections.abc import AsyncIterator
+from typing import Any
 
-from orjson import JSONDecodeError
-from orjson import loads as _loads
 from pydantic import SecretStr
 
 from kvstore._core.closed import Closed as _Closed
-from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
-from kvstore._core.items import MsetItems, normalize_items
-from kvstore._core.keys import validate_key, validate_keys, validate_prefix
-from kvstore._core.ttl import TTL, ttl_ms
+from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES
+from kvstore._core.keys import validate_prefix
+from kvstore._core.urls import redact_url
 from kvstore.base_async import AsyncCache
-from kvstore.config import RedisCacheConfig
 from kvstore.errors import KVStoreError, MissingDependencyError
 
 try:
@@ -27,92 +27,21 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by the missing-extra test
     raise MissingDependencyError("redis", "redis", "redis") from exc
 
+from kvstore.redis._acompat import AsyncReadyCluster, AsyncWaitingPool, watch_fork_async
 from kvstore.redis._common import (
     DRIVER_ERRORS,
-    abandon,
-    after_fork_in_child,
+    ErrorMap,
     clear_match,
     client_options,
     key_filter,
     namespace,
     no_retry,
     normalize_url,
-    redact_url,
     scan_match,
     translate,
 )
 
 __all__ = ["AsyncRedisCache"]
-
-
-if True:  # ASYNC
-
-    class _WaitingPool(redis.asyncio.ConnectionPool):
-        """redis-py's pool, but a burst beyond ``max_connections`` waits up to ``wait`` seconds.
-
-        redis-py's async ``BlockingConnectionPool`` does the same with a Condition and
-        ``wait_for`` on every call (~25 us of CPU per command, a quarter of a GET); an
-        uncontended semaphore costs next to nothing. The sync twin uses redis-py's
-        ``BlockingConnectionPool``, which is cheap there.
-        """
-
-        def __init__(self, *, wait: float, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self._wait = wait
-            self._gate = asyncio.Semaphore(self.max_connections)
-
-        async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
-            gate = self._gate
-            if gate.locked():
-                try:
-                    async with asyncio.timeout(self._wait):
-                        await gate.acquire()
-                except TimeoutError:
-                    raise redis.exceptions.MaxConnectionsError(
-                        f"no pooled connection became free within {self._wait:g} s"
-                    ) from None
-            else:
-                await gate.acquire()
-            try:
-                return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]  # unannotated upstream
-            except BaseException:
-                gate.release()
-                raise
-
-        async def release(self, connection: Any) -> None:
-            try:
-                await super().release(connection)
-            finally:
-                self._gate.release()
-
-    class _ReadyCluster(RedisCluster):
-        """redis-py's asyncio cluster client, discovering the cluster before the first command.
-
-        redis-py resolves a command's routing policy before it initialises the client, so
-        a burst of first commands on a new client races the discovery: some go to a wrong
-        node, the MOVED reply re-initialises the client, and that disconnects nodes that
-        other commands are using ("Connection closed by server", interleaved replies), a
-        false outage. Initialising first (redis-py holds a lock for it) costs one flag check.
-        """
-
-        async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-            if self._initialize:
-                await self.initialize()
-            return await super().execute_command(*args, **kwargs)
-
-
-if True:  # ASYNC
-
-    class _Reconnect:
-        """Stands in for the client in a forked child until first use, then builds the child's own."""
-
-        def __init__(self, store: AsyncRedisCache, build: Callable[[], Any]) -> None:
-            self._store = store
-            self._build = build
-
-        def __getattr__(self, name: str) -> Any:
-            client = self._store._client = self._build()
-            return getattr(client, name)
 
 
 class AsyncRedisCache(AsyncCache):
@@ -122,8 +51,9 @@ class AsyncRedisCache(AsyncCache):
         url: ``redis://``, ``rediss://``, ``unix://`` or ``redis+cluster://`` URL.
             Without one, ``host``/``port``/``db`` are used.
         client: A ready ``redis.asyncio.Redis`` or ``RedisCluster``; the store
-            uses it as is (it should have ``decode_responses=False``) and does not
-            close it.
+            borrows it: uses it as is (it should have ``decode_responses=False``)
+            and does not close it. A store built from a URL, host or config
+            (`from_config`) owns its client and closes it.
         key_prefix: The store's namespace. A key is stored as ``prefix + NUL + key``
             (``key`` alone without a prefix): no key contains NUL, so stores with
             nested prefixes (``a:`` and ``a:b:``, or ``""`` and ``other:``) never
@@ -186,8 +116,7 @@ class AsyncRedisCache(AsyncCache):
             self._cluster = isinstance(client, RedisCluster)
             self._target = f"client={type(client).__name__}"
             self._client = client
-            if True:  # ASYNC
-                after_fork_in_child(self)
+            watch_fork_async(self)
             return
         self._owns_client = True
         if url is not None:
@@ -195,7 +124,7 @@ class AsyncRedisCache(AsyncCache):
             secret = secret or url_password
             cluster = cluster or url_cluster
             tls = tls or url.startswith("rediss:")
-            self._target = redact_url(url) or url
+            self._target = redact_url(url)
         else:
             self._target = f"{host}:{port}" + ("" if cluster else f"/{db}")
             if not cluster:
@@ -221,101 +150,29 @@ class AsyncRedisCache(AsyncCache):
         self._url, self._host, self._port, self._options = url, host, port, options
         # A burst of callers waits (briefly) for a free connection instead of failing.
         self._pool_wait = pool_timeout if pool_timeout is not None else socket_connect_timeout + socket_timeout
-        try:
+        # The sync cluster client discovers the cluster while it is built.
+        self._client = _Closed(type(self).__name__, "redis")
+        with self._errors("connect"):
             self._client = self._new_client()
-        except DRIVER_ERRORS as exc:
-            # The sync cluster client discovers the cluster while it is built.
-            self._client = _Closed(type(self).__name__, "redis")
-            raise self._error(exc, "connect") from exc
-        if True:  # ASYNC
-            after_fork_in_child(self)
+        watch_fork_async(self)
 
     def _new_client(self) -> Any:
         """A new client (and pool) with the store's settings."""
         if self._cluster:
-            if True:  # ASYNC
-                cluster_class: type[RedisCluster] = _ReadyCluster
-            else:
-                cluster_class = RedisCluster
             if self._url is not None:
-                return cluster_class.from_url(self._url, **self._options)
-            return cluster_class(host=self._host, port=self._port, **self._options)
+                return AsyncReadyCluster.from_url(self._url, **self._options)
+            return AsyncReadyCluster(host=self._host, port=self._port, **self._options)
         assert self._url is not None
-        if True:  # ASYNC
-            pool = _WaitingPool.from_url(self._url, wait=self._pool_wait, **self._options)
-        else:
-            pool = redis.asyncio.BlockingConnectionPool.from_url(self._url, timeout=self._pool_wait, **self._options)
+        pool = AsyncWaitingPool.from_url(self._url, timeout=self._pool_wait, **self._options)
         return redis.asyncio.Redis.from_pool(pool)
 
-    if True:  # ASYNC
-
-        def _after_fork_in_child(self) -> None:
-            """In a forked child: never touch the parent's connections; connect anew on first use.
-
-            redis-py's asyncio pool has no fork check (its sync pool has one, so the sync
-            store needs nothing here). The inherited client is kept alive, untouched: closing
-            or collecting it would close transports the parent still uses (a TLS close
-            would even write to the parent's session).
-            """
-            client = self._client
-            if isinstance(client, _Closed | _Reconnect):
-                return
-            if self._owns_client:
-                abandon(client)
-                self._client = _Reconnect(self, self._new_client)
-            elif isinstance(client, redis.asyncio.Redis):
-                # A handed client stays the caller's; the store opens a pool of its own like it.
-                pool = client.connection_pool
-                self._owns_client = True
-                self._client = _Reconnect(
-                    self,
-                    lambda: redis.asyncio.Redis.from_pool(
-                        redis.asyncio.ConnectionPool(
-                            connection_class=pool.connection_class,
-                            max_connections=pool.max_connections,
-                            **pool.connection_kwargs,
-                        )
-                    ),
-                )
-            else:
-                self._client = _Closed(type(self).__name__, "redis")
-
-    @classmethod
-    async def from_config(cls, config: RedisCacheConfig) -> Self:
-        """Build from a `RedisCacheConfig` and verify it with one ``PING``.
+    async def _opened(self) -> None:
+        """`from_config` checks the server with one ``PING``.
 
         One attempt, bounded by the socket timeouts (0.5 s each by default); the
         manager retries within ``config.connect_timeout`` and then falls back.
-
-        Raises:
-            BackendUnavailableError: Redis cannot be reached or refused the credentials.
         """
-        store = cls(
-            config.url,
-            key_prefix=config.key_prefix,
-            max_value_bytes=config.max_value_bytes,
-            cluster=config.cluster,
-            host=config.host,
-            port=config.port,
-            db=config.db,
-            username=config.username,
-            password=config.password,
-            tls=config.tls,
-            tls_ca_file=config.tls_ca_file,
-            tls_cert_file=config.tls_cert_file,
-            tls_key_file=config.tls_key_file,
-            tls_verify=config.tls_verify,
-            max_connections=config.max_connections,
-            socket_timeout=config.socket_timeout,
-            socket_connect_timeout=config.socket_connect_timeout,
-            health_check_interval=config.health_check_interval,
-        )
-        try:
-            await store.ping()
-        except BaseException:
-            await store.aclose()
-            raise
-        return store
+        await self.ping()
 
     def __repr__(self) -> str:
         state = "closed" if isinstance(self._client, _Closed) else ("cluster" if self._cluster else "open")
@@ -324,25 +181,27 @@ class AsyncRedisCache(AsyncCache):
     def _error(self, exc: BaseException, operation: str, key: str | None = None) -> KVStoreError:
         return translate(exc, operation=operation, key=key, secret=self._secret)
 
-    # --- single keys ----------------------------------------------------------------
+    def _errors(self, operation: str, key: str | None = None) -> ErrorMap:
+        return ErrorMap(operation, key, self._secret)
 
-    async def get(self, key: str) -> Any:
-        full = self._ns + validate_key(key)
+    # --- the raw hooks (kvstore/base_async.py): one round trip each -------------------------
+    # The hot ones (get, get_touch, set, mget, mset) spell the error map as a bare
+    # ``try``, which costs nothing until it raises; the others use ``with self._errors``.
+
+    async def _get(self, key: str) -> bytes | None:
         try:
-            raw = await self._client.execute_command("GET", full)
+            return await self._client.execute_command("GET", self._ns + key)  # type: ignore[no-any-return]
         except DRIVER_ERRORS as exc:
             raise self._error(exc, "get", key) from exc
-        if raw is None:
-            return None
-        try:
-            return _loads(raw)
-        except JSONDecodeError:
-            return decode(raw, key)  # raises SerializationError naming the key
 
-    async def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
-        full = self._ns + validate_key(key)
-        ms = ttl_ms(ttl)
-        args: list[Any] = ["SET", full, encode(key, value, self.max_value_bytes)]
+    async def _get_touch(self, key: str, ms: int) -> bytes | None:
+        try:
+            return await self._client.execute_command("GETEX", self._ns + key, "PX", ms)  # type: ignore[no-any-return]
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, "get", key) from exc
+
+    async def _set(self, key: str, data: bytes, ms: int | None, only_if_absent: bool) -> bool:
+        args: list[Any] = ["SET", self._ns + key, data]
         if ms is not None:
             args += ("PX", ms)
         if only_if_absent:
@@ -352,111 +211,72 @@ class AsyncRedisCache(AsyncCache):
         except DRIVER_ERRORS as exc:
             raise self._error(exc, "set", key) from exc
 
-    async def delete(self, key: str) -> bool:
-        full = self._ns + validate_key(key)
-        try:
-            return bool(await self._client.execute_command("DEL", full))
-        except DRIVER_ERRORS as exc:
-            raise self._error(exc, "delete", key) from exc
+    async def _delete(self, key: str) -> bool:
+        with self._errors("delete", key):
+            return bool(await self._client.execute_command("DEL", self._ns + key))
 
-    async def exists(self, key: str) -> bool:
-        full = self._ns + validate_key(key)
-        try:
-            return bool(await self._client.execute_command("EXISTS", full))
-        except DRIVER_ERRORS as exc:
-            raise self._error(exc, "exists", key) from exc
-
-    async def ttl(self, key: str) -> float | None:
-        full = self._ns + validate_key(key)
-        try:
-            ms = await self._client.execute_command("PTTL", full)
-        except DRIVER_ERRORS as exc:
-            raise self._error(exc, "ttl", key) from exc
-        return None if ms < 0 else ms / 1000
-
-    async def expire(self, key: str, ttl: TTL | None) -> bool:
-        full = self._ns + validate_key(key)
-        ms = ttl_ms(ttl)
-        try:
-            if ms is not None:
-                return bool(await self._client.execute_command("PEXPIRE", full, ms))
-            # PERSIST answers 0 for a key without TTL too: ask EXISTS in the same round trip.
-            pipe = self._client.pipeline(transaction=False)
-            pipe.execute_command("PERSIST", full)
-            pipe.execute_command("EXISTS", full)
-            _, present = await pipe.execute()
-            return bool(present)
-        except DRIVER_ERRORS as exc:
-            raise self._error(exc, "expire", key) from exc
-
-    # --- many keys ------------------------------------------------------------------
-
-    async def mget(self, keys: Iterable[str]) -> list[Any]:
-        names = validate_keys(keys)
-        if not names:
-            return []
+    async def _delete_many(self, keys: list[str]) -> int:
         prefix = self._ns
-        full = [prefix + k for k in names]
+        full = [prefix + k for k in keys]
+        with self._errors("delete_many"):
+            if self._cluster:
+                # redis-py sends one DEL per slot, pipelined to every node at once.
+                return int(await self._client.delete(*full))
+            return int(await self._client.execute_command("DEL", *full))
+
+    async def _exists(self, key: str) -> bool:
+        with self._errors("exists", key):
+            return bool(await self._client.execute_command("EXISTS", self._ns + key))
+
+    async def _mget(self, keys: list[str]) -> list[bytes | None]:
+        prefix = self._ns
+        full = [prefix + k for k in keys]
         try:
             if self._cluster:
-                raws = await self._client.mget_nonatomic(full)
-            else:
-                raws = await self._client.execute_command("MGET", *full)
+                return await self._client.mget_nonatomic(full)  # type: ignore[no-any-return]
+            return await self._client.execute_command("MGET", *full)  # type: ignore[no-any-return]
         except DRIVER_ERRORS as exc:
             raise self._error(exc, "mget") from exc
-        try:
-            return [None if raw is None else _loads(raw) for raw in raws]
-        except JSONDecodeError:
-            return [None if raw is None else decode(raw, k) for raw, k in zip(raws, names, strict=True)]
 
-    async def mset(self, items: MsetItems) -> None:
-        prefix, limit = self._ns, self.max_value_bytes
-        rows = [(prefix + k, encode(k, v, limit), ms) for k, v, ms in normalize_items(items)]
-        if not rows:
-            return
+    async def _mset(self, rows: list[tuple[str, bytes, int | None]]) -> None:
+        prefix = self._ns
         try:
             if not self._cluster and all(ms is None for _, _, ms in rows):
                 # One MSET: atomic, one round trip.
                 flat: list[Any] = ["MSET"]
-                for full, data, _ in rows:
-                    flat += (full, data)
+                for key, data, _ in rows:
+                    flat += (prefix + key, data)
                 await self._client.execute_command(*flat)
                 return
             # Per-item TTLs: SET ... PX pipelined in one round trip, inside MULTI/EXEC
             # on a single server. A cluster cannot be atomic across slots, so there
             # the pipeline is sent to each node at once.
             pipe = self._client.pipeline(transaction=not self._cluster)
-            for full, data, ms in rows:
+            for key, data, ms in rows:
                 if ms is None:
-                    pipe.execute_command("SET", full, data)
+                    pipe.execute_command("SET", prefix + key, data)
                 else:
-                    pipe.execute_command("SET", full, data, "PX", ms)
+                    pipe.execute_command("SET", prefix + key, data, "PX", ms)
             await pipe.execute()
         except DRIVER_ERRORS as exc:
             raise self._error(exc, "mset") from exc
 
-    async def iter_keys(self, pattern: str = "*") -> AsyncIterator[str]:
+    async def _iter_keys(self, pattern: str) -> AsyncIterator[str]:
         """Stream matching keys with ``SCAN MATCH``; like SCAN, a key may rarely repeat."""
         accept = key_filter(self.key_prefix, pattern)
         client = self._client
-        try:
+        with self._errors("keys"):
             async for raw in client.scan_iter(match=scan_match(self.key_prefix, pattern), count=self._scan_count):
                 key = accept(raw)
                 if key is not None:
                     yield key
-        except DRIVER_ERRORS as exc:
-            raise self._error(exc, "keys") from exc
 
-    async def keys(self, pattern: str = "*") -> list[str]:
-        # SCAN may return a key twice (while Redis rehashes): report each once.
-        return list(dict.fromkeys([key async for key in self.iter_keys(pattern)]))
-
-    async def clear(self) -> None:
+    async def _clear(self) -> None:
         """``SCAN`` this prefix and ``UNLINK`` in batches; never a whole-keyspace listing or a database flush."""
         client = self._client
         accept = key_filter(self.key_prefix, "*")  # this store's keys only, never another namespace's
         batch: list[bytes] = []
-        try:
+        with self._errors("clear"):
             # The escaped namespace makes MATCH literal: every reply starts with it.
             async for raw in client.scan_iter(match=clear_match(self.key_prefix), count=self._scan_count):
                 if accept(raw) is None:
@@ -467,16 +287,36 @@ class AsyncRedisCache(AsyncCache):
                     batch = []
             if batch:
                 await client.unlink(*batch)
-        except DRIVER_ERRORS as exc:
-            raise self._error(exc, "clear") from exc
+
+    async def _ttl(self, key: str) -> float | None:
+        with self._errors("ttl", key):
+            ms = await self._client.execute_command("PTTL", self._ns + key)
+        return None if ms < 0 else ms / 1000
+
+    async def _expire(self, key: str, ms: int | None) -> bool:
+        full = self._ns + key
+        with self._errors("expire", key):
+            if ms is not None:
+                return bool(await self._client.execute_command("PEXPIRE", full, ms))
+            # PERSIST answers 0 for a key without TTL too: ask EXISTS in the same round trip.
+            pipe = self._client.pipeline(transaction=False)
+            pipe.execute_command("PERSIST", full)
+            pipe.execute_command("EXISTS", full)
+            _, present = await pipe.execute()
+            return bool(present)
+
+    async def _incr(self, key: str, by: int) -> int:
+        # Stored integers are orjson's plain ASCII digits, which INCRBY reads; it refuses
+        # anything else kvstore writes (floats, strings, true/false/null, arrays,
+        # objects) and a result beyond 64 bits: the error map makes both not_an_integer.
+        with self._errors("incr", key):
+            return int(await self._client.execute_command("INCRBY", self._ns + key, by))
 
     # --- lifecycle ------------------------------------------------------------------
 
     async def ping(self) -> None:
-        try:
+        with self._errors("ping"):
             await self._client.ping()
-        except DRIVER_ERRORS as exc:
-            raise self._error(exc, "ping") from exc
 
     async def aclose(self) -> None:
         client = self._client

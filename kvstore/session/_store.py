@@ -144,17 +144,21 @@ class SessionStore(Generic[S]):
         return session_id
 
     def get(self, session_id: str, *, touch: bool = False) -> S | None:
-        """The session, or ``None``; with ``touch`` its TTL restarts (sliding expiry)."""
+        """The session, or ``None``; with ``touch`` its TTL restarts (sliding expiry).
+
+        A cache hit reads and slides the cached copy in one round trip (Redis ``GETEX``);
+        the database is slid too unless this process did it less than ``touch_interval`` ago.
+        """
         key = self.key(session_id)
         cache = self._usable_cache()
         if cache is not None:
             try:
-                raw = cache.get(key)
+                raw = cache.get(key, touch=self._cache_seconds(_seconds(self.ttl)) if touch else None)
             except BackendUnavailableError as exc:
                 self._cache_failed(exc)
             else:
                 if raw is not None:
-                    if touch and not self.touch(session_id):
+                    if touch and not self._touched_lately(key) and not self._touch_database(key, self.ttl, cache):
                         return None  # deleted or expired in the database meanwhile
                     return self._codec.load(key, raw)
         raw = self.database.get(key)
@@ -187,27 +191,18 @@ class SessionStore(Generic[S]):
         """Restart the session's TTL in both tiers; ``False`` when there is no such session."""
         key = self.key(session_id)
         ttl = self.ttl if ttl is None else ttl
-        now = self._clock()
-        last = self._touched.get(key)
         cache = self._usable_cache()
-        if cache is not None and last is not None and now - last < self.touch_interval:
+        if cache is not None and self._touched_lately(key):
             try:
                 if cache.expire(key, self._cache_seconds(_seconds(ttl))):
                     return True  # the database was slid less than touch_interval ago
             except BackendUnavailableError as exc:
                 self._cache_failed(exc, key)
                 cache = None
-        found = self.database.expire(key, ttl)
-        if found:
-            self._remember_touch(key)
-        else:
-            self._touched.pop(key, None)
-        if cache is not None:
+        found = self._touch_database(key, ttl, cache)
+        if found and cache is not None:
             try:
-                if found:
-                    cache.expire(key, self._cache_seconds(_seconds(ttl)))
-                else:
-                    cache.delete(key)
+                cache.expire(key, self._cache_seconds(_seconds(ttl)))
             except BackendUnavailableError as exc:
                 self._cache_failed(exc, key)
         return found
@@ -288,6 +283,24 @@ class SessionStore(Generic[S]):
         self._cache_down_until = self._clock() + self.cache_retry_after
         if key is not None:
             self._mark_dirty(key)
+
+    def _touched_lately(self, key: str) -> bool:
+        """Whether this process slid the database copy less than ``touch_interval`` ago."""
+        last = self._touched.get(key)
+        return last is not None and self._clock() - last < self.touch_interval
+
+    def _touch_database(self, key: str, ttl: TTL, cache: Cache | Store | None) -> bool:
+        """Slide the database copy; when it is gone, forget it and drop the cached copy too."""
+        if self.database.expire(key, ttl):
+            self._remember_touch(key)
+            return True
+        self._touched.pop(key, None)
+        if cache is not None:
+            try:
+                cache.delete(key)
+            except BackendUnavailableError as exc:
+                self._cache_failed(exc, key)
+        return False
 
     def _remember_touch(self, key: str) -> None:
         if len(self._touched) >= MAX_DIRTY:

@@ -143,17 +143,21 @@ class AsyncSessionStore(Generic[S]):
         return session_id
 
     async def get(self, session_id: str, *, touch: bool = False) -> S | None:
-        """The session, or ``None``; with ``touch`` its TTL restarts (sliding expiry)."""
+        """The session, or ``None``; with ``touch`` its TTL restarts (sliding expiry).
+
+        A cache hit reads and slides the cached copy in one round trip (Redis ``GETEX``);
+        the database is slid too unless this process did it less than ``touch_interval`` ago.
+        """
         key = self.key(session_id)
         cache = await self._usable_cache()
         if cache is not None:
             try:
-                raw = await cache.get(key)
+                raw = await cache.get(key, touch=self._cache_seconds(_seconds(self.ttl)) if touch else None)
             except BackendUnavailableError as exc:
                 self._cache_failed(exc)
             else:
                 if raw is not None:
-                    if touch and not await self.touch(session_id):
+                    if touch and not self._touched_lately(key) and not await self._touch_database(key, self.ttl, cache):
                         return None  # deleted or expired in the database meanwhile
                     return self._codec.load(key, raw)
         raw = await self.database.get(key)
@@ -186,27 +190,18 @@ class AsyncSessionStore(Generic[S]):
         """Restart the session's TTL in both tiers; ``False`` when there is no such session."""
         key = self.key(session_id)
         ttl = self.ttl if ttl is None else ttl
-        now = self._clock()
-        last = self._touched.get(key)
         cache = await self._usable_cache()
-        if cache is not None and last is not None and now - last < self.touch_interval:
+        if cache is not None and self._touched_lately(key):
             try:
                 if await cache.expire(key, self._cache_seconds(_seconds(ttl))):
                     return True  # the database was slid less than touch_interval ago
             except BackendUnavailableError as exc:
                 self._cache_failed(exc, key)
                 cache = None
-        found = await self.database.expire(key, ttl)
-        if found:
-            self._remember_touch(key)
-        else:
-            self._touched.pop(key, None)
-        if cache is not None:
+        found = await self._touch_database(key, ttl, cache)
+        if found and cache is not None:
             try:
-                if found:
-                    await cache.expire(key, self._cache_seconds(_seconds(ttl)))
-                else:
-                    await cache.delete(key)
+                await cache.expire(key, self._cache_seconds(_seconds(ttl)))
             except BackendUnavailableError as exc:
                 self._cache_failed(exc, key)
         return found
@@ -287,6 +282,24 @@ class AsyncSessionStore(Generic[S]):
         self._cache_down_until = self._clock() + self.cache_retry_after
         if key is not None:
             self._mark_dirty(key)
+
+    def _touched_lately(self, key: str) -> bool:
+        """Whether this process slid the database copy less than ``touch_interval`` ago."""
+        last = self._touched.get(key)
+        return last is not None and self._clock() - last < self.touch_interval
+
+    async def _touch_database(self, key: str, ttl: TTL, cache: AsyncCache | AsyncStore | None) -> bool:
+        """Slide the database copy; when it is gone, forget it and drop the cached copy too."""
+        if await self.database.expire(key, ttl):
+            self._remember_touch(key)
+            return True
+        self._touched.pop(key, None)
+        if cache is not None:
+            try:
+                await cache.delete(key)
+            except BackendUnavailableError as exc:
+                self._cache_failed(exc, key)
+        return False
 
     def _remember_touch(self, key: str) -> None:
         if len(self._touched) >= MAX_DIRTY:

@@ -40,9 +40,9 @@ class FlakyCache(AsyncCache):
         if self.down:
             raise BackendUnavailableError("cache is down", backend="flaky")
 
-    async def get(self, key: str) -> Any:
+    async def get(self, key: str, *, touch: TTL | None = None) -> Any:
         self._check()
-        return await self.inner.get(key)
+        return await self.inner.get(key, touch=touch)
 
     async def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
         self._check()

@@ -41,9 +41,9 @@ class FlakyCache(Cache):
         if self.down:
             raise BackendUnavailableError("cache is down", backend="flaky")
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str, *, touch: TTL | None = None) -> Any:
         self._check()
-        return self.inner.get(key)
+        return self.inner.get(key, touch=touch)
 
     def set(self, key: str, value: Any, ttl: TTL | None = None, *, only_if_absent: bool = False) -> bool:
         self._check()
