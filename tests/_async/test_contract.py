@@ -728,12 +728,12 @@ async def test_incr_checks_by_before_io(kv: AsyncHarness, by: Any) -> None:
 
 async def test_incr_keeps_the_ttl(kv: AsyncHarness) -> None:
     """incr changes the number, not the expiry (as Redis INCRBY)."""
-    await kv.store.set("n", 1, ttl=100)
+    await kv.store.set("n", 1, ttl=0.5)
     assert await kv.store.incr("n") == 2
     remaining = await kv.store.ttl("n")
     assert remaining is not None
-    assert 0 < remaining <= 100
-    await kv.advance(101)
+    assert 0 < remaining <= 0.5
+    await kv.advance(0.7)
     assert await kv.store.get("n") is None
     assert await kv.store.incr("n") == 1  # expired: counts from 0 again, without a TTL
     assert await kv.store.ttl("n") is None
@@ -777,14 +777,14 @@ async def test_delete_many_respects_the_prefix(kv: AsyncHarness) -> None:
 
 async def test_get_touch_slides_the_ttl(kv: AsyncHarness) -> None:
     """get(key, touch=ttl) returns the value and restarts its TTL at ``ttl``."""
-    await kv.store.set("s", {"user": 1}, ttl=10)
-    await kv.advance(6)
-    assert await kv.store.get("s", touch=10) == {"user": 1}
-    await kv.advance(6)
-    assert await kv.store.get("s") == {"user": 1}  # 12 s after set, alive thanks to the touch
+    await kv.store.set("s", {"user": 1}, ttl=1)
+    await kv.advance(0.6)
+    assert await kv.store.get("s", touch=1) == {"user": 1}
+    await kv.advance(0.6)
+    assert await kv.store.get("s") == {"user": 1}  # 1.2 s after set, alive thanks to the touch
     remaining = await kv.store.ttl("s")
     assert remaining is not None
-    assert remaining <= 4.5
+    assert remaining <= 0.45
     await kv.store.set("forever", 1)
     assert await kv.store.get("forever", touch=timedelta(seconds=30)) == 1
     remaining = await kv.store.ttl("forever")
@@ -795,8 +795,8 @@ async def test_get_touch_slides_the_ttl(kv: AsyncHarness) -> None:
 async def test_get_touch_of_missing_or_expired_is_none(kv: AsyncHarness) -> None:
     """Touching what is not there creates nothing."""
     assert await kv.store.get("nope", touch=10) is None
-    await kv.store.set("old", 1, ttl=1)
-    await kv.advance(2)
+    await kv.store.set("old", 1, ttl=0.2)
+    await kv.advance(0.4)
     assert await kv.store.get("old", touch=10) is None
     assert await kv.store.exists("nope") is False
     assert await kv.store.exists("old") is False

@@ -725,12 +725,12 @@ def test_incr_checks_by_before_io(kv: Harness, by: Any) -> None:
 
 def test_incr_keeps_the_ttl(kv: Harness) -> None:
     """incr changes the number, not the expiry (as Redis INCRBY)."""
-    kv.store.set("n", 1, ttl=100)
+    kv.store.set("n", 1, ttl=0.5)
     assert kv.store.incr("n") == 2
     remaining = kv.store.ttl("n")
     assert remaining is not None
-    assert 0 < remaining <= 100
-    kv.advance(101)
+    assert 0 < remaining <= 0.5
+    kv.advance(0.7)
     assert kv.store.get("n") is None
     assert kv.store.incr("n") == 1  # expired: counts from 0 again, without a TTL
     assert kv.store.ttl("n") is None
@@ -771,14 +771,14 @@ def test_delete_many_respects_the_prefix(kv: Harness) -> None:
 
 def test_get_touch_slides_the_ttl(kv: Harness) -> None:
     """get(key, touch=ttl) returns the value and restarts its TTL at ``ttl``."""
-    kv.store.set("s", {"user": 1}, ttl=10)
-    kv.advance(6)
-    assert kv.store.get("s", touch=10) == {"user": 1}
-    kv.advance(6)
-    assert kv.store.get("s") == {"user": 1}  # 12 s after set, alive thanks to the touch
+    kv.store.set("s", {"user": 1}, ttl=1)
+    kv.advance(0.6)
+    assert kv.store.get("s", touch=1) == {"user": 1}
+    kv.advance(0.6)
+    assert kv.store.get("s") == {"user": 1}  # 1.2 s after set, alive thanks to the touch
     remaining = kv.store.ttl("s")
     assert remaining is not None
-    assert remaining <= 4.5
+    assert remaining <= 0.45
     kv.store.set("forever", 1)
     assert kv.store.get("forever", touch=timedelta(seconds=30)) == 1
     remaining = kv.store.ttl("forever")
@@ -789,8 +789,8 @@ def test_get_touch_slides_the_ttl(kv: Harness) -> None:
 def test_get_touch_of_missing_or_expired_is_none(kv: Harness) -> None:
     """Touching what is not there creates nothing."""
     assert kv.store.get("nope", touch=10) is None
-    kv.store.set("old", 1, ttl=1)
-    kv.advance(2)
+    kv.store.set("old", 1, ttl=0.2)
+    kv.advance(0.4)
     assert kv.store.get("old", touch=10) is None
     assert kv.store.exists("nope") is False
     assert kv.store.exists("old") is False
