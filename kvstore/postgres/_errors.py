@@ -16,11 +16,10 @@ pool (`busy_error`) or a server it cannot reach (`deadline_error`) is the store'
 
 from __future__ import annotations
 
-from types import TracebackType
-
 import psycopg
 import psycopg_pool
 
+from kvstore._core.errormap import ErrorBoundary
 from kvstore.errors import BackendBusyError, BackendUnavailableError, KVStoreError
 
 __all__ = ["BACKEND", "ERRORS", "busy_error", "deadline_error", "is_busy", "map_error", "map_errors", "scrub"]
@@ -99,28 +98,20 @@ def map_error(exc: BaseException, operation: str, key: str | None, secret: str |
     return cls(message.format(operation=operation, detail=detail), backend=BACKEND, key=key, operation=operation)
 
 
-class map_errors:  # lower case: used like a function: ``with map_errors("get", key, secret):``
-    """Context manager: a driver exception leaving the block is raised as its kvstore error, chained.
+def _translate(
+    exc: BaseException, *, operation: str, key: str | None = None, secret: str | None = None
+) -> KVStoreError:
+    error = map_error(exc, operation, key, secret)
+    assert error is not None, "the boundary passes driver errors only"
+    return error
 
-    kvstore's own errors and non-driver exceptions pass through untouched.
-    """
 
-    __slots__ = ("key", "operation", "secret")
+class map_errors(ErrorBoundary):  # lower case: used like a function: ``with map_errors("get", key, secret):``
+    """The PostgreSQL error boundary: psycopg's exceptions become their kvstore errors, chained."""
 
-    def __init__(self, operation: str, key: str | None = None, secret: str | None = None) -> None:
-        self.operation = operation
-        self.key = key
-        self.secret = secret
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc is not None and isinstance(exc, DRIVER_ERRORS):
-            mapped = map_error(exc, self.operation, self.key, self.secret)
-            raise mapped from exc  # type: ignore[misc]  # never None for a driver error
+    __slots__ = ()
+    driver_errors = DRIVER_ERRORS
+    translate = staticmethod(_translate)
 
 
 def deadline_error(

@@ -31,6 +31,7 @@ from redis.exceptions import (
     TimeoutError as RedisTimeoutError,
 )
 
+from kvstore._core.errormap import ErrorBoundary
 from kvstore._core.keys import compile_glob, escape_glob, is_match_all, widen_glob
 from kvstore.base_async import not_an_integer
 from kvstore.config import _split_password
@@ -289,22 +290,9 @@ def translate(
     return _failed(exc, text, context)
 
 
-class ErrorMap:
-    """``with ErrorMap(operation, key, secret):`` raises `translate`'s error for a driver exception.
+class ErrorMap(ErrorBoundary):
+    """``with ErrorMap(operation, key, secret):`` — the one boundary of the Redis backend."""
 
-    The one boundary of the Redis backend (httpx's ``map_httpcore_exceptions`` shape).
-    """
-
-    __slots__ = ("key", "operation", "secret")
-
-    def __init__(self, operation: str, key: str | None = None, secret: str | None = None) -> None:
-        self.operation = operation
-        self.key = key
-        self.secret = secret
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        if exc is not None and isinstance(exc, DRIVER_ERRORS):
-            raise translate(exc, operation=self.operation, key=self.key, secret=self.secret) from exc
+    __slots__ = ()
+    driver_errors = DRIVER_ERRORS
+    translate = staticmethod(translate)
