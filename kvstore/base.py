@@ -40,7 +40,9 @@ if TYPE_CHECKING:
     from kvstore.telemetry._stats import StoreStats
 
 __all__ = [
+    "LIST_HOOKS",
     "MAX_INT",
+    "VALUE_HOOKS",
     "Cache",
     "Database",
     "Store",
@@ -61,6 +63,26 @@ _Coroutine = types.CoroutineType
 
 #: The counter range of `incr` (a signed 64-bit integer, as in Redis).
 MAX_INT = 2**63 - 1
+
+
+#: The raw hooks a backend implements, by name without the leading underscore (``_get`` ...),
+#: apart from ``iter_keys`` (a stream). An in-process backend may bind its engine's methods
+#: of these names as its hooks (see the memory and SQLite stores).
+VALUE_HOOKS = (
+    "get",
+    "get_touch",
+    "set",
+    "delete",
+    "delete_many",
+    "exists",
+    "mget",
+    "mset",
+    "clear",
+    "ttl",
+    "expire",
+    "incr",
+)
+LIST_HOOKS = ("extend", "get_range", "get_length", "trim")
 
 
 def holds_list(key: str, operation: str, backend: str | None = None) -> WrongTypeError:

@@ -10,7 +10,7 @@ from kvstore._core.closed import Closed as _Closed
 from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES
 from kvstore._core.idempotency import DEFAULT_IDEMPOTENCY_WINDOW
 from kvstore._core.keys import validate_prefix
-from kvstore.base import Cache, Database
+from kvstore.base import LIST_HOOKS, VALUE_HOOKS, Cache, Database
 from kvstore.memory._keyspace import MemoryKeyspace
 
 __all__ = ["MemoryCache", "MemoryDatabase"]
@@ -21,23 +21,7 @@ __all__ = ["MemoryCache", "MemoryDatabase"]
 #: a coroutine); the others stay coroutines, like every other backend's.
 _HOT = ("get", "set", "mget", "mset", "extend", "get_range")
 #: In the sync store, every hook is.
-_BOUND = (
-    "get",
-    "get_touch",
-    "set",
-    "delete",
-    "delete_many",
-    "exists",
-    "mget",
-    "mset",
-    "ttl",
-    "expire",
-    "incr",
-    "extend",
-    "get_range",
-    "get_length",
-    "trim",
-)
+_BOUND = VALUE_HOOKS + LIST_HOOKS
 
 
 class _MemoryStore:

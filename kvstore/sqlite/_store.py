@@ -19,7 +19,7 @@ from kvstore._core.closed import Closed as _Closed
 from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES
 from kvstore._core.idempotency import DEFAULT_IDEMPOTENCY_WINDOW
 from kvstore._core.keys import validate_prefix
-from kvstore.base import Database
+from kvstore.base import LIST_HOOKS, VALUE_HOOKS, Database
 from kvstore.config import DEFAULT_SQLITE_PATH
 from kvstore.sqlite._engine import MEMORY, SqliteEngine
 
@@ -29,24 +29,7 @@ __all__ = ["SqliteDatabase"]
 _KeySet = set[str]
 
 #: Raw hooks that are the engine's method of the same name (the sync store binds them directly).
-_DIRECT = (
-    "get",
-    "get_touch",
-    "set",
-    "delete",
-    "delete_many",
-    "exists",
-    "mget",
-    "mset",
-    "clear",
-    "ttl",
-    "expire",
-    "incr",
-    "extend",
-    "get_range",
-    "get_length",
-    "trim",
-)
+_DIRECT = VALUE_HOOKS + LIST_HOOKS
 
 
 class SqliteDatabase(Database):
