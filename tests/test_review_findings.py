@@ -1,0 +1,43 @@
+"""Defects found by the adversarial review of the one-home-per-operation change, each proven on real stores."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvstore import BackendUnavailableError, StorageManager
+from tests.test_degraded_mode import _failover, _pg, _probe_soon
+
+
+@pytest.mark.postgres
+def test_a_trim_whose_outcome_is_unknown_is_not_buffered_and_replayed_a_second_time(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A trim that reached PostgreSQL but lost its reply (call deadline) while tripping the breaker is never
+    journaled: replaying it would apply it twice (trim(1, -1) would drop two items)."""
+    import psycopg
+
+    prefix = f"trim2x-{uuid.uuid4().hex[:6]}:"
+    # The call deadline is far shorter than the lock wait: the watchdog cuts the call, the statement runs later.
+    config = _pg(postgres_url, tmp_path, key_prefix=prefix, statement_timeout=5, call_timeout=0.4, probe_interval=60)
+    with StorageManager(config) as storage:
+        database = _failover(storage)
+        database.extend("h", list(range(6)))
+        with psycopg.connect(postgres_url) as holder:
+            holder.execute("SELECT 1 FROM kvstore_entries WHERE ns = %s AND key = %s FOR UPDATE", (prefix, "h"))
+            outcome: Any
+            try:
+                outcome = database.trim("h", 1, -1)  # drop the oldest item
+            except BackendUnavailableError as exc:
+                outcome = exc
+            holder.commit()  # the lock goes: the server runs the trim it received
+        time.sleep(0.3)
+        _probe_soon(database)
+        database.exists("probe")  # probes, replays what was journaled, fails back
+        assert database.breaker.state.value == "closed"
+        assert database.get_range("h", 0, -1) == [1, 2, 3, 4, 5]
+        assert isinstance(outcome, BackendUnavailableError), outcome  # outcome unknown: said so, not buffered
