@@ -41,3 +41,20 @@ def test_a_trim_whose_outcome_is_unknown_is_not_buffered_and_replayed_a_second_t
         assert database.breaker.state.value == "closed"
         assert database.get_range("h", 0, -1) == [1, 2, 3, 4, 5]
         assert isinstance(outcome, BackendUnavailableError), outcome  # outcome unknown: said so, not buffered
+
+
+def test_trimming_a_history_trimmed_by_kvstore_0_1_never_brings_back_its_trimmed_messages(tmp_path: Path) -> None:
+    """A legacy trim offset (meta {"offset": n}) is honoured by the physical trim: messages it hid stay gone."""
+    from kvstore import ChatHistory, SqliteDatabase
+
+    with SqliteDatabase(tmp_path / "chat.db") as database:
+        history = ChatHistory(database, "c1", model=dict)
+        history.extend([{"n": i} for i in range(10)])
+        database.set("chat.meta:c1", {"offset": 8})  # kvstore 0.1 kept the newest 2 by an offset
+        assert [m["n"] for m in history.last(20)] == [8, 9]
+        assert history.trim(5) == 0  # 2 kept already: nothing more to drop
+        assert [m["n"] for m in history.last(20)] == [8, 9]
+        assert history.count() == 2
+        history.extend([{"n": 10}])
+        assert history.trim(1) == 2
+        assert [m["n"] for m in history.last(20)] == [10]
