@@ -58,3 +58,25 @@ def test_trimming_a_history_trimmed_by_kvstore_0_1_never_brings_back_its_trimmed
         history.extend([{"n": 10}])
         assert history.trim(1) == 2
         assert [m["n"] for m in history.last(20)] == [10]
+
+
+@pytest.mark.parametrize("through", ["sqlite", "manager"])
+def test_delete_many_of_a_single_string_raises_instead_of_deleting_its_characters(tmp_path: Path, through: str) -> None:
+    """delete_many("ab") is a TypeError (as extend("ab") is), never a delete of the keys "a" and "b"."""
+    from kvstore import SqliteDatabase
+
+    config = {
+        "cache": {"type": "memory"},
+        "database": {"type": "sqlite", "path": str(tmp_path / "db.sqlite"), "state_dir": str(tmp_path / "state")},
+    }
+    with StorageManager(config) as storage:
+        database: Any = storage.database if through == "manager" else SqliteDatabase(tmp_path / "own.db")
+        for store in (database, storage.cache):
+            store.mset({"a": 1, "b": 2, "ab": 3})
+            with pytest.raises(TypeError):
+                store.delete_many("ab")
+            with pytest.raises(TypeError):
+                store.mget("ab")
+            assert store.mget(["a", "b", "ab"]) == [1, 2, 3]
+        if through != "manager":
+            database.close()

@@ -381,7 +381,7 @@ class FailoverCache(_AsyncFailover, Cache):
         return bool(self._read(lambda s: s.exists(key)))
 
     def mget(self, keys: Iterable[str]) -> list[Any]:
-        keys = list(keys)
+        keys = validate_keys(keys)
         return list(self._read(lambda s: s.mget(keys)))
 
     def mset(self, items: MsetItems) -> None:
@@ -685,7 +685,7 @@ class FailoverDatabase(_AsyncFailover, Database):
         return (self._view(key, "exists")).state != "absent"
 
     def mget(self, keys: Iterable[str]) -> list[Any]:
-        keys = list(keys)
+        keys = validate_keys(keys)
         served, result = self._primary(lambda p: p.mget(keys))
         if served:
             return list(result or [])
@@ -803,11 +803,10 @@ class FailoverDatabase(_AsyncFailover, Database):
         after it is kept as a conflict, the others are deleted). The count is, as for
         ``delete``, of the keys that may have existed: a key this outage does not know counts.
         """
-        names = list(keys)
+        names = list(dict.fromkeys(validate_keys(keys)))
         served, result = self._primary(lambda p: p.delete_many(names))
         if served:
             return result  # type: ignore[return-value]  # served: the primary's own result
-        names = list(dict.fromkeys(validate_keys(names)))
         if not names:
             return 0
         return int(self._buffer(DeleteManyRecord(tuple(names)), "delete_many"))

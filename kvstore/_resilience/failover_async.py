@@ -381,7 +381,7 @@ class AsyncFailoverCache(_AsyncFailover, AsyncCache):
         return bool(await self._read(lambda s: s.exists(key)))
 
     async def mget(self, keys: Iterable[str]) -> list[Any]:
-        keys = list(keys)
+        keys = validate_keys(keys)
         return list(await self._read(lambda s: s.mget(keys)))
 
     async def mset(self, items: MsetItems) -> None:
@@ -697,7 +697,7 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
         return (await self._view(key, "exists")).state != "absent"
 
     async def mget(self, keys: Iterable[str]) -> list[Any]:
-        keys = list(keys)
+        keys = validate_keys(keys)
         served, result = await self._primary(lambda p: p.mget(keys))
         if served:
             return list(result or [])
@@ -816,11 +816,10 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
         after it is kept as a conflict, the others are deleted). The count is, as for
         ``delete``, of the keys that may have existed: a key this outage does not know counts.
         """
-        names = list(keys)
+        names = list(dict.fromkeys(validate_keys(keys)))
         served, result = await self._primary(lambda p: p.delete_many(names))
         if served:
             return result  # type: ignore[return-value]  # served: the primary's own result
-        names = list(dict.fromkeys(validate_keys(names)))
         if not names:
             return 0
         return int(await self._buffer(DeleteManyRecord(tuple(names)), "delete_many"))
