@@ -80,3 +80,27 @@ def test_delete_many_of_a_single_string_raises_instead_of_deleting_its_character
             assert store.mget(["a", "b", "ab"]) == [1, 2, 3]
         if through != "manager":
             database.close()
+
+
+@pytest.mark.parametrize("kind", ["postgres", "sqlite"])
+def test_a_trim_entry_replayed_again_after_an_interrupted_replay_is_not_applied_twice(
+    postgres_url: str, tmp_path: Path, kind: str
+) -> None:
+    """A replay that applied and restamped a trim but died before marking it done: the next one keeps it
+    as a conflict instead of trimming again (trim(1, -1) twice drops two items)."""
+    from kvstore._resilience.failover import _ReplayRun
+    from tests.test_degraded_mode import _primary_config
+
+    with StorageManager(_primary_config(kind, postgres_url, tmp_path)) as storage:
+        database = _failover(storage)
+        database.extend("h", list(range(6)))
+        database.breaker.trip("outage for the test")
+        database.trim("h", 1, -1)
+        journal = database.journal
+        assert journal is not None
+        (entry,) = journal.pending()
+        run = _ReplayRun(journal, database._replay_run(journal).offset)
+        database._replay(run, entry)  # applied and restamped; the process dies before journal.done
+        database._replay(run, entry)  # the next failback meets the same entry
+        assert database.primary.get_range("h", 0, -1) == [1, 2, 3, 4, 5]
+        assert [(e.kind, keys) for e, keys in journal.conflicts()] == [("trim", ["h"])]

@@ -1042,6 +1042,11 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
             if not isinstance(record, MsetRecord):
                 return
             record = record.without(changed)
+        if isinstance(record, TrimRecord) and not await self._journal_call(run.journal.begin_apply, entry.seq):
+            # An earlier replay began this trim and was interrupted (after its restamp, the change
+            # guard cannot tell): it may have been applied, and a trim applied twice removes more.
+            await self._conflict(run, entry, set(record.keys()))
+            return
         await record.apply(primary)
         if record.keys():
             # Dated when it was made, not now: a later journaled write of the same key (this
