@@ -64,7 +64,13 @@ def validate_key(key: object) -> str:
 
 
 def validate_keys(keys: Iterable[object]) -> list[str]:
-    """Validate every key of ``keys`` before any I/O; return them as a list."""
+    """Validate every key of ``keys`` before any I/O; return them as a list.
+
+    A single ``str`` (or ``bytes``) is a `TypeError`, not the keys of its characters:
+    ``delete_many("session:42")`` must never delete the keys ``"s"``, ``"e"``...
+    """
+    if isinstance(keys, str | bytes):
+        raise TypeError(f"expected an iterable of keys, not a single {type(keys).__name__}")
     return [validate_key(k) for k in keys]
 
 

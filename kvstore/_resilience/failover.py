@@ -196,11 +196,16 @@ class _AsyncFailover:
             return Route.PRIMARY if self._probe() else Route.FALLBACK
         return route
 
-    def _primary(self, call: Callable[[Any], T], *, idempotent: bool = True) -> tuple[bool, T | None]:
+    def _primary(
+        self, call: Callable[[Any], T], *, idempotent: bool = True, divert_unknown: bool = True
+    ) -> tuple[bool, T | None]:
         """``(True, result)`` from the primary, or ``(False, None)`` once it is known down.
 
         Before the breaker opens, unavailability reaches the caller and nothing is
-        diverted; a busy primary always reaches the caller.
+        diverted; a busy primary always reaches the caller. Without ``divert_unknown`` a
+        call that reached the primary and failed is never diverted, even when its failure
+        opens the breaker: a lost reply leaves its outcome unknown (the primary may have
+        applied it), so a non-idempotent write journaled now would be applied twice on replay.
         """
         breaker = self.breaker
         if breaker.state is not BreakerState.CLOSED and self._route() is not Route.PRIMARY:
@@ -208,7 +213,7 @@ class _AsyncFailover:
         try:
             result = self._on_primary(call, idempotent)
         except BackendUnavailableError as exc:
-            if not self._primary_failed(exc):
+            if not self._primary_failed(exc) or not divert_unknown:
                 raise
             return False, None
         breaker.success(Route.PRIMARY)
@@ -376,7 +381,7 @@ class FailoverCache(_AsyncFailover, Cache):
         return bool(self._read(lambda s: s.exists(key)))
 
     def mget(self, keys: Iterable[str]) -> list[Any]:
-        keys = list(keys)
+        keys = validate_keys(keys)
         return list(self._read(lambda s: s.mget(keys)))
 
     def mset(self, items: MsetItems) -> None:
@@ -641,8 +646,9 @@ class FailoverDatabase(_AsyncFailover, Database):
         `BackendUnavailableError`, as a conditional write does: only the primary knows the
         count, and a guess would be a wrong answer.
         """
-        # Not idempotent: never retried on the primary (a lost reply would count twice).
-        served, result = self._primary(lambda p: p.incr(key, by), idempotent=False)
+        # Not idempotent: never retried on the primary (a lost reply would count twice), nor
+        # journaled after a failure of its own (the primary may have counted it).
+        served, result = self._primary(lambda p: p.incr(key, by), idempotent=False, divert_unknown=False)
         if served:
             return result  # type: ignore[return-value]  # served: the primary's own result
         key, by = validate_key(key), check_incr_by(by)
@@ -679,7 +685,7 @@ class FailoverDatabase(_AsyncFailover, Database):
         return (self._view(key, "exists")).state != "absent"
 
     def mget(self, keys: Iterable[str]) -> list[Any]:
-        keys = list(keys)
+        keys = validate_keys(keys)
         served, result = self._primary(lambda p: p.mget(keys))
         if served:
             return list(result or [])
@@ -797,11 +803,10 @@ class FailoverDatabase(_AsyncFailover, Database):
         after it is kept as a conflict, the others are deleted). The count is, as for
         ``delete``, of the keys that may have existed: a key this outage does not know counts.
         """
-        names = list(keys)
+        names = list(dict.fromkeys(validate_keys(keys)))
         served, result = self._primary(lambda p: p.delete_many(names))
         if served:
             return result  # type: ignore[return-value]  # served: the primary's own result
-        names = list(dict.fromkeys(validate_keys(names)))
         if not names:
             return 0
         return int(self._buffer(DeleteManyRecord(tuple(names)), "delete_many"))
@@ -853,8 +858,9 @@ class FailoverDatabase(_AsyncFailover, Database):
         strict degraded reads of the trimmed list answer what the trim cannot have made
         uncertain and raise for the rest. A key holding a value raises `WrongTypeError`.
         """
-        # Not idempotent (trim(1, -1) removes another item each time): never retried.
-        served, result = self._primary(lambda p: p.trim(key, start, end), idempotent=False)
+        # Not idempotent (trim(1, -1) removes another item each time): never retried, and never
+        # journaled after a failure of its own (the primary may have trimmed: a replay would trim twice).
+        served, result = self._primary(lambda p: p.trim(key, start, end), idempotent=False, divert_unknown=False)
         if served:
             return result  # type: ignore[return-value]  # served: the primary's own result
         key, start, end = validate_key(key), check_index(start), check_index(end)
@@ -1023,6 +1029,11 @@ class FailoverDatabase(_AsyncFailover, Database):
             if not isinstance(record, MsetRecord):
                 return
             record = record.without(changed)
+        if isinstance(record, TrimRecord) and not self._journal_call(run.journal.begin_apply, entry.seq):
+            # An earlier replay began this trim and was interrupted (after its restamp, the change
+            # guard cannot tell): it may have been applied, and a trim applied twice removes more.
+            self._conflict(run, entry, set(record.keys()))
+            return
         record.apply(primary)
         if record.keys():
             # Dated when it was made, not now: a later journaled write of the same key (this

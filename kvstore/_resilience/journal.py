@@ -65,6 +65,9 @@ _SCHEMA = (
         keys BLOB NOT NULL,
         found REAL NOT NULL
     )""",
+    # Entries whose (non-idempotent) application to the primary has begun: one found here
+    # again was interrupted (crash, lost reply) with its outcome unknown, so it is not re-applied.
+    "CREATE TABLE IF NOT EXISTS applying (seq INTEGER PRIMARY KEY)",
     # At most one process replays a shared journal at a time (a lease with a heartbeat).
     """CREATE TABLE IF NOT EXISTS replayer (
         one INTEGER PRIMARY KEY CHECK (one = 1),
@@ -189,6 +192,11 @@ class Journal:
                 "INSERT OR IGNORE INTO journal_keys (key, seq) VALUES (?, ?)", [(k, seq) for k in set(keys) or {""}]
             )
         return seq
+
+    def begin_apply(self, seq: int) -> bool:
+        """Mark entry ``seq`` as being applied; ``False`` when an earlier replay already began it."""
+        with self._transaction("journal") as conn:
+            return conn.execute("INSERT OR IGNORE INTO applying (seq) VALUES (?)", (seq,)).rowcount > 0
 
     def done(self, seq: int) -> None:
         """Forget an entry (replayed, or undone because applying it failed)."""

@@ -30,8 +30,8 @@ class AsyncChatHistory(Generic[M]):
 
     Messages are stored as one list (``chat:<conversation>``), so `last` and
     `page` cost O(log n + k) for k messages however long the conversation is.
-    Every message has a position that never changes (0 for the first one ever
-    added, also after `trim`).
+    A message's position is its list index: 0 for the oldest message kept (after a
+    `trim`, positions count from the oldest kept message, as Redis list indexes do).
 
     Args:
         database: Any `AsyncDatabase` (memory, SQLite, PostgreSQL, or the manager's tier).
@@ -39,7 +39,7 @@ class AsyncChatHistory(Generic[M]):
         model: The message type (default `ChatMessage`; ``dict`` for untyped
             messages); writes are validated and reads parsed with pydantic.
         ttl: When set, the conversation expires this long after its last write
-            (sliding: every `add`/`extend`/`trim` refreshes it).
+            (sliding: every `add`/`extend` refreshes it).
         namespace: First part of the conversation's keys (default ``"chat"``).
     """
 
@@ -193,14 +193,15 @@ class AsyncChatHistory(Generic[M]):
         offset = await self._offset()
         if offset:
             # kvstore 0.1 trimmed by an offset: forget it first, so no read ever applies it
-            # to the trimmed list (until the trim below, reads see the old messages again).
+            # to the trimmed list (until the trims below, reads see the old messages again),
+            # then remove for real what it hid (positions before it; appends land after them).
             await self.database.delete(self._keys.meta)
-        removed = (
+            await self.database.trim(key, offset, -1)
+        return (
             await self.database.trim(key, 1, 0)
             if max_messages == 0
             else await self.database.trim(key, -max_messages, -1)
         )
-        return max(0, removed - offset)
 
     async def clear(self) -> bool:
         """Delete the conversation: its messages and trim offset.

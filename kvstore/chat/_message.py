@@ -49,8 +49,8 @@ class ChatPage(Generic[M]):
 
     Attributes:
         messages: The messages of the page.
-        start: Position of the first message in the conversation (positions never
-            shift, not even after `trim`).
+        start: Position of the first message in the conversation (a list index: after
+            a `trim`, positions count from the oldest kept message).
         before: The cursor for the next (older) page, ``None`` when this page
             reaches the oldest message kept.
     """
