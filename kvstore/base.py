@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from kvstore.telemetry._stats import StoreStats
 
 __all__ = [
+    "BEYOND_64_BITS",
     "LIST_HOOKS",
     "MAX_INT",
     "VALUE_HOOKS",
@@ -63,6 +64,8 @@ _Coroutine = types.CoroutineType
 
 #: The counter range of `incr` (a signed 64-bit integer, as in Redis).
 MAX_INT = 2**63 - 1
+#: `not_an_integer`'s detail for a stored integer outside that range (orjson can store one).
+BEYOND_64_BITS = "holds an integer beyond the signed 64-bit range"
 
 
 #: The raw hooks a backend implements, by name without the leading underscore (``_get`` ...),

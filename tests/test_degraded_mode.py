@@ -317,16 +317,27 @@ def test_case6_read_only_working_directory_connects_and_creates_nothing(postgres
     )
     env = {**os.environ, "HOME": str(work), "KVSTORE_STATE_DIR": "", "XDG_STATE_HOME": ""}
     command = [sys.executable, "-c", script]
+    opened: list[tuple[Path, int]] = []
     if os.geteuid() == 0:  # root writes anywhere: run as an unprivileged user instead
         if shutil.which("runuser") is None:
             pytest.skip("runuser is needed to drop root privileges")
         os.chmod(tmp_path, 0o755)
         command = ["runuser", "-u", "nobody", "--", *command]
+        # The unprivileged user must reach the interpreter, the venv and the source tree
+        # (a CI clone can sit in a 0700 directory): open the way for the test's duration.
+        for leaf in (Path(sys.executable).parent, Path(__file__).resolve().parent.parent, tmp_path):
+            for folder in [leaf, *leaf.parents]:
+                mode = folder.stat().st_mode
+                if not mode & 0o001 and folder not in [f for f, _ in opened]:
+                    opened.append((folder, mode))
+                    os.chmod(folder, (mode & 0o7777) | 0o005)
     os.chmod(work, 0o555)
     try:
         done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=60)
     finally:
         os.chmod(work, 0o755)
+        for folder, mode in reversed(opened):
+            os.chmod(folder, mode & 0o7777)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ok True" in done.stdout
     assert list(work.iterdir()) == []

@@ -14,7 +14,7 @@ from orjson import loads as _loads
 from kvstore._core.idempotency import DEFAULT_IDEMPOTENCY_WINDOW, validate_window
 from kvstore._core.keys import compile_glob
 from kvstore._core.lists import lrange_bounds
-from kvstore.base_async import MAX_INT, holds_list, holds_value, not_an_integer
+from kvstore.base_async import BEYOND_64_BITS, MAX_INT, holds_list, holds_value, not_an_integer
 
 __all__ = ["MemoryKeyspace"]
 
@@ -259,6 +259,8 @@ class MemoryKeyspace:
                 current = _integer(entry)
                 if current is None:
                     raise not_an_integer(key, self._backend)
+                if not -MAX_INT - 1 <= current <= MAX_INT:
+                    raise not_an_integer(key, self._backend, BEYOND_64_BITS)
                 value = current + by
             if not -MAX_INT - 1 <= value <= MAX_INT:
                 raise not_an_integer(key, self._backend, "would leave the signed 64-bit range")

@@ -26,7 +26,7 @@ from kvstore._core.keys import (
     validate_prefix,
 )
 from kvstore._core.ttl import ttl_ms
-from kvstore.base import MAX_INT, Database, holds_list, holds_value, not_an_integer
+from kvstore.base import BEYOND_64_BITS, MAX_INT, Database, holds_list, holds_value, not_an_integer
 from kvstore.errors import (
     BackendUnavailableError,
     ClosedError,
@@ -663,6 +663,8 @@ class PostgresDatabase(Database):
                     value = None
                 if value.__class__ is not int:
                     raise not_an_integer(key, "postgres")
+                if not -MAX_INT - 1 <= value <= MAX_INT:
+                    raise not_an_integer(key, "postgres", detail=BEYOND_64_BITS)
                 if not -MAX_INT - 1 <= value + by <= MAX_INT:
                     raise not_an_integer(key, "postgres", detail="would leave the signed 64-bit range")
             # Nothing was written, and this statement's snapshot does not show why: another

@@ -25,7 +25,7 @@ from kvstore._core.keys import (
     validate_prefix,
 )
 from kvstore._core.ttl import ttl_ms
-from kvstore.base_async import MAX_INT, AsyncDatabase, holds_list, holds_value, not_an_integer
+from kvstore.base_async import BEYOND_64_BITS, MAX_INT, AsyncDatabase, holds_list, holds_value, not_an_integer
 from kvstore.errors import (
     BackendUnavailableError,
     ClosedError,
@@ -662,6 +662,8 @@ class AsyncPostgresDatabase(AsyncDatabase):
                     value = None
                 if value.__class__ is not int:
                     raise not_an_integer(key, "postgres")
+                if not -MAX_INT - 1 <= value <= MAX_INT:
+                    raise not_an_integer(key, "postgres", detail=BEYOND_64_BITS)
                 if not -MAX_INT - 1 <= value + by <= MAX_INT:
                     raise not_an_integer(key, "postgres", detail="would leave the signed 64-bit range")
             # Nothing was written, and this statement's snapshot does not show why: another

@@ -24,7 +24,7 @@ import orjson
 from kvstore._core.idempotency import DEFAULT_IDEMPOTENCY_WINDOW, validate_window
 from kvstore._core.keys import compile_glob, glob_literal_prefix, is_match_all, prefix_upper_bound, validate_keys
 from kvstore._core.lists import lrange_bounds
-from kvstore.base_async import MAX_INT, holds_list, holds_value, not_an_integer
+from kvstore.base_async import BEYOND_64_BITS, MAX_INT, holds_list, holds_value, not_an_integer
 from kvstore.errors import ClosedError, ConfigError, KVStoreError
 from kvstore.sqlite import _sql as sql
 from kvstore.sqlite._errors import BACKEND, map_error
@@ -538,6 +538,8 @@ class SqliteEngine:
                 current = None
             if current.__class__ is not int:
                 raise not_an_integer(key, BACKEND)
+            if not -MAX_INT - 1 <= current <= MAX_INT:
+                raise not_an_integer(key, BACKEND, BEYOND_64_BITS)
             value = current + by
         else:
             value = by

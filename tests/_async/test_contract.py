@@ -718,6 +718,14 @@ async def test_incr_refuses_to_leave_the_64_bit_range(kv: AsyncHarness) -> None:
         await kv.store.incr("m", -1)
 
 
+async def test_incr_refuses_a_stored_integer_beyond_64_bits(kv: AsyncHarness) -> None:
+    """A stored integer outside the signed 64-bit range is not a counter on any backend (as on Redis)."""
+    await kv.store.set("big", 2**63)
+    with pytest.raises(WrongTypeError):
+        await kv.store.incr("big", -1)
+    assert await kv.store.get("big") == 2**63
+
+
 @pytest.mark.parametrize("by", [1.0, "1", True, None, 2**63])
 async def test_incr_checks_by_before_io(kv: AsyncHarness, by: Any) -> None:
     """``by`` must be an int in the 64-bit range (not a bool): TypeError or ValueError, nothing written."""
@@ -777,14 +785,14 @@ async def test_delete_many_respects_the_prefix(kv: AsyncHarness) -> None:
 
 async def test_get_touch_slides_the_ttl(kv: AsyncHarness) -> None:
     """get(key, touch=ttl) returns the value and restarts its TTL at ``ttl``."""
-    await kv.store.set("s", {"user": 1}, ttl=1)
-    await kv.advance(0.6)
-    assert await kv.store.get("s", touch=1) == {"user": 1}
-    await kv.advance(0.6)
-    assert await kv.store.get("s") == {"user": 1}  # 1.2 s after set, alive thanks to the touch
+    await kv.store.set("s", {"user": 1}, ttl=1.5)
+    await kv.advance(0.5)
+    assert await kv.store.get("s", touch=3) == {"user": 1}
+    await kv.advance(1.2)
+    assert await kv.store.get("s") == {"user": 1}  # past the first TTL, alive thanks to the touch
     remaining = await kv.store.ttl("s")
     assert remaining is not None
-    assert remaining <= 0.45
+    assert remaining <= 1.85
     await kv.store.set("forever", 1)
     assert await kv.store.get("forever", touch=timedelta(seconds=30)) == 1
     remaining = await kv.store.ttl("forever")
