@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from typer.core import TyperCommand
 
 from kvstore._copy.copy import copy_namespace, verify_copy
 from kvstore._copy.plan import CopyCheckpoint, fingerprint
@@ -289,9 +291,28 @@ def _uncreatable(path: str) -> str | None:
 
 # --- data commands ------------------------------------------------------------------------
 
-#: Commands whose arguments may be negative numbers (``range KEY 0 -1``, ``set KEY -5``): a token
-#: like ``-1`` is an argument there, not an unknown option (Click's default).
-NEGATIVES = {"ignore_unknown_options": True}
+_NUMBER = re.compile(r"-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+class NegativeNumbers(TyperCommand):
+    """A command whose arguments may be negative numbers (``range KEY 0 -1``, ``set KEY -5``).
+
+    Click reads ``-1`` as an unknown option; here a token that is a number is an argument,
+    and any other unknown ``-x`` / ``--x`` is still an error (it never becomes a key or value).
+    After ``--`` every token is an argument.
+    """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # click's Context, vendored by typer
+        known = {opt for param in self.get_params(ctx) for opt in (*param.opts, *param.secondary_opts)}
+        for arg in args:
+            if arg == "--":
+                break
+            if arg.startswith("-") and arg != "-" and not _NUMBER.fullmatch(arg) and arg.split("=", 1)[0] not in known:
+                raise typer.BadParameter(f"no such option: {arg.split('=', 1)[0]}", ctx=ctx)
+        return super().parse_args(ctx, args)
+
+
+NEGATIVES: dict[str, Any] = {"cls": NegativeNumbers, "context_settings": {"ignore_unknown_options": True}}
 
 
 @app.command()
@@ -312,7 +333,7 @@ def get(
     out.print(_dump(value), markup=False)
 
 
-@app.command("set", context_settings=NEGATIVES)
+@app.command("set", **NEGATIVES)
 def set_(
     key: str,
     value: Annotated[str, typer.Argument(help="A JSON document ('-' reads stdin).")],
@@ -348,7 +369,7 @@ def delete(
     out.print(str(removed))
 
 
-@app.command(context_settings=NEGATIVES)
+@app.command(**NEGATIVES)
 def incr(
     key: str,
     by: Annotated[int, typer.Argument(help="What to add (negative subtracts).")] = 1,
@@ -383,7 +404,7 @@ def keys(
             out.print(key, markup=False)
 
 
-@app.command(context_settings=NEGATIVES)
+@app.command(**NEGATIVES)
 def append(
     key: str,
     values: Annotated[list[str], typer.Argument(help="JSON documents to push to the list's tail, in order.")],
@@ -399,7 +420,7 @@ def append(
     out.print(str(length))
 
 
-@app.command("range", context_settings=NEGATIVES)
+@app.command("range", **NEGATIVES)
 def range_(
     key: str,
     start: Annotated[int, typer.Argument(help="First index (negative counts from the tail).")] = 0,
@@ -415,7 +436,7 @@ def range_(
     out.print(_dump(items), markup=False)
 
 
-@app.command(context_settings=NEGATIVES)
+@app.command(**NEGATIVES)
 def trim(
     key: str,
     start: Annotated[int, typer.Argument(help="First index kept (negative counts from the tail).")],

@@ -83,6 +83,23 @@ def test_negative_indices_on_a_file(capsys: pytest.CaptureFixture[str], db_url: 
     assert run(capsys, "set", "v", "-7", "--url", db_url)[0] == 0
     assert run(capsys, "get", "v", "--url", db_url)[1] == "-7\n"
     assert run(capsys, "delete", "v", "n", "missing", "--url", db_url)[1] == "2\n"
+    assert run(capsys, "set", "f", "-2.5e3", "--url", db_url)[0] == 0
+    assert run(capsys, "get", "f", "--url", db_url)[1] == "-2500.0\n"
+
+
+def test_a_mistyped_option_is_still_an_error(capsys: pytest.CaptureFixture[str], db_url: str) -> None:
+    """Commands that take negative numbers still refuse an unknown option instead of storing it as data."""
+    for args in (
+        ["incr", "--by", "3"],
+        ["incr", "n", "--nope"],
+        ["range", "log", "--strat", "0"],
+        ["set", "k", "1", "-x"],
+    ):
+        code, _, err = run(capsys, *args, "--url", db_url)
+        assert code == 2, args
+        assert "no such option" in err.lower(), args
+    with SqliteDatabase(db_url[len("sqlite:///") :]) as store:
+        assert store.keys() == []
 
 
 def test_prefix_and_default_config(capsys: pytest.CaptureFixture[str], tmp_path: Path, db_url: str) -> None:
