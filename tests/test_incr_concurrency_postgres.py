@@ -98,7 +98,7 @@ def test_trim_racing_appends_keeps_the_list_exact(postgres_url: str, prefix: str
             assert mine == list(range(per_thread - len(mine), per_thread))
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             (rows,) = conn.execute(
-                "SELECT count(*) FROM kvstore_items WHERE ns = %s AND key = 'h'", (prefix,)
+                "SELECT count(*) FROM kvstore_list_items WHERE ns = %s AND key = 'h'", (prefix,)
             ).fetchone() or (None,)
         assert rows == keep  # no orphaned item rows below the head or past the tail
         assert db.append("h", "next") == keep + 1

@@ -16,8 +16,8 @@ Schema (tables named from ``table_prefix`` inside ``schema``, always quoted with
   ``ns`` is the store's ``key_prefix``, so a store with prefix ``""`` never sees
   another prefix's keys. ``kind`` is ``'v'`` (value) or ``'l'`` (list); for a list,
   ``length`` is the per-list counter bumped by ``append``.
-* ``<p>items (ns, key, seq, value)``: list items, gapless, primary key ``(ns, key, seq)``
-  so a range read is an index range scan. Item ``i`` (0-based) of a list has ``seq =
+* ``<p>list_items (ns, key, seq, value)`` (``<p>items`` before version 4): list items,
+  gapless, primary key ``(ns, key, seq)`` so a range read is an index range scan. Item ``i`` (0-based) of a list has ``seq =
   head + i + 1``: ``<p>entries.head`` (version 4) counts the items `trim` removed from the
   front, so a trim deletes only what it removes and never renumbers what it keeps.
 * a trigger drops a list's items when its entry is deleted or replaced by a value.
@@ -88,7 +88,11 @@ def _names(schema: str, table_prefix: str) -> dict[str, sql.Composable]:
     return {
         "schema": sql.Identifier(schema),
         "entries": sql.Identifier(schema, f"{table_prefix}entries"),
-        "items": sql.Identifier(schema, f"{table_prefix}items"),
+        # Version 4 renamed the items table (`trim` moved list heads): a kvstore of version 3 or
+        # older still running fails on every list call instead of misplacing an item.
+        "items": sql.Identifier(schema, f"{table_prefix}list_items"),
+        "items_name": sql.Identifier(f"{table_prefix}list_items"),
+        "items_v1": sql.Identifier(schema, f"{table_prefix}items"),
         "meta": sql.Identifier(schema, f"{table_prefix}meta"),
         "ids": sql.Identifier(schema, f"{table_prefix}ids"),
         "ids_created_idx": sql.Identifier(f"{table_prefix}ids_created"),
@@ -143,9 +147,9 @@ def lock_id(schema: str) -> int:
 def migrations(schema: str, table_prefix: str) -> list[list[str]]:
     """DDL statements per schema version (index 0 migrates from version 0 to 1)."""
     n = _names(schema, table_prefix)
-    drop_body = sql.SQL("BEGIN DELETE FROM {items} WHERE ns = OLD.ns AND key = OLD.key; RETURN NULL; END").format(
-        items=n["items"]
-    )
+    drop_template = sql.SQL("BEGIN DELETE FROM {items} WHERE ns = OLD.ns AND key = OLD.key; RETURN NULL; END")
+    drop_body = drop_template.format(items=n["items_v1"])
+    drop_body_v4 = drop_template.format(items=n["items"])
     v1 = [
         """CREATE TABLE IF NOT EXISTS {entries} (
             ns text COLLATE "C" NOT NULL,
@@ -157,7 +161,7 @@ def migrations(schema: str, table_prefix: str) -> list[list[str]]:
             PRIMARY KEY (ns, key)
         )""",
         "CREATE INDEX IF NOT EXISTS {expires_idx} ON {entries} (expires_at) WHERE expires_at IS NOT NULL",
-        """CREATE TABLE IF NOT EXISTS {items} (
+        """CREATE TABLE IF NOT EXISTS {items_v1} (
             ns text COLLATE "C" NOT NULL,
             key text COLLATE "C" NOT NULL,
             seq bigint NOT NULL,
@@ -200,13 +204,18 @@ def migrations(schema: str, table_prefix: str) -> list[list[str]]:
         )""",
     ]
     # A constant default: added without rewriting the table; every existing list starts at 0.
-    v4 = ["ALTER TABLE {entries} ADD COLUMN IF NOT EXISTS head bigint NOT NULL DEFAULT 0"]
-    body = sql.Literal(drop_body.as_string(None))
+    v4 = [
+        "ALTER TABLE {entries} ADD COLUMN IF NOT EXISTS head bigint NOT NULL DEFAULT 0",
+        # An older kvstore appends at seq = length and reads from 1: wrong once a trim moved a
+        # head. Renaming the table makes each of its list calls fail loudly instead.
+        "ALTER TABLE IF EXISTS {items_v1} RENAME TO {items_name}",
+        "CREATE OR REPLACE FUNCTION {drop_items}() RETURNS trigger LANGUAGE plpgsql AS {body}",
+    ]
     return [
-        [_render(stmt, n, body=body) for stmt in v1],
+        [_render(stmt, n, body=sql.Literal(drop_body.as_string(None))) for stmt in v1],
         [_render(stmt, n) for stmt in v2],
         [_render(stmt, n) for stmt in v3],
-        [_render(stmt, n) for stmt in v4],
+        [_render(stmt, n, body=sql.Literal(drop_body_v4.as_string(None))) for stmt in v4],
     ]
 
 

@@ -215,3 +215,39 @@ async def test_version_2_tables_migrate_to_change_tracking(postgres_url: str) ->
         await db.aclose()
         async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
             await conn.execute(psycopg.sql.SQL("DROP SCHEMA {} CASCADE").format(ident(schema)))
+
+
+async def test_version_3_tables_move_their_items_so_an_older_writer_fails_loudly(postgres_url: str) -> None:
+    """Version 4 renames the items table: a version-3 kvstore still running errors on lists instead of losing items."""
+    schema = f"kv_v3_{uuid.uuid4().hex[:8]}"
+    ident = psycopg.sql.Identifier
+    sql = psycopg.sql.SQL
+    db = AsyncPostgresDatabase(postgres_url, schema_name=schema)
+    await db.extend("h", [1, 2, 3])
+    await db.aclose()
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        # What version 3 left: the items under their old name, no head column.
+        await conn.execute(sql("ALTER TABLE {} RENAME TO kvstore_items").format(ident(schema, "kvstore_list_items")))
+        await conn.execute(sql("ALTER TABLE {} DROP COLUMN head").format(ident(schema, "kvstore_entries")))
+        await conn.execute(sql("UPDATE {} SET version = 3").format(ident(schema, "kvstore_meta")))
+    db = AsyncPostgresDatabase(postgres_url, schema_name=schema)
+    try:
+        assert await db.get_range("h", 0, -1) == [1, 2, 3]  # migrated, items kept
+        await db.trim("h", -2, -1)
+        assert await db.append("h", 4) == 3
+        assert await db.get_range("h", 0, -1) == [2, 3, 4]
+        await db.delete("h")  # the trigger follows the table
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+            cur = await conn.execute(sql("SELECT count(*) FROM {}").format(ident(schema, "kvstore_list_items")))
+            assert await cur.fetchall() == [(0,)]
+            # A version-3 writer's insert finds no table: its whole append fails, nothing is misplaced.
+            with pytest.raises(psycopg.errors.UndefinedTable):
+                await conn.execute(
+                    sql("INSERT INTO {} (ns, key, seq, value) VALUES ('', 'h', 1, '1')").format(
+                        ident(schema, "kvstore_items")
+                    )
+                )
+    finally:
+        await db.aclose()
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+            await conn.execute(sql("DROP SCHEMA {} CASCADE").format(ident(schema)))

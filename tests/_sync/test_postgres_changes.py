@@ -216,3 +216,39 @@ def test_version_2_tables_migrate_to_change_tracking(postgres_url: str) -> None:
         db.close()
         with psycopg.Connection.connect(postgres_url, autocommit=True) as conn:
             conn.execute(psycopg.sql.SQL("DROP SCHEMA {} CASCADE").format(ident(schema)))
+
+
+def test_version_3_tables_move_their_items_so_an_older_writer_fails_loudly(postgres_url: str) -> None:
+    """Version 4 renames the items table: a version-3 kvstore still running errors on lists instead of losing items."""
+    schema = f"kv_v3_{uuid.uuid4().hex[:8]}"
+    ident = psycopg.sql.Identifier
+    sql = psycopg.sql.SQL
+    db = PostgresDatabase(postgres_url, schema_name=schema)
+    db.extend("h", [1, 2, 3])
+    db.close()
+    with psycopg.Connection.connect(postgres_url, autocommit=True) as conn:
+        # What version 3 left: the items under their old name, no head column.
+        conn.execute(sql("ALTER TABLE {} RENAME TO kvstore_items").format(ident(schema, "kvstore_list_items")))
+        conn.execute(sql("ALTER TABLE {} DROP COLUMN head").format(ident(schema, "kvstore_entries")))
+        conn.execute(sql("UPDATE {} SET version = 3").format(ident(schema, "kvstore_meta")))
+    db = PostgresDatabase(postgres_url, schema_name=schema)
+    try:
+        assert db.get_range("h", 0, -1) == [1, 2, 3]  # migrated, items kept
+        db.trim("h", -2, -1)
+        assert db.append("h", 4) == 3
+        assert db.get_range("h", 0, -1) == [2, 3, 4]
+        db.delete("h")  # the trigger follows the table
+        with psycopg.Connection.connect(postgres_url, autocommit=True) as conn:
+            cur = conn.execute(sql("SELECT count(*) FROM {}").format(ident(schema, "kvstore_list_items")))
+            assert cur.fetchall() == [(0,)]
+            # A version-3 writer's insert finds no table: its whole append fails, nothing is misplaced.
+            with pytest.raises(psycopg.errors.UndefinedTable):
+                conn.execute(
+                    sql("INSERT INTO {} (ns, key, seq, value) VALUES ('', 'h', 1, '1')").format(
+                        ident(schema, "kvstore_items")
+                    )
+                )
+    finally:
+        db.close()
+        with psycopg.Connection.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(sql("DROP SCHEMA {} CASCADE").format(ident(schema)))

@@ -157,7 +157,7 @@ def test_quoted_schema_and_table_prefix(postgres_url: str) -> None:
             "t_cleared",
             "t_entries",
             "t_ids",
-            "t_items",
+            "t_list_items",
             "t_meta",
             "t_tombstones",
         ]
