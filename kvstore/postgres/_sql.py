@@ -17,9 +17,10 @@ Schema (tables named from ``table_prefix`` inside ``schema``, always quoted with
   another prefix's keys. ``kind`` is ``'v'`` (value) or ``'l'`` (list); for a list,
   ``length`` is the per-list counter bumped by ``append``.
 * ``<p>list_items (ns, key, seq, value)`` (``<p>items`` before version 4): list items,
-  gapless, primary key ``(ns, key, seq)`` so a range read is an index range scan. Item ``i`` (0-based) of a list has ``seq =
-  head + i + 1``: ``<p>entries.head`` (version 4) counts the items `trim` removed from the
-  front, so a trim deletes only what it removes and never renumbers what it keeps.
+  gapless, primary key ``(ns, key, seq)`` so a range read is an index range scan. Item
+  ``i`` (0-based) of a list has ``seq = head + i + 1``: ``<p>entries.head`` (version 4)
+  counts the items `trim` removed from the front, so a trim deletes only what it removes
+  and never renumbers what it keeps.
 * a trigger drops a list's items when its entry is deleted or replaced by a value.
 * ``<p>ids (ns, key, id, length, created)`` (version 2): the idempotency ids of list
   writes, written in the append's transaction; no trigger touches them, so deleting
