@@ -102,6 +102,19 @@ def grid_peer(peer: Peer, shape: Shape, labels: str) -> list[PeerRow]:
     ]
 
 
+def cache_peers(aiocache_sessions: Peer, aiocache: Peer, litestar: Peer, pkv: Peer) -> list[PeerRow]:
+    """The cache peers' rows beyond the grid, the same on every cache backend: touch, incr, delete_many."""
+    return [
+        *(
+            PeerRow(w, f"{aiocache.name} get + expire", aiocache_sessions, touch_get_expire, True)
+            for w in (SESSION, TOUCH)
+        ),
+        *(PeerRow(w, f"{litestar.name}.get(renew_for=)", litestar, touch_renew_for, True) for w in (SESSION, TOUCH)),
+        PeerRow(INCR, f"{aiocache.name}.increment", aiocache, incr_increment, True),
+        PeerRow(DELETE_MANY, f"{pkv.name}.delete_many", pkv, _pkv_delete_many, True),
+    ]
+
+
 # --- the peers' API shapes, each written once ----------------------------------------------------------
 
 
@@ -445,16 +458,7 @@ class MemoryTier(Tier):
             lambda _t, lc: lambda i: lc[0].add_message(lc[1](content=chat(i)["content"])),
         ),
         PeerRow(LAST, "LangChain InMemoryChatMessageHistory.messages[-20:]", LC_MEMORY, _lc_memory_last),
-        *(
-            PeerRow(w, "aiocache SimpleMemoryCache get + expire", AIOCACHE_MEMORY_SESSIONS, touch_get_expire, True)
-            for w in (SESSION, TOUCH)
-        ),
-        *(
-            PeerRow(w, "litestar MemoryStore.get(renew_for=)", LITESTAR_MEMORY, touch_renew_for, True)
-            for w in (SESSION, TOUCH)
-        ),
-        PeerRow(INCR, "aiocache SimpleMemoryCache.increment", AIOCACHE_MEMORY, incr_increment, True),
-        PeerRow(DELETE_MANY, "py-key-value MemoryStore.delete_many", PKV_MEMORY, _pkv_delete_many, True),
+        *cache_peers(AIOCACHE_MEMORY_SESSIONS, AIOCACHE_MEMORY, LITESTAR_MEMORY, PKV_MEMORY),
     )
     uncompared = (
         ("py-key-value MemoryStore (sessions)", "not compared: no sliding-expiry call (a touch is a full put)"),
@@ -1219,16 +1223,7 @@ class RedisTier(Tier):
     peers = (
         *grid_peer(AIOCACHE_REDIS, AIOCACHE, "get|set|multi_get|multi_set"),
         *grid_peer(PKV_REDIS, PKV, "get|put|get_many|put_many"),
-        *(
-            PeerRow(w, "aiocache RedisCache get + expire", AIOCACHE_REDIS_SESSIONS, touch_get_expire, True)
-            for w in (SESSION, TOUCH)
-        ),
-        *(
-            PeerRow(w, "litestar RedisStore.get(renew_for=)", LITESTAR_REDIS, touch_renew_for, True)
-            for w in (SESSION, TOUCH)
-        ),
-        PeerRow(INCR, "aiocache RedisCache.increment", AIOCACHE_REDIS, incr_increment, True),
-        PeerRow(DELETE_MANY, "py-key-value RedisStore.delete_many", PKV_REDIS, _pkv_delete_many, True),
+        *cache_peers(AIOCACHE_REDIS_SESSIONS, AIOCACHE_REDIS, LITESTAR_REDIS, PKV_REDIS),
     )
     uncompared = (
         ("py-key-value RedisStore (sessions)", "not compared: no sliding-expiry call (a touch is a full put)"),

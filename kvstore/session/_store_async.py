@@ -160,12 +160,15 @@ class AsyncSessionStore(Generic[S]):
                     if touch and not self._touched_lately(key) and not await self._touch_database(key, self.ttl, cache):
                         return None  # deleted or expired in the database meanwhile
                     return self._codec.load(key, raw)
-        raw = await self.database.get(key)
+        if touch and self.ttl is not None:
+            raw = await self.database.get(key, touch=self.ttl)  # read and slide in one round trip
+        else:
+            raw = await self.database.get(key)
         if raw is None:
             return None
         if touch:
-            if not await self.database.expire(key, self.ttl):
-                return None  # expired (or deleted) since the read: nothing to touch, nothing to cache
+            if self.ttl is None and not await self.database.expire(key, None):
+                return None  # deleted since the read: nothing to touch, nothing to cache
             self._remember_touch(key)
             remaining = _seconds(self.ttl)
         else:
