@@ -1027,7 +1027,7 @@ class PostgresTier(Tier):
             "FROM generate_series(0, %s) g",
             (HISTORY - 1,),
         )
-        for table in (self.m, f"{self.tag}kv.kvstore_items", self.t):
+        for table in (self.m, f"{self.tag}kv.kvstore_list_items", self.t):
             self.conn.execute(f"ANALYZE {table}")
 
     def floor_get(self) -> Op:
