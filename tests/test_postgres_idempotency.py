@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -18,20 +16,19 @@ pytestmark = [pytest.mark.postgres]
 
 @pytest.fixture
 def lose_next_reply(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Arm it (append True): the next transaction commits, then its connection dies before the reply."""
+    """Arm it (append True): the next append statement commits, then its connection dies before the reply."""
     armed: list[bool] = []
-    real = psycopg.Connection.transaction
+    real = psycopg.Cursor.execute
 
-    @contextlib.contextmanager
-    def transaction(self: psycopg.Connection[Any], *args: Any, **kwargs: Any) -> Iterator[Any]:
-        with real(self, *args, **kwargs) as tx:
-            yield tx
-        if armed:
+    def execute(self: psycopg.Cursor[Any], query: Any, *args: Any, **kwargs: Any) -> psycopg.Cursor[Any]:
+        result = real(self, query, *args, **kwargs)
+        if armed and isinstance(query, str) and "WITH seen AS" in query:  # the append (autocommit: committed)
             armed.clear()
-            self.pgconn.finish()  # committed on the server; the client never hears back
+            self.connection.pgconn.finish()  # committed on the server; the client never hears back
             raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return result
 
-    monkeypatch.setattr(psycopg.Connection, "transaction", transaction)
+    monkeypatch.setattr(psycopg.Cursor, "execute", execute)
     return armed
 
 

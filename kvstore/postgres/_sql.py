@@ -248,14 +248,10 @@ class Queries:
     ttl: str
     expire: str
     purge: str
-    drop_expired: str
-    bump: str
-    add_items: str
     length: str
+    push: str
     range: str
     trim: str
-    id_seen: str
-    id_record: str
     purge_ids: str
     purge_tombstones: str
     purge_cleared: str
@@ -279,6 +275,9 @@ class Queries:
         named_expiry = "now() + %(ms)s::bigint * interval '1 millisecond'"
         # The oldest ``created`` still inside the idempotency window (parameter: seconds).
         window = "now() - %s::float8 * interval '1 second'"
+        named_window = "now() - %(window)s::float8 * interval '1 second'"
+        #: The existing row of an upsert (``e``) has not expired.
+        e_live = "(e.expires_at IS NULL OR e.expires_at > now())"
         # LRANGE / LTRIM bounds, 0-based, on a list of ``length`` items (lo > hi: empty).
         lo = "(CASE WHEN %(start)s::bigint < 0 THEN greatest(length + %(start)s::bigint, 0) ELSE %(start)s::bigint END)"
         hi = "(CASE WHEN %(end)s::bigint < 0 THEN length + %(end)s::bigint ELSE least(%(end)s::bigint, length - 1) END)"
@@ -363,22 +362,45 @@ class Queries:
             "WHERE ns = %s AND key = %s AND {LIVE} RETURNING 1",
             "purge": "DELETE FROM {entries} WHERE (ns, key) IN (SELECT ns, key FROM {entries} "
             "WHERE expires_at <= now() LIMIT %s)",
-            "drop_expired": "DELETE FROM {entries} WHERE ns = %s AND key = %s AND expires_at <= now()",
-            "bump": "INSERT INTO {entries} AS e (ns, key, kind, length, modified_at) "
-            "VALUES (%s, %s, 'l', %s, now()) "
-            "ON CONFLICT (ns, key) DO UPDATE SET length = e.length + excluded.length, "
-            "modified_at = excluded.modified_at WHERE e.kind = 'l' RETURNING e.length, e.head",
-            "add_items": "INSERT INTO {items} (ns, key, seq, value) "
-            "SELECT %s, %s, %s::bigint + u.ord, u.v::json FROM unnest(%s::text[]) WITH ORDINALITY AS u(v, ord)",
             "length": "SELECT kind, length FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
-            # Idempotency ids of list writes (parameters end with the window in seconds).
-            "id_seen": f"SELECT length FROM {{ids}} WHERE ns = %s AND key = %s AND id = %s AND created > {window}",
-            # Recorded last in the append's transaction. A row already there from a racing call
-            # with the same id (committed first: the bump waited on its row lock) is kept and
-            # nothing returned, so this call rolls back; one older than the window is replaced.
-            "id_record": "INSERT INTO {ids} AS i (ns, key, id, length, created) VALUES (%s, %s, %s, %s, now()) "
-            "ON CONFLICT (ns, key, id) DO UPDATE SET length = excluded.length, created = excluded.created "
-            f"WHERE i.created <= {window} RETURNING 1",
+            # append/extend in ONE statement (autocommit: one round trip), atomic like a transaction.
+            #   seen: an idempotency id applied within the window: its length is the answer, nothing
+            #         is written. s: the entry as this statement's snapshot sees it (the report, and
+            #         the xmin guard below).
+            #   up:   bump the counter row (the row lock queues concurrent appenders: gapless
+            #         positions). A live list grows; an absent key or an expired value becomes a
+            #         list; an expired list starts again after its old items (head moves past them),
+            #         but only when the locked row is the snapshot's version (same xmin): then every
+            #         old item is visible to `gone`, which deletes them. Anything else (a live value,
+            #         or a row changed since the snapshot) is left alone and reported.
+            #   it:   the items, at seq = head + length - n + 1 .. head + length.
+            #   gone: items at or before head (only an expired list's; an index probe otherwise).
+            #   rec:  the id, after `forget` dropped one older than the window. A racing call with
+            #         the same id that committed first (this one waited on its row lock) makes
+            #         this plain INSERT fail with a unique violation on the ids key: the whole
+            #         statement rolls back and the caller runs it again (it then sees the id).
+            "push": "WITH seen AS (SELECT length FROM {ids} WHERE ns = %(ns)s AND key = %(key)s AND id = %(id)s "
+            f"AND created > {named_window}), "
+            "s AS (SELECT xmin AS x, kind, {LIVE} AS live FROM {entries} WHERE ns = %(ns)s AND key = %(key)s), "
+            "up AS (INSERT INTO {entries} AS e (ns, key, kind, length, modified_at) "
+            "SELECT %(ns)s, %(key)s, 'l', %(n)s::bigint, now() WHERE NOT EXISTS (SELECT 1 FROM seen) "
+            "ON CONFLICT (ns, key) DO UPDATE SET kind = 'l', value = NULL, modified_at = excluded.modified_at, "
+            f"length = CASE WHEN e.kind = 'l' AND {e_live} THEN e.length + excluded.length ELSE excluded.length END, "
+            f"head = CASE WHEN e.kind = 'l' AND NOT {e_live} THEN e.head + e.length ELSE e.head END, "
+            f"expires_at = CASE WHEN {e_live} THEN e.expires_at END "
+            f"WHERE CASE WHEN {e_live} THEN e.kind = 'l' ELSE e.kind = 'v' OR e.xmin = (SELECT x FROM s) END "
+            "RETURNING e.length, e.head), "
+            "it AS (INSERT INTO {items} (ns, key, seq, value) "
+            "SELECT %(ns)s, %(key)s, up.head + up.length - %(n)s::bigint + u.ord, u.v::json "
+            "FROM up, unnest(%(items)s::text[]) WITH ORDINALITY AS u(v, ord)), "
+            "gone AS (DELETE FROM {items} WHERE ns = %(ns)s AND key = %(key)s AND seq <= (SELECT head FROM up)), "
+            "forget AS (DELETE FROM {ids} WHERE ns = %(ns)s AND key = %(key)s AND id = %(id)s "
+            f"AND created <= {named_window} AND EXISTS (SELECT 1 FROM up) RETURNING 1), "
+            "rec AS (INSERT INTO {ids} (ns, key, id, length, created) "
+            "SELECT %(ns)s, %(key)s, %(id)s, up.length, now() FROM up "
+            "WHERE %(id)s::text IS NOT NULL AND (SELECT count(*) FROM forget) >= 0) "
+            "SELECT (SELECT length FROM up), (SELECT length FROM seen), "
+            "(SELECT kind::text FROM s), (SELECT live FROM s)",
             "purge_ids": "DELETE FROM {ids} WHERE (ns, key, id) IN (SELECT ns, key, id FROM {ids} "
             f"WHERE created <= {window} LIMIT %s)",
             "purge_tombstones": "DELETE FROM {tombstones} WHERE (ns, key) IN (SELECT ns, key FROM {tombstones} "

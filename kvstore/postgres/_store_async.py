@@ -31,6 +31,7 @@ from kvstore.errors import (
     ClosedError,
     ConfigError,
     InvalidKeyError,
+    KVStoreError,
     MissingDependencyError,
 )
 from kvstore.postgres import _watchdog as _wd
@@ -69,10 +70,6 @@ _HAS_POLL = hasattr(select, "poll")
 def _clamp(index: int) -> int:
     """A list index within +-2**62: nothing changes beyond (no list is that long) and bigint stays exact."""
     return -_BIG if index < -_BIG else _BIG if index > _BIG else index
-
-
-class _RacedDuplicate(Exception):
-    """Another append with the same idempotency id committed first (rolls back ours)."""
 
 
 def _looks_alive(conn: Any) -> bool:
@@ -741,64 +738,56 @@ class AsyncPostgresDatabase(AsyncDatabase):
         return await self._push("append", key, [item.decode() for item in items], idempotency_id)
 
     async def _push(self, op: str, key: str, encoded: list[str], idempotency_id: str | None) -> int:
-        """Append ``encoded`` in one transaction: bump the list's counter row, insert the items.
+        """Append ``encoded`` with one statement (`Queries.push`): one round trip, atomic.
 
-        The counter row is locked by the UPDATE until commit, so concurrent
-        appenders to one list queue there and get consecutive, gapless positions;
-        a reader's single statement sees the counter and the items of one snapshot.
+        The statement looks the idempotency id up (applied within the window: its length
+        is the answer and nothing is written), bumps the list's counter row, whose row lock
+        queues concurrent appenders so positions stay consecutive and gapless, inserts the
+        items and records the id. An expired key counts as absent: an expired list starts
+        again empty (its old items are deleted by the same statement).
 
-        With an idempotency id the transaction first looks the id up (applied
-        before: return its length, write nothing) and records it last; a racing
-        call with the same id that committed first makes this one roll back and
-        answer with the winner's length. Such a write is idempotent, so it is
-        retried on a broken connection like any other (DESIGN.md §8a); without an
-        id it is retried only when the failure came before COMMIT was sent, i.e.
-        when nothing can have been written.
+        Nothing is written when the key holds a live value (`WrongTypeError`), and when
+        the row changed between the statement's snapshot and its row lock in a way the
+        statement cannot settle (an expired list that another writer touched meanwhile, or
+        a racing call with the same id that committed first): the statement then runs again
+        and sees the other writer's result. With an id the write is idempotent, so it is
+        retried on a broken connection like any other (DESIGN.md §8a); without one it is
+        not (it may have committed).
         """
-        pool = self._pool if self._ready else await self._start()
-        q, ns, n, window = self._q, self.key_prefix, len(encoded), self._window
+        params = {
+            "ns": self.key_prefix,
+            "key": key,
+            "n": len(encoded),
+            "items": encoded,
+            "id": idempotency_id,
+            "window": self._window,
+        }
         deadline = time.monotonic() + self._call_timeout
-        with _err.map_errors(op, key, self._secret):
-            for attempt in range(pool.max_size + 1):
-                conn = await self._getconn(pool, deadline, op, key)
-                committing = False
-                try:
-                    async with conn.transaction():
-                        cur = _cursor(conn)
-                        if idempotency_id is not None:
-                            await cur.execute(q.id_seen, (ns, key, idempotency_id, window))
-                            seen = await cur.fetchone()
-                            if seen is not None:
-                                return int(seen[0])  # applied before: answer as the first time did
-                        # An expired entry is gone: drop it (its items go with it by trigger).
-                        await cur.execute(q.drop_expired, (ns, key))
-                        await cur.execute(q.bump, (ns, key, n))
-                        row = await cur.fetchone()
-                        if row is None:
-                            raise holds_value(key, op, "postgres")
-                        length, head = row
-                        await cur.execute(q.add_items, (ns, key, head + length - n, encoded))
-                        if idempotency_id is not None:
-                            await cur.execute(q.id_record, (ns, key, idempotency_id, length, window))
-                            if await cur.fetchone() is None:
-                                raise _RacedDuplicate  # rolls this transaction back
-                        committing = True
-                    return length  # type: ignore[no-any-return]  # a bigint column
-                except _RacedDuplicate:
-                    # The racing call committed: the next attempt's lookup finds its length.
-                    continue
-                except psycopg.Error as exc:
-                    await self._raise_if_cut(conn, exc, op, key, self._call_timeout)
-                    if (
-                        not isinstance(exc, psycopg.OperationalError)
-                        or attempt == pool.max_size
-                        or not conn.broken
-                        or (committing and idempotency_id is None)
-                    ):
-                        raise
-                finally:
-                    await self._putconn(pool, conn)
-        raise AssertionError("unreachable")
+        while True:
+            try:
+                row = await self._run(op, key, self._q.push, params, "one", retry=idempotency_id is not None)
+            except KVStoreError as exc:
+                if not self._lost_id_race(exc.__cause__):
+                    raise
+            else:
+                length, seen, kind, live = row
+                if length is not None:
+                    return int(length)
+                if seen is not None:
+                    return int(seen)  # applied before: answer as the first time did
+                if kind == "v" and live:
+                    raise holds_value(key, op, "postgres")
+            # Raced: nothing was written; the next statement's snapshot shows the other writer's work.
+            if time.monotonic() >= deadline:
+                raise _err.busy_error(op, key, self._call_timeout)
+
+    def _lost_id_race(self, cause: BaseException | None) -> bool:
+        """Whether ``cause`` is the unique violation of `Queries.push` recording an id a racing call recorded first."""
+        return (
+            isinstance(cause, psycopg.errors.UniqueViolation)
+            and cause.diag.schema_name == self.schema
+            and cause.diag.table_name == f"{self.table_prefix}ids"
+        )
 
     async def _get_range(self, key: str, start: int, end: int) -> list[bytes]:
         # Beyond +-2**62 nothing changes (no list is that long) and bigint arithmetic stays exact.
