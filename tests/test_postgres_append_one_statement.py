@@ -253,3 +253,16 @@ def test_processes_appending_while_the_list_expires(postgres_url: str) -> None:
         )]
         assert seqs == list(range(head + 1, head + length + 1))  # nothing left of the expired lists
         db.clear()
+
+
+def test_the_sweep_is_one_round_trip(traced: tuple[PostgresDatabase, _Trace, psycopg.Connection[Any]]) -> None:
+    """purge_expired removes expired entries (a list's items too) and old ids/tombstones/clear marks in one statement."""
+    db, trace, _conn = traced
+    db.set("gone-v", 1, ttl=0.05)
+    db.extend("gone-l", [1, 2])
+    db.expire("gone-l", 0.05)
+    time.sleep(0.1)
+    trips, statements, removed = trace.during(db.purge_expired)
+    assert (trips, statements) == (1, 1)
+    assert removed >= 2
+    assert not db.exists("gone-v") and db.get_range("gone-l", 0, -1) == []

@@ -252,9 +252,6 @@ class Queries:
     push: str
     range: str
     trim: str
-    purge_ids: str
-    purge_tombstones: str
-    purge_cleared: str
     server_time: str
     changed_since: str
     restamp: str
@@ -274,9 +271,8 @@ class Queries:
         expiry = "now() + %s::bigint * interval '1 millisecond'"
         named_expiry = "now() + %(ms)s::bigint * interval '1 millisecond'"
         # The oldest ``created`` still inside the idempotency window (parameter: seconds).
-        window = "now() - %s::float8 * interval '1 second'"
         named_window = "now() - %(window)s::float8 * interval '1 second'"
-        #: The existing row of an upsert (``e``) has not expired.
+        # The existing row of an upsert (``e``) has not expired.
         e_live = "(e.expires_at IS NULL OR e.expires_at > now())"
         # LRANGE / LTRIM bounds, 0-based, on a list of ``length`` items (lo > hi: empty).
         lo = "(CASE WHEN %(start)s::bigint < 0 THEN greatest(length + %(start)s::bigint, 0) ELSE %(start)s::bigint END)"
@@ -360,8 +356,17 @@ class Queries:
             "WHERE ns = %s AND key = %s AND {LIVE}",
             "expire": f"UPDATE {{entries}} SET expires_at = {expiry}, modified_at = now() "
             "WHERE ns = %s AND key = %s AND {LIVE} RETURNING 1",
-            "purge": "DELETE FROM {entries} WHERE (ns, key) IN (SELECT ns, key FROM {entries} "
-            "WHERE expires_at <= now() LIMIT %s)",
+            # The sweep, one batch per statement (one round trip): expired entries (a list's items go
+            # by trigger), and the idempotency ids, tombstones and clear marks older than the window
+            # (a replay is never older than it). Returns how many entries and ids/tombstones went.
+            "purge": "WITH e AS (DELETE FROM {entries} WHERE (ns, key) IN (SELECT ns, key FROM {entries} "
+            "WHERE expires_at <= now() LIMIT %(batch)s) RETURNING 1), "
+            "i AS (DELETE FROM {ids} WHERE (ns, key, id) IN (SELECT ns, key, id FROM {ids} "
+            f"WHERE created <= {named_window} LIMIT %(batch)s) RETURNING 1), "
+            "t AS (DELETE FROM {tombstones} WHERE (ns, key) IN (SELECT ns, key FROM {tombstones} "
+            f"WHERE deleted_at <= {named_window} LIMIT %(batch)s) RETURNING 1), "
+            f"c AS (DELETE FROM {{cleared}} WHERE cleared_at <= {named_window}) "
+            "SELECT (SELECT count(*) FROM e), greatest((SELECT count(*) FROM i), (SELECT count(*) FROM t))",
             "length": "SELECT kind, length FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
             # append/extend in ONE statement (autocommit: one round trip), atomic like a transaction.
             #   seen: an idempotency id applied within the window: its length is the answer, nothing
@@ -401,11 +406,6 @@ class Queries:
             "WHERE %(id)s::text IS NOT NULL AND (SELECT count(*) FROM forget) >= 0) "
             "SELECT (SELECT length FROM up), (SELECT length FROM seen), "
             "(SELECT kind::text FROM s), (SELECT live FROM s)",
-            "purge_ids": "DELETE FROM {ids} WHERE (ns, key, id) IN (SELECT ns, key, id FROM {ids} "
-            f"WHERE created <= {window} LIMIT %s)",
-            "purge_tombstones": "DELETE FROM {tombstones} WHERE (ns, key) IN (SELECT ns, key FROM {tombstones} "
-            f"WHERE deleted_at <= {window} LIMIT %s)",
-            "purge_cleared": f"DELETE FROM {{cleared}} WHERE cleared_at <= {window}",
             # The replay guard (see AsyncDatabase.changed_since): one round trip for many keys.
             "server_time": "SELECT extract(epoch FROM clock_timestamp())::float8",
             # A since older than the window may predate swept tombstones: every key counts as changed.

@@ -534,15 +534,10 @@ class AsyncPostgresDatabase(AsyncDatabase):
 
     async def purge_expired(self) -> int:
         """Delete expired rows (of every prefix) now; return how many went. They are invisible anyway."""
-        q, total = self._q, 0
+        params, total = {"batch": _PURGE_BATCH, "window": self._window}, 0
         while True:
-            removed: int = await self._run("purge_expired", None, q.purge, (_PURGE_BATCH,), "rowcount")
-            # Idempotency ids older than the window go in the same sweep, and so do tombstones
-            # and clear marks: a replay is never older than the window.
-            ids: int = await self._run("purge_expired", None, q.purge_ids, (self._window, _PURGE_BATCH), "rowcount")
-            params = (self._window, _PURGE_BATCH)
-            ids = max(ids, await self._run("purge_expired", None, q.purge_tombstones, params, "rowcount"))
-            await self._run("purge_expired", None, q.purge_cleared, (self._window,), "rowcount")
+            # One statement per batch: expired entries, and ids, tombstones and clear marks past the window.
+            removed, ids = await self._run("purge_expired", None, self._q.purge, params, "one")
             total += removed
             if max(removed, ids) < _PURGE_BATCH:
                 return total
