@@ -433,6 +433,19 @@ class Database(Store):
         except JSONDecodeError:
             return [_decode(raw, key) for raw in raws]
 
+    def get_range_json(self, key: str, start: int, end: int) -> list[bytes] | list[str] | None:
+        """`get_range` undecoded: each item's stored JSON (bytes; str on PostgreSQL), for a one-pass parse.
+
+        ``None`` when this store has only the decoded form (a wrapper: the failover or an
+        instrumented tier); use `get_range` then. `ChatHistory` validates a page in one
+        pydantic call on ``b"[" + b",".join(items) + b"]"``.
+        """
+        if "_get_range" not in vars(self) and type(self)._get_range is Database._get_range:
+            return None
+        key = validate_key(key)
+        raws: Any = self._get_range(key, check_index(start), check_index(end))
+        return raws  # type: ignore[no-any-return]  # a hook's list
+
     def get_length(self, key: str) -> int:
         """Length of the list at ``key``; ``0`` when missing."""
         return self._get_length(validate_key(key))

@@ -7,11 +7,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Generic, TypeVar, overload
 
 from kvstore._core.acompat import gather
+from kvstore._core.codec import decode
 from kvstore._core.items import LowerBound
 from kvstore._core.ttl import TTL, ttl_ms
 from kvstore._core.typed import TypeCodec
 from kvstore.base import Database
-from kvstore.chat._message import DEFAULT_NAMESPACE, ChatKeys, ChatMessage, ChatPage, message_id, with_id
+from kvstore.chat._message import DEFAULT_NAMESPACE, ChatKeys, ChatMessage, ChatPage, PageReader, message_id, with_id
 from kvstore.errors import BackendUnavailableError
 
 __all__ = ["ChatHistory"]
@@ -85,6 +86,10 @@ class ChatHistory(Generic[M]):
         self.ttl = ttl
         self._keys = ChatKeys(namespace, conversation_id)
         self._codec: TypeCodec[M] = TypeCodec(ChatMessage if model is None else model)
+        self._reader: PageReader[M] = PageReader(ChatMessage if model is None else model)
+        #: Set once this history has read that the conversation has no kvstore 0.1 trim offset
+        #: (nothing writes one any more), so later reads skip that lookup.
+        self._no_offset = False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._keys.messages!r} on {self.database!r}>"
@@ -136,13 +141,15 @@ class ChatHistory(Generic[M]):
         if n <= 0:
             return []
         key = self._keys.messages
-        raw, offset = gather(self.database.get_range(key, -n, -1), self._tail_offset())
+        if self._no_offset:  # the common case: one read
+            return self._read(-n, -1)
+        messages, offset = gather(self._read(-n, -1), self._tail_offset())
         if offset:
-            # Trimmed: read from the first kept position on (positions are absolute).
+            # Trimmed by kvstore 0.1: read from the first kept position on (positions are absolute).
             length = self.database.get_length(key)
             start = max(offset, length - n)
-            raw = (self.database.get_range(key, start, -1))[-n:] if start < length else []
-        return self._load(raw)
+            messages = (self._read(start, -1))[-n:] if start < length else []
+        return messages
 
     def page(self, before: int | None = None, limit: int = 20) -> ChatPage[M]:
         """Up to ``limit`` messages older than position ``before`` (default: the newest).
@@ -157,16 +164,16 @@ class ChatHistory(Generic[M]):
         start = max(offset, end - limit)
         if end <= start:
             return ChatPage([], max(end, offset), None)
-        raw = self.database.get_range(key, start, end - 1)
-        return ChatPage(self._load(raw), start, start if start > offset else None)
+        messages = self._read(start, end - 1)
+        return ChatPage(messages, start, start if start > offset else None)
 
     def iter_messages(self, batch: int = 500) -> Iterator[M]:
         """Every kept message, oldest first, read ``batch`` at a time."""
         position = self._offset()
         while True:
-            raw = self.database.get_range(self._keys.messages, position, position + batch - 1)
-            yield from self._load(raw)
-            if len(raw) < batch:
+            messages = self._read(position, position + batch - 1)
+            yield from messages
+            if len(messages) < batch:
                 return
             position += batch
 
@@ -239,13 +246,29 @@ class ChatHistory(Generic[M]):
             return None
 
     def _offset(self) -> int:
+        if self._no_offset:
+            return 0
         meta = self.database.get(self._keys.meta)
-        return int(meta["offset"]) if isinstance(meta, dict) else 0
+        if isinstance(meta, dict):
+            return int(meta["offset"])
+        self._no_offset = True
+        return 0
 
     def _refresh_ttl(self) -> None:
         if self.ttl is None:
             return
         gather(self.database.expire(self._keys.messages, self.ttl), self.database.expire(self._keys.meta, self.ttl))
+
+    def _read(self, start: int, end: int) -> list[M]:
+        """Messages ``start..end`` (list indexes, ``end`` inclusive), parsed in one pass when the store can."""
+        key = self._keys.messages
+        raw = self.database.get_range_json(key, start, end)
+        if raw is None:  # a wrapper store (failover, instrumented): decoded items only
+            return self._load(self.database.get_range(key, start, end))
+        messages = self._reader.load(raw)
+        if messages is None:  # a corrupt or invalid item: item by item, for the error naming the key
+            return self._load([decode(item, key) for item in raw])
+        return messages
 
     def _load(self, raw: list[Any]) -> list[M]:
         key = self._keys.messages

@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from orjson import JSONDecodeError
+from orjson import loads as _loads
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from kvstore._core.keys import escape_glob
 
-__all__ = ["DEFAULT_NAMESPACE", "ChatKeys", "ChatMessage", "ChatPage", "message_id", "with_id"]
+__all__ = ["DEFAULT_NAMESPACE", "ChatKeys", "ChatMessage", "ChatPage", "PageReader", "message_id", "with_id"]
 
 M = TypeVar("M")
 
@@ -102,3 +104,42 @@ def with_id(message: Any, mid: str) -> Any:
     if isinstance(message, BaseModel) and "id" in type(message).model_fields:
         return message.model_copy(update={"id": mid})
     return message
+
+
+class PageReader(Generic[M]):
+    """Parses a page of stored messages in one pass: one pydantic-core call for the whole page.
+
+    The stored items are JSON texts; joined into one JSON array (``b"[" + b",".join(items) +
+    b"]"``) they are decoded and validated by ``TypeAdapter(list[model]).validate_json`` at
+    once, with no intermediate dicts. A ``dict`` history skips validation: one ``orjson.loads``
+    of the array, each item checked to be an object. `load` returns ``None`` when the page
+    does not parse that way (a corrupt or invalid item, or text that is not one JSON document):
+    the caller then decodes and validates item by item, which raises the error naming the key.
+    """
+
+    __slots__ = ("_adapter",)
+
+    def __init__(self, model: Any) -> None:
+        self._adapter: TypeAdapter[list[M]] | None = None if model is dict else TypeAdapter(list[model])
+
+    def load(self, items: list[bytes] | list[str]) -> list[M] | None:
+        if not items:
+            return []
+        if items[0].__class__ is str:
+            joined: bytes | str = "[" + ",".join(items) + "]"  # type: ignore[arg-type]  # all str here
+        else:
+            joined = b"[" + b",".join(items) + b"]"  # type: ignore[arg-type]  # all bytes here
+        if self._adapter is None:
+            try:
+                found = _loads(joined)
+            except JSONDecodeError:
+                return None
+            ok = len(found) == len(items) and all(m.__class__ is dict for m in found)
+        else:
+            try:
+                found = self._adapter.validate_json(joined)
+            except ValidationError:
+                return None
+            ok = len(found) == len(items)
+        # One result per item, or an item was not one JSON document (``1,2`` joins into two).
+        return found if ok else None

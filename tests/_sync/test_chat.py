@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from kvstore import ChatHistory, ChatMessage, MemoryCache, MemoryDatabase
 from tests._sync.backends import Harness
@@ -212,3 +212,69 @@ def test_history_needs_the_database_tier() -> None:
         ChatHistory(MemoryDatabase(), "")
     with pytest.raises(ValueError, match="ttl"):
         ChatHistory(MemoryDatabase(), "c", ttl=0)
+
+
+def test_a_page_is_parsed_in_one_pydantic_call(db: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """last/page/iter_messages read the stored JSON undecoded and validate the page in one validate_json call."""
+    history = ChatHistory(db.store, f"conv-one-pass-{RUN}")
+    history.extend([{"role": "user", "content": f"m{i}", "extra": {"i": i}} for i in range(30)])
+    calls: list[object] = []
+    real = TypeAdapter.validate_json
+
+    def spy(self: TypeAdapter[object], data: object, *args: object, **kwargs: object) -> object:
+        calls.append(data)
+        return real(self, data, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(TypeAdapter, "validate_json", spy)
+    messages = history.last(20)
+    assert [m.content for m in messages] == [f"m{i}" for i in range(10, 30)]
+    assert messages[0].model_extra == {"extra": {"i": 10}}
+    assert len(calls) == 1  # the whole page, once
+    page = history.page(before=10, limit=5)
+    assert [m.content for m in page.messages] == [f"m{i}" for i in range(5, 10)]
+    assert [m.content for m in history.iter_messages(batch=7)] == [f"m{i}" for i in range(30)]
+    assert len(calls) == 1 + 1 + 5  # one per page read (30 messages in batches of 7: 5 reads)
+
+
+def test_dict_histories_skip_validation_and_stay_dicts(db: Harness) -> None:
+    """model=dict: one orjson pass, the stored objects come back as they were written."""
+    history = ChatHistory(db.store, f"conv-dict-{RUN}", model=dict)
+    history.extend([{"role": "user", "content": "a", "n": [1, 2.5, None]}, {"x": {"y": "z"}}])
+    assert history.last(5) == [{"role": "user", "content": "a", "n": [1, 2.5, None]}, {"x": {"y": "z"}}]
+
+
+def test_an_invalid_stored_item_still_names_the_key(db: Harness) -> None:
+    """A stored item that is not a valid message (written past the history) fails the read with the key's title;
+    a dict history refuses a stored non-object the same way."""
+    key = f"conv-bad-{RUN}"
+    history = ChatHistory(db.store, key)
+    history.add({"role": "user", "content": "ok"})
+    db.store.append(f"chat:{key}", {"role": "user"})  # no content
+    with pytest.raises(ValidationError, match=f"chat:{key}"):
+        history.last(5)
+    db.store.append(f"chat:{key}-d", 5)
+    with pytest.raises(ValidationError, match=f"chat:{key}-d"):
+        ChatHistory(db.store, f"{key}-d", model=dict).last(5)
+
+
+def test_the_legacy_offset_is_looked_up_until_there_is_none(db: Harness) -> None:
+    """Once a history has read that its conversation has no kvstore 0.1 trim offset, last() is one read."""
+    history = ChatHistory(db.store, f"conv-reads-{RUN}")
+    history.add({"role": "user", "content": "a"})
+    gets = 0
+    real = db.store.get
+
+    def counting(key: str, **kwargs: object) -> object:
+        nonlocal gets
+        gets += 1
+        return real(key, **kwargs)  # type: ignore[arg-type]
+
+    db.store.get = counting  # type: ignore[method-assign]
+    try:
+        assert len(history.last(5)) == 1
+        assert gets == 1  # looked up once
+        assert len(history.last(5)) == 1
+        assert history.count() == 1
+        assert gets == 1  # not again
+    finally:
+        del db.store.get
