@@ -34,7 +34,7 @@ from kvstore._core.keys import validate_key, validate_keys
 from kvstore._core.lists import check_index
 from kvstore._core.ttl import TTL, ttl_ms
 from kvstore._core.typed import TypeCodec
-from kvstore.errors import WrongTypeError
+from kvstore.errors import ValueTooLargeError, WrongTypeError
 
 if TYPE_CHECKING:
     from kvstore.telemetry._stats import StoreStats
@@ -432,6 +432,28 @@ class Database(Store):
             return [_loads(raw) for raw in raws]
         except JSONDecodeError:
             return [_decode(raw, key) for raw in raws]
+
+    def extend_json(self, key: str, items: list[bytes], *, idempotency_id: str | None = None) -> int | None:
+        """`extend` with values the caller already encoded, each one JSON document (pydantic's
+        ``dump_json``): stored as they are, not encoded again. The caller vouches that they are JSON.
+
+        ``None``, writing nothing, when this store takes decoded values only (a wrapper: the
+        failover or an instrumented tier); use `extend` then.
+        """
+        if "_extend" not in vars(self) and type(self)._extend is Database._extend:
+            return None
+        key = validate_key(key)
+        if idempotency_id is not None:
+            idempotency_id = validate_idempotency_id(idempotency_id)
+        for data in items:
+            if len(data) > self.max_value_bytes:
+                raise ValueTooLargeError(
+                    f"the value of key {key!r} is {len(data)} bytes encoded; the limit is {self.max_value_bytes}",
+                    key=key,
+                    operation="encode",
+                )
+        length: Any = self._extend(key, items, idempotency_id)
+        return length  # type: ignore[no-any-return]  # a hook's int
 
     def get_range_json(self, key: str, start: int, end: int) -> list[bytes] | list[str] | None:
         """`get_range` undecoded: each item's stored JSON (bytes; str on PostgreSQL), for a one-pass parse.

@@ -5,13 +5,24 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, Generic, TypeVar, overload
 
+from orjson import loads as _loads
+
 from kvstore._core.acompat import gather_async
 from kvstore._core.items import LowerBound
 from kvstore._core.ttl import TTL, ttl_ms
 from kvstore._core.typed import TypeCodec
 from kvstore.base_async import AsyncDatabase
 from kvstore._core.codec import decode
-from kvstore.chat._message import DEFAULT_NAMESPACE, ChatKeys, ChatMessage, ChatPage, PageReader, message_id, with_id
+from kvstore.chat._message import (
+    DEFAULT_NAMESPACE,
+    ChatKeys,
+    ChatMessage,
+    ChatPage,
+    PageReader,
+    dump_json,
+    message_id,
+    with_id,
+)
 from kvstore.errors import BackendUnavailableError
 
 __all__ = ["AsyncChatHistory"]
@@ -114,8 +125,11 @@ class AsyncChatHistory(Generic[M]):
         mid = id if id is not None else message_id(message)
         if id is not None:
             message = with_id(message, id)
-        data = self._codec.dump(self._keys.messages, message)
-        length = await self.database.append(self._keys.messages, data, idempotency_id=mid)
+        key = self._keys.messages
+        data = dump_json(self._codec, key, message)
+        length = await self.database.extend_json(key, [data], idempotency_id=mid)
+        if length is None:  # a wrapper store (failover, instrumented) takes decoded values
+            length = await self.database.append(key, _loads(data), idempotency_id=mid)
         await self._refresh_ttl()
         return None if isinstance(length, LowerBound) else length - 1
 
@@ -125,11 +139,14 @@ class AsyncChatHistory(Generic[M]):
         With ``id`` the batch is written once however often it is retried (one
         idempotency id for the whole batch). ``None`` as for `add`.
         """
-        data = [self._codec.dump(self._keys.messages, m) for m in messages]
+        key = self._keys.messages
+        data = [dump_json(self._codec, key, m) for m in messages]
         if not data:
-            length = await self.database.get_length(self._keys.messages)
+            length = await self.database.get_length(key)
             return range(length, length)
-        length = await self.database.extend(self._keys.messages, data, idempotency_id=id)
+        length = await self.database.extend_json(key, data, idempotency_id=id)
+        if length is None:  # a wrapper store (failover, instrumented) takes decoded values
+            length = await self.database.extend(key, [_loads(d) for d in data], idempotency_id=id)
         await self._refresh_ttl()
         return None if isinstance(length, LowerBound) else range(length - len(data), length)
 

@@ -11,8 +11,18 @@ from orjson import loads as _loads
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from kvstore._core.keys import escape_glob
+from kvstore._core.typed import TypeCodec, _titled
 
-__all__ = ["DEFAULT_NAMESPACE", "ChatKeys", "ChatMessage", "ChatPage", "PageReader", "message_id", "with_id"]
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "ChatKeys",
+    "ChatMessage",
+    "ChatPage",
+    "PageReader",
+    "dump_json",
+    "message_id",
+    "with_id",
+]
 
 M = TypeVar("M")
 
@@ -143,3 +153,16 @@ class PageReader(Generic[M]):
             ok = len(found) == len(items)
         # One result per item, or an item was not one JSON document (``1,2`` joins into two).
         return found if ok else None
+
+
+def dump_json(codec: TypeCodec[Any], key: str, message: Any) -> bytes:
+    """``message`` validated as the history's model and serialised once, by pydantic-core, to JSON bytes.
+
+    The same bytes as validating, dumping to JSON-able Python and encoding with orjson (a NaN or
+    infinite float becomes ``null`` either way), in one pass. A `ValidationError` is titled with the key.
+    """
+    try:
+        valid = codec.adapter.validate_python(message)
+    except ValidationError as exc:
+        raise _titled(exc, key) from None
+    return codec.adapter.dump_json(valid)

@@ -45,20 +45,25 @@ async def test_extend_returns_positions_in_one_call(db: AsyncHarness) -> None:
     """extend appends every message in order with one database call and returns their positions."""
     history = AsyncChatHistory(db.store, "conv-ext")
     await history.add({"role": "system", "content": "be brief"})
-    calls = 0
-    real = db.store.extend
+    calls: list[str] = []
+    real, real_json = db.store.extend, db.store.extend_json
 
     async def counting(key: str, values: object, *, idempotency_id: str | None = None) -> int:
-        nonlocal calls
-        calls += 1
-        return await real(key, values, idempotency_id=idempotency_id)
+        calls.append("extend")
+        return await real(key, values, idempotency_id=idempotency_id)  # type: ignore[arg-type]
 
-    db.store.extend = counting
+    async def counting_json(key: str, items: list[bytes], *, idempotency_id: str | None = None) -> int | None:
+        calls.append("extend_json")
+        return await real_json(key, items, idempotency_id=idempotency_id)
+
+    db.store.extend = counting  # type: ignore[method-assign]
+    db.store.extend_json = counting_json  # type: ignore[method-assign]
     try:
         positions = await history.extend([{"role": "user", "content": str(i)} for i in range(5)])
     finally:
         del db.store.extend
-    assert calls == 1
+        del db.store.extend_json
+    assert calls == ["extend_json"]  # the encoded messages, stored as they are, in one call
     assert positions == range(1, 6)
     assert [m.content for m in await history.last(3)] == ["2", "3", "4"]
     assert await history.extend([]) == range(6, 6)

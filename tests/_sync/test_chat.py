@@ -45,20 +45,25 @@ def test_extend_returns_positions_in_one_call(db: Harness) -> None:
     """extend appends every message in order with one database call and returns their positions."""
     history = ChatHistory(db.store, "conv-ext")
     history.add({"role": "system", "content": "be brief"})
-    calls = 0
-    real = db.store.extend
+    calls: list[str] = []
+    real, real_json = db.store.extend, db.store.extend_json
 
     def counting(key: str, values: object, *, idempotency_id: str | None = None) -> int:
-        nonlocal calls
-        calls += 1
-        return real(key, values, idempotency_id=idempotency_id)
+        calls.append("extend")
+        return real(key, values, idempotency_id=idempotency_id)  # type: ignore[arg-type]
 
-    db.store.extend = counting
+    def counting_json(key: str, items: list[bytes], *, idempotency_id: str | None = None) -> int | None:
+        calls.append("extend_json")
+        return real_json(key, items, idempotency_id=idempotency_id)
+
+    db.store.extend = counting  # type: ignore[method-assign]
+    db.store.extend_json = counting_json  # type: ignore[method-assign]
     try:
         positions = history.extend([{"role": "user", "content": str(i)} for i in range(5)])
     finally:
         del db.store.extend
-    assert calls == 1
+        del db.store.extend_json
+    assert calls == ["extend_json"]  # the encoded messages, stored as they are, in one call
     assert positions == range(1, 6)
     assert [m.content for m in history.last(3)] == ["2", "3", "4"]
     assert history.extend([]) == range(6, 6)
