@@ -1,8 +1,8 @@
 """PostgreSQL append/extend is ONE statement, one round trip (counted two ways), and stays exact under races.
 
 Counted by the client (libpq's own protocol trace of the pooled connection: every round trip is a
-Sync or a simple Query the client sends and then waits on) and by the server (``log_statement=all`` on a server this test owns:
-one log line per statement the backend ran). Each counter is first shown to count a known
+Sync or a simple Query the client sends and then waits on) and by the server (``log_statement=all``
+on a server this test owns: one log line per statement the backend ran). Each counter is first shown to count a known
 three-statement transaction as three, so a broken counter cannot pass the test.
 """
 
@@ -32,7 +32,7 @@ class _Trace:
     """libpq's protocol trace of one connection: what it sent and what the server answered."""
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self._file = tempfile.TemporaryFile("w+")
+        self._file = tempfile.TemporaryFile("w+")  # noqa: SIM115  # closed by close()
         self._conn = conn
         conn.pgconn.trace(self._file.fileno())
         conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
@@ -169,7 +169,8 @@ def test_the_server_runs_one_statement_per_append(owned_postgres: PgServer) -> N
             call()
             new = _log_lines(owned_postgres, pid)[before:]
             assert len(new) == 1, new
-            assert "kvstore_list_items" in new[0] and "WITH seen AS" in new[0]
+            assert "kvstore_list_items" in new[0]
+            assert "WITH seen AS" in new[0]
         assert db.get_range("l", 0, -1) == [{"n": 1}, {"n": 2}, {"n": 3}, {"n": 4}]
         db.close()
     finally:
@@ -248,15 +249,18 @@ def test_processes_appending_while_the_list_expires(postgres_url: str) -> None:
         head, length = conn.execute(
             "SELECT head, length FROM kvstore_entries WHERE ns = %s AND key = 'l'", (prefix,)
         ).fetchone()
-        seqs = [s for (s,) in conn.execute(
-            "SELECT seq FROM kvstore_list_items WHERE ns = %s AND key = 'l' ORDER BY seq", (prefix,)
-        )]
+        seqs = [
+            s
+            for (s,) in conn.execute(
+                "SELECT seq FROM kvstore_list_items WHERE ns = %s AND key = 'l' ORDER BY seq", (prefix,)
+            )
+        ]
         assert seqs == list(range(head + 1, head + length + 1))  # nothing left of the expired lists
         db.clear()
 
 
 def test_the_sweep_is_one_round_trip(traced: tuple[PostgresDatabase, _Trace, psycopg.Connection[Any]]) -> None:
-    """purge_expired removes expired entries (a list's items too) and old ids/tombstones/clear marks in one statement."""
+    """purge_expired drops expired entries (a list's items too), old ids, tombstones, clear marks: one statement."""
     db, trace, _conn = traced
     db.set("gone-v", 1, ttl=0.05)
     db.extend("gone-l", [1, 2])
@@ -265,4 +269,5 @@ def test_the_sweep_is_one_round_trip(traced: tuple[PostgresDatabase, _Trace, psy
     trips, statements, removed = trace.during(db.purge_expired)
     assert (trips, statements) == (1, 1)
     assert removed >= 2
-    assert not db.exists("gone-v") and db.get_range("gone-l", 0, -1) == []
+    assert not db.exists("gone-v")
+    assert db.get_range("gone-l", 0, -1) == []

@@ -45,7 +45,7 @@ def measure(cases: dict[str, Op], rounds: int, ops: int) -> dict[str, float]:
     """Median microseconds per op of each case, the cases alternating round by round."""
     times: dict[str, list[float]] = {name: [] for name in cases}
     counter = 0
-    for name, op in cases.items():  # warm-up (and psycopg's statement preparation)
+    for op in cases.values():  # warm-up (and psycopg's statement preparation)
         for _ in range(max(10, ops // 10)):
             op(counter)
             counter += 1
@@ -109,9 +109,7 @@ def pg_append(pg: Pg, rounds: int, ops: int) -> None:
         from langchain_core.messages import HumanMessage
         from langchain_postgres import PostgresChatMessageHistory
 
-        lc_conn = psycopg.connect(
-            pg.url, autocommit=True, prepare_threshold=0, options=f"-c search_path={pg.schema}"
-        )
+        lc_conn = psycopg.connect(pg.url, autocommit=True, prepare_threshold=0, options=f"-c search_path={pg.schema}")
         PostgresChatMessageHistory.create_tables(lc_conn, "lc_chat")
         lc = PostgresChatMessageHistory("lc_chat", "0b2c1d8e-8f0a-4a8e-9d1e-1b2c3d4e5f60", sync_connection=lc_conn)
         cases["langchain-postgres add_messages([m])"] = lambda i: lc.add_messages(
@@ -207,7 +205,7 @@ def memory_last(n: int, rounds: int, ops: int) -> None:
 
 
 def _message_sql(seq: str) -> str:
-    return f"'{{\"role\":\"user\",\"content\":\"message #' || {seq} || '\",\"created_at\":\"2026-01-01T00:00:00Z\"}}'"
+    return f'\'{{"role":"user","content":"message #\' || {seq} || \'","created_at":"2026-01-01T00:00:00Z"}}\''
 
 
 def scale(pg: Pg | None, exponents: list[int], rounds: int, ops: int) -> None:
@@ -276,9 +274,7 @@ def scale(pg: Pg | None, exponents: list[int], rounds: int, ops: int) -> None:
             params = {"ns": "scale:", "key": big, "start": -20, "end": -1}
             with pg.conn.cursor() as cur:
                 cur.execute(f"SET search_path = {pg.schema}")
-                plan = cur.execute(
-                    f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) {q}", params
-                ).fetchall()
+                plan = cur.execute(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) {q}", params).fetchall()
             print(f"\nPostgreSQL plan of the range read ({big}):")
             for (line,) in plan:
                 print("  ", line)

@@ -143,8 +143,8 @@ class ChatHistory(Generic[M]):
         key = self._keys.messages
         data = [dump_json(self._codec, key, m) for m in messages]
         if not data:
-            length = self.database.get_length(key)
-            return range(length, length)
+            count = self.database.get_length(key)
+            return range(count, count)
         length = self.database.extend_json(key, data, idempotency_id=id)
         if length is None:  # a wrapper store (failover, instrumented) takes decoded values
             length = self.database.extend(key, [_loads(d) for d in data], idempotency_id=id)
@@ -160,6 +160,7 @@ class ChatHistory(Generic[M]):
         key = self._keys.messages
         if self._no_offset:  # the common case: one read
             return self._read(-n, -1)
+        messages: list[M]
         messages, offset = gather(self._read(-n, -1), self._tail_offset())
         if offset:
             # Trimmed by kvstore 0.1: read from the first kept position on (positions are absolute).

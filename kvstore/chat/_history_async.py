@@ -8,11 +8,11 @@ from typing import Any, Generic, TypeVar, overload
 from orjson import loads as _loads
 
 from kvstore._core.acompat import gather_async
+from kvstore._core.codec import decode
 from kvstore._core.items import LowerBound
 from kvstore._core.ttl import TTL, ttl_ms
 from kvstore._core.typed import TypeCodec
 from kvstore.base_async import AsyncDatabase
-from kvstore._core.codec import decode
 from kvstore.chat._message import (
     DEFAULT_NAMESPACE,
     ChatKeys,
@@ -142,8 +142,8 @@ class AsyncChatHistory(Generic[M]):
         key = self._keys.messages
         data = [dump_json(self._codec, key, m) for m in messages]
         if not data:
-            length = await self.database.get_length(key)
-            return range(length, length)
+            count = await self.database.get_length(key)
+            return range(count, count)
         length = await self.database.extend_json(key, data, idempotency_id=id)
         if length is None:  # a wrapper store (failover, instrumented) takes decoded values
             length = await self.database.extend(key, [_loads(d) for d in data], idempotency_id=id)
@@ -159,6 +159,7 @@ class AsyncChatHistory(Generic[M]):
         key = self._keys.messages
         if self._no_offset:  # the common case: one read
             return await self._read(-n, -1)
+        messages: list[M]
         messages, offset = await gather_async(self._read(-n, -1), self._tail_offset())
         if offset:
             # Trimmed by kvstore 0.1: read from the first kept position on (positions are absolute).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from orjson import JSONDecodeError
 from orjson import loads as _loads
@@ -136,9 +136,9 @@ class PageReader(Generic[M]):
         if not items:
             return []
         if items[0].__class__ is str:
-            joined: bytes | str = "[" + ",".join(items) + "]"  # type: ignore[arg-type]  # all str here
+            joined: bytes | str = "[" + ",".join(items) + "]"
         else:
-            joined = b"[" + b",".join(items) + b"]"  # type: ignore[arg-type]  # all bytes here
+            joined = b"[" + b",".join(cast("list[bytes]", items)) + b"]"
         if self._adapter is None:
             try:
                 found = _loads(joined)

@@ -539,7 +539,7 @@ class PostgresDatabase(Database):
         while True:
             # One statement per batch: expired entries, and ids, tombstones and clear marks past the window.
             removed, ids = self._run("purge_expired", None, self._q.purge, params, "one")
-            total += removed
+            total += int(removed)
             if max(removed, ids) < _PURGE_BATCH:
                 return total
 

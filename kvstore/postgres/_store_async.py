@@ -538,7 +538,7 @@ class AsyncPostgresDatabase(AsyncDatabase):
         while True:
             # One statement per batch: expired entries, and ids, tombstones and clear marks past the window.
             removed, ids = await self._run("purge_expired", None, self._q.purge, params, "one")
-            total += removed
+            total += int(removed)
             if max(removed, ids) < _PURGE_BATCH:
                 return total
 
