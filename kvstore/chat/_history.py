@@ -50,7 +50,9 @@ class ChatHistory(Generic[M]):
         database: Any `Database` (memory, SQLite, PostgreSQL, or the manager's tier).
         conversation_id: Names the conversation; any valid key text.
         model: The message type (default `ChatMessage`; ``dict`` for untyped
-            messages); writes are validated and reads parsed with pydantic.
+            messages); writes are validated and serialised by pydantic-core in one
+            pass, and a page read is decoded and validated by one pydantic-core call
+            on the stored JSON (``dict`` histories skip validation: one orjson pass).
         ttl: When set, the conversation expires this long after its last write
             (sliding: every `add`/`extend` refreshes it).
         namespace: First part of the conversation's keys (default ``"chat"``).
