@@ -8,8 +8,8 @@
 * ``scale``: ``last(20)`` on conversations of 10^2 ... 10^N messages (bulk-loaded in SQL), with the
   query plans of the range reads.
 
-Every case of a workload runs in alternating rounds; the figure is the median per-op time over the
-rounds, the ratio is floor time / kvstore time (1.0 = as fast as the floor). Run it on a quiet
+The cases of a workload alternate op by op; the figure is each case's median time per op, the ratio
+is floor time / kvstore time (1.0 = as fast as the floor). Run it on a quiet
 machine; on a busy one, compare ratios of one run only::
 
     PYTHONPATH=. python tools/bench_chat.py --url postgresql://postgres@127.0.0.1:5432/test
@@ -42,21 +42,22 @@ def chat(i: int) -> dict[str, Any]:
 
 
 def measure(cases: dict[str, Op], rounds: int, ops: int) -> dict[str, float]:
-    """Median microseconds per op of each case, the cases alternating round by round."""
+    """Median microseconds per op of each case, the cases alternating op by op (``rounds * ops`` each),
+    so the drift of a busy machine hits every case alike and a spike moves no median."""
     times: dict[str, list[float]] = {name: [] for name in cases}
     counter = 0
     for op in cases.values():  # warm-up (and psycopg's statement preparation)
         for _ in range(max(10, ops // 10)):
             op(counter)
             counter += 1
-    for _ in range(rounds):
+    clock = time.perf_counter
+    for _ in range(rounds * ops):
         for name, op in cases.items():
-            started = time.perf_counter()
-            for _ in range(ops):
-                op(counter)
-                counter += 1
-            times[name].append((time.perf_counter() - started) / ops * 1e6)
-    return {name: statistics.median(values) for name, values in times.items()}
+            started = clock()
+            op(counter)
+            times[name].append(clock() - started)
+        counter += 1
+    return {name: statistics.median(values) * 1e6 for name, values in times.items()}
 
 
 def report(title: str, result: dict[str, float], floor: str) -> None:
