@@ -239,6 +239,7 @@ def check(
     failback times narrow which writes a conflict may stand for). ``primary`` names the configured backend.
     """
     report = Report(operations=len(ops), conflicts=len(conflicts), primary=primary)
+    report.replays = _replays(ops, events, primary)
     for op in ops:
         report.ops_by_type[op["op"]] += 1
         report.outcomes[f"{op['op']}:{op['status']}"] += 1
@@ -249,16 +250,6 @@ def check(
                 f"{op['op']} raised {op.get('error')}: {op.get('message', '')[:200]}",
                 op=_brief(op),
             )
-    replays: dict[Any, list[float]] = defaultdict(list)
-    for e in events:
-        if e.get("event") == "failback":  # logged by the probe once the replay is done
-            replays[e.get("w")].append(float(e["t"]))
-    for op in ops:
-        if op.get("active0") == primary:  # began on the primary: any earlier journal was replayed by then
-            replays[op["w"]].append(float(op["t0"]))
-        elif op.get("active1") == primary:  # this call failed back: the journal was replayed by its end
-            replays[op["w"]].append(float(op["t1"]))
-    report.replays = {w: sorted(ts) for w, ts in replays.items()}
     ops = _apply_conflicts(report, ops, conflicts, events)
     by_key: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for op in ops:
@@ -270,6 +261,106 @@ def check(
     for key in sorted(list_keys | set(final_lists)):
         _check_list(report, key, by_key.get(key, []), list(final_lists.get(key, [])))
     return report
+
+
+def _replays(
+    ops: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]], primary: str
+) -> dict[Any, list[float]]:
+    """Per worker, the sorted times by which its outage journal had been replayed (see `Report.replays`)."""
+    replays: dict[Any, list[float]] = defaultdict(list)
+    for e in events:
+        if e.get("event") == "failback":  # logged by the probe once the replay is done
+            replays[e.get("w")].append(float(e["t"]))
+    for op in ops:
+        if op.get("active0") == primary:  # began on the primary: any earlier journal was replayed by then
+            replays[op["w"]].append(float(op["t0"]))
+        elif op.get("active1") == primary:  # this call failed back: the journal was replayed by its end
+            replays[op["w"]].append(float(op["t1"]))
+    return {w: sorted(ts) for w, ts in replays.items()}
+
+
+# --- writes lost by a promotion (asynchronous replication) -------------------------------------------
+
+
+def lost_writes(
+    ops: Sequence[Mapping[str, Any]],
+    snapshots: Sequence[Mapping[str, Any]],
+    events: Sequence[Mapping[str, Any]] = (),
+    *,
+    unknown_grace: float = UNKNOWN_GRACE,
+    primary: str = "postgres",
+) -> list[dict[str, Any]]:
+    """Acknowledged writes that a standby promotion certainly lost, one entry per write.
+
+    A standby promoted after its primary was killed keeps what it had received: with asynchronous
+    replication the primary's last acknowledged commits may be missing. Each snapshot is what the
+    standby held when promoted (``{"t": kill time, "values": {key: value}, "lists": {key: [items]}}``,
+    read from the standby once it had replayed everything it received). A write counts as lost at that
+    promotion when it was certainly committed before the kill (acknowledged by the primary before it, or
+    journaled and replayed before it) and the snapshot certainly lacks it:
+
+    * an append whose item is not in the snapshot's list (lists only grow in this workload);
+    * a set or delete certainly committed after the write whose value the snapshot shows (invoked, or for
+      a journaled write acknowledged, after that write's commit could last have happened);
+    * a set, when the snapshot shows the key absent and every delete of it certainly came before the set.
+
+    Writes that may or may not have been lost (concurrent with the one the snapshot shows) are not
+    counted; `check` with ``lost=`` then treats the lost ones as unknown outcomes, so the losses are
+    reported apart from the violations (wrong answers), which stay checked as strictly as ever.
+    """
+    replays = _replays(ops, events, primary)
+
+    def replayed(w: Any, after: float) -> float:
+        times = replays.get(w, [])
+        i = bisect.bisect_right(times, after)
+        return times[i] if i < len(times) else math.inf
+
+    def lower(op: Mapping[str, Any]) -> float:  # the commit happened at or after this
+        return float(op["t1"]) if _via_fallback(op, primary) else float(op["t0"])
+
+    def upper(op: Mapping[str, Any]) -> float:  # ... and at or before this
+        end = _end(op, unknown_grace) if op["status"] != "conflict" else math.inf
+        return max(end, replayed(op["w"], float(op["t1"]))) if _via_fallback(op, primary) else end
+
+    writes: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for op in ops:
+        if op["op"] in (*WRITE_OPS, "append"):
+            writes[op["key"]].append(op)
+    lost: dict[tuple[Any, Any], dict[str, Any]] = {}
+
+    def lose(op: Mapping[str, Any], at: float, why: str) -> None:
+        lost.setdefault((op["w"], op["n"]), {"w": op["w"], "n": op["n"], "op": op["op"], "key": op["key"],
+                                            "t1": op["t1"], "kill": at, "why": why})  # fmt: skip
+
+    for snap in snapshots:
+        tk = float(snap["t"])
+        for key, items in snap.get("lists", {}).items():
+            held = {ident(v) for v in items}
+            for op in writes.get(key, []):
+                if op["op"] == "append" and op["status"] == "ok" and upper(op) < tk and ident(op["args"][0]) not in held:
+                    lose(op, tk, "append missing from the promoted standby's list")
+        for key, value in snap.get("values", {}).items():
+            kops = writes.get(key, [])
+            done = [o for o in kops if o["op"] in WRITE_OPS and o["status"] == "ok" and upper(o) < tk]
+            if value is not None:
+                shown = next((o for o in kops if o["op"] == "set" and ident(o["args"][0]) == ident(value)), None)
+                if shown is None:
+                    continue  # a value nobody wrote: the checker's phantom_read
+                for op in done:
+                    if op is not shown and lower(op) > upper(shown):
+                        lose(op, tk, "committed after the value the promoted standby holds")
+            else:
+                deletes = [o for o in kops if o["op"] == "delete"]
+                for op in done:
+                    if op["op"] == "set" and all(upper(d) < lower(op) for d in deletes):
+                        lose(op, tk, "set, but the promoted standby holds no value and no delete came after it")
+    return sorted(lost.values(), key=lambda e: (e["kill"], e["t1"]))
+
+
+def as_lost(ops: Sequence[Mapping[str, Any]], lost: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """``ops`` with each lost write's status ``lost``: checked as an unknown outcome (applied or not)."""
+    ids = {(e["w"], e["n"]) for e in lost}
+    return [{**op, "status": "lost"} if (op["w"], op["n"]) in ids else op for op in ops]
 
 
 def _apply_conflicts(

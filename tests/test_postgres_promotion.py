@@ -1,0 +1,373 @@
+"""PostgreSQL with a standby: several hosts, a promoted standby followed, a read-only server never written.
+
+Servers are a primary and a ``pg_basebackup -R`` standby this test owns (`tests.fixtures_postgres_ha`).
+The history runs are the multi-instance check of ``tests/test_history_multi_instance.py`` with a
+promotion nemesis: ``kill -9`` of every process of the primary, ``pg_ctl promote`` of the standby, a new
+standby re-seeded from the new primary on the dead one's port. With synchronous replication no
+acknowledged write may be lost; with asynchronous replication the writes a promotion lost are counted
+(printed and written to ``promotion-report.json``), apart from the violations, which must be 0 in both.
+``KVSTORE_PROMOTION_SECONDS`` lengthens the slow runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvstore import BackendUnavailableError, StorageManager
+from kvstore.config import StorageConfig
+from kvstore.errors import ConfigError
+from kvstore.postgres import PostgresDatabase
+from kvstore.postgres import _hosts
+from tests import history_checker as hc
+from tests.fixtures_postgres_ha import PgPair, start_pair
+from tests.history_worker import LIST_KEYS, VALUE_KEYS
+from tests.test_history_multi_instance import APIS, _final_state, _run_workers
+
+SECONDS = float(os.environ.get("KVSTORE_PROMOTION_SECONDS", "40"))
+PROMOTIONS = 5
+SECRET = "s3/cr#t?@p$9%x"  # / # ? @ $ % unencoded, as people paste them
+
+# --- hosts and target_session_attrs (no server) ----------------------------------------------------
+
+
+def test_hosts_field_becomes_libpq_host_and_port_lists() -> None:
+    assert _hosts.merge_fields(["db1:5433", "[::1]:5434", "db3"], None, 5432) == ("db1,::1,db3", "5433,5434,5432")
+    assert _hosts.merge_fields(None, "db", 7) == ("db", 7)
+    for bad in ([], ["db:x"], [":5432"], ["db:70000"], ["a,b"]):
+        with pytest.raises(ConfigError):
+            _hosts.merge_fields(bad, None, None)
+    with pytest.raises(ConfigError, match="either host or hosts"):
+        _hosts.merge_fields(["a"], "b", None)
+
+
+def test_several_hosts_default_to_read_write_and_never_to_a_standby() -> None:
+    several = "host=a,b port=1,2"
+    assert "target_session_attrs=read-write" in _hosts.session_attrs(several, None)
+    assert "target_session_attrs=primary" in _hosts.session_attrs(several, "primary")
+    assert "target_session_attrs" not in _hosts.session_attrs("host=a", None)  # one host: as configured
+    assert "target_session_attrs=any" in _hosts.session_attrs("host=a", "any")
+    for attrs in ("read-only", "standby", "prefer-standby"):
+        with pytest.raises(ConfigError, match="standby"):
+            _hosts.session_attrs("host=a", attrs)
+    with pytest.raises(ConfigError):
+        _hosts.session_attrs(several, "any")
+    with pytest.raises(ConfigError):  # in the URL too
+        _hosts.session_attrs(several + " target_session_attrs=prefer-standby", None)
+
+
+def test_hosts_config_and_url_name_the_same_place() -> None:
+    """The hosts field and a multi-host URL give one identity; the order of the hosts does not matter."""
+    from kvstore._core.identity import tier_identity
+
+    def identity(database: dict[str, Any]) -> str:
+        return tier_identity(StorageConfig.model_validate({"database": {"type": "postgres", **database}}).database)
+
+    by_url = identity({"url": "postgresql://app@h1:5433,h2/app?target_session_attrs=read-write"})
+    assert identity({"hosts": ["h2:5432", "h1:5433"], "dbname": "app", "user": "app"}) == by_url
+    assert identity({"hosts": ["h2:5432", "h1:5434"], "dbname": "app", "user": "app"}) != by_url
+    with pytest.raises(ValueError, match="host"):
+        StorageConfig.model_validate({"database": {"type": "postgres", "hosts": ["a"], "host": "b"}})
+
+
+def test_password_of_a_multi_host_url_never_prints() -> None:
+    config = StorageConfig.model_validate(
+        {"database": {"type": "postgres", "url": f"postgresql://app:{SECRET}@h1:5432,h2:5433/app"}}
+    )
+    database: Any = config.database
+    assert database.password.get_secret_value() == SECRET
+    assert SECRET not in repr(config) and SECRET not in database.url
+    store = PostgresDatabase(database.url, password=database.password)
+    assert SECRET not in repr(store) and "h1,h2" in repr(store)
+
+
+# --- against a primary and a standby ---------------------------------------------------------------
+
+
+def _activity(node: Any) -> int:
+    """kvstore sessions on ``node`` now."""
+    return int(node.query("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'kvstore'")[0][0])
+
+
+def _until(call: Any, seconds: float = 20.0) -> Any:
+    """``call()`` again until it stops raising BackendUnavailableError (a promotion in progress)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return call()
+        except BackendUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@pytest.mark.postgres
+def test_pool_follows_the_promoted_standby_and_health_names_it(pg_pair_sync: PgPair) -> None:
+    """Standby listed first: every connection goes to the primary; after kill -9 and promote, to the new one."""
+    pair = pg_pair_sync
+    config = {
+        "cache": {"type": "memory"},
+        "database": {"type": "postgres", "hosts": pair.hosts, "user": "postgres", "dbname": "postgres",
+                     "fallback": [], "min_size": 2, "statement_timeout": 1.0, "connect_timeout": 2.0},
+    }  # fmt: skip
+    with StorageManager(config) as storage:
+        db: Any = storage.database
+        db.set("k", 1)
+        db.append("l", "a")
+        assert storage.health().database.serving == pair.primary.where
+        assert _activity(pair.standby) == 0  # libpq skipped the standby listed first
+        old = pair.primary.where
+        pair.fail_over()
+        _until(lambda: db.set("k", 2))
+        assert db.get("k") == 2
+        assert db.get_range("l", 0, -1) == ["a"]  # the synchronous standby had it
+        health = storage.health().database
+        assert health.healthy and health.serving == pair.primary.where != old
+        assert _activity(pair.standby) == 0  # the re-seeded standby (on the old port) is not used either
+
+
+@pytest.mark.postgres
+def test_a_write_on_a_server_turned_read_only_is_an_outage_and_its_connection_is_discarded(
+    pg_pair_sync: PgPair,
+) -> None:
+    """Read-only under open connections: writes raise BackendUnavailableError (never applied, never another
+    error class), idempotent ones after a retry on another connection; reads still answer; the connections
+    that met it are discarded; writable again, the same store writes again."""
+    primary = pg_pair_sync.primary
+    store = PostgresDatabase(primary.url, min_size=3, max_size=3, statement_timeout=1.0)
+    try:
+        store.set("k", "before")
+        store.append("l", "a")
+        before = _activity(primary)
+        primary.query("ALTER SYSTEM SET default_transaction_read_only = on")
+        primary.query("SELECT pg_reload_conf()")
+        time.sleep(0.3)  # every backend has read the reloaded setting
+        for write in (lambda: store.set("k", "after"), lambda: store.append("l", "b"), lambda: store.incr("n")):
+            with pytest.raises(BackendUnavailableError, match="read-only") as info:
+                write()
+            assert info.value.__cause__ is not None
+        assert store.get("k") == "before"  # reads are fine on a read-only server
+        assert store.get_range("l", 0, -1) == ["a"]  # nothing half-written
+        assert store.get("n") is None
+        assert _activity(primary) <= before  # the connections that met it were dropped, not reused
+        primary.query("ALTER SYSTEM RESET default_transaction_read_only")
+        primary.query("SELECT pg_reload_conf()")
+        _until(lambda: store.set("k", "after"), 5)
+        assert store.append("l", "b") == 2
+        assert store.get("k") == "after"
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_a_connection_on_a_standby_is_never_used_for_a_write(pg_pair_sync: PgPair) -> None:
+    """Named alone (libpq's target_session_attrs=any), the standby answers reads, and every write raises
+    BackendUnavailableError naming the read-only server, with nothing written."""
+    pair = pg_pair_sync
+    with PostgresDatabase(pair.primary.url) as primary_store:
+        primary_store.set("k", "v")
+    pair.wait_attached()
+    assert pair.standby is not None
+    store = PostgresDatabase(pair.standby.url, statement_timeout=1.0)
+    try:
+        assert store.get("k") == "v"
+        with pytest.raises(BackendUnavailableError, match=f"{pair.standby.where} is read-only"):
+            store.set("k", "w")
+        with pytest.raises(BackendUnavailableError, match="read-only"):
+            store.append("l", "x", idempotency_id="id-1")
+    finally:
+        store.close()
+    with PostgresDatabase(pair.primary.url) as primary_store:
+        assert primary_store.get("k") == "v" and primary_store.get_range("l", 0, -1) == []
+
+
+@pytest.mark.postgres
+def test_special_character_password_on_several_hosts_connects_and_never_prints(
+    pg_pair_sync: PgPair, caplog: pytest.LogCaptureFixture
+) -> None:
+    pair = pg_pair_sync
+    pair.primary.query(f"CREATE ROLE kvstore_secret LOGIN SUPERUSER PASSWORD '{SECRET}'")
+    caplog.set_level(logging.DEBUG)
+    configs = [
+        {"type": "postgres", "url": pair.url("kvstore_secret", SECRET)},
+        {"type": "postgres", "hosts": pair.hosts, "user": "kvstore_secret", "password": SECRET, "dbname": "postgres"},
+    ]
+    for database in configs:
+        config = {"cache": {"type": "memory"}, "database": {**database, "fallback": [], "key_prefix": "secret:"}}
+        with StorageManager(config) as storage:
+            storage.database.set("k", 1)
+            health = storage.health()
+            texts = [repr(storage.database), repr(health), json.dumps(health.as_dict())]
+            assert health.database.serving == pair.primary.where
+        assert not any(SECRET in text for text in texts)
+    wrong = {"cache": {"type": "memory"}, "database": {**configs[1], "password": SECRET + "-wrong", "fallback": []}}
+    with pytest.raises(BackendUnavailableError) as info:
+        StorageManager(wrong).connect()
+    assert SECRET not in str(info.value) and SECRET not in repr(info.value)
+    assert SECRET not in caplog.text
+
+
+# --- the history check under promotions ------------------------------------------------------------
+
+
+class PromotionNemesis:
+    """``kill -9`` the primary, snapshot the standby, promote it, re-seed a standby; quiet gaps of 1-2 s."""
+
+    def __init__(self, pair: PgPair, promotions: int, seed: int | None = None) -> None:
+        self.pair = pair
+        self.promotions = promotions
+        self.rng = random.Random(seed)
+        self.snapshots: list[dict[str, Any]] = []
+
+    def _snapshot(self, at: float) -> None:
+        standby = self.pair.standby
+        assert standby is not None
+        with PostgresDatabase(standby.url, statement_timeout=2.0) as store:
+            values = dict(zip(VALUE_KEYS, store.mget(VALUE_KEYS), strict=True))
+            lists = {key: store.get_range(key, 0, -1) for key in LIST_KEYS}
+        self.snapshots.append({"t": at, "values": values, "lists": lists})
+
+    def __call__(self, start: float, end: float) -> None:
+        while time.time() < start:
+            time.sleep(0.05)
+        time.sleep(self.rng.uniform(1.5, 2.5))  # some history on a healthy primary first
+        while len(self.pair.failovers) < self.promotions and time.time() < end - 4:
+            at = time.time()
+            self.pair.fail_over(before_promote=lambda at=at: self._snapshot(at))
+            time.sleep(self.rng.uniform(1, 2))
+
+
+def _recovery(ops: list[dict[str, Any]], failovers: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Per promotion: seconds from the kill to the first write acknowledged again (journaled on the
+    fallback counts), and to the first write acknowledged by the new primary (writes flowing to it)."""
+    writes = sorted((o for o in ops if o["op"] in ("set", "delete", "append") and o["status"] == "ok"),
+                    key=lambda o: o["t1"])  # fmt: skip
+    out = []
+    for f in failovers:
+        tk = f["t_kill"]
+        after = [o for o in writes if o["t0"] >= tk]
+        any_ack = next((o["t1"] for o in after), math_inf)
+        on_primary = next((o["t1"] for o in after if o.get("active1") == "postgres"), math_inf)
+        out.append({"to_any_ack": any_ack - tk, "to_new_primary": on_primary - tk,
+                    "to_promoted": f["t_promoted"] - tk})  # fmt: skip
+    return out
+
+
+math_inf = float("inf")
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {"p50": statistics.median(values), "max": max(values)} if values else {}
+
+
+def _promotion_run(tmp_path: Path, synchronous: bool, seconds: float, promotions: int) -> dict[str, Any]:
+    pair = start_pair(synchronous=synchronous)
+    try:
+
+        def database(w: int) -> dict[str, Any]:
+            return {
+                "type": "postgres",
+                "url": pair.url(),
+                "probe_interval": 0.3,
+                "failure_threshold": 2,
+                "statement_timeout": 0.75,
+                "call_timeout": 1.0,
+                "connect_timeout": 2.0,
+                "state_dir": str(tmp_path / f"state-{w}"),
+            }
+
+        nemesis = PromotionNemesis(pair, promotions)
+        outs, summaries = _run_workers(tmp_path, database, seconds, during=nemesis)
+        final = _final_state(database(0), tmp_path / "state-check")
+    finally:
+        pair.stop()
+    ops, events, _ = hc.load_histories(outs)
+    lost = hc.lost_writes(ops, nemesis.snapshots, events)
+    checked = hc.as_lost(ops, lost) if not synchronous else ops
+    report = hc.check(checked, final[0], final[1], hc.conflicts_of(events), events)
+    recovery = _recovery(ops, pair.failovers)
+    result = {
+        "replication": "synchronous" if synchronous else "asynchronous",
+        "instances": len(APIS),
+        "seconds": seconds,
+        "operations": report.operations,
+        "acknowledged_writes": sum(1 for o in ops if o["op"] in ("set", "delete", "append") and o["status"] == "ok"),
+        "promotions": len(pair.failovers),
+        "lost_writes": len(lost),
+        "lost_per_promotion": [sum(1 for e in lost if e["kill"] == f["t_kill"]) for f in pair.failovers],
+        "lost": lost,
+        "violations": len(report.violations),
+        "violations_by_kind": dict(report.by_kind()),
+        "recovery_s": {
+            "kill_to_promoted": _stats([r["to_promoted"] for r in recovery]),
+            "kill_to_first_acknowledged_write": _stats([r["to_any_ack"] for r in recovery]),
+            "kill_to_writes_on_new_primary": _stats([r["to_new_primary"] for r in recovery]),
+            "per_promotion": recovery,
+        },
+        "settled": [s.get("settled") for s in summaries],
+    }
+    (tmp_path / "promotion-report.json").write_text(json.dumps(result, indent=2, default=str))
+    if os.environ.get("KVSTORE_TEST_ARTIFACTS"):
+        target = Path(os.environ["KVSTORE_TEST_ARTIFACTS"])
+        target.mkdir(parents=True, exist_ok=True)
+        (target / f"postgres-promotion-{result['replication']}.json").write_text(
+            json.dumps(result, indent=2, default=str)
+        )
+    print(f"\n=== postgres promotions, {result['replication']} replication, {len(APIS)} instances, {seconds:g} s ===")
+    print(hc.summary(report, faults=len(pair.failovers)))
+    print(
+        f"promotions: {result['promotions']}; lost acknowledged writes: {result['lost_writes']} "
+        f"(per promotion {result['lost_per_promotion']}) of {result['acknowledged_writes']} acknowledged"
+    )
+    for name, value in result["recovery_s"].items():
+        if name != "per_promotion" and value:
+            print(f"{name}: p50 {value['p50']:.2f} s, max {value['max']:.2f} s")
+    for e in lost[:10]:
+        print(f"  lost: {e}")
+    print(f"report: {tmp_path / 'promotion-report.json'}")
+    result["report"] = report
+    return result
+
+
+def _assert_run(result: dict[str, Any], promotions: int) -> None:
+    report = result["report"]
+    assert result["promotions"] >= promotions, result["promotions"]
+    assert report.operations > 20 * result["seconds"]
+    assert not report.violations, hc.summary(report, examples=2)
+    if result["replication"] == "synchronous":
+        assert result["lost_writes"] == 0, result["lost"]
+    assert all(result["settled"]), result["settled"]
+    for r in result["recovery_s"]["per_promotion"]:
+        assert r["to_new_primary"] < 15, result["recovery_s"]
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+@pytest.mark.timeout(int(400 + SECONDS * 2))
+@pytest.mark.parametrize("synchronous", [True, False], ids=["sync", "async"])
+def test_three_instances_keep_a_valid_history_across_promotions(
+    tmp_path: Path, synchronous: bool, record_property: Any
+) -> None:
+    """≥ 5 kill -9 / promote / re-seed cycles under three processes: 0 violations; synchronous replication
+    loses no acknowledged write, asynchronous replication's losses are counted and reported."""
+    result = _promotion_run(tmp_path, synchronous, SECONDS, PROMOTIONS)
+    for name in ("promotions", "lost_writes", "violations", "acknowledged_writes"):
+        record_property(name, result[name])
+    record_property("recovery_s", json.dumps({k: v for k, v in result["recovery_s"].items() if k != "per_promotion"}))
+    _assert_run(result, PROMOTIONS)
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(200)
+def test_one_promotion_smoke(tmp_path: Path) -> None:
+    """The fast smoke of the history check: one promotion with a synchronous standby, 0 lost, 0 violations."""
+    result = _promotion_run(tmp_path, True, 8.0, 1)
+    _assert_run(result, 1)
