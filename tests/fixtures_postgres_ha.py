@@ -80,16 +80,19 @@ class PgNode(PgServer):
             cur = conn.execute(statement, params)
             return cur.fetchall() if cur.description else []
 
-    def kill9(self) -> None:
-        """SIGKILL every process of this server at once (postmaster first: it restarts nothing)."""
+    def kill9(self) -> float:
+        """SIGKILL every process of this server at once (postmaster first: it restarts nothing);
+        returns the `time.time` by which every one was sent its SIGKILL (the server is dead from then)."""
         pids = self.pids()
         for pid in pids:
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        killed = time.time()
         deadline = time.monotonic() + STEP_TIMEOUT
         for pid in pids:
             while _alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.01)
+        return killed
 
     def promote(self) -> None:
         self.pg_ctl("-w", "-t", str(int(STEP_TIMEOUT)), "promote")
@@ -185,17 +188,18 @@ class PgPair:
     def fail_over(self, *, before_promote: Any = None) -> dict[str, Any]:
         """``kill -9`` the primary, promote the standby, re-seed a standby on the dead primary's port.
 
-        ``before_promote()`` runs between the kill and the promotion, when the standby has
-        replayed all it received (it holds exactly what the promotion will keep).
+        ``before_promote(t_kill)`` runs between the kill and the promotion, when the standby has
+        replayed all it received (it holds exactly what the promotion will keep); ``t_kill`` is
+        when the primary was dead (every process sent SIGKILL).
         """
         assert self.standby is not None
         old, new = self.primary, self.standby
-        record: dict[str, Any] = {"killed": old.where, "promoted": new.where, "t_kill": time.time()}
-        old.kill9()
+        record: dict[str, Any] = {"killed": old.where, "promoted": new.where}
+        record["t_kill"] = old.kill9()
         if before_promote is not None:
             self.wait_replayed()
             record["t_snapshot0"] = time.time()
-            before_promote()
+            before_promote(record["t_kill"])
             record["t_snapshot1"] = time.time()
         new.promote()
         record["t_promoted"] = time.time()

@@ -240,8 +240,7 @@ class PromotionNemesis:
             time.sleep(0.05)
         time.sleep(self.rng.uniform(1.5, 2.5))  # some history on a healthy primary first
         while len(self.pair.failovers) < self.promotions and time.time() < end - 4:
-            at = time.time()
-            self.pair.fail_over(before_promote=lambda at=at: self._snapshot(at))
+            self.pair.fail_over(before_promote=self._snapshot)
             time.sleep(self.rng.uniform(1, 2))
 
 
