@@ -185,8 +185,13 @@ class PgPair:
                 raise RuntimeError("the standby did not finish replaying")
             time.sleep(0.01)
 
-    def fail_over(self, *, before_promote: Any = None) -> dict[str, Any]:
+    def fail_over(self, *, before_promote: Any = None, lag: float = 0.0) -> dict[str, Any]:
         """``kill -9`` the primary, promote the standby, re-seed a standby on the dead primary's port.
+
+        ``lag`` > 0: the primary's WAL sender is stopped (SIGSTOP) for that many seconds before
+        the kill, as replication falls behind under load or a slow link: with asynchronous
+        replication the commits acknowledged meanwhile never reach the standby; with synchronous
+        replication they are not acknowledged.
 
         ``before_promote(t_kill)`` runs between the kill and the promotion, when the standby has
         replayed all it received (it holds exactly what the promotion will keep); ``t_kill`` is
@@ -194,7 +199,11 @@ class PgPair:
         """
         assert self.standby is not None
         old, new = self.primary, self.standby
-        record: dict[str, Any] = {"killed": old.where, "promoted": new.where}
+        record: dict[str, Any] = {"killed": old.where, "promoted": new.where, "lag": lag}
+        if lag > 0:
+            for (pid,) in old.query("SELECT pid FROM pg_stat_replication"):
+                os.kill(pid, signal.SIGSTOP)
+            time.sleep(lag)
         record["t_kill"] = old.kill9()
         if before_promote is not None:
             self.wait_replayed()

@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import statistics
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from kvstore.postgres import _hosts
 from tests import history_checker as hc
 from tests.fixtures_postgres_ha import PgPair, start_pair
 from tests.history_worker import LIST_KEYS, VALUE_KEYS
-from tests.test_history_multi_instance import APIS, _final_state, _run_workers
+from tests.test_history_multi_instance import APIS, _final_state, _op, _run_workers, _v
 
 SECONDS = float(os.environ.get("KVSTORE_PROMOTION_SECONDS", "40"))
 PROMOTIONS = 5
@@ -87,6 +88,29 @@ def test_password_of_a_multi_host_url_never_prints() -> None:
     assert SECRET not in repr(config) and SECRET not in database.url
     store = PostgresDatabase(database.url, password=database.password)
     assert SECRET not in repr(store) and "h1,h2" in repr(store)
+
+
+def test_lost_writes_counts_only_what_a_promotion_certainly_lost() -> None:
+    """Acknowledged before the kill and certainly missing from the promoted standby: lost; concurrent with
+    what it holds, or acknowledged after the kill: not counted. Lost writes checked as unknown outcomes
+    leave no violation; checked as acknowledged, they are violations (so the count cannot hide one)."""
+    ops = [
+        _op(0, 1, "set", "k", 0.0, 1.0, _v(0, 1), result=True),  # the value the standby holds
+        _op(1, 1, "set", "k", 2.0, 3.0, _v(1, 1), result=True),  # certainly after it: lost
+        _op(2, 1, "set", "k", 0.5, 2.5, _v(2, 1), result=True),  # concurrent with it: not certain
+        _op(0, 2, "append", "l", 1.0, 2.0, _v(0, 2), result=1),
+        _op(1, 2, "append", "l", 3.0, 4.0, _v(1, 2), result=2),  # missing from the standby's list: lost
+        _op(0, 3, "set", "j", 1.0, 2.0, _v(0, 3), result=True),  # the standby holds no j, nothing deleted it
+        _op(0, 4, "set", "m", 11.0, 12.0, _v(0, 4), result=True),  # after the kill: not at stake
+        _op(1, 3, "append", "l", 9.5, 10.5, _v(1, 3), result=3),  # acknowledged after the kill
+    ]
+    snapshot = {"t": 10.0, "values": {"k": _v(0, 1), "j": None, "m": None}, "lists": {"l": [_v(0, 2)]}}
+    lost = hc.lost_writes(ops, [snapshot])
+    assert {(e["w"], e["n"]) for e in lost} == {(1, 1), (1, 2), (0, 3)}
+    values, lists = {"k": _v(0, 1), "j": None, "m": _v(0, 4)}, {"l": [_v(0, 2), _v(1, 3)]}
+    assert hc.check(hc.as_lost(ops, lost), values, lists).violations == []
+    assert set(hc.check(ops, values, lists).by_kind()) == {"final_value", "lost_append"}
+    assert hc.lost_writes(ops, [{**snapshot, "values": {"k": _v(1, 1), "j": _v(0, 3)}, "lists": {}}]) == []
 
 
 # --- against a primary and a standby ---------------------------------------------------------------
@@ -190,6 +214,45 @@ def test_a_connection_on_a_standby_is_never_used_for_a_write(pg_pair_sync: PgPai
 
 
 @pytest.mark.postgres
+def test_a_commit_the_synchronous_standby_did_not_confirm_is_never_acknowledged(pg_pair_sync: PgPair) -> None:
+    """The standby frozen, a commit waits for it. At the call deadline the watchdog cuts the connection
+    (BackendUnavailableError: outcome unknown). When the wait is cancelled instead (pg_cancel_backend, as an
+    operator or HA tool releasing stuck writers does), PostgreSQL reports the commit as a success with only
+    a WARNING (committed locally, maybe not replicated): kvstore raises BackendUnavailableError, never acks."""
+    pair = pg_pair_sync
+    assert pair.standby is not None
+    # The primary alone: the frozen standby, listed first, would cost each new connection connect_timeout.
+    store = PostgresDatabase(pair.primary.url, statement_timeout=0.5, call_timeout=1.5)
+    try:
+        store.set("k", "replicated")
+        with pair.standby.frozen():
+            with pytest.raises(BackendUnavailableError, match="did not answer"):
+                store.set("k", "cut")
+
+            def cancel_waiters() -> None:
+                # Every waiter, for a while: the backend of the connection cut above still waits too.
+                deadline = time.monotonic() + 1.0
+                while time.monotonic() < deadline:
+                    pair.primary.query("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE wait_event = 'SyncRep'")
+                    time.sleep(0.05)
+
+            for write in (lambda: store.set("k", "cancelled"), lambda: store.append("l", "cancelled")):
+                canceller = threading.Thread(target=cancel_waiters)
+                canceller.start()
+                try:
+                    with pytest.raises(BackendUnavailableError, match="synchronous standby"):
+                        write()
+                finally:
+                    canceller.join()
+            assert store.get("n") is None  # reads go on; the connection stays usable
+        pair.wait_attached()
+        assert store.set("k", "again") is True
+        assert store.get("k") == "again"
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
 def test_special_character_password_on_several_hosts_connects_and_never_prints(
     pg_pair_sync: PgPair, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -219,11 +282,16 @@ def test_special_character_password_on_several_hosts_connects_and_never_prints(
 
 
 class PromotionNemesis:
-    """``kill -9`` the primary, snapshot the standby, promote it, re-seed a standby; quiet gaps of 1-2 s."""
+    """``kill -9`` the primary, snapshot the standby, promote it, re-seed a standby; quiet gaps of 1-2 s.
 
-    def __init__(self, pair: PgPair, promotions: int, seed: int | None = None) -> None:
+    Every second promotion (the 2nd, 4th, ...) comes after ``lag`` seconds of replication stopped (the
+    primary's WAL sender frozen), the others with the standby caught up as loopback keeps it.
+    """
+
+    def __init__(self, pair: PgPair, promotions: int, seed: int | None = None, lag: float = 0.3) -> None:
         self.pair = pair
         self.promotions = promotions
+        self.lag = lag
         self.rng = random.Random(seed)
         self.snapshots: list[dict[str, Any]] = []
 
@@ -240,7 +308,8 @@ class PromotionNemesis:
             time.sleep(0.05)
         time.sleep(self.rng.uniform(1.5, 2.5))  # some history on a healthy primary first
         while len(self.pair.failovers) < self.promotions and time.time() < end - 4:
-            self.pair.fail_over(before_promote=self._snapshot)
+            lag = self.lag if len(self.pair.failovers) % 2 else 0.0
+            self.pair.fail_over(before_promote=self._snapshot, lag=lag)
             time.sleep(self.rng.uniform(1, 2))
 
 
@@ -302,6 +371,7 @@ def _promotion_run(tmp_path: Path, synchronous: bool, seconds: float, promotions
         "promotions": len(pair.failovers),
         "lost_writes": len(lost),
         "lost_per_promotion": [sum(1 for e in lost if e["kill"] == f["t_kill"]) for f in pair.failovers],
+        "replication_lag_before_kill_s": [f["lag"] for f in pair.failovers],
         "lost": lost,
         "violations": len(report.violations),
         "violations_by_kind": dict(report.by_kind()),
@@ -324,7 +394,8 @@ def _promotion_run(tmp_path: Path, synchronous: bool, seconds: float, promotions
     print(hc.summary(report, faults=len(pair.failovers)))
     print(
         f"promotions: {result['promotions']}; lost acknowledged writes: {result['lost_writes']} "
-        f"(per promotion {result['lost_per_promotion']}) of {result['acknowledged_writes']} acknowledged"
+        f"(per promotion {result['lost_per_promotion']}, replication stopped before the kill "
+        f"{result['replication_lag_before_kill_s']} s) of {result['acknowledged_writes']} acknowledged"
     )
     for name, value in result["recovery_s"].items():
         if name != "per_promotion" and value:

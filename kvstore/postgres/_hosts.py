@@ -24,7 +24,7 @@ import psycopg
 
 from kvstore.errors import ConfigError
 
-__all__ = ["ReadOnlyServer", "merge_fields", "read_only", "session_attrs", "where"]
+__all__ = ["ReadOnlyServer", "SyncWatch", "merge_fields", "read_only", "session_attrs", "unreplicated", "where"]
 
 BACKEND = "postgres"
 DEFAULT_PORT = 5432
@@ -128,3 +128,34 @@ def read_only(conn: Any, exc: BaseException) -> ReadOnlyServer:
     detail = text[0] if text else type(exc).__name__
     conn.pgconn.finish()
     return ReadOnlyServer(f"server {server} is read-only ({detail}); its connection was discarded")
+
+
+class SyncWatch:
+    """A connection's notice handler: whether the server cancelled a commit's wait for its
+    synchronous standby (``canceling wait for synchronous replication``, at ``statement_timeout``).
+
+    PostgreSQL then reports the commit as a success, with only a WARNING: the write is on the
+    primary but not known to be on the standby, and a promotion may lose it. The store turns
+    that success into `BackendUnavailableError` (outcome unknown), never an acknowledgement.
+    """
+
+    __slots__ = ("hit",)
+
+    def __init__(self) -> None:
+        self.hit = False
+
+    def __call__(self, diag: Any) -> None:
+        if "synchronous replication" in str(diag.message_primary or ""):
+            self.hit = True
+
+
+def unreplicated() -> Any:
+    """The error of a write whose commit the synchronous standby did not confirm (see `SyncWatch`)."""
+    from kvstore.errors import BackendUnavailableError
+
+    return BackendUnavailableError(
+        "PostgreSQL committed the write on the primary, but the wait for the synchronous standby was "
+        "cancelled (statement_timeout) before it confirmed it: the outcome is unknown (a promotion may "
+        "lose it); is the standby attached? raise statement_timeout?",
+        backend=BACKEND,
+    )

@@ -151,6 +151,8 @@ class _Connection(psycopg.Connection[Any]):
             raise
         conn.cursor_factory = _Cursor
         conn._kvstore_host = _hosts.where(conn)  # type: ignore[attr-defined]  # our mark, see `serving`
+        watch = conn._kvstore_sync = _hosts.SyncWatch()  # type: ignore[attr-defined]  # see `_putconn`
+        conn.add_notice_handler(watch)
         return conn
 
 
@@ -502,7 +504,11 @@ class PostgresDatabase(Database):
         return mapped
 
     def _putconn(self, pool: _Pool, conn: _Conn) -> None:
-        """Disarm ``conn`` and hand it back; one whose deadline passed is closed, so the pool drops it."""
+        """Disarm ``conn`` and hand it back; one whose deadline passed is closed, so the pool drops it.
+
+        A commit of the call that the synchronous standby did not confirm (`_hosts.SyncWatch`)
+        raises `BackendUnavailableError` here, once the connection is back: never acknowledged.
+        """
         if _wd.current.disarm(conn):
             conn.close()
         now = time.monotonic()
@@ -512,6 +518,10 @@ class PostgresDatabase(Database):
             self._serving = getattr(conn, "_kvstore_host", self._serving)
         conn._kvstore_returned = now  # type: ignore[attr-defined]  # our mark, see _looks_alive
         pool.putconn(conn)
+        watch = getattr(conn, "_kvstore_sync", None)
+        if watch is not None and watch.hit:
+            watch.hit = False
+            raise _hosts.unreplicated()
 
     @staticmethod
     def _raise_if_cut(conn: _Conn, exc: BaseException, op: str, key: str | None, budget: float) -> None:
