@@ -289,24 +289,30 @@ def lost_writes(
     *,
     unknown_grace: float = UNKNOWN_GRACE,
     primary: str = "postgres",
-) -> list[dict[str, Any]]:
-    """Acknowledged writes that a standby promotion certainly lost, one entry per write.
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Acknowledged writes a standby promotion lost: ``(certainly lost, possibly lost)``, one entry per write.
 
     A standby promoted after its primary was killed keeps what it had received: with asynchronous
     replication the primary's last acknowledged commits may be missing. Each snapshot is what the
-    standby held when promoted (``{"t": kill time, "values": {key: value}, "lists": {key: [items]}}``,
-    read from the standby once it had replayed everything it received). A write counts as lost at that
-    promotion when it was certainly committed before the kill (acknowledged by the primary before it, or
-    journaled and replayed before it) and the snapshot certainly lacks it:
+    standby held when promoted (``{"t": kill time, "t_promoted": ..., "values": {key: value},
+    "lists": {key: [items]}}``, read from the standby once it had replayed all it received).
 
-    * an append whose item is not in the snapshot's list (lists only grow in this workload);
-    * a set or delete certainly committed after the write whose value the snapshot shows (invoked, or for
-      a journaled write acknowledged, after that write's commit could last have happened);
-    * a set, when the snapshot shows the key absent and every delete of it certainly came before the set.
+    At stake are the writes that may have committed on the killed primary: acknowledged by it (begun
+    before the kill, answered before the promotion), or journaled and replayed to it before the
+    promotion. Each one's commit lies in ``[lower, upper]``: ``[t0, min(t1, kill)]`` for a write to the
+    primary, ``[t1, replay]`` for a journaled one. Direct evidence:
 
-    Writes that may or may not have been lost (concurrent with the one the snapshot shows) are not
-    counted; `check` with ``lost=`` then treats the lost ones as unknown outcomes, so the losses are
-    reported apart from the violations (wrong answers), which stay checked as strictly as ever.
+    * an append whose item is missing from the standby's list is lost; one present survived;
+    * the write whose value the standby shows survived; a set or delete certainly committed after it
+      (``lower`` past its ``upper``) is lost;
+    * a set is lost when the standby shows the key absent and every delete of it certainly came before.
+
+    The WAL is one sequence: the standby holds every commit before some instant ``C`` and none after.
+    A survivor puts ``C`` after its ``lower``, a lost write before its ``upper``; so a write whose
+    ``lower`` is past a lost write's ``upper`` is lost too, one whose ``upper`` is before a survivor's
+    ``lower`` survived, and the few in between are possibly lost. `as_lost` makes both kinds unknown
+    outcomes for `check`, so losses are reported apart from violations (wrong answers), which stay
+    checked as strictly as ever.
     """
     replays = _replays(ops, events, primary)
 
@@ -327,34 +333,74 @@ def lost_writes(
         if op["op"] in (*WRITE_OPS, "append"):
             writes[op["key"]].append(op)
     lost: dict[tuple[Any, Any], dict[str, Any]] = {}
+    maybe: dict[tuple[Any, Any], dict[str, Any]] = {}
 
-    def lose(op: Mapping[str, Any], at: float, why: str) -> None:
-        lost.setdefault((op["w"], op["n"]), {"w": op["w"], "n": op["n"], "op": op["op"], "key": op["key"],
-                                            "t1": op["t1"], "kill": at, "why": why})  # fmt: skip
+    def entry(op: Mapping[str, Any], at: float, why: str) -> dict[str, Any]:
+        return {"w": op["w"], "n": op["n"], "op": op["op"], "key": op["key"], "t0": op["t0"], "t1": op["t1"],
+                "kill": at, "why": why}  # fmt: skip
 
-    for snap in snapshots:
+    decided: set[int] = set()  # at stake at an earlier promotion: survived then, or off the timeline since
+    for snap in sorted(snapshots, key=lambda snap: float(snap["t"])):
         tk = float(snap["t"])
+        tp = float(snap.get("t_promoted", tk))
+        ends: dict[int, float] = {}  # id(op) -> upper bound of its commit, for the writes at stake
+        for kops in writes.values():
+            for op in kops:
+                if op["status"] == "ok" and id(op) not in decided and lower(op) < tk and upper(op) < tp:
+                    ends[id(op)] = min(upper(op), tk) if not _via_fallback(op, primary) else upper(op)
+        decided.update(ends)
+        survived_after = -math.inf  # C is after this
+        lost_before = math.inf  # C is before this
+        found: dict[int, tuple[Mapping[str, Any], str]] = {}
+        kept: set[int] = set()  # seen on the standby
+
+        def lose(op: Mapping[str, Any], why: str) -> None:
+            nonlocal lost_before
+            found.setdefault(id(op), (op, why))
+            lost_before = min(lost_before, ends[id(op)])
+
         for key, items in snap.get("lists", {}).items():
             held = {ident(v) for v in items}
             for op in writes.get(key, []):
-                if op["op"] == "append" and op["status"] == "ok" and upper(op) < tk and ident(op["args"][0]) not in held:
-                    lose(op, tk, "append missing from the promoted standby's list")
+                if op["op"] != "append" or id(op) not in ends:
+                    continue
+                if ident(op["args"][0]) in held:
+                    kept.add(id(op))
+                    survived_after = max(survived_after, lower(op))
+                else:
+                    lose(op, "append missing from the promoted standby's list")
         for key, value in snap.get("values", {}).items():
             kops = writes.get(key, [])
-            done = [o for o in kops if o["op"] in WRITE_OPS and o["status"] == "ok" and upper(o) < tk]
+            done = [o for o in kops if o["op"] in WRITE_OPS and id(o) in ends]
             if value is not None:
                 shown = next((o for o in kops if o["op"] == "set" and ident(o["args"][0]) == ident(value)), None)
                 if shown is None:
                     continue  # a value nobody wrote: the checker's phantom_read
+                kept.add(id(shown))
+                survived_after = max(survived_after, lower(shown))
                 for op in done:
                     if op is not shown and lower(op) > upper(shown):
-                        lose(op, tk, "committed after the value the promoted standby holds")
+                        lose(op, "committed after the value the promoted standby holds")
             else:
                 deletes = [o for o in kops if o["op"] == "delete"]
                 for op in done:
                     if op["op"] == "set" and all(upper(d) < lower(op) for d in deletes):
-                        lose(op, tk, "set, but the promoted standby holds no value and no delete came after it")
-    return sorted(lost.values(), key=lambda e: (e["kill"], e["t1"]))
+                        lose(op, "set, but the promoted standby holds no value and no delete came after it")
+        for kops in writes.values():
+            for op in kops:
+                if id(op) not in ends or id(op) in kept:
+                    continue
+                key_ = (op["w"], op["n"])
+                if id(op) in found:
+                    lost.setdefault(key_, entry(op, tk, found[id(op)][1]))
+                elif lower(op) > lost_before:
+                    lost.setdefault(key_, entry(op, tk, "committed after a write the promoted standby lacks"))
+                elif ends[id(op)] >= survived_after and key_ not in lost:
+                    maybe.setdefault(key_, entry(op, tk, "at the end of what the standby received"))
+    for key_ in lost:
+        maybe.pop(key_, None)
+    order = lambda e: (e["kill"], e["t1"])  # noqa: E731
+    return sorted(lost.values(), key=order), sorted(maybe.values(), key=order)
 
 
 def as_lost(ops: Sequence[Mapping[str, Any]], lost: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
