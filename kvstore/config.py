@@ -439,7 +439,14 @@ class SqliteDatabaseConfig(_TierConfig):
 class PostgresDatabaseConfig(_NetworkConfig):
     """PostgreSQL through a psycopg connection pool."""
 
-    identity_fields = _NetworkConfig.identity_fields | {"host", "port", "hosts", "dbname", "schema_name", "table_prefix"}
+    identity_fields = _NetworkConfig.identity_fields | {
+        "host",
+        "port",
+        "hosts",
+        "dbname",
+        "schema_name",
+        "table_prefix",
+    }
     # The user only matters through libpq's default dbname, which tier_identity resolves.
     non_identity_fields = _NetworkConfig.non_identity_fields | {
         "user",

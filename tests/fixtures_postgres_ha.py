@@ -28,8 +28,8 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures_postgres import PgServer, _find, _free_port
 from tests.conftest import unavailable
+from tests.fixtures_postgres import PgServer, _find, _free_port
 
 #: Seconds a fixture step may take before it is a failure (CI budget).
 STEP_TIMEOUT = 60.0
@@ -38,7 +38,7 @@ STEP_TIMEOUT = 60.0
 class PgNode(PgServer):
     """One server of a `PgPair`: a primary made by initdb, or a standby by ``pg_basebackup -R``."""
 
-    def __init__(self, *, port: int | None = None, source: PgNode | None = None) -> None:  # noqa: PLR0915
+    def __init__(self, *, port: int | None = None, source: PgNode | None = None) -> None:
         initdb, self._pg_ctl = _find("initdb"), _find("pg_ctl")
         basebackup = _find("pg_basebackup")
         if initdb is None or self._pg_ctl is None or basebackup is None:

@@ -350,15 +350,8 @@ def lost_writes(
                     ends[id(op)] = min(upper(op), tk) if not _via_fallback(op, primary) else upper(op)
         decided.update(ends)
         survived_after = -math.inf  # C is after this
-        lost_before = math.inf  # C is before this
-        found: dict[int, tuple[Mapping[str, Any], str]] = {}
+        found: dict[int, str] = {}  # id(op) -> why it is certainly lost
         kept: set[int] = set()  # seen on the standby
-
-        def lose(op: Mapping[str, Any], why: str) -> None:
-            nonlocal lost_before
-            found.setdefault(id(op), (op, why))
-            lost_before = min(lost_before, ends[id(op)])
-
         for key, items in snap.get("lists", {}).items():
             held = {ident(v) for v in items}
             for op in writes.get(key, []):
@@ -368,7 +361,7 @@ def lost_writes(
                     kept.add(id(op))
                     survived_after = max(survived_after, lower(op))
                 else:
-                    lose(op, "append missing from the promoted standby's list")
+                    found.setdefault(id(op), "append missing from the promoted standby's list")
         for key, value in snap.get("values", {}).items():
             kops = writes.get(key, [])
             done = [o for o in kops if o["op"] in WRITE_OPS and id(o) in ends]
@@ -380,19 +373,20 @@ def lost_writes(
                 survived_after = max(survived_after, lower(shown))
                 for op in done:
                     if op is not shown and lower(op) > upper(shown):
-                        lose(op, "committed after the value the promoted standby holds")
+                        found.setdefault(id(op), "committed after the value the promoted standby holds")
             else:
                 deletes = [o for o in kops if o["op"] == "delete"]
                 for op in done:
                     if op["op"] == "set" and all(upper(d) < lower(op) for d in deletes):
-                        lose(op, "set, but the promoted standby holds no value and no delete came after it")
+                        found.setdefault(id(op), "set, but the standby holds no value and no delete came after it")
+        lost_before = min((ends[i] for i in found), default=math.inf)  # C is before this
         for kops in writes.values():
             for op in kops:
                 if id(op) not in ends or id(op) in kept:
                     continue
                 key_ = (op["w"], op["n"])
                 if id(op) in found:
-                    lost.setdefault(key_, entry(op, tk, found[id(op)][1]))
+                    lost.setdefault(key_, entry(op, tk, found[id(op)]))
                 elif lower(op) > lost_before:
                     lost.setdefault(key_, entry(op, tk, "committed after a write the promoted standby lacks"))
                 elif ends[id(op)] >= survived_after and key_ not in lost:

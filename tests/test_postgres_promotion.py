@@ -26,8 +26,7 @@ import pytest
 from kvstore import BackendUnavailableError, StorageManager
 from kvstore.config import StorageConfig
 from kvstore.errors import ConfigError
-from kvstore.postgres import PostgresDatabase
-from kvstore.postgres import _hosts
+from kvstore.postgres import PostgresDatabase, _hosts
 from tests import history_checker as hc
 from tests.fixtures_postgres_ha import PgPair, start_pair
 from tests.history_worker import LIST_KEYS, VALUE_KEYS
@@ -85,9 +84,11 @@ def test_password_of_a_multi_host_url_never_prints() -> None:
     )
     database: Any = config.database
     assert database.password.get_secret_value() == SECRET
-    assert SECRET not in repr(config) and SECRET not in database.url
+    assert SECRET not in repr(config)
+    assert SECRET not in database.url
     store = PostgresDatabase(database.url, password=database.password)
-    assert SECRET not in repr(store) and "h1,h2" in repr(store)
+    assert SECRET not in repr(store)
+    assert "h1,h2" in repr(store)
 
 
 def test_lost_writes_counts_only_what_a_promotion_certainly_lost() -> None:
@@ -165,7 +166,8 @@ def test_pool_follows_the_promoted_standby_and_health_names_it(pg_pair_sync: PgP
         assert db.get("k") == 2
         assert db.get_range("l", 0, -1) == ["a"]  # the synchronous standby had it
         health = storage.health().database
-        assert health.healthy and health.serving == pair.primary.where != old
+        assert health.healthy
+        assert health.serving == pair.primary.where != old
         assert _activity(pair.standby) == 0  # the re-seeded standby (on the old port) is not used either
 
 
@@ -221,7 +223,8 @@ def test_a_connection_on_a_standby_is_never_used_for_a_write(pg_pair_sync: PgPai
     finally:
         store.close()
     with PostgresDatabase(pair.primary.url) as primary_store:
-        assert primary_store.get("k") == "v" and primary_store.get_range("l", 0, -1) == []
+        assert primary_store.get("k") == "v"
+        assert primary_store.get_range("l", 0, -1) == []
 
 
 @pytest.mark.postgres
@@ -244,7 +247,9 @@ def test_a_commit_the_synchronous_standby_did_not_confirm_is_never_acknowledged(
                 # Every waiter, for a while: the backend of the connection cut above still waits too.
                 deadline = time.monotonic() + 1.0
                 while time.monotonic() < deadline:
-                    pair.primary.query("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE wait_event = 'SyncRep'")
+                    pair.primary.query(
+                        "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+                    )
                     time.sleep(0.05)
 
             for write in (lambda: store.set("k", "cancelled"), lambda: store.append("l", "cancelled")):
@@ -285,7 +290,8 @@ def test_special_character_password_on_several_hosts_connects_and_never_prints(
     wrong = {"cache": {"type": "memory"}, "database": {**configs[1], "password": SECRET + "-wrong", "fallback": []}}
     with pytest.raises(BackendUnavailableError) as info:
         StorageManager(wrong).connect()
-    assert SECRET not in str(info.value) and SECRET not in repr(info.value)
+    assert SECRET not in str(info.value)
+    assert SECRET not in repr(info.value)
     assert SECRET not in caplog.text
 
 

@@ -129,7 +129,7 @@ class _Cursor(psycopg.Cursor[Any]):
 
     __slots__ = ()
 
-    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Self:  # type: ignore[override]
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Self:
         try:
             return super().execute(query, params, **kwargs)
         except psycopg.errors.ReadOnlySqlTransaction as exc:
@@ -386,12 +386,12 @@ class PostgresDatabase(Database):
                     # One direct attempt first, so a refused or rejecting server fails this
                     # call at once (the manager retries within its budget) instead of the
                     # pool retrying in the background until the deadline.
-                    conn = _Connection.connect(self._conninfo, **self._connect_kwargs)
-                    self._serving = getattr(conn, "_kvstore_host", None)
+                    first: _Conn = _Connection.connect(self._conninfo, **self._connect_kwargs)
+                    self._serving = getattr(first, "_kvstore_host", None)
                     try:
-                        self._migrate(conn)
+                        self._migrate(first)
                     finally:
-                        conn.close()
+                        first.close()
                     self._pool.open(wait=True, timeout=self._connect_timeout)
                 else:
                     conn = self._pool.getconn(timeout=self._connect_timeout)

@@ -128,7 +128,7 @@ class _Cursor(psycopg.AsyncCursor[Any]):
 
     __slots__ = ()
 
-    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Self:  # type: ignore[override]
+    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Self:
         try:
             return await super().execute(query, params, **kwargs)
         except psycopg.errors.ReadOnlySqlTransaction as exc:
@@ -385,12 +385,12 @@ class AsyncPostgresDatabase(AsyncDatabase):
                     # One direct attempt first, so a refused or rejecting server fails this
                     # call at once (the manager retries within its budget) instead of the
                     # pool retrying in the background until the deadline.
-                    conn = await _Connection.connect(self._conninfo, **self._connect_kwargs)
-                    self._serving = getattr(conn, "_kvstore_host", None)
+                    first: _Conn = await _Connection.connect(self._conninfo, **self._connect_kwargs)
+                    self._serving = getattr(first, "_kvstore_host", None)
                     try:
-                        await self._migrate(conn)
+                        await self._migrate(first)
                     finally:
-                        await conn.close()
+                        await first.close()
                     await self._pool.open(wait=True, timeout=self._connect_timeout)
                 else:
                     conn = await self._pool.getconn(timeout=self._connect_timeout)
