@@ -235,16 +235,6 @@ def start_pair(synchronous: bool) -> PgPair:
         raise  # unreachable: unavailable() raises
 
 
-@pytest.fixture(params=[True, False], ids=["sync", "async"])
-def pg_pair(request: pytest.FixtureRequest) -> Iterator[PgPair]:
-    """A primary and a standby this test owns, with synchronous and with asynchronous replication."""
-    pair = start_pair(synchronous=request.param)
-    try:
-        yield pair
-    finally:
-        pair.stop()
-
-
 @pytest.fixture
 def pg_pair_sync() -> Iterator[PgPair]:
     """A primary and a synchronous standby this test owns."""
