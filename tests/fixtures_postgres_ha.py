@@ -235,9 +235,10 @@ def start_pair(synchronous: bool) -> PgPair:
         raise  # unreachable: unavailable() raises
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def pg_pair_sync() -> Iterator[PgPair]:
-    """A primary and a synchronous standby this test owns."""
+    """A primary and a synchronous standby owned by the tests of one module (each leaves them as it found
+    them: a primary with an attached standby; which port is the primary may change)."""
     pair = start_pair(synchronous=True)
     try:
         yield pair

@@ -152,7 +152,8 @@ def test_pool_follows_the_promoted_standby_and_health_names_it(pg_pair_sync: PgP
     config = {
         "cache": {"type": "memory"},
         "database": {"type": "postgres", "hosts": pair.hosts, "user": "postgres", "dbname": "postgres",
-                     "fallback": [], "min_size": 2, "statement_timeout": 1.0, "connect_timeout": 2.0},
+                     "fallback": [], "min_size": 2, "key_prefix": "follow:", "statement_timeout": 1.0,
+                     "connect_timeout": 2.0},
     }  # fmt: skip
     with StorageManager(config) as storage:
         db: Any = storage.database
@@ -179,7 +180,7 @@ def test_a_write_on_a_server_turned_read_only_is_an_outage_and_its_connection_is
     error class), idempotent ones after a retry on another connection; reads still answer; the connections
     that met it are discarded; writable again, the same store writes again."""
     primary = pg_pair_sync.primary
-    store = PostgresDatabase(primary.url, min_size=3, max_size=3, statement_timeout=1.0)
+    store = PostgresDatabase(primary.url, key_prefix="ro:", min_size=3, max_size=3, statement_timeout=1.0)
     try:
         store.set("k", "before")
         store.append("l", "a")
@@ -202,6 +203,8 @@ def test_a_write_on_a_server_turned_read_only_is_an_outage_and_its_connection_is
         assert store.get("k") == "after"
     finally:
         store.close()
+        primary.query("ALTER SYSTEM RESET default_transaction_read_only")
+        primary.query("SELECT pg_reload_conf()")
 
 
 @pytest.mark.postgres
@@ -209,11 +212,11 @@ def test_a_connection_on_a_standby_is_never_used_for_a_write(pg_pair_sync: PgPai
     """Named alone (libpq's target_session_attrs=any), the standby answers reads, and every write raises
     BackendUnavailableError naming the read-only server, with nothing written."""
     pair = pg_pair_sync
-    with PostgresDatabase(pair.primary.url) as primary_store:
+    with PostgresDatabase(pair.primary.url, key_prefix="standby:") as primary_store:
         primary_store.set("k", "v")
     pair.wait_attached()
     assert pair.standby is not None
-    store = PostgresDatabase(pair.standby.url, statement_timeout=1.0)
+    store = PostgresDatabase(pair.standby.url, key_prefix="standby:", statement_timeout=1.0)
     try:
         assert store.get("k") == "v"
         with pytest.raises(BackendUnavailableError, match=f"{pair.standby.where} is read-only"):
@@ -222,7 +225,7 @@ def test_a_connection_on_a_standby_is_never_used_for_a_write(pg_pair_sync: PgPai
             store.append("l", "x", idempotency_id="id-1")
     finally:
         store.close()
-    with PostgresDatabase(pair.primary.url) as primary_store:
+    with PostgresDatabase(pair.primary.url, key_prefix="standby:") as primary_store:
         assert primary_store.get("k") == "v"
         assert primary_store.get_range("l", 0, -1) == []
 
@@ -236,7 +239,7 @@ def test_a_commit_the_synchronous_standby_did_not_confirm_is_never_acknowledged(
     pair = pg_pair_sync
     assert pair.standby is not None
     # The primary alone: the frozen standby, listed first, would cost each new connection connect_timeout.
-    store = PostgresDatabase(pair.primary.url, statement_timeout=0.5, call_timeout=1.5)
+    store = PostgresDatabase(pair.primary.url, key_prefix="sync:", statement_timeout=0.5, call_timeout=1.5)
     try:
         store.set("k", "replicated")
         with pair.standby.frozen():
