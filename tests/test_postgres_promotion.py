@@ -11,6 +11,7 @@ acknowledged write may be lost; with asynchronous replication the writes a promo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ import pytest
 from kvstore import BackendUnavailableError, StorageManager
 from kvstore.config import StorageConfig
 from kvstore.errors import ConfigError
-from kvstore.postgres import PostgresDatabase, _hosts
+from kvstore.postgres import AsyncPostgresDatabase, PostgresDatabase, _hosts
 from tests import history_checker as hc
 from tests.fixtures_postgres_ha import PgPair, start_pair
 from tests.history_worker import LIST_KEYS, VALUE_KEYS
@@ -225,8 +226,23 @@ def test_a_connection_on_a_standby_is_never_used_for_a_write(pg_pair_sync: PgPai
             store.append("l", "x", idempotency_id="id-1")
     finally:
         store.close()
+
+    async def the_async_store() -> None:
+        assert pair.standby is not None
+        store = AsyncPostgresDatabase(pair.standby.url, key_prefix="standby:", statement_timeout=1.0)
+        try:
+            assert await store.get("k") == "v"
+            with pytest.raises(BackendUnavailableError, match=f"{pair.standby.where} is read-only"):
+                await store.mset({"k": "w", "j": 1})
+            with pytest.raises(BackendUnavailableError, match="read-only"):
+                await store.append("l", "x")
+        finally:
+            await store.aclose()
+
+    asyncio.run(the_async_store())
     with PostgresDatabase(pair.primary.url, key_prefix="standby:") as primary_store:
         assert primary_store.get("k") == "v"
+        assert primary_store.get("j") is None
         assert primary_store.get_range("l", 0, -1) == []
 
 

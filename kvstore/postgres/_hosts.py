@@ -137,6 +137,8 @@ class SyncWatch:
     PostgreSQL then reports the commit as a success, with only a WARNING: the write is on the
     primary but not known to be on the standby, and a promotion may lose it. The store turns
     that success into `BackendUnavailableError` (outcome unknown), never an acknowledgement.
+    The warning has no SQLSTATE of its own (01000): it is told by its text, PostgreSQL's
+    English one (a server whose ``lc_messages`` translates it is not detected).
     """
 
     __slots__ = ("hit",)
