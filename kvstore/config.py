@@ -439,7 +439,14 @@ class SqliteDatabaseConfig(_TierConfig):
 class PostgresDatabaseConfig(_NetworkConfig):
     """PostgreSQL through a psycopg connection pool."""
 
-    identity_fields = _NetworkConfig.identity_fields | {"host", "port", "dbname", "schema_name", "table_prefix"}
+    identity_fields = _NetworkConfig.identity_fields | {
+        "host",
+        "port",
+        "hosts",
+        "dbname",
+        "schema_name",
+        "table_prefix",
+    }
     # The user only matters through libpq's default dbname, which tier_identity resolves.
     non_identity_fields = _NetworkConfig.non_identity_fields | {
         "user",
@@ -452,11 +459,23 @@ class PostgresDatabaseConfig(_NetworkConfig):
         "statement_timeout",
         "call_timeout",
         "tcp_user_timeout",
+        "target_session_attrs",
     }
 
     type: Literal["postgres"] = "postgres"
     host: str | None = Field(None, description="Overrides the URL's host; without a URL, default localhost.")
     port: int | None = Field(None, gt=0, lt=65536, description="Overrides the URL's port; without a URL, default 5432.")
+    hosts: list[str] | None = Field(
+        None,
+        description="Several servers (a primary and its standbys), 'host:port' each, instead of host; the pool "
+        "connects to the one accepting writes and follows a promoted standby. A URL may list them too "
+        "(postgresql://h1:5432,h2:5433/app).",
+    )
+    target_session_attrs: Literal["read-write", "primary", "any"] | None = Field(
+        None,
+        description="Which of several hosts to use: read-write (the default with several hosts) or primary; "
+        "'any' with one host only.",
+    )
     dbname: str | None = None
     user: str | None = None
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = None
@@ -503,8 +522,10 @@ class PostgresDatabaseConfig(_NetworkConfig):
         # Every field named like a constructor keyword is passed to it (from_config), so the
         # host and port stay None unless given, and a URL's own host and port then hold;
         # without a URL they default here (not marked as given).
+        if self.hosts is not None and (not self.hosts or self.host is not None):
+            raise ValueError("give either host or a non-empty hosts list, not both")
         if self.url is None:
-            if self.host is None:
+            if self.host is None and self.hosts is None:
                 object.__setattr__(self, "host", "localhost")
             if self.port is None:
                 object.__setattr__(self, "port", 5432)

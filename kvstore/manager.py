@@ -52,6 +52,13 @@ def _health_pool() -> ThreadPoolExecutor:
     return _HEALTH_POOL
 
 
+def _serving(store: Any) -> str | None:
+    """Which server of the tier's primary answered last (``serving`` of a PostgreSQL store), if told."""
+    primary = getattr(store, "primary", store)
+    serving = getattr(primary, "serving", None)
+    return serving if isinstance(serving, str) else None
+
+
 def state_dir(config: Any) -> Path:
     """Where a tier keeps its outage journal and fallback files (created on the first outage only).
 
@@ -322,6 +329,7 @@ class StorageManager:
             durable=bool(store.active_durable if failover else store.durable),
             latency_ms=latency,
             last_error=error,
+            serving=_serving(store),
             **(self._journal_counts(store)),
         )
 

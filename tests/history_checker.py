@@ -239,6 +239,7 @@ def check(
     failback times narrow which writes a conflict may stand for). ``primary`` names the configured backend.
     """
     report = Report(operations=len(ops), conflicts=len(conflicts), primary=primary)
+    report.replays = _replays(ops, events, primary)
     for op in ops:
         report.ops_by_type[op["op"]] += 1
         report.outcomes[f"{op['op']}:{op['status']}"] += 1
@@ -249,16 +250,6 @@ def check(
                 f"{op['op']} raised {op.get('error')}: {op.get('message', '')[:200]}",
                 op=_brief(op),
             )
-    replays: dict[Any, list[float]] = defaultdict(list)
-    for e in events:
-        if e.get("event") == "failback":  # logged by the probe once the replay is done
-            replays[e.get("w")].append(float(e["t"]))
-    for op in ops:
-        if op.get("active0") == primary:  # began on the primary: any earlier journal was replayed by then
-            replays[op["w"]].append(float(op["t0"]))
-        elif op.get("active1") == primary:  # this call failed back: the journal was replayed by its end
-            replays[op["w"]].append(float(op["t1"]))
-    report.replays = {w: sorted(ts) for w, ts in replays.items()}
     ops = _apply_conflicts(report, ops, conflicts, events)
     by_key: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for op in ops:
@@ -270,6 +261,146 @@ def check(
     for key in sorted(list_keys | set(final_lists)):
         _check_list(report, key, by_key.get(key, []), list(final_lists.get(key, [])))
     return report
+
+
+def _replays(
+    ops: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]], primary: str
+) -> dict[Any, list[float]]:
+    """Per worker, the sorted times by which its outage journal had been replayed (see `Report.replays`)."""
+    replays: dict[Any, list[float]] = defaultdict(list)
+    for e in events:
+        if e.get("event") == "failback":  # logged by the probe once the replay is done
+            replays[e.get("w")].append(float(e["t"]))
+    for op in ops:
+        if op.get("active0") == primary:  # began on the primary: any earlier journal was replayed by then
+            replays[op["w"]].append(float(op["t0"]))
+        elif op.get("active1") == primary:  # this call failed back: the journal was replayed by its end
+            replays[op["w"]].append(float(op["t1"]))
+    return {w: sorted(ts) for w, ts in replays.items()}
+
+
+# --- writes lost by a promotion (asynchronous replication) -------------------------------------------
+
+
+def lost_writes(
+    ops: Sequence[Mapping[str, Any]],
+    snapshots: Sequence[Mapping[str, Any]],
+    events: Sequence[Mapping[str, Any]] = (),
+    *,
+    unknown_grace: float = UNKNOWN_GRACE,
+    primary: str = "postgres",
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Acknowledged writes a standby promotion lost: ``(certainly lost, possibly lost)``, one entry per write.
+
+    A standby promoted after its primary was killed keeps what it had received: with asynchronous
+    replication the primary's last acknowledged commits may be missing. Each snapshot is what the
+    standby held when promoted (``{"t": kill time, "t_promoted": ..., "values": {key: value},
+    "lists": {key: [items]}}``, read from the standby once it had replayed all it received).
+
+    At stake are the writes that may have committed on the killed primary: acknowledged by it (begun
+    before the kill, answered before the promotion), or journaled and replayed to it before the
+    promotion. Each one's commit lies in ``[lower, upper]``: ``[t0, min(t1, kill)]`` for a write to the
+    primary, ``[t1, replay]`` for a journaled one. Direct evidence:
+
+    * an append whose item is missing from the standby's list is lost; one present survived;
+    * the write whose value the standby shows survived; a set or delete certainly committed after it
+      (``lower`` past its ``upper``) is lost;
+    * a set is lost when the standby shows the key absent and every delete of it certainly came before.
+
+    The WAL is one sequence: the standby holds every commit before some instant ``C`` and none after.
+    A survivor puts ``C`` after its ``lower``, a lost write before its ``upper``; so a write whose
+    ``lower`` is past a lost write's ``upper`` is lost too, one whose ``upper`` is before a survivor's
+    ``lower`` survived, and the few in between are possibly lost. `as_lost` makes both kinds unknown
+    outcomes for `check`, so losses are reported apart from violations (wrong answers), which stay
+    checked as strictly as ever.
+    """
+    replays = _replays(ops, events, primary)
+
+    def replayed(w: Any, after: float) -> float:
+        times = replays.get(w, [])
+        i = bisect.bisect_right(times, after)
+        return times[i] if i < len(times) else math.inf
+
+    def lower(op: Mapping[str, Any]) -> float:  # the commit happened at or after this
+        return float(op["t1"]) if _via_fallback(op, primary) else float(op["t0"])
+
+    def upper(op: Mapping[str, Any]) -> float:  # ... and at or before this
+        end = _end(op, unknown_grace) if op["status"] != "conflict" else math.inf
+        return max(end, replayed(op["w"], float(op["t1"]))) if _via_fallback(op, primary) else end
+
+    writes: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for op in ops:
+        if op["op"] in (*WRITE_OPS, "append"):
+            writes[op["key"]].append(op)
+    lost: dict[tuple[Any, Any], dict[str, Any]] = {}
+    maybe: dict[tuple[Any, Any], dict[str, Any]] = {}
+
+    def entry(op: Mapping[str, Any], at: float, why: str) -> dict[str, Any]:
+        return {"w": op["w"], "n": op["n"], "op": op["op"], "key": op["key"], "t0": op["t0"], "t1": op["t1"],
+                "kill": at, "why": why}  # fmt: skip
+
+    decided: set[int] = set()  # at stake at an earlier promotion: survived then, or off the timeline since
+    for snap in sorted(snapshots, key=lambda snap: float(snap["t"])):
+        tk = float(snap["t"])
+        tp = float(snap.get("t_promoted", tk))
+        ends: dict[int, float] = {}  # id(op) -> upper bound of its commit, for the writes at stake
+        for kops in writes.values():
+            for op in kops:
+                if op["status"] == "ok" and id(op) not in decided and lower(op) < tk and upper(op) < tp:
+                    ends[id(op)] = min(upper(op), tk) if not _via_fallback(op, primary) else upper(op)
+        decided.update(ends)
+        survived_after = -math.inf  # C is after this
+        found: dict[int, str] = {}  # id(op) -> why it is certainly lost
+        kept: set[int] = set()  # seen on the standby
+        for key, items in snap.get("lists", {}).items():
+            held = {ident(v) for v in items}
+            for op in writes.get(key, []):
+                if op["op"] != "append" or id(op) not in ends:
+                    continue
+                if ident(op["args"][0]) in held:
+                    kept.add(id(op))
+                    survived_after = max(survived_after, lower(op))
+                else:
+                    found.setdefault(id(op), "append missing from the promoted standby's list")
+        for key, value in snap.get("values", {}).items():
+            kops = writes.get(key, [])
+            done = [o for o in kops if o["op"] in WRITE_OPS and id(o) in ends]
+            if value is not None:
+                shown = next((o for o in kops if o["op"] == "set" and ident(o["args"][0]) == ident(value)), None)
+                if shown is None:
+                    continue  # a value nobody wrote: the checker's phantom_read
+                kept.add(id(shown))
+                survived_after = max(survived_after, lower(shown))
+                for op in done:
+                    if op is not shown and lower(op) > upper(shown):
+                        found.setdefault(id(op), "committed after the value the promoted standby holds")
+            else:
+                deletes = [o for o in kops if o["op"] == "delete"]
+                for op in done:
+                    if op["op"] == "set" and all(upper(d) < lower(op) for d in deletes):
+                        found.setdefault(id(op), "set, but the standby holds no value and no delete came after it")
+        lost_before = min((ends[i] for i in found), default=math.inf)  # C is before this
+        for kops in writes.values():
+            for op in kops:
+                if id(op) not in ends or id(op) in kept:
+                    continue
+                key_ = (op["w"], op["n"])
+                if id(op) in found:
+                    lost.setdefault(key_, entry(op, tk, found[id(op)]))
+                elif lower(op) > lost_before:
+                    lost.setdefault(key_, entry(op, tk, "committed after a write the promoted standby lacks"))
+                elif ends[id(op)] >= survived_after and key_ not in lost:
+                    maybe.setdefault(key_, entry(op, tk, "at the end of what the standby received"))
+    for key_ in lost:
+        maybe.pop(key_, None)
+    order = lambda e: (e["kill"], e["t1"])  # noqa: E731
+    return sorted(lost.values(), key=order), sorted(maybe.values(), key=order)
+
+
+def as_lost(ops: Sequence[Mapping[str, Any]], lost: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """``ops`` with each lost write's status ``lost``: checked as an unknown outcome (applied or not)."""
+    ids = {(e["w"], e["n"]) for e in lost}
+    return [{**op, "status": "lost"} if (op["w"], op["n"]) in ids else op for op in ops]
 
 
 def _apply_conflicts(

@@ -89,6 +89,8 @@ OTHER_VALUES: dict[str, Any] = {
     "statement_timeout": 1.0,
     "call_timeout": 1.5,
     "tcp_user_timeout": 1.0,
+    "hosts": ["h1:5432", "h2:5433"],
+    "target_session_attrs": "primary",
 }
 OTHER_URLS: dict[type[_TierConfig], str] = {
     RedisCacheConfig: "redis://other-host:6379/0",
@@ -188,6 +190,7 @@ def test_tiers_and_backends_never_share_an_identity() -> None:
         ("postgresql://app@db", {"host": "db", "dbname": "app"}),  # libpq's default dbname is the user's
         ("postgresql:///app?host=db&port=5433", {"host": "db", "port": 5433, "dbname": "app"}),
         ("postgresql://h2:5433,h1:5432/app", {"url": "postgresql://h1:5432,h2:5433/app"}),
+        ("postgresql://h2:5433,h1:5432/app", {"hosts": ["h1", "h2:5433"], "dbname": "app"}),
         ("postgresql://db1/app", {"url": "postgresql://db2/app", "host": "db1"}),  # a field overrides the URL
         ("postgresql://[::1]:5432/app", {"host": "::1", "dbname": "app"}),
     ],

@@ -115,6 +115,10 @@ def _postgres(config: PostgresDatabaseConfig) -> dict[str, Any]:
         hosts = config.host.split(",")
     if config.port is not None:
         ports = [str(config.port)]
+    if config.hosts:  # "host:port" each; a port-less entry takes `port` (kvstore.postgres._hosts)
+        split = [_split_host_port(entry.strip()) for entry in config.hosts]
+        hosts = [host for host, _ in split]
+        ports = [port or str(config.port or POSTGRES_PORT) for _, port in split]
     if config.url is None or "dbname" in given:
         dbname = config.dbname
     if config.url is None or "user" in given:

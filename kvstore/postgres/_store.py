@@ -10,7 +10,7 @@ import select
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Self, cast
 
 from orjson import loads as _loads
@@ -45,6 +45,7 @@ try:
     from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
 
     from kvstore.postgres import _errors as _err
+    from kvstore.postgres import _hosts
     from kvstore.postgres import _sql as _pg
 except ImportError as _exc:  # pragma: no cover - exercised by the missing-extra test
     raise MissingDependencyError("postgres", "postgres", _exc.name or "psycopg") from _exc
@@ -118,18 +119,38 @@ if hasattr(os, "register_at_fork"):  # pragma: no branch - absent on Windows onl
 _REFUSED_BUSY: dict[str, float] = {}
 
 
+class _Cursor(psycopg.Cursor[Any]):
+    """The cursor of the store's connections: a write refused by a read-only server
+    (a standby, or a primary switched read-only under an open connection) discards the
+    connection and raises `_hosts.ReadOnlyServer`, an outage (see `kvstore.postgres._hosts`)."""
+
+    __slots__ = ()
+
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Self:
+        try:
+            return super().execute(query, params, **kwargs)
+        except psycopg.errors.ReadOnlySqlTransaction as exc:
+            raise _hosts.read_only(self._conn, exc) from exc
+
+
 class _Connection(psycopg.Connection[Any]):
     """The pool's connections. The pool opens them in the background and only reports a
-    timeout to the caller; this remembers when the server refused one as saturated."""
+    timeout to the caller; this remembers when the server refused one as saturated, and
+    which host each one reached (of several, libpq picks the one accepting writes)."""
 
     @classmethod
     def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
         try:
-            return super().connect(conninfo, **kwargs)
+            conn = super().connect(conninfo, **kwargs)
         except psycopg.OperationalError as exc:
             if _err.is_busy(exc):
                 _REFUSED_BUSY[conninfo] = time.monotonic()
             raise
+        conn.cursor_factory = _Cursor
+        conn._kvstore_host = _hosts.where(conn)  # type: ignore[attr-defined]  # our mark, see `serving`
+        watch = conn._kvstore_sync = _hosts.SyncWatch()  # type: ignore[attr-defined]  # see `_putconn`
+        conn.add_notice_handler(watch)
+        return conn
 
 
 def _cursor(conn: _Conn) -> psycopg.Cursor[Any]:
@@ -153,6 +174,11 @@ class PostgresDatabase(Database):
         password: The password, a str or a pydantic ``SecretStr`` (kept out of every
             string the store prints).
         host, port, dbname, user, sslmode, sslrootcert: Override the URL's fields.
+        hosts: Several servers (a primary and its standbys), ``"host:port"`` each, instead
+            of ``host``/``port``; a URL may list them too (``postgresql://h1:5432,h2:5433/app``).
+        target_session_attrs: ``read-write`` (the default with several hosts: connections
+            go only to the server accepting writes, so the pool follows a promoted standby)
+            or ``primary``; ``any`` (libpq's default) with one host only.
         key_prefix: Namespace of this store; other prefixes are never seen.
         schema_name: PostgreSQL schema of the tables, created if missing.
         table_prefix: Prefix of the table names (``<p>entries``, ``<p>items``, ``<p>meta``).
@@ -202,6 +228,8 @@ class PostgresDatabase(Database):
         user: str | None = None,
         sslmode: str | None = None,
         sslrootcert: str | None = None,
+        hosts: Sequence[str] | None = None,
+        target_session_attrs: str | None = None,
         key_prefix: str = "",
         schema_name: str = "public",
         table_prefix: str = "kvstore_",
@@ -241,6 +269,8 @@ class PostgresDatabase(Database):
         self._held: set[int] = set()
         #: `time.monotonic` when a connection last came back from a call the server answered.
         self._last_ok = 0.0
+        #: ``host:port`` of the server that answered the last call (`serving`).
+        self._serving: str | None = None
         self._start_lock = threading.Lock()
         _STORES.add(self)
         self._conninfo = ""
@@ -252,6 +282,7 @@ class PostgresDatabase(Database):
             self._secret: str | None = password
             self._where = f"pool={url.name!r}"
             return
+        host, port = _hosts.merge_fields(hosts, host, port)
         conninfo, url_password = _pg.build_conninfo(
             url,
             connect_timeout=connect_timeout,
@@ -264,6 +295,7 @@ class PostgresDatabase(Database):
             sslmode=sslmode,
             sslrootcert=sslrootcert,
         )
+        conninfo = _hosts.session_attrs(conninfo, target_session_attrs)
         self._secret = password if password is not None else url_password
         info = psycopg.conninfo.conninfo_to_dict(conninfo)
         self._where = " ".join(f"{k}={info[k]}" for k in ("host", "port", "dbname", "user") if info.get(k))
@@ -351,11 +383,12 @@ class PostgresDatabase(Database):
                     # One direct attempt first, so a refused or rejecting server fails this
                     # call at once (the manager retries within its budget) instead of the
                     # pool retrying in the background until the deadline.
-                    conn = psycopg.Connection.connect(self._conninfo, **self._connect_kwargs)
+                    first: _Conn = _Connection.connect(self._conninfo, **self._connect_kwargs)
+                    self._serving = getattr(first, "_kvstore_host", None)
                     try:
-                        self._migrate(conn)
+                        self._migrate(first)
                     finally:
-                        conn.close()
+                        first.close()
                     self._pool.open(wait=True, timeout=self._connect_timeout)
                 else:
                     conn = self._pool.getconn(timeout=self._connect_timeout)
@@ -468,15 +501,24 @@ class PostgresDatabase(Database):
         return mapped
 
     def _putconn(self, pool: _Pool, conn: _Conn) -> None:
-        """Disarm ``conn`` and hand it back; one whose deadline passed is closed, so the pool drops it."""
+        """Disarm ``conn`` and hand it back; one whose deadline passed is closed, so the pool drops it.
+
+        A commit of the call that the synchronous standby did not confirm (`_hosts.SyncWatch`)
+        raises `BackendUnavailableError` here, once the connection is back: never acknowledged.
+        """
         if _wd.current.disarm(conn):
             conn.close()
         now = time.monotonic()
         self._held.discard(id(conn))
         if not (conn.closed or conn.broken):
             self._last_ok = now  # the server answered this call: it is up
+            self._serving = getattr(conn, "_kvstore_host", self._serving)
         conn._kvstore_returned = now  # type: ignore[attr-defined]  # our mark, see _looks_alive
         pool.putconn(conn)
+        watch = getattr(conn, "_kvstore_sync", None)
+        if watch is not None and watch.hit:
+            watch.hit = False
+            raise _hosts.unreplicated()
 
     @staticmethod
     def _raise_if_cut(conn: _Conn, exc: BaseException, op: str, key: str | None, budget: float) -> None:
@@ -666,6 +708,12 @@ class PostgresDatabase(Database):
 
     def ping(self) -> None:
         self._run("ping", None, "SELECT 1", None, "one")
+
+    @property
+    def serving(self) -> str | None:
+        """``host:port`` of the server that answered this store's last call (``None`` before
+        the first, or for a borrowed pool): with several hosts, the current primary."""
+        return self._serving
 
     # --- replay guard ---------------------------------------------------------------
 
