@@ -92,6 +92,15 @@ BEHIND_WHY: list[tuple[str, str, str, str]] = [
         "Would change: a cache `get(key, touch=ttl)` that Redis answers with GETEX, used by `SessionStore.get(touch=True)`.",
     ),
     (
+        "postgres",
+        "100 concurrent gets",
+        "LangGraph",
+        "LangGraph's AsyncPostgresStore queues each `aget` for a background task that sends what is queued as one "
+        "batch; a kvstore store without auto-batching sends each of the 100 gets as its own round trip over its "
+        "connection pool. Would change (issue 14): coalesce the point gets issued in one event-loop tick into one "
+        "`mget` (DataLoader style), each caller getting its own result.",
+    ),
+    (
         "langgraph",
         "store search",
         "",
