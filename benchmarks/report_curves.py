@@ -182,15 +182,20 @@ def scaling_md(scaling: dict[str, list[dict[str, Any]]], run: str, notes: list[s
             "has to look at every key of the prefix. Redis answers both with SCAN MATCH over the whole database "
             "(other clients' keys included).",
             "",
-            "| backend | total keys | pattern | matches | ms per call | µs per match |",
-            "|---|---:|---|---:|---:|---:|",
         ]
-        for r in keys:
-            lines.append(
-                f"| {TITLES[r['backend']]} | {r['total']:,} | `{r['pattern']}` | {r['matches']:,} | {r['ms']:.2f} "
-                f"| {1000 * r['ms'] / max(1, r['matches']):.1f} |"
-            )
-        lines.append("")
+        for kind, title in (("total", "By total keys (100 matches)"), ("matches", "By matches (at the largest total)")):
+            lines += [
+                f"{title}:",
+                "",
+                "| backend | total keys | pattern | matches | ms per call | µs per match |",
+                "|---|---:|---|---:|---:|---:|",
+            ]
+            for r in (r for r in keys if r["kind"] == kind):
+                lines.append(
+                    f"| {TITLES[r['backend']]} | {r['total']:,} | `{r['pattern']}` | {r['matches']:,} | {r['ms']:.2f} "
+                    f"| {1000 * r['ms'] / max(1, r['matches']):.1f} |"
+                )
+            lines.append("")
     copy = scaling.get("copy", [])
     if copy:
         lines += [
@@ -219,9 +224,14 @@ def scaling_chart(scaling: dict[str, list[dict[str, Any]]], path: Path) -> bool:
     panels = [p for p in ("last", "keys_total", "keys_matches", "copy") if scaling.get(p.split("_")[0])]
     if plt is None or not panels:
         return False
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
+    ncols = 2 if len(panels) > 1 else 1
+    nrows = (len(panels) + ncols - 1) // ncols
+    fig, grid = plt.subplots(nrows, ncols, figsize=(6.5 * ncols, 4.2 * nrows), squeeze=False)
+    axes = [ax for line in grid for ax in line]
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
     colours = {"sqlite": "#2ca02c", "postgres": "#1f77b4", "redis": "#d62728", "memory": "#9467bd"}
-    for ax, panel in zip(axes[0], panels, strict=True):
+    for ax, panel in zip(axes, panels, strict=False):
         if panel == "last":
             rows = scaling["last"]
             for backend in dict.fromkeys(r["backend"] for r in rows):
