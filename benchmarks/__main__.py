@@ -249,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         print("matplotlib is not installed: no chart.png")
     extra = report.curve_charts(out)
     (out / "REPORT.md").write_text(report.markdown(meta, package_versions(), "chart.png" if chart else None))
-    print(f"\nwrote {out / 'REPORT.md'}" + "".join(f", {out / name}" for name in (["chart.png"] if chart else []) + extra))
+    print(
+        f"\nwrote {out / 'REPORT.md'}" + "".join(f", {out / name}" for name in (["chart.png"] if chart else []) + extra)
+    )
     return 0
 
 

@@ -953,7 +953,9 @@ def _build_langgraph_apostgres(tier: Tier) -> Any:
         from langgraph.store.postgres import AsyncPostgresStore
         from psycopg.rows import dict_row
 
-        conn = await psycopg.AsyncConnection.connect(tier.ctx.postgres_url, row_factory=dict_row, **_peer_conninfo(tier))
+        conn = await psycopg.AsyncConnection.connect(
+            tier.ctx.postgres_url, row_factory=dict_row, **_peer_conninfo(tier)
+        )
         store = AsyncPostgresStore(conn)  # type: ignore[arg-type]  # its background batcher needs the running loop
         await store.setup()
         await store.abatch([PutOp(("bench_async",), k, MESSAGE) for k in KEYS])

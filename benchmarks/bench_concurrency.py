@@ -99,7 +99,9 @@ def percentile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
 
 
-async def drive_async(op: AsyncOp, tasks: int, seconds: float, counter: itertools.count[int], side: Side | None) -> None:
+async def drive_async(
+    op: AsyncOp, tasks: int, seconds: float, counter: itertools.count[int], side: Side | None
+) -> None:
     """``tasks`` tasks calling ``op`` until the deadline; one round's throughput and latencies into ``side``."""
     clock = time.perf_counter
     deadline = clock() + seconds
@@ -327,11 +329,12 @@ class RedisSides:
         stack.callback(self.cache.close)
         self.acache = AsyncRedisCache(url, key_prefix=f"{tag}aconc:", max_connections=size)
         stack.callback(lambda: wait(self.acache.aclose()))
-        self.raw = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(url, max_connections=size, timeout=5))
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=size, timeout=5)
+        self.raw = redis.Redis(connection_pool=pool)
+        stack.callback(pool.disconnect)
         stack.callback(self.raw.close)
-        self.araw = redis.asyncio.Redis(
-            connection_pool=redis.asyncio.BlockingConnectionPool.from_url(url, max_connections=size, timeout=5)
-        )
+        apool = redis.asyncio.BlockingConnectionPool.from_url(url, max_connections=size, timeout=5)
+        self.araw = redis.asyncio.Redis.from_pool(apool)  # owns the pool: aclose() disconnects it
         stack.callback(lambda: wait(self.araw.aclose()))
         self.keys = [f"{tag}concraw:{k}" for k in KEYS]
         self.raw.mset({k: dumps(MESSAGE) for k in self.keys})
@@ -405,7 +408,16 @@ def measure(ctx: Context, pair: Pair, settings: Settings, executor: ThreadPoolEx
             one(bare, False, settings.seconds)
         a, b = ours.summary(), bare.summary()
         ratio = a["ops_per_s"] / b["ops_per_s"] if b["ops_per_s"] else 0.0
-        rows.append({"level": label, "tasks": abs(n), "mode": "async" if n > 0 else "threads", "ours": a, "bare": b, "ratio": ratio})
+        rows.append(
+            {
+                "level": label,
+                "tasks": abs(n),
+                "mode": "async" if n > 0 else "threads",
+                "ours": a,
+                "bare": b,
+                "ratio": ratio,
+            }
+        )
         print(
             f"  {label:<20} kvstore {a['ops_per_s']:>9,.0f} ops/s p50 {a['p50_ms']:6.2f} p99 {a['p99_ms']:7.2f} ms | "
             f"bare {b['ops_per_s']:>9,.0f} ops/s p50 {b['p50_ms']:6.2f} p99 {b['p99_ms']:7.2f} ms | "
@@ -416,7 +428,10 @@ def measure(ctx: Context, pair: Pair, settings: Settings, executor: ThreadPoolEx
 
 
 def run(
-    ctx: Context, settings: Settings | None = None, backends: tuple[str, ...] = ("postgres", "redis"), only: list[str] | None = None
+    ctx: Context,
+    settings: Settings | None = None,
+    backends: tuple[str, ...] = ("postgres", "redis"),
+    only: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Measure every (backend, workload) whose server is known; record the rows in ``ctx.report`` and return them.
 

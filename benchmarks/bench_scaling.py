@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,12 +80,20 @@ def _columns_pg(conn: Any, schema: str, table: str) -> list[str]:
     return [r[0] for r in rows]
 
 
+#: The reference conversation's length: last(20) at every size is compared with last(20) on this many messages.
+SMALL_HISTORY = 100
+#: Rows per transaction of the SQLite bulk loads.
+LOAD_CHUNK = 1_000_000
+
+
 def _sqlite_conn(path: Path) -> Any:
+    """The loader's (and the floor's) connection: WAL like kvstore's; no fsync at its commits (a benchmark file)."""
     import apsw
 
     conn = apsw.Connection(str(path))
     conn.execute("PRAGMA journal_mode=WAL").fetchall()  # one PRAGMA per call, read back (BENCHMARKS.md)
-    conn.execute("PRAGMA synchronous=NORMAL").fetchall()
+    conn.execute("PRAGMA synchronous=OFF").fetchall()
+    conn.execute("PRAGMA cache_size=-65536").fetchall()
     return conn
 
 
@@ -114,20 +122,29 @@ class SqliteHistory:
         if len(rows) != 1:
             raise RuntimeError(f"expected the one item kvstore wrote in kvstore_items, found {len(rows)}")
         self.ns, self.key, self.first, self.value = rows[0]
-        (tail,) = conn.execute("SELECT tail FROM kvstore_keys WHERE ns = ? AND key = ?", (self.ns, self.key)).fetchall()[0]
+        (tail,) = conn.execute(
+            "SELECT tail FROM kvstore_keys WHERE ns = ? AND key = ?", (self.ns, self.key)
+        ).fetchall()[0]
         if tail != self.first + 1:
             raise RuntimeError(f"unexpected list bounds: first item {self.first}, tail {tail}")
         self.count = 1
 
     def grow(self, n: int) -> None:
+        """Items ``count`` .. ``n - 1``, a million per transaction (the WAL is checkpointed as it goes), then the
+        list's tail: kvstore sees the new length only once every item is there."""
+        for low in range(self.count, n, LOAD_CHUNK):
+            high = min(n, low + LOAD_CHUNK)
+            with self.conn:
+                self.conn.execute(
+                    "WITH RECURSIVE g(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM g WHERE i < ?2) "
+                    "INSERT INTO kvstore_items (ns, key, idx, value) "
+                    "SELECT ?3, ?4, i, CAST(replace(CAST(?5 AS TEXT), '@@@', i) AS BLOB) FROM g",
+                    (self.first + low, self.first + high - 1, self.ns, self.key, self.value),
+                )
         with self.conn:
             self.conn.execute(
-                "WITH RECURSIVE g(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM g WHERE i < ?2) "
-                "INSERT INTO kvstore_items (ns, key, idx, value) "
-                "SELECT ?3, ?4, i, CAST(replace(CAST(?5 AS TEXT), '@@@', i) AS BLOB) FROM g",
-                (self.first + self.count, self.first + n - 1, self.ns, self.key, self.value),
+                "UPDATE kvstore_keys SET tail = ? WHERE ns = ? AND key = ?", (self.first + n, self.ns, self.key)
             )
-            self.conn.execute("UPDATE kvstore_keys SET tail = ? WHERE ns = ? AND key = ?", (self.first + n, self.ns, self.key))
         self.count = n
         self.conn.execute("ANALYZE").fetchall()
 
@@ -193,12 +210,23 @@ class PostgresHistory:
         return lambda i: [loads(r[0]) for r in conn.execute(query, args).fetchall()][::-1]
 
 
+def _alast(history: Any) -> Callable[[int], Awaitable[object]]:
+    async def op(i: int) -> object:
+        return await history.last(20)
+
+    return op
+
+
 def last_curve(ctx: Context, settings: Settings, backends: tuple[str, ...]) -> list[dict[str, Any]]:
     rows = []
     for backend in backends:
         with contextlib.ExitStack() as stack:
             conv = (SqliteHistory if backend == "sqlite" else PostgresHistory)(ctx, stack)
             print(f"\n## scaling: {backend} last(20) vs history length")
+            # The reference: last(20) of a SMALL_HISTORY conversation in the same tables, timed in the same rounds
+            # at every size (flatness is a same-run ratio, not two numbers minutes apart on a noisy machine).
+            small = type(conv.history)(conv.db, "small")
+            small.extend([{**TEMPLATE, "content": f"small #{i}"} for i in range(SMALL_HISTORY)])
             for mark in settings.last_marks:
                 started = time.perf_counter()
                 conv.grow(mark)
@@ -207,24 +235,31 @@ def last_curve(ctx: Context, settings: Settings, backends: tuple[str, ...]) -> l
                 tail = conv.history.last(1)
                 if length != mark or not tail or not tail[0].content.endswith(f"#{conv.first + mark - 1}"):
                     raise RuntimeError(f"{backend}: the bulk load does not read back through kvstore at {mark:,}")
-                history, ahistory = conv.history, conv.ahistory
-
-                async def alast(i: int) -> object:
-                    return await ahistory.last(20)
-
                 us = _time(
                     ctx,
                     [
                         Case("floor", conv.floor(), role="floor"),
-                        Case("sync", lambda i: history.last(20), role="kvstore"),
-                        Case("async", alast, is_async=True, role="kvstore"),
+                        Case("sync", lambda i, h=conv.history: h.last(20), role="kvstore"),
+                        Case("async", _alast(conv.ahistory), is_async=True, role="kvstore"),
+                        Case("small", lambda i, h=small: h.last(20), role="kvstore"),
                     ],
                     settings,
                 )
-                rows.append({"backend": backend, "size": mark, "floor_us": us["floor"], "ours_us": us["sync"], "async_us": us["async"], "load_s": loaded})
+                rows.append(
+                    {
+                        "backend": backend,
+                        "size": mark,
+                        "floor_us": us["floor"],
+                        "ours_us": us["sync"],
+                        "async_us": us["async"],
+                        "small_us": us["small"],
+                        "load_s": loaded,
+                    }
+                )
                 print(
                     f"  {mark:>12,} messages (loaded in {loaded:5.1f} s): floor {us['floor']:8.1f} µs  "
-                    f"ChatHistory.last(20) {us['sync']:8.1f} µs  AsyncChatHistory.last(20) {us['async']:8.1f} µs"
+                    f"ChatHistory.last(20) {us['sync']:8.1f} µs  AsyncChatHistory.last(20) {us['async']:8.1f} µs  "
+                    f"÷ on {SMALL_HISTORY} messages {us['sync'] / us['small']:.2f}x"
                 )
     return rows
 
@@ -250,13 +285,14 @@ class SqliteKeys:
 
     def grow(self, n: int) -> None:
         cols = ", ".join(self.columns)
-        with self.conn:
-            self.conn.execute(
-                "WITH RECURSIVE g(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM g WHERE i < ?2) "
-                f"INSERT INTO kvstore_keys (key, {cols}) SELECT printf('k:%08d', g.i), {cols} FROM g, "
-                "(SELECT * FROM kvstore_keys WHERE ns = ?3 AND key = 'probe')",
-                (self.count, n - 1, self.ns),
-            )
+        for low in range(self.count, n, LOAD_CHUNK):
+            with self.conn:
+                self.conn.execute(
+                    "WITH RECURSIVE g(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM g WHERE i < ?2) "
+                    f"INSERT INTO kvstore_keys (key, {cols}) SELECT printf('k:%08d', g.i), {cols} FROM g, "
+                    "(SELECT * FROM kvstore_keys WHERE ns = ?3 AND key = 'probe')",
+                    (low, min(n, low + LOAD_CHUNK) - 1, self.ns),
+                )
         self.count = n
         self.conn.execute("ANALYZE").fetchall()
 
@@ -332,7 +368,17 @@ def _keys_rows(ctx: Context, settings: Settings, side: Any, totals: tuple[int, .
         if len(got) != expected:
             raise RuntimeError(f"{side.backend}: keys({pattern!r}) returned {len(got)} keys, expected {expected}")
         us = _time(ctx, [Case("keys", lambda i: store.keys(pattern), role="kvstore")], settings)["keys"]
-        rows.append({"backend": side.backend, "kind": kind, "shape": shape, "total": side.count, "pattern": pattern, "matches": expected, "ms": us / 1000})
+        rows.append(
+            {
+                "backend": side.backend,
+                "kind": kind,
+                "shape": shape,
+                "total": side.count,
+                "pattern": pattern,
+                "matches": expected,
+                "ms": us / 1000,
+            }
+        )
         print(f"  {side.count:>10,} keys  {pattern:<12} {expected:>8,} matches  {us / 1000:9.2f} ms")
 
     for total in totals:
@@ -378,7 +424,9 @@ def copy_rows(ctx: Context, settings: Settings) -> list[dict[str, Any]]:
         raw.finish_load()
         checkpoint = CopyCheckpoint(ctx.tmp / "copy-checkpoint.json", "bench")
         started = time.perf_counter()
-        stats = copy_namespace(source.store, target.store, checkpoint=checkpoint, batch=500, progress=lambda done, total: None)
+        stats = copy_namespace(
+            source.store, target.store, checkpoint=checkpoint, batch=500, progress=lambda done, total: None
+        )
         ours = time.perf_counter() - started
         checkpoint.remove()
         copied = target.conn.execute(f"SELECT count(*) FROM {target.entries}").fetchone()[0]  # type: ignore[index]
@@ -388,13 +436,17 @@ def copy_rows(ctx: Context, settings: Settings) -> list[dict[str, Any]]:
         started = time.perf_counter()
         cur = source.conn.cursor()
         with raw.conn.cursor() as pg, pg.copy(f"COPY {raw.entries} ({', '.join(cols)}) FROM STDIN") as out:
-            for key, value in cur.execute("SELECT key, value FROM kvstore_keys WHERE ns = ? ORDER BY key", (source.ns,)):
+            for key, value in cur.execute(
+                "SELECT key, value FROM kvstore_keys WHERE ns = ? ORDER BY key", (source.ns,)
+            ):
                 out.write_row((raw.ns, key, value.decode()))
         bare = time.perf_counter() - started
         loaded = raw.conn.execute(f"SELECT count(*) FROM {raw.entries}").fetchone()[0]  # type: ignore[index]
         if loaded != n:
             raise RuntimeError(f"raw COPY: {loaded} rows in the target, expected {n}")
-        print(f"  kvstore copy {ours:6.2f} s ({n / ours:,.0f} keys/s)  raw COPY {bare:6.2f} s ({n / bare:,.0f} keys/s)  ratio {bare / ours:.3f}")
+        print(
+            f"  kvstore copy {ours:6.2f} s ({n / ours:,.0f} keys/s)  raw COPY {bare:6.2f} s ({n / bare:,.0f} keys/s)  ratio {bare / ours:.3f}"
+        )
         return [{"keys": n, "ours_s": ours, "raw_s": bare}]
 
 

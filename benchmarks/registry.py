@@ -193,10 +193,21 @@ def peer(tier: Tier, row: Any) -> Op | None:
 def _declare(tier: type[Tier]) -> list[Entry]:
     """Every case of one backend, in table order: floor and info rows, kvstore sync and async, variants, peers."""
     entries: list[Entry] = []
-    for workload in (*GRID, *((APPEND, LAST) if tier.chat else ()), SESSION, *NEW_OPS, *((GATHER,) if tier.gather else ())):
+    for workload in (
+        *GRID,
+        *((APPEND, LAST) if tier.chat else ()),
+        SESSION,
+        *NEW_OPS,
+        *((GATHER,) if tier.gather else ()),
+    ):
         flavours = (0, 1)
         if workload == GATHER:  # async only: the sync API has no concurrent callers in one thread
-            names, setup, args, flavours = [f"kvstore asyncio.gather(100 x {tier.classes[1]}.get)"], gather_gets, (), (1,)
+            names, setup, args, flavours = (
+                [f"kvstore asyncio.gather(100 x {tier.classes[1]}.get)"],
+                gather_gets,
+                (),
+                (1,),
+            )
         elif workload in NEW_HOOKS:
             names = [f"kvstore {cls}.{NEW_HOOKS[workload][2]}" for cls in tier.classes]
             setup, args = new_op, (workload,)
@@ -225,7 +236,15 @@ def _declare(tier: type[Tier]) -> list[Entry]:
         ]
         if workload == GATHER:  # the same 100 keys in one batch: what the gather should cost about
             entries.append(
-                Entry(tier.section, workload, f"kvstore {tier.classes[1]}.mget(100)", "variant", grid, (1, "mget 100"), True)
+                Entry(
+                    tier.section,
+                    workload,
+                    f"kvstore {tier.classes[1]}.mget(100)",
+                    "variant",
+                    grid,
+                    (1, "mget 100"),
+                    True,
+                )
             )
         entries += rows["after"]  # variants
         entries += [
