@@ -323,7 +323,8 @@ def scaling_chart(scaling: dict[str, list[dict[str, Any]]], path: Path) -> bool:
                 ax.text(x, v * 1.02, f"{v:,.0f}", ha="center", va="bottom", fontsize=7)
             ax.set_xticks(range(len(values)), labels, fontsize=7)
             ax.set_ylabel("keys/s", fontsize=8)
-            ax.set_title("SQLite → PostgreSQL copy", fontsize=9, loc="left")
+            ratios = ", ".join(f"{r['raw_s'] / r['ours_s']:.2g}x" for r in rows)
+            ax.set_title(f"SQLite → PostgreSQL copy (kvstore ÷ raw COPY: {ratios})", fontsize=9, loc="left")
         ax.tick_params(axis="both", labelsize=7)
         if panel != "copy":
             ax.legend(fontsize=6)
