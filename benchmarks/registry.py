@@ -200,7 +200,9 @@ def _declare(tier: type[Tier]) -> list[Entry]:
         *NEW_OPS,
         *((GATHER,) if tier.gather else ()),
     ):
-        flavours = (0, 1)
+        flavours: tuple[int, ...] = (0, 1)
+        setup: Callable[..., Op | None]
+        args: tuple[Any, ...]
         if workload == GATHER:  # async only: the sync API has no concurrent callers in one thread
             names, setup, args, flavours = (
                 [f"kvstore asyncio.gather(100 x {tier.classes[1]}.get)"],
