@@ -86,6 +86,13 @@ SMALL_HISTORY = 100
 LOAD_CHUNK = 1_000_000
 
 
+def _remove_later(stack: contextlib.ExitStack, path: Path) -> None:
+    """Delete the SQLite file (and its WAL) when ``stack`` closes, after its connections (registered later) close:
+    a 10^7-message file is gigabytes, not to be kept until the end of the whole run."""
+    for suffix in ("", "-wal", "-shm"):
+        stack.callback(Path(f"{path}{suffix}").unlink, missing_ok=True)
+
+
 def _sqlite_conn(path: Path) -> Any:
     """The loader's (and the floor's) connection: WAL like kvstore's; no fsync at its commits (a benchmark file)."""
     import apsw
@@ -110,6 +117,7 @@ class SqliteHistory:
         from kvstore.sqlite import AsyncSqliteDatabase, SqliteDatabase
 
         path = ctx.tmp / "scale_last.db"
+        _remove_later(stack, path)
         self.db = db = SqliteDatabase(path)
         stack.callback(db.close)
         self.adb = adb = AsyncSqliteDatabase(path)
@@ -274,6 +282,7 @@ class SqliteKeys:
         from kvstore.sqlite import SqliteDatabase
 
         path = path or ctx.tmp / "scale_keys.db"
+        _remove_later(stack, path)
         self.store = db = SqliteDatabase(path)
         stack.callback(db.close)
         db.set("probe", MESSAGE)

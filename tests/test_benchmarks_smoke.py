@@ -485,6 +485,7 @@ def test_scaling_runs_on_sqlite_without_servers(tmp_path: Path) -> None:
     }
     assert "copy" not in out
     assert any("no server" in n for n in report.notes["scaling"])
+    assert list(tmp_path.glob("scale_*")) == []  # the (possibly huge) SQLite files are removed as each part ends
 
 
 @pytest.mark.postgres
