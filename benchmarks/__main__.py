@@ -156,7 +156,9 @@ def run_scaling(ctx: Context, chosen: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: 3 short rounds per case (< 2 minutes)")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: few short rounds per case, small sizes (a few minutes)"
+    )
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated tiers: " + ",".join(SECTIONS))
     parser.add_argument(
         "--workloads",

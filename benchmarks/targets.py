@@ -246,7 +246,14 @@ def must_show_md(report: Any) -> list[str]:
 
 
 def print_must_show(report: Any) -> None:
-    print("\n# issue 14 must-show ratios")
-    for o in must_show(report):
+    outcomes = must_show(report)
+    missing = [o for o in outcomes if o.ratio is None]
+    print(
+        "\n# issue 14 must-show ratios"
+        + (f" ({len(missing)} of {len(outcomes)} not measured in this run)" if missing else "")
+    )
+    for o in outcomes:
+        if o.ratio is None:
+            continue
         target = f"{o.op} {o.target:g}" if o.op else ""
         print(f"  {o.status:<12} {o.shown:>16}  {target:<8} {o.label}{' (' + o.detail + ')' if o.detail else ''}")
