@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+import threading
 import time
 import uuid
 import warnings
@@ -592,6 +593,11 @@ SQLITE_GET_TOUCH = (
 )
 
 
+#: The event-loop stall probe (SqliteTier.loop_stall): how long the other connection holds the write lock (s),
+#: and the async gets and sets made meanwhile (the sets wait for the lock).
+STALL_HOLD, STALL_GETS, STALL_SETS = 0.3, 200, 5
+
+
 def _wal(conn: Any) -> None:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -875,6 +881,68 @@ class SqliteTier(Tier):
             "cache in front, where a touch within `touch_interval` slides only the cached copy.",
         )
         return lambda i: store.get(sids[i % 100], touch=True)
+
+    def finish(self) -> None:
+        super().finish()
+        try:
+            worst, idle = self.loop_stall()
+        except Exception as exc:  # reported, never fatal to the section's tables
+            self.ctx.report.note(self.section, f"event-loop stall probe failed: {reason(exc)}")
+            return
+        self.ctx.report.stalls["sqlite"] = (worst, idle)
+        text = (
+            f"event loop with another connection holding the write lock: worst stall {worst:.1f} ms during "
+            f"{STALL_GETS} async gets and {STALL_SETS} async sets (the idle loop's worst gap in the same run: "
+            f"{idle:.1f} ms; target < 20 ms)."
+        )
+        self.ctx.report.note(self.section, text)
+        print(f"  {text}")
+
+    def loop_stall(self) -> tuple[float, float]:
+        """Worst gap (ms) of a 1 ms ticker while AsyncSqliteDatabase gets and sets run with another connection
+        holding the file's write lock (released after ``STALL_HOLD`` s), and the idle ticker's worst gap."""
+        import apsw
+
+        adb, holder = self.stores[1], apsw.Connection(str(self.tmp / "akv.db"))
+        clock = time.perf_counter
+
+        async def ticker(seconds: float, gaps: list[float]) -> None:
+            last, end = clock(), clock() + seconds
+            while clock() < end:
+                await asyncio.sleep(0.001)
+                now = clock()
+                gaps.append(now - last - 0.001)
+                last = now
+
+        async def probe() -> tuple[float, float]:
+            idle: list[float] = []
+            await ticker(STALL_HOLD, idle)
+            busy: list[float] = []
+            holder.execute("BEGIN IMMEDIATE")
+            held = clock()
+            # Released from another thread: a store that blocked the loop on the lock cannot keep it held.
+            release = threading.Timer(STALL_HOLD, holder.execute, ("COMMIT",))
+            release.start()
+            try:
+                tick = asyncio.ensure_future(ticker(STALL_HOLD * 1.5, busy))
+                for i in range(STALL_GETS):
+                    await adb.get(KEYS[i % 1000])
+                await asyncio.gather(*(adb.set(f"stall:{j}", msg(j)) for j in range(STALL_SETS)))
+                if clock() - held < STALL_HOLD * 0.8:  # the probe must really have made the writers wait
+                    raise RuntimeError("the async sets did not wait for the held write lock")
+                await tick
+            finally:
+                release.cancel()
+                release.join()
+                if holder.in_transaction:
+                    holder.execute("COMMIT")
+            return max(busy) * 1000, max(idle) * 1000
+
+        try:
+            result: tuple[float, float] = self.wait(probe())
+        finally:
+            holder.close()
+        return result
 
     def after(self, workload: str, table: Table) -> None:
         lc = [v for v in table.verdicts() if workload == LAST and not v.ours.is_async]

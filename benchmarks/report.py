@@ -196,6 +196,8 @@ class Report:
     #: ``benchmarks.bench_scaling`` rows by part ("last", "keys", "copy") and how they were run.
     scaling: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     scaling_run: str = ""
+    #: Worst event-loop stall (ms) with another connection holding the write lock, and the idle loop's, by backend.
+    stalls: dict[str, tuple[float, float]] = field(default_factory=dict)
     #: Chart file per curve section ("concurrency", "scaling"), set by ``curve_charts``.
     charts: dict[str, str] = field(default_factory=dict)
 

@@ -298,6 +298,12 @@ def test_concurrent_gets_run_on_sqlite_and_give_the_same_values_as_one_mget(tmp_
     assert table.workload == GATHER
     assert {r.role for r in table.rows} == {"floor", "kvstore", "variant"}
     assert all(r.ops_per_s > 0 for r in table.rows)
+    # The section's end probes the event loop with another connection holding the write lock (the probe itself
+    # fails unless the async sets really waited for that lock).
+    worst, idle = report.stalls["sqlite"]
+    assert worst > 0
+    assert idle > 0
+    assert any("worst stall" in n for n in report.notes["sqlite"])
 
 
 def _table(report: object, section: str, workload: str, rates: dict[str, tuple[str, float]]) -> None:
@@ -374,7 +380,10 @@ def test_must_show_ratios_are_read_from_the_same_table_with_targets_and_gaps() -
             },
         ],
     )
+    report.stalls["sqlite"] = (25.0, 3.0)
     got = {o.label: o for o in must_show(report)}
+    stall = got["SQLite async: worst event-loop stall, another connection holding the write lock"]
+    assert (stall.shown, stall.status) == ("25.0 ms", "MISS")
     get = got["async SQLite get ÷ raw apsw"]
     assert (round(get.ratio or 0, 2), get.status) == (0.6, "OK")
     gather = got["Redis: 100 concurrent gets, time ÷ one mget(100)"]
