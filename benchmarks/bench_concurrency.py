@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -96,7 +97,7 @@ def percentile(ordered: list[float], q: float) -> float:
     """The ``q`` quantile of sorted values (nearest rank); 0 for none."""
     if not ordered:
         return 0.0
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 async def drive_async(

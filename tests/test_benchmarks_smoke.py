@@ -546,3 +546,13 @@ def test_concurrency_and_scaling_run_on_real_servers_and_clean_up(
         assert list(client.scan_iter(match=ctx.tag + "*", count=1000)) == []
     finally:
         client.close()
+
+
+def test_latency_percentiles_are_nearest_rank() -> None:
+    """p50/p99 of the concurrency tables: the nearest-rank quantile of every op's latency."""
+    from benchmarks.bench_concurrency import percentile
+
+    ordered = [float(v) for v in range(1, 101)]
+    assert (percentile(ordered, 0.5), percentile(ordered, 0.99), percentile(ordered, 1.0)) == (50.0, 99.0, 100.0)
+    assert percentile([7.0], 0.99) == 7.0
+    assert percentile([], 0.5) == 0.0
