@@ -1,6 +1,7 @@
 """The benchmark report: every tier against its bare driver and the peers a user would pick instead.
 
-Run: python -m benchmarks [--quick] [--only memory,sqlite,postgres,redis,langgraph] [--workloads get,set,...] [--out DIR]
+Run: python -m benchmarks [--quick] [--only memory,sqlite,postgres,redis,langgraph,concurrency,scaling]
+     [--workloads get,set,...] [--out DIR]
 
 One process, one run: every case is an entry of the workload registry
 (benchmarks/registry.py); each workload's cases (floor, kvstore, peers) run in
@@ -12,6 +13,10 @@ a server that cannot be reached (and cannot be started) skips its section.
 The langgraph section is benchmarks/bench_langgraph.py (LangGraph on kvstore vs
 LangGraph's own savers and stores): it needs LangGraph and PostgreSQL, and is
 skipped with the reason otherwise.
+The concurrency section is benchmarks/bench_concurrency.py (1/8/64/256 async tasks and 8 threads, kvstore vs a
+bare driver pool of the same size on PostgreSQL and Redis); the scaling section is benchmarks/bench_scaling.py
+(last(20) vs history length, keys(pattern) vs total keys and matches, `kvstore copy` SQLite -> PostgreSQL vs a
+raw COPY). --workloads selects their parts by prefix too (get, chat; last, keys, copy).
 Everything created is named bench_<pid>_... and removed at the end.
 """
 
@@ -32,8 +37,9 @@ from pathlib import Path
 
 from benchmarks.peers import BENCH_GROUP_HINT, reason
 from benchmarks.registry import run
-from benchmarks.report import SECTIONS, Report, fmt_ratio, machine_info, package_versions
+from benchmarks.report import SECTIONS, TIERS, Report, fmt_ratio, machine_info, package_versions
 from benchmarks.runner import Context
+from benchmarks.targets import print_must_show
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REDIS_URL = os.environ.get("KVSTORE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -136,15 +142,30 @@ def run_langgraph(report: Report, module: object, url: str, quick: bool) -> None
     report.add_langgraph(rows, ", ".join(f"{k}={v:,}" for k, v in kwargs.items()))
 
 
+def run_concurrency(ctx: Context, chosen: list[str]) -> None:
+    from benchmarks import bench_concurrency
+
+    bench_concurrency.run(ctx, only=chosen or None)
+
+
+def run_scaling(ctx: Context, chosen: list[str]) -> None:
+    from benchmarks import bench_scaling
+
+    bench_scaling.run(ctx, only=chosen or None)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: 3 short rounds per case (< 2 minutes)")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: few short rounds per case, small sizes (a few minutes)"
+    )
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated tiers: " + ",".join(SECTIONS))
     parser.add_argument(
         "--workloads",
         default="",
-        help="comma-separated workload name prefixes (get,set,mget,mset,chat,last,session,incr,delete_many,store);"
-        " default: all (the langgraph section runs only without --workloads)",
+        help="comma-separated workload name prefixes (get,set,mget,mset,chat,last,session,incr,delete_many,store,100;"
+        " concurrency: get,chat; scaling: last,keys,copy); default: all (the langgraph section runs only without"
+        " --workloads)",
     )
     parser.add_argument("--out", type=Path, default=None, help="where REPORT.md and chart.png go")
     parser.add_argument("--redis-url", default=REDIS_URL)
@@ -178,11 +199,15 @@ def main(argv: list[str] | None = None) -> int:
                     langgraph, why = langgraph_module()
                     if langgraph is None:
                         report.skipped["langgraph"] = why
-            if "redis" in only:
+            curves = bool({"concurrency", "scaling"} & set(only))
+            if "redis" in only or curves:
                 found, text = stack.enter_context(redis_server(args.redis_url, tmp))
                 redis_url = found or ""
-                (report.servers.__setitem__("Redis", text) if found else report.skipped.__setitem__("redis", text))
-            if "postgres" in only or langgraph is not None:
+                if found:
+                    report.servers["Redis"] = text
+                elif "redis" in only:
+                    report.skipped["redis"] = text
+            if "postgres" in only or langgraph is not None or curves:
                 found, text = stack.enter_context(postgres_server(args.postgres_url))
                 postgres_url = found or ""
                 if found:
@@ -198,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     if name == "langgraph":
                         _section(report, name, lambda: run_langgraph(report, langgraph, postgres_url, args.quick))
+                    elif name == "concurrency":
+                        _section(report, name, lambda: run_concurrency(ctx, chosen))
+                    elif name == "scaling":
+                        _section(report, name, lambda: run_scaling(ctx, chosen))
                     else:
                         _section(report, name, lambda name=name: run(ctx, name, chosen))
             finally:
@@ -210,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n# kvstore vs peers: ahead in {len(report.verdicts()) - len(behind)} of {len(report.verdicts())}")
     for v in behind:
         print(f"  BEHIND {v.section} {v.workload}: {v.ours.name} ÷ {v.peer.name} = {fmt_ratio(v.ratio)}x")
+    print_must_show(report)
     meta = {**machine_info(), "date": f"{report.started:%Y-%m-%d %H:%M} UTC", "command": f"`{command}`"}
     meta["wall time"] = f"{time.perf_counter() - started:.0f} s"
     if out is None:
@@ -217,10 +247,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out.mkdir(parents=True, exist_ok=True)
     chart = report.chart(out / "chart.png")
-    if not chart:
+    if not chart and any(t.section in TIERS for t in report.tables):
         print("matplotlib is not installed: no chart.png")
+    extra = report.curve_charts(out)
     (out / "REPORT.md").write_text(report.markdown(meta, package_versions(), "chart.png" if chart else None))
-    print(f"\nwrote {out / 'REPORT.md'}" + (f" and {out / 'chart.png'}" if chart else ""))
+    print(
+        f"\nwrote {out / 'REPORT.md'}" + "".join(f", {out / name}" for name in (["chart.png"] if chart else []) + extra)
+    )
     return 0
 
 

@@ -8,9 +8,11 @@ backend by nature) and its peer rows. The kvstore rows and the peers' grid
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sqlite3
+import threading
 import time
 import uuid
 import warnings
@@ -43,6 +45,9 @@ APPEND, LAST, SESSION = "chat append", f"last 20 of {HISTORY:,} messages", f"ses
 #: ``get(key, touch=ttl)`` (read + slide the TTL, Redis GETEX) beside the session workload above.
 INCR, DELETE_MANY, TOUCH = "incr", "delete_many 100", f"store get + touch (TTL {SESSION_TTL} s)"
 NEW_OPS = (INCR, DELETE_MANY, TOUCH)
+#: 100 point gets issued at once (``asyncio.gather``) against one ``mget`` of the same 100 keys (issue 14: concurrent
+#: gets in one event-loop tick should cost about one batch). Async only; on the backends with a network or a file.
+GATHER = "100 concurrent gets vs mget 100"
 SESSION_DATA = {"user": 7, "cart": ["tea"], "csrf": "x" * 32}
 #: The keys every session peer is loaded with.
 SESSION_KEYS = [f"sess:{i}" for i in range(100)]
@@ -84,6 +89,8 @@ class PeerRow:
     peer: Peer
     make: Callable[[Any, Any], Op]
     is_async: bool = False
+    #: "peer" (raced: in the summary's verdicts) or "info" (the peer's own reference row, not raced).
+    role: str = "peer"
 
 
 @dataclass(frozen=True)
@@ -259,6 +266,8 @@ class Tier:
     sessions: ClassVar[tuple[str, str]] = ("SessionStore", "AsyncSessionStore")
     #: Whether the chat workloads (append, last 20) run on this backend.
     chat: ClassVar[bool] = True
+    #: Whether the GATHER workload (100 concurrent gets vs one mget 100, async) runs on this backend.
+    gather: ClassVar[bool] = False
     rows: ClassVar[tuple[Row, ...]] = ()
     peers: ClassVar[tuple[PeerRow, ...]] = ()
     #: Peers reported but not raced, with the reason.
@@ -584,6 +593,11 @@ SQLITE_GET_TOUCH = (
 )
 
 
+#: The event-loop stall probe (SqliteTier.loop_stall): how long the other connection holds the write lock (s),
+#: and the async gets and sets made meanwhile (the sets wait for the lock).
+STALL_HOLD, STALL_GETS, STALL_SETS = 0.3, 200, 5
+
+
 def _wal(conn: Any) -> None:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -704,7 +718,9 @@ class SqliteTier(Tier):
         Row(DELETE_MANY, "raw apsw DELETE ... IN json_each (floor)", "floor", "floor_delete_many"),
         Row(TOUCH, "raw apsw UPDATE expires_at ... RETURNING (floor)", "floor", "floor_get_touch"),
         Row(TOUCH, "raw apsw SELECT + UPDATE expires_at (2 statements)", "info", "floor_touch"),
+        Row(GATHER, "raw apsw SELECT ... IN json_each, 100 keys (floor)", "floor", "floor_mget"),
     )
+    gather = True
     delete_ops = 40
     peers = (
         *grid_peer(DISKCACHE_PEER, DISKCACHE, "get|set|get x100|set x100 in transact()"),
@@ -866,6 +882,68 @@ class SqliteTier(Tier):
         )
         return lambda i: store.get(sids[i % 100], touch=True)
 
+    def finish(self) -> None:
+        super().finish()
+        try:
+            worst, idle = self.loop_stall()
+        except Exception as exc:  # reported, never fatal to the section's tables
+            self.ctx.report.note(self.section, f"event-loop stall probe failed: {reason(exc)}")
+            return
+        self.ctx.report.stalls["sqlite"] = (worst, idle)
+        text = (
+            f"event loop with another connection holding the write lock: worst stall {worst:.1f} ms during "
+            f"{STALL_GETS} async gets and {STALL_SETS} async sets (the idle loop's worst gap in the same run: "
+            f"{idle:.1f} ms; target < 20 ms)."
+        )
+        self.ctx.report.note(self.section, text)
+        print(f"  {text}")
+
+    def loop_stall(self) -> tuple[float, float]:
+        """Worst gap (ms) of a 1 ms ticker while AsyncSqliteDatabase gets and sets run with another connection
+        holding the file's write lock (released after ``STALL_HOLD`` s), and the idle ticker's worst gap."""
+        import apsw
+
+        adb, holder = self.stores[1], apsw.Connection(str(self.tmp / "akv.db"))
+        clock = time.perf_counter
+
+        async def ticker(seconds: float, gaps: list[float]) -> None:
+            last, end = clock(), clock() + seconds
+            while clock() < end:
+                await asyncio.sleep(0.001)
+                now = clock()
+                gaps.append(now - last - 0.001)
+                last = now
+
+        async def probe() -> tuple[float, float]:
+            idle: list[float] = []
+            await ticker(STALL_HOLD, idle)
+            busy: list[float] = []
+            holder.execute("BEGIN IMMEDIATE")
+            held = clock()
+            # Released from another thread: a store that blocked the loop on the lock cannot keep it held.
+            release = threading.Timer(STALL_HOLD, holder.execute, ("COMMIT",))
+            release.start()
+            try:
+                tick = asyncio.ensure_future(ticker(STALL_HOLD * 1.5, busy))
+                for i in range(STALL_GETS):
+                    await adb.get(KEYS[i % 1000])
+                await asyncio.gather(*(adb.set(f"stall:{j}", msg(j)) for j in range(STALL_SETS)))
+                if clock() - held < STALL_HOLD * 0.8:  # the probe must really have made the writers wait
+                    raise RuntimeError("the async sets did not wait for the held write lock")
+                await tick
+            finally:
+                release.cancel()
+                release.join()
+                if holder.in_transaction:
+                    holder.execute("COMMIT")
+            return max(busy) * 1000, max(idle) * 1000
+
+        try:
+            result: tuple[float, float] = self.wait(probe())
+        finally:
+            holder.close()
+        return result
+
     def after(self, workload: str, table: Table) -> None:
         lc = [v for v in table.verdicts() if workload == LAST and not v.ours.is_async]
         if lc:
@@ -934,6 +1012,55 @@ def _langgraph_postgres_touch(_t: Tier, store: Any) -> Op:
     return lambda i: sessions.get(("sessions",), SESSION_KEYS[i % 100], refresh_ttl=True)
 
 
+def _build_langgraph_apostgres(tier: Tier) -> Any:
+    """LangGraph's AsyncPostgresStore on one autocommit connection (kvstore's async store has a pool of one too)."""
+
+    async def build() -> Any:
+        import psycopg
+        from langgraph.store.base import PutOp
+        from langgraph.store.postgres import AsyncPostgresStore
+        from psycopg.rows import dict_row
+
+        conn = await psycopg.AsyncConnection.connect(
+            tier.ctx.postgres_url, row_factory=dict_row, **_peer_conninfo(tier)
+        )
+        store = AsyncPostgresStore(conn)  # type: ignore[arg-type]  # its background batcher needs the running loop
+        await store.setup()
+        await store.abatch([PutOp(("bench_async",), k, MESSAGE) for k in KEYS])
+        return store
+
+    return tier.wait(build())
+
+
+def _close_langgraph_apostgres(tier: Tier, store: Any) -> None:
+    task = getattr(store, "_task", None)
+    if task is not None:
+        task.cancel()
+    tier.wait(store.conn.close())
+
+
+def _lg_gather(_t: Tier, store: Any) -> Op:
+    async def op(i: int) -> object:
+        return await asyncio.gather(*[store.aget(("bench_async",), k) for k in BATCH])
+
+    return op
+
+
+def _lg_abatch(_t: Tier, store: Any) -> Op:
+    from langgraph.store.base import GetOp
+
+    ops = [GetOp(("bench_async",), k) for k in BATCH]
+    return lambda i: store.abatch(ops)
+
+
+LG_APOSTGRES = Peer(
+    "LangGraph AsyncPostgresStore",
+    "langgraph-checkpoint-postgres",
+    _build_langgraph_apostgres,
+    note="LangGraph's AsyncPostgresStore queues every `aget` for a background task that runs what is queued as one "
+    "`abatch`: its gather row is its own auto-batching, its abatch row the same 100 gets as one call.",
+    close=_close_langgraph_apostgres,
+)
 LG_POSTGRES = Peer(
     "LangGraph PostgresStore",
     "langgraph-checkpoint-postgres",
@@ -970,7 +1097,9 @@ class PostgresTier(Tier):
         Row(DELETE_MANY, "raw psycopg DELETE ... key = ANY(...) (floor)", "floor", "floor_delete_many"),
         Row(TOUCH, "raw psycopg UPDATE expires_at ... RETURNING (floor)", "floor", "touch_returning"),
         Row(TOUCH, "raw psycopg SELECT + UPDATE expires_at (2 round trips)", "info", "floor_touch"),
+        Row(GATHER, "raw psycopg AsyncConnection key = ANY(...) (floor)", "floor", "async_floor_mget", is_async=True),
     )
+    gather = True
     delete_ops = 30
     peers = (
         *grid_peer(LG_POSTGRES, LANGGRAPH, LANGGRAPH_LABELS),
@@ -987,6 +1116,8 @@ class PostgresTier(Tier):
             PeerRow(w, "LangGraph PostgresStore(ttl refresh_on_read).get", LG_POSTGRES, _langgraph_postgres_touch)
             for w in (SESSION, TOUCH)
         ),
+        PeerRow(GATHER, "LangGraph AsyncPostgresStore: asyncio.gather(100 x aget)", LG_APOSTGRES, _lg_gather, True),
+        PeerRow(GATHER, "LangGraph AsyncPostgresStore.abatch(100 GetOp)", LG_APOSTGRES, _lg_abatch, True, "info"),
     )
 
     def open(self) -> None:
@@ -1029,6 +1160,25 @@ class PostgresTier(Tier):
         )
         for table in (self.m, f"{self.tag}kv.kvstore_list_items", self.t):
             self.conn.execute(f"ANALYZE {table}")
+
+    @cached_property
+    def aconn(self) -> Any:
+        """The async floor's one autocommit connection (opened on first use)."""
+        import psycopg
+
+        conn = self.wait(psycopg.AsyncConnection.connect(self.ctx.postgres_url, autocommit=True))
+        self.stack.callback(lambda: self.wait(conn.close()))
+        return conn
+
+    def async_floor_mget(self) -> Op:
+        conn, query = self.aconn, f"SELECT key, value::text FROM {self.t} WHERE ns = 'raw' AND key = ANY(%s::text[])"
+
+        async def mget(i: int) -> object:
+            cur = await conn.execute(query, (BATCH,))
+            rows = dict(await cur.fetchall())
+            return [loads(rows[k]) if k in rows else None for k in BATCH]
+
+        return mget
 
     def floor_get(self) -> Op:
         conn, query = self.conn, f"SELECT value::text FROM {self.t} WHERE ns = 'raw' AND key = %s"
@@ -1218,7 +1368,9 @@ class RedisTier(Tier):
         Row(DELETE_MANY, "redis-py DEL 100 keys (floor)", "floor", "floor_delete_many"),
         Row(TOUCH, "redis-py GETEX PX (floor)", "floor", "touch_getex"),
         Row(TOUCH, "redis-py GET + PEXPIRE (2 round trips)", "info", "floor_touch"),
+        Row(GATHER, "redis.asyncio MGET 100 + loads (floor)", "floor", "async_mget", is_async=True),
     )
+    gather = True
     delete_ops = 100
     peers = (
         *grid_peer(AIOCACHE_REDIS, AIOCACHE, "get|set|multi_get|multi_set"),

@@ -11,6 +11,7 @@ workload's cases in alternating calibrated rounds (``benchmarks._common``).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from benchmarks.backends import (
     APPEND,
     COUNTERS,
     DELETE_MANY,
+    GATHER,
     GRID,
     INCR,
     LAST,
@@ -75,6 +77,16 @@ def chat_add(tier: Tier, flavour: int) -> Op:
 def chat_last(tier: Tier, flavour: int) -> Op:
     history = tier.histories[flavour]
     return lambda i: history.last(20)
+
+
+def gather_gets(tier: Tier, flavour: int) -> Op:
+    """100 point gets of the mget batch's keys issued at once (``asyncio.gather``), on the async grid store."""
+    get = tier.stores[1].get
+
+    async def op(i: int) -> object:
+        return await asyncio.gather(*[get(k) for k in BATCH])
+
+    return op
 
 
 def session_touch(tier: Tier, flavour: int) -> Op:
@@ -181,8 +193,24 @@ def peer(tier: Tier, row: Any) -> Op | None:
 def _declare(tier: type[Tier]) -> list[Entry]:
     """Every case of one backend, in table order: floor and info rows, kvstore sync and async, variants, peers."""
     entries: list[Entry] = []
-    for workload in (*GRID, *((APPEND, LAST) if tier.chat else ()), SESSION, *NEW_OPS):
-        if workload in NEW_HOOKS:
+    for workload in (
+        *GRID,
+        *((APPEND, LAST) if tier.chat else ()),
+        SESSION,
+        *NEW_OPS,
+        *((GATHER,) if tier.gather else ()),
+    ):
+        flavours: tuple[int, ...] = (0, 1)
+        setup: Callable[..., Op | None]
+        args: tuple[Any, ...]
+        if workload == GATHER:  # async only: the sync API has no concurrent callers in one thread
+            names, setup, args, flavours = (
+                [f"kvstore asyncio.gather(100 x {tier.classes[1]}.get)"],
+                gather_gets,
+                (),
+                (1,),
+            )
+        elif workload in NEW_HOOKS:
             names = [f"kvstore {cls}.{NEW_HOOKS[workload][2]}" for cls in tier.classes]
             setup, args = new_op, (workload,)
         elif workload in KVSTORE:
@@ -206,11 +234,23 @@ def _declare(tier: type[Tier]) -> list[Entry]:
         entries += rows["before"]  # the floor and info rows
         entries += [
             Entry(tier.section, workload, name, "kvstore", setup, (flavour, *args), bool(flavour))
-            for flavour, name in enumerate(names)
+            for flavour, name in zip(flavours, names, strict=True)
         ]
+        if workload == GATHER:  # the same 100 keys in one batch: what the gather should cost about
+            entries.append(
+                Entry(
+                    tier.section,
+                    workload,
+                    f"kvstore {tier.classes[1]}.mget(100)",
+                    "variant",
+                    grid,
+                    (1, "mget 100"),
+                    True,
+                )
+            )
         entries += rows["after"]  # variants
         entries += [
-            Entry(tier.section, workload, p.case, "peer", peer, (p,), p.is_async)
+            Entry(tier.section, workload, p.case, p.role, peer, (p,), p.is_async)
             for p in tier.peers
             if p.workload == workload
         ]

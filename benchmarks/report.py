@@ -17,10 +17,19 @@ from benchmarks._common import Case, Result, print_table
 
 __all__ = ["Report", "Row", "Table", "machine_info", "package_versions"]
 
-SECTIONS = ("memory", "sqlite", "postgres", "redis", "langgraph")
-#: The sections timed by the workload registry (one backend each); "langgraph" is ``benchmarks.bench_langgraph``.
+SECTIONS = ("memory", "sqlite", "postgres", "redis", "langgraph", "concurrency", "scaling")
+#: The sections timed by the workload registry (one backend each); "langgraph" is ``benchmarks.bench_langgraph``,
+#: "concurrency" ``benchmarks.bench_concurrency`` (many clients at once), "scaling" ``benchmarks.bench_scaling``.
 TIERS = SECTIONS[:4]
-TITLES = {"memory": "Memory", "sqlite": "SQLite", "postgres": "PostgreSQL", "redis": "Redis", "langgraph": "LangGraph"}
+TITLES = {
+    "memory": "Memory",
+    "sqlite": "SQLite",
+    "postgres": "PostgreSQL",
+    "redis": "Redis",
+    "langgraph": "LangGraph",
+    "concurrency": "Many clients at once",
+    "scaling": "Cost vs size",
+}
 #: Packages whose versions the report lists (absent ones are shown as not installed).
 PACKAGES = (
     "kvstore",
@@ -90,6 +99,15 @@ BEHIND_WHY: list[tuple[str, str, str, str]] = [
         "litestar's `get(renew_for=)` runs GET + PEXPIRE in one Lua script (one round trip); kvstore's SessionStore "
         "calls `cache.get` then `cache.expire` (two, like the floor; the GETEX row shows one round trip is ~2x). "
         "Would change: a cache `get(key, touch=ttl)` that Redis answers with GETEX, used by `SessionStore.get(touch=True)`.",
+    ),
+    (
+        "postgres",
+        "100 concurrent gets",
+        "LangGraph",
+        "LangGraph's AsyncPostgresStore queues each `aget` for a background task that sends what is queued as one "
+        "batch; a kvstore store without auto-batching sends each of the 100 gets as its own round trip over its "
+        "connection pool. Would change (issue 14): coalesce the point gets issued in one event-loop tick into one "
+        "`mget` (DataLoader style), each caller getting its own result.",
     ),
     (
         "langgraph",
@@ -172,6 +190,16 @@ class Report:
     #: The rows of ``benchmarks.bench_langgraph.rows`` (checkpointers, then stores) and how they were run.
     langgraph: list[dict[str, Any]] = field(default_factory=list)
     langgraph_run: str = ""
+    #: ``benchmarks.bench_concurrency`` rows (one per backend, workload and level) and how they were run.
+    concurrency: list[dict[str, Any]] = field(default_factory=list)
+    concurrency_run: str = ""
+    #: ``benchmarks.bench_scaling`` rows by part ("last", "keys", "copy") and how they were run.
+    scaling: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    scaling_run: str = ""
+    #: Worst event-loop stall (ms) with another connection holding the write lock, and the idle loop's, by backend.
+    stalls: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: Chart file per curve section ("concurrency", "scaling"), set by ``curve_charts``.
+    charts: dict[str, str] = field(default_factory=dict)
 
     # --- collecting ------------------------------------------------------------------
 
@@ -202,6 +230,30 @@ class Report:
 
     def verdicts(self) -> list[Verdict]:
         return [v for t in self.tables for v in t.verdicts()]
+
+    def add_concurrency(self, rows: list[dict[str, Any]], run: str = "") -> None:
+        self.concurrency += rows
+        self.concurrency_run = run
+
+    def add_scaling(self, part: str, rows: list[dict[str, Any]], run: str = "") -> None:
+        self.scaling.setdefault(part, []).extend(rows)
+        if run:
+            self.scaling_run = run
+
+    def curve_charts(self, out: Path) -> list[str]:
+        """concurrency.png and scaling.png in ``out`` for the curve sections that ran (none without matplotlib)."""
+        from benchmarks.report_curves import concurrency_chart, scaling_chart
+
+        made = []
+        for section, draw, data in (
+            ("concurrency", concurrency_chart, self.concurrency),
+            ("scaling", scaling_chart, self.scaling),
+        ):
+            name = f"{section}.png"
+            if data and draw(data, out / name):  # type: ignore[operator]
+                self.charts[section] = name
+                made.append(name)
+        return made
 
     def add_langgraph(self, rows: list[dict[str, Any]], run: str = "") -> None:
         """Record ``bench_langgraph.rows(...)``; what fits the summary's shape (a rate, higher is better) becomes
@@ -271,6 +323,9 @@ class Report:
         if chart:
             lines += [f"![kvstore vs floors and peers]({chart})", ""]
         lines += self._summary_md()
+        from benchmarks.targets import must_show_md
+
+        lines += must_show_md(self)
         for section in SECTIONS:
             lines += self._section_md(section)
         lines += ["## Peers", "", "| backend | peer | status |", "|---|---|---|"]
@@ -316,6 +371,13 @@ class Report:
             return [f"## {title}", "", f"Skipped: {self.skipped[section]}.", ""]
         if section == "langgraph":
             return self._langgraph_md()
+        if section in ("concurrency", "scaling"):
+            from benchmarks.report_curves import concurrency_md, scaling_md
+
+            notes = self.notes.get(section, [])
+            if section == "concurrency":
+                return concurrency_md(self.concurrency, self.concurrency_run, notes, self.charts.get(section))
+            return scaling_md(self.scaling, self.scaling_run, notes, self.charts.get(section))
         tables = [t for t in self.tables if t.section == section]
         if not tables:
             return []

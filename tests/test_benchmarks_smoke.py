@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.fixtures_redis import RedisServer
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Import names of every optional peer and of matplotlib: blocked, as on a machine without the bench group.
@@ -39,6 +43,7 @@ def test_quick_memory_run_prints_ratios_without_peers(tmp_path: Path) -> None:
 
 def test_every_registered_workload_has_one_floor_and_a_sync_and_an_async_kvstore_case() -> None:
     """Each (section, workload) of the benchmark registry has one floor, kvstore sync and async, unique case names."""
+    from benchmarks.backends import GATHER
     from benchmarks.registry import REGISTRY, workloads
 
     sections = {e.section for e in REGISTRY}
@@ -48,7 +53,8 @@ def test_every_registered_workload_has_one_floor_and_a_sync_and_an_async_kvstore
             cases = [e for e in REGISTRY if e.section == section and e.workload == workload]
             assert [e.role for e in cases].count("floor") == 1, (section, workload)
             ours = {e.is_async for e in cases if e.role == "kvstore"}
-            assert ours == {False, True}, (section, workload)
+            # 100 concurrent gets is async by nature: one sync caller has no concurrent gets.
+            assert ours == ({True} if workload == GATHER else {False, True}), (section, workload)
             names = [e.case for e in cases]
             assert len(names) == len(set(names)), (section, workload)
 
@@ -236,3 +242,317 @@ def test_langgraph_section_is_skipped_with_the_reason_when_langgraph_is_missing(
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "langgraph: skipped: not installed (langgraph" in proc.stdout
+
+
+# --- issue 14: concurrent gets, many clients, cost vs size, the must-show ratios -----------------------------------
+
+
+def test_concurrent_gets_are_registered_against_one_mget_on_sqlite_postgres_and_redis() -> None:
+    """100 gets at once (asyncio.gather) and one mget(100) of the same keys share a table on the three backends."""
+    from benchmarks.backends import GATHER
+    from benchmarks.registry import REGISTRY, gather_gets, grid, workloads
+
+    for section, cls in (
+        ("sqlite", "AsyncSqliteDatabase"),
+        ("postgres", "AsyncPostgresDatabase"),
+        ("redis", "AsyncRedisCache"),
+    ):
+        assert GATHER in workloads(section)
+        cases = {e.case: e for e in REGISTRY if e.section == section and e.workload == GATHER}
+        gather = cases[f"kvstore asyncio.gather(100 x {cls}.get)"]
+        assert (gather.role, gather.setup, gather.is_async) == ("kvstore", gather_gets, True)
+        mget = cases[f"kvstore {cls}.mget(100)"]
+        assert (mget.role, mget.setup, mget.args) == ("variant", grid, (1, "mget 100"))
+    assert GATHER not in workloads("memory")
+    lg = {
+        e.case: e.role for e in REGISTRY if e.section == "postgres" and e.workload == GATHER and "LangGraph" in e.case
+    }
+    assert lg == {
+        "LangGraph AsyncPostgresStore: asyncio.gather(100 x aget)": "peer",
+        "LangGraph AsyncPostgresStore.abatch(100 GetOp)": "info",
+    }
+
+
+def test_concurrent_gets_run_on_sqlite_and_give_the_same_values_as_one_mget(tmp_path: Path) -> None:
+    """The gather case and the mget case run on SQLite (no server needed) and read the same 100 values."""
+    from benchmarks.backends import GATHER, SqliteTier
+    from benchmarks.registry import gather_gets, grid, run
+    from benchmarks.report import Report
+    from benchmarks.runner import Context
+
+    report = Report(quick=True, command="test")
+    (tmp_path / "probe").mkdir()
+    ctx = Context(report, True, tmp_path / "probe", "", "")
+    tier = SqliteTier(ctx)
+    try:
+        tier.open()
+        values = ctx.wait(gather_gets(tier, 1)(0))  # type: ignore[arg-type]
+        assert len(values) == 100
+        assert values == ctx.wait(grid(tier, 1, "mget 100")(0))  # type: ignore[arg-type]
+        tier.close()
+        ctx.tmp = tmp_path
+        run(ctx, "sqlite", ["100"])
+    finally:
+        ctx.loop.close()
+    (table,) = report.tables
+    assert table.workload == GATHER
+    assert {r.role for r in table.rows} == {"floor", "kvstore", "variant"}
+    assert all(r.ops_per_s > 0 for r in table.rows)
+    # The section's end probes the event loop with another connection holding the write lock (the probe itself
+    # fails unless the async sets really waited for that lock).
+    worst, idle = report.stalls["sqlite"]
+    assert worst > 0
+    assert idle > 0
+    assert any("worst stall" in n for n in report.notes["sqlite"])
+
+
+def _table(report: object, section: str, workload: str, rates: dict[str, tuple[str, float]]) -> None:
+    from benchmarks._common import Case, Result
+
+    cases = [Case(name, lambda i: None, role=role) for name, (role, _) in rates.items()]
+    results = {name: Result(name, rate, [rate]) for name, (_, rate) in rates.items()}
+    report.add(section, workload, cases, results)  # type: ignore[attr-defined]
+
+
+def test_must_show_ratios_are_read_from_the_same_table_with_targets_and_gaps() -> None:
+    """Throughput ratios, time ratios (gather ÷ mget), concurrency's worst level and last(20)'s flatness; a check
+    whose rows did not run says "not measured", never OK."""
+    from benchmarks.report import Report
+    from benchmarks.targets import must_show, must_show_md
+
+    report = Report(quick=True, command="test")
+    _table(
+        report,
+        "sqlite",
+        "get",
+        {
+            "raw apsw SELECT + orjson.loads (floor)": ("floor", 100_000.0),
+            "kvstore SqliteDatabase.get": ("kvstore", 80_000.0),
+            "kvstore AsyncSqliteDatabase.get": ("kvstore", 60_000.0),
+        },
+    )
+    _table(
+        report,
+        "redis",
+        "100 concurrent gets vs mget 100",
+        {
+            "redis.asyncio MGET 100 + loads (floor)": ("floor", 4_000.0),
+            "kvstore asyncio.gather(100 x AsyncRedisCache.get)": ("kvstore", 1_000.0),
+            "kvstore AsyncRedisCache.mget(100)": ("variant", 3_000.0),
+        },
+    )
+    level = {"ops_per_s": 1.0, "p50_ms": 1.0, "p99_ms": 2.0, "errors": 0, "first_error": "", "name": "x", "ops": 1}
+    report.add_concurrency(
+        [
+            {
+                "backend": "redis",
+                "workload": "get/set 90/10",
+                "level": "1 async task",
+                "tasks": 1,
+                "mode": "async",
+                "ours": level,
+                "bare": level,
+                "ratio": 1.02,
+            },
+            {
+                "backend": "redis",
+                "workload": "get/set 90/10",
+                "level": "8 threads (sync)",
+                "tasks": 8,
+                "mode": "threads",
+                "ours": level,
+                "bare": level,
+                "ratio": 0.85,
+            },
+        ]
+    )
+    report.add_scaling(
+        "last",
+        [
+            {"backend": "sqlite", "size": 100, "floor_us": 10.0, "ours_us": 20.0, "async_us": 30.0},
+            {
+                "backend": "sqlite",
+                "size": 10_000_000,
+                "floor_us": 12.0,
+                "ours_us": 25.0,
+                "async_us": 31.0,
+                "small_us": 12.5,
+            },
+        ],
+    )
+    report.stalls["sqlite"] = (25.0, 3.0)
+    got = {o.label: o for o in must_show(report)}
+    stall = got["SQLite async: worst event-loop stall, another connection holding the write lock"]
+    assert (stall.shown, stall.status) == ("25.0 ms", "MISS")
+    get = got["async SQLite get ÷ raw apsw"]
+    assert (round(get.ratio or 0, 2), get.status) == (0.6, "OK")
+    gather = got["Redis: 100 concurrent gets, time ÷ one mget(100)"]
+    assert (gather.ratio, gather.status, gather.shown) == (3.0, "MISS", "3.00x the time")
+    assert got["async SQLite set ÷ raw apsw"].status == "not measured"
+    conc = got["concurrency redis get/set 90/10: kvstore ÷ bare pool throughput, worst level"]
+    assert (conc.ratio, conc.status) == (0.85, "MISS")
+    assert "8 threads (sync)" in conc.detail
+    flat = got["sqlite last(20) at 10,000,000 messages, time ÷ on 100 messages"]
+    assert (flat.ratio, flat.status) == (2.0, "MISS")  # ÷ the reference conversation timed in the same rounds
+    assert got["postgres last(20) at the largest history, time ÷ on 100 messages"].status == "not measured"
+    text = "\n".join(must_show_md(report))
+    assert "| Redis: 100 concurrent gets, time ÷ one mget(100) | 3.00x the time | <= 1.3 | **MISS** |" in text
+
+
+def test_the_curve_sections_render_tables_and_charts(tmp_path: Path) -> None:
+    """Concurrency and scaling rows become their report sections (tables, targets) and two charts."""
+    from benchmarks.report import Report
+
+    report = Report(quick=True, command="test")
+    side = {"ops_per_s": 900.0, "p50_ms": 1.5, "p99_ms": 9.0, "errors": 0, "first_error": "", "name": "kv", "ops": 9}
+    bare = {**side, "ops_per_s": 1000.0, "name": "bare"}
+    report.add_concurrency(
+        [
+            {
+                "backend": "postgres",
+                "workload": "chat append",
+                "level": f"{n} async tasks",
+                "tasks": n,
+                "mode": "async",
+                "ours": side,
+                "bare": bare,
+                "ratio": 0.9,
+            }
+            for n in (1, 8)
+        ],
+        "pool 8",
+    )
+    report.add_scaling(
+        "last",
+        [
+            {"backend": "postgres", "size": s, "floor_us": 100.0, "ours_us": 200.0, "async_us": 210.0}
+            for s in (100, 1000)
+        ],
+    )
+    report.add_scaling(
+        "keys",
+        [
+            {
+                "backend": "sqlite",
+                "kind": "total",
+                "shape": "prefix",
+                "total": 1000,
+                "pattern": "k:000001*",
+                "matches": 100,
+                "ms": 0.2,
+            },
+            {
+                "backend": "sqlite",
+                "kind": "matches",
+                "shape": "prefix",
+                "total": 1000,
+                "pattern": "k:0000001?",
+                "matches": 10,
+                "ms": 0.1,
+            },
+        ],
+    )
+    report.add_scaling("copy", [{"keys": 1000, "ours_s": 0.5, "raw_s": 0.1}])
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        has_matplotlib = False
+    else:
+        has_matplotlib = True
+    made = report.curve_charts(tmp_path)
+    assert made == (["concurrency.png", "scaling.png"] if has_matplotlib else [])
+    text = report.markdown({}, {}, None)
+    assert "## Many clients at once" in text
+    assert "| 8 async tasks | 900 | 1,000 | 0.90 | 1.50 / 9.00 | 1.50 / 9.00 | OK |" in text
+    assert "## Cost vs size" in text
+    assert "| PostgreSQL | 1,000 | 100.0 | 200.0 | 210.0 | 0.50 |" in text
+    assert "| SQLite | 1,000 | `k:0000001?` | 10 | 0.10 | 10.0 |" in text
+    assert "| 1,000 | 0.50 | 2,000 | 0.10 | 10,000 | 0.2 |" in text
+    assert ("![cost vs size](scaling.png)" in text) == has_matplotlib
+
+
+def test_scaling_runs_on_sqlite_without_servers(tmp_path: Path) -> None:
+    """Tiny sizes: last(20) and keys() curves on SQLite; the copy needs PostgreSQL and says so."""
+    from benchmarks import bench_scaling
+    from benchmarks.report import Report
+    from benchmarks.runner import Context
+
+    report = Report(quick=True, command="test")
+    ctx = Context(report, True, tmp_path, "", "")
+    settings = bench_scaling.Settings((100, 1_000), (1_000,), (1_000,), 500, 1, 0.005)
+    try:
+        out = bench_scaling.run(ctx, settings)
+    finally:
+        ctx.loop.close()
+    assert [(r["backend"], r["size"]) for r in out["last"]] == [("sqlite", 100), ("sqlite", 1_000)]
+    assert all(r["ours_us"] > 0 and r["floor_us"] > 0 and r["async_us"] > 0 for r in out["last"])
+    assert {(r["kind"], r["pattern"], r["matches"]) for r in out["keys"]} == {
+        ("total", "k:000001*", 100),
+        ("total", "*:000001??", 100),
+        ("matches", "k:0000001?", 10),
+        ("matches", "k:000001*", 100),
+    }
+    assert "copy" not in out
+    assert any("no server" in n for n in report.notes["scaling"])
+    assert list(tmp_path.glob("scale_*")) == []  # the (possibly huge) SQLite files are removed as each part ends
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_concurrency_and_scaling_run_on_real_servers_and_clean_up(
+    tmp_path: Path, postgres_url: str, redis_server: RedisServer
+) -> None:
+    """Tiny sizes against real PostgreSQL and Redis: every level of every workload, both sides, no errors; the
+    copy and the last(20) curve on PostgreSQL; every bench_ schema and key removed afterwards."""
+    import psycopg
+    import redis
+
+    from benchmarks import bench_concurrency, bench_scaling
+    from benchmarks.report import Report
+    from benchmarks.runner import Context
+
+    report = Report(quick=True, command="test")
+    ctx = Context(report, True, tmp_path, redis_server.url, postgres_url)
+    try:
+        rows = bench_concurrency.run(ctx, bench_concurrency.Settings(0.05, 1, (1, 4), 2, 2))
+        scaled = bench_scaling.run(ctx, bench_scaling.Settings((100, 300), (1_000,), (1_000,), 600, 1, 0.005))
+    finally:
+        ctx.loop.close()
+    assert [(r["backend"], r["workload"], r["level"]) for r in rows] == [
+        (backend, workload, level)
+        for backend, workload in (
+            ("postgres", "get/set 90/10"),
+            ("postgres", "chat append"),
+            ("redis", "get/set 90/10"),
+        )
+        for level in ("1 async task", "4 async tasks", "2 threads (sync)")
+    ]
+    for r in rows:
+        for side in (r["ours"], r["bare"]):
+            assert side["errors"] == 0, side["first_error"]
+            assert side["ops_per_s"] > 0
+            assert 0 < side["p50_ms"] <= side["p99_ms"]
+    assert {r["backend"] for r in scaled["last"]} == {"sqlite", "postgres"}
+    assert {r["backend"] for r in scaled["keys"]} == {"sqlite", "postgres", "redis"}
+    (copy,) = scaled["copy"]
+    assert copy["keys"] == 600
+    assert copy["ours_s"] > 0
+    assert copy["raw_s"] > 0
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        left = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (ctx.tag + "%",)).fetchall()
+    assert left == []
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        assert list(client.scan_iter(match=ctx.tag + "*", count=1000)) == []
+    finally:
+        client.close()
+
+
+def test_latency_percentiles_are_nearest_rank() -> None:
+    """p50/p99 of the concurrency tables: the nearest-rank quantile of every op's latency."""
+    from benchmarks.bench_concurrency import percentile
+
+    ordered = [float(v) for v in range(1, 101)]
+    assert (percentile(ordered, 0.5), percentile(ordered, 0.99), percentile(ordered, 1.0)) == (50.0, 99.0, 100.0)
+    assert percentile([7.0], 0.99) == 7.0
+    assert percentile([], 0.5) == 0.0

@@ -21,6 +21,8 @@ INCLUDE = re.compile(r"<!-- include: (?P<path>[^#\s]+)(?:#(?P<section>[^>]+?))? 
 # Repository files the site serves, at these paths.
 ASSETS = {
     "benchmarks/results/chart.png": "assets/chart.png",
+    "benchmarks/results/concurrency.png": "assets/concurrency.png",
+    "benchmarks/results/scaling.png": "assets/scaling.png",
     "schemas/storage-config.schema.json": "assets/storage-config.schema.json",
 }
 # Links in included text (relative to the repository root, or to REPORT.md's folder) -> site paths.
@@ -28,6 +30,8 @@ LINKS = {
     "benchmarks/results/REPORT.md": "benchmarks.md",
     "benchmarks/results/chart.png": "assets/chart.png",
     "chart.png": "assets/chart.png",
+    "concurrency.png": "assets/concurrency.png",
+    "scaling.png": "assets/scaling.png",
     "schemas/storage-config.schema.json": "assets/storage-config.schema.json",
     "CHANGELOG.md": "changelog.md",
 }
@@ -92,7 +96,9 @@ def on_page_markdown(markdown: str, **kwargs: Any) -> str:
 
 
 def on_files(files: Files, config: Any, **kwargs: Any) -> Files:
-    """Serve the repository's chart and JSON Schema as site assets."""
+    """Serve the repository's charts and JSON Schema as site assets (a chart the committed report lacks is skipped)."""
     for source, dest in ASSETS.items():
+        if source.endswith(("concurrency.png", "scaling.png")) and not (ROOT / source).is_file():
+            continue
         files.append(File.generated(config, dest, abs_src_path=str(ROOT / source)))
     return files

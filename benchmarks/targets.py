@@ -1,0 +1,277 @@
+"""Issue 14's must-show ratios, each read from rows measured in the same run (same table: alternating rounds).
+
+A ratio of throughputs (ops/s) unless ``time`` is set: then it is a ratio of times (how many times longer the
+first case takes than the second), which is ``ops(second) ÷ ops(first)``. A check whose rows did not run this
+time (a partial run, a missing server or peer) says so instead of passing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from benchmarks.report_curves import CONCURRENCY_TARGET, FLAT_TARGET, flatness
+
+__all__ = ["CHECKS", "Check", "Outcome", "must_show", "must_show_md"]
+
+GATHER = "100 concurrent gets vs mget 100"
+#: The contract's bound on an event-loop stall (issue 14: still < 20 ms with a held write lock).
+STALL_TARGET_MS = 20.0
+
+
+@dataclass(frozen=True)
+class Check:
+    label: str
+    section: str
+    #: The table's workload name, or its start.
+    workload: str
+    ours: str
+    base: str
+    #: ">=": ratio at least ``target``; "<=": at most; "": reported, no target (a peer's own figure).
+    op: str
+    target: float
+    time: bool = False
+
+
+@dataclass
+class Outcome:
+    label: str
+    ratio: float | None
+    op: str
+    target: float
+    time: bool
+    detail: str = ""
+    #: The measure's unit when it is not a ratio ("ms").
+    unit: str = ""
+
+    @property
+    def status(self) -> str:
+        if self.ratio is None:
+            return "not measured"
+        if not self.op:
+            return "reference"
+        ok = {">=": self.ratio >= self.target, "<=": self.ratio <= self.target, "<": self.ratio < self.target}[self.op]
+        return "OK" if ok else "MISS"
+
+    @property
+    def shown(self) -> str:
+        if self.ratio is None:
+            return "—"
+        if self.unit:
+            return f"{self.ratio:.1f} {self.unit}"
+        return f"{self.ratio:.2f}x" + (" the time" if self.time else "")
+
+
+CHECKS: tuple[Check, ...] = (
+    Check(
+        "async SQLite get ÷ raw apsw",
+        "sqlite",
+        "get",
+        "kvstore AsyncSqliteDatabase.get",
+        "raw apsw SELECT + orjson.loads (floor)",
+        ">=",
+        0.5,
+    ),
+    Check(
+        "async SQLite set ÷ raw apsw",
+        "sqlite",
+        "set",
+        "kvstore AsyncSqliteDatabase.set",
+        "raw apsw autocommit upsert (floor)",
+        ">=",
+        0.5,
+    ),
+    Check(
+        "SQLite AsyncChatHistory.add ÷ ChatHistory.add",
+        "sqlite",
+        "chat append",
+        "kvstore AsyncChatHistory.add",
+        "kvstore ChatHistory.add",
+        ">=",
+        0.5,
+    ),
+    Check(
+        "SQLite AsyncChatHistory.last(20) ÷ ChatHistory.last(20)",
+        "sqlite",
+        "last 20 of",
+        "kvstore AsyncChatHistory.last(20)",
+        "kvstore ChatHistory.last(20)",
+        ">=",
+        0.5,
+    ),
+    *(
+        Check(
+            f"{title} ChatHistory.last(20) ÷ raw range + orjson",
+            section,
+            "last 20 of",
+            "kvstore ChatHistory.last(20)",
+            floor,
+            ">=",
+            0.7,
+        )
+        for title, section, floor in (
+            ("SQLite", "sqlite", "raw apsw ORDER BY seq DESC LIMIT 20 (floor)"),
+            ("PostgreSQL", "postgres", "raw psycopg ORDER BY seq DESC LIMIT 20 (floor)"),
+            ("Memory", "memory", "list[-20:] + orjson.loads (floor)"),
+        )
+    ),
+    Check(
+        "PostgreSQL chat append: ChatHistory.add ÷ raw INSERT",
+        "postgres",
+        "chat append",
+        "kvstore ChatHistory.add",
+        "raw psycopg INSERT (floor)",
+        ">=",
+        0.8,
+    ),
+    Check(
+        "PostgreSQL chat append: ChatHistory.add ÷ langchain-postgres",
+        "postgres",
+        "chat append",
+        "kvstore ChatHistory.add",
+        "langchain-postgres PostgresChatMessageHistory.add_messages([m])",
+        ">=",
+        1.0,
+    ),
+    *(
+        Check(
+            f"{title}: 100 concurrent gets, time ÷ one mget(100)",
+            section,
+            GATHER,
+            f"kvstore asyncio.gather(100 x {cls}.get)",
+            f"kvstore {cls}.mget(100)",
+            "<=",
+            1.3,
+            time=True,
+        )
+        for title, section, cls in (
+            ("SQLite", "sqlite", "AsyncSqliteDatabase"),
+            ("PostgreSQL", "postgres", "AsyncPostgresDatabase"),
+            ("Redis", "redis", "AsyncRedisCache"),
+        )
+    ),
+    Check(
+        "LangGraph AsyncPostgresStore: 100 concurrent agets, time ÷ one abatch(100) (for comparison)",
+        "postgres",
+        GATHER,
+        "LangGraph AsyncPostgresStore: asyncio.gather(100 x aget)",
+        "LangGraph AsyncPostgresStore.abatch(100 GetOp)",
+        "",
+        0.0,
+        time=True,
+    ),
+    Check(
+        "Memory mget 100: AsyncMemoryCache ÷ aiocache",
+        "memory",
+        "mget 100",
+        "kvstore AsyncMemoryCache.mget",
+        "aiocache SimpleMemoryCache.mget",
+        ">=",
+        1.0,
+    ),
+    Check(
+        "Memory mset 100: AsyncMemoryCache ÷ aiocache",
+        "memory",
+        "mset 100",
+        "kvstore AsyncMemoryCache.mset",
+        "aiocache SimpleMemoryCache.mset",
+        ">=",
+        1.0,
+    ),
+)
+
+
+def _rate(report: Any, section: str, workload: str, case: str) -> float | None:
+    for table in report.tables:
+        if table.section == section and table.workload.startswith(workload):
+            for row in table.rows:
+                if row.name == case:
+                    return float(row.ops_per_s)
+    return None
+
+
+def must_show(report: Any) -> list[Outcome]:
+    """Every check of ``CHECKS``, then the concurrency and scaling checks, from what ``report`` recorded."""
+    out = []
+    for c in CHECKS:
+        ours, base = _rate(report, c.section, c.workload, c.ours), _rate(report, c.section, c.workload, c.base)
+        ratio = None if not ours or not base else (base / ours if c.time else ours / base)
+        out.append(Outcome(c.label, ratio, c.op, c.target, c.time))
+    stall = getattr(report, "stalls", {}).get("sqlite")
+    out.append(
+        Outcome(
+            "SQLite async: worst event-loop stall, another connection holding the write lock",
+            None if stall is None else stall[0],
+            "<",
+            STALL_TARGET_MS,
+            False,
+            "" if stall is None else f"the idle loop's worst gap in the same run: {stall[1]:.1f} ms",
+            "ms",
+        )
+    )
+    rows = getattr(report, "concurrency", [])
+    groups = list(dict.fromkeys((r["backend"], r["workload"]) for r in rows))
+    for backend, workload in groups:
+        mine = [r for r in rows if (r["backend"], r["workload"]) == (backend, workload)]
+        worst = min(mine, key=lambda r: r["ratio"])
+        out.append(
+            Outcome(
+                f"concurrency {backend} {workload}: kvstore ÷ bare pool throughput, worst level",
+                worst["ratio"],
+                ">=",
+                CONCURRENCY_TARGET,
+                False,
+                f"worst at {worst['level']}; p99 {worst['ours']['p99_ms']:.2f} ms vs {worst['bare']['p99_ms']:.2f} ms",
+            )
+        )
+    if not groups:
+        out.append(
+            Outcome("concurrency: kvstore ÷ bare pool throughput at every level", None, ">=", CONCURRENCY_TARGET, False)
+        )
+    scaling = getattr(report, "scaling", {})
+    flat = flatness(scaling)
+    largest = {
+        r["backend"]: max(x["size"] for x in scaling["last"] if x["backend"] == r["backend"])
+        for r in scaling.get("last", [])
+    }
+    for backend in ("sqlite", "postgres"):
+        high = largest.get(backend)
+        label = (
+            f"{backend} last(20) at {high:,} messages, time ÷ on 100 messages"
+            if high
+            else f"{backend} last(20) at the largest history, time ÷ on 100 messages"
+        )
+        out.append(Outcome(label, flat.get(backend), "<=", FLAT_TARGET, True))
+    return out
+
+
+def must_show_md(report: Any) -> list[str]:
+    outcomes = must_show(report)
+    lines = [
+        "## Issue 14: the must-show ratios",
+        "",
+        "Each from rows of this run (the same table, so the same alternating rounds). `x the time`: how many times "
+        "longer the first case takes than the second (lower is better).",
+        "",
+        "| check | measured | target | |",
+        "|---|---:|---|---|",
+    ]
+    for o in outcomes:
+        target = f"{o.op} {o.target:g}" if o.op else "—"
+        status = {"MISS": "**MISS**"}.get(o.status, o.status)
+        lines.append(f"| {o.label} | {o.shown} | {target} | {status}{'; ' + o.detail if o.detail else ''} |")
+    return [*lines, ""]
+
+
+def print_must_show(report: Any) -> None:
+    outcomes = must_show(report)
+    missing = [o for o in outcomes if o.ratio is None]
+    print(
+        "\n# issue 14 must-show ratios"
+        + (f" ({len(missing)} of {len(outcomes)} not measured in this run)" if missing else "")
+    )
+    for o in outcomes:
+        if o.ratio is None:
+            continue
+        target = f"{o.op} {o.target:g}" if o.op else ""
+        print(f"  {o.status:<12} {o.shown:>16}  {target:<8} {o.label}{' (' + o.detail + ')' if o.detail else ''}")
