@@ -10,6 +10,7 @@ from kvstore._core.closed import Closed as _Closed
 from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES
 from kvstore._core.idempotency import DEFAULT_IDEMPOTENCY_WINDOW
 from kvstore._core.keys import validate_prefix
+from kvstore._core.watch import Wakeup, check_poll_interval
 from kvstore.base import LIST_HOOKS, VALUE_HOOKS, Cache, Database
 from kvstore.memory._keyspace import MemoryKeyspace
 
@@ -153,3 +154,31 @@ class MemoryDatabase(_MemoryStore, Database):
 
     def _trim(self, key: str, start: int, end: int) -> int:
         return self._space.trim(key, start, end)
+
+    def _watcher(self, key: str, poll_interval: float | None) -> MemoryWatcher:
+        return MemoryWatcher(self, key, check_poll_interval(poll_interval, 1.0))
+
+
+class MemoryWatcher:
+    """A watcher of one list of a memory database: woken in process by every append."""
+
+    def __init__(self, store: MemoryDatabase, key: str, interval: float) -> None:
+        self._store = store
+        self._key = key
+        self._interval = interval
+
+    def __enter__(self) -> MemoryWatcher:
+        self._space = self._store._space
+        self._wakeup = Wakeup()
+        self._wake = self._wakeup.set
+        self._space.watchers.add(self._wake)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._space.watchers.discard(self._wake)
+
+    def read(self, position: int, limit: int) -> tuple[list[tuple[int, bytes]], int]:
+        return self._store._space.watch_read(self._key, position, limit)
+
+    def wait(self) -> None:
+        self._wakeup.wait(self._interval)

@@ -9,6 +9,7 @@ from kvstore._core.closed import Closed as _Closed
 from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES
 from kvstore._core.idempotency import DEFAULT_IDEMPOTENCY_WINDOW
 from kvstore._core.keys import validate_prefix
+from kvstore._core.watch import AsyncWakeup, check_poll_interval
 from kvstore.base_async import LIST_HOOKS, VALUE_HOOKS, AsyncCache, AsyncDatabase
 from kvstore.memory._keyspace import MemoryKeyspace
 
@@ -157,3 +158,31 @@ class AsyncMemoryDatabase(_MemoryStore, AsyncDatabase):
 
     async def _trim(self, key: str, start: int, end: int) -> int:
         return self._space.trim(key, start, end)
+
+    def _watcher(self, key: str, poll_interval: float | None) -> AsyncMemoryWatcher:
+        return AsyncMemoryWatcher(self, key, check_poll_interval(poll_interval, 1.0))
+
+
+class AsyncMemoryWatcher:
+    """A watcher of one list of a memory database: woken in process by every append."""
+
+    def __init__(self, store: AsyncMemoryDatabase, key: str, interval: float) -> None:
+        self._store = store
+        self._key = key
+        self._interval = interval
+
+    async def __aenter__(self) -> AsyncMemoryWatcher:
+        self._space = self._store._space
+        self._wakeup = AsyncWakeup()
+        self._wake = self._wakeup.set
+        self._space.watchers.add(self._wake)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._space.watchers.discard(self._wake)
+
+    async def read(self, position: int, limit: int) -> tuple[list[tuple[int, bytes]], int]:
+        return self._store._space.watch_read(self._key, position, limit)
+
+    async def wait(self) -> None:
+        await self._wakeup.wait(self._interval)

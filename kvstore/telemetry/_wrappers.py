@@ -8,6 +8,7 @@ from typing import Any
 
 from kvstore._core.items import MsetItems
 from kvstore._core.ttl import TTL
+from kvstore._core.watch import ListItem
 from kvstore.base import Cache, Database, Store
 from kvstore.telemetry._instruments import Wrapper, delegated
 
@@ -127,6 +128,11 @@ class InstrumentedDatabase(InstrumentedStore, Database):
         with self._tel.op("trim"):
             result: int = self._inner.trim(key, start, end)
             return result
+
+    def watch(self, key: str, *, start: int | None = None, poll_interval: float | None = None) -> Iterator[ListItem]:
+        """The wrapped store's `watch` (a stream: not counted as an operation)."""
+        result: Iterator[ListItem] = self._inner.watch(key, start=start, poll_interval=poll_interval)
+        return result
 
     def server_time(self) -> float:
         result: float = self._inner.server_time()

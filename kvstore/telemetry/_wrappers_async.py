@@ -7,6 +7,7 @@ from typing import Any
 
 from kvstore._core.items import MsetItems
 from kvstore._core.ttl import TTL
+from kvstore._core.watch import ListItem
 from kvstore.base_async import AsyncCache, AsyncDatabase, AsyncStore
 from kvstore.telemetry._instruments import Wrapper, delegated
 
@@ -127,6 +128,13 @@ class AsyncInstrumentedDatabase(AsyncInstrumentedStore, AsyncDatabase):
         with self._tel.op("trim"):
             result: int = await self._inner.trim(key, start, end)
             return result
+
+    def watch(
+        self, key: str, *, start: int | None = None, poll_interval: float | None = None
+    ) -> AsyncIterator[ListItem]:
+        """The wrapped store's `watch` (a stream: not counted as an operation)."""
+        result: AsyncIterator[ListItem] = self._inner.watch(key, start=start, poll_interval=poll_interval)
+        return result
 
     async def server_time(self) -> float:
         result: float = await self._inner.server_time()
