@@ -936,7 +936,9 @@ class PostgresWatcher:
                 if not (cut or conn.broken or isinstance(exc, psycopg.OperationalError)):
                     with _err.map_errors("watch", self._key, store._secret):
                         raise
-                self._drop(conn)  # lost (restart, network, frozen server): reconnect and read again
+                # Lost (restart, network, frozen server): reconnect and read again from the cursor.
+                logger.info("kvstore: watch of %r lost its PostgreSQL connection: %s", self._key, type(exc).__name__)
+                self._drop(conn)
                 continue
             if _wd.current.disarm(conn):  # cut as it finished: the socket is gone
                 self._drop(conn)
@@ -966,5 +968,6 @@ class PostgresWatcher:
                         break
             finally:
                 gen.close()
-        except psycopg.Error:
+        except psycopg.Error as exc:
+            logger.info("kvstore: watch of %r lost its PostgreSQL connection: %s", self._key, type(exc).__name__)
             self._drop(conn)

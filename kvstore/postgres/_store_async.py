@@ -935,7 +935,9 @@ class AsyncPostgresWatcher:
                 if not (cut or conn.broken or isinstance(exc, psycopg.OperationalError)):
                     with _err.map_errors("watch", self._key, store._secret):
                         raise
-                await self._drop(conn)  # lost (restart, network, frozen server): reconnect and read again
+                # Lost (restart, network, frozen server): reconnect and read again from the cursor.
+                logger.info("kvstore: watch of %r lost its PostgreSQL connection: %s", self._key, type(exc).__name__)
+                await self._drop(conn)
                 continue
             if _wd.current.disarm(conn):  # cut as it finished: the socket is gone
                 await self._drop(conn)
@@ -965,5 +967,6 @@ class AsyncPostgresWatcher:
                         break
             finally:
                 await gen.aclose()
-        except psycopg.Error:
+        except psycopg.Error as exc:
+            logger.info("kvstore: watch of %r lost its PostgreSQL connection: %s", self._key, type(exc).__name__)
             await self._drop(conn)
