@@ -46,9 +46,11 @@ __all__ = [
     "MAX_INT",
     "VALUE_HOOKS",
     "Cache",
+    "Channel",
     "Database",
     "ListWatcher",
     "Store",
+    "Subscription",
     "TypedStore",
     "check_incr_by",
     "config_options",
@@ -377,7 +379,75 @@ class Store(ABC):
 
 
 class Cache(Store):
-    """The cache tier: ephemeral values with TTL."""
+    """The cache tier: ephemeral values with TTL, and pub/sub (`publish` / `subscribe`)."""
+
+    def publish(self, channel: str, message: Any) -> int:
+        """Send ``message`` (any JSON value) to the current subscribers of ``channel``; how many got it.
+
+        Fire and forget, at most once (Redis ``PUBLISH``): a subscriber that is not
+        subscribed at that moment never sees it. For a durable stream that a reader can
+        resume, append to a list on the database tier and `Database.watch` it.
+        Channel names follow the key rules and live in the store's namespace.
+        """
+        channel = validate_key(channel)
+        return self._publish(channel, encode(channel, message, self.max_value_bytes))
+
+    def subscribe(self, channel: str) -> Subscription:
+        """Subscribe to ``channel``; subscribed when this returns. Iterate the result for messages.
+
+        ``with cache.subscribe("news") as messages: for m in messages: ...``
+        Close it (``close``/``close``, or the ``with`` block) to unsubscribe.
+        """
+        channel = validate_key(channel)
+        return Subscription(channel, self._subscribe(channel))
+
+    def _publish(self, channel: str, data: bytes) -> int:
+        """Send ``data`` to ``channel``'s subscribers; how many received it."""
+        raise _missing(self, "_publish")
+
+    def _subscribe(self, channel: str) -> Channel:
+        """A subscribed source of ``channel``'s messages (raw bytes)."""
+        raise _missing(self, "_subscribe")
+
+
+class Channel(Protocol):
+    """What a cache backend's `Cache._subscribe` returns: one live subscription."""
+
+    def receive(self) -> bytes:
+        """The next message's bytes (waits for one)."""
+        ...
+
+    def close(self) -> None:
+        """Unsubscribe and release the connection. Idempotent."""
+        ...
+
+
+class Subscription:
+    """Messages of one channel as they are published (see `Cache.subscribe`)."""
+
+    def __init__(self, channel: str, source: Channel) -> None:
+        self.channel = channel
+        self._source = source
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.channel!r}>"
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._messages()
+
+    def _messages(self) -> Iterator[Any]:
+        while True:
+            yield _decode(self._source.receive(), self.channel)
+
+    def close(self) -> None:
+        """Unsubscribe. Idempotent."""
+        self._source.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Database(Store):

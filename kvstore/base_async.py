@@ -45,9 +45,11 @@ __all__ = [
     "MAX_INT",
     "VALUE_HOOKS",
     "AsyncCache",
+    "AsyncChannel",
     "AsyncDatabase",
     "AsyncListWatcher",
     "AsyncStore",
+    "AsyncSubscription",
     "AsyncTypedStore",
     "check_incr_by",
     "config_options",
@@ -387,7 +389,75 @@ class AsyncStore(ABC):
 
 
 class AsyncCache(AsyncStore):
-    """The cache tier: ephemeral values with TTL."""
+    """The cache tier: ephemeral values with TTL, and pub/sub (`publish` / `subscribe`)."""
+
+    async def publish(self, channel: str, message: Any) -> int:
+        """Send ``message`` (any JSON value) to the current subscribers of ``channel``; how many got it.
+
+        Fire and forget, at most once (Redis ``PUBLISH``): a subscriber that is not
+        subscribed at that moment never sees it. For a durable stream that a reader can
+        resume, append to a list on the database tier and `AsyncDatabase.watch` it.
+        Channel names follow the key rules and live in the store's namespace.
+        """
+        channel = validate_key(channel)
+        return await self._publish(channel, encode(channel, message, self.max_value_bytes))
+
+    async def subscribe(self, channel: str) -> AsyncSubscription:
+        """Subscribe to ``channel``; subscribed when this returns. Iterate the result for messages.
+
+        ``async with await cache.subscribe("news") as messages: async for m in messages: ...``
+        Close it (``aclose``/``close``, or the ``with`` block) to unsubscribe.
+        """
+        channel = validate_key(channel)
+        return AsyncSubscription(channel, await self._subscribe(channel))
+
+    async def _publish(self, channel: str, data: bytes) -> int:
+        """Send ``data`` to ``channel``'s subscribers; how many received it."""
+        raise _missing(self, "_publish")
+
+    async def _subscribe(self, channel: str) -> AsyncChannel:
+        """A subscribed source of ``channel``'s messages (raw bytes)."""
+        raise _missing(self, "_subscribe")
+
+
+class AsyncChannel(Protocol):
+    """What a cache backend's `AsyncCache._subscribe` returns: one live subscription."""
+
+    async def receive(self) -> bytes:
+        """The next message's bytes (waits for one)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Unsubscribe and release the connection. Idempotent."""
+        ...
+
+
+class AsyncSubscription:
+    """Messages of one channel as they are published (see `AsyncCache.subscribe`)."""
+
+    def __init__(self, channel: str, source: AsyncChannel) -> None:
+        self.channel = channel
+        self._source = source
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.channel!r}>"
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[Any]:
+        while True:
+            yield _decode(await self._source.receive(), self.channel)
+
+    async def aclose(self) -> None:
+        """Unsubscribe. Idempotent."""
+        await self._source.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 class AsyncDatabase(AsyncStore):

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 __all__ = [
     "DEFAULT_BATCH",
     "AsyncWakeup",
+    "ChannelHub",
     "ListItem",
     "Wakeup",
     "check_poll_interval",
@@ -115,3 +116,35 @@ class Wakeup:
             return self._event.wait(timeout)
         finally:
             self._event.clear()
+
+
+class ChannelHub:
+    """In-process pub/sub: channel -> subscribers (each with a ``push(data)``), thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._channels: dict[str, set[Any]] = {}
+
+    def add(self, channel: str, subscriber: Any) -> None:
+        with self._lock:
+            self._channels.setdefault(channel, set()).add(subscriber)
+
+    def discard(self, channel: str, subscriber: Any) -> None:
+        with self._lock:
+            subscribers = self._channels.get(channel)
+            if subscribers is not None:
+                subscribers.discard(subscriber)
+                if not subscribers:
+                    del self._channels[channel]
+
+    def publish(self, channel: str, data: bytes) -> int:
+        """Hand ``data`` to every subscriber of ``channel``; how many there were."""
+        with self._lock:
+            subscribers = list(self._channels.get(channel, ()))
+        for subscriber in subscribers:
+            subscriber.push(data)
+        return len(subscribers)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(s) for s in self._channels.values())

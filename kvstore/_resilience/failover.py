@@ -75,6 +75,7 @@ from kvstore.base import (
     MAX_INT,
     Cache,
     Database,
+    Subscription,
     check_incr_by,
     holds_list,
     holds_value,
@@ -408,6 +409,16 @@ class FailoverCache(_AsyncFailover, Cache):
         validate_key(key)
         ttl_ms(ttl)
         return bool(self._write([key], lambda s: s.expire(key, ttl), "expire"))
+
+    def publish(self, channel: str, message: Any) -> int:
+        """`Cache.publish` on the store serving now (during an outage: this process's fallback only)."""
+        result: int = self._read(lambda s: s.publish(channel, message))
+        return result
+
+    def subscribe(self, channel: str) -> Subscription:
+        """`Cache.subscribe` on the store serving now (a subscription stays on the store it began on)."""
+        result: Subscription = self._read(lambda s: s.subscribe(channel))
+        return result
 
     def _failback(self) -> None:
         with self._outage_lock:

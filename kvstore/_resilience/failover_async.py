@@ -72,6 +72,7 @@ from kvstore._resilience.retry import IDEMPOTENT_CALL
 from kvstore.base_async import (
     MAX_INT,
     AsyncCache,
+    AsyncSubscription,
     AsyncDatabase,
     check_incr_by,
     holds_list,
@@ -409,6 +410,16 @@ class AsyncFailoverCache(_AsyncFailover, AsyncCache):
         validate_key(key)
         ttl_ms(ttl)
         return bool(await self._write([key], lambda s: s.expire(key, ttl), "expire"))
+
+    async def publish(self, channel: str, message: Any) -> int:
+        """`AsyncCache.publish` on the store serving now (during an outage: this process's fallback only)."""
+        result: int = await self._read(lambda s: s.publish(channel, message))
+        return result
+
+    async def subscribe(self, channel: str) -> AsyncSubscription:
+        """`AsyncCache.subscribe` on the store serving now (a subscription stays on the store it began on)."""
+        result: AsyncSubscription = await self._read(lambda s: s.subscribe(channel))
+        return result
 
     async def _failback(self) -> None:
         async with self._outage_lock:

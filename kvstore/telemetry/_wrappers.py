@@ -9,7 +9,7 @@ from typing import Any
 from kvstore._core.items import MsetItems
 from kvstore._core.ttl import TTL
 from kvstore._core.watch import ListItem
-from kvstore.base import Cache, Database, Store
+from kvstore.base import Cache, Database, Store, Subscription
 from kvstore.telemetry._instruments import Wrapper, delegated
 
 __all__ = ["InstrumentedCache", "InstrumentedDatabase", "InstrumentedStore"]
@@ -99,6 +99,15 @@ class InstrumentedStore(Wrapper, Store):
 
 class InstrumentedCache(InstrumentedStore, Cache):
     """An async cache whose operations are traced and measured (see `instrument`)."""
+
+    def publish(self, channel: str, message: Any) -> int:
+        with self._tel.op("publish"):
+            result: int = self._inner.publish(channel, message)
+            return result
+
+    def subscribe(self, channel: str) -> Subscription:
+        result: Subscription = self._inner.subscribe(channel)
+        return result
 
 
 class InstrumentedDatabase(InstrumentedStore, Database):

@@ -8,7 +8,7 @@ from typing import Any
 from kvstore._core.items import MsetItems
 from kvstore._core.ttl import TTL
 from kvstore._core.watch import ListItem
-from kvstore.base_async import AsyncCache, AsyncDatabase, AsyncStore
+from kvstore.base_async import AsyncCache, AsyncDatabase, AsyncStore, AsyncSubscription
 from kvstore.telemetry._instruments import Wrapper, delegated
 
 __all__ = ["AsyncInstrumentedCache", "AsyncInstrumentedDatabase", "AsyncInstrumentedStore"]
@@ -99,6 +99,15 @@ class AsyncInstrumentedStore(Wrapper, AsyncStore):
 
 class AsyncInstrumentedCache(AsyncInstrumentedStore, AsyncCache):
     """An async cache whose operations are traced and measured (see `instrument`)."""
+
+    async def publish(self, channel: str, message: Any) -> int:
+        with self._tel.op("publish"):
+            result: int = await self._inner.publish(channel, message)
+            return result
+
+    async def subscribe(self, channel: str) -> AsyncSubscription:
+        result: AsyncSubscription = await self._inner.subscribe(channel)
+        return result
 
 
 class AsyncInstrumentedDatabase(AsyncInstrumentedStore, AsyncDatabase):
