@@ -11,6 +11,7 @@ contrast, are relative to the head and shift after a trim.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import threading
 from typing import Any, NamedTuple
@@ -83,12 +84,10 @@ class AsyncWakeup:
 
     def set(self) -> None:
         """Wake the waiter (thread-safe; nothing happens once its loop is closed)."""
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
             self._loop.call_soon_threadsafe(self._event.set)
-        except RuntimeError:  # the loop is closed: nobody waits any more
-            pass
 
-    async def wait(self, timeout: float) -> bool:
+    async def wait(self, timeout: float) -> bool:  # noqa: ASYNC109  # the twin of Event.wait(timeout)
         """Whether the flag was set within ``timeout`` seconds; it is cleared either way."""
         try:
             async with asyncio.timeout(timeout):

@@ -72,8 +72,8 @@ from kvstore._resilience.retry import IDEMPOTENT_CALL
 from kvstore.base_async import (
     MAX_INT,
     AsyncCache,
-    AsyncSubscription,
     AsyncDatabase,
+    AsyncSubscription,
     check_incr_by,
     holds_list,
     holds_value,

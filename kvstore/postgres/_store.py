@@ -885,7 +885,14 @@ class PostgresWatcher:
         if store._owns_pool:
             conninfo, kwargs = store._conninfo, store._connect_kwargs
         else:  # a borrowed pool: its own connection parameters
-            conninfo, kwargs = store._pool.conninfo, {**store._pool.kwargs, "autocommit": True}
+            given, extra = store._pool.conninfo, store._pool.kwargs
+            if not isinstance(given, str) or not (extra is None or isinstance(extra, dict)):
+                raise ConfigError(
+                    "watch opens a connection of its own, and this borrowed pool's conninfo or kwargs is a "
+                    "callable; build the store from a URL",
+                    backend="postgres",
+                )
+            conninfo, kwargs = given, {**(extra or {}), "autocommit": True}
         conn = psycopg.Connection.connect(conninfo, **kwargs)
         try:
             _wd.current.arm(conn, time.monotonic() + store._call_timeout)
