@@ -102,22 +102,35 @@ async def _latency(kind: str, target: str, count: int) -> list[float]:
 # --- notify cost ------------------------------------------------------------------------
 
 
+def _backend_cpu(pid: int) -> float | None:
+    """CPU seconds a local server process has used (``None`` when it is not readable here)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _appender(url: str, key: str, count: int, ready: Any, go: Any, out: Any) -> None:
     from kvstore.postgres import PostgresDatabase
 
-    store = PostgresDatabase(url, table_prefix=PREFIX, max_size=1)
+    store = PostgresDatabase(url, table_prefix=PREFIX, max_size=1, min_size=1)
     store.append(key, 0)
+    with store._pool.connection() as conn:  # the pool's one connection: its server process
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
     ready.put(1)
     go.wait()
-    started = time.perf_counter()
+    cpu, started = _backend_cpu(pid), time.perf_counter()
     for i in range(count):
         store.append(key, {"i": i, "text": "x" * 100})
-    out.put(time.perf_counter() - started)
+    after = _backend_cpu(pid)
+    out.put((time.perf_counter() - started, None if cpu is None or after is None else (after - cpu) / count))
     store.delete(key)
     store.close()
 
 
-def _round(url: str, writers: int, count: int) -> float:
+def _round(url: str, writers: int, count: int) -> tuple[float, float | None]:
     ctx = mp.get_context("spawn")
     ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     run = uuid.uuid4().hex[:8]
@@ -130,12 +143,12 @@ def _round(url: str, writers: int, count: int) -> float:
         ready.get(timeout=60)
     started = time.perf_counter()
     go.set()
-    for _ in procs:
-        out.get(timeout=600)
+    cpus = [out.get(timeout=600)[1] for _ in procs]
     elapsed = time.perf_counter() - started
     for proc in procs:
         proc.join()
-    return writers * count / elapsed
+    known = [c for c in cpus if c is not None]
+    return writers * count / elapsed, (statistics.mean(known) if known else None)
 
 
 def notify_cost(url: str, rounds: int, count: int) -> None:
@@ -162,11 +175,15 @@ def notify_cost(url: str, rounds: int, count: int) -> None:
         try:
             for writers in (1, 4):
                 rates: dict[bool, list[float]] = {True: [], False: []}
+                cpu: dict[bool, list[float]] = {True: [], False: []}
                 _round(url, writers, count // 5)  # warm up
                 for r in range(rounds):
                     for on in (r % 2 == 0, r % 2 != 0):  # alternate which goes first
                         set_trigger(on)
-                        rates[on].append(_round(url, writers, count))
+                        rate, per_append = _round(url, writers, count)
+                        rates[on].append(rate)
+                        if per_append is not None:
+                            cpu[on].append(per_append)
                         for _ in listener.notifies(timeout=0):  # drain what the listener got
                             pass
                 with_t, without = statistics.median(rates[True]), statistics.median(rates[False])
@@ -175,6 +192,13 @@ def notify_cost(url: str, rounds: int, count: int) -> None:
                     f"{without:,.0f}/s without the trigger, {with_t:,.0f}/s with it "
                     f"(x{with_t / without:.2f}, {100 * (1 - with_t / without):+.1f} % cost)"
                 )
+                if cpu[True] and cpu[False]:
+                    # Server CPU per append: steadier than wall-clock rates on a busy machine.
+                    on_us, off_us = statistics.median(cpu[True]) * 1e6, statistics.median(cpu[False]) * 1e6
+                    print(
+                        f"  server CPU per append: {off_us:.0f} us without, {on_us:.0f} us with "
+                        f"({on_us - off_us:+.0f} us, x{on_us / off_us:.2f})"
+                    )
         finally:
             set_trigger(True)
 
