@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from kvstore._core.health import HealthReport, TierHealth
+from kvstore._core.watch import ListItem
 from kvstore._registry import REGISTRY
-from kvstore.base import Cache, Database, Store, TypedStore
-from kvstore.base_async import AsyncCache, AsyncDatabase, AsyncStore, AsyncTypedStore
+from kvstore.base import Cache, Database, Store, Subscription, TypedStore
+from kvstore.base_async import AsyncCache, AsyncDatabase, AsyncStore, AsyncSubscription, AsyncTypedStore
 from kvstore.chat._history import ChatHistory
 from kvstore.chat._history_async import AsyncChatHistory
 from kvstore.chat._message import ChatMessage, ChatPage
@@ -55,6 +56,7 @@ __all__ = [
     "AsyncStorageBackends",
     "AsyncStorageManager",
     "AsyncStore",
+    "AsyncSubscription",
     "AsyncTypedStore",
     "BackendBusyError",
     "BackendUnavailableError",
@@ -68,6 +70,7 @@ __all__ = [
     "HealthReport",
     "InvalidKeyError",
     "KVStoreError",
+    "ListItem",
     "MemoryCache",
     "MemoryDatabase",
     "MissingDependencyError",
@@ -82,6 +85,7 @@ __all__ = [
     "StorageStats",
     "Store",
     "StoreStats",
+    "Subscription",
     "TierHealth",
     "TierStats",
     "TypedStore",

@@ -559,3 +559,37 @@ def bench(
         raise ConfigError("the benchmarks ship with the source checkout, not the installed package")
     args = [sys.executable, "-m", "benchmarks", "--only", only, *(["--workloads", workloads] if workloads else [])]
     raise typer.Exit(subprocess.run([*args, *([] if full else ["--quick"])], cwd=root, check=False).returncode)
+
+
+# --- live updates -------------------------------------------------------------------------------
+
+
+@app.command(**NEGATIVES)
+def watch(
+    key: str,
+    start: Annotated[
+        int | None,
+        typer.Option("--start", help="First position (0: the whole list; -20: the last 20). Default: new items only."),
+    ] = None,
+    count: Annotated[int | None, typer.Option("--count", "-n", help="Stop after this many items.")] = None,
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    prefix: PrefixOpt = None,
+    timeout: TimeoutOpt = 2.0,
+) -> None:
+    """Print the list at KEY's new items as they are appended, one `POSITION<TAB>JSON` line each; Ctrl-C stops."""
+    if count is not None and count <= 0:
+        raise typer.BadParameter("--count must be > 0")
+    with open_store(url, config, Tier.database, prefix, timeout) as store:
+        items = _database(store).watch(key, start=start)
+        try:
+            for seen, (position, value) in enumerate(items, 1):
+                # Plain writes, flushed per line: a pipe (grep, jq) sees each item as it comes.
+                sys.stdout.write(f"{position}\t{_dump(value)}\n")
+                sys.stdout.flush()
+                if count is not None and seen >= count:
+                    break
+        except KeyboardInterrupt:
+            pass  # Ctrl-C: a clean stop, not an error
+        finally:
+            items.close()  # type: ignore[attr-defined]  # a generator: releases its connection

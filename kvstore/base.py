@@ -21,7 +21,7 @@ import types
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from orjson import JSONDecodeError
 from orjson import loads as _loads
@@ -34,6 +34,7 @@ from kvstore._core.keys import validate_key, validate_keys
 from kvstore._core.lists import check_index
 from kvstore._core.ttl import TTL, ttl_ms
 from kvstore._core.typed import TypeCodec
+from kvstore._core.watch import DEFAULT_BATCH, ListItem, check_poll_interval, start_position
 from kvstore.errors import ValueTooLargeError, WrongTypeError
 
 if TYPE_CHECKING:
@@ -45,8 +46,11 @@ __all__ = [
     "MAX_INT",
     "VALUE_HOOKS",
     "Cache",
+    "Channel",
     "Database",
+    "ListWatcher",
     "Store",
+    "Subscription",
     "TypedStore",
     "check_incr_by",
     "config_options",
@@ -375,7 +379,75 @@ class Store(ABC):
 
 
 class Cache(Store):
-    """The cache tier: ephemeral values with TTL."""
+    """The cache tier: ephemeral values with TTL, and pub/sub (`publish` / `subscribe`)."""
+
+    def publish(self, channel: str, message: Any) -> int:
+        """Send ``message`` (any JSON value) to the current subscribers of ``channel``; how many got it.
+
+        Fire and forget, at most once (Redis ``PUBLISH``): a subscriber that is not
+        subscribed at that moment never sees it. For a durable stream that a reader can
+        resume, append to a list on the database tier and `Database.watch` it.
+        Channel names follow the key rules and live in the store's namespace.
+        """
+        channel = validate_key(channel)
+        return self._publish(channel, encode(channel, message, self.max_value_bytes))
+
+    def subscribe(self, channel: str) -> Subscription:
+        """Subscribe to ``channel``; subscribed when this returns. Iterate the result for messages.
+
+        ``with cache.subscribe("news") as messages: for m in messages: ...``
+        Close it (``close``/``close``, or the ``with`` block) to unsubscribe.
+        """
+        channel = validate_key(channel)
+        return Subscription(channel, self._subscribe(channel))
+
+    def _publish(self, channel: str, data: bytes) -> int:
+        """Send ``data`` to ``channel``'s subscribers; how many received it."""
+        raise _missing(self, "_publish")
+
+    def _subscribe(self, channel: str) -> Channel:
+        """A subscribed source of ``channel``'s messages (raw bytes)."""
+        raise _missing(self, "_subscribe")
+
+
+class Channel(Protocol):
+    """What a cache backend's `Cache._subscribe` returns: one live subscription."""
+
+    def receive(self) -> bytes:
+        """The next message's bytes (waits for one)."""
+        ...
+
+    def close(self) -> None:
+        """Unsubscribe and release the connection. Idempotent."""
+        ...
+
+
+class Subscription:
+    """Messages of one channel as they are published (see `Cache.subscribe`)."""
+
+    def __init__(self, channel: str, source: Channel) -> None:
+        self.channel = channel
+        self._source = source
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.channel!r}>"
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._messages()
+
+    def _messages(self) -> Iterator[Any]:
+        while True:
+            yield _decode(self._source.receive(), self.channel)
+
+    def close(self) -> None:
+        """Unsubscribe. Idempotent."""
+        self._source.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Database(Store):
@@ -503,6 +575,58 @@ class Database(Store):
         """Keep items ``start..end`` (LTRIM semantics); how many were removed; `holds_value` for a value."""
         raise _missing(self, "_trim")
 
+    # --- live updates (DESIGN.md §11) --------------------------------------------------
+
+    def watch(self, key: str, *, start: int | None = None, poll_interval: float | None = None) -> Iterator[ListItem]:
+        """Stream the list at ``key``: each item as a `ListItem` ``(position, value)``, in list order.
+
+        Items appended by any process or thread are yielded as they commit, each exactly
+        once, in list order. ``start``: ``None`` (default) yields only items appended from
+        now on; ``n >= 0`` starts at position ``n`` (``0``: the whole list, then new items);
+        ``n < 0`` the last ``-n`` items, then new ones. A position counts from the first
+        item ever appended to the list (a `trim` from the front does not renumber), so a
+        watcher that stops, or loses its connection, resumes with
+        ``start=last.position + 1`` with no gap and no duplicate.
+
+        Items trimmed away before the watcher read them are skipped. A list that is deleted
+        (or trimmed from the tail) and appended to again numbers its items from its new
+        end: the watcher notices the shorter list at its next read and follows from there.
+        A key that holds a value raises `WrongTypeError`. The iterator never ends by
+        itself: break out of it, cancel its task, or close it (``close``/``close``, or
+        ``contextlib.aclosing``) to release what it holds (its connection on PostgreSQL).
+
+        ``poll_interval`` (seconds) is how often the backend looks for new items when
+        nothing wakes it: SQLite polls ``PRAGMA data_version`` at this rate (default
+        0.05 s); PostgreSQL is woken by ``LISTEN/NOTIFY`` and re-reads at this rate only
+        as a safety net (default 1 s); memory is woken in process (default 1 s).
+        """
+        key = validate_key(key)
+        if start is not None:
+            start = check_index(start)
+        check_poll_interval(poll_interval, 1.0)  # a bad interval fails here, not at the first item
+        return self._watch(key, start, poll_interval)
+
+    def _watch(self, key: str, start: int | None, poll_interval: float | None) -> Iterator[ListItem]:
+        # The watcher subscribes before its first read, so nothing committed after that
+        # read can be missed: its wake-up is already on the way.
+        with self._watcher(key, poll_interval) as watcher:
+            cursor = start
+            if cursor is None or cursor < 0:
+                cursor = start_position(start, (watcher.read(0, 0))[1])
+            while True:
+                rows, end = watcher.read(cursor, DEFAULT_BATCH)
+                if not rows and end < cursor:
+                    cursor = end  # the list was deleted or trimmed from the tail: it renumbers from here
+                for position, raw in rows:
+                    cursor = position + 1
+                    yield ListItem(position, _decode(raw, key))
+                if len(rows) < DEFAULT_BATCH:
+                    watcher.wait()
+
+    def _watcher(self, key: str, poll_interval: float | None) -> ListWatcher:
+        """A new watcher of ``key`` (an async context manager: subscribed on entry, released on exit)."""
+        raise _missing(self, "_watcher")
+
     # --- replay guard (used by the failover; DESIGN.md §8 "replay never overwrites newer data") ---
 
     #: Whether `changed_since` is implemented (a backend that can be a failover primary).
@@ -556,6 +680,23 @@ class Database(Store):
         write of the same key sees this one as newer (and not the other way round).
         Backends that do not track changes ignore it.
         """
+
+
+class ListWatcher(Protocol):
+    """What a backend's `Database._watcher` returns: one subscription to one list."""
+
+    def __enter__(self) -> ListWatcher: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def read(self, position: int, limit: int) -> tuple[list[tuple[int, Any]], int]:
+        """Up to ``limit`` ``(position, stored bytes or text)`` from ``position`` on, and the
+        list's next position (``0`` when absent); `holds_value` for a value."""
+        ...
+
+    def wait(self) -> None:
+        """Return when something may have been appended, or after the poll interval."""
+        ...
 
 
 class TypedStore(Generic[T]):

@@ -45,6 +45,7 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\bawait\s+", ""),
     (r"\b__aenter__\b", "__enter__"),
     (r"\b__aexit__\b", "__exit__"),
+    (r"\b__aiter__\b", "__iter__"),
     (r"\baclose\b", "close"),
     (r"\bAsyncIterator\b", "Iterator"),
     (r"\bAsyncRetrying\b", "Retrying"),

@@ -52,6 +52,7 @@ from kvstore._core.items import LowerBound, MsetItems, normalize_items
 from kvstore._core.keys import validate_key, validate_keys
 from kvstore._core.lists import check_index, lrange_bounds
 from kvstore._core.ttl import TTL, ttl_ms
+from kvstore._core.watch import ListItem
 from kvstore._resilience.breaker import BreakerState, CircuitBreaker, Route
 from kvstore._resilience.journal import LEASE_SECONDS, Journal, JournalEntry
 from kvstore._resilience.records import (
@@ -74,6 +75,7 @@ from kvstore.base import (
     MAX_INT,
     Cache,
     Database,
+    Subscription,
     check_incr_by,
     holds_list,
     holds_value,
@@ -407,6 +409,16 @@ class FailoverCache(_AsyncFailover, Cache):
         validate_key(key)
         ttl_ms(ttl)
         return bool(self._write([key], lambda s: s.expire(key, ttl), "expire"))
+
+    def publish(self, channel: str, message: Any) -> int:
+        """`Cache.publish` on the store serving now (during an outage: this process's fallback only)."""
+        result: int = self._read(lambda s: s.publish(channel, message))
+        return result
+
+    def subscribe(self, channel: str) -> Subscription:
+        """`Cache.subscribe` on the store serving now (a subscription stays on the store it began on)."""
+        result: Subscription = self._read(lambda s: s.subscribe(channel))
+        return result
 
     def _failback(self) -> None:
         with self._outage_lock:
@@ -751,6 +763,25 @@ class FailoverDatabase(_AsyncFailover, Database):
             lo, hi = lrange_bounds(len(items), start, end)
             return items[lo:hi]
         raise self._unknown("get_range (it reaches items written before the outage)", key)
+
+    def watch(self, key: str, *, start: int | None = None, poll_interval: float | None = None) -> Iterator[ListItem]:
+        """The primary's `watch`, also while the breaker is open (see `Database.watch`).
+
+        Positions are the primary's, so a watch never moves to the fallback: during an
+        outage a running watch waits (its backend reconnects) and resumes with no gap once
+        the primary answers; what the outage buffered appears when the failback replays it
+        onto the primary, in the primary's order. A watch started while the primary is down
+        raises `BackendUnavailableError` when first iterated. Only a tier whose primary never
+        served this process and that reads from its fallback (``degraded_reads``) watches
+        the fallback.
+        """
+        if self.primary is not None:
+            return self.primary.watch(key, start=start, poll_interval=poll_interval)  # type: ignore[no-any-return]
+        if self._fallback is not None and self._reads_from_fallback():
+            return self._fallback.watch(key, start=start, poll_interval=poll_interval)  # type: ignore[no-any-return]
+        raise BackendUnavailableError(
+            f"the database primary was never connected: {self.breaker.last_error}", operation="watch", key=key
+        )
 
     def get_length(self, key: str) -> int:
         served, result = self._primary(lambda p: p.get_length(key))

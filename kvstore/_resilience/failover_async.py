@@ -50,6 +50,7 @@ from kvstore._core.items import LowerBound, MsetItems, normalize_items
 from kvstore._core.keys import validate_key, validate_keys
 from kvstore._core.lists import check_index, lrange_bounds
 from kvstore._core.ttl import TTL, ttl_ms
+from kvstore._core.watch import ListItem
 from kvstore._resilience.breaker import BreakerState, CircuitBreaker, Route
 from kvstore._resilience.journal import LEASE_SECONDS, Journal, JournalEntry
 from kvstore._resilience.records_async import (
@@ -72,6 +73,7 @@ from kvstore.base_async import (
     MAX_INT,
     AsyncCache,
     AsyncDatabase,
+    AsyncSubscription,
     check_incr_by,
     holds_list,
     holds_value,
@@ -408,6 +410,16 @@ class AsyncFailoverCache(_AsyncFailover, AsyncCache):
         validate_key(key)
         ttl_ms(ttl)
         return bool(await self._write([key], lambda s: s.expire(key, ttl), "expire"))
+
+    async def publish(self, channel: str, message: Any) -> int:
+        """`AsyncCache.publish` on the store serving now (during an outage: this process's fallback only)."""
+        result: int = await self._read(lambda s: s.publish(channel, message))
+        return result
+
+    async def subscribe(self, channel: str) -> AsyncSubscription:
+        """`AsyncCache.subscribe` on the store serving now (a subscription stays on the store it began on)."""
+        result: AsyncSubscription = await self._read(lambda s: s.subscribe(channel))
+        return result
 
     async def _failback(self) -> None:
         async with self._outage_lock:
@@ -764,6 +776,27 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
             lo, hi = lrange_bounds(len(items), start, end)
             return items[lo:hi]
         raise self._unknown("get_range (it reaches items written before the outage)", key)
+
+    def watch(
+        self, key: str, *, start: int | None = None, poll_interval: float | None = None
+    ) -> AsyncIterator[ListItem]:
+        """The primary's `watch`, also while the breaker is open (see `AsyncDatabase.watch`).
+
+        Positions are the primary's, so a watch never moves to the fallback: during an
+        outage a running watch waits (its backend reconnects) and resumes with no gap once
+        the primary answers; what the outage buffered appears when the failback replays it
+        onto the primary, in the primary's order. A watch started while the primary is down
+        raises `BackendUnavailableError` when first iterated. Only a tier whose primary never
+        served this process and that reads from its fallback (``degraded_reads``) watches
+        the fallback.
+        """
+        if self.primary is not None:
+            return self.primary.watch(key, start=start, poll_interval=poll_interval)  # type: ignore[no-any-return]
+        if self._fallback is not None and self._reads_from_fallback():
+            return self._fallback.watch(key, start=start, poll_interval=poll_interval)  # type: ignore[no-any-return]
+        raise BackendUnavailableError(
+            f"the database primary was never connected: {self.breaker.last_error}", operation="watch", key=key
+        )
 
     async def get_length(self, key: str) -> int:
         served, result = await self._primary(lambda p: p.get_length(key))

@@ -12,6 +12,7 @@ from kvstore._core.codec import decode
 from kvstore._core.items import LowerBound
 from kvstore._core.ttl import TTL, ttl_ms
 from kvstore._core.typed import TypeCodec
+from kvstore._core.watch import ListItem
 from kvstore.base_async import AsyncDatabase
 from kvstore.chat._message import (
     DEFAULT_NAMESPACE,
@@ -301,3 +302,23 @@ class AsyncChatHistory(Generic[M]):
     def _load(self, raw: list[Any]) -> list[M]:
         key = self._keys.messages
         return [self._codec.load(key, item) for item in raw]  # type: ignore[misc]  # list items are never None
+
+    # --- live updates -----------------------------------------------------------------
+
+    def watch(self, *, start: int | None = None, poll_interval: float | None = None) -> AsyncIterator[ListItem]:
+        """Stream the conversation: each new message as ``(position, message)``, validated as the model.
+
+        The database's `AsyncDatabase.watch` on the messages list (same ``start`` and
+        ``poll_interval``; ``start=-20``: the last 20 messages, then new ones). Positions
+        are the watch cursor (never renumbered by `trim`); resume with
+        ``start=position + 1``.
+        """
+        return self._watch(self.database.watch(self._keys.messages, start=start, poll_interval=poll_interval))
+
+    async def _watch(self, items: AsyncIterator[ListItem]) -> AsyncIterator[ListItem]:
+        key = self._keys.messages
+        try:
+            async for position, raw in items:
+                yield ListItem(position, self._codec.load(key, raw))
+        finally:
+            await items.aclose()  # type: ignore[attr-defined]  # an async generator

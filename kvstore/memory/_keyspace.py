@@ -25,9 +25,17 @@ MAX_IDS = 100_000
 
 
 class _List(list[bytes]):
-    """Marks a list entry; a plain ``bytes`` entry is a value."""
+    """Marks a list entry; a plain ``bytes`` entry is a value.
 
-    __slots__ = ()
+    ``head`` counts the items `trim` removed from the front: item ``i`` is at watch
+    position ``head + i`` (positions never renumber, see `kvstore._core.watch`).
+    """
+
+    __slots__ = ("head",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = 0
 
 
 class MemoryKeyspace:
@@ -65,6 +73,8 @@ class MemoryKeyspace:
         self._ids: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
         self._window = validate_window(idempotency_window)
         self._max_ids = max_ids
+        #: Wake-up callbacks of the watchers (`watch`): called after every append, thread-safe.
+        self.watchers: set[Callable[[], None]] = set()
 
     # --- internal helpers (call with the lock held) ---------------------------------
 
@@ -295,6 +305,9 @@ class MemoryKeyspace:
             stored.extend(items)
             if idempotency_id is not None and items:
                 self._remember(key, idempotency_id, len(stored))
+            if self.watchers:
+                for wake in list(self.watchers):
+                    wake()
             return len(stored)
 
     def get_range(self, key: str, start: int, end: int) -> list[bytes]:
@@ -322,7 +335,18 @@ class MemoryKeyspace:
                 return length
             del items[hi:]
             del items[:lo]
+            items.head += lo
             return length - len(items)
+
+    def watch_read(self, key: str, position: int, limit: int) -> tuple[list[tuple[int, bytes]], int]:
+        """Up to ``limit`` ``(position, item)`` from watch position ``position`` on, and the next position."""
+        with self._lock:
+            items = self._list(key, "watch")
+            if items is None:
+                return [], 0
+            head = items.head
+            lo = max(position - head, 0)
+            return [(head + i, items[i]) for i in range(lo, min(lo + limit, len(items)))], head + len(items)
 
 
 def _integer(data: bytes) -> int | None:

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 
 from kvstore._core.closed import Closed as _Closed
 from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES
 from kvstore._core.idempotency import DEFAULT_IDEMPOTENCY_WINDOW
 from kvstore._core.keys import validate_prefix
+from kvstore._core.watch import AsyncWakeup, ChannelHub, check_poll_interval
 from kvstore.base_async import LIST_HOOKS, VALUE_HOOKS, AsyncCache, AsyncDatabase
 from kvstore.memory._keyspace import MemoryKeyspace
 
 __all__ = ["AsyncMemoryCache", "AsyncMemoryDatabase"]
+
+#: Messages a memory subscriber keeps while it does not read; beyond, the oldest are dropped
+#: (Redis, likewise, disconnects a subscriber that falls too far behind).
+MAX_PENDING = 10_000
 
 
 #: Raw hooks that are the keyspace's own methods, bound per instance: one frame less per call.
@@ -120,6 +126,38 @@ class AsyncMemoryCache(_MemoryStore, AsyncCache):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(key_prefix=key_prefix, max_entries=max_entries, max_value_bytes=max_value_bytes, clock=clock)
+        self._hub = ChannelHub()
+
+    async def _publish(self, channel: str, data: bytes) -> int:
+        self._space.get  # noqa: B018  # raises ClosedError once closed
+        return self._hub.publish(channel, data)
+
+    async def _subscribe(self, channel: str) -> AsyncMemoryChannel:
+        self._space.get  # noqa: B018  # raises ClosedError once closed
+        return AsyncMemoryChannel(self._hub, channel)
+
+
+class AsyncMemoryChannel:
+    """One subscription of a memory cache: a bounded queue filled by `publish` (any thread)."""
+
+    def __init__(self, hub: ChannelHub, channel: str) -> None:
+        self._hub = hub
+        self._channel = channel
+        self._queue: deque[bytes] = deque(maxlen=MAX_PENDING)
+        self._wakeup = AsyncWakeup()
+        hub.add(channel, self)
+
+    def push(self, data: bytes) -> None:
+        self._queue.append(data)
+        self._wakeup.set()
+
+    async def receive(self) -> bytes:
+        while not self._queue:
+            await self._wakeup.wait(1.0)
+        return self._queue.popleft()
+
+    async def aclose(self) -> None:
+        self._hub.discard(self._channel, self)
 
 
 class AsyncMemoryDatabase(_MemoryStore, AsyncDatabase):
@@ -157,3 +195,31 @@ class AsyncMemoryDatabase(_MemoryStore, AsyncDatabase):
 
     async def _trim(self, key: str, start: int, end: int) -> int:
         return self._space.trim(key, start, end)
+
+    def _watcher(self, key: str, poll_interval: float | None) -> AsyncMemoryWatcher:
+        return AsyncMemoryWatcher(self, key, check_poll_interval(poll_interval, 1.0))
+
+
+class AsyncMemoryWatcher:
+    """A watcher of one list of a memory database: woken in process by every append."""
+
+    def __init__(self, store: AsyncMemoryDatabase, key: str, interval: float) -> None:
+        self._store = store
+        self._key = key
+        self._interval = interval
+
+    async def __aenter__(self) -> AsyncMemoryWatcher:
+        self._space = self._store._space
+        self._wakeup = AsyncWakeup()
+        self._wake = self._wakeup.set
+        self._space.watchers.add(self._wake)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._space.watchers.discard(self._wake)
+
+    async def read(self, position: int, limit: int) -> tuple[list[tuple[int, bytes]], int]:
+        return self._store._space.watch_read(self._key, position, limit)
+
+    async def wait(self) -> None:
+        await self._wakeup.wait(self._interval)

@@ -35,6 +35,9 @@ Schema (tables named from ``table_prefix`` inside ``schema``, always quoted with
   (``changed_since``) in one round trip; tombstones and clear marks older than the
   idempotency window are swept with the expired rows.
 * ``<p>meta``: the schema version, migrated under a transaction-scoped advisory lock.
+* a statement-level ``AFTER INSERT`` trigger on ``<p>list_items`` (version 5) sends one
+  ``NOTIFY`` per list and statement on the channel `watch_channel` names, payload
+  ``"<key tag> <last position>"`` (`kvstore._core.watch.key_tag`): what wakes `watch`.
 
 Deadlines (DESIGN.md §8a): ``connect_timeout`` (libpq, whole seconds, at least 2; it
 also bounds connecting to a frozen postmaster, whose kernel completes the TCP handshake),
@@ -76,10 +79,12 @@ __all__ = [
     "migrations",
     "validate_schema_name",
     "validate_table_prefix",
+    "watch_channel",
+    "watch_read",
 ]
 
 BACKEND = "postgres"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: A row that has not expired (server time, so every client agrees).
 _LIVE = "(expires_at IS NULL OR expires_at > now())"
@@ -212,12 +217,55 @@ def migrations(schema: str, table_prefix: str) -> list[list[str]]:
         "ALTER TABLE IF EXISTS {items_v1} RENAME TO {items_name}",
         "CREATE OR REPLACE FUNCTION {drop_items}() RETURNS trigger LANGUAGE plpgsql AS {body}",
     ]
+    # Live updates (`watch`): one NOTIFY per list and INSERT statement, not per row, read from the
+    # statement's transition table; the payload is a 16-character tag of (ns, key) and the last
+    # position, so it stays small whatever the key. Measured cost: see docs/watch.md.
+    n5 = {
+        "notify_items": sql.Identifier(schema, f"{table_prefix}notify_list_items"),
+        "trg_notify": sql.Identifier(f"{table_prefix}list_items_notify"),
+    }
+    notify_body = sql.SQL(
+        "BEGIN PERFORM pg_notify({channel}, left(md5(octet_length(a.ns)::text || ':' || a.ns || a.key), 16) "
+        "|| ' ' || (max(a.seq) - 1)::text) FROM added a GROUP BY a.ns, a.key; RETURN NULL; END"
+    ).format(channel=sql.Literal(watch_channel(schema, table_prefix)))
+    v5 = [
+        "CREATE OR REPLACE FUNCTION {notify_items}() RETURNS trigger LANGUAGE plpgsql AS {body}",
+        "DROP TRIGGER IF EXISTS {trg_notify} ON {items}",
+        """CREATE TRIGGER {trg_notify} AFTER INSERT ON {items} REFERENCING NEW TABLE AS added
+            FOR EACH STATEMENT EXECUTE FUNCTION {notify_items}()""",
+    ]
     return [
         [_render(stmt, n, body=sql.Literal(drop_body.as_string(None))) for stmt in v1],
         [_render(stmt, n) for stmt in v2],
         [_render(stmt, n) for stmt in v3],
         [_render(stmt, n, body=sql.Literal(drop_body_v4.as_string(None))) for stmt in v4],
+        [_render(stmt, {**n, **n5}, body=sql.Literal(notify_body.as_string(None))) for stmt in v5],
     ]
+
+
+def watch_channel(schema: str, table_prefix: str) -> str:
+    """The ``LISTEN`` channel of one set of tables (any prefix): ``kvstore_`` and 16 hex digits."""
+    digest = hashlib.blake2b(f"{schema}\x00{table_prefix}".encode(), digest_size=8).hexdigest()
+    return f"kvstore_{digest}"
+
+
+def watch_read(schema: str, table_prefix: str) -> str:
+    """`watch`'s read: the list's next position (first row) and up to ``limit`` items after ``pos``.
+
+    One statement, one snapshot. Rows ``(position, kind, value)``: the entry's row carries
+    ``head + length`` and its kind; each item row kind ``'i'``, position ``seq - 1``. Items
+    of an expired (not yet swept) list are not returned.
+    """
+    n = _names(validate_schema_name(schema), validate_table_prefix(table_prefix))
+    return _render(
+        "SELECT head + length AS pos, kind::text, NULL::text FROM {entries} "
+        "WHERE ns = %(ns)s AND key = %(key)s AND {LIVE} "
+        "UNION ALL (SELECT i.seq - 1, 'i', i.value::text FROM {items} i "
+        "WHERE i.ns = %(ns)s AND i.key = %(key)s AND i.seq > %(pos)s::bigint "
+        "AND EXISTS (SELECT 1 FROM {entries} WHERE ns = %(ns)s AND key = %(key)s AND kind = 'l' AND {LIVE}) "
+        "ORDER BY i.seq LIMIT %(limit)s)",
+        n,
+    )
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from kvstore._core.keys import (
     validate_prefix,
 )
 from kvstore._core.ttl import ttl_ms
+from kvstore._core.watch import check_poll_interval, key_tag
 from kvstore.base import BEYOND_64_BITS, MAX_INT, Database, holds_list, holds_value, not_an_integer
 from kvstore.errors import (
     BackendUnavailableError,
@@ -50,7 +51,7 @@ try:
 except ImportError as _exc:  # pragma: no cover - exercised by the missing-extra test
     raise MissingDependencyError("postgres", "postgres", _exc.name or "psycopg") from _exc
 
-__all__ = ["PostgresDatabase"]
+__all__ = ["PostgresDatabase", "PostgresWatcher"]
 
 logger = logging.getLogger("kvstore")
 
@@ -64,6 +65,8 @@ _PURGE_BATCH = 1000
 _BIG = 2**62
 #: ``set[str]`` (inside the class, ``set`` names the method).
 _KeySet = set[str]
+#: Seconds between a watcher's reconnection attempts while the server is down: doubling, capped.
+_RECONNECT_FIRST, _RECONNECT_MAX = 0.05, 2.0
 #: Seconds a connection must have been idle in the pool before a checkout polls its socket.
 _POLL_AFTER = 0.05
 _HAS_POLL = hasattr(select, "poll")
@@ -833,6 +836,9 @@ class PostgresDatabase(Database):
             and cause.diag.table_name == f"{self.table_prefix}ids"
         )
 
+    def _watcher(self, key: str, poll_interval: float | None) -> PostgresWatcher:
+        return PostgresWatcher(self, key, check_poll_interval(poll_interval, 1.0))
+
     def _get_range(self, key: str, start: int, end: int) -> list[bytes]:
         # Beyond +-2**62 nothing changes (no list is that long) and bigint arithmetic stays exact.
         params = {"ns": self.key_prefix, "key": key, "start": _clamp(start), "end": _clamp(end)}
@@ -870,3 +876,137 @@ class PostgresDatabase(Database):
             # was done; the next statement sees it (the lock holder has finished).
             if time.monotonic() >= deadline:
                 raise _err.busy_error("trim", key, self._call_timeout)
+
+
+class PostgresWatcher:
+    """One `watch` of one list: a dedicated connection (never the pool's) that ``LISTEN``s.
+
+    Woken by the notify trigger (schema version 5) when its list grows; it re-reads every
+    ``interval`` seconds even without a notification, so a lost one can never stall it.
+    Every read is armed with the store's call deadline (a frozen server is cut by the
+    watchdog). A connection that breaks (server restart, network) is dropped and a new one
+    is opened, retrying every 0.05 s doubling to 2 s until the server answers; the next
+    read then starts again from the watcher's cursor, so nothing is lost or repeated.
+    """
+
+    def __init__(self, store: PostgresDatabase, key: str, interval: float) -> None:
+        self._store = store
+        self._key = key
+        self._interval = interval
+        self._tag = key_tag(store.key_prefix, key)
+        self._channel = _pg.watch_channel(store.schema, store.table_prefix)
+        self._query = _pg.watch_read(store.schema, store.table_prefix)
+        self._conn: _Conn | None = None
+        self._down_since: float | None = None
+
+    def __enter__(self) -> PostgresWatcher:
+        # Migrated (the trigger exists) and reachable now, or BackendUnavailableError.
+        self._store._start()
+        with _err.map_errors("watch", self._key, self._store._secret):
+            self._conn = self._connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            _wd.current.disarm(conn)
+            conn.close()
+
+    def _connect(self) -> _Conn:
+        store = self._store
+        if store._owns_pool:
+            conninfo, kwargs = store._conninfo, store._connect_kwargs
+        else:  # a borrowed pool: its own connection parameters
+            given, extra = store._pool.conninfo, store._pool.kwargs
+            if not isinstance(given, str) or not (extra is None or isinstance(extra, dict)):
+                raise ConfigError(
+                    "watch opens a connection of its own, and this borrowed pool's conninfo or kwargs is a "
+                    "callable; build the store from a URL",
+                    backend="postgres",
+                )
+            conninfo, kwargs = given, {**(extra or {}), "autocommit": True}
+        conn = psycopg.Connection.connect(conninfo, **kwargs)
+        try:
+            _wd.current.arm(conn, time.monotonic() + store._call_timeout)
+            conn.execute(f'LISTEN "{self._channel}"')
+            if _wd.current.disarm(conn):
+                raise _err.deadline_error("watch", self._key, store._call_timeout)
+        except BaseException:
+            _wd.current.disarm(conn)
+            conn.close()
+            raise
+        return conn
+
+    def _reconnect(self) -> _Conn:
+        """A new listening connection, waiting (with backoff) for as long as the server is down."""
+        pause = _RECONNECT_FIRST
+        while True:
+            try:
+                conn = self._connect()
+            except (psycopg.Error, BackendUnavailableError) as exc:
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                    logger.warning("kvstore: watch of %r lost PostgreSQL, reconnecting: %s", self._key, exc)
+                time.sleep(pause)
+                pause = min(pause * 2, _RECONNECT_MAX)
+                continue
+            if self._down_since is not None:
+                logger.info("kvstore: watch of %r reconnected to PostgreSQL", self._key)
+                self._down_since = None
+            return conn
+
+    def _drop(self, conn: _Conn) -> None:
+        self._conn = None
+        _wd.current.disarm(conn)
+        conn.close()
+
+    def read(self, position: int, limit: int) -> tuple[list[tuple[int, str]], int]:
+        store = self._store
+        params = {"ns": store.key_prefix, "key": self._key, "pos": position, "limit": limit}
+        while True:
+            conn = self._conn if self._conn is not None else self._reconnect()
+            self._conn = conn
+            _wd.current.arm(conn, time.monotonic() + store._call_timeout)
+            try:
+                cur = conn.execute(self._query, params)
+                rows = cur.fetchall()
+            except psycopg.Error as exc:
+                cut = _wd.current.disarm(conn)
+                if not (cut or conn.broken or isinstance(exc, psycopg.OperationalError)):
+                    with _err.map_errors("watch", self._key, store._secret):
+                        raise
+                # Lost (restart, network, frozen server): reconnect and read again from the cursor.
+                logger.info("kvstore: watch of %r lost its PostgreSQL connection: %s", self._key, type(exc).__name__)
+                self._drop(conn)
+                continue
+            if _wd.current.disarm(conn):  # cut as it finished: the socket is gone
+                self._drop(conn)
+            break
+        end, items = 0, []
+        for pos, kind, value in rows:
+            if kind == "i":
+                items.append((int(pos), value))
+            elif kind != "l":
+                raise holds_value(self._key, "watch", "postgres")
+            else:
+                end = int(pos)
+        items.sort()
+        return items, end
+
+    def wait(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return  # the next read reconnects
+        tag = self._tag
+        try:
+            # Ends at the first notification of this list, or after the interval (the safety net).
+            gen = conn.notifies(timeout=self._interval)
+            try:
+                for note in gen:
+                    if note.payload.startswith(tag):
+                        break
+            finally:
+                gen.close()
+        except psycopg.Error as exc:
+            logger.info("kvstore: watch of %r lost its PostgreSQL connection: %s", self._key, type(exc).__name__)
+            self._drop(conn)

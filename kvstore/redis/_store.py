@@ -19,7 +19,7 @@ from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES
 from kvstore._core.keys import validate_prefix
 from kvstore._core.urls import redact_url
 from kvstore.base import Cache
-from kvstore.errors import KVStoreError, MissingDependencyError
+from kvstore.errors import ConfigError, KVStoreError, MissingDependencyError
 
 try:
     import redis
@@ -42,7 +42,7 @@ from kvstore.redis._common import (
     translate,
 )
 
-__all__ = ["RedisCache"]
+__all__ = ["RedisCache", "RedisChannel"]
 
 
 class RedisCache(Cache):
@@ -313,6 +313,19 @@ class RedisCache(Cache):
         with self._errors("incr", key):
             return int(self._client.execute_command("INCRBY", self._ns + key, by))
 
+    # --- pub/sub ------------------------------------------------------------------------
+
+    def _publish(self, channel: str, data: bytes) -> int:
+        with self._errors("publish", channel):
+            return int(self._client.execute_command("PUBLISH", self._ns + channel, data))
+
+    def _subscribe(self, channel: str) -> RedisChannel:
+        if self._cluster:
+            raise ConfigError("publish/subscribe on Redis Cluster is not supported by kvstore yet", backend="redis")
+        subscription = RedisChannel(self, channel)
+        subscription.open()
+        return subscription
+
     # --- lifecycle ------------------------------------------------------------------
 
     def ping(self) -> None:
@@ -328,3 +341,43 @@ class RedisCache(Cache):
             # Closing a broken connection must not fail shutdown.
             with contextlib.suppress(*DRIVER_ERRORS):
                 client.close()
+
+
+class RedisChannel:
+    """One Redis subscription: a connection of its own (``SUBSCRIBE``), taken from the store's pool.
+
+    A lost connection raises `BackendUnavailableError` from the next `receive`: pub/sub is
+    at most once, so subscribe again (messages published meanwhile are gone).
+    """
+
+    def __init__(self, store: RedisCache, channel: str) -> None:
+        self._store = store
+        self._channel = channel
+        self._name = store._ns + channel
+        self._pubsub = store._client.pubsub()
+        self._closed = False
+
+    def open(self) -> None:
+        try:
+            with self._store._errors("subscribe", self._channel):
+                self._pubsub.subscribe(self._name)
+        except BaseException:
+            self.close()
+            raise
+
+    def receive(self) -> bytes:
+        with self._store._errors("subscribe", self._channel):
+            while True:
+                message = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is not None and message["type"] == "message":
+                    return message["data"]  # type: ignore[no-any-return]  # bytes (decode_responses is off)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(*DRIVER_ERRORS):
+            if self._pubsub.subscribed:
+                self._pubsub.unsubscribe()  # at once, not when the server notices the closed socket
+        with contextlib.suppress(*DRIVER_ERRORS):
+            self._pubsub.close()

@@ -18,7 +18,7 @@ from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES
 from kvstore._core.keys import validate_prefix
 from kvstore._core.urls import redact_url
 from kvstore.base_async import AsyncCache
-from kvstore.errors import KVStoreError, MissingDependencyError
+from kvstore.errors import ConfigError, KVStoreError, MissingDependencyError
 
 try:
     import redis.asyncio
@@ -41,7 +41,7 @@ from kvstore.redis._common import (
     translate,
 )
 
-__all__ = ["AsyncRedisCache"]
+__all__ = ["AsyncRedisCache", "AsyncRedisChannel"]
 
 
 class AsyncRedisCache(AsyncCache):
@@ -312,6 +312,19 @@ class AsyncRedisCache(AsyncCache):
         with self._errors("incr", key):
             return int(await self._client.execute_command("INCRBY", self._ns + key, by))
 
+    # --- pub/sub ------------------------------------------------------------------------
+
+    async def _publish(self, channel: str, data: bytes) -> int:
+        with self._errors("publish", channel):
+            return int(await self._client.execute_command("PUBLISH", self._ns + channel, data))
+
+    async def _subscribe(self, channel: str) -> AsyncRedisChannel:
+        if self._cluster:
+            raise ConfigError("publish/subscribe on Redis Cluster is not supported by kvstore yet", backend="redis")
+        subscription = AsyncRedisChannel(self, channel)
+        await subscription.open()
+        return subscription
+
     # --- lifecycle ------------------------------------------------------------------
 
     async def ping(self) -> None:
@@ -327,3 +340,43 @@ class AsyncRedisCache(AsyncCache):
             # Closing a broken connection must not fail shutdown.
             with contextlib.suppress(*DRIVER_ERRORS):
                 await client.aclose()
+
+
+class AsyncRedisChannel:
+    """One Redis subscription: a connection of its own (``SUBSCRIBE``), taken from the store's pool.
+
+    A lost connection raises `BackendUnavailableError` from the next `receive`: pub/sub is
+    at most once, so subscribe again (messages published meanwhile are gone).
+    """
+
+    def __init__(self, store: AsyncRedisCache, channel: str) -> None:
+        self._store = store
+        self._channel = channel
+        self._name = store._ns + channel
+        self._pubsub = store._client.pubsub()
+        self._closed = False
+
+    async def open(self) -> None:
+        try:
+            with self._store._errors("subscribe", self._channel):
+                await self._pubsub.subscribe(self._name)
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def receive(self) -> bytes:
+        with self._store._errors("subscribe", self._channel):
+            while True:
+                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is not None and message["type"] == "message":
+                    return message["data"]  # type: ignore[no-any-return]  # bytes (decode_responses is off)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(*DRIVER_ERRORS):
+            if self._pubsub.subscribed:
+                await self._pubsub.unsubscribe()  # at once, not when the server notices the closed socket
+        with contextlib.suppress(*DRIVER_ERRORS):
+            await self._pubsub.aclose()

@@ -694,3 +694,34 @@ class SqliteEngine:
             cur.execute(sql.DROP_ITEMS, (ns, key, head + hi, tail))
         cur.execute(sql.SET_BOUNDS, (head + lo, head + hi, now / 1000, ns, key))
         return length - (hi - lo)
+
+    # --- live updates (`watch`) -------------------------------------------------------------
+
+    def watch_signature(self) -> tuple[int, int]:
+        """What changes when anything commits to the file: ``PRAGMA data_version`` (commits of
+        other connections, other processes included) and this connection's own change count."""
+        with self._lock:
+            try:
+                version = self._cur.execute("PRAGMA data_version").fetchall()[0][0]
+                return int(version), int(self._conn.total_changes()) if self._conn is not None else 0
+            except apsw.Error as exc:
+                raise self._error(exc, "watch") from exc
+
+    def watch_read(self, key: str, position: int, limit: int) -> tuple[list[tuple[int, bytes]], int]:
+        """Up to ``limit`` ``(position, item)`` from ``position`` on, and the list's next position.
+
+        A position is the item's ``idx`` (never renumbered by a front trim); one snapshot.
+        """
+        return self._snapshot("watch", key, self._watch_in, key, position, limit)
+
+    def _watch_in(self, cur: Any, now: float, key: str, position: int, limit: int) -> tuple[list[Any], int]:
+        meta = self._live_meta(cur.execute(sql.META, (self.ns, key)).fetchall(), now)
+        if meta is None:
+            return [], 0
+        kind, head, tail = meta
+        if kind != KIND_LIST:
+            raise holds_value(key, "watch", BACKEND)
+        if limit <= 0 or position >= tail:
+            return [], tail
+        rows = cur.execute(sql.RANGE_FROM, (self.ns, key, max(position, head), tail, limit)).fetchall()
+        return [(int(idx), value) for idx, value in rows], tail

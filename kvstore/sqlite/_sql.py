@@ -190,6 +190,10 @@ NEW_LIST = (
 SET_TAIL = "UPDATE kvstore_keys SET tail = ?, modified_at = ? WHERE ns = ? AND key = ?"
 PUSH = "INSERT INTO kvstore_items (ns, key, idx, value) VALUES (?, ?, ?, ?)"
 RANGE = "SELECT value FROM kvstore_items WHERE ns = ? AND key = ? AND idx >= ? AND idx < ? ORDER BY idx"
+# watch: (idx, value) from an idx on (parameters: ns, key, from idx, tail, limit).
+RANGE_FROM = (
+    "SELECT idx, value FROM kvstore_items WHERE ns = ? AND key = ? AND idx >= ? AND idx < ? ORDER BY idx LIMIT ?"
+)
 # trim: item rows of one end of a list (parameters: ns, key, from idx, to idx exclusive), then the
 # new counters (parameters: head, tail, modified_at, ns, key). Kept items are never renumbered.
 DROP_ITEMS = "DELETE FROM kvstore_items WHERE ns = ? AND key = ? AND idx >= ? AND idx < ?"

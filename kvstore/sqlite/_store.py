@@ -19,11 +19,12 @@ from kvstore._core.closed import Closed as _Closed
 from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES
 from kvstore._core.idempotency import DEFAULT_IDEMPOTENCY_WINDOW
 from kvstore._core.keys import validate_prefix
+from kvstore._core.watch import check_poll_interval
 from kvstore.base import LIST_HOOKS, VALUE_HOOKS, Database
 from kvstore.config import DEFAULT_SQLITE_PATH
 from kvstore.sqlite._engine import MEMORY, SqliteEngine
 
-__all__ = ["SqliteDatabase"]
+__all__ = ["SqliteDatabase", "SqliteWatcher"]
 
 #: `changed_since`'s answer (the class defines a ``set`` method, which hides the builtin there).
 _KeySet = set[str]
@@ -166,6 +167,9 @@ class SqliteDatabase(Database):
     def _trim(self, key: str, start: int, end: int) -> int:
         return self._worker.run(self._engine.trim, key, start, end)
 
+    def _watcher(self, key: str, poll_interval: float | None) -> SqliteWatcher:
+        return SqliteWatcher(self, key, check_poll_interval(poll_interval, 0.05))
+
     # --- replay guard (see `Database`) ---------------------------------------------
 
     def server_time(self) -> float:
@@ -207,3 +211,36 @@ class SqliteDatabase(Database):
             self.__dict__.pop(f"_{name}", None)
         self._worker.run(engine.close)
         self._worker.close()
+
+
+class SqliteWatcher:
+    """One `watch` of one list: polls ``PRAGMA data_version`` every ``interval`` seconds.
+
+    The store's own connection answers, on its worker thread: ``data_version`` changes when
+    another connection (any process) commits, the connection's change count when this one
+    does. The signature is taken before each read, so a commit is never missed.
+    """
+
+    def __init__(self, store: SqliteDatabase, key: str, interval: float) -> None:
+        self._store = store
+        self._key = key
+        self._interval = interval
+        self._seen = (-1, -1)
+
+    def __enter__(self) -> SqliteWatcher:
+        self._seen = self._store._worker.run(self._store._engine.watch_signature)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def read(self, position: int, limit: int) -> tuple[list[tuple[int, bytes]], int]:
+        return self._store._worker.run(self._store._engine.watch_read, self._key, position, limit)
+
+    def wait(self) -> None:
+        while True:
+            time.sleep(self._interval)
+            seen = self._store._worker.run(self._store._engine.watch_signature)
+            if seen != self._seen:
+                self._seen = seen
+                return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -18,11 +19,12 @@ from kvstore._core.closed import Closed as _Closed
 from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES
 from kvstore._core.idempotency import DEFAULT_IDEMPOTENCY_WINDOW
 from kvstore._core.keys import validate_prefix
+from kvstore._core.watch import check_poll_interval
 from kvstore.base_async import LIST_HOOKS, VALUE_HOOKS, AsyncDatabase
 from kvstore.config import DEFAULT_SQLITE_PATH
 from kvstore.sqlite._engine import MEMORY, SqliteEngine
 
-__all__ = ["AsyncSqliteDatabase"]
+__all__ = ["AsyncSqliteDatabase", "AsyncSqliteWatcher"]
 
 #: `changed_since`'s answer (the class defines a ``set`` method, which hides the builtin there).
 _KeySet = set[str]
@@ -166,6 +168,9 @@ class AsyncSqliteDatabase(AsyncDatabase):
     async def _trim(self, key: str, start: int, end: int) -> int:
         return await self._worker.run(self._engine.trim, key, start, end)
 
+    def _watcher(self, key: str, poll_interval: float | None) -> AsyncSqliteWatcher:
+        return AsyncSqliteWatcher(self, key, check_poll_interval(poll_interval, 0.05))
+
     # --- replay guard (see `AsyncDatabase`) ---------------------------------------------
 
     async def server_time(self) -> float:
@@ -207,3 +212,36 @@ class AsyncSqliteDatabase(AsyncDatabase):
             self.__dict__.pop(f"_{name}", None)
         await self._worker.run(engine.close)
         await self._worker.aclose()
+
+
+class AsyncSqliteWatcher:
+    """One `watch` of one list: polls ``PRAGMA data_version`` every ``interval`` seconds.
+
+    The store's own connection answers, on its worker thread: ``data_version`` changes when
+    another connection (any process) commits, the connection's change count when this one
+    does. The signature is taken before each read, so a commit is never missed.
+    """
+
+    def __init__(self, store: AsyncSqliteDatabase, key: str, interval: float) -> None:
+        self._store = store
+        self._key = key
+        self._interval = interval
+        self._seen = (-1, -1)
+
+    async def __aenter__(self) -> AsyncSqliteWatcher:
+        self._seen = await self._store._worker.run(self._store._engine.watch_signature)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+    async def read(self, position: int, limit: int) -> tuple[list[tuple[int, bytes]], int]:
+        return await self._store._worker.run(self._store._engine.watch_read, self._key, position, limit)
+
+    async def wait(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            seen = await self._store._worker.run(self._store._engine.watch_signature)
+            if seen != self._seen:
+                self._seen = seen
+                return

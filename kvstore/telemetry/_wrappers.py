@@ -8,7 +8,8 @@ from typing import Any
 
 from kvstore._core.items import MsetItems
 from kvstore._core.ttl import TTL
-from kvstore.base import Cache, Database, Store
+from kvstore._core.watch import ListItem
+from kvstore.base import Cache, Database, Store, Subscription
 from kvstore.telemetry._instruments import Wrapper, delegated
 
 __all__ = ["InstrumentedCache", "InstrumentedDatabase", "InstrumentedStore"]
@@ -99,6 +100,15 @@ class InstrumentedStore(Wrapper, Store):
 class InstrumentedCache(InstrumentedStore, Cache):
     """An async cache whose operations are traced and measured (see `instrument`)."""
 
+    def publish(self, channel: str, message: Any) -> int:
+        with self._tel.op("publish"):
+            result: int = self._inner.publish(channel, message)
+            return result
+
+    def subscribe(self, channel: str) -> Subscription:
+        result: Subscription = self._inner.subscribe(channel)
+        return result
+
 
 class InstrumentedDatabase(InstrumentedStore, Database):
     """An async database whose operations are traced and measured (see `instrument`)."""
@@ -127,6 +137,11 @@ class InstrumentedDatabase(InstrumentedStore, Database):
         with self._tel.op("trim"):
             result: int = self._inner.trim(key, start, end)
             return result
+
+    def watch(self, key: str, *, start: int | None = None, poll_interval: float | None = None) -> Iterator[ListItem]:
+        """The wrapped store's `watch` (a stream: not counted as an operation)."""
+        result: Iterator[ListItem] = self._inner.watch(key, start=start, poll_interval=poll_interval)
+        return result
 
     def server_time(self) -> float:
         result: float = self._inner.server_time()

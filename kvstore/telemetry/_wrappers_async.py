@@ -7,7 +7,8 @@ from typing import Any
 
 from kvstore._core.items import MsetItems
 from kvstore._core.ttl import TTL
-from kvstore.base_async import AsyncCache, AsyncDatabase, AsyncStore
+from kvstore._core.watch import ListItem
+from kvstore.base_async import AsyncCache, AsyncDatabase, AsyncStore, AsyncSubscription
 from kvstore.telemetry._instruments import Wrapper, delegated
 
 __all__ = ["AsyncInstrumentedCache", "AsyncInstrumentedDatabase", "AsyncInstrumentedStore"]
@@ -99,6 +100,15 @@ class AsyncInstrumentedStore(Wrapper, AsyncStore):
 class AsyncInstrumentedCache(AsyncInstrumentedStore, AsyncCache):
     """An async cache whose operations are traced and measured (see `instrument`)."""
 
+    async def publish(self, channel: str, message: Any) -> int:
+        with self._tel.op("publish"):
+            result: int = await self._inner.publish(channel, message)
+            return result
+
+    async def subscribe(self, channel: str) -> AsyncSubscription:
+        result: AsyncSubscription = await self._inner.subscribe(channel)
+        return result
+
 
 class AsyncInstrumentedDatabase(AsyncInstrumentedStore, AsyncDatabase):
     """An async database whose operations are traced and measured (see `instrument`)."""
@@ -127,6 +137,13 @@ class AsyncInstrumentedDatabase(AsyncInstrumentedStore, AsyncDatabase):
         with self._tel.op("trim"):
             result: int = await self._inner.trim(key, start, end)
             return result
+
+    def watch(
+        self, key: str, *, start: int | None = None, poll_interval: float | None = None
+    ) -> AsyncIterator[ListItem]:
+        """The wrapped store's `watch` (a stream: not counted as an operation)."""
+        result: AsyncIterator[ListItem] = self._inner.watch(key, start=start, poll_interval=poll_interval)
+        return result
 
     async def server_time(self) -> float:
         result: float = await self._inner.server_time()

@@ -1,0 +1,217 @@
+"""`watch` against real writer processes: 3 processes append 10,000 items while a watcher streams
+the list (PostgreSQL restarted once mid-stream); cancellation at any await leaks nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvstore.postgres import AsyncPostgresDatabase
+from kvstore.sqlite import AsyncSqliteDatabase
+from tests.fixtures_postgres import PgServer
+
+ROOT = Path(__file__).resolve().parent.parent
+TOTAL, WRITERS = 10_000, 3
+
+# One of the writers: appends its share, each item with an idempotency id, retrying through
+# an outage (a retried append is applied once), and reports how many it wrote.
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from kvstore.errors import BackendUnavailableError
+
+    kind, target, key, writer, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    if kind == "postgres":
+        from kvstore.postgres import PostgresDatabase
+        db = PostgresDatabase(target, max_size=2, connect_timeout=2, statement_timeout=5)
+    else:
+        from kvstore.sqlite import SqliteDatabase
+        db = SqliteDatabase(target, busy_timeout=30)
+    print("ready", flush=True)
+    retries = 0
+    for i in range(count):
+        while True:
+            try:
+                db.append(key, f"{writer}-{i}", idempotency_id=f"{writer}-{i}")
+                time.sleep(0.001)  # paced: the writers are still at work when the server restarts
+                break
+            except BackendUnavailableError:
+                retries += 1
+                time.sleep(0.05)
+    db.close()
+    print("done", retries, flush=True)
+    """
+)
+
+
+def _spawn(*args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+
+
+async def _stream_while_writing(store: Any, kind: str, target: str, restart: Any = None) -> int:
+    """Start the writers, watch until TOTAL items arrived (restarting the server once on the way)."""
+    key = f"stream-{uuid.uuid4().hex[:8]}"
+    share = [TOTAL // WRITERS + (1 if w < TOTAL % WRITERS else 0) for w in range(WRITERS)]
+    items = store.watch(key, start=0, poll_interval=0.05 if kind == "sqlite" else 1.0)
+    got: list[tuple[int, Any]] = []
+    writers = [_spawn(kind, target, key, str(w), str(n)) for w, n in enumerate(share)]
+    restarter: asyncio.Task[bool] | None = None
+
+    def restart_while_writing() -> bool:
+        """Restart the server; whether a writer was still at work before and after it."""
+        before = all(proc.poll() is None for proc in writers)
+        restart()
+        return before and any(proc.poll() is None for proc in writers)
+
+    retries = 0
+    try:
+        async with asyncio.timeout(240):
+            async for item in items:
+                got.append((item.position, item.value))
+                if restart is not None and restarter is None and len(got) >= TOTAL // 10:
+                    # In the background: the watcher keeps going and meets the outage.
+                    restarter = asyncio.create_task(asyncio.to_thread(restart_while_writing))
+                if len(got) == TOTAL:
+                    break
+        if restarter is not None:
+            assert await restarter, "the writers were not at work across the restart"
+        for proc in writers:
+            out, err = await asyncio.to_thread(proc.communicate, timeout=120)
+            assert proc.returncode == 0, err[-2000:]
+            assert out.splitlines()[-1].startswith("done"), out
+            retries += int(out.split()[-1])
+    finally:
+        await items.aclose()
+        for proc in writers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert restart is None or restarter is not None
+    final = await store.get_range(key, 0, -1)
+    # The watcher's sequence is the final list: same items, same order, positions 0..n-1.
+    assert [value for _, value in got] == final
+    assert [position for position, _ in got] == list(range(TOTAL))
+    # Each writer's items once each, in its own order (idempotency ids made retries safe).
+    assert sorted(final) == sorted(f"{w}-{i}" for w, n in enumerate(share) for i in range(n))
+    for w in range(WRITERS):
+        mine = [int(v.split("-")[1]) for v in final if v.startswith(f"{w}-")]
+        assert mine == sorted(mine)
+    return retries
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+async def test_three_processes_append_10000_while_watched_with_a_postgres_restart(
+    owned_postgres: PgServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = AsyncPostgresDatabase(owned_postgres.url, max_size=2, connect_timeout=2, statement_timeout=5)
+    await store.open()
+    try:
+        with caplog.at_level("INFO", logger="kvstore"):
+            retries = await _stream_while_writing(
+                store, "postgres", owned_postgres.url, lambda: owned_postgres.restart("immediate")
+            )
+    finally:
+        await store.aclose()
+    # The restart really cut the stream: the watcher lost its connection and reconnected (the
+    # writers' appends waited out the restart in their pools, or failed and were retried).
+    messages = [r.getMessage() for r in caplog.records]
+    print(f"\nwriters' retried appends: {retries}")
+    assert any("lost its PostgreSQL connection" in m for m in messages), messages
+
+
+@pytest.mark.slow
+async def test_three_processes_append_10000_while_watched_on_sqlite(tmp_path: Path) -> None:
+    path = str(tmp_path / "watch.db")
+    store = AsyncSqliteDatabase(path)
+    try:
+        await _stream_while_writing(store, "sqlite", path)
+    finally:
+        await store.aclose()
+
+
+# --- cancellation -------------------------------------------------------------------------
+
+
+async def _watch_connections(url: str, store: AsyncPostgresDatabase) -> int:
+    """Server-side sessions that LISTEN on this store's channel (the watchers' connections)."""
+    import psycopg
+
+    from kvstore.postgres._sql import watch_channel
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = %s",
+            (f'LISTEN "{watch_channel(store.schema, store.table_prefix)}"',),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+@pytest.mark.postgres
+async def test_cancelling_a_postgres_watcher_at_any_await_leaks_no_connection_or_task(postgres_url: str) -> None:
+    store = AsyncPostgresDatabase(postgres_url, max_size=2, table_prefix="watchcancel_")
+    await store.open()
+    await store.extend("c", list(range(3)))
+    before_tasks = len(asyncio.all_tasks())
+    try:
+        # Cancel after 0, 1, 2... loop iterations: lands on every await of a watcher's life
+        # (connect, LISTEN, read, notification wait, reconnect pause).
+        for delay in [0, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.3, 1.2]:
+
+            async def consume() -> None:
+                async for _ in store.watch("c", start=0, poll_interval=0.5):
+                    await store.append("c", "more")
+
+            task = asyncio.create_task(consume())
+            await asyncio.sleep(delay)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        deadline = time.monotonic() + 5
+        while await _watch_connections(postgres_url, store) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert await _watch_connections(postgres_url, store) == 0
+        assert len(asyncio.all_tasks()) == before_tasks
+    finally:
+        await store.clear()
+        await store.aclose()
+
+
+async def test_cancelling_a_sqlite_or_memory_watcher_leaves_nothing_behind(tmp_path: Path) -> None:
+    from kvstore import AsyncMemoryDatabase
+
+    sqlite = AsyncSqliteDatabase(str(tmp_path / "c.db"))
+    memory = AsyncMemoryDatabase()
+    try:
+        for store in (sqlite, memory):
+            before = len(asyncio.all_tasks())
+            for delay in [0, 0.001, 0.01, 0.05, 0.2]:
+
+                async def consume(store: Any = store) -> None:
+                    async for _ in store.watch("c", start=0, poll_interval=0.02):
+                        await store.append("c", "more")
+
+                task = asyncio.create_task(consume())
+                await asyncio.sleep(delay)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            assert len(asyncio.all_tasks()) == before
+        assert memory._space.watchers == set()
+    finally:
+        await sqlite.aclose()
+        await memory.aclose()
