@@ -152,9 +152,19 @@ def _check(fleet: Fleet, rows: dict[int, tuple[dict[str, Any], str, int]], total
             if a < attempt:
                 assert (job_id, a) in ended or path in fleet.killed, f"job {job_id} attempt {a} retried for no reason"
     assert not any(a for j, a in ((j, a) for j, lst in acked.items() for a in lst) if rows[j][1] != "done")
-    fleet.reclaimed = sum(
-        1 for job_id, lst in claims.items() for a, path in lst if path in fleet.killed and a < rows[job_id][2]
-    )
+    # The attempt a killed worker had in hand came back to another worker (or had just been acked).
+    in_hand: dict[Path, dict[tuple[int, int], bool]] = defaultdict(dict)
+    for path, tag, job_id, attempt in records:
+        if path in fleet.killed:
+            if tag == "C":
+                in_hand[path][(job_id, attempt)] = True
+            elif tag in ("F", "L", "A"):
+                in_hand[path].pop((job_id, attempt), None)
+    for held in in_hand.values():
+        for job_id, attempt in held:
+            final = rows[job_id][2]
+            assert final > attempt or (job_id, attempt) in tried, f"job {job_id}: killed, never came back"
+            fleet.reclaimed += final > attempt
 
 
 def _run(backend: str, target: str, tmp: Path, total: int, budget: float, restart: Any = None) -> Fleet:
@@ -199,7 +209,7 @@ def _run(backend: str, target: str, tmp: Path, total: int, budget: float, restar
         store.close()
     _check(fleet, _rows(backend, target, name), total)
     assert fleet.kills >= 1
-    print(f"{backend}: {total} jobs, {fleet.kills} kills, {fleet.reclaimed} attempts taken back from killed workers")
+    print(f"{backend}: {total} jobs, {fleet.kills} kills, {fleet.reclaimed} jobs in hand at a kill came back")
     return fleet
 
 

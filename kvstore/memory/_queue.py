@@ -211,11 +211,11 @@ class MemoryListener:
         """Register: a wake-up after this returns wakes the next `wait`."""
         self._jobs.waiters.add(self)
 
-    def wait(self, timeout: float) -> bool:
-        """Whether the queue was woken within ``timeout`` seconds."""
+    def wait(self, seconds: float) -> bool:
+        """Whether the queue was woken within ``seconds`` seconds."""
         if self not in self._jobs.waiters:
             self.start()
-        woken = self._event.wait(timeout)
+        woken = self._event.wait(seconds)
         self._event.clear()
         return woken
 

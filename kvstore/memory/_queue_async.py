@@ -221,20 +221,20 @@ class AsyncMemoryListener:
             self._loop = asyncio.get_running_loop()
         self._jobs.waiters.add(self)
 
-    async def wait(self, timeout: float) -> bool:
-        """Whether the queue was woken within ``timeout`` seconds."""
+    async def wait(self, seconds: float) -> bool:
+        """Whether the queue was woken within ``seconds`` seconds."""
         if self not in self._jobs.waiters:
             await self.start()
         if True:  # ASYNC
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(seconds):
                     await self._event.wait()
             except TimeoutError:
                 return False
             self._event.clear()
             return True
         else:
-            woken = self._event.wait(timeout)
+            woken = self._event.wait(seconds)
             self._event.clear()
             return woken
 

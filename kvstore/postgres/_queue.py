@@ -106,7 +106,10 @@ class PostgresQueueEngine:
             # An expired lease of a job out of attempts was dead-lettered: look further.
 
     def release(self, job_id: int, attempt: int) -> None:
-        self._one("release", self._q.release, {"id": job_id, "attempt": attempt}, retry=True)
+        if not self._ready:
+            self._ensure()
+        params = {**self._base, "id": job_id, "attempt": attempt}
+        self._store._run("release", None, self._q.release, params, "rowcount", retry=True)
 
     def heartbeat(self, job_id: int, attempt: int, lease: float) -> float | None:
         row = self._one("heartbeat", self._q.heartbeat, {"id": job_id, "attempt": attempt, "lease": lease}, True)
@@ -186,16 +189,16 @@ class PostgresListener:
             return
         self._conn = conn
 
-    def wait(self, timeout: float) -> bool:
-        """Whether a notification came within ``timeout`` seconds."""
+    def wait(self, seconds: float) -> bool:
+        """Whether a notification came within ``seconds`` seconds."""
         self.start()
         conn = self._conn
         if conn is None:
-            time.sleep(timeout)
+            time.sleep(seconds)
             return False
         got = False
         try:
-            for _ in conn.notifies(timeout=timeout, stop_after=1):
+            for _ in conn.notifies(timeout=seconds, stop_after=1):
                 got = True
         except psycopg.Error as exc:
             logger.debug("kvstore: queue listener lost its connection: %s", type(exc).__name__)

@@ -105,7 +105,10 @@ class AsyncPostgresQueueEngine:
             # An expired lease of a job out of attempts was dead-lettered: look further.
 
     async def release(self, job_id: int, attempt: int) -> None:
-        await self._one("release", self._q.release, {"id": job_id, "attempt": attempt}, retry=True)
+        if not self._ready:
+            await self._ensure()
+        params = {**self._base, "id": job_id, "attempt": attempt}
+        await self._store._run("release", None, self._q.release, params, "rowcount", retry=True)
 
     async def heartbeat(self, job_id: int, attempt: int, lease: float) -> float | None:
         row = await self._one("heartbeat", self._q.heartbeat, {"id": job_id, "attempt": attempt, "lease": lease}, True)
@@ -185,16 +188,16 @@ class AsyncPostgresListener:
             return
         self._conn = conn
 
-    async def wait(self, timeout: float) -> bool:
-        """Whether a notification came within ``timeout`` seconds."""
+    async def wait(self, seconds: float) -> bool:
+        """Whether a notification came within ``seconds`` seconds."""
         await self.start()
         conn = self._conn
         if conn is None:
-            await asyncio.sleep(timeout)
+            await asyncio.sleep(seconds)
             return False
         got = False
         try:
-            async for _ in conn.notifies(timeout=timeout, stop_after=1):
+            async for _ in conn.notifies(timeout=seconds, stop_after=1):
                 got = True
         except psycopg.Error as exc:
             logger.debug("kvstore: queue listener lost its connection: %s", type(exc).__name__)

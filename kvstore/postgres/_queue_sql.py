@@ -129,7 +129,8 @@ class QueueQueries:
             release=q(
                 f"UPDATE {{t}} SET state = CASE WHEN last_error IS NULL THEN 'ready' ELSE 'failed' END, "
                 f"attempt = attempt - 1, visible_at = {_NOW} "
-                "WHERE id = %(id)s AND ns = %(ns)s AND queue = %(queue)s AND state = 'running' AND attempt = %(attempt)s"
+                "WHERE id = %(id)s AND ns = %(ns)s AND queue = %(queue)s AND state = 'running' "
+                "AND attempt = %(attempt)s"
             ),
             heartbeat=q(
                 f"UPDATE {{t}} SET visible_at = {_NOW} + %(lease)s "

@@ -229,7 +229,7 @@ class Queue(Generic[P]):
     def _job(self, raw: RawJob) -> Job[P]:
         job_id, text, attempt, max_attempts, enqueued_at, lease_until, dedupe, error = raw
         value = decode(text, self.name)
-        payload = value if self._codec is None else self._codec.load(self.name, value)
+        payload: Any = value if self._codec is None else self._codec.load(self.name, value)
         return Job(job_id, self.name, payload, attempt, max_attempts, enqueued_at, lease_until, dedupe, error)
 
     def claim(self, *, lease: float | None = None) -> Job[P] | None:

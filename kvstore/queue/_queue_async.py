@@ -238,7 +238,7 @@ class AsyncQueue(Generic[P]):
     def _job(self, raw: RawJob) -> Job[P]:
         job_id, text, attempt, max_attempts, enqueued_at, lease_until, dedupe, error = raw
         value = decode(text, self.name)
-        payload = value if self._codec is None else self._codec.load(self.name, value)
+        payload: Any = value if self._codec is None else self._codec.load(self.name, value)
         return Job(job_id, self.name, payload, attempt, max_attempts, enqueued_at, lease_until, dedupe, error)
 
     async def claim(self, *, lease: float | None = None) -> Job[P] | None:
@@ -321,7 +321,9 @@ class AsyncQueue(Generic[P]):
         again = retry and job.attempt < job.max_attempts
         wait = None
         if again:
-            wait = backoff_delay(job.attempt, self.backoff, self.max_backoff) if delay is None else validate_delay(delay)
+            wait = (
+                backoff_delay(job.attempt, self.backoff, self.max_backoff) if delay is None else validate_delay(delay)
+            )
         if not await self._shielded(self._get_engine().fail(job.id, job.attempt, _error_text(error), wait)):
             raise self._lost(job, "fail")
         return again

@@ -98,9 +98,9 @@ class SqliteListener:
         """Remember the file's version now: a change after this wakes the next `wait`."""
         self._seen = self._store._worker.run(self._version)
 
-    def wait(self, timeout: float) -> bool:
-        """Whether the file changed within ``timeout`` seconds (polled every ``poll_interval``)."""
-        deadline = time.monotonic() + timeout
+    def wait(self, seconds: float) -> bool:
+        """Whether the file changed within ``seconds`` seconds (polled every ``poll_interval``)."""
+        deadline = time.monotonic() + seconds
         if self._seen is None:
             self.start()
         while True:

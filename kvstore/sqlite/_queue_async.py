@@ -43,9 +43,7 @@ class AsyncSqliteQueueEngine:
         return await store._worker.run(store._engine._write, op, None, body, *args)
 
     async def enqueue(self, payload: str, delay: float, dedupe_key: str | None, max_attempts: int) -> tuple[int, bool]:
-        found = await self._write(
-            "enqueue", qs.enqueue, self._ns, self._name, payload, delay, dedupe_key, max_attempts
-        )
+        found = await self._write("enqueue", qs.enqueue, self._ns, self._name, payload, delay, dedupe_key, max_attempts)
         return found  # type: ignore[return-value]  # qs.enqueue's answer
 
     async def claim(self, lease: float) -> RawJob | None:
@@ -100,9 +98,9 @@ class AsyncSqliteListener:
         """Remember the file's version now: a change after this wakes the next `wait`."""
         self._seen = await self._store._worker.run(self._version)
 
-    async def wait(self, timeout: float) -> bool:
-        """Whether the file changed within ``timeout`` seconds (polled every ``poll_interval``)."""
-        deadline = time.monotonic() + timeout
+    async def wait(self, seconds: float) -> bool:
+        """Whether the file changed within ``seconds`` seconds (polled every ``poll_interval``)."""
+        deadline = time.monotonic() + seconds
         if self._seen is None:
             await self.start()
         while True:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,7 +39,12 @@ async def test_enqueue_claim_ack(db: AsyncHarness) -> None:
     job_id = await queue.enqueue({"to": "a@example.com", "n": [1, 2.5, None]})
     assert await queue.stats() == QueueStats(ready=1)
     job = await _claim(queue, lease=30)
-    assert (job.id, job.payload, job.attempt, job.queue) == (job_id, {"to": "a@example.com", "n": [1, 2.5, None]}, 1, queue.name)
+    assert (job.id, job.payload, job.attempt, job.queue) == (
+        job_id,
+        {"to": "a@example.com", "n": [1, 2.5, None]},
+        1,
+        queue.name,
+    )
     assert job.lease_until > job.enqueued_at
     assert await queue.claim() is None  # held: nobody else gets it
     assert await queue.stats() == QueueStats(running=1)
@@ -68,7 +74,7 @@ async def test_delay_and_run_at(db: AsyncHarness) -> None:
     assert job.payload == "later"
     assert await queue.claim() is None
     with pytest.raises(ValueError, match="aware"):
-        await queue.enqueue(1, run_at=datetime(2030, 1, 1))  # noqa: DTZ001  # naive on purpose
+        await queue.enqueue(1, run_at=datetime(2030, 1, 1))  # naive on purpose
     with pytest.raises(ValueError, match="not both"):
         await queue.enqueue(1, delay=1, run_at=1.0)
     with pytest.raises(ValueError, match="delay"):
@@ -271,3 +277,50 @@ async def test_closed_queue_and_wrong_tier(db: AsyncHarness) -> None:
     with pytest.raises(ConfigError, match="database-tier"):
         await AsyncQueue(cache, "q").enqueue(1)
     await cache.aclose()
+
+
+if True:  # ASYNC
+    import asyncio
+
+    async def test_claim_cancelled_at_every_await_leaves_the_job_whole(db: AsyncHarness) -> None:
+        """A claim cancelled anywhere either hands its job over with a lease or leaves it in the queue."""
+        queue = _queue(db, max_attempts=1000)
+        await queue.enqueue("x")
+        taken = 0
+        for step in range(30):
+            task = asyncio.create_task(queue.claim(lease=30))
+            for _ in range(step % 10):
+                await asyncio.sleep(0)
+            if step >= 10:
+                await asyncio.sleep(0.0005 * (step - 10))
+            task.cancel()
+            try:
+                job = await task
+            except asyncio.CancelledError:
+                job = None
+            stats = await queue.stats()
+            if job is None:
+                assert stats.running == 0, f"step {step}: a cancelled claim kept the job: {stats}"
+                assert stats.ready + stats.failed == 1
+            else:
+                taken += 1
+                assert job.attempt == taken, f"step {step}: attempt {job.attempt}, {taken} claims returned"
+                assert stats == QueueStats(running=1)
+                await queue.fail(job, "again", delay=0)
+        last = await _claim(queue)
+        assert last.attempt == taken + 1
+
+    async def test_ack_cancelled_completes_or_not_at_all(db: AsyncHarness) -> None:
+        """An ack cancelled mid-way is either applied or not; the lease still decides the next ack."""
+        queue = _queue(db)
+        for step in range(10):
+            await queue.enqueue(step)
+            job = await _claim(queue)
+            task = asyncio.create_task(queue.ack(job))
+            for _ in range(step):
+                await asyncio.sleep(0)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await queue.ack(job)  # applied or not, acking again with the same lease succeeds exactly once
+        assert await queue.stats() == QueueStats(done=10)

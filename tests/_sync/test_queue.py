@@ -74,7 +74,7 @@ def test_delay_and_run_at(db: Harness) -> None:
     assert job.payload == "later"
     assert queue.claim() is None
     with pytest.raises(ValueError, match="aware"):
-        queue.enqueue(1, run_at=datetime(2030, 1, 1))  # noqa: DTZ001  # naive on purpose
+        queue.enqueue(1, run_at=datetime(2030, 1, 1))  # naive on purpose
     with pytest.raises(ValueError, match="not both"):
         queue.enqueue(1, delay=1, run_at=1.0)
     with pytest.raises(ValueError, match="delay"):
