@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -143,7 +144,7 @@ def pgqueuer_postgres(url: str) -> Contender:
             entry = f"bench_{uuid.uuid4().hex[:6]}"
             body = orjson.dumps(PAYLOAD)
             started = time.perf_counter()
-            for i in range(jobs):
+            for _ in range(jobs):
                 await producer.enqueue(entry, body, 0)
             enqueued = time.perf_counter()
 
@@ -191,10 +192,8 @@ def procrastinate_postgres(url: str) -> Contender:
 
         async with app.open_async():
             if not state.get("schema"):
-                try:
+                with contextlib.suppress(Exception):  # already applied (a previous run in this database)
                     await app.schema_manager.apply_schema_async()
-                except Exception:  # already applied (a previous round)
-                    pass
                 state["schema"] = True
             started = time.perf_counter()
             for i in range(jobs):
