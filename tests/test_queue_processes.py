@@ -232,13 +232,15 @@ def test_sqlite_workers_killed_10k(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.postgres
+@pytest.mark.timeout(900)
 def test_postgres_workers_killed_10k(tmp_path: Path, postgres_url: str) -> None:
     """PostgreSQL, 4 worker processes, 10,000 jobs, a worker kill -9'ed every few seconds."""
-    _run("postgres", postgres_url, tmp_path, 10_000, 280)
+    _run("postgres", postgres_url, tmp_path, 10_000, 800)
 
 
 @pytest.mark.slow
 @pytest.mark.postgres
+@pytest.mark.timeout(900)
 def test_postgres_workers_killed_and_server_restarted(tmp_path: Path, owned_postgres: Any) -> None:
     """The same with the PostgreSQL server restarted once mid-run (fast shutdown): nothing lost or doubled."""
-    _run("postgres", owned_postgres.url, tmp_path, 3000, 280, restart=lambda: owned_postgres.restart("fast"))
+    _run("postgres", owned_postgres.url, tmp_path, 10_000, 800, restart=lambda: owned_postgres.restart("fast"))

@@ -133,3 +133,43 @@ def test_cli_queue_stats(tmp_path: Path) -> None:
     bad = run("")
     assert bad.returncode == 1
     assert "must not be empty" in bad.stderr
+
+
+@pytest.mark.postgres
+def test_postgres_tables_created_by_many_at_once(postgres_url: str) -> None:
+    """Eight stores creating the queue table at the same moment (a fresh table prefix) all succeed."""
+    import threading
+
+    from kvstore.postgres import PostgresDatabase
+
+    prefix = f"qrace_{uuid.uuid4().hex[:6]}_"
+    stores = [PostgresDatabase(postgres_url, table_prefix=prefix, max_size=1) for _ in range(8)]
+    for store in stores:
+        store.open()
+    barrier = threading.Barrier(len(stores))
+    errors: list[BaseException] = []
+
+    def create(store: PostgresDatabase) -> None:
+        barrier.wait()
+        try:
+            Queue(store, "race").enqueue(1)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    try:
+        assert errors == []
+        assert Queue(stores[0], "race").stats().ready == 8
+    finally:
+        import psycopg
+
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            for table in ("queue_jobs", "entries", "list_items", "meta", "ids", "tombstones", "cleared"):
+                conn.execute(f'DROP TABLE IF EXISTS "{prefix}{table}" CASCADE')
+            conn.execute(f'DROP FUNCTION IF EXISTS "{prefix}drop_items"() CASCADE')
+        for store in stores:
+            store.close()

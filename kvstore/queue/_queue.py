@@ -345,6 +345,12 @@ class Queue(Generic[P]):
                     job = self.claim(lease=lease)
                     if job is None:
                         due = engine.next_due()
+                        wait = poll if due is None else min(poll, max(due, 0.0))
+                        deadline = time.monotonic() + wait
+                        while not self._stopping:
+                            left = deadline - time.monotonic()
+                            if left <= 0 or listener.wait(min(left, _STOP_CHECK)):
+                                break
                 except BackendUnavailableError as exc:
                     pause = min(2.0, max(0.05, pause * 2))
                     logger.warning("kvstore: queue %r: %s; trying again in %.2f s", self.name, exc, pause)
@@ -353,13 +359,6 @@ class Queue(Generic[P]):
                 pause = 0.0
                 if job is not None:
                     yield job
-                    continue
-                wait = poll if due is None else min(poll, max(due, 0.0))
-                deadline = time.monotonic() + wait
-                while not self._stopping:
-                    left = deadline - time.monotonic()
-                    if left <= 0 or listener.wait(min(left, _STOP_CHECK)):
-                        break
         finally:
             listener.close()
 

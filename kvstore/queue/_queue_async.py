@@ -368,6 +368,12 @@ class AsyncQueue(Generic[P]):
                     job = await self.claim(lease=lease)
                     if job is None:
                         due = await engine.next_due()
+                        wait = poll if due is None else min(poll, max(due, 0.0))
+                        deadline = time.monotonic() + wait
+                        while not self._stopping:
+                            left = deadline - time.monotonic()
+                            if left <= 0 or await listener.wait(min(left, _STOP_CHECK)):
+                                break
                 except BackendUnavailableError as exc:
                     pause = min(2.0, max(0.05, pause * 2))
                     logger.warning("kvstore: queue %r: %s; trying again in %.2f s", self.name, exc, pause)
@@ -376,13 +382,6 @@ class AsyncQueue(Generic[P]):
                 pause = 0.0
                 if job is not None:
                     yield job
-                    continue
-                wait = poll if due is None else min(poll, max(due, 0.0))
-                deadline = time.monotonic() + wait
-                while not self._stopping:
-                    left = deadline - time.monotonic()
-                    if left <= 0 or await listener.wait(min(left, _STOP_CHECK)):
-                        break
         finally:
             if True:  # ASYNC
                 await asyncio.shield(listener.aclose())
