@@ -173,3 +173,40 @@ def test_postgres_tables_created_by_many_at_once(postgres_url: str) -> None:
             conn.execute(f'DROP FUNCTION IF EXISTS "{prefix}drop_items"() CASCADE')
         for store in stores:
             store.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_worker_survives_a_server_restart(owned_postgres: Any) -> None:
+    """An idle worker's loop outlives a PostgreSQL restart and its listener comes back (no 60 s fallback wait)."""
+    from kvstore.postgres import AsyncPostgresDatabase
+
+    worker_store = AsyncPostgresDatabase(owned_postgres.url, connect_timeout=2.0)
+    producer_store = AsyncPostgresDatabase(owned_postgres.url, connect_timeout=2.0)
+    worker: AsyncQueue[Any] = AsyncQueue(worker_store, "restart", fallback_poll=60.0)
+    producer: AsyncQueue[Any] = AsyncQueue(producer_store, "restart")
+    got: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def work() -> None:
+        async for job in worker.jobs():
+            await worker.ack(job)
+            got.put_nowait(job.payload)
+
+    task = asyncio.create_task(work())
+    try:
+        await producer.enqueue("before")
+        assert await asyncio.wait_for(got.get(), 10) == "before"
+        await asyncio.to_thread(owned_postgres.restart, "fast")
+        deadline = time.monotonic() + 20
+        while True:  # the producer's pool notices the restart too: retry until the server answers
+            try:
+                await producer.enqueue("after", dedupe_key="after")
+                break
+            except BackendUnavailableError:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.2)
+        assert await asyncio.wait_for(got.get(), 15) == "after"
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+        await worker_store.aclose()
+        await producer_store.aclose()

@@ -191,11 +191,13 @@ class PostgresListener:
 
     def wait(self, seconds: float) -> bool:
         """Whether a notification came within ``seconds`` seconds."""
-        self.start()
-        conn = self._conn
-        if conn is None:
+        if self._conn is None:
+            self.start()
+            if self._conn is not None:
+                return True  # (re)connected: a notification may have been missed meanwhile, look now
             time.sleep(seconds)
             return False
+        conn = self._conn
         got = False
         try:
             for _ in conn.notifies(timeout=seconds, stop_after=1):

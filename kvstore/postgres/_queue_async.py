@@ -190,11 +190,13 @@ class AsyncPostgresListener:
 
     async def wait(self, seconds: float) -> bool:
         """Whether a notification came within ``seconds`` seconds."""
-        await self.start()
-        conn = self._conn
-        if conn is None:
+        if self._conn is None:
+            await self.start()
+            if self._conn is not None:
+                return True  # (re)connected: a notification may have been missed meanwhile, look now
             await asyncio.sleep(seconds)
             return False
+        conn = self._conn
         got = False
         try:
             async for _ in conn.notifies(timeout=seconds, stop_after=1):
