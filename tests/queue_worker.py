@@ -29,6 +29,7 @@ signal.signal(signal.SIGTERM, _on_term)
 
 import asyncio  # noqa: E402
 import os  # noqa: E402
+import random  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
@@ -74,6 +75,7 @@ async def run_async(store: Any, name: str, record: Recorder) -> None:
     _watch(queue)
     async for job in queue.jobs(lease=LEASE, fallback_poll=1.0):
         record("C", job)
+        await asyncio.sleep(random.random() * 0.002)  # the work: a kill often finds a job in hand
         while True:  # an outage (server restart) is waited out: ack and fail are idempotent per lease
             try:
                 if _should_fail(job):
@@ -97,6 +99,7 @@ def run_sync(store: Any, name: str, record: Recorder) -> None:
     _watch(queue)
     for job in queue.jobs(lease=LEASE, fallback_poll=1.0):
         record("C", job)
+        time.sleep(random.random() * 0.002)
         while True:
             try:
                 if _should_fail(job):
