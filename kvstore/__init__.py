@@ -29,6 +29,7 @@ from kvstore.manager import StorageBackends, StorageManager
 from kvstore.manager_async import AsyncStorageBackends, AsyncStorageManager
 from kvstore.memory._store import MemoryCache, MemoryDatabase
 from kvstore.memory._store_async import AsyncMemoryCache, AsyncMemoryDatabase
+from kvstore.queue import AsyncQueue, Job, LeaseLostError, Queue, QueueStats
 from kvstore.session._store import SessionStore
 from kvstore.session._store_async import AsyncSessionStore
 from kvstore.telemetry import StorageStats, StoreStats, TierStats, instrument  # never imports opentelemetry
@@ -50,6 +51,7 @@ __all__ = [
     "AsyncMemoryCache",
     "AsyncMemoryDatabase",
     "AsyncPostgresDatabase",
+    "AsyncQueue",
     "AsyncRedisCache",
     "AsyncSessionStore",
     "AsyncSqliteDatabase",
@@ -69,12 +71,16 @@ __all__ = [
     "Database",
     "HealthReport",
     "InvalidKeyError",
+    "Job",
     "KVStoreError",
     "ListItem",
+    "LeaseLostError",
     "MemoryCache",
     "MemoryDatabase",
     "MissingDependencyError",
     "PostgresDatabase",
+    "Queue",
+    "QueueStats",
     "RedisCache",
     "SerializationError",
     "SessionStore",

@@ -593,3 +593,30 @@ def watch(
             pass  # Ctrl-C: a clean stop, not an error
         finally:
             items.close()  # type: ignore[attr-defined]  # a generator: releases its connection
+
+
+# --- queue ----------------------------------------------------------------------------------
+
+queue_app = typer.Typer(help="Inspect job queues (kvstore.Queue) on the database tier.", no_args_is_help=True)
+app.add_typer(queue_app, name="queue")
+
+
+@queue_app.command("stats")
+def queue_stats(
+    name: str,
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    prefix: PrefixOpt = None,
+    timeout: TimeoutOpt = 2.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print how many jobs of queue NAME are ready, delayed, running, failed, dead and done."""
+    from kvstore.queue import Queue
+
+    with open_store(url, config, Tier.database, prefix, timeout) as store:
+        counts = Queue(_database(store), name).stats().as_dict()
+    if as_json:
+        out.print(_dump(counts), markup=False)
+        return
+    for state, count in counts.items():
+        out.print(f"{state:<8} {count}", markup=False)

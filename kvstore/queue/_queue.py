@@ -1,0 +1,394 @@
+# Generated from kvstore/queue/_queue_async.py by tools/unasync.py: do not edit; edit the async source.
+"""A durable job queue on the database tier: enqueue, claim with a lease, heartbeat, ack, fail with retry."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
+from kvstore._core.typed import TypeCodec
+from kvstore.base import Database
+from kvstore.errors import BackendUnavailableError, ClosedError, ConfigError
+from kvstore.queue._job import (
+    DEFAULT_LEASE,
+    DEFAULT_MAX_ATTEMPTS,
+    Job,
+    LeaseLostError,
+    QueueStats,
+    RawJob,
+    backoff_delay,
+    validate_delay,
+    validate_lease,
+    validate_name,
+)
+
+__all__ = ["Queue"]
+
+logger = logging.getLogger("kvstore")
+
+P = TypeVar("P")
+
+#: Longest error text kept with a failed job.
+_MAX_ERROR = 2000
+#: Seconds an idle worker loop waits at most between looks at `stop` (no query: a local check).
+_STOP_CHECK = 0.2
+#: Default seconds between fallback claims of an idle worker, per backend (a notification or
+#: a file change normally wakes it first; memory wakes at once).
+_FALLBACK_POLL = {"postgres": 10.0, "sqlite": 5.0, "memory": 5.0}
+
+
+def _unwrap(store: Any) -> Any:
+    """The concrete database store under telemetry and failover wrappers.
+
+    A queue does not fail over (DESIGN.md §11): jobs split between a primary and a
+    fallback could run twice or never. On a failover tier it runs on the primary, and
+    while the primary is down its calls raise `BackendUnavailableError`.
+    """
+    for _ in range(8):
+        inner = getattr(store, "_inner", None)
+        if inner is not None:
+            store = inner
+            continue
+        if hasattr(store, "primary") and hasattr(store, "journal_path"):
+            if store.primary is None:
+                raise BackendUnavailableError(
+                    "the queue runs on the configured database only and it was not reachable at connect; "
+                    "jobs are never split between a primary and its fallback",
+                    backend=getattr(store, "backend", None),
+                    operation="queue",
+                )
+            store = store.primary
+            continue
+        return store
+    raise ConfigError("cannot find the database store under its wrappers")
+
+
+def _error_text(error: BaseException | str) -> str:
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return text[:_MAX_ERROR]
+
+
+class Queue(Generic[P]):
+    """A durable job queue named ``name`` on a database-tier store (PostgreSQL, SQLite or memory).
+
+    Execution is at-least-once, acknowledgement exactly-once: a claim takes a job with a
+    lease; a worker that dies (``kill -9``) lets the lease expire and the job comes back,
+    its attempt counted; `ack` succeeds only for the lease that last claimed the job, so a
+    worker whose lease expired and whose job was claimed again gets `LeaseLostError`.
+
+    Args:
+        store: A database-tier store, or a manager's ``storage.database``. A queue runs on
+            the configured database only: during an outage it raises
+            `BackendUnavailableError` rather than splitting jobs onto the fallback.
+        name: The queue's name (1-200 characters; queues of one store are independent,
+            and so are the same names under another ``key_prefix``).
+        model: A pydantic model (or any type pydantic validates): payloads are validated
+            on `enqueue` and parsed on `claim`.
+        max_attempts: Default claims per job before it is dead-lettered.
+        lease: Default seconds a claim holds its job (extend with `heartbeat`).
+        backoff: Seconds before the first retry of a failed job; doubles per attempt,
+            with jitter (each delay is drawn from [0.5, 1) of the exponential value).
+        max_backoff: Longest retry delay.
+        keep_done: Seconds acknowledged jobs are remembered (counted as ``done``) before
+            they are swept.
+        poll_interval: SQLite: seconds between looks at the file while idle (default 0.01).
+        fallback_poll: Seconds an idle worker loop claims anyway without a wake-up (a
+            safety net; PostgreSQL wakes it with LISTEN/NOTIFY, SQLite on a file change).
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        name: str,
+        *,
+        model: Any = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        lease: float = DEFAULT_LEASE,
+        backoff: float = 1.0,
+        max_backoff: float = 300.0,
+        keep_done: float = 3600.0,
+        poll_interval: float = 0.01,
+        fallback_poll: float | None = None,
+    ) -> None:
+        self.name = validate_name(name)
+        self.max_attempts = self._attempts(max_attempts)
+        self.lease = validate_lease(lease)
+        self.backoff = validate_lease(backoff, "backoff")
+        self.max_backoff = validate_lease(max_backoff, "max_backoff")
+        self.keep_done = validate_delay(keep_done)
+        self.poll_interval = validate_lease(poll_interval, "poll_interval")
+        self._fallback_poll = None if fallback_poll is None else validate_lease(fallback_poll, "fallback_poll")
+        self._codec: TypeCodec[Any] | None = None if model is None else TypeCodec(model)
+        self._store = store
+        self._engine: Any = None
+        self._stopping = False
+        self._closed = False
+
+    @staticmethod
+    def _attempts(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
+            raise ValueError(f"max_attempts must be an int in [1, 1000000], not {value!r}")
+        return value
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "stopping" if self._stopping else "open"
+        return f"<{type(self).__name__} {self.name!r} on {type(self._store).__name__} {state}>"
+
+    # --- the engine of the store's backend ----------------------------------------------
+
+    def _get_engine(self) -> Any:
+        if self._closed:
+            raise ClosedError(f"queue {self.name!r} is closed", operation="queue")
+        if self._engine is not None:
+            return self._engine
+        store = _unwrap(self._store)
+        if not isinstance(store, Database):
+            raise ConfigError(
+                f"a queue needs a database-tier store (PostgreSQL, SQLite or memory), not {type(store).__name__}"
+            )
+        backend = getattr(store, "backend", None)
+        if backend == "postgres":
+            from kvstore.postgres._queue import PostgresQueueEngine
+
+            engine: Any = PostgresQueueEngine(store, self.name, keep_done=self.keep_done)  # type: ignore[arg-type]
+        elif backend == "sqlite":
+            from kvstore.sqlite._queue import SqliteQueueEngine
+
+            engine = SqliteQueueEngine(
+                store,  # type: ignore[arg-type]
+                self.name,
+                keep_done=self.keep_done,
+                poll_interval=self.poll_interval,
+            )
+        elif backend == "memory":
+            from kvstore.memory._queue import MemoryQueueEngine
+
+            engine = MemoryQueueEngine(store, self.name, keep_done=self.keep_done)  # type: ignore[arg-type]
+        else:
+            raise ConfigError(f"no job queue for the {backend!r} backend (PostgreSQL, SQLite or memory)")
+        self._engine = engine
+        return engine
+
+    def _shielded(self, call: Any) -> Any:
+        """Await ``call`` to its end even if the caller is cancelled: a statement is never cut mid-way."""
+        return call
+
+    # --- producing ----------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        payload: Any,
+        *,
+        delay: float | None = None,
+        run_at: datetime | float | None = None,
+        dedupe_key: str | None = None,
+        max_attempts: int | None = None,
+    ) -> int:
+        """Add a job; return its id.
+
+        Args:
+            payload: A JSON value (or the queue's model), validated and encoded now.
+            delay: Seconds before the job may be claimed.
+            run_at: When it may be claimed: an aware `datetime` or Unix seconds (turned
+                into a delay with this process's clock). Not with ``delay``.
+            dedupe_key: While a job with this key is waiting, running or failed-for-retry,
+                enqueueing another returns the existing job's id and adds nothing.
+            max_attempts: Claims before it is dead-lettered (default: the queue's).
+
+        Raises:
+            SerializationError: ``payload`` is not JSON. ``ValidationError``: it does not
+                fit the queue's model. ``ValueError``: a bad delay, run_at or max_attempts.
+        """
+        value = payload if self._codec is None else self._codec.dump(self.name, payload)
+        data = encode(self.name, value, DEFAULT_MAX_VALUE_BYTES).decode()
+        if delay is not None and run_at is not None:
+            raise ValueError("give delay or run_at, not both")
+        if run_at is not None:
+            if isinstance(run_at, datetime):
+                if run_at.tzinfo is None:
+                    raise ValueError("run_at must be an aware datetime (with a tzinfo)")
+                run_at = run_at.timestamp()
+            if isinstance(run_at, bool) or not isinstance(run_at, int | float):
+                raise ValueError(f"run_at must be a datetime or Unix seconds, not {run_at!r}")
+            delay = min(max(0.0, float(run_at) - time.time()), 366 * 86400.0)
+        seconds = 0.0 if delay is None else validate_delay(delay)
+        dedupe = None if dedupe_key is None else validate_name(dedupe_key, "dedupe key")
+        attempts = self.max_attempts if max_attempts is None else self._attempts(max_attempts)
+        engine = self._get_engine()
+        job_id, _ = self._shielded(engine.enqueue(data, seconds, dedupe, attempts))
+        return int(job_id)
+
+    # --- consuming ----------------------------------------------------------------------
+
+    def _job(self, raw: RawJob) -> Job[P]:
+        job_id, text, attempt, max_attempts, enqueued_at, lease_until, dedupe, error = raw
+        value = decode(text, self.name)
+        payload: Any = value if self._codec is None else self._codec.load(self.name, value)
+        return Job(job_id, self.name, payload, attempt, max_attempts, enqueued_at, lease_until, dedupe, error)
+
+    def claim(self, *, lease: float | None = None) -> Job[P] | None:
+        """Take the oldest due job with a lease of ``lease`` seconds, or ``None`` when none is due.
+
+        A job whose lease expired counts as due: it comes back with its attempt counted
+        (and is dead-lettered instead when it has used ``max_attempts``). Cancelled while
+        claiming, the claim completes and the job is given back untouched: it is either
+        this caller's, with a lease, or still in the queue.
+        """
+        seconds = self.lease if lease is None else validate_lease(lease)
+        engine = self._get_engine()
+        raw = engine.claim(seconds)
+        return None if raw is None else self._job(raw)
+
+    def _lost(self, job: Job[Any], operation: str) -> LeaseLostError:
+        return LeaseLostError(
+            f"job {job.id} of queue {self.name!r}: the lease of attempt {job.attempt} is no longer held "
+            "(it expired and the job was claimed again, or it was already acknowledged or failed)",
+            job_id=job.id,
+            backend=self._get_engine().backend,
+            operation=operation,
+        )
+
+    def heartbeat(self, job: Job[P], *, lease: float | None = None) -> Job[P]:
+        """Extend ``job``'s lease to ``lease`` seconds from now; return the job with its new ``lease_until``.
+
+        Raises:
+            LeaseLostError: the lease was lost (stop working on the job: another worker has it).
+        """
+        seconds = self.lease if lease is None else validate_lease(lease)
+        until = self._shielded(self._get_engine().heartbeat(job.id, job.attempt, seconds))
+        if until is None:
+            raise self._lost(job, "heartbeat")
+        return Job(
+            job.id,
+            job.queue,
+            job.payload,
+            job.attempt,
+            job.max_attempts,
+            job.enqueued_at,
+            until,
+            job.dedupe_key,
+            job.last_error,
+        )
+
+    def ack(self, job: Job[P]) -> None:
+        """Acknowledge ``job``: done, never claimed again. Exactly once per job.
+
+        Raises:
+            LeaseLostError: this lease no longer holds the job (it expired and another
+                worker claimed it, or the job was failed or acknowledged already).
+        """
+        if not self._shielded(self._get_engine().ack(job.id, job.attempt)):
+            raise self._lost(job, "ack")
+
+    def fail(self, job: Job[P], error: BaseException | str, *, retry: bool = True, delay: float | None = None) -> bool:
+        """Record a failed attempt; return whether the job will be retried.
+
+        With ``retry`` and attempts left, the job comes back after ``delay`` (default:
+        exponential backoff with jitter); otherwise it is dead-lettered (see `dead`).
+
+        Raises:
+            LeaseLostError: this lease no longer holds the job.
+        """
+        again = retry and job.attempt < job.max_attempts
+        wait = None
+        if again:
+            wait = (
+                backoff_delay(job.attempt, self.backoff, self.max_backoff) if delay is None else validate_delay(delay)
+            )
+        if not self._shielded(self._get_engine().fail(job.id, job.attempt, _error_text(error), wait)):
+            raise self._lost(job, "fail")
+        return again
+
+    def stats(self) -> QueueStats:
+        """How many jobs are ready, delayed, running, failed (waiting to retry), dead and done."""
+        result: QueueStats = self._shielded(self._get_engine().stats())
+        return result
+
+    def dead(self, limit: int = 100) -> list[Job[P]]:
+        """The dead-lettered jobs, oldest first (``attempt`` is the last attempt, ``last_error`` its error)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"limit must be a non-negative int, not {limit!r}")
+        raws = self._shielded(self._get_engine().dead(limit))
+        return [self._job(raw) for raw in raws]
+
+    # --- the worker loop ---------------------------------------------------------------
+
+    def jobs(self, *, lease: float | None = None, fallback_poll: float | None = None) -> Iterator[Job[P]]:
+        """Claimed jobs, one at a time, waiting while the queue is empty, until `stop` is called.
+
+        The caller acks or fails each job before asking for the next (a job it drops
+        comes back when its lease expires). An idle loop sleeps until a job is enqueued
+        (PostgreSQL LISTEN/NOTIFY, a SQLite file change, memory at once) or becomes due,
+        with a fallback claim every ``fallback_poll`` seconds. While the database is
+        unavailable the loop logs, waits (up to 2 s, doubling) and tries again: it
+        ends only on `stop` (graceful: the job in hand is finished first) or `close`.
+        """
+        seconds = self.lease if lease is None else validate_lease(lease)
+        poll = fallback_poll if fallback_poll is not None else self._fallback_poll
+        return self._loop(seconds, None if poll is None else validate_lease(poll, "fallback_poll"))
+
+    def _loop(self, lease: float, poll: float | None) -> Iterator[Job[P]]:
+        engine = self._get_engine()
+        poll = _FALLBACK_POLL.get(engine.backend, 5.0) if poll is None else poll
+        listener = engine.listener()
+        pause = 0.0
+        try:
+            listener.start()
+            while not self._stopping:
+                try:
+                    job = self.claim(lease=lease)
+                    if job is None:
+                        due = engine.next_due()
+                        wait = poll if due is None else min(poll, max(due, 0.0))
+                        deadline = time.monotonic() + wait
+                        while not self._stopping:
+                            left = deadline - time.monotonic()
+                            if left <= 0 or listener.wait(min(left, _STOP_CHECK)):
+                                break
+                except BackendUnavailableError as exc:
+                    pause = min(2.0, max(0.05, pause * 2))
+                    logger.warning("kvstore: queue %r: %s; trying again in %.2f s", self.name, exc, pause)
+                    self._sleep(pause)
+                    continue
+                pause = 0.0
+                if job is not None:
+                    yield job
+        finally:
+            listener.close()
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._stopping and time.monotonic() < deadline:
+            time.sleep(min(_STOP_CHECK, deadline - time.monotonic()))
+
+    def stop(self) -> None:
+        """Ask every `jobs` loop of this queue to end: each returns after the job in hand (within 0.2 s when idle)."""
+        self._stopping = True
+
+    def close(self) -> None:
+        """Stop the worker loops; the store stays open (it is the caller's). Idempotent."""
+        self._stopping = True
+        if not self._closed and self._engine is not None:
+            self._engine.close()
+        self._closed = True
+
+    def __enter__(self) -> Queue[P]:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _consume(task: Any) -> None:
+    """Retrieve a background task's exception (its caller was cancelled and no longer waits)."""
+    if not task.cancelled():
+        with contextlib.suppress(BaseException):
+            task.exception()
