@@ -6,9 +6,11 @@ itself was imported, so ``import kvstore`` never loads redis.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from redis.backoff import NoBackoff
 from redis.exceptions import (
@@ -34,18 +36,23 @@ from redis.exceptions import (
 from kvstore._core.errormap import ErrorBoundary
 from kvstore._core.keys import compile_glob, escape_glob, is_match_all, widen_glob
 from kvstore.base_async import not_an_integer
-from kvstore.config import _split_password
+from kvstore.config import _split_password, _Url
 from kvstore.errors import BackendBusyError, BackendUnavailableError, KVStoreError, WrongTypeError
 
 __all__ = [
     "DRIVER_ERRORS",
     "ERROR_MAP",
+    "SENTINEL_PORT",
     "ErrorMap",
+    "RecentWrites",
     "clear_match",
     "client_options",
     "key_filter",
     "no_retry",
     "normalize_url",
+    "parse_sentinel_url",
+    "parse_sentinels",
+    "replication_state",
     "scan_match",
     "translate",
 ]
@@ -73,6 +80,144 @@ def normalize_url(url: str) -> tuple[str, str | None, bool]:
     if cluster:
         bare = urlunsplit(parts._replace(scheme=parts.scheme.removesuffix("+cluster")))
     return bare, password, cluster
+
+
+#: The port of a Sentinel daemon when a ``redis+sentinel://`` host names none.
+SENTINEL_PORT = 26379
+
+
+def parse_sentinels(entries: Iterable[str | tuple[str, int]]) -> list[tuple[str, int]]:
+    """``["h1:26379", "[::1]", ("h3", 5000)]`` -> ``[("h1", 26379), ("::1", 26379), ("h3", 5000)]``."""
+    sentinels: list[tuple[str, int]] = []
+    for entry in entries:
+        if isinstance(entry, tuple):
+            host, port = entry[0], int(entry[1])
+        else:
+            text = entry.strip()
+            if text.startswith("["):
+                host, _, rest = text[1:].partition("]")
+                port_text = rest[1:] if rest.startswith(":") else ""
+            else:
+                host, _, port_text = text.partition(":")
+            host = unquote(host)
+            if port_text and not port_text.isdigit():
+                raise ValueError("a Sentinel is host or host:port, with a numeric port")
+            port = int(port_text) if port_text else SENTINEL_PORT
+        if not host or not 0 < port < 65536:
+            raise ValueError("a Sentinel is host or host:port, with a port from 1 to 65535")
+        sentinels.append((host, port))
+    if not sentinels:
+        raise ValueError("name at least one Sentinel (host:port)")
+    return sentinels
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int | None, str | None, str | None, bool]:
+    """Read ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service_name[/db]``.
+
+    Returns (sentinels, service name, db or ``None``, user, password of the master,
+    TLS?). The userinfo authenticates to the Redis master (and its replicas), as in
+    redis-py's ``redis://`` URLs; the Sentinels' own password is the ``sentinel_password``
+    field, never a URL part. ``rediss+sentinel://`` uses TLS towards both. Sentinel
+    ports default to 26379.
+
+    Raises:
+        ValueError: the URL is not of that shape (the message quotes none of it).
+    """
+    bare, password = _split_password(url)
+    parsed = _Url(bare)
+    if parsed.scheme not in ("redis+sentinel", "rediss+sentinel"):
+        raise ValueError("a Sentinel URL starts with redis+sentinel:// or rediss+sentinel://")
+    if parsed.query():
+        raise ValueError(
+            "a redis+sentinel:// URL takes no query parameters; give options (sentinel_password, "
+            "socket_timeout, ...) as config fields"
+        )
+    sentinels = parse_sentinels(parsed.hosts.split(",") if parsed.hosts else [])
+    segments = [unquote(part) for part in parsed.path.split("/")[1:]]
+    if not segments or not segments[0]:
+        raise ValueError("a redis+sentinel:// URL names the service after the hosts: .../service_name[/db]")
+    service = segments[0]
+    db: int | None = None
+    if len(segments) > 2 or (len(segments) == 2 and not segments[1].isdigit()):
+        raise ValueError("a redis+sentinel:// URL ends with /service_name or /service_name/db (db a number)")
+    if len(segments) == 2:
+        db = int(segments[1])
+    user = unquote(parsed.user) or None
+    return sentinels, service, db, user, password, parsed.scheme.startswith("rediss")
+
+
+def replication_state(info: bytes | str) -> tuple[str, str]:
+    """``(role, master_replid)`` from the text of ``INFO replication``.
+
+    A promoted replica (and a restarted server) takes a new replication id, so the
+    pair tells a failover apart from a reconnect to the same master.
+    """
+    text = info.decode("utf-8", "replace") if isinstance(info, bytes) else info
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return fields.get("role", "").strip(), fields.get("master_replid", "").strip()
+
+
+class RecentWrites:
+    """The keys this store wrote in the last ``window`` seconds before its latest write.
+
+    Redis replicates asynchronously: a master killed right after acknowledging a
+    write may take it to the grave, and Sentinel then promotes a replica that still
+    holds the key's previous value (or a deleted key). After a failover the store
+    removes these keys from the new master before it serves anything from it, so
+    such a write reads back as a miss, never as the older value (DESIGN.md §8: a
+    cache miss is a legal answer, a stale value is not).
+
+    The window is anchored at the latest write, not at the failover: a process idle
+    for an hour before noticing the failover still knows what it wrote last. Past
+    ``limit`` keys, or after a ``clear``, it stops listing keys and asks for the whole
+    namespace instead (`everything`).
+    """
+
+    __slots__ = ("_everything_at", "_keys", "_latest", "limit", "window")
+
+    def __init__(self, window: float, limit: int = 100_000) -> None:
+        self.window = window
+        self.limit = limit
+        self._keys: OrderedDict[str, float] = OrderedDict()
+        self._latest = float("-inf")
+        self._everything_at = float("-inf")
+
+    def add(self, key: str) -> None:
+        now = self._latest = time.monotonic()
+        keys = self._keys
+        keys[key] = now
+        keys.move_to_end(key)
+        horizon = now - self.window
+        while next(iter(keys.values())) < horizon:
+            keys.popitem(last=False)
+        if len(keys) > self.limit:
+            self.add_everything()
+
+    def add_many(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.add(key)
+
+    def add_everything(self) -> None:
+        """A write this list cannot name key by key (``clear``, or too many keys): the namespace."""
+        self._keys.clear()
+        self._everything_at = self._latest = time.monotonic()
+
+    @property
+    def everything(self) -> bool:
+        """Whether the whole namespace must be invalidated."""
+        return self._everything_at >= self._latest - self.window
+
+    def keys(self) -> list[str]:
+        """The keys to remove from a promoted master (a snapshot)."""
+        return list(self._keys)
+
+    def forget_before(self, moment: float) -> None:
+        """Drop what was recorded before ``moment`` (a failover handled it); later writes stay."""
+        keys = self._keys
+        while keys and next(iter(keys.values())) < moment:
+            keys.popitem(last=False)
+        if self._everything_at < moment:
+            self._everything_at = float("-inf")
 
 
 def client_options(
