@@ -322,6 +322,7 @@ class StorageManager:
             durable=bool(store.active_durable if failover else store.durable),
             latency_ms=latency,
             last_error=error,
+            serving=getattr(store.primary if failover else store, "serving", None),
             **(self._journal_counts(store)),
         )
 

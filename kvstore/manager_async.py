@@ -337,6 +337,7 @@ class AsyncStorageManager:
             durable=bool(store.active_durable if failover else store.durable),
             latency_ms=latency,
             last_error=error,
+            serving=getattr(store.primary if failover else store, "serving", None),
             **(await self._journal_counts(store)),
         )
 

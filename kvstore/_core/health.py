@@ -24,6 +24,8 @@ class TierHealth:
         conflicts: Journaled writes replay skipped because another instance changed their keys later
             (kept in the journal's ``conflicts`` table, logged with ``kvstore_event="conflict"``).
         dead_letters: Journaled writes the primary refused for good (e.g. a type conflict).
+        serving: Which server of a replicated primary serves now (``host:port`` of the Redis master
+            Sentinel named), ``None`` when the backend has no such choice.
     """
 
     tier: str
@@ -37,6 +39,7 @@ class TierHealth:
     pending_writes: int = 0
     conflicts: int = 0
     dead_letters: int = 0
+    serving: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from kvstore.config import (
+    parse_sentinels,
     MemoryCacheConfig,
     MemoryDatabaseConfig,
     PostgresDatabaseConfig,
@@ -54,6 +55,9 @@ def identity_label(config: TierConfig) -> str:
             f"schema={_show(target['schema'])}",
             f"prefix={target['table_prefix']}",
         ]
+    elif kind == "redis" and "sentinels" in target:
+        where = ",".join(_host_port(host, port) for host, port in target["sentinels"])
+        parts = [f"sentinel {_show(target['service'])} via {where}/{target['db']}"]
     elif kind == "redis":
         where = target["socket"] or _host_port(target["host"], target["port"])
         parts = [f"{where}/{target['db']}" + (" cluster" if target["cluster"] else "")]
@@ -141,7 +145,14 @@ def _postgres(config: PostgresDatabaseConfig) -> dict[str, Any]:
 
 
 def _redis(config: RedisCacheConfig) -> dict[str, Any]:
-    """host, port (or socket) and db as redis-py would resolve them; with a URL the fields are ignored."""
+    """host, port (or socket) and db as redis-py would resolve them; with a URL the fields are ignored.
+
+    Behind Sentinel the data lives in the service (whichever server is its master now):
+    the set of Sentinels, the service name and the db.
+    """
+    if config.sentinels is not None:
+        sentinels = sorted({(_normal_host(host), port) for host, port in parse_sentinels(config.sentinels)})
+        return {"sentinels": [list(pair) for pair in sentinels], "service": config.service_name, "db": config.db}
     socket = ""
     host, port, db = config.host, config.port, config.db
     if config.url is not None:

@@ -36,7 +36,7 @@ from redis.exceptions import (
 from kvstore._core.errormap import ErrorBoundary
 from kvstore._core.keys import compile_glob, escape_glob, is_match_all, widen_glob
 from kvstore.base_async import not_an_integer
-from kvstore.config import _split_password, _Url
+from kvstore.config import SENTINEL_PORT, _sentinel_url, _split_password, _Url, parse_sentinels
 from kvstore.errors import BackendBusyError, BackendUnavailableError, KVStoreError, WrongTypeError
 
 __all__ = [
@@ -82,35 +82,6 @@ def normalize_url(url: str) -> tuple[str, str | None, bool]:
     return bare, password, cluster
 
 
-#: The port of a Sentinel daemon when a ``redis+sentinel://`` host names none.
-SENTINEL_PORT = 26379
-
-
-def parse_sentinels(entries: Iterable[str | tuple[str, int]]) -> list[tuple[str, int]]:
-    """``["h1:26379", "[::1]", ("h3", 5000)]`` -> ``[("h1", 26379), ("::1", 26379), ("h3", 5000)]``."""
-    sentinels: list[tuple[str, int]] = []
-    for entry in entries:
-        if isinstance(entry, tuple):
-            host, port = entry[0], int(entry[1])
-        else:
-            text = entry.strip()
-            if text.startswith("["):
-                host, _, rest = text[1:].partition("]")
-                port_text = rest[1:] if rest.startswith(":") else ""
-            else:
-                host, _, port_text = text.partition(":")
-            host = unquote(host)
-            if port_text and not port_text.isdigit():
-                raise ValueError("a Sentinel is host or host:port, with a numeric port")
-            port = int(port_text) if port_text else SENTINEL_PORT
-        if not host or not 0 < port < 65536:
-            raise ValueError("a Sentinel is host or host:port, with a port from 1 to 65535")
-        sentinels.append((host, port))
-    if not sentinels:
-        raise ValueError("name at least one Sentinel (host:port)")
-    return sentinels
-
-
 def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int | None, str | None, str | None, bool]:
     """Read ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service_name[/db]``.
 
@@ -127,21 +98,7 @@ def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int | None
     parsed = _Url(bare)
     if parsed.scheme not in ("redis+sentinel", "rediss+sentinel"):
         raise ValueError("a Sentinel URL starts with redis+sentinel:// or rediss+sentinel://")
-    if parsed.query():
-        raise ValueError(
-            "a redis+sentinel:// URL takes no query parameters; give options (sentinel_password, "
-            "socket_timeout, ...) as config fields"
-        )
-    sentinels = parse_sentinels(parsed.hosts.split(",") if parsed.hosts else [])
-    segments = [unquote(part) for part in parsed.path.split("/")[1:]]
-    if not segments or not segments[0]:
-        raise ValueError("a redis+sentinel:// URL names the service after the hosts: .../service_name[/db]")
-    service = segments[0]
-    db: int | None = None
-    if len(segments) > 2 or (len(segments) == 2 and not segments[1].isdigit()):
-        raise ValueError("a redis+sentinel:// URL ends with /service_name or /service_name/db (db a number)")
-    if len(segments) == 2:
-        db = int(segments[1])
+    sentinels, service, db = _sentinel_url(bare)
     user = unquote(parsed.user) or None
     return sentinels, service, db, user, password, parsed.scheme.startswith("rediss")
 
