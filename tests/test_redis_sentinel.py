@@ -386,8 +386,8 @@ def test_kill_master_under_traffic_from_three_processes(tmp_path: Path) -> None:
             p.start()
         time.sleep(max(0.0, start_at + 4.0 - time.time()))
         first_master = group.master.port
+        kill_9(group.master)  # dead and reaped: nothing it acknowledges from here on
         kill_at.value = time.time()
-        kill_9(group.master)
         group.wait_master_not(first_master)
         promoted_at = time.time()
         results = [out.get(timeout=60) for _ in procs]
