@@ -161,15 +161,13 @@ def owned_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Red
         stop_redis_server(server)
 
 
-@pytest.fixture(scope="session")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisServer]]:
-    """A real 3-master Redis Cluster on free loopback ports, waited on until ``cluster_state:ok``."""
+def start_redis_cluster(root: Path, masters: int = 3) -> list[RedisServer]:
+    """A real Redis Cluster of ``masters`` masters on free loopback ports, waited on until ``cluster_state:ok``."""
     if shutil.which("redis-cli") is None:
         unavailable("redis-cli is not installed: cannot create a Redis Cluster")
-    root = tmp_path_factory.mktemp("redis-cluster")
     nodes: list[RedisServer] = []
     try:
-        for i in range(3):
+        for i in range(masters):
             port = _free_port(with_bus=True)
             nodes.append(
                 start_redis_server(
@@ -203,6 +201,61 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Red
             unavailable(f"the Redis Cluster did not reach cluster_state:ok: {out[-500:]}")
         for n in nodes:
             n.url = f"redis+cluster://127.0.0.1:{n.port}"
+            n.extra["node_id"] = _cli(n.port, "cluster", "myid").strip()
+        return nodes
+    except BaseException:
+        for n in nodes:
+            stop_redis_server(n)
+        raise
+
+
+def reshard(nodes: list[RedisServer], source: RedisServer, target: RedisServer, slots: int) -> str:
+    """``redis-cli --cluster reshard``: move ``slots`` slots (the source's lowest) from ``source`` to ``target``."""
+    result = subprocess.run(
+        [
+            "redis-cli",
+            "--cluster",
+            "reshard",
+            f"127.0.0.1:{nodes[0].port}",
+            "--cluster-from",
+            str(source.extra["node_id"]),
+            "--cluster-to",
+            str(target.extra["node_id"]),
+            "--cluster-slots",
+            str(slots),
+            "--cluster-yes",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"redis-cli --cluster reshard failed: {(result.stdout + result.stderr)[-1000:]}")
+    return result.stdout
+
+
+def slots_of(node: RedisServer) -> list[int]:
+    """The slots ``node`` serves, from its own ``CLUSTER NODES`` line."""
+    for line in _cli(node.port, "cluster", "nodes").splitlines():
+        fields = line.split()
+        if "myself" not in fields[2]:
+            continue
+        slots: list[int] = []
+        for span in fields[8:]:
+            if span.startswith("["):
+                continue
+            lo, _, hi = span.partition("-")
+            slots.extend(range(int(lo), int(hi or lo) + 1))
+        return slots
+    raise AssertionError("no myself line in CLUSTER NODES")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisServer]]:
+    """A real 3-master Redis Cluster on free loopback ports, waited on until ``cluster_state:ok``."""
+    nodes = start_redis_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
         yield nodes
     finally:
         for n in nodes:

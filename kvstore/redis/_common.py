@@ -53,6 +53,9 @@ __all__ = [
     "parse_sentinel_url",
     "parse_sentinels",
     "replication_state",
+    "ClusterView",
+    "scan_is_complete",
+    "scan_order",
     "scan_match",
     "translate",
 ]
@@ -175,6 +178,86 @@ class RecentWrites:
             keys.popitem(last=False)
         if self._everything_at < moment:
             self._everything_at = float("-inf")
+
+
+# --- Redis Cluster: listing keys while slots move ------------------------------------------
+#
+# redis-py's cluster ``scan_iter`` walks every master at once. While a slot migrates from
+# A to B (``redis-cli --cluster reshard``), a key not yet reached on A may move to the part
+# of B already walked: the listing misses a key that existed all along. kvstore walks the
+# masters one after another instead, every migration's source before its target (a key
+# only ever moves source -> target, so it is met on one of them), and reads each master's
+# view of the slots before and after: a move the order did not foresee means walking again.
+
+
+class ClusterView:
+    """Which master serves which slots and which slots are migrating, from each master's own ``CLUSTER NODES``."""
+
+    __slots__ = ("edges", "names", "ranges")
+
+    def __init__(self, replies: dict[str, Any]) -> None:
+        #: node id -> name (``host:port``) of each master asked.
+        self.names: dict[str, str] = {}
+        #: node id -> the slot ranges it claims.
+        self.ranges: dict[str, tuple[tuple[int, int], ...]] = {}
+        #: (source id, target id) of every migration in progress.
+        self.edges: set[tuple[str, str]] = set()
+        for name, reply in replies.items():
+            entries = reply.values() if isinstance(reply, dict) else []
+            me = next((e for e in entries if "myself" in str(e.get("flags", ""))), None)
+            if me is None:
+                continue
+            node = str(me["node_id"])
+            self.names[node] = name
+            spans = []
+            for span in me.get("slots", []):
+                lo = int(span[0])
+                spans.append((lo, int(span[-1]) if len(span) > 1 else lo))
+            self.ranges[node] = tuple(sorted(spans))
+            for move in me.get("migrations", []):
+                peer = str(move["node_id"])
+                self.edges.add((node, peer) if move["state"] == "migrating" else (peer, node))
+
+    def owners(self) -> dict[int, str]:
+        return {slot: node for node, spans in self.ranges.items() for lo, hi in spans for slot in range(lo, hi + 1)}
+
+
+def scan_order(view: ClusterView, hints: set[tuple[str, str]]) -> list[str]:
+    """The masters' names, every migration's source before its target (also for recently seen moves)."""
+    nodes = sorted(view.names, key=lambda node: view.names[node])
+    edges = {(a, b) for a, b in view.edges | hints if a in view.names and b in view.names and a != b}
+    order: list[str] = []
+    placed: set[str] = set()
+    while len(order) < len(nodes):
+        ready = [n for n in nodes if n not in placed and not any(b == n and a not in placed for a, b in edges)]
+        pick = ready[0] if ready else next(n for n in nodes if n not in placed)  # a cycle: any order
+        order.append(pick)
+        placed.add(pick)
+    return [view.names[node] for node in order]
+
+
+def scan_is_complete(before: ClusterView, after: ClusterView, order: list[str]) -> tuple[bool, set[tuple[str, str]]]:
+    """Whether walking the masters in ``order`` met every key, and the moves seen (as hints for the next walk).
+
+    Complete when the same masters were there before and after and every move that may
+    have happened meanwhile (migrations in progress at either end, slots that changed
+    master) went from a master walked earlier to one walked later.
+    """
+    moves = before.edges | after.edges
+    if before.ranges != after.ranges:
+        if set(before.ranges) != set(after.ranges):
+            return False, moves
+        was, now = before.owners(), after.owners()
+        moves |= {(was[slot], now[slot]) for slot in was.keys() & now.keys() if was[slot] != now[slot]}
+    if set(before.names.values()) != set(order) or before.names != after.names:
+        return False, moves
+    position = {name: i for i, name in enumerate(order)}
+    for source, target in moves:
+        if source not in before.names or target not in before.names:
+            return False, moves
+        if position[before.names[source]] > position[before.names[target]]:
+            return False, moves
+    return True, moves
 
 
 def client_options(

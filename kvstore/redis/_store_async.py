@@ -21,7 +21,7 @@ from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES
 from kvstore._core.keys import validate_prefix
 from kvstore._core.urls import redact_url
 from kvstore.base_async import AsyncCache
-from kvstore.errors import KVStoreError, MissingDependencyError
+from kvstore.errors import BackendUnavailableError, KVStoreError, MissingDependencyError
 
 try:
     import redis.asyncio
@@ -42,6 +42,7 @@ from kvstore.redis._acompat import (
 )
 from kvstore.redis._common import (
     DRIVER_ERRORS,
+    ClusterView,
     ErrorMap,
     RecentWrites,
     clear_match,
@@ -53,13 +54,19 @@ from kvstore.redis._common import (
     parse_sentinel_url,
     parse_sentinels,
     replication_state,
+    scan_is_complete,
     scan_match,
+    scan_order,
     translate,
 )
 
 __all__ = ["AsyncRedisCache"]
 
 _log = logging.getLogger("kvstore")
+
+#: How many times a cluster-wide listing is walked again when slots moved in a way its order
+#: did not foresee, before `BackendUnavailableError`.
+CLUSTER_SCAN_ATTEMPTS = 10
 
 
 class AsyncRedisCache(AsyncCache):
@@ -159,6 +166,8 @@ class AsyncRedisCache(AsyncCache):
         self._master: tuple[str, int, str] | None = None
         self._written: RecentWrites | None = None
         self.failovers = 0
+        #: Cluster: slot moves seen by the last listing (source, target node ids), to order the next.
+        self._cluster_moves: set[tuple[str, str]] = set()
         if client is not None:
             self._owns_client = False
             self._cluster = isinstance(client, RedisCluster)
@@ -465,8 +474,13 @@ class AsyncRedisCache(AsyncCache):
         """Stream matching keys with ``SCAN MATCH``; like SCAN, a key may rarely repeat."""
         accept = key_filter(self.key_prefix, pattern)
         client = self._client
+        match = scan_match(self.key_prefix, pattern)
         with self._errors("keys"):
-            async for raw in client.scan_iter(match=scan_match(self.key_prefix, pattern), count=self._scan_count):
+            if self._cluster:
+                raws = self._cluster_scan(match)
+            else:
+                raws = client.scan_iter(match=match, count=self._scan_count)
+            async for raw in raws:
                 key = accept(raw)
                 if key is not None:
                     yield key
@@ -480,7 +494,12 @@ class AsyncRedisCache(AsyncCache):
             self._written.add_everything()
         with self._errors("clear"):
             # The escaped namespace makes MATCH literal: every reply starts with it.
-            async for raw in client.scan_iter(match=clear_match(self.key_prefix), count=self._scan_count):
+            match = clear_match(self.key_prefix)
+            if self._cluster:
+                raws = self._cluster_scan(match)
+            else:
+                raws = client.scan_iter(match=match, count=self._scan_count)
+            async for raw in raws:
                 if accept(raw) is None:
                     continue
                 batch.append(raw)
@@ -489,6 +508,51 @@ class AsyncRedisCache(AsyncCache):
                     batch = []
             if batch:
                 await client.unlink(*batch)
+
+    async def _cluster_scan(self, match: str) -> AsyncIterator[bytes]:
+        """Every key of the cluster matching ``match``, also while slots migrate (a key may repeat).
+
+        The masters are walked one after another, each migration's source before its
+        target, between two reads of the masters' own slot tables; a move that order did
+        not foresee walks them all again (see `scan_is_complete`).
+        """
+        client = self._client
+        for _ in range(CLUSTER_SCAN_ATTEMPTS):
+            before = await self._cluster_view()
+            order = scan_order(before, self._cluster_moves)
+            for name in order:
+                node = client.get_node(node_name=name)
+                cursor = 0
+                while True:
+                    cursors, raws = await client.scan(
+                        cursor=cursor, match=match, count=self._scan_count, target_nodes=node
+                    )
+                    for raw in raws:
+                        yield raw
+                    cursor = int(cursors[node.name])
+                    if cursor == 0:
+                        break
+            after = await self._cluster_view()
+            complete, self._cluster_moves = scan_is_complete(before, after, order)
+            if complete:
+                return
+        raise BackendUnavailableError(
+            f"the Redis cluster kept moving slots while listing keys ({CLUSTER_SCAN_ATTEMPTS} walks); retry later",
+            backend="redis",
+            operation="keys",
+        )
+
+    async def _cluster_view(self) -> ClusterView:
+        client = self._client
+        primaries = client.get_primaries()
+        if True:  # ASYNC
+            if not primaries:
+                await client.initialize()
+                primaries = client.get_primaries()
+        replies = {}
+        for node in primaries:
+            replies[node.name] = await client.execute_command("CLUSTER NODES", target_nodes=node)
+        return ClusterView(replies)
 
     async def _ttl(self, key: str) -> float | None:
         with self._errors("ttl", key):
