@@ -14,11 +14,13 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from redis.backoff import NoBackoff
 from redis.exceptions import (
+    AskError,
     AuthenticationError,
     AuthenticationWrongNumberOfArgsError,
     AuthorizationError,
     ClusterError,
     MaxConnectionsError,
+    MovedError,
     NoPermissionError,
     ReadOnlyError,
     RedisClusterException,
@@ -54,6 +56,7 @@ __all__ = [
     "parse_sentinels",
     "replication_state",
     "ClusterView",
+    "not_executed_while_moving",
     "scan_is_complete",
     "scan_order",
     "scan_match",
@@ -258,6 +261,18 @@ def scan_is_complete(before: ClusterView, after: ClusterView, order: list[str]) 
         if position[before.names[source]] > position[before.names[target]]:
             return False, moves
     return True, moves
+
+
+def not_executed_while_moving(exc: BaseException) -> bool:
+    """Whether a cluster command failed only because its slot is migrating, and was not executed.
+
+    ``TRYAGAIN`` (a multi-key command on a slot half migrated), a redirection, or redis-py
+    giving up after following redirections (``TTL exhausted``): the server ran nothing, so
+    sending the command again once the slot settles is safe for every command.
+    """
+    if isinstance(exc, TryAgainError | AskError | MovedError):
+        return True
+    return isinstance(exc, ClusterError) and "TTL exhausted" in str(exc)
 
 
 def client_options(

@@ -27,6 +27,7 @@ from kvstore.errors import BackendUnavailableError, KVStoreError, MissingDepende
 try:
     import redis
     from redis.cluster import RedisCluster
+    from redis.crc import key_slot
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - exercised by the missing-extra test
@@ -52,6 +53,7 @@ from kvstore.redis._common import (
     namespace,
     no_retry,
     normalize_url,
+    not_executed_while_moving,
     parse_sentinel_url,
     parse_sentinels,
     replication_state,
@@ -63,11 +65,23 @@ from kvstore.redis._common import (
 
 __all__ = ["RedisCache"]
 
+
+def _by_slot(keys: list[Any]) -> list[list[Any]]:
+    """``keys`` (str or bytes) grouped by cluster slot, each group in the keys' order."""
+    groups: dict[int, list[Any]] = {}
+    for key in keys:
+        groups.setdefault(key_slot(key.encode() if isinstance(key, str) else key), []).append(key)
+    return list(groups.values())
+
+
 _log = logging.getLogger("kvstore")
 
 #: How many times a cluster-wide listing is walked again when slots moved in a way its order
 #: did not foresee, before `BackendUnavailableError`.
 CLUSTER_SCAN_ATTEMPTS = 10
+#: How long a cluster multi-key call keeps sending again the part of it whose slot is being
+#: migrated (``TRYAGAIN``, redirections), before it raises `BackendUnavailableError`.
+CLUSTER_MIGRATION_WAIT = 2.0
 
 
 class RedisCache(Cache):
@@ -428,8 +442,9 @@ class RedisCache(Cache):
             self._written.add_many(keys)
         with self._errors("delete_many"):
             if self._cluster:
-                # redis-py sends one DEL per slot, pipelined to every node at once.
-                return int(self._client.delete(*full))
+                # One DEL per slot, pipelined to every node at once.
+                replies = self._settled([("DEL", *group) for group in _by_slot(full)])
+                return sum(int(count) for count in replies)
             return int(self._client.execute_command("DEL", *full))
 
     def _exists(self, key: str) -> bool:
@@ -441,7 +456,15 @@ class RedisCache(Cache):
         full = [prefix + k for k in keys]
         try:
             if self._cluster:
-                return self._client.mget_nonatomic(full)  # type: ignore[no-any-return]
+                # One MGET per slot, pipelined to every node at once.
+                groups = _by_slot(full)
+                replies = self._settled([("MGET", *group) for group in groups])
+                found = {
+                    key: value
+                    for group, values in zip(groups, replies, strict=True)
+                    for key, value in zip(group, values, strict=True)
+                }
+                return [found[key] for key in full]
             return self._client.execute_command("MGET", *full)  # type: ignore[no-any-return]
         except DRIVER_ERRORS as exc:
             raise self._error(exc, "mget") from exc
@@ -458,10 +481,18 @@ class RedisCache(Cache):
                     flat += (prefix + key, data)
                 self._client.execute_command(*flat)
                 return
-            # Per-item TTLs: SET ... PX pipelined in one round trip, inside MULTI/EXEC
-            # on a single server. A cluster cannot be atomic across slots, so there
-            # the pipeline is sent to each node at once.
-            pipe = self._client.pipeline(transaction=not self._cluster)
+            if self._cluster:
+                # A cluster cannot be atomic across slots: one SET per key, pipelined to each
+                # node at once (sent again while its slot migrates).
+                self._settled(
+                    [
+                        ("SET", prefix + key, data) if ms is None else ("SET", prefix + key, data, "PX", ms)
+                        for key, data, ms in rows
+                    ]
+                )
+                return
+            # Per-item TTLs: SET ... PX pipelined in one round trip, inside MULTI/EXEC.
+            pipe = self._client.pipeline(transaction=True)
             for key, data, ms in rows:
                 if ms is None:
                     pipe.execute_command("SET", prefix + key, data)
@@ -505,10 +536,51 @@ class RedisCache(Cache):
                     continue
                 batch.append(raw)
                 if len(batch) >= self._scan_count:
-                    client.unlink(*batch)
+                    self._unlink(batch)
                     batch = []
             if batch:
-                client.unlink(*batch)
+                self._unlink(batch)
+
+    def _unlink(self, raws: list[bytes]) -> None:
+        if self._cluster:
+            self._settled([("UNLINK", *group) for group in _by_slot(raws)])
+        else:
+            self._client.unlink(*raws)
+
+    def _settled(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Cluster: each command (its keys in one slot) pipelined to every node at once; the replies, in order.
+
+        A command whose slot is being migrated (``TRYAGAIN``, redirections redis-py gave up
+        following) was not executed: it alone is sent again, after a short pause, until the
+        slot settles or `CLUSTER_MIGRATION_WAIT` runs out. Any other error is raised.
+        """
+        client = self._client
+        replies: list[Any] = [None] * len(commands)
+        pending = list(range(len(commands)))
+        deadline = time.monotonic() + CLUSTER_MIGRATION_WAIT
+        pause = 0.01
+        while True:
+            pipe = client.pipeline()
+            for i in pending:
+                pipe.execute_command(*commands[i])
+            answers = pipe.execute(raise_on_error=False)
+            again: list[int] = []
+            moving: BaseException | None = None
+            for i, answer in zip(pending, answers, strict=True):
+                if isinstance(answer, BaseException):
+                    if not not_executed_while_moving(answer):
+                        raise answer
+                    again.append(i)
+                    moving = answer
+                else:
+                    replies[i] = answer
+            if moving is None:
+                return replies
+            if time.monotonic() + pause > deadline:
+                raise moving
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
+            pending = again
 
     def _cluster_scan(self, match: str) -> Iterator[bytes]:
         """Every key of the cluster matching ``match``, also while slots migrate (a key may repeat).

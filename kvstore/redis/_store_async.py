@@ -27,6 +27,7 @@ try:
     import redis.asyncio
     from redis.asyncio.cluster import RedisCluster
     from redis.asyncio.retry import Retry
+    from redis.crc import key_slot
     from redis.exceptions import ConnectionError as RedisConnectionError
 except ImportError as exc:  # pragma: no cover - exercised by the missing-extra test
     raise MissingDependencyError("redis", "redis", "redis") from exc
@@ -50,6 +51,7 @@ from kvstore.redis._common import (
     key_filter,
     namespace,
     no_retry,
+    not_executed_while_moving,
     normalize_url,
     parse_sentinel_url,
     parse_sentinels,
@@ -62,11 +64,23 @@ from kvstore.redis._common import (
 
 __all__ = ["AsyncRedisCache"]
 
+
+def _by_slot(keys: list[Any]) -> list[list[Any]]:
+    """``keys`` (str or bytes) grouped by cluster slot, each group in the keys' order."""
+    groups: dict[int, list[Any]] = {}
+    for key in keys:
+        groups.setdefault(key_slot(key.encode() if isinstance(key, str) else key), []).append(key)
+    return list(groups.values())
+
+
 _log = logging.getLogger("kvstore")
 
 #: How many times a cluster-wide listing is walked again when slots moved in a way its order
 #: did not foresee, before `BackendUnavailableError`.
 CLUSTER_SCAN_ATTEMPTS = 10
+#: How long a cluster multi-key call keeps sending again the part of it whose slot is being
+#: migrated (``TRYAGAIN``, redirections), before it raises `BackendUnavailableError`.
+CLUSTER_MIGRATION_WAIT = 2.0
 
 
 class AsyncRedisCache(AsyncCache):
@@ -339,7 +353,9 @@ class AsyncRedisCache(AsyncCache):
             accept = key_filter(self.key_prefix, "*")
             cursor: Any = 0
             while True:
-                await conn.send_command("SCAN", cursor, "MATCH", clear_match(self.key_prefix), "COUNT", self._scan_count)
+                await conn.send_command(
+                    "SCAN", cursor, "MATCH", clear_match(self.key_prefix), "COUNT", self._scan_count
+                )
                 cursor, raws = await conn.read_response()
                 batch += [raw for raw in raws if accept(raw) is not None]
                 if batch:
@@ -427,8 +443,9 @@ class AsyncRedisCache(AsyncCache):
             self._written.add_many(keys)
         with self._errors("delete_many"):
             if self._cluster:
-                # redis-py sends one DEL per slot, pipelined to every node at once.
-                return int(await self._client.delete(*full))
+                # One DEL per slot, pipelined to every node at once.
+                replies = await self._settled([("DEL", *group) for group in _by_slot(full)])
+                return sum(int(count) for count in replies)
             return int(await self._client.execute_command("DEL", *full))
 
     async def _exists(self, key: str) -> bool:
@@ -440,7 +457,15 @@ class AsyncRedisCache(AsyncCache):
         full = [prefix + k for k in keys]
         try:
             if self._cluster:
-                return await self._client.mget_nonatomic(full)  # type: ignore[no-any-return]
+                # One MGET per slot, pipelined to every node at once.
+                groups = _by_slot(full)
+                replies = await self._settled([("MGET", *group) for group in groups])
+                found = {
+                    key: value
+                    for group, values in zip(groups, replies, strict=True)
+                    for key, value in zip(group, values, strict=True)
+                }
+                return [found[key] for key in full]
             return await self._client.execute_command("MGET", *full)  # type: ignore[no-any-return]
         except DRIVER_ERRORS as exc:
             raise self._error(exc, "mget") from exc
@@ -457,10 +482,18 @@ class AsyncRedisCache(AsyncCache):
                     flat += (prefix + key, data)
                 await self._client.execute_command(*flat)
                 return
-            # Per-item TTLs: SET ... PX pipelined in one round trip, inside MULTI/EXEC
-            # on a single server. A cluster cannot be atomic across slots, so there
-            # the pipeline is sent to each node at once.
-            pipe = self._client.pipeline(transaction=not self._cluster)
+            if self._cluster:
+                # A cluster cannot be atomic across slots: one SET per key, pipelined to each
+                # node at once (sent again while its slot migrates).
+                await self._settled(
+                    [
+                        ("SET", prefix + key, data) if ms is None else ("SET", prefix + key, data, "PX", ms)
+                        for key, data, ms in rows
+                    ]
+                )
+                return
+            # Per-item TTLs: SET ... PX pipelined in one round trip, inside MULTI/EXEC.
+            pipe = self._client.pipeline(transaction=True)
             for key, data, ms in rows:
                 if ms is None:
                     pipe.execute_command("SET", prefix + key, data)
@@ -504,10 +537,51 @@ class AsyncRedisCache(AsyncCache):
                     continue
                 batch.append(raw)
                 if len(batch) >= self._scan_count:
-                    await client.unlink(*batch)
+                    await self._unlink(batch)
                     batch = []
             if batch:
-                await client.unlink(*batch)
+                await self._unlink(batch)
+
+    async def _unlink(self, raws: list[bytes]) -> None:
+        if self._cluster:
+            await self._settled([("UNLINK", *group) for group in _by_slot(raws)])
+        else:
+            await self._client.unlink(*raws)
+
+    async def _settled(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Cluster: each command (its keys in one slot) pipelined to every node at once; the replies, in order.
+
+        A command whose slot is being migrated (``TRYAGAIN``, redirections redis-py gave up
+        following) was not executed: it alone is sent again, after a short pause, until the
+        slot settles or `CLUSTER_MIGRATION_WAIT` runs out. Any other error is raised.
+        """
+        client = self._client
+        replies: list[Any] = [None] * len(commands)
+        pending = list(range(len(commands)))
+        deadline = time.monotonic() + CLUSTER_MIGRATION_WAIT
+        pause = 0.01
+        while True:
+            pipe = client.pipeline()
+            for i in pending:
+                pipe.execute_command(*commands[i])
+            answers = await pipe.execute(raise_on_error=False)
+            again: list[int] = []
+            moving: BaseException | None = None
+            for i, answer in zip(pending, answers, strict=True):
+                if isinstance(answer, BaseException):
+                    if not not_executed_while_moving(answer):
+                        raise answer
+                    again.append(i)
+                    moving = answer
+                else:
+                    replies[i] = answer
+            if moving is None:
+                return replies
+            if time.monotonic() + pause > deadline:
+                raise moving
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.2)
+            pending = again
 
     async def _cluster_scan(self, match: str) -> AsyncIterator[bytes]:
         """Every key of the cluster matching ``match``, also while slots migrate (a key may repeat).
