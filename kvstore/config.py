@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import quote, unquote
@@ -384,7 +384,10 @@ class RedisCacheConfig(_NetworkConfig):
         description="Redis Sentinel daemons (host:port, port 26379 by default; from the environment "
         "comma-separated) that name the master of service_name; also set by a redis+sentinel:// URL.",
     )
-    service_name: str | None = Field(None, description="The service the Sentinels monitor (sentinel monitor <name>).")
+    service_name: str | None = Field(
+        None,
+        description="The service the Sentinels monitor (sentinel monitor <name>); with sentinels, default mymaster.",
+    )
     sentinel_username: str | None = None
     sentinel_password: SecretStr | None = Field(
         None, description="Password of the Sentinels themselves (`password` is the master's). Never printed."
@@ -436,7 +439,7 @@ class RedisCacheConfig(_NetworkConfig):
             if self.cluster:
                 raise ValueError("a Redis cache uses either Sentinel or Redis Cluster, not both")
             if not self.service_name:
-                raise ValueError("a Sentinel config needs service_name (the name the Sentinels monitor)")
+                object.__setattr__(self, "service_name", "mymaster")  # sentinel.conf's own example name
         return self
 
 
@@ -444,7 +447,7 @@ class RedisCacheConfig(_NetworkConfig):
 SENTINEL_PORT = 26379
 
 
-def parse_sentinels(entries: list[str] | list[str | tuple[str, int]]) -> list[tuple[str, int]]:
+def parse_sentinels(entries: Sequence[str | tuple[str, int]]) -> list[tuple[str, int]]:
     """``["h1:26379", "[::1]", ("h3", 5000)]`` -> ``[("h1", 26379), ("::1", 26379), ("h3", 5000)]``."""
     sentinels: list[tuple[str, int]] = []
     for entry in entries:

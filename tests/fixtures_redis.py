@@ -316,7 +316,9 @@ class SentinelGroup:
         raise AssertionError(f"Sentinel did not promote a replica within {timeout:g} s")
 
 
-def _start_sentinel(workdir: Path, service: str, master_port: int, password: str | None, own: str | None) -> RedisServer:
+def _start_sentinel(
+    workdir: Path, service: str, master_port: int, password: str | None, own: str | None
+) -> RedisServer:
     exe = shutil.which("redis-server")
     assert exe is not None
     workdir.mkdir(parents=True, exist_ok=True)
@@ -361,7 +363,7 @@ def start_sentinel_group(
     sentinel_password: str | None = None,
     replica_writable: bool = False,
 ) -> SentinelGroup:
-    """Start master, replica (``replica-read-only no`` when ``replica_writable``) and 3 Sentinels; wait until settled."""
+    """Start master, replica (``replica-read-only no`` if ``replica_writable``) and 3 Sentinels; wait until settled."""
     if shutil.which("redis-cli") is None:
         unavailable("redis-cli is not installed: cannot drive Redis Sentinel")
     auth: list[str] = []

@@ -75,13 +75,15 @@ def test_config_from_url_equals_fields() -> None:
     )
     assert by_url.sentinels == ["H1:5000", "h2:26379"]
     assert (by_url.service_name, by_url.db) == ("svc", 2)
-    assert by_url.password is not None and by_url.password.get_secret_value() == PASSWORD
+    assert by_url.password is not None
+    assert by_url.password.get_secret_value() == PASSWORD
     assert tier_identity(by_url) == tier_identity(by_fields)
     assert tier_identity(by_url) != tier_identity(by_fields.model_copy(update={"service_name": "other"}))
     label = identity_label(by_url)
     assert label.startswith("redis sentinel svc via h1:5000,h2:26379/2"), label
     for shown in (repr(by_url), str(by_url), by_url.model_dump_json(), label):
-        assert PASSWORD not in shown and SENTINEL_PASSWORD not in shown
+        assert PASSWORD not in shown
+        assert SENTINEL_PASSWORD not in shown
     # From the environment: comma-separated Sentinels.
     env = {
         "KVSTORE_CACHE__TYPE": "redis",
@@ -93,10 +95,13 @@ def test_config_from_url_equals_fields() -> None:
 
 
 def test_config_rejects_half_a_sentinel_setup() -> None:
-    with pytest.raises(ConfigError, match="service_name"):
-        StorageConfig.from_mapping({"cache": {"type": "redis", "sentinels": ["h1"]}})
+    default = StorageConfig.from_mapping({"cache": {"type": "redis", "sentinels": ["h1"]}}).cache
+    assert isinstance(default, RedisCacheConfig)
+    assert default.service_name == "mymaster"
     with pytest.raises(ConfigError, match="not both"):
-        StorageConfig.from_mapping({"cache": {"type": "redis", "sentinels": ["h1"], "service_name": "s", "cluster": True}})
+        StorageConfig.from_mapping(
+            {"cache": {"type": "redis", "sentinels": ["h1"], "service_name": "s", "cluster": True}}
+        )
 
 
 def test_recent_writes_window_is_anchored_at_the_latest_write(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -108,15 +113,18 @@ def test_recent_writes_window_is_anchored_at_the_latest_write(monkeypatch: pytes
     written.add("b")
     now[0] = 112  # "a" is now more than 10 s older than the latest write
     written.add("c")
-    assert written.keys() == ["b", "c"]
+    assert written.snapshot() == ["b", "c"]
     now[0] = 10_000  # idle for hours: nothing is forgotten until the next write
-    assert written.keys() == ["b", "c"] and not written.everything
+    assert written.snapshot() == ["b", "c"]
+    assert not written.everything
     written.add_many(["d", "e", "f", "g"])  # past the limit (b and c fell out of the window): the namespace
-    assert written.everything and written.keys() == []
+    assert written.everything
+    assert written.snapshot() == []
     written.forget_before(now[0] + 1)
     assert not written.everything
     written.add("h")
-    assert written.keys() == ["h"] and not written.everything
+    assert written.snapshot() == ["h"]
+    assert not written.everything
     written.add_everything()  # a clear
     assert written.everything
 
@@ -170,8 +178,8 @@ def _wait(call: Any, timeout: float = 30.0) -> Any:
             time.sleep(0.05)
 
 
-async def _await(call: Any, timeout: float = 30.0) -> Any:
-    end = time.monotonic() + timeout
+async def _await(call: Any, patience: float = 30.0) -> Any:
+    end = time.monotonic() + patience
     while True:
         try:
             return await call()
@@ -193,7 +201,12 @@ async def test_failover_is_followed_and_lost_writes_read_as_misses(sentinel_grou
     g = sentinel_group
     first_master = g.master.port
     config = {
-        "cache": {"type": "redis", "url": g.url(), "sentinel_password": _literal(SENTINEL_PASSWORD), "key_prefix": "sm:"},
+        "cache": {
+            "type": "redis",
+            "url": g.url(),
+            "sentinel_password": _literal(SENTINEL_PASSWORD),
+            "key_prefix": "sm:",
+        },
         "database": {"type": "memory"},
     }
     replica = redis.Redis(port=g.replica.port, password=PASSWORD)
@@ -209,7 +222,7 @@ async def test_failover_is_followed_and_lost_writes_read_as_misses(sentinel_grou
         end = time.monotonic() + 10
         while replica.get("sm:\x00kept") != b'"v1"' or replica.get("sm-a:\x00lost") != b'"new"':
             assert time.monotonic() < end, "the replica did not catch up"
-            time.sleep(0.02)
+            await asyncio.sleep(0.02)
         # The replica "never got" the last writes: it holds the values from before them.
         for prefix in ("sm:\x00", "sm-a:\x00"):
             replica.set(prefix + "lost", b'"old"')
@@ -229,9 +242,12 @@ async def test_failover_is_followed_and_lost_writes_read_as_misses(sentinel_grou
         cache.set("after", 1)
         assert cache.get("after") == 1
         health = storage.health().cache
-        assert health.healthy and health.serving == f"127.0.0.1:{new_master}"
-        assert PASSWORD not in repr(health) and SENTINEL_PASSWORD not in repr(health)
-        assert PASSWORD not in repr(cache) and SENTINEL_PASSWORD not in repr(cache)
+        assert health.healthy
+        assert health.serving == f"127.0.0.1:{new_master}"
+        assert PASSWORD not in repr(health)
+        assert SENTINEL_PASSWORD not in repr(health)
+        assert PASSWORD not in repr(cache)
+        assert SENTINEL_PASSWORD not in repr(cache)
         print(f"\nsentinel smoke: kill -9 -> first answer from the promoted master after {recovered:.2f} s")
 
         await _async_after(direct, new_master)
@@ -250,7 +266,8 @@ async def _async_after(store: AsyncRedisCache, new_master: int) -> None:
         assert await store.get("deleted") is None
         await store.set("after", 2)
         assert await store.get("after") == 2
-        assert store.serving == f"127.0.0.1:{new_master}" and store.failovers == 1
+        assert store.serving == f"127.0.0.1:{new_master}"
+        assert store.failovers == 1
     finally:
         await store.aclose()
 
@@ -276,7 +293,8 @@ async def test_async_manager_health_names_the_master(stable_sentinel_group: Sent
     try:
         with pytest.raises(BackendUnavailableError) as info:
             await bad.get("k")
-        assert "wrong/#?@$%" not in str(info.value) and PASSWORD not in str(info.value)
+        assert "wrong/#?@$%" not in str(info.value)
+        assert PASSWORD not in str(info.value)
     finally:
         await bad.aclose()
 
@@ -379,9 +397,7 @@ def test_kill_master_under_traffic_from_three_processes(tmp_path: Path) -> None:
         out = FORK.Queue()
         start_at = time.time() + 1.0
         stop_at = start_at + 14.0
-        procs = [
-            FORK.Process(target=_worker, args=(w, group.url(), start_at, stop_at, kill_at, out)) for w in range(3)
-        ]
+        procs = [FORK.Process(target=_worker, args=(w, group.url(), start_at, stop_at, kill_at, out)) for w in range(3)]
         for p in procs:
             p.start()
         time.sleep(max(0.0, start_at + 4.0 - time.time()))

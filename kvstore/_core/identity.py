@@ -9,13 +9,13 @@ from typing import Any
 from urllib.parse import unquote
 
 from kvstore.config import (
-    parse_sentinels,
     MemoryCacheConfig,
     MemoryDatabaseConfig,
     PostgresDatabaseConfig,
     RedisCacheConfig,
     SqliteDatabaseConfig,
     _Url,
+    parse_sentinels,
 )
 
 __all__ = ["identity_label", "tier_identity"]
@@ -61,6 +61,8 @@ def identity_label(config: TierConfig) -> str:
     elif kind == "redis":
         where = target["socket"] or _host_port(target["host"], target["port"])
         parts = [f"{where}/{target['db']}" + (" cluster" if target["cluster"] else "")]
+        if "service" in target:  # a service name without Sentinels: kept apart all the same
+            parts.append(f"service={_show(target['service'])}")
     elif kind == "sqlite":
         parts = [_show(target["path"])]
     else:
@@ -175,6 +177,7 @@ def _redis(config: RedisCacheConfig) -> dict[str, Any]:
         "port": port,
         "db": 0 if config.cluster else db,  # a cluster has only db 0
         "cluster": config.cluster,
+        **({"service": config.service_name} if config.service_name is not None else {}),
     }
 
 

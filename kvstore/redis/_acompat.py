@@ -13,11 +13,10 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
-
-import threading
 
 import redis
 import redis.asyncio
@@ -141,7 +140,7 @@ class CheckedSentinelConnection(redis.sentinel.SentinelManagedConnection):
         try:
             self.connection_pool.check_master(self)
         except BaseException:
-            self.disconnect()
+            self.disconnect()  # type: ignore[no-untyped-call]  # unannotated upstream
             raise
 
 
@@ -159,7 +158,7 @@ class SentinelPool(redis.sentinel.SentinelConnectionPool):
     """redis-py's sync Sentinel pool; a burst beyond ``max_connections`` waits up to ``timeout`` seconds."""
 
     def __init__(self, *args: Any, timeout: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # unannotated upstream
         self._wait = timeout
         self._gate_pid = os.getpid()
         self._gate = threading.BoundedSemaphore(self.max_connections)
@@ -195,11 +194,11 @@ class SentinelPool(redis.sentinel.SentinelConnectionPool):
     @property
     def check_master(self) -> Callable[[Any], Any]:
         """The store's check of a new connection; the connections reach it through redis-py's pool proxy."""
-        return self.proxy.check_master  # type: ignore[no-any-return]
+        return getattr(self.proxy, "check_master")  # type: ignore[no-any-return]  # noqa: B009  # set below
 
     @check_master.setter
     def check_master(self, check: Callable[[Any], Any]) -> None:
-        self.proxy.check_master = check
+        setattr(self.proxy, "check_master", check)  # noqa: B010  # redis-py's proxy has no such attribute
 
 
 class AsyncReadyCluster(_AsyncRedisCluster):

@@ -170,8 +170,8 @@ class RecentWrites:
         """Whether the whole namespace must be invalidated."""
         return self._everything_at >= self._latest - self.window
 
-    def keys(self) -> list[str]:
-        """The keys to remove from a promoted master (a snapshot)."""
+    def snapshot(self) -> list[str]:
+        """The keys to remove from a promoted master."""
         return list(self._keys)
 
     def forget_before(self, moment: float) -> None:

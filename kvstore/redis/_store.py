@@ -106,7 +106,7 @@ class RedisCache(Cache):
             name the master of ``service_name``; the store follows a promoted replica.
             Every new connection asks them for the master and checks it is one (one
             ``INFO replication``); each Sentinel query is bounded by the socket timeouts.
-        service_name: The Sentinel service (``sentinel monitor <name> ...``).
+        service_name: The Sentinel service (``sentinel monitor <name> ...``); default ``mymaster``.
         sentinel_username, sentinel_password: Credentials of the Sentinels themselves
             (``password``/``username`` are the master's).
         failover_invalidation: What a failover removes from the promoted master before
@@ -201,8 +201,7 @@ class RedisCache(Cache):
         if sentinels is not None:
             if cluster:
                 raise ValueError("a store uses either Sentinel or Redis Cluster, not both")
-            if not service_name:
-                raise ValueError("a Sentinel store needs service_name (the name Sentinel monitors)")
+            service_name = service_name or "mymaster"  # sentinel.conf's own example name, as in the config
             if failover_invalidation not in ("written", "namespace"):
                 raise ValueError("failover_invalidation is 'written' or 'namespace'")
             self._sentinels = parse_sentinels(sentinels)
@@ -278,13 +277,13 @@ class RedisCache(Cache):
         if self._written is not None:
             # Sentinel: a manager that asks the Sentinels (each query bounded by the socket
             # timeouts), and a pool whose every new connection the store checks first.
-            self._sentinel = Sentinel(self._sentinels, sentinel_kwargs=self._sentinel_options)
+            self._sentinel = Sentinel(self._sentinels, sentinel_kwargs=self._sentinel_options)  # type: ignore[no-untyped-call]
             options = dict(self._options)
             tls = bool(options.get("ssl_cert_reqs"))
             options["connection_class"] = CheckedSentinelSSLConnection if tls else CheckedSentinelConnection
-            pool = SentinelPool(self._service, self._sentinel, timeout=self._pool_wait, **options)
-            pool.check_master = self._check_master
-            return redis.Redis.from_pool(pool)
+            sentinel_pool = SentinelPool(self._service, self._sentinel, timeout=self._pool_wait, **options)
+            sentinel_pool.check_master = self._check_master
+            return redis.Redis.from_pool(sentinel_pool)
         if self._cluster:
             if self._url is not None:
                 return ReadyCluster.from_url(self._url, **self._options)
@@ -361,7 +360,7 @@ class RedisCache(Cache):
                     unlink()
                 if int(cursor) == 0:
                     return count
-        for key in written.keys():
+        for key in written.snapshot():
             batch.append(self._ns + key)
             if len(batch) >= self._scan_count:
                 unlink()

@@ -51,8 +51,8 @@ from kvstore.redis._common import (
     key_filter,
     namespace,
     no_retry,
-    not_executed_while_moving,
     normalize_url,
+    not_executed_while_moving,
     parse_sentinel_url,
     parse_sentinels,
     replication_state,
@@ -105,7 +105,7 @@ class AsyncRedisCache(AsyncCache):
             name the master of ``service_name``; the store follows a promoted replica.
             Every new connection asks them for the master and checks it is one (one
             ``INFO replication``); each Sentinel query is bounded by the socket timeouts.
-        service_name: The Sentinel service (``sentinel monitor <name> ...``).
+        service_name: The Sentinel service (``sentinel monitor <name> ...``); default ``mymaster``.
         sentinel_username, sentinel_password: Credentials of the Sentinels themselves
             (``password``/``username`` are the master's).
         failover_invalidation: What a failover removes from the promoted master before
@@ -200,8 +200,7 @@ class AsyncRedisCache(AsyncCache):
         if sentinels is not None:
             if cluster:
                 raise ValueError("a store uses either Sentinel or Redis Cluster, not both")
-            if not service_name:
-                raise ValueError("a Sentinel store needs service_name (the name Sentinel monitors)")
+            service_name = service_name or "mymaster"  # sentinel.conf's own example name, as in the config
             if failover_invalidation not in ("written", "namespace"):
                 raise ValueError("failover_invalidation is 'written' or 'namespace'")
             self._sentinels = parse_sentinels(sentinels)
@@ -277,13 +276,13 @@ class AsyncRedisCache(AsyncCache):
         if self._written is not None:
             # Sentinel: a manager that asks the Sentinels (each query bounded by the socket
             # timeouts), and a pool whose every new connection the store checks first.
-            self._sentinel = AsyncSentinel(self._sentinels, sentinel_kwargs=self._sentinel_options)
+            self._sentinel = AsyncSentinel(self._sentinels, sentinel_kwargs=self._sentinel_options)  # type: ignore[no-untyped-call]
             options = dict(self._options)
             tls = bool(options.get("ssl_cert_reqs"))
             options["connection_class"] = AsyncCheckedSentinelSSLConnection if tls else AsyncCheckedSentinelConnection
-            pool = AsyncSentinelPool(self._service, self._sentinel, timeout=self._pool_wait, **options)
-            pool.check_master = self._check_master
-            return redis.asyncio.Redis.from_pool(pool)
+            sentinel_pool = AsyncSentinelPool(self._service, self._sentinel, timeout=self._pool_wait, **options)
+            sentinel_pool.check_master = self._check_master
+            return redis.asyncio.Redis.from_pool(sentinel_pool)
         if self._cluster:
             if self._url is not None:
                 return AsyncReadyCluster.from_url(self._url, **self._options)
@@ -362,7 +361,7 @@ class AsyncRedisCache(AsyncCache):
                     await unlink()
                 if int(cursor) == 0:
                     return count
-        for key in written.keys():
+        for key in written.snapshot():
             batch.append(self._ns + key)
             if len(batch) >= self._scan_count:
                 await unlink()
