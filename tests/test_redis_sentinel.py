@@ -20,6 +20,7 @@ import asyncio
 import multiprocessing
 import random
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from kvstore.errors import ConfigError
 from kvstore.redis import AsyncRedisCache, RedisCache
 from kvstore.redis._common import RecentWrites, parse_sentinel_url, replication_state
 from tests.fixtures_redis import SentinelGroup, kill_9, start_sentinel_group, stop_sentinel_group
+from tests.forking import CHILDREN, PER_CHILD, run_children
 
 PASSWORD = "p/a#s?w@r$d%x"
 SENTINEL_PASSWORD = "s/e#n?t@i$n%y"
@@ -430,3 +432,61 @@ def test_kill_master_under_traffic_from_three_processes(tmp_path: Path) -> None:
     assert sum(r["bad_misses"] for r in results) == 0, [r["samples"][:5] for r in results]
     assert max(r["slowest"] for r in results) < 5.0, "a call hung"
     assert max(recoveries) < 30.0
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("api", ["sync", "async"])
+def test_sentinel_store_in_forked_children(stable_sentinel_group: SentinelGroup, api: str) -> None:
+    """Forked children use the parent's Sentinel store on connections of their own; the parent works on."""
+    g = stable_sentinel_group
+    prefix = f"fork-sentinel-{api}:"
+    if api == "sync":
+        store = RedisCache(g.url(), sentinel_password=SENTINEL_PASSWORD, key_prefix=prefix)
+        store.set("before", 1)
+
+        def child(w: int, errors: Any) -> None:
+            try:
+                assert store.get("before") == 1
+                for i in range(PER_CHILD):
+                    store.set(f"{w}:{i}", i)
+                    assert store.get(f"{w}:{i}") == i
+                store.close()
+            except BaseException:
+                errors.put(traceback.format_exc())
+                raise
+
+        run_children(child)
+        assert store.get("before") == 1
+        assert len(store.keys("*:*")) == CHILDREN * PER_CHILD
+        store.clear()
+        store.close()
+        return
+
+    async_store = AsyncRedisCache(g.url(), sentinel_password=SENTINEL_PASSWORD, key_prefix=prefix)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(async_store.set("before", 1))
+
+    def async_child(w: int, errors: Any) -> None:
+        async def work() -> None:
+            assert await async_store.get("before") == 1
+            for i in range(PER_CHILD):
+                await async_store.set(f"{w}:{i}", i)
+                assert await async_store.get(f"{w}:{i}") == i
+            await async_store.aclose()
+
+        try:
+            asyncio.run(asyncio.wait_for(work(), 60))
+        except BaseException:
+            errors.put(traceback.format_exc())
+            raise
+
+    run_children(async_child)
+
+    async def check() -> None:
+        assert await async_store.get("before") == 1
+        assert len(await async_store.keys("*:*")) == CHILDREN * PER_CHILD
+        await async_store.clear()
+        await async_store.aclose()
+
+    loop.run_until_complete(check())
+    loop.close()

@@ -262,6 +262,10 @@ def _reconnect_in_child(store: Any) -> None:
         return
     if store._owns_client:
         _abandon(client)
+        sentinel = getattr(store, "_sentinel", None)
+        if sentinel is not None:  # its clients hold the parent's sockets to the Sentinels
+            _abandon(sentinel)
+            store._sentinel = None
         store._client = _Reconnect(store, store._new_client)
     elif isinstance(client, redis.asyncio.Redis):
         # A handed client stays the caller's; the store opens a pool of its own like it.
