@@ -389,6 +389,10 @@ def _worker(wid: int, url: str, start_at: float, stop_at: float, kill_at: Any, o
     out.put({"wid": wid, **counts, "first_ok_after_kill": first_ok_after_kill, "slowest": slowest, "samples": samples})
 
 
+def _offset(info: str, name: str) -> int:
+    return int(next(line.split(":", 1)[1] for line in info.splitlines() if line.startswith(name + ":")))
+
+
 @pytest.mark.redis
 @pytest.mark.slow
 def test_kill_master_under_traffic_from_three_processes(tmp_path: Path) -> None:
@@ -404,8 +408,17 @@ def test_kill_master_under_traffic_from_three_processes(tmp_path: Path) -> None:
             p.start()
         time.sleep(max(0.0, start_at + 4.0 - time.time()))
         first_master = group.master.port
+        # Make the kill lose acknowledged writes for real: cut the replica's link to the master and
+        # keep it from reconnecting (a wrong masterauth), let the processes write for 0.3 s, then
+        # kill the master. The offsets say how far behind the replica was.
+        group.cli(group.replica.port, "CONFIG", "SET", "masterauth", "not-the-password")
+        group.cli(group.replica.port, "CLIENT", "KILL", "TYPE", "master")
+        time.sleep(0.3)
+        replica_offset = _offset(group.cli(group.replica.port, "INFO", "replication"), "master_repl_offset")
+        master_offset = _offset(group.cli(first_master, "INFO", "replication"), "master_repl_offset")
         kill_9(group.master)  # dead and reaped: nothing it acknowledges from here on
         kill_at.value = time.time()
+        group.cli(group.replica.port, "CONFIG", "SET", "masterauth", PASSWORD)
         group.wait_master_not(first_master)
         promoted_at = time.time()
         results = [out.get(timeout=60) for _ in procs]
@@ -417,7 +430,9 @@ def test_kill_master_under_traffic_from_three_processes(tmp_path: Path) -> None:
     killed = kill_at.value
     recoveries = [r["first_ok_after_kill"] - killed for r in results if r["first_ok_after_kill"]]
     print(
-        f"\nsentinel kill -9 under traffic: Sentinel promoted the replica {promoted_at - killed:.2f} s after the kill; "
+        f"\nsentinel kill -9 under traffic: at the kill the replica was {master_offset - replica_offset} bytes "
+        "of replication stream behind the master (acknowledged writes the promoted replica never got); "
+        f"Sentinel promoted the replica {promoted_at - killed:.2f} s after the kill; "
         f"first successful call per process after the kill: {', '.join(f'{t:.2f} s' for t in recoveries)}"
     )
     for r in results:
@@ -426,6 +441,7 @@ def test_kill_master_under_traffic_from_three_processes(tmp_path: Path) -> None:
             f"stale {r['stale']}, misses {r['misses']} (illegal {r['bad_misses']}), "
             f"errors during the failover {r['errors']}, slowest call {r['slowest'] * 1000:.0f} ms"
         )
+    assert master_offset > replica_offset, "the kill lost nothing: the test would prove nothing"
     assert len(recoveries) == 3, "a process never recovered"
     assert all(r["reads"] > 500 for r in results), "too little traffic to mean anything"
     assert sum(r["stale"] for r in results) == 0, [r["samples"][:5] for r in results]
