@@ -203,11 +203,13 @@ async def test_failover_is_followed_and_lost_writes_read_as_misses(sentinel_grou
     g = sentinel_group
     first_master = g.master.port
     config = {
+        # No fallback: every answer below comes from Redis, none from a memory fallback.
         "cache": {
             "type": "redis",
             "url": g.url(),
             "sentinel_password": _literal(SENTINEL_PASSWORD),
             "key_prefix": "sm:",
+            "fallback": [],
         },
         "database": {"type": "memory"},
     }
