@@ -6,6 +6,7 @@ itself was imported, so ``import kvstore`` never loads redis.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -133,10 +134,10 @@ class RecentWrites:
     The window is anchored at the latest write, not at the failover: a process idle
     for an hour before noticing the failover still knows what it wrote last. Past
     ``limit`` keys, or after a ``clear``, it stops listing keys and asks for the whole
-    namespace instead (`everything`).
+    namespace instead (`everything`). Thread-safe (the sync store is shared by threads).
     """
 
-    __slots__ = ("_everything_at", "_keys", "_latest", "limit", "window")
+    __slots__ = ("_everything_at", "_keys", "_latest", "_lock", "limit", "window")
 
     def __init__(self, window: float, limit: int = 100_000) -> None:
         self.window = window
@@ -144,9 +145,20 @@ class RecentWrites:
         self._keys: OrderedDict[str, float] = OrderedDict()
         self._latest = float("-inf")
         self._everything_at = float("-inf")
+        self._lock = threading.Lock()
 
     def add(self, key: str) -> None:
-        now = self._latest = time.monotonic()
+        with self._lock:
+            self._add(key, time.monotonic())
+
+    def add_many(self, keys: Iterable[str]) -> None:
+        with self._lock:
+            now = time.monotonic()
+            for key in keys:
+                self._add(key, now)
+
+    def _add(self, key: str, now: float) -> None:
+        self._latest = now
         keys = self._keys
         keys[key] = now
         keys.move_to_end(key)
@@ -154,16 +166,14 @@ class RecentWrites:
         while next(iter(keys.values())) < horizon:
             keys.popitem(last=False)
         if len(keys) > self.limit:
-            self.add_everything()
-
-    def add_many(self, keys: Iterable[str]) -> None:
-        for key in keys:
-            self.add(key)
+            self._keys.clear()
+            self._everything_at = now
 
     def add_everything(self) -> None:
         """A write this list cannot name key by key (``clear``, or too many keys): the namespace."""
-        self._keys.clear()
-        self._everything_at = self._latest = time.monotonic()
+        with self._lock:
+            self._keys.clear()
+            self._everything_at = self._latest = time.monotonic()
 
     @property
     def everything(self) -> bool:
@@ -172,15 +182,17 @@ class RecentWrites:
 
     def snapshot(self) -> list[str]:
         """The keys to remove from a promoted master."""
-        return list(self._keys)
+        with self._lock:
+            return list(self._keys)
 
     def forget_before(self, moment: float) -> None:
         """Drop what was recorded before ``moment`` (a failover handled it); later writes stay."""
-        keys = self._keys
-        while keys and next(iter(keys.values())) < moment:
-            keys.popitem(last=False)
-        if self._everything_at < moment:
-            self._everything_at = float("-inf")
+        with self._lock:
+            keys = self._keys
+            while keys and next(iter(keys.values())) < moment:
+                keys.popitem(last=False)
+            if self._everything_at < moment:
+                self._everything_at = float("-inf")
 
 
 # --- Redis Cluster: listing keys while slots move ------------------------------------------
