@@ -362,6 +362,7 @@ def start_sentinel_group(
     password: str | None = None,
     sentinel_password: str | None = None,
     replica_writable: bool = False,
+    ready_for_failover: bool = True,
 ) -> SentinelGroup:
     """Start master, replica (``replica-read-only no`` if ``replica_writable``) and 3 Sentinels; wait until settled."""
     if shutil.which("redis-cli") is None:
@@ -393,12 +394,14 @@ def start_sentinel_group(
             sentinel = _start_sentinel(root / f"sentinel{i}", service, master.port, password, sentinel_password)
             started.append(sentinel)
             group.sentinels.append(sentinel)
-        # Settled: every Sentinel knows the replica and the two other Sentinels.
+        # Settled: every Sentinel knows the replica and (for a failover) the two other Sentinels,
+        # which they learn from each other's hello messages, sent every 2 s.
+        others = "num-other-sentinels\n2\n" if ready_for_failover else "num-other-sentinels\n"
         end = time.monotonic() + 30
         auth_s = ["--no-auth-warning", "-a", sentinel_password] if sentinel_password else []
         while True:
             views = [_cli(s.port, *auth_s, "SENTINEL", "master", service) for s in group.sentinels]
-            if all("num-slaves\n1\n" in v and "num-other-sentinels\n2\n" in v for v in views):
+            if all("num-slaves\n1\n" in v and others in v for v in views):
                 break
             if time.monotonic() > end:
                 unavailable(f"the Sentinels did not settle: {views[0][-300:]}")

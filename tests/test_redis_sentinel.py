@@ -156,7 +156,10 @@ def sentinel_group(tmp_path: Path) -> Iterator[SentinelGroup]:
 def stable_sentinel_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
     """A group the tests of this module share and leave as it is (no failover)."""
     group = start_sentinel_group(
-        tmp_path_factory.mktemp("sentinel-stable"), password=PASSWORD, sentinel_password=SENTINEL_PASSWORD
+        tmp_path_factory.mktemp("sentinel-stable"),
+        password=PASSWORD,
+        sentinel_password=SENTINEL_PASSWORD,
+        ready_for_failover=False,
     )
     try:
         yield group
@@ -508,3 +511,33 @@ def test_sentinel_store_in_forked_children(stable_sentinel_group: SentinelGroup,
 
     loop.run_until_complete(check())
     loop.close()
+
+
+@pytest.mark.redis
+def test_a_frozen_sentinel_costs_one_timeout_not_a_hang(stable_sentinel_group: SentinelGroup) -> None:
+    """One Sentinel frozen (kill -STOP): a new connection asks the next one after the socket timeout."""
+    g = stable_sentinel_group
+    frozen = g.sentinels[0]
+    frozen.stop()
+    try:
+        store = RedisCache(
+            sentinels=g.sentinel_hosts,  # the frozen one first
+            service_name=g.service,
+            password=PASSWORD,
+            sentinel_password=SENTINEL_PASSWORD,
+            key_prefix="frozen:",
+            socket_timeout=0.3,
+            socket_connect_timeout=0.3,
+        )
+        try:
+            started = time.monotonic()
+            store.set("k", 1)
+            assert store.get("k") == 1
+            elapsed = time.monotonic() - started
+            assert elapsed < 2.0, elapsed
+            assert store.serving == f"127.0.0.1:{g.master.port}"
+            store.delete("k")
+        finally:
+            store.close()
+    finally:
+        frozen.cont()
