@@ -95,7 +95,7 @@ register(
         "kvstore.config:RedisCacheConfig",
         extra="redis",
         fallback=("memory",),
-        schemes=("redis", "rediss", "redis+cluster", "rediss+cluster", "unix"),
+        schemes=("redis", "rediss", "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel", "unix"),
     )
 )
 register(

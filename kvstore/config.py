@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import quote, unquote
@@ -343,9 +343,9 @@ class MemoryCacheConfig(_TierConfig):
 
 
 class RedisCacheConfig(_NetworkConfig):
-    """Redis (or Redis Cluster) cache."""
+    """Redis (standalone, Sentinel or Redis Cluster) cache."""
 
-    identity_fields = _NetworkConfig.identity_fields | {"host", "port", "db", "cluster"}
+    identity_fields = _NetworkConfig.identity_fields | {"host", "port", "db", "cluster", "sentinels", "service_name"}
     # ACL users share one keyspace; TLS is the transport, not the place.
     non_identity_fields = _NetworkConfig.non_identity_fields | {
         "username",
@@ -358,6 +358,10 @@ class RedisCacheConfig(_NetworkConfig):
         "socket_timeout",
         "socket_connect_timeout",
         "health_check_interval",
+        "sentinel_username",
+        "sentinel_password",
+        "failover_invalidation",
+        "failover_window",
     }
 
     type: Literal["redis"] = "redis"
@@ -375,19 +379,122 @@ class RedisCacheConfig(_NetworkConfig):
     socket_timeout: PositiveSeconds = Field(0.5, description="Deadline of one command's reply.")
     socket_connect_timeout: PositiveSeconds = 0.5
     health_check_interval: float = Field(10.0, ge=0)
+    sentinels: list[str] | None = Field(
+        None,
+        description="Redis Sentinel daemons (host:port, port 26379 by default; from the environment "
+        "comma-separated) that name the master of service_name; also set by a redis+sentinel:// URL.",
+    )
+    service_name: str | None = Field(
+        None,
+        description="The service the Sentinels monitor (sentinel monitor <name>); with sentinels, default mymaster.",
+    )
+    sentinel_username: str | None = None
+    sentinel_password: SecretStr | None = Field(
+        None, description="Password of the Sentinels themselves (`password` is the master's). Never printed."
+    )
+    failover_invalidation: Literal["written", "namespace"] = Field(
+        "written",
+        description="After a Sentinel failover, removed from the promoted master before use: 'written', the keys "
+        "this process wrote in the failover_window before its last write (what asynchronous replication may have "
+        "lost); 'namespace', every key of key_prefix (keys written by several processes).",
+    )
+    failover_window: PositiveSeconds = Field(
+        10.0, description="Seconds of writes (before the latest) remembered for a failover; >= the replication lag."
+    )
     fallback: list[CacheFallback] | None = Field(None, description=_FALLBACK_HELP)
+
+    @field_validator("sentinels", mode="before")
+    @classmethod
+    def _sentinels_from_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _url_flags(self) -> RedisCacheConfig:
         if self.url is not None:
             scheme = _url_scheme(self.url)
-            if scheme not in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
+            if scheme not in (
+                "redis",
+                "rediss",
+                "unix",
+                "redis+cluster",
+                "rediss+cluster",
+                "redis+sentinel",
+                "rediss+sentinel",
+            ):
                 raise ValueError(f"unsupported Redis URL scheme {scheme!r}")
             if "cluster" in scheme:
                 object.__setattr__(self, "cluster", True)
             if scheme.startswith("rediss"):
                 object.__setattr__(self, "tls", True)
+            if scheme.endswith("+sentinel"):
+                sentinels, service, db = _sentinel_url(self.url)
+                object.__setattr__(self, "sentinels", [_host_port_text(h, p) for h, p in sentinels])
+                object.__setattr__(self, "service_name", service)
+                if db is not None:
+                    object.__setattr__(self, "db", db)
+        if self.sentinels is not None:
+            parse_sentinels(self.sentinels)
+            if self.cluster:
+                raise ValueError("a Redis cache uses either Sentinel or Redis Cluster, not both")
+            if not self.service_name:
+                object.__setattr__(self, "service_name", "mymaster")  # sentinel.conf's own example name
         return self
+
+
+#: The port of a Sentinel daemon when none is named.
+SENTINEL_PORT = 26379
+
+
+def parse_sentinels(entries: Sequence[str | tuple[str, int]]) -> list[tuple[str, int]]:
+    """``["h1:26379", "[::1]", ("h3", 5000)]`` -> ``[("h1", 26379), ("::1", 26379), ("h3", 5000)]``."""
+    sentinels: list[tuple[str, int]] = []
+    for entry in entries:
+        if isinstance(entry, tuple):
+            host, port = entry[0], int(entry[1])
+        else:
+            text = entry.strip()
+            if text.startswith("["):
+                host, _, rest = text[1:].partition("]")
+                port_text = rest[1:] if rest.startswith(":") else ""
+            else:
+                host, _, port_text = text.partition(":")
+            host = unquote(host)
+            if port_text and not port_text.isdigit():
+                raise ValueError("a Sentinel is host or host:port, with a numeric port")
+            port = int(port_text) if port_text else SENTINEL_PORT
+        if not host or not 0 < port < 65536:
+            raise ValueError("a Sentinel is host or host:port, with a port from 1 to 65535")
+        sentinels.append((host, port))
+    if not sentinels:
+        raise ValueError("name at least one Sentinel (host:port)")
+    return sentinels
+
+
+def _host_port_text(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int | None]:
+    """Sentinels, service name and db (or ``None``) of a ``redis+sentinel://`` URL (password already removed or not).
+
+    ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service_name[/db]``; the
+    message of an error quotes none of the URL.
+    """
+    parsed = _Url(_split_password(url)[0])
+    if parsed.query():
+        raise ValueError(
+            "a redis+sentinel:// URL takes no query parameters; give options (sentinel_password, "
+            "socket_timeout, ...) as config fields"
+        )
+    sentinels = parse_sentinels(parsed.hosts.split(",") if parsed.hosts else [])
+    segments = [unquote(part) for part in parsed.path.split("/")[1:]]
+    if not segments or not segments[0]:
+        raise ValueError("a redis+sentinel:// URL names the service after the hosts: .../service_name[/db]")
+    if len(segments) > 2 or (len(segments) == 2 and not segments[1].isdigit()):
+        raise ValueError("a redis+sentinel:// URL ends with /service_name or /service_name/db (db a number)")
+    return sentinels, segments[0], int(segments[1]) if len(segments) == 2 else None
 
 
 CacheFallback = Annotated[

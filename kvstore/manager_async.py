@@ -53,7 +53,7 @@ def _health_pool() -> ThreadPoolExecutor:
 
 
 def _serving(store: Any) -> str | None:
-    """Which server of the tier's primary answered last (``serving`` of a PostgreSQL store), if told."""
+    """Which server of the tier's primary serves (``serving`` of a PostgreSQL or Sentinel store), if told."""
     primary = getattr(store, "primary", store)
     serving = getattr(primary, "serving", None)
     return serving if isinstance(serving, str) else None

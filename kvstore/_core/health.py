@@ -24,8 +24,9 @@ class TierHealth:
         conflicts: Journaled writes replay skipped because another instance changed their keys later
             (kept in the journal's ``conflicts`` table, logged with ``kvstore_event="conflict"``).
         dead_letters: Journaled writes the primary refused for good (e.g. a type conflict).
-        serving: ``host:port`` of the primary's server that answered last (of several
-            PostgreSQL hosts, the one accepting writes), when the backend tells.
+        serving: ``host:port`` of the server that serves the tier's primary now (of several PostgreSQL
+            hosts the one accepting writes; the Redis master Sentinel named), ``None`` when the backend
+            has no such choice.
     """
 
     tier: str

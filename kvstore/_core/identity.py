@@ -15,6 +15,7 @@ from kvstore.config import (
     RedisCacheConfig,
     SqliteDatabaseConfig,
     _Url,
+    parse_sentinels,
 )
 
 __all__ = ["identity_label", "tier_identity"]
@@ -54,9 +55,14 @@ def identity_label(config: TierConfig) -> str:
             f"schema={_show(target['schema'])}",
             f"prefix={target['table_prefix']}",
         ]
+    elif kind == "redis" and "sentinels" in target:
+        where = ",".join(_host_port(host, port) for host, port in target["sentinels"])
+        parts = [f"sentinel {_show(target['service'])} via {where}/{target['db']}"]
     elif kind == "redis":
         where = target["socket"] or _host_port(target["host"], target["port"])
         parts = [f"{where}/{target['db']}" + (" cluster" if target["cluster"] else "")]
+        if "service" in target:  # a service name without Sentinels: kept apart all the same
+            parts.append(f"service={_show(target['service'])}")
     elif kind == "sqlite":
         parts = [_show(target["path"])]
     else:
@@ -145,7 +151,14 @@ def _postgres(config: PostgresDatabaseConfig) -> dict[str, Any]:
 
 
 def _redis(config: RedisCacheConfig) -> dict[str, Any]:
-    """host, port (or socket) and db as redis-py would resolve them; with a URL the fields are ignored."""
+    """host, port (or socket) and db as redis-py would resolve them; with a URL the fields are ignored.
+
+    Behind Sentinel the data lives in the service (whichever server is its master now):
+    the set of Sentinels, the service name and the db.
+    """
+    if config.sentinels is not None:
+        sentinels = sorted({(_normal_host(host), port) for host, port in parse_sentinels(config.sentinels)})
+        return {"sentinels": [list(pair) for pair in sentinels], "service": config.service_name, "db": config.db}
     socket = ""
     host, port, db = config.host, config.port, config.db
     if config.url is not None:
@@ -168,6 +181,7 @@ def _redis(config: RedisCacheConfig) -> dict[str, Any]:
         "port": port,
         "db": 0 if config.cluster else db,  # a cluster has only db 0
         "cluster": config.cluster,
+        **({"service": config.service_name} if config.service_name is not None else {}),
     }
 
 

@@ -13,33 +13,53 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 import redis
 import redis.asyncio
+import redis.asyncio.connection
+import redis.asyncio.sentinel
+import redis.connection
+import redis.sentinel
 from redis.asyncio.cluster import RedisCluster as _AsyncRedisCluster
 from redis.cluster import RedisCluster
 
 from kvstore._core.closed import Closed
 
-__all__ = ["AsyncReadyCluster", "AsyncWaitingPool", "ReadyCluster", "WaitingPool", "watch_fork", "watch_fork_async"]
+__all__ = [
+    "AsyncCheckedSentinelConnection",
+    "AsyncCheckedSentinelSSLConnection",
+    "AsyncReadyCluster",
+    "AsyncSentinel",
+    "AsyncSentinelPool",
+    "AsyncWaitingPool",
+    "CheckedSentinelConnection",
+    "CheckedSentinelSSLConnection",
+    "ReadyCluster",
+    "Sentinel",
+    "SentinelPool",
+    "WaitingPool",
+    "watch_fork",
+    "watch_fork_async",
+]
 
 
-class AsyncWaitingPool(redis.asyncio.ConnectionPool):
-    """redis-py's pool, but a burst beyond ``max_connections`` waits up to ``timeout`` seconds.
+class _AsyncWaiting:
+    """Pool mixin: a burst beyond ``max_connections`` waits up to ``timeout`` seconds."""
 
-    redis-py's async ``BlockingConnectionPool`` does the same with a Condition and
-    ``wait_for`` on every call (~25 us of CPU per command, a quarter of a GET); an
-    uncontended semaphore costs next to nothing. The sync twin uses redis-py's
-    ``BlockingConnectionPool`` (`WaitingPool`), which is cheap there; both take ``timeout``.
-    """
+    max_connections: int
 
-    def __init__(self, *, timeout: float, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, *args: Any, timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._wait = timeout
         self._gate = asyncio.Semaphore(self.max_connections)
+        # Connections holding a permit. redis-py releases a connection that failed to
+        # connect itself, before get_connection raises: that one never got a permit
+        # here, and the permit is returned by get_connection (once, not twice).
+        self._gated: set[int] = set()
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         gate = self._gate
@@ -54,20 +74,131 @@ class AsyncWaitingPool(redis.asyncio.ConnectionPool):
         else:
             await gate.acquire()
         try:
-            return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]  # unannotated upstream
+            connection = await super().get_connection(*args, **kwargs)  # type: ignore[misc]  # a mixin
         except BaseException:
             gate.release()
             raise
+        self._gated.add(id(connection))
+        return connection
 
     async def release(self, connection: Any) -> None:
         try:
-            await super().release(connection)
+            await super().release(connection)  # type: ignore[misc]  # a mixin
         finally:
-            self._gate.release()
+            if id(connection) in self._gated:
+                self._gated.discard(id(connection))
+                self._gate.release()
+
+
+class AsyncWaitingPool(_AsyncWaiting, redis.asyncio.ConnectionPool):
+    """redis-py's pool, but a burst beyond ``max_connections`` waits up to ``timeout`` seconds.
+
+    redis-py's async ``BlockingConnectionPool`` does the same with a Condition and
+    ``wait_for`` on every call (~25 us of CPU per command, a quarter of a GET); an
+    uncontended semaphore costs next to nothing. The sync twin uses redis-py's
+    ``BlockingConnectionPool`` (`WaitingPool`), which is cheap there; both take ``timeout``.
+    """
 
 
 #: The sync pool whose callers wait up to ``timeout`` for a free connection.
 WaitingPool = redis.BlockingConnectionPool
+
+
+# --- Redis Sentinel -----------------------------------------------------------------------
+#
+# redis-py's Sentinel pool asks the Sentinels for the master's address before each new
+# connection. kvstore adds one check per new connection, before its first command: the
+# store's ``check_master`` (is this a master? the same one as before? after a failover,
+# invalidate what the old master may have lost), set on the pool by the store.
+
+#: redis-py's Sentinel manager (queries the Sentinels for the master's address).
+AsyncSentinel = redis.asyncio.sentinel.Sentinel
+Sentinel = redis.sentinel.Sentinel
+
+
+class AsyncCheckedSentinelConnection(redis.asyncio.sentinel.SentinelManagedConnection):
+    """A connection to the master Sentinel names, checked by the store before it is used."""
+
+    async def connect_to(self, address: Any) -> None:
+        await super().connect_to(address)  # type: ignore[no-untyped-call]  # unannotated upstream
+        try:
+            await self.connection_pool.check_master(self)
+        except BaseException:
+            await self.disconnect()
+            raise
+
+
+class AsyncCheckedSentinelSSLConnection(AsyncCheckedSentinelConnection, redis.asyncio.connection.SSLConnection):
+    """The TLS variant (``rediss+sentinel://`` or ``tls: true``)."""
+
+
+class CheckedSentinelConnection(redis.sentinel.SentinelManagedConnection):
+    """A connection to the master Sentinel names, checked by the store before it is used."""
+
+    def connect_to(self, address: Any) -> None:
+        super().connect_to(address)  # type: ignore[no-untyped-call]  # unannotated upstream
+        try:
+            self.connection_pool.check_master(self)
+        except BaseException:
+            self.disconnect()  # type: ignore[no-untyped-call]  # unannotated upstream
+            raise
+
+
+class CheckedSentinelSSLConnection(CheckedSentinelConnection, redis.connection.SSLConnection):
+    """The TLS variant (``rediss+sentinel://`` or ``tls: true``)."""
+
+
+class AsyncSentinelPool(_AsyncWaiting, redis.asyncio.sentinel.SentinelConnectionPool):
+    """redis-py's Sentinel pool: waits for a free connection, and holds the store's ``check_master``."""
+
+    check_master: Callable[[Any], Any]
+
+
+class SentinelPool(redis.sentinel.SentinelConnectionPool):
+    """redis-py's sync Sentinel pool; a burst beyond ``max_connections`` waits up to ``timeout`` seconds."""
+
+    def __init__(self, *args: Any, timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # unannotated upstream
+        self._wait = timeout
+        self._gate_pid = os.getpid()
+        self._gate = threading.BoundedSemaphore(self.max_connections)
+        self._gated: set[int] = set()
+
+    def _current_gate(self) -> threading.BoundedSemaphore:
+        if self._gate_pid != os.getpid():  # a forked child counts its own connections
+            self._gate_pid = os.getpid()
+            self._gate = threading.BoundedSemaphore(self.max_connections)
+            self._gated = set()
+        return self._gate
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        gate = self._current_gate()
+        if not gate.acquire(timeout=self._wait):
+            raise redis.exceptions.MaxConnectionsError(f"no pooled connection became free within {self._wait:g} s")
+        try:
+            connection = super().get_connection(*args, **kwargs)
+        except BaseException:
+            gate.release()  # redis-py released the connection itself; the permit is returned here
+            raise
+        self._gated.add(id(connection))
+        return connection
+
+    def release(self, connection: Any) -> None:
+        try:
+            super().release(connection)
+        finally:
+            if id(connection) in self._gated:
+                self._gated.discard(id(connection))
+                self._current_gate().release()
+
+    @property
+    def check_master(self) -> Callable[[Any], Any]:
+        """The store's check of a new connection; the connections reach it through redis-py's pool proxy."""
+        return getattr(self.proxy, "check_master")  # type: ignore[no-any-return]  # noqa: B009  # set below
+
+    @check_master.setter
+    def check_master(self, check: Callable[[Any], Any]) -> None:
+        setattr(self.proxy, "check_master", check)  # noqa: B010  # redis-py's proxy has no such attribute
 
 
 class AsyncReadyCluster(_AsyncRedisCluster):
@@ -131,6 +262,10 @@ def _reconnect_in_child(store: Any) -> None:
         return
     if store._owns_client:
         _abandon(client)
+        sentinel = getattr(store, "_sentinel", None)
+        if sentinel is not None:  # its clients hold the parent's sockets to the Sentinels
+            _abandon(sentinel)
+            store._sentinel = None
         store._client = _Reconnect(store, store._new_client)
     elif isinstance(client, redis.asyncio.Redis):
         # A handed client stays the caller's; the store opens a pool of its own like it.
