@@ -52,6 +52,8 @@ CHECKPOINT_PAGES = 1000
 #: a long list (its items go by trigger in the same statement).
 PROGRESS_STEPS = 1000
 LOOP_PROGRESS = 5
+#: The progress count outside an engine call, and during a rollback: never interrupted.
+_UNCOUNTED = -(1 << 62)
 
 
 class WouldBlock(Exception):  # a signal between the engine and the async store, never raised to users
@@ -207,7 +209,7 @@ class SqliteEngine:
         self.loop_reads = False
         self.loop_writes = False
         self.checkpoint_due = False
-        self._progress = 0
+        self._progress = _UNCOUNTED
         after_fork_in_child(self)
 
     def _after_fork_in_child(self) -> None:
@@ -447,6 +449,8 @@ class SqliteEngine:
                 return self._cur.execute(statement, params).fetchall()  # type: ignore[no-any-return]  # apsw is untyped
             except apsw.Error as exc:
                 raise self._error(exc, operation, key) from exc
+            finally:
+                self._progress = _UNCOUNTED
 
     def _snapshot(self, operation: str, key: str | None, body: Callable[..., T], *args: Any) -> T:
         """``body(cursor, now_ms, *args)`` in one read transaction: every statement sees one snapshot."""
@@ -458,7 +462,7 @@ class SqliteEngine:
                 try:
                     return body(cur, self._clock() * 1000, *args)
                 finally:
-                    self._rollback()
+                    self._rollback()  # ends the count too
             except apsw.Error as exc:
                 raise self._error(exc, operation, key) from exc
 
@@ -480,13 +484,15 @@ class SqliteEngine:
                 except BaseException:
                     self._rollback()
                     raise
+                finally:
+                    self._progress = _UNCOUNTED
             except apsw.Error as exc:
                 raise self._error(exc, operation, key) from exc
             return result
 
     def _rollback(self) -> None:
         conn = self._conn
-        self._progress = -(1 << 62)  # the progress handler must never interrupt the rollback
+        self._progress = _UNCOUNTED  # the progress handler never interrupts a rollback
         if conn is not None and conn.in_transaction:
             # The original error matters more; SQLite may have rolled back already.
             with contextlib.suppress(apsw.Error):
