@@ -419,6 +419,18 @@ class SqliteEngine:
         self._progress += 1
         return self._progress >= LOOP_PROGRESS and not self._patient
 
+    def write_lock_free(self) -> bool:
+        """Whether the write lock could be taken now (tried without waiting; nothing written, released at once)."""
+        with self._lock:
+            try:
+                self._cur.execute(sql.BEGIN_IMMEDIATE)
+            except apsw.BusyError:
+                return False
+            except apsw.Error:
+                return True  # not a lock: the call itself meets the error
+            self._rollback()
+            return True
+
     def _wal_written(self, _conn: apsw.Connection, _name: str, pages: int) -> int:
         """SQLite's WAL hook (after each commit): flag a checkpoint when the WAL is long enough."""
         if pages >= CHECKPOINT_PAGES:

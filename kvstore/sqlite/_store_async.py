@@ -7,9 +7,10 @@ import os
 import time
 import types
 from collections.abc import AsyncIterator, Callable, Iterable
+from time import perf_counter
 from typing import Any, TypeVar
 
-from kvstore.errors import MissingDependencyError
+from kvstore.errors import BackendBusyError, MissingDependencyError
 
 try:
     import apsw
@@ -23,7 +24,7 @@ from kvstore._core.keys import validate_prefix
 from kvstore.base_async import LIST_HOOKS, VALUE_HOOKS, AsyncDatabase
 from kvstore.config import DEFAULT_SQLITE_PATH
 from kvstore.sqlite._engine import MEMORY, LockBusy, SqliteEngine, WouldBlock
-from kvstore.sqlite._worker import AsyncSqliteWorker
+from kvstore.sqlite._worker import TURN_BUDGET, AsyncSqliteWorker, begin_turn, turn
 
 __all__ = ["AsyncSqliteDatabase"]
 
@@ -138,6 +139,11 @@ class AsyncSqliteDatabase(AsyncDatabase):
             A plain function, so the public methods await only when there is something to await.
             """
             if self._engine.loop_reads and self._worker.idle():
+                started = turn.started
+                if not started:
+                    begin_turn()
+                elif perf_counter() - started > TURN_BUDGET:
+                    return self._next_turn(False, fn, args)
                 try:
                     return fn(*args)
                 except WouldBlock as exc:
@@ -148,6 +154,11 @@ class AsyncSqliteDatabase(AsyncDatabase):
             """`_run_read` for a call that writes: it may also start a checkpoint of the WAL on the worker."""
             engine = self._engine
             if engine.loop_writes and self._worker.idle():
+                started = turn.started
+                if not started:
+                    begin_turn()
+                elif perf_counter() - started > TURN_BUDGET:
+                    return self._next_turn(True, fn, args)
                 try:
                     result = fn(*args)
                 except WouldBlock as exc:
@@ -157,6 +168,14 @@ class AsyncSqliteDatabase(AsyncDatabase):
                 return result
             return self._off_loop(fn, *args)
 
+        async def _next_turn(self, writes: bool, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+            """The call, after letting the loop run its other tasks (see `TURN_BUDGET`)."""
+            await asyncio.sleep(0)
+            result: Any = self._run_write(fn, *args) if writes else self._run_read(fn, *args)
+            if result.__class__ is _Coroutine:
+                result = await result
+            return result  # type: ignore[no-any-return]  # the engine's answer
+
         def _checkpoint(self) -> None:
             engine = self._engine
             engine.checkpoint_due = False
@@ -165,25 +184,37 @@ class AsyncSqliteDatabase(AsyncDatabase):
         async def _later(self, why: WouldBlock, writes: bool, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
             """Finish a call that would have blocked the loop: nothing of it was written.
 
-            Long work goes to the worker. A call that found the lock taken is tried again
-            on the loop, without waiting and with nothing held in between (so this store's
-            reads and other calls go on), until the lock is free or ``busy_timeout`` is
-            spent; then the busy error. If the worker has work meanwhile, the call joins
-            its queue with the time left.
+            While another connection holds the write lock, nothing waits inside SQLite:
+            the loop tries again after a pause (doubling up to 10 ms), holding nothing in
+            between, so this store's reads and other calls go on. A short call is tried
+            again itself; long work (which runs on the worker) first checks that the lock
+            is free. After ``busy_timeout``: the busy error. If the worker has work
+            meanwhile, the call joins its queue with the time left.
             """
             engine = self._engine
-            if not isinstance(why, LockBusy):
-                return await self._off_loop(fn, *args)
+            long = not isinstance(why, LockBusy)
+            if long:
+                if not writes:  # a long read: WAL readers never wait for a lock
+                    return await self._off_loop(fn, *args)
+                try:  # on the worker, if the lock is free now
+                    return await self._worker.run(engine.patiently, 0.0, fn, *args)
+                except BackendBusyError as exc:
+                    why = LockBusy(exc)
             deadline = time.monotonic() + engine.busy_timeout
             pause = _POLL_FIRST
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    assert isinstance(why, LockBusy)
                     raise why.error from why.error.__cause__
                 await asyncio.sleep(min(pause, left))
                 pause = min(pause * 2, _POLL_MAX)
                 if not (engine.loop_writes if writes else engine.loop_reads) or not self._worker.idle():
                     break
+                if long:
+                    if engine.write_lock_free():
+                        break
+                    continue
                 try:
                     result = fn(*args)
                 except LockBusy as exc:

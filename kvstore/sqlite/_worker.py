@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 from kvstore._core.acompat import AsyncWorker, Worker
 from kvstore.errors import ClosedError
 
-__all__ = ["AsyncSqliteWorker", "SqliteWorker"]
+__all__ = ["TURN_BUDGET", "AsyncSqliteWorker", "SqliteWorker", "begin_turn", "turn"]
 
 T = TypeVar("T")
 
@@ -105,6 +106,32 @@ class AsyncSqliteWorker(AsyncWorker):
         # The parent's thread and its calls do not exist here: nothing is running.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._name)
         self._handed = self._finished = 0
+
+
+class _Turn:
+    """When the event loop of this thread started running store calls without running anything else (0: it ran)."""
+
+    __slots__ = ("started",)
+
+    def __init__(self) -> None:
+        self.started = 0.0
+
+
+#: Shared by every store, so that a loop of calls on several stores yields as one.
+turn = _Turn()
+#: Seconds of store calls on the loop after which the next call first lets the loop run its other tasks:
+#: a caller awaiting call after call (each finishing on the loop, so never suspending) starves no one.
+TURN_BUDGET = 0.002
+
+
+def _end_turn() -> None:
+    turn.started = 0.0
+
+
+def begin_turn() -> None:
+    """A store call runs on the loop after the loop ran other work: start counting, until the loop runs again."""
+    turn.started = time.perf_counter()
+    asyncio.get_running_loop().call_soon(_end_turn)
 
 
 class SqliteWorker(Worker):
