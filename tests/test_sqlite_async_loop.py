@@ -468,3 +468,47 @@ async def test_long_work_goes_to_the_worker_with_the_right_answer(tmp_path: Path
         "delete: worker",
     ]
     await store.aclose()
+
+
+def test_a_turn_left_open_by_a_closed_loop_does_not_stop_the_next_one(tmp_path: Path) -> None:
+    """A caller awaiting get after get (each finishing on the loop, never suspending) lets the loop run its
+    other tasks every few ms; the reset a finished loop never ran (asyncio.run returned, a forked child)
+    leaves no call yielding forever on the next loop.
+
+    The gap is measured in the loop thread's CPU time: on a loaded machine the OS deschedules
+    the process for tens of ms, which is no store's doing; a caller that never yields keeps
+    the other task waiting for the whole run's CPU time.
+    """
+    store = AsyncSqliteDatabase(tmp_path / "kv.db")
+
+    async def gets(n: int) -> tuple[float, float]:
+        """n gets in a row; (CPU seconds they took, the longest the loop's other task waited meanwhile, in CPU s)."""
+        await store.set("k", 1)
+        last = time.thread_time()
+        longest = 0.0
+
+        async def other() -> None:
+            nonlocal last, longest
+            while True:
+                await asyncio.sleep(0)
+                now = time.thread_time()
+                longest, last = max(longest, now - last), now
+
+        side = asyncio.ensure_future(other())
+        await asyncio.sleep(0)
+        started = last = time.thread_time()
+        for _ in range(n):
+            assert await store.get("k") == 1
+        took = time.thread_time() - started
+        await asyncio.sleep(0)  # the other task runs once more: the gap up to now counts too
+        side.cancel()
+        return took, longest
+
+    asyncio.run(gets(10))
+    turn_module = sys.modules["kvstore.sqlite._worker"]
+    turn_module.turn.started = time.perf_counter() - 60  # as if a loop had closed mid-turn long ago
+    took, longest = asyncio.run(asyncio.wait_for(gets(40_000), 60))
+    print(f"\n40,000 gets in {took:.2f} CPU s; the other task waited {longest * 1000:.1f} CPU ms at most")
+    assert took > 0.05  # long enough that a caller never yielding would starve the other task throughout
+    assert longest < 0.01
+    asyncio.run(store.aclose())

@@ -171,6 +171,9 @@ class AsyncSqliteDatabase(AsyncDatabase):
         async def _next_turn(self, writes: bool, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
             """The call, after letting the loop run its other tasks (see `TURN_BUDGET`)."""
             await asyncio.sleep(0)
+            # A new turn in any case: the reset scheduled by the last one may never run (its
+            # loop was closed, or this is a forked child), and the call must not yield again.
+            begin_turn()
             result: Any = self._run_write(fn, *args) if writes else self._run_read(fn, *args)
             if result.__class__ is _Coroutine:
                 result = await result
