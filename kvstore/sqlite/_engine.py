@@ -41,17 +41,17 @@ _KeySet = set[str]
 MEMORY = ":memory:"
 
 #: Most keys, items or rows one call may read or write on the event loop; more go to the worker.
-LOOP_ITEMS = 256
+LOOP_ITEMS = 128
 #: Most bytes of values one write may carry on the event loop; more go to the worker.
 LOOP_BYTES = 256 * 1024
 #: WAL pages after which a store serving a loop checkpoints on its worker (SQLite's own auto-checkpoint size).
 CHECKPOINT_PAGES = 1000
 #: SQLite calls the progress handler every `PROGRESS_STEPS` VM steps of a statement; a call on
 #: the event loop is interrupted, rolled back and run again on the worker at the `LOOP_PROGRESS`-th
-#: (about a millisecond of work): a catch-all for work no size check foresees, such as deleting
+#: (a millisecond or two of work): a catch-all for work no size check foresees, such as deleting
 #: a long list (its items go by trigger in the same statement).
 PROGRESS_STEPS = 1000
-LOOP_PROGRESS = 5
+LOOP_PROGRESS = 10
 #: The progress count outside an engine call, and during a rollback: never interrupted.
 _UNCOUNTED = -(1 << 62)
 

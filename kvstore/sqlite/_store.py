@@ -22,7 +22,7 @@ from kvstore._core.idempotency import DEFAULT_IDEMPOTENCY_WINDOW
 from kvstore._core.keys import validate_prefix
 from kvstore.base import LIST_HOOKS, VALUE_HOOKS, Database
 from kvstore.config import DEFAULT_SQLITE_PATH
-from kvstore.sqlite._engine import MEMORY, SqliteEngine
+from kvstore.sqlite._engine import MEMORY, SqliteEngine, WouldBlock
 from kvstore.sqlite._worker import SqliteWorker
 
 __all__ = ["SqliteDatabase"]
@@ -37,6 +37,8 @@ T = TypeVar("T")
 #: What an ``def`` returns: a hook that could not finish on the loop returns one to await.
 _Coroutine = types.CoroutineType
 
+#: Why a write serving a loop goes to the worker: it is busy, or commits sync the WAL (``synchronous="FULL"``).
+_WORKER_WRITES = WouldBlock("a write on the worker")
 #: Seconds between two tries of a call that found the write lock taken: doubling from the first to the last.
 _POLL_FIRST = 0.0005
 _POLL_MAX = 0.01
@@ -68,9 +70,9 @@ class SqliteDatabase(Database):
     never wait, and a write takes the write lock only if it is free at once. A write
     that finds the lock taken by another connection retries without blocking the loop
     (nothing is held meanwhile, so reads go on) until ``busy_timeout``, then raises
-    `BackendBusyError`; long work (a batch of more than 256 keys or items or 256 KiB,
-    a due expiry sweep, `clear`, a checkpoint of the WAL, any statement running past
-    about a millisecond) runs on the worker. The loop and the worker never use the
+    `BackendBusyError`; long work (a batch of more than 128 keys or items or 256 KiB,
+    a due expiry sweep, `clear`, a checkpoint of the WAL, any call running past a
+    millisecond or two of SQLite work) runs on the worker. The loop and the worker never use the
     connection at once, and calls made one after the other keep their order, even when
     one was cancelled. With ``synchronous="FULL"`` (a sync of the WAL at every commit)
     writes run on the worker; so does every call on a handed ``apsw.Connection``.

@@ -38,6 +38,8 @@ T = TypeVar("T")
 #: What an ``async def`` returns: a hook that could not finish on the loop returns one to await.
 _Coroutine = types.CoroutineType
 
+#: Why a write serving a loop goes to the worker: it is busy, or commits sync the WAL (``synchronous="FULL"``).
+_WORKER_WRITES = WouldBlock("a write on the worker")
 #: Seconds between two tries of a call that found the write lock taken: doubling from the first to the last.
 _POLL_FIRST = 0.0005
 _POLL_MAX = 0.01
@@ -69,9 +71,9 @@ class AsyncSqliteDatabase(AsyncDatabase):
     never wait, and a write takes the write lock only if it is free at once. A write
     that finds the lock taken by another connection retries without blocking the loop
     (nothing is held meanwhile, so reads go on) until ``busy_timeout``, then raises
-    `BackendBusyError`; long work (a batch of more than 256 keys or items or 256 KiB,
-    a due expiry sweep, `clear`, a checkpoint of the WAL, any statement running past
-    about a millisecond) runs on the worker. The loop and the worker never use the
+    `BackendBusyError`; long work (a batch of more than 128 keys or items or 256 KiB,
+    a due expiry sweep, `clear`, a checkpoint of the WAL, any call running past a
+    millisecond or two of SQLite work) runs on the worker. The loop and the worker never use the
     connection at once, and calls made one after the other keep their order, even when
     one was cancelled. With ``synchronous="FULL"`` (a sync of the WAL at every commit)
     writes run on the worker; so does every call on a handed ``apsw.Connection``.
@@ -166,6 +168,8 @@ class AsyncSqliteDatabase(AsyncDatabase):
                 if engine.checkpoint_due:
                     self._checkpoint()
                 return result
+            if engine.loop_reads:  # the worker writes, but never waits there for a lock
+                return self._later(_WORKER_WRITES, True, fn, args)
             return self._off_loop(fn, *args)
 
         async def _next_turn(self, writes: bool, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
@@ -187,48 +191,53 @@ class AsyncSqliteDatabase(AsyncDatabase):
         async def _later(self, why: WouldBlock, writes: bool, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
             """Finish a call that would have blocked the loop: nothing of it was written.
 
-            While another connection holds the write lock, nothing waits inside SQLite:
-            the loop tries again after a pause (doubling up to 10 ms), holding nothing in
-            between, so this store's reads and other calls go on. A short call is tried
-            again itself; long work (which runs on the worker) first checks that the lock
-            is free. After ``busy_timeout``: the busy error. If the worker has work
-            meanwhile, the call joins its queue with the time left.
+            Nothing ever waits inside SQLite for another connection's lock, on the loop or
+            on the worker (which would hold the connection meanwhile): while the lock is
+            taken, the loop tries again after a pause (doubling up to 10 ms), holding
+            nothing in between, so this store's reads and other calls go on. A short call
+            is tried again itself on the loop; long work checks on the loop that the lock
+            is free, then runs on the worker without waiting. After ``busy_timeout``: the
+            busy error. A long read runs on the worker at once (WAL readers do not wait).
             """
             engine = self._engine
             long = not isinstance(why, LockBusy)
-            if long:
-                if not writes:  # a long read: WAL readers never wait for a lock
-                    return await self._off_loop(fn, *args)
-                try:  # on the worker, if the lock is free now
-                    return await self._worker.run(engine.patiently, 0.0, fn, *args)
-                except BackendBusyError as exc:
-                    why = LockBusy(exc)
+            if long and not writes:
+                return await self._off_loop(fn, *args)
             deadline = time.monotonic() + engine.busy_timeout
             pause = _POLL_FIRST
             while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    assert isinstance(why, LockBusy)
-                    raise why.error from why.error.__cause__
-                await asyncio.sleep(min(pause, left))
-                pause = min(pause * 2, _POLL_MAX)
-                if not (engine.loop_writes if writes else engine.loop_reads) or not self._worker.idle():
-                    break
                 if long:
-                    if engine.write_lock_free():
+                    try:  # on the worker, if the lock is free now
+                        return await self._worker.run(engine.patiently, 0.0, fn, *args)
+                    except BackendBusyError as exc:
+                        why = LockBusy(exc)
+                while True:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        assert isinstance(why, LockBusy)
+                        raise why.error from why.error.__cause__
+                    await asyncio.sleep(min(pause, left))
+                    pause = min(pause * 2, _POLL_MAX)
+                    if not engine.loop_reads:  # closed, or a forked child: the worker answers
+                        return await self._worker.run(engine.patiently, max(left, 0.0), fn, *args)
+                    if not self._worker.idle():
+                        continue  # the worker has the connection: look again later
+                    if long or (writes and not engine.loop_writes):
+                        long = True
+                        if engine.write_lock_free():
+                            break
+                        continue
+                    try:
+                        result = fn(*args)
+                    except LockBusy as exc:
+                        why = exc
+                        continue
+                    except WouldBlock:  # long after all (a sweep came due): the worker runs it
+                        long = True
                         break
-                    continue
-                try:
-                    result = fn(*args)
-                except LockBusy as exc:
-                    why = exc
-                    continue
-                except WouldBlock:
-                    break
-                if writes and engine.checkpoint_due:
-                    self._checkpoint()
-                return result
-            return await self._worker.run(engine.patiently, max(deadline - time.monotonic(), 0.0), fn, *args)
+                    if writes and engine.checkpoint_due:
+                        self._checkpoint()
+                    return result
 
     else:
 
