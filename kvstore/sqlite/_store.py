@@ -72,10 +72,12 @@ class SqliteDatabase(Database):
     (nothing is held meanwhile, so reads go on) until ``busy_timeout``, then raises
     `BackendBusyError`; long work (a batch of more than 128 keys or items or 256 KiB,
     a due expiry sweep, `clear`, a checkpoint of the WAL, any call running past a
-    millisecond or two of SQLite work) runs on the worker. The loop and the worker never use the
-    connection at once, and calls made one after the other keep their order, even when
-    one was cancelled. With ``synchronous="FULL"`` (a sync of the WAL at every commit)
-    writes run on the worker; so does every call on a handed ``apsw.Connection``.
+    millisecond or two of SQLite work) runs on the worker, which never waits there for
+    a lock either. The loop and the worker never use the connection at once, and calls
+    made one after the other keep their order, even when one was cancelled. With
+    ``synchronous="FULL"`` (a sync of the WAL at every commit) writes run on the
+    worker. Every call on a handed ``apsw.Connection`` (it may be in use elsewhere)
+    runs on the worker and waits there for locks, as the sync store does.
 
     Fork-safe: in a process forked from the one that opened it (gunicorn ``--preload``,
     multiprocessing), the store opens a connection of its own on first use and never
@@ -138,8 +140,14 @@ class SqliteDatabase(Database):
     def _run_write(self, fn: Callable[..., T], *args: Any) -> T:
         return fn(*args)
 
+    def _worker_write(self, fn: Callable[..., T], *args: Any) -> T:
+        return fn(*args)
+
     def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on the worker, waiting up to ``busy_timeout`` for another connection's lock."""
+        """``fn(*args)`` on the worker, waiting there up to ``busy_timeout`` for another connection's lock.
+
+        For reads, opening, the expiry sweep, and every call of a store on a handed connection.
+        """
         engine = self._engine
         result: T = self._worker.run(engine.patiently, engine.busy_timeout, fn, *args)
         return result
@@ -186,7 +194,7 @@ class SqliteDatabase(Database):
                 return
 
     def _clear(self) -> None:
-        self._off_loop(self._engine.clear)
+        self._worker_write(self._engine.clear)
 
     def _ttl(self, key: str) -> float | None:
         result: Any = self._run_read(self._engine.ttl, key)
@@ -231,11 +239,11 @@ class SqliteDatabase(Database):
 
     def mark_cleared(self, at: float) -> None:
         """Record a clear of this prefix at ``at`` (see `Database.mark_cleared`)."""
-        self._off_loop(self._engine.mark_cleared, at)
+        self._worker_write(self._engine.mark_cleared, at)
 
     def restamp(self, keys: Iterable[str], at: float) -> None:
         """Date the last change of ``keys`` at ``at`` (see `Database.restamp`)."""
-        self._off_loop(self._engine.restamp, list(keys), at)
+        self._worker_write(self._engine.restamp, list(keys), at)
 
     # --- lifecycle ------------------------------------------------------------------------
 
