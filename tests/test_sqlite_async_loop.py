@@ -463,22 +463,7 @@ async def test_long_work_goes_to_the_worker_with_the_right_answer(tmp_path: Path
     """Big batches, long ranges and deleting a long list (its items go by trigger) run on the worker."""
     store = AsyncSqliteDatabase(tmp_path / "kv.db")
     await store.ping()
-    engine = store._engine
-    where: list[str] = []
-    for name in ("mget", "extend", "get_range", "delete", "trim"):
-        original = getattr(engine, name)
-
-        def spy(*args: Any, _original: Any = original, _name: str = name) -> Any:
-            patient = engine._patient
-            try:
-                result = _original(*args)
-            except engine_module.WouldBlock:
-                where.append(f"{_name}: loop refused")
-                raise
-            where.append(f"{_name}: {'worker' if patient else 'loop'}")
-            return result
-
-        setattr(engine, name, spy)
+    where = _record_where(store, ("mget", "extend", "get_range", "delete", "trim"))
     await store.extend("long", list(range(20_000)))
     assert await store.get_range("long", -3, -1) == [19_997, 19_998, 19_999]
     assert len(await store.get_range("long", 0, -1)) == 20_000
@@ -544,3 +529,63 @@ def test_a_turn_left_open_by_a_closed_loop_does_not_stop_the_next_one(tmp_path: 
     assert took > 0.05  # long enough that a caller never yielding would starve the other task throughout
     assert longest < 0.01
     asyncio.run(store.aclose())
+
+
+def _record_where(store: AsyncSqliteDatabase, names: tuple[str, ...]) -> list[str]:
+    """Spy on engine methods: each call appends ``name: worker|loop`` (``loop refused`` when it would block)."""
+    engine = store._engine
+    where: list[str] = []
+    for name in names:
+        original = getattr(engine, name)
+
+        def spy(*args: Any, _original: Any = original, _name: str = name) -> Any:
+            patient = engine._patient
+            try:
+                result = _original(*args)
+            except engine_module.WouldBlock:
+                where.append(f"{_name}: loop refused")
+                raise
+            where.append(f"{_name}: {'worker' if patient else 'loop'}")
+            return result
+
+        setattr(engine, name, spy)
+    return where
+
+
+async def test_synchronous_full_writes_on_the_worker_reads_on_the_loop(tmp_path: Path) -> None:
+    """synchronous=FULL (a WAL sync per commit): writes run on the worker, reads on the loop; a held lock
+    still ends in BackendBusyError at busy_timeout while reads go on."""
+    path = prepared(tmp_path / "kv.db")
+    store = AsyncSqliteDatabase(path, synchronous="FULL", busy_timeout=0.3)
+    await store.ping()
+    where = _record_where(store, ("set", "get"))
+    assert await store.set("a", 1) is True
+    assert await store.get("a") == 1
+    assert where == ["set: worker", "get: loop"]
+    async with other_process_holds_write_lock(path, 30):
+        started = time.perf_counter()
+        write = asyncio.ensure_future(store.set("a", 2))
+        await asyncio.sleep(0.05)
+        assert await store.get("a") == 1  # answered while the write waits
+        assert time.perf_counter() - started < 0.25
+        with pytest.raises(BackendBusyError):
+            await write
+        assert 0.28 <= time.perf_counter() - started < 0.8
+    assert await store.get("a") == 1
+    await store.aclose()
+
+
+async def test_a_handed_connection_is_used_on_the_worker_only(tmp_path: Path) -> None:
+    """A store on a handed apsw.Connection (maybe in use elsewhere) never uses it on the loop."""
+    path = prepared(tmp_path / "kv.db")
+    conn = apsw.Connection(str(path))
+    store = AsyncSqliteDatabase(conn)
+    where = _record_where(store, ("set", "get", "extend", "get_range"))
+    assert await store.set("a", 1) is True
+    assert await store.get("a") == 1
+    assert await store.append("l", 1) == 1
+    assert await store.get_range("l", 0, -1) == [1]
+    assert where == ["set: worker", "get: worker", "extend: worker", "get_range: worker"]
+    await store.aclose()
+    assert conn.execute("SELECT count(*) FROM kvstore_keys").fetchall()[0][0] > 0  # still the caller's, open
+    conn.close()
