@@ -1,10 +1,13 @@
 """SQLite backend, blocking part: one apsw connection and the raw operations on it.
 
 apsw is a blocking driver, so this is written once, synchronously: `SqliteDatabase`
-binds these methods as its raw hooks, and `AsyncSqliteDatabase` runs the same calls on
-its own worker thread so the event loop never waits on a file or a lock. Keys arrive
-validated (without the prefix, which is the ``ns`` column), values encoded, TTLs in
-whole milliseconds: the rules live in `kvstore.base`.
+binds these methods as its raw hooks. `AsyncSqliteDatabase` opens its engine with
+``serves_loop``: then a call made on the event loop never waits. It raises `WouldBlock`
+instead of waiting for another connection's lock (`LockBusy`) or doing long work (a big
+batch, a due sweep), and the store retries it without blocking or hands it to its
+worker thread, where `patiently` lets it wait. Keys arrive validated (without the
+prefix, which is the ``ns`` column), values encoded, TTLs in whole milliseconds: the
+rules live in `kvstore.base`.
 """
 
 from __future__ import annotations
@@ -25,17 +28,45 @@ from kvstore._core.idempotency import DEFAULT_IDEMPOTENCY_WINDOW, validate_windo
 from kvstore._core.keys import compile_glob, glob_literal_prefix, is_match_all, prefix_upper_bound, validate_keys
 from kvstore._core.lists import lrange_bounds
 from kvstore.base_async import BEYOND_64_BITS, MAX_INT, holds_list, holds_value, not_an_integer
-from kvstore.errors import ClosedError, ConfigError, KVStoreError
+from kvstore.errors import BackendBusyError, ClosedError, ConfigError, KVStoreError
 from kvstore.sqlite import _sql as sql
 from kvstore.sqlite._errors import BACKEND, map_error
 from kvstore.sqlite._sql import KIND_LIST, KIND_VALUE, SqliteFileError
 
-__all__ = ["MEMORY", "SqliteEngine", "after_fork_in_child"]
+__all__ = ["MEMORY", "LockBusy", "SqliteEngine", "WouldBlock", "after_fork_in_child"]
 
 T = TypeVar("T")
 #: `changed_since`'s answer (the engine defines a ``set`` method, which hides the builtin there).
 _KeySet = set[str]
 MEMORY = ":memory:"
+
+#: Most keys, items or rows one call may read or write on the event loop; more go to the worker.
+LOOP_ITEMS = 128
+#: Most bytes of values one write may carry on the event loop; more go to the worker.
+LOOP_BYTES = 256 * 1024
+#: WAL pages after which a store serving a loop checkpoints on its worker (SQLite's own auto-checkpoint size).
+CHECKPOINT_PAGES = 1000
+#: SQLite calls the progress handler every `PROGRESS_STEPS` VM steps of a statement; a call on
+#: the event loop is interrupted, rolled back and run again on the worker at the `LOOP_PROGRESS`-th
+#: (a millisecond or two of work): a catch-all for work no size check foresees, such as deleting
+#: a long list (its items go by trigger in the same statement).
+PROGRESS_STEPS = 1000
+LOOP_PROGRESS = 10
+#: The progress count outside an engine call, and during a rollback: never interrupted.
+_UNCOUNTED = -(1 << 62)
+
+
+class WouldBlock(Exception):  # a signal between the engine and the async store, never raised to users
+    """A call made without waiting (see `SqliteEngine.patiently`) would wait or take long: nothing was written."""
+
+
+class LockBusy(WouldBlock):
+    """Another connection holds the lock the call needs; ``error``: the `BackendBusyError` to raise at the deadline."""
+
+    def __init__(self, error: KVStoreError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
 
 # One lock per connection, shared by every engine using it (a ":memory:" database
 # is reachable only through its one connection, so sibling stores share it).
@@ -145,6 +176,7 @@ class SqliteEngine:
         clock: Callable[[], float],
         purge_interval: float,
         idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
+        serves_loop: bool = False,
     ) -> None:
         if synchronous.upper() not in ("NORMAL", "FULL"):
             raise ConfigError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
@@ -168,6 +200,16 @@ class SqliteEngine:
         self._lock = threading.Lock() if self._conn is None else _lock_for(self._conn)
         self._cur: Any = _Unopened(self)
         self.closed = False
+        # Serving an event loop (a connection of its own only: a handed one may be in use
+        # elsewhere, so every call of its store goes to the worker): calls are made
+        # without waiting unless `patiently` runs them; auto-checkpoints are left to the
+        # worker. `loop_reads` / `loop_writes` say what the loop may run once opened.
+        self._serves_loop = serves_loop and self._owns
+        self._patient = not self._serves_loop
+        self.loop_reads = False
+        self.loop_writes = False
+        self.checkpoint_due = False
+        self._progress = _UNCOUNTED
         after_fork_in_child(self)
 
     def _after_fork_in_child(self) -> None:
@@ -177,6 +219,9 @@ class SqliteEngine:
         # taken. That mutex stays taken in the child, so closing would fail (or hang): leave it.
         busy_at_fork = self._lock.locked()
         self._lock = threading.Lock()
+        # Until the child's own connection is open (on its worker), nothing runs on its loop.
+        self.loop_reads = self.loop_writes = self.checkpoint_due = False
+        self._patient = not self._serves_loop
         if self.closed:
             return
         conn, cur, self._conn = self._conn, self._cur, None
@@ -194,7 +239,8 @@ class SqliteEngine:
             self._cur = _InheritedMemory(self.path or MEMORY)
             return
         # A handed connection stays the caller's; in the child the engine opens (and owns)
-        # a connection of its own to the same file.
+        # a connection of its own to the same file. (It still serves no loop: the store's
+        # hooks chose the worker for it.)
         self._owns = True
         self._cur = _Unopened(self)
 
@@ -237,11 +283,22 @@ class SqliteEngine:
                     conn.close()
                 raise
             if self._owns:
-                conn.set_busy_timeout(int(self.busy_timeout * 1000))
+                # Serving a loop, the connection never waits on its own: `patiently` sets the wait.
+                conn.set_busy_timeout(int(self.busy_timeout * 1000) if self._patient else 0)
+            if self._serves_loop and self._owns:
+                # A commit on the loop must not run a checkpoint (it writes and syncs the
+                # database file): the WAL hook only flags one, which the store runs on its worker.
+                conn.wal_autocheckpoint(0)
+                conn.set_wal_hook(self._wal_written)
+                conn.set_progress_handler(self._too_long, PROGRESS_STEPS)
         except apsw.Error as exc:
             raise self._error(exc, "open") from exc
         self._conn = conn
         self._cur = conn.cursor()
+        if self._serves_loop and self._owns:
+            self.loop_reads = True
+            # synchronous=FULL syncs the WAL at every commit: its writes stay on the worker.
+            self.loop_writes = self.synchronous == "NORMAL"
         return self._cur  # type: ignore[no-any-return]  # apsw is untyped
 
     def _prepare_within(self, conn: apsw.Connection, wait: float) -> None:
@@ -306,6 +363,7 @@ class SqliteEngine:
             if self.closed:
                 return
             self.closed = True
+            self.loop_reads = self.loop_writes = False
             conn, self._conn = self._conn, None
             self._cur = _ClosedCursor(self.path)
             if conn is not None and self._owns:
@@ -313,51 +371,140 @@ class SqliteEngine:
 
     # --- the driver boundary: every apsw call runs in one of these, errors through `map_error` ---
 
-    def _error(self, exc: apsw.Error, operation: str, key: str | None = None) -> KVStoreError:
-        return map_error(exc, path=self.path, busy_timeout=self.busy_timeout, operation=operation, key=key)
+    def _error(self, exc: apsw.Error, operation: str, key: str | None = None) -> KVStoreError | WouldBlock:
+        if not self._patient and isinstance(exc, apsw.InterruptError):
+            return WouldBlock("too long for the event loop")  # interrupted by `_too_long`: rolled back
+        error = map_error(exc, path=self.path, busy_timeout=self.busy_timeout, operation=operation, key=key)
+        if not self._patient and isinstance(error, BackendBusyError):
+            # Made without waiting: the store waits (off the loop) and raises ``error`` at its deadline.
+            error.__cause__ = exc
+            return LockBusy(error)
+        return error
+
+    # --- waiting: only on the worker of a store serving a loop ------------------------------
+
+    def patiently(self, seconds: float, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` allowed to wait ``seconds`` for another connection's lock and to take long.
+
+        For a store serving an event loop, on its worker thread only (the loop is not
+        using the connection then); a checkpoint that came due runs after it. Without
+        a loop every call is patient already.
+        """
+        if self._patient:
+            return fn(*args)
+        self._patient = True
+        try:
+            self._wait(seconds)
+            result = fn(*args)
+            if self.checkpoint_due:
+                self.checkpoint()
+            return result
+        finally:
+            self._patient = False
+            self._wait(0)
+
+    def _wait(self, seconds: float) -> None:
+        conn = self._conn
+        if conn is not None and not self.closed:
+            # Not opened yet: opening sets the wait from `_patient`.
+            conn.set_busy_timeout(int(seconds * 1000))
+
+    def _too_long(self) -> bool:
+        """SQLite's progress handler: interrupt a call on the loop at its `LOOP_PROGRESS`-th call.
+
+        SQLite counts steps per prepared statement across executions (apsw caches
+        statements), so a short statement calls it now and then too: the count is per
+        call of the engine (reset at each driver boundary), not per statement.
+        """
+        self._progress += 1
+        return self._progress >= LOOP_PROGRESS and not self._patient
+
+    def write_lock_free(self) -> bool:
+        """Whether the write lock could be taken now (tried without waiting; nothing written, released at once)."""
+        with self._lock:
+            try:
+                self._cur.execute(sql.BEGIN_IMMEDIATE)
+            except apsw.BusyError:
+                return False
+            except apsw.Error:
+                return True  # not a lock: the call itself meets the error
+            self._rollback()
+            return True
+
+    def _wal_written(self, _conn: apsw.Connection, _name: str, pages: int) -> int:
+        """SQLite's WAL hook (after each commit): flag a checkpoint when the WAL is long enough."""
+        if pages >= CHECKPOINT_PAGES:
+            self.checkpoint_due = True
+        return 0  # SQLITE_OK
+
+    def checkpoint(self) -> bool:
+        """Copy what it can of the WAL into the database file without waiting (PASSIVE); whether it ran.
+
+        A failed checkpoint loses nothing (the WAL keeps every commit); the next one catches up.
+        """
+        with self._lock:
+            self.checkpoint_due = False
+            conn = self._conn
+            if conn is None or self.closed:
+                return False
+            try:
+                conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+            except apsw.Error:
+                return False
+            return True
 
     def _query(self, operation: str, key: str | None, statement: str, params: tuple[Any, ...]) -> list[Any]:
         """The rows of one statement (its own implicit transaction)."""
         with self._lock:
+            self._progress = 0
             try:
                 return self._cur.execute(statement, params).fetchall()  # type: ignore[no-any-return]  # apsw is untyped
             except apsw.Error as exc:
                 raise self._error(exc, operation, key) from exc
+            finally:
+                self._progress = _UNCOUNTED
 
     def _snapshot(self, operation: str, key: str | None, body: Callable[..., T], *args: Any) -> T:
         """``body(cursor, now_ms, *args)`` in one read transaction: every statement sees one snapshot."""
         with self._lock:
+            self._progress = 0
             cur = self._cur
             try:
                 cur.execute(sql.BEGIN_READ)
                 try:
                     return body(cur, self._clock() * 1000, *args)
                 finally:
-                    self._rollback()
+                    self._rollback()  # ends the count too
             except apsw.Error as exc:
                 raise self._error(exc, operation, key) from exc
 
     def _write(self, operation: str, key: str | None, body: Callable[..., T], *args: Any) -> T:
         """``body(cursor, now_ms, *args)`` in a ``BEGIN IMMEDIATE`` transaction, committed; rolled back on error."""
         with self._lock:
+            self._progress = 0
             cur = self._cur
             try:
                 cur.execute(sql.BEGIN_IMMEDIATE)
                 try:
                     now = self._clock() * 1000
                     if now >= self._next_purge_ms:
+                        if not self._patient:
+                            raise WouldBlock("the expiry sweep is due")
                         self._purge(cur, now)
                     result = body(cur, now, *args)
                     cur.execute(sql.COMMIT)
                 except BaseException:
                     self._rollback()
                     raise
+                finally:
+                    self._progress = _UNCOUNTED
             except apsw.Error as exc:
                 raise self._error(exc, operation, key) from exc
             return result
 
     def _rollback(self) -> None:
         conn = self._conn
+        self._progress = _UNCOUNTED  # the progress handler never interrupts a rollback
         if conn is not None and conn.in_transaction:
             # The original error matters more; SQLite may have rolled back already.
             with contextlib.suppress(apsw.Error):
@@ -433,6 +580,8 @@ class SqliteEngine:
         return rows[0][1]  # type: ignore[no-any-return]  # a BLOB
 
     def set(self, key: str, data: bytes, ms: int | None, only_if_absent: bool) -> bool:
+        if len(data) > LOOP_BYTES and not self._patient:
+            raise WouldBlock("a large value")
         return self._write("set", key, self._set_in, key, data, ms, only_if_absent)
 
     def _set_in(self, cur: Any, now: float, key: str, data: bytes, ms: int | None, only_if_absent: bool) -> bool:
@@ -447,6 +596,8 @@ class SqliteEngine:
         return self._write("delete", key, self._delete_in, [key]) > 0
 
     def delete_many(self, keys: list[str]) -> int:
+        if len(keys) > LOOP_ITEMS and not self._patient:
+            raise WouldBlock("many keys")
         return self._write("delete_many", None, self._delete_in, keys)
 
     def _delete_in(self, cur: Any, now: float, keys: list[str]) -> int:
@@ -471,6 +622,8 @@ class SqliteEngine:
         return bool(rows) and (rows[0][0] is None or rows[0][0] > self._clock() * 1000)
 
     def mget(self, keys: list[str]) -> list[bytes | None]:
+        if len(keys) > LOOP_ITEMS and not self._patient:
+            raise WouldBlock("many keys")
         rows = self._query("mget", None, sql.MGET, (self.ns, orjson.dumps(keys)))
         now = self._clock() * 1000
         found = {
@@ -479,6 +632,8 @@ class SqliteEngine:
         return [found.get(key) for key in keys]
 
     def mset(self, rows: list[tuple[str, bytes, int | None]]) -> None:
+        if not self._patient and (len(rows) > LOOP_ITEMS or sum(len(row[1]) for row in rows) > LOOP_BYTES):
+            raise WouldBlock("a large batch")
         self._write("mset", None, self._mset_in, rows)
 
     def _mset_in(self, cur: Any, now: float, rows: list[tuple[str, bytes, int | None]]) -> None:
@@ -608,6 +763,8 @@ class SqliteEngine:
         operation = "append" if len(items) == 1 else "extend"  # for errors: the hook serves both
         if not items:  # writes nothing: its id is neither looked up nor recorded
             return self._length(key, operation)
+        if not self._patient and (len(items) > LOOP_ITEMS or sum(map(len, items)) > LOOP_BYTES):
+            raise WouldBlock("a large batch")
         return self._write(operation, key, self._push_in, key, items, idempotency_id, operation)
 
     def _push_in(
@@ -654,6 +811,8 @@ class SqliteEngine:
         lo, hi = lrange_bounds(tail - head, start, end)
         if hi <= lo:
             return []
+        if hi - lo > LOOP_ITEMS and not self._patient:
+            raise WouldBlock("a long range")
         return [row[0] for row in cur.execute(sql.RANGE, (self.ns, key, head + lo, head + hi))]
 
     def get_length(self, key: str) -> int:
@@ -683,6 +842,8 @@ class SqliteEngine:
             raise holds_value(key, "trim", BACKEND)
         length = tail - head
         lo, hi = lrange_bounds(length, start, end)
+        if length - max(hi - lo, 0) > LOOP_ITEMS and not self._patient:
+            raise WouldBlock("a long trim")
         if hi <= lo:  # nothing kept: the list goes, dated as a delete
             self._delete_in(cur, now, [key])
             return length

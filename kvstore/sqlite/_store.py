@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import time
+import types
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 from kvstore.errors import MissingDependencyError
 
@@ -14,7 +16,6 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by the missing-extra test
     raise MissingDependencyError("sqlite", "sqlite", "apsw") from exc
 
-from kvstore._core.acompat import Worker
 from kvstore._core.closed import Closed as _Closed
 from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES
 from kvstore._core.idempotency import DEFAULT_IDEMPOTENCY_WINDOW
@@ -22,7 +23,8 @@ from kvstore._core.keys import validate_prefix
 from kvstore._core.watch import check_poll_interval
 from kvstore.base import LIST_HOOKS, VALUE_HOOKS, Database
 from kvstore.config import DEFAULT_SQLITE_PATH
-from kvstore.sqlite._engine import MEMORY, SqliteEngine
+from kvstore.sqlite._engine import MEMORY, SqliteEngine, WouldBlock
+from kvstore.sqlite._worker import SqliteWorker
 
 __all__ = ["SqliteDatabase", "SqliteWatcher"]
 
@@ -31,6 +33,16 @@ _KeySet = set[str]
 
 #: Raw hooks that are the engine's method of the same name (the sync store binds them directly).
 _DIRECT = VALUE_HOOKS + LIST_HOOKS
+
+T = TypeVar("T")
+#: What an ``def`` returns: a hook that could not finish on the loop returns one to await.
+_Coroutine = types.CoroutineType
+
+#: Why a write serving a loop goes to the worker: it is busy, or commits sync the WAL (``synchronous="FULL"``).
+_WORKER_WRITES = WouldBlock("a write on the worker")
+#: Seconds between two tries of a call that found the write lock taken: doubling from the first to the last.
+_POLL_FIRST = 0.0005
+_POLL_MAX = 0.01
 
 
 class SqliteDatabase(Database):
@@ -54,8 +66,19 @@ class SqliteDatabase(Database):
             (creating or migrating it); ``None``: ``busy_timeout``.
 
     The sync class opens the file in its constructor; the async class opens it on its
-    first call (or in `from_config`) and does every blocking call on a worker thread of
-    its own, so the event loop never waits on the file or on another process's lock.
+    first call (or in `from_config`), on a worker thread of its own. After that, a call
+    that cannot block runs on the event loop, as fast as the sync store: WAL readers
+    never wait, and a write takes the write lock only if it is free at once. A write
+    that finds the lock taken by another connection retries without blocking the loop
+    (nothing is held meanwhile, so reads go on) until ``busy_timeout``, then raises
+    `BackendBusyError`; long work (a batch of more than 128 keys or items or 256 KiB,
+    a due expiry sweep, `clear`, a checkpoint of the WAL, any call running past a
+    millisecond or two of SQLite work) runs on the worker, which never waits there for
+    a lock either. The loop and the worker never use the connection at once, and calls
+    made one after the other keep their order, even when one was cancelled. With
+    ``synchronous="FULL"`` (a sync of the WAL at every commit) writes run on the
+    worker. Every call on a handed ``apsw.Connection`` (it may be in use elsewhere)
+    runs on the worker and waits there for locks, as the sync store does.
 
     Fork-safe: in a process forked from the one that opened it (gunicorn ``--preload``,
     multiprocessing), the store opens a connection of its own on first use and never
@@ -81,6 +104,8 @@ class SqliteDatabase(Database):
     ) -> None:
         self.key_prefix = validate_prefix(key_prefix)
         self.max_value_bytes = max_value_bytes
+        # Calls run in order on the worker's thread, off the event loop (sync: in the caller's).
+        self._worker = SqliteWorker("kvstore-sqlite")
         self._engine: SqliteEngine = SqliteEngine(
             path,
             key_prefix=key_prefix,
@@ -89,83 +114,114 @@ class SqliteDatabase(Database):
             clock=clock,
             purge_interval=purge_interval,
             idempotency_window=idempotency_window,
+            serves_loop=self._worker.serves_loop,
         )
         self.path = self._engine.path
         if self.path in ("", MEMORY) or self.path.startswith("file::memory:"):
             # Health must not call an in-memory database durable.
             self.durable = False  # type: ignore[misc]  # per-instance override of the class default
         self._connect_timeout = connect_timeout
-        # Calls run in order on the worker's thread, off the event loop (sync: in the caller's).
-        self._worker = Worker("kvstore-sqlite")
         self._worker.at_init(self._engine.open, connect_timeout)
         self._worker.direct(self, self._engine, _DIRECT)
 
     def _opened(self) -> None:
         """`from_config`: open the file within ``connect_timeout``, then check it answers."""
-        self._worker.run(self._engine.open, self._connect_timeout)
+        self._off_loop(self._engine.open, self._connect_timeout)
         self.ping()
 
     def __repr__(self) -> str:
         state = "closed" if isinstance(self._engine, _Closed) else "open"
         return f"<{type(self).__name__} path={self.path!r} prefix={self.key_prefix!r} {state}>"
 
-    # --- raw hooks: the engine's methods, on the worker ---------------------------------
+    # --- where a call runs ------------------------------------------------------------------
 
-    def _get(self, key: str) -> bytes | None:
-        return self._worker.run(self._engine.get, key)
+    def _run_read(self, fn: Callable[..., T], *args: Any) -> T:
+        return fn(*args)
+
+    def _run_write(self, fn: Callable[..., T], *args: Any) -> T:
+        return fn(*args)
+
+    def _worker_write(self, fn: Callable[..., T], *args: Any) -> T:
+        return fn(*args)
+
+    def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the worker, waiting there up to ``busy_timeout`` for another connection's lock.
+
+        For reads, opening, the expiry sweep, and every call of a store on a handed connection.
+        """
+        engine = self._engine
+        result: T = self._worker.run(engine.patiently, engine.busy_timeout, fn, *args)
+        return result
+
+    # --- raw hooks: the engine's methods, on the loop when they cannot block ----------------
+    # The hot ones (`_get`, `_set`, `_mget`, `_mset`, `_extend`, `_get_range`) are plain
+    # functions: see `_run_read`. The sync store binds the engine's methods instead.
+
+    def _get(self, key: str) -> Any:
+        return self._run_read(self._engine.get, key)
 
     def _get_touch(self, key: str, ms: int) -> bytes | None:
-        return self._worker.run(self._engine.get_touch, key, ms)
+        result: Any = self._run_write(self._engine.get_touch, key, ms)
+        return result  # type: ignore[no-any-return]  # the engine's answer
 
-    def _set(self, key: str, data: bytes, ms: int | None, only_if_absent: bool) -> bool:
-        return self._worker.run(self._engine.set, key, data, ms, only_if_absent)
+    def _set(self, key: str, data: bytes, ms: int | None, only_if_absent: bool) -> Any:
+        return self._run_write(self._engine.set, key, data, ms, only_if_absent)
 
     def _delete(self, key: str) -> bool:
-        return self._worker.run(self._engine.delete, key)
+        result: Any = self._run_write(self._engine.delete, key)
+        return result  # type: ignore[no-any-return]  # the engine's answer
 
     def _delete_many(self, keys: list[str]) -> int:
-        return self._worker.run(self._engine.delete_many, keys)
+        result: Any = self._run_write(self._engine.delete_many, keys)
+        return result  # type: ignore[no-any-return]  # the engine's answer
 
     def _exists(self, key: str) -> bool:
-        return self._worker.run(self._engine.exists, key)
+        result: Any = self._run_read(self._engine.exists, key)
+        return result  # type: ignore[no-any-return]  # the engine's answer
 
-    def _mget(self, keys: list[str]) -> list[bytes | None]:
-        return self._worker.run(self._engine.mget, keys)
+    def _mget(self, keys: list[str]) -> Any:
+        return self._run_read(self._engine.mget, keys)
 
-    def _mset(self, rows: list[tuple[str, bytes, int | None]]) -> None:
-        self._worker.run(self._engine.mset, rows)
+    def _mset(self, rows: list[tuple[str, bytes, int | None]]) -> Any:
+        return self._run_write(self._engine.mset, rows)
 
     def _iter_keys(self, pattern: str) -> Iterator[str]:
         after: str | None = None
         while True:
-            found, after = self._worker.run(self._engine.keys_page, pattern, after)
+            page: Any = self._run_read(self._engine.keys_page, pattern, after)
+            found, after = page
             yield from found
             if after is None:
                 return
 
     def _clear(self) -> None:
-        self._worker.run(self._engine.clear)
+        self._worker_write(self._engine.clear)
 
     def _ttl(self, key: str) -> float | None:
-        return self._worker.run(self._engine.ttl, key)
+        result: Any = self._run_read(self._engine.ttl, key)
+        return result  # type: ignore[no-any-return]  # the engine's answer
 
     def _expire(self, key: str, ms: int | None) -> bool:
-        return self._worker.run(self._engine.expire, key, ms)
+        result: Any = self._run_write(self._engine.expire, key, ms)
+        return result  # type: ignore[no-any-return]  # the engine's answer
 
     def _incr(self, key: str, by: int) -> int:
-        return self._worker.run(self._engine.incr, key, by)
+        result: Any = self._run_write(self._engine.incr, key, by)
+        return result  # type: ignore[no-any-return]  # the engine's answer
 
-    def _extend(self, key: str, items: list[bytes], idempotency_id: str | None) -> int:
-        return self._worker.run(self._engine.extend, key, items, idempotency_id)
+    def _extend(self, key: str, items: list[bytes], idempotency_id: str | None) -> Any:
+        return self._run_write(self._engine.extend, key, items, idempotency_id)
 
-    def _get_range(self, key: str, start: int, end: int) -> list[bytes]:
-        return self._worker.run(self._engine.get_range, key, start, end)
+    def _get_range(self, key: str, start: int, end: int) -> Any:
+        return self._run_read(self._engine.get_range, key, start, end)
 
     def _get_length(self, key: str) -> int:
-        return self._worker.run(self._engine.get_length, key)
+        result: Any = self._run_read(self._engine.get_length, key)
+        return result  # type: ignore[no-any-return]  # the engine's answer
 
     def _trim(self, key: str, start: int, end: int) -> int:
-        return self._worker.run(self._engine.trim, key, start, end)
+        result: Any = self._run_write(self._engine.trim, key, start, end)
+        return result  # type: ignore[no-any-return]  # the engine's answer
 
     def _watcher(self, key: str, poll_interval: float | None) -> SqliteWatcher:
         return SqliteWatcher(self, key, check_poll_interval(poll_interval, 0.05))
@@ -183,24 +239,24 @@ class SqliteDatabase(Database):
         of now; deletion records older than that are swept with the expired rows, so for
         an older ``since`` every key is reported as changed (never a silent overwrite).
         """
-        return self._worker.run(self._engine.changed_since, list(keys), since)
+        return self._off_loop(self._engine.changed_since, list(keys), since)
 
     def mark_cleared(self, at: float) -> None:
         """Record a clear of this prefix at ``at`` (see `Database.mark_cleared`)."""
-        self._worker.run(self._engine.mark_cleared, at)
+        self._worker_write(self._engine.mark_cleared, at)
 
     def restamp(self, keys: Iterable[str], at: float) -> None:
         """Date the last change of ``keys`` at ``at`` (see `Database.restamp`)."""
-        self._worker.run(self._engine.restamp, list(keys), at)
+        self._worker_write(self._engine.restamp, list(keys), at)
 
     # --- lifecycle ------------------------------------------------------------------------
 
     def ping(self) -> None:
-        self._worker.run(self._engine.ping)
+        self._engine.ping()
 
     def purge_expired(self) -> int:
         """Delete every expired row now (normally a write does it every ``purge_interval``)."""
-        return self._worker.run(self._engine.purge_expired)
+        return self._off_loop(self._engine.purge_expired)
 
     def close(self) -> None:
         engine = self._engine
@@ -209,7 +265,7 @@ class SqliteDatabase(Database):
         self._engine = _Closed(type(self).__name__, "sqlite")  # type: ignore[assignment]  # duck-typed stand-in
         for name in _DIRECT:  # drop the sync store's direct bindings: calls now reach _Closed and raise
             self.__dict__.pop(f"_{name}", None)
-        self._worker.run(engine.close)
+        self._worker.run(engine.patiently, engine.busy_timeout, engine.close)
         self._worker.close()
 
 
