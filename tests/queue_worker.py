@@ -65,6 +65,11 @@ def _watch(queue: Any) -> None:
         queue.stop()
 
 
+#: Up to how long a job's work takes (s): the small runs make it longer, so that their few kills
+#: find a job in hand (the test asserts one did).
+WORK = float(os.environ.get("KVSTORE_TEST_QUEUE_WORK", "0.002"))
+
+
 def _should_fail(job: Job[Any]) -> bool:
     kind = job.payload["kind"]
     return kind == "doomed" or (kind == "flaky" and job.attempt < job.payload["ok_at"])
@@ -75,7 +80,7 @@ async def run_async(store: Any, name: str, record: Recorder) -> None:
     _watch(queue)
     async for job in queue.jobs(lease=LEASE, fallback_poll=1.0):
         record("C", job)
-        await asyncio.sleep(random.random() * 0.002)  # the work: a kill often finds a job in hand
+        await asyncio.sleep(random.random() * WORK)  # the work: a kill often finds a job in hand
         while True:  # an outage (server restart) is waited out: ack and fail are idempotent per lease
             try:
                 if _should_fail(job):
@@ -99,7 +104,7 @@ def run_sync(store: Any, name: str, record: Recorder) -> None:
     _watch(queue)
     for job in queue.jobs(lease=LEASE, fallback_poll=1.0):
         record("C", job)
-        time.sleep(random.random() * 0.002)
+        time.sleep(random.random() * WORK)
         while True:
             try:
                 if _should_fail(job):

@@ -45,6 +45,8 @@ class Fleet:
         self.killed: set[Path] = set()
         self.current: list[Path] = [tmp] * WORKERS
         self.kills = 0
+        #: Up to how long each job's work takes in the workers (s).
+        self.work = 0.002
         #: Attempts that a killed worker held and that came back to another worker (set by `_check`).
         self.reclaimed = 0
         #: Attempts claimed but never recorded: the claimant was killed first (set by `_check`).
@@ -56,7 +58,7 @@ class Fleet:
         self.files.append(path)
         self.current[slot] = path
         mode = "async" if slot % 2 == 0 else "sync"
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "KVSTORE_TEST_QUEUE_WORK": str(self.work)}
         with open(path.with_suffix(".err"), "wb") as err:
             self.procs[slot] = subprocess.Popen(
                 [sys.executable, "-m", "tests.queue_worker", *self.args, str(path), mode], cwd=ROOT, env=env, stderr=err
@@ -181,7 +183,14 @@ def _check(fleet: Fleet, rows: dict[int, tuple[dict[str, Any], str, int]], total
 
 
 def _run(
-    backend: str, target: str, tmp: Path, total: int, budget: float, restart: Any = None, every: float = 1.0
+    backend: str,
+    target: str,
+    tmp: Path,
+    total: int,
+    budget: float,
+    restart: Any = None,
+    every: float = 1.0,
+    work: float = 0.002,
 ) -> Fleet:
     """Enqueue ``total`` jobs, run the fleet, kill a working worker every ``every`` to 2.5x ``every`` seconds."""
     name = f"chaos-{uuid.uuid4().hex[:8]}"
@@ -197,6 +206,7 @@ def _run(
     for n in range(total):
         queue.enqueue(_kind(n))
     fleet = Fleet(backend, target, name, tmp)
+    fleet.work = work
     rng = random.Random(15)
     try:
         for slot in range(WORKERS):
@@ -235,13 +245,13 @@ def _run(
 
 def test_sqlite_workers_killed_small(tmp_path: Path) -> None:
     """SQLite, 4 worker processes (2 async, 2 sync), 2,000 jobs, a worker kill -9'ed every second or so."""
-    _run("sqlite", str(tmp_path / "q.db"), tmp_path, 2000, 120, every=0.5)
+    _run("sqlite", str(tmp_path / "q.db"), tmp_path, 2000, 120, every=0.5, work=0.01)
 
 
 @pytest.mark.postgres
 def test_postgres_workers_killed_small(tmp_path: Path, postgres_url: str) -> None:
     """PostgreSQL, 4 worker processes (2 async, 2 sync), 500 jobs, a worker kill -9'ed every second or so."""
-    _run("postgres", postgres_url, tmp_path, 500, 120, every=0.7)
+    _run("postgres", postgres_url, tmp_path, 500, 120, every=0.7, work=0.02)
 
 
 @pytest.mark.slow

@@ -38,9 +38,9 @@ class SqliteQueueEngine:
     def _write(self, op: str, body: object, *args: object) -> object:
         store = self._store
         if not self._ready:
-            store._worker.run(store._engine._write, "queue", None, qs.create)
+            store._off_loop(store._engine._write, "queue", None, qs.create)
             self._ready = True
-        return store._worker.run(store._engine._write, op, None, body, *args)
+        return store._off_loop(store._engine._write, op, None, body, *args)
 
     def enqueue(self, payload: str, delay: float, dedupe_key: str | None, max_attempts: int) -> tuple[int, bool]:
         found = self._write("enqueue", qs.enqueue, self._ns, self._name, payload, delay, dedupe_key, max_attempts)
@@ -96,7 +96,7 @@ class SqliteListener:
 
     def start(self) -> None:
         """Remember the file's version now: a change after this wakes the next `wait`."""
-        self._seen = self._store._worker.run(self._version)
+        self._seen = self._store._off_loop(self._version)
 
     def wait(self, seconds: float) -> bool:
         """Whether the file changed within ``seconds`` seconds (polled every ``poll_interval``)."""
@@ -104,7 +104,7 @@ class SqliteListener:
         if self._seen is None:
             self.start()
         while True:
-            version = self._store._worker.run(self._version)
+            version = self._store._off_loop(self._version)
             if version != self._seen:
                 self._seen = version
                 return True

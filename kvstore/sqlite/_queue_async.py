@@ -38,9 +38,9 @@ class AsyncSqliteQueueEngine:
     async def _write(self, op: str, body: object, *args: object) -> object:
         store = self._store
         if not self._ready:
-            await store._worker.run(store._engine._write, "queue", None, qs.create)
+            await store._off_loop(store._engine._write, "queue", None, qs.create)
             self._ready = True
-        return await store._worker.run(store._engine._write, op, None, body, *args)
+        return await store._off_loop(store._engine._write, op, None, body, *args)
 
     async def enqueue(self, payload: str, delay: float, dedupe_key: str | None, max_attempts: int) -> tuple[int, bool]:
         found = await self._write("enqueue", qs.enqueue, self._ns, self._name, payload, delay, dedupe_key, max_attempts)
@@ -96,7 +96,7 @@ class AsyncSqliteListener:
 
     async def start(self) -> None:
         """Remember the file's version now: a change after this wakes the next `wait`."""
-        self._seen = await self._store._worker.run(self._version)
+        self._seen = await self._store._off_loop(self._version)
 
     async def wait(self, seconds: float) -> bool:
         """Whether the file changed within ``seconds`` seconds (polled every ``poll_interval``)."""
@@ -104,7 +104,7 @@ class AsyncSqliteListener:
         if self._seen is None:
             await self.start()
         while True:
-            version = await self._store._worker.run(self._version)
+            version = await self._store._off_loop(self._version)
             if version != self._seen:
                 self._seen = version
                 return True

@@ -284,19 +284,19 @@ class SqliteWatcher:
         self._seen = (-1, -1)
 
     def __enter__(self) -> SqliteWatcher:
-        self._seen = self._store._worker.run(self._store._engine.watch_signature)
+        self._seen = self._store._off_loop(self._store._engine.watch_signature)
         return self
 
     def __exit__(self, *exc: object) -> None:
         pass
 
     def read(self, position: int, limit: int) -> tuple[list[tuple[int, bytes]], int]:
-        return self._store._worker.run(self._store._engine.watch_read, self._key, position, limit)
+        return self._store._off_loop(self._store._engine.watch_read, self._key, position, limit)
 
     def wait(self) -> None:
         while True:
             time.sleep(self._interval)
-            seen = self._store._worker.run(self._store._engine.watch_signature)
+            seen = self._store._off_loop(self._store._engine.watch_signature)
             if seen != self._seen:
                 self._seen = seen
                 return

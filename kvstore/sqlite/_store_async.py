@@ -425,19 +425,19 @@ class AsyncSqliteWatcher:
         self._seen = (-1, -1)
 
     async def __aenter__(self) -> AsyncSqliteWatcher:
-        self._seen = await self._store._worker.run(self._store._engine.watch_signature)
+        self._seen = await self._store._off_loop(self._store._engine.watch_signature)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         pass
 
     async def read(self, position: int, limit: int) -> tuple[list[tuple[int, bytes]], int]:
-        return await self._store._worker.run(self._store._engine.watch_read, self._key, position, limit)
+        return await self._store._off_loop(self._store._engine.watch_read, self._key, position, limit)
 
     async def wait(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
-            seen = await self._store._worker.run(self._store._engine.watch_signature)
+            seen = await self._store._off_loop(self._store._engine.watch_signature)
             if seen != self._seen:
                 self._seen = seen
                 return
