@@ -191,8 +191,9 @@ class Store(ABC):
         """
         if key.__class__ is not str or key not in _valid_keys:
             validate_key(key)
+        raw: Any
         if touch is None:
-            raw: Any = self._get(key)
+            raw = self._get(key)
         else:
             raw = self._get_touch(key, ttl_ms(touch))  # type: ignore[arg-type]  # never None here
         if raw is None:

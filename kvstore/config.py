@@ -49,6 +49,11 @@ _FALLBACK_HELP = (
     "From the environment: a JSON list, or names separated by commas (sqlite,memory); empty is []."
 )
 
+_BATCHING_HELP = (
+    "Async stores: concurrent gets issued together share one round trip (each caller still gets its own "
+    "result or error); false sends each get on its own."
+)
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(
@@ -75,6 +80,7 @@ class _TierConfig(_Model):
             "state_dir",
             "degraded_reads",
             "fallback",
+            "batching",
         }
     )
 
@@ -376,6 +382,7 @@ class RedisCacheConfig(_NetworkConfig):
     socket_connect_timeout: PositiveSeconds = 0.5
     health_check_interval: float = Field(10.0, ge=0)
     fallback: list[CacheFallback] | None = Field(None, description=_FALLBACK_HELP)
+    batching: bool = Field(True, description=_BATCHING_HELP)
 
     @model_validator(mode="after")
     def _url_flags(self) -> RedisCacheConfig:
@@ -426,6 +433,7 @@ class SqliteDatabaseConfig(_TierConfig):
     busy_timeout: PositiveSeconds = Field(5.0, description="How long a writer waits for the lock.")
     purge_interval: PositiveSeconds = Field(60.0, description="Seconds between sweeps of expired rows.")
     fallback: list[DatabaseFallback] | None = Field(None, description=_FALLBACK_HELP)
+    batching: bool = Field(True, description=_BATCHING_HELP)
 
     @model_validator(mode="after")
     def _path_from_url(self) -> SqliteDatabaseConfig:
@@ -480,6 +488,7 @@ class PostgresDatabaseConfig(_NetworkConfig):
     )
     tcp_user_timeout: PositiveSeconds = Field(5.0, description="Deadline for unacknowledged data on the socket.")
     fallback: list[DatabaseFallback] | None = Field(None, description=_FALLBACK_HELP)
+    batching: bool = Field(True, description=_BATCHING_HELP)
 
     @field_validator("schema_name")
     @classmethod

@@ -28,6 +28,8 @@ class _MemoryStore:
 
     backend = "memory"
     durable = False
+    if True:  # ASYNC
+        batching = False  # an in-process get has no round trip to share
     _space: MemoryKeyspace
 
     def __init__(

@@ -7,7 +7,9 @@ rule), each one command or one pipeline: one round trip. Keys get the store's na
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -42,6 +44,19 @@ from kvstore.redis._common import (
 )
 
 __all__ = ["AsyncRedisCache"]
+
+if True:  # ASYNC
+    #: A batch of gets (`AsyncRedisCache._get_batch`): MGET, plus the 1-based positions of
+    #: the keys MGET read as nil that exist (another type than a string: GET would fail).
+    _GET_BATCH = (
+        "local values = redis.call('MGET', unpack(KEYS))\n"
+        "local wrong = {}\n"
+        "for i = 1, #KEYS do\n"
+        "    if not values[i] and redis.call('EXISTS', KEYS[i]) == 1 then wrong[#wrong + 1] = i end\n"
+        "end\n"
+        "return {values, wrong}\n"
+    )
+    _GET_BATCH_SHA = hashlib.sha1(_GET_BATCH.encode(), usedforsecurity=False).hexdigest()
 
 
 class AsyncRedisCache(AsyncCache):
@@ -237,6 +252,32 @@ class AsyncRedisCache(AsyncCache):
             return await self._client.execute_command("MGET", *full)  # type: ignore[no-any-return]
         except DRIVER_ERRORS as exc:
             raise self._error(exc, "mget") from exc
+
+    if True:  # ASYNC
+
+        async def _get_batch(self, keys: list[str]) -> list[Any]:
+            # A batch of concurrent gets (kvstore._core.batching) in one round trip: MGET reads
+            # a key of another type (a list) as nil, where GET fails, so a script tells them apart.
+            prefix = self._ns
+            full = [prefix + k for k in keys]
+            try:
+                if self._cluster:  # keys of many slots: no script; a miss is checked on its own
+                    raws: list[Any] = await self._client.mget_nonatomic(full)
+                    misses = [i for i, raw in enumerate(raws) if raw is None]
+                    found = await asyncio.gather(*[self._exists(keys[i]) for i in misses])
+                    wrong = [i + 1 for i, there in zip(misses, found, strict=True) if there]
+                else:
+                    try:
+                        raws, wrong = await self._client.execute_command("EVALSHA", _GET_BATCH_SHA, len(full), *full)
+                    except redis.exceptions.NoScriptError:
+                        raws, wrong = await self._client.execute_command("EVAL", _GET_BATCH, len(full), *full)
+            except DRIVER_ERRORS as exc:
+                raise self._error(exc, "get") from exc
+            for i in wrong:
+                key = keys[i - 1]
+                wrong_type = redis.exceptions.ResponseError(f"WRONGTYPE key {key!r} does not hold a string")
+                raws[i - 1] = self._error(wrong_type, "get", key)
+            return raws
 
     async def _mset(self, rows: list[tuple[str, bytes, int | None]]) -> None:
         prefix = self._ns

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
 
 from kvstore.errors import MissingDependencyError
 
@@ -132,6 +133,12 @@ class AsyncSqliteDatabase(AsyncDatabase):
 
     async def _mset(self, rows: list[tuple[str, bytes, int | None]]) -> None:
         await self._worker.run(self._engine.mset, rows)
+
+    if True:  # ASYNC
+
+        async def _get_batch(self, keys: list[str]) -> list[Any]:
+            # A batch of concurrent gets (kvstore._core.batching): one query, one worker hop.
+            return await self._worker.run(self._engine.get_batch, keys)
 
     async def _iter_keys(self, pattern: str) -> AsyncIterator[str]:
         after: str | None = None
