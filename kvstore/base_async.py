@@ -26,7 +26,7 @@ from orjson import JSONDecodeError
 from orjson import loads as _loads
 
 from kvstore._core.batching import GetBatcher
-from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
+from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES, decode, encode, encode_rows
 from kvstore._core.idempotency import validate_idempotency_id
 from kvstore._core.items import MsetItems, normalize_items
 from kvstore._core.keys import _valid as _valid_keys
@@ -263,8 +263,7 @@ class AsyncStore(ABC):
 
     async def mset(self, items: MsetItems) -> None:
         """Write a mapping or ``(key, value[, ttl])`` tuples; one round trip, atomic where possible."""
-        limit = self.max_value_bytes
-        rows = [(key, encode(key, value, limit), ms) for key, value, ms in normalize_items(items)]
+        rows = encode_rows(normalize_items(items), self.max_value_bytes)
         if rows:
             if True:  # ASYNC
                 pending: Any = self._mset(rows)
