@@ -80,7 +80,6 @@ class _TierConfig(_Model):
             "state_dir",
             "degraded_reads",
             "fallback",
-            "batching",
         }
     )
 
@@ -364,6 +363,7 @@ class RedisCacheConfig(_NetworkConfig):
         "socket_timeout",
         "socket_connect_timeout",
         "health_check_interval",
+        "batching",
     }
 
     type: Literal["redis"] = "redis"
@@ -422,7 +422,12 @@ class SqliteDatabaseConfig(_TierConfig):
     """SQLite file (WAL), the embedded default."""
 
     identity_fields = _TierConfig.identity_fields | {"path", "url"}
-    non_identity_fields = _TierConfig.non_identity_fields | {"synchronous", "busy_timeout", "purge_interval"}
+    non_identity_fields = _TierConfig.non_identity_fields | {
+        "synchronous",
+        "busy_timeout",
+        "purge_interval",
+        "batching",
+    }
 
     type: Literal["sqlite"] = "sqlite"
     path: str = Field(DEFAULT_SQLITE_PATH, description="Database file, or ':memory:'. Directories are created.")
@@ -460,6 +465,7 @@ class PostgresDatabaseConfig(_NetworkConfig):
         "statement_timeout",
         "call_timeout",
         "tcp_user_timeout",
+        "batching",
     }
 
     type: Literal["postgres"] = "postgres"
