@@ -354,3 +354,21 @@ async def test_postgres_killed_mid_batch_fails_every_waiter(owned_postgres: PgSe
     assert all(isinstance(r, BackendUnavailableError) for r in results), results
     assert len({id(r) for r in results}) == 20
     assert sorted(r.key for r in results) == sorted(f"k{i}" for i in range(20))
+
+
+@pytest.mark.redis
+async def test_redis_cluster_batch_spans_slots_and_tells_lists_apart(redis_cluster: list[RedisServer]) -> None:
+    """On a cluster the batch reads keys of every slot (no script); a list key still fails only its caller."""
+    store = AsyncRedisCache(redis_cluster[0].url, key_prefix=f"batching-cluster-{uuid.uuid4().hex[:8]}")
+    try:
+        keys = [f"k{i}" for i in range(60)]
+        await store.mset({k: i for i, k in enumerate(keys) if i % 2})
+        await put_list(store, "lst")
+        spy = Spy(store)
+        results = await asyncio.gather(*[store.get(k) for k in [*keys, "lst"]], return_exceptions=True)
+        assert len(spy.batches) == 1
+        assert results[:60] == [i if i % 2 else None for i in range(60)]
+        assert isinstance(results[60], WrongTypeError)
+    finally:
+        await store.clear()
+        await store.aclose()
