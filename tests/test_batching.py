@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 
-from kvstore import AsyncMemoryCache, AsyncMemoryDatabase, BackendUnavailableError, ClosedError, WrongTypeError
+from kvstore import (
+    AsyncMemoryCache,
+    AsyncMemoryDatabase,
+    AsyncStorageManager,
+    BackendUnavailableError,
+    ClosedError,
+    WrongTypeError,
+)
 from kvstore.base import Store
 from kvstore.config import PostgresDatabaseConfig, RedisCacheConfig, SqliteDatabaseConfig
 from kvstore.postgres import AsyncPostgresDatabase
@@ -372,3 +379,34 @@ async def test_redis_cluster_batch_spans_slots_and_tells_lists_apart(redis_clust
     finally:
         await store.clear()
         await store.aclose()
+
+
+async def test_failover_and_telemetry_still_see_one_get_per_call(tmp_path: Path) -> None:
+    """Through a manager (failover tier, counting stats) gathered gets are counted per call; the backend batches."""
+    config = {
+        "cache": {"type": "memory"},
+        "database": {"type": "sqlite", "path": str(tmp_path / "kv.db"), "state_dir": str(tmp_path / "state")},
+    }
+    async with AsyncStorageManager(config, stats=True) as storage:
+        database = storage.database
+        await database.mset({f"k{i}": i for i in range(0, 30, 2)})
+        backend = _backend_of(database)
+        assert backend.batching is True
+        spy = Spy(backend)
+        results = await asyncio.gather(*[database.get(f"k{i}") for i in range(30)])
+        assert results == [i if i % 2 == 0 else None for i in range(30)]
+        assert len(spy.batches) == 1
+        stats = database.stats()
+        assert stats.operations["get"] == 30
+        assert (stats.hits, stats.misses) == (15, 15)
+
+    config["database"]["batching"] = False
+    async with AsyncStorageManager(config) as storage:
+        assert _backend_of(storage.database).batching is False
+
+
+def _backend_of(store: Any) -> Any:
+    """The backend store under the manager's wrappers (telemetry, then the failover tier)."""
+    while not isinstance(store, AsyncSqliteDatabase):
+        store = getattr(store, "_inner", None) or store.primary
+    return store
