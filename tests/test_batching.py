@@ -81,6 +81,8 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
             store: Any = AsyncPostgresDatabase(url, key_prefix=key_prefix, **options)
         elif backend == "redis":
             server: RedisServer = request.getfixturevalue("redis_server")
+            # Generous timeouts: a loaded test machine must not turn a slow connect into a failure.
+            options = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0, **options}
             store = AsyncRedisCache(server.url, key_prefix=key_prefix, **options)
         else:
             store = AsyncSqliteDatabase(tmp_path / "kv.db", key_prefix=key_prefix, **options)
