@@ -412,3 +412,32 @@ def _backend_of(store: Any) -> Any:
     while not isinstance(store, AsyncSqliteDatabase):
         store = getattr(store, "_inner", None) or store.primary
     return store
+
+
+@pytest.mark.redis
+async def test_redis_without_scripting_batches_with_mget_and_exists(tmp_path: Path) -> None:
+    """A Redis user denied scripting (ACL -@scripting): the batch falls back to MGET + EXISTS, same answers."""
+    server = start_redis_server(tmp_path / "redis")
+    admin = AsyncRedisCache(server.url, key_prefix="setup")
+    try:
+        await admin._client.execute_command("ACL", "SETUSER", "noscript", "on", ">pw", "~*", "+@all", "-@scripting")
+        url = f"redis://noscript:pw@127.0.0.1:{server.port}/0"
+        store = AsyncRedisCache(url, key_prefix="noscript", socket_timeout=5.0, socket_connect_timeout=5.0)
+        try:
+            await store.mset({"a": 1, "b": 2})
+            await put_list(store, "lst")
+            spy = Spy(store)
+            for _ in range(2):  # the first batch learns the script is refused; the second goes straight to MGET
+                results = await asyncio.gather(
+                    *[store.get(k) for k in ["x", "a", "lst", "b", "c"]], return_exceptions=True
+                )
+                assert results[:2] == [None, 1]
+                assert isinstance(results[2], WrongTypeError)
+                assert results[3:] == [2, None]
+            assert len(spy.batches) == 2
+            assert store._no_script is True
+        finally:
+            await store.aclose()
+    finally:
+        await admin.aclose()
+        stop_redis_server(server)
