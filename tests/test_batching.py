@@ -221,6 +221,25 @@ async def test_a_cancelled_batch_runner_sends_its_callers_to_their_own_get(backe
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_runner_cancelled_before_it_starts_leaves_no_caller_hanging(backend: str, open_store: Opener) -> None:
+    """The batch's task cancelled before its first step (its body never runs): every caller still answers."""
+    store = await open_store()
+    keys = [f"k{i}" for i in range(20)]
+    await store.mset({k: i for i, k in enumerate(keys)})
+    spy = Spy(store)
+    tasks = [asyncio.ensure_future(store.get(k)) for k in keys]
+    await asyncio.sleep(0)  # every get queued; the runner is scheduled, not started
+    (runner,) = store._batcher._tasks
+    runner.cancel()
+    assert await asyncio.wait_for(asyncio.gather(*tasks), 10) == list(range(20))
+    assert spy.batches == []
+    assert len(spy.gets) == 20
+    assert store._batcher._busy == 0
+    assert store._batcher._pending is None
+    assert await asyncio.gather(*[store.get(k) for k in keys]) == list(range(20))  # batching works on
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_batching_false_sends_every_get_on_its_own(backend: str, open_store: Opener) -> None:
     """batching=False (the config option, or the attribute): no batch, the same results."""
     store = await open_store()

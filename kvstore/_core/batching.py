@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import types
 from typing import TYPE_CHECKING, Any
 
@@ -83,7 +84,7 @@ class GetBatcher:
             # A new task runs after every callback already queued: the rest of this tick.
             task = loop.create_task(self._run(batch))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(functools.partial(self._ran, batch))
         future: asyncio.Future[Any] = loop.create_future()
         waiters = batch.waiters.get(key)
         if waiters is None:
@@ -126,14 +127,18 @@ class GetBatcher:
                 for future in futures:
                     if not future.done():
                         future.set_exception(_own(exc, key))
-        except BaseException:
-            # Cancelled (or the process stopping): no caller may hang on this batch.
-            for futures in batch.waiters.values():
-                for future in futures:
-                    future.cancel()
-            raise
-        finally:
-            self._busy -= 1
+
+    def _ran(self, batch: _Batch, task: asyncio.Task[None]) -> None:
+        """The runner is done, whatever happened: even cancelled before it started, no caller hangs."""
+        self._tasks.discard(task)
+        if self._pending is batch:
+            self._pending = None
+        self._busy -= 1
+        # Left unanswered only when the runner was cancelled (or the process is stopping): each
+        # caller that was not cancelled itself then reads its key on its own (see `get`).
+        for futures in batch.waiters.values():
+            for future in futures:
+                future.cancel()
 
 
 def _own(exc: BaseException, key: str) -> BaseException:
