@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, Self, TypeVa
 from orjson import JSONDecodeError
 from orjson import loads as _loads
 
-from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
+from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES, decode, encode, encode_rows
 from kvstore._core.idempotency import validate_idempotency_id
 from kvstore._core.items import MsetItems, normalize_items
 from kvstore._core.keys import _valid as _valid_keys
@@ -195,8 +195,9 @@ class Store(ABC):
         """
         if key.__class__ is not str or key not in _valid_keys:
             validate_key(key)
+        raw: Any
         if touch is None:
-            raw: Any = self._get(key)
+            raw = self._get(key)
         else:
             raw = self._get_touch(key, ttl_ms(touch))  # type: ignore[arg-type]  # never None here
         if raw is None:
@@ -244,8 +245,7 @@ class Store(ABC):
 
     def mset(self, items: MsetItems) -> None:
         """Write a mapping or ``(key, value[, ttl])`` tuples; one round trip, atomic where possible."""
-        limit = self.max_value_bytes
-        rows = [(key, encode(key, value, limit), ms) for key, value, ms in normalize_items(items)]
+        rows = encode_rows(normalize_items(items), self.max_value_bytes)
         if rows:
             self._mset(rows)
 

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, Self, TypeVa
 from orjson import JSONDecodeError
 from orjson import loads as _loads
 
-from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES, decode, encode
+from kvstore._core.batching import GetBatcher
+from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES, decode, encode, encode_rows
 from kvstore._core.idempotency import validate_idempotency_id
 from kvstore._core.items import MsetItems, normalize_items
 from kvstore._core.keys import _valid as _valid_keys
@@ -34,7 +35,7 @@ from kvstore._core.lists import check_index
 from kvstore._core.ttl import TTL, ttl_ms
 from kvstore._core.typed import TypeCodec
 from kvstore._core.watch import DEFAULT_BATCH, ListItem, check_poll_interval, start_position
-from kvstore.errors import ValueTooLargeError, WrongTypeError
+from kvstore.errors import KVStoreError, ValueTooLargeError, WrongTypeError
 
 if TYPE_CHECKING:
     from kvstore.telemetry._stats import StoreStats
@@ -162,6 +163,13 @@ class AsyncStore(ABC):
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     #: The config model the store was built from (`from_config`), else ``None``.
     config: Any = None
+    if True:  # ASYNC
+        #: Whether concurrent `get`s of this store coalesce into one round trip
+        #: (`kvstore._core.batching`); each caller still gets its own result or error. On
+        #: by default; ``batching = false`` in the backend's config (or setting this
+        #: attribute) turns it off. The in-process memory stores have nothing to gain.
+        batching: bool = True
+        _batcher: GetBatcher | None = None
 
     @classmethod
     async def from_config(cls, config: Any) -> Self:
@@ -174,6 +182,9 @@ class AsyncStore(ABC):
         """
         store = cls(**config_options(cls, config))
         store.config = config
+        if True:  # ASYNC
+            if getattr(config, "batching", True) is False:
+                store.batching = False
         try:
             await store._opened()
         except BaseException:
@@ -194,10 +205,17 @@ class AsyncStore(ABC):
         """
         if key.__class__ is not str or key not in _valid_keys:
             validate_key(key)
+        raw: Any
         if touch is None:
-            raw: Any = self._get(key)
-            if raw.__class__ is _Coroutine:
-                raw = await raw
+            if True:  # ASYNC
+                if self.batching:
+                    raw = await (self._batcher or self._new_batcher()).get(key)
+                else:
+                    raw = self._get(key)
+                    if raw.__class__ is _Coroutine:
+                        raw = await raw
+            else:
+                raw = self._get(key)
         else:
             raw = await self._get_touch(key, ttl_ms(touch))  # type: ignore[arg-type]  # never None here
         if raw is None:
@@ -249,8 +267,7 @@ class AsyncStore(ABC):
 
     async def mset(self, items: MsetItems) -> None:
         """Write a mapping or ``(key, value[, ttl])`` tuples; one round trip, atomic where possible."""
-        limit = self.max_value_bytes
-        rows = [(key, encode(key, value, limit), ms) for key, value, ms in normalize_items(items)]
+        rows = encode_rows(normalize_items(items), self.max_value_bytes)
         if rows:
             if True:  # ASYNC
                 pending: Any = self._mset(rows)
@@ -366,6 +383,28 @@ class AsyncStore(ABC):
     async def _mset(self, rows: list[tuple[str, bytes, int | None]]) -> None:
         """Store every ``(key, data, ms)`` in one round trip, atomically where the backend can."""
         raise _missing(self, "_mset")
+
+    if True:  # ASYNC
+
+        async def _get_batch(self, keys: list[str]) -> list[bytes | KVStoreError | None]:
+            """`_get` of distinct ``keys`` at once (a batch of concurrent `get`s): per key its bytes,
+            ``None``, or the error `_get` would raise (`holds_list`).
+
+            This default reads with `_mget`, then asks `_get` about each miss (`_mget` reads a
+            list as missing); a backend overrides it with one round trip.
+            """
+            raws: list[bytes | KVStoreError | None] = list(await self._mget(keys))
+            for i, raw in enumerate(raws):
+                if raw is None:
+                    try:
+                        raws[i] = await self._get(keys[i])
+                    except WrongTypeError as exc:
+                        raws[i] = exc
+            return raws
+
+        def _new_batcher(self) -> GetBatcher:
+            self._batcher = GetBatcher(self)
+            return self._batcher
 
     def _iter_keys(self, pattern: str) -> AsyncIterator[str]:
         """Stream this prefix's live keys matching the Redis glob ``pattern``."""

@@ -49,6 +49,11 @@ _FALLBACK_HELP = (
     "From the environment: a JSON list, or names separated by commas (sqlite,memory); empty is []."
 )
 
+_BATCHING_HELP = (
+    "Async stores: concurrent gets issued together share one round trip (each caller still gets its own "
+    "result or error); false sends each get on its own."
+)
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(
@@ -362,6 +367,7 @@ class RedisCacheConfig(_NetworkConfig):
         "sentinel_password",
         "failover_invalidation",
         "failover_window",
+        "batching",
     }
 
     type: Literal["redis"] = "redis"
@@ -402,6 +408,7 @@ class RedisCacheConfig(_NetworkConfig):
         10.0, description="Seconds of writes (before the latest) remembered for a failover; >= the replication lag."
     )
     fallback: list[CacheFallback] | None = Field(None, description=_FALLBACK_HELP)
+    batching: bool = Field(True, description=_BATCHING_HELP)
 
     @field_validator("sentinels", mode="before")
     @classmethod
@@ -522,7 +529,12 @@ class SqliteDatabaseConfig(_TierConfig):
     """SQLite file (WAL), the embedded default."""
 
     identity_fields = _TierConfig.identity_fields | {"path", "url"}
-    non_identity_fields = _TierConfig.non_identity_fields | {"synchronous", "busy_timeout", "purge_interval"}
+    non_identity_fields = _TierConfig.non_identity_fields | {
+        "synchronous",
+        "busy_timeout",
+        "purge_interval",
+        "batching",
+    }
 
     type: Literal["sqlite"] = "sqlite"
     path: str = Field(DEFAULT_SQLITE_PATH, description="Database file, or ':memory:'. Directories are created.")
@@ -533,6 +545,7 @@ class SqliteDatabaseConfig(_TierConfig):
     busy_timeout: PositiveSeconds = Field(5.0, description="How long a writer waits for the lock.")
     purge_interval: PositiveSeconds = Field(60.0, description="Seconds between sweeps of expired rows.")
     fallback: list[DatabaseFallback] | None = Field(None, description=_FALLBACK_HELP)
+    batching: bool = Field(True, description=_BATCHING_HELP)
 
     @model_validator(mode="after")
     def _path_from_url(self) -> SqliteDatabaseConfig:
@@ -567,6 +580,7 @@ class PostgresDatabaseConfig(_NetworkConfig):
         "call_timeout",
         "tcp_user_timeout",
         "target_session_attrs",
+        "batching",
     }
 
     type: Literal["postgres"] = "postgres"
@@ -606,6 +620,7 @@ class PostgresDatabaseConfig(_NetworkConfig):
     )
     tcp_user_timeout: PositiveSeconds = Field(5.0, description="Deadline for unacknowledged data on the socket.")
     fallback: list[DatabaseFallback] | None = Field(None, description=_FALLBACK_HELP)
+    batching: bool = Field(True, description=_BATCHING_HELP)
 
     @field_validator("schema_name")
     @classmethod

@@ -52,6 +52,7 @@ OTHER_VALUES: dict[str, Any] = {
     "degraded_reads": "strict",
     "fallback": [],
     "max_entries": 10,
+    "batching": False,
     # URL-based
     "url": None,  # per model below
     "password": "s3cret",

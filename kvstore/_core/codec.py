@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 from typing import Any
 
 import orjson
@@ -11,12 +12,13 @@ from pydantic import BaseModel
 
 from kvstore.errors import SerializationError, ValueTooLargeError
 
-__all__ = ["DEFAULT_MAX_VALUE_BYTES", "decode", "encode"]
+__all__ = ["DEFAULT_MAX_VALUE_BYTES", "decode", "encode", "encode_rows"]
 
 DEFAULT_MAX_VALUE_BYTES = 16 * 1024 * 1024
 
 _dumps = orjson.dumps
 _loads = orjson.loads
+_second = operator.itemgetter(1)
 
 
 def _default(obj: Any) -> Any:
@@ -69,6 +71,25 @@ def encode(key: str, value: Any, max_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> by
             operation="encode",
         )
     return data
+
+
+def encode_rows(rows: list[tuple[str, Any, int | None]], max_bytes: int) -> list[tuple[str, bytes, int | None]]:
+    """`encode` every value of ``(key, value, ttl_ms)`` rows: the same checks, made on the whole batch.
+
+    One pass of orjson, then one look at all the bytes for ``null`` (where a NaN or an
+    infinity could hide) and one length sum; only a batch that trips a check is looked at
+    value by value, which raises `encode`'s own error naming the key.
+    """
+    try:
+        out = [(key, _dumps(value, default=_default), ms) for key, value, ms in rows]
+    except TypeError:
+        out = [(key, encode(key, value, max_bytes), ms) for key, value, ms in rows]  # raises, naming the key
+    joined = b"".join(map(_second, out))
+    if len(joined) > max_bytes or b"null" in joined:
+        for (key, value, _), (_, data, _) in zip(rows, out, strict=True):
+            if len(data) > max_bytes or (b"null" in data and _has_non_finite(value)):
+                encode(key, value, max_bytes)  # raises its error, naming the key
+    return out
 
 
 def decode(data: bytes | bytearray | memoryview | str, key: str = "") -> Any:

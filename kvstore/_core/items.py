@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from kvstore._core.keys import validate_key
+from kvstore._core.keys import _valid, validate_key
 from kvstore._core.ttl import TTL, ttl_ms
 
 __all__ = ["LowerBound", "MsetItems", "normalize_items"]
@@ -33,7 +33,10 @@ def normalize_items(items: MsetItems) -> list[tuple[str, Any, int | None]]:
     A key given twice keeps its last value, as sequential ``set`` calls would.
     """
     if isinstance(items, Mapping):
-        return [(validate_key(k), v, None) for k, v in items.items()]
+        for key in items:
+            if key.__class__ is not str or key not in _valid:  # the memo spares a call per known key
+                validate_key(key)
+        return [(k, v, None) for k, v in items.items()]
     if isinstance(items, str | bytes):
         raise TypeError("mset takes a mapping or (key, value[, ttl]) tuples")
     out: list[tuple[str, Any, int | None]] = []

@@ -71,7 +71,12 @@ def validate_keys(keys: Iterable[object]) -> list[str]:
     """
     if isinstance(keys, str | bytes):
         raise TypeError(f"expected an iterable of keys, not a single {type(keys).__name__}")
-    return [validate_key(k) for k in keys]
+    names: list[str] = list(keys)  # type: ignore[arg-type]  # checked below
+    valid = _valid
+    for key in names:
+        if key.__class__ is not str or key not in valid:  # the memo spares a call per known key
+            validate_key(key)
+    return names
 
 
 #: The longest key prefix, in UTF-8 bytes (a prefixed key must still fit the backends).

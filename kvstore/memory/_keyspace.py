@@ -7,6 +7,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from orjson import JSONDecodeError
 from orjson import loads as _loads
@@ -217,16 +218,56 @@ class MemoryKeyspace:
         with self._lock:
             return self._live(key) is not None
 
+    def _entries(self, keys: list[str]) -> list[bytes | _List | None]:
+        """The live entry of each key (lock held): one C-level pass, expiry checked only where set."""
+        entries = list(map(self._data.get, keys))
+        expiry = self._expiry
+        if expiry and not expiry.keys().isdisjoint(keys):
+            now = self._clock()
+            for i, key in enumerate(keys):
+                exp = expiry.get(key)
+                if exp is not None and exp <= now:
+                    self._remove(key)
+                    entries[i] = None
+        return entries
+
     def mget(self, keys: list[str]) -> list[bytes | None]:
         with self._lock:
-            entries = [self._live(k) for k in keys]
+            entries = self._entries(keys)
         # Like Redis MGET, a list key reads as missing rather than failing the batch.
-        return [None if e.__class__ is _List else e for e in entries]  # type: ignore[misc]  # bytes or None
+        return [e if e.__class__ is bytes else None for e in entries]
+
+    def mget_values(self, keys: list[str]) -> list[Any]:
+        """`mget`, decoded: one ``orjson.loads`` of the stored bytes joined into a JSON array.
+
+        Safe here (not for a backend whose bytes another program may have written): every
+        entry was made by `kvstore._core.codec.encode`, so each is one whole JSON document.
+        """
+        with self._lock:
+            entries = self._entries(keys)
+        try:
+            joined = b",".join(entries)  # type: ignore[arg-type]  # TypeError unless all are bytes
+        except TypeError:  # a missing key or a list: null in its place
+            joined = b",".join([e if e.__class__ is bytes else b"null" for e in entries])
+        values: list[Any] = _loads(b"[" + joined + b"]")
+        return values
 
     def mset(self, rows: list[tuple[str, bytes, int | None]]) -> None:
         with self._lock:
-            for key, data, ms in rows:
-                self._store(key, data, ms)
+            data, expiry = self._data, self._expiry
+            to_end = data.move_to_end
+            for key, entry, ms in rows:
+                data[key] = entry
+                to_end(key)
+                if ms is not None:
+                    self._set_expiry(key, ms)
+                elif expiry:
+                    expiry.pop(key, None)
+            limit = self._max_entries
+            while limit is not None and len(data) > limit:  # the same keys as evicting row by row
+                oldest, _ = data.popitem(last=False)
+                expiry.pop(oldest, None)
+            self._maybe_sweep()
 
     def iter_keys(self, pattern: str) -> Iterator[str]:
         match = compile_glob(pattern)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from kvstore._core.closed import Closed as _Closed
 from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES
 from kvstore._core.idempotency import DEFAULT_IDEMPOTENCY_WINDOW
-from kvstore._core.keys import validate_prefix
+from kvstore._core.keys import validate_keys, validate_prefix
 from kvstore._core.watch import ChannelHub, Wakeup, check_poll_interval
 from kvstore.base import LIST_HOOKS, VALUE_HOOKS, Cache, Database
 from kvstore.memory._keyspace import MemoryKeyspace
@@ -83,6 +84,15 @@ class _MemoryStore:
 
     def _mset(self, rows: list[tuple[str, bytes, int | None]]) -> None:
         self._space.mset(rows)
+
+    def mget(self, keys: Iterable[str]) -> list[Any]:
+        """One result per key, in order, ``None`` for missing (and for a list key).
+
+        The stored bytes of the whole batch are decoded by one ``orjson.loads`` (see
+        `MemoryKeyspace.mget_values`); the keys are checked as `Store.mget` does.
+        """
+        names = validate_keys(keys)
+        return self._space.mget_values(names) if names else []
 
     def _iter_keys(self, pattern: str) -> Iterator[str]:
         yield from self._space.iter_keys(pattern)

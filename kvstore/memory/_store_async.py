@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
 
 from kvstore._core.closed import Closed as _Closed
 from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES
 from kvstore._core.idempotency import DEFAULT_IDEMPOTENCY_WINDOW
-from kvstore._core.keys import validate_prefix
+from kvstore._core.keys import validate_keys, validate_prefix
 from kvstore._core.watch import AsyncWakeup, ChannelHub, check_poll_interval
 from kvstore.base_async import LIST_HOOKS, VALUE_HOOKS, AsyncCache, AsyncDatabase
 from kvstore.memory._keyspace import MemoryKeyspace
@@ -34,6 +35,8 @@ class _MemoryStore:
 
     backend = "memory"
     durable = False
+    if True:  # ASYNC
+        batching = False  # an in-process get has no round trip to share
     _space: MemoryKeyspace
 
     def __init__(
@@ -86,6 +89,15 @@ class _MemoryStore:
 
     async def _mset(self, rows: list[tuple[str, bytes, int | None]]) -> None:
         self._space.mset(rows)
+
+    async def mget(self, keys: Iterable[str]) -> list[Any]:
+        """One result per key, in order, ``None`` for missing (and for a list key).
+
+        The stored bytes of the whole batch are decoded by one ``orjson.loads`` (see
+        `MemoryKeyspace.mget_values`); the keys are checked as `AsyncStore.mget` does.
+        """
+        names = validate_keys(keys)
+        return self._space.mget_values(names) if names else []
 
     async def _iter_keys(self, pattern: str) -> AsyncIterator[str]:
         for key in self._space.iter_keys(pattern):

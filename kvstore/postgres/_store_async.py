@@ -637,6 +637,19 @@ class AsyncPostgresDatabase(AsyncDatabase):
         found = {k: v for k, kind, v in rows if kind == "v"}
         return [found.get(k) for k in keys]
 
+    if True:  # ASYNC
+
+        async def _get_batch(self, keys: list[str]) -> list[Any]:
+            # A batch of concurrent gets (kvstore._core.batching): the mget statement, whose
+            # kind column tells a list (that caller's holds_list) from a missing key.
+            rows = await self._run("get", None, self._q.mget, (self.key_prefix, keys), "all")
+            found = {k: (kind, v) for k, kind, v in rows}
+            out: list[Any] = []
+            for key in keys:
+                hit = found.get(key)
+                out.append(None if hit is None else hit[1] if hit[0] == "v" else holds_list(key, "get", "postgres"))
+            return out
+
     async def _mset(self, rows: list[tuple[str, bytes, int | None]]) -> None:
         # One multi-row statement: one round trip, atomic. Duplicates are folded first (last
         # wins) because ON CONFLICT cannot touch a row twice; rows are written in key order,

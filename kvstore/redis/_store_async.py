@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -81,6 +82,19 @@ CLUSTER_SCAN_ATTEMPTS = 10
 #: How long a cluster multi-key call keeps sending again the part of it whose slot is being
 #: migrated (``TRYAGAIN``, redirections), before it raises `BackendUnavailableError`.
 CLUSTER_MIGRATION_WAIT = 2.0
+
+if True:  # ASYNC
+    #: A batch of gets (`AsyncRedisCache._get_batch`): MGET, plus the 1-based positions of
+    #: the keys MGET read as nil that exist (another type than a string: GET would fail).
+    _GET_BATCH = (
+        "local values = redis.call('MGET', unpack(KEYS))\n"
+        "local wrong = {}\n"
+        "for i = 1, #KEYS do\n"
+        "    if not values[i] and redis.call('EXISTS', KEYS[i]) == 1 then wrong[#wrong + 1] = i end\n"
+        "end\n"
+        "return {values, wrong}\n"
+    )
+    _GET_BATCH_SHA = hashlib.sha1(_GET_BATCH.encode(), usedforsecurity=False).hexdigest()
 
 
 class AsyncRedisCache(AsyncCache):
@@ -468,6 +482,47 @@ class AsyncRedisCache(AsyncCache):
             return await self._client.execute_command("MGET", *full)  # type: ignore[no-any-return]
         except DRIVER_ERRORS as exc:
             raise self._error(exc, "mget") from exc
+
+    if True:  # ASYNC
+        #: Set once the server refused the batch script (an ACL without scripting, a server
+        #: without Lua): batches then read with MGET and check their misses with EXISTS.
+        _no_script = False
+
+        async def _get_batch(self, keys: list[str]) -> list[Any]:
+            # A batch of concurrent gets (kvstore._core.batching) in one round trip: MGET reads
+            # a key of another type (a list) as nil, where GET fails, so a script tells them apart.
+            full = [self._ns + k for k in keys]
+            try:
+                if self._cluster or self._no_script:  # keys of many slots: no script
+                    raws, wrong = await self._mget_checked(keys, full)
+                else:
+                    try:
+                        raws, wrong = await self._client.execute_command("EVALSHA", _GET_BATCH_SHA, len(full), *full)
+                    except redis.exceptions.NoScriptError:
+                        raws, wrong = await self._client.execute_command("EVAL", _GET_BATCH, len(full), *full)
+                    except redis.exceptions.ResponseError as exc:
+                        text = str(exc)
+                        if not isinstance(exc, redis.exceptions.NoPermissionError) and "unknown command" not in text:
+                            raise
+                        self._no_script = True
+                        raws, wrong = await self._mget_checked(keys, full)
+            except DRIVER_ERRORS as exc:
+                raise self._error(exc, "get") from exc
+            for i in wrong:
+                key = keys[i - 1]
+                wrong_type = redis.exceptions.ResponseError(f"WRONGTYPE key {key!r} does not hold a string")
+                raws[i - 1] = self._error(wrong_type, "get", key)
+            return raws
+
+        async def _mget_checked(self, keys: list[str], full: list[str]) -> tuple[list[Any], list[int]]:
+            """MGET, then EXISTS of each miss: the 1-based positions of keys of another type."""
+            if self._cluster:
+                raws: list[Any] = await self._client.mget_nonatomic(full)
+            else:
+                raws = await self._client.execute_command("MGET", *full)
+            misses = [i for i, raw in enumerate(raws) if raw is None]
+            found = await asyncio.gather(*[self._exists(keys[i]) for i in misses])
+            return raws, [i + 1 for i, there in zip(misses, found, strict=True) if there]
 
     async def _mset(self, rows: list[tuple[str, bytes, int | None]]) -> None:
         prefix = self._ns

@@ -631,6 +631,17 @@ class SqliteEngine:
         }
         return [found.get(key) for key in keys]
 
+    def get_batch(self, keys: list[str]) -> list[Any]:
+        """`get` of distinct keys in one query: bytes, ``None``, or the `holds_list` error per key."""
+        rows = self._query("get", None, sql.MGET, (self.ns, orjson.dumps(keys)))
+        now = self._clock() * 1000
+        found = {key: (kind, data) for key, kind, data, expires in rows if expires is None or expires > now}
+        out: list[Any] = []
+        for key in keys:
+            hit = found.get(key)
+            out.append(None if hit is None else hit[1] if hit[0] == KIND_VALUE else holds_list(key, "get", "sqlite"))
+        return out
+
     def mset(self, rows: list[tuple[str, bytes, int | None]]) -> None:
         if not self._patient and (len(rows) > LOOP_ITEMS or sum(len(row[1]) for row in rows) > LOOP_BYTES):
             raise WouldBlock("a large batch")

@@ -308,6 +308,12 @@ class AsyncSqliteDatabase(AsyncDatabase):
     def _mset(self, rows: list[tuple[str, bytes, int | None]]) -> Any:
         return self._run_write(self._engine.mset, rows)
 
+    if True:  # ASYNC
+
+        async def _get_batch(self, keys: list[str]) -> list[Any]:
+            # A batch of concurrent gets (kvstore._core.batching): one query, one worker hop.
+            return await self._worker.run(self._engine.get_batch, keys)
+
     async def _iter_keys(self, pattern: str) -> AsyncIterator[str]:
         after: str | None = None
         while True:
