@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import contextlib
 import os
 import signal
@@ -53,7 +54,11 @@ class Spy:
 
         async def spied_get(key: str) -> Any:
             self.gets.append(key)
-            return await get(key)
+            # In flight for at least one tick, as a round trip is (async SQLite answers on the
+            # loop at once when it can: then it has nothing in flight for others to join).
+            await asyncio.sleep(0)
+            raw = get(key)
+            return await raw if inspect.isawaitable(raw) else raw
 
         async def spied_batch(keys: list[str]) -> Any:
             self.batches.append(list(keys))
@@ -311,6 +316,7 @@ async def test_a_failed_batch_fails_every_caller_with_its_own_error(backend: str
     """The store closed under a queued batch: every waiter gets an error of its own naming its key."""
     store = await open_store()
     await store.mset({f"k{i}": i for i in range(10)})
+    Spy(store)  # the first get stays in flight for a tick, so the others queue behind it
     tasks = [asyncio.ensure_future(store.get(f"k{i}")) for i in range(10)]
     await asyncio.sleep(0)  # queued, not sent
     await store.aclose()

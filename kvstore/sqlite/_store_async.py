@@ -312,7 +312,7 @@ class AsyncSqliteDatabase(AsyncDatabase):
 
         async def _get_batch(self, keys: list[str]) -> list[Any]:
             # A batch of concurrent gets (kvstore._core.batching): one query, one worker hop.
-            return await self._worker.run(self._engine.get_batch, keys)
+            return await self._off_loop(self._engine.get_batch, keys)
 
     async def _iter_keys(self, pattern: str) -> AsyncIterator[str]:
         after: str | None = None
