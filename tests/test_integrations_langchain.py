@@ -413,6 +413,10 @@ def test_chat_history_add_messages_is_one_round_trip() -> None:
             calls.append(("extend", len(values)))
             return super().extend(key, values, idempotency_id=idempotency_id)
 
+        def extend_json(self, key: str, items: list[bytes], *, idempotency_id: str | None = None) -> int | None:
+            calls.append(("extend", len(items)))  # the encoded form of extend (ChatHistory's write path)
+            return super().extend_json(key, items, idempotency_id=idempotency_id)
+
     KVStoreChatMessageHistory(Spy(), "s").add_messages(MESSAGES)
     assert calls == [("extend", len(MESSAGES))]
 
