@@ -314,21 +314,79 @@ def huey_sqlite(directory: Path) -> Contender:
     return run
 
 
+def raw_sqlite(directory: Path) -> Contender:
+    """The SQLite floor: raw apsw, one autocommit INSERT per job; a worker claims in ``BEGIN IMMEDIATE`` (the
+    oldest row, then DELETE, COMMIT), WAL + ``synchronous=NORMAL`` like kvstore's and the huey storage's."""
+    import apsw
+
+    def connect(path: Path) -> Any:
+        conn = apsw.Connection(str(path))
+        conn.setbusytimeout(5000)
+        for pragma in ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL"):  # one statement per call
+            conn.execute(pragma).fetchall()
+        return conn
+
+    async def run(jobs: int, workers: int) -> tuple[float, float]:
+        path = directory / f"raw-{uuid.uuid4().hex[:6]}.db"
+        producer = connect(path)
+        producer.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)")
+        body = orjson.dumps(PAYLOAD)
+
+        def produce() -> None:
+            for i in range(jobs):
+                producer.execute("INSERT INTO jobs (payload) VALUES (?)", (body + str(i).encode(),))
+
+        def work() -> None:
+            conn = connect(path)
+            try:
+                while True:
+                    conn.execute("BEGIN IMMEDIATE")  # the write lock first, as a claim must
+                    row = conn.execute("SELECT id, payload FROM jobs ORDER BY id LIMIT 1").fetchone()
+                    if row is None:
+                        conn.execute("COMMIT")
+                        return
+                    orjson.loads(row[1][: len(body)])
+                    conn.execute("DELETE FROM jobs WHERE id = ?", (row[0],))
+                    conn.execute("COMMIT")
+            finally:
+                conn.close()
+
+        started = time.perf_counter()
+        await asyncio.to_thread(produce)
+        enqueued = time.perf_counter()
+        threads = [threading.Thread(target=work) for _ in range(workers)]
+        for thread in threads:
+            thread.start()
+        await asyncio.to_thread(lambda: [t.join() for t in threads])
+        drained = time.perf_counter()
+        producer.close()
+        return enqueued - started, drained - enqueued
+
+    return run
+
+
 # --- running ---------------------------------------------------------------------------------
 
+#: (backend, role, is_async, contender)
+Entry = tuple[str, str, bool, Contender]
+#: The full run's sizes and ``--quick``'s (a smoke run: checks that it runs).
+FULL = {"jobs": 1000, "rounds": 5, "samples": 300}
+QUICK = {"jobs": 150, "rounds": 3, "samples": 40}
+PARTS = ("throughput", "latency")
 
-async def _throughput(
-    contenders: dict[str, tuple[str, str, Contender]], jobs: int, rounds: int
-) -> list[dict[str, Any]]:
+
+async def _throughput(contenders: dict[str, Entry], jobs: int, rounds: int) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for workers in (1, 4):
         times: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
-        for _, _, contender in contenders.values():  # warm-up: schemas, connections, caches
+        for _, _, _, contender in contenders.values():  # warm-up: schemas, connections, caches
             await contender(min(jobs, 50), workers)
-        for _ in range(rounds):
-            for name, (_, _, contender) in contenders.items():  # alternating: one round of each in turn
-                times[name].append(await contender(jobs, workers))
-        for name, (backend, role, _) in contenders.items():
+        for r in range(rounds):
+            names = list(contenders)
+            shift = r % len(names)  # alternating, and each contender takes each place in turn
+            for name in names[shift:] + names[:shift]:
+                times[name].append(await contenders[name][3](jobs, workers))
+        for name, (backend, role, is_async, _) in contenders.items():
             enq = statistics.median(t[0] for t in times[name])
             drain = statistics.median(t[1] for t in times[name])
             total = statistics.median(t[0] + t[1] for t in times[name])
@@ -339,8 +397,10 @@ async def _throughput(
                     "name": name,
                     "role": role,
                     "backend": backend,
+                    "is_async": is_async,
                     "workers": workers,
                     "jobs": jobs,
+                    "rounds": rounds,
                     "enqueue_per_s": jobs / enq,
                     "claim_ack_per_s": jobs / drain,
                     "cycle_per_s": jobs / total,
@@ -366,6 +426,9 @@ async def _latency(store_factory: Callable[[], Any], backend: str, samples: int)
     lat = []
     try:
         await asyncio.sleep(0.2)
+        for _ in range(samples // 10 + 1):  # warm-up: not recorded
+            await producer.enqueue(PAYLOAD)
+            await asyncio.wait_for(got.get(), 10)
         for _ in range(samples):
             await asyncio.sleep(0.005)  # the worker is idle again
             await producer.enqueue(PAYLOAD)
@@ -380,9 +443,10 @@ async def _latency(store_factory: Callable[[], Any], backend: str, samples: int)
     return {
         "section": "queue",
         "workload": "enqueue_to_claim_latency",
-        "name": "kvstore",
+        "name": "kvstore AsyncQueue.jobs()",
         "role": "kvstore",
         "backend": backend,
+        "wake": "LISTEN/NOTIFY" if backend == "postgres" else f"data_version polled every {worker.poll_interval * 1000:g} ms",
         "samples": samples,
         "p50_ms": 1000 * lat[len(lat) // 2],
         "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
@@ -410,57 +474,112 @@ def _table(found: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-async def _rows(url: str, jobs: int, rounds: int, samples: int) -> list[dict[str, Any]]:
-    dbname = f"bench_queue_{RUN}"
-    admin = await psycopg.AsyncConnection.connect(url, autocommit=True)
-    await admin.execute(f"CREATE DATABASE {dbname}")
+def _contenders(db: str | None, tmp: Path, skipped: dict[str, str]) -> dict[str, Entry]:
+    """Every contender that can run here; a peer that cannot be imported goes to ``skipped`` with the reason."""
+    makers: list[tuple[str, str, str, bool, Callable[[], Contender]]] = []
+    if db is not None:
+        makers += [
+            ("kvstore AsyncQueue (PostgreSQL)", "postgres", "kvstore", True, lambda: kvstore_postgres(db)),
+            ("raw psycopg SKIP LOCKED claim + DELETE (floor)", "postgres", "floor", True, lambda: raw_postgres(db)),
+            ("pgqueuer (Queries, psycopg)", "postgres", "peer", True, lambda: pgqueuer_postgres(db)),
+            ("procrastinate (PsycopgConnector)", "postgres", "peer", True, lambda: procrastinate_postgres(db)),
+        ]
+    makers += [
+        ("kvstore AsyncQueue (SQLite)", "sqlite", "kvstore", True, lambda: kvstore_sqlite(tmp)),
+        ("kvstore Queue (SQLite, threads)", "sqlite", "kvstore", False, lambda: kvstore_sqlite_sync(tmp)),
+        ("raw apsw BEGIN IMMEDIATE claim + DELETE (floor)", "sqlite", "floor", False, lambda: raw_sqlite(tmp)),
+        ("huey SqliteStorage", "sqlite", "peer", False, lambda: huey_sqlite(tmp)),
+    ]
+    found: dict[str, Entry] = {}
+    for name, backend, role, is_async, make in makers:
+        try:
+            found[name] = (backend, role, is_async, make())
+        except ImportError as exc:
+            skipped[name] = f"not installed (pip install --group bench): {exc}"
+    return found
+
+
+async def _rows(
+    url: str | None, jobs: int, rounds: int, samples: int, parts: tuple[str, ...], skipped: dict[str, str]
+) -> list[dict[str, Any]]:
+    dbname = f"bench_queue_{os.getpid()}_{RUN}"
+    admin = None if url is None else await psycopg.AsyncConnection.connect(url, autocommit=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench_queue_"))
     try:
-        db = _db_url(url, dbname)
-        contenders: dict[str, tuple[str, str, Contender]] = {
-            "kvstore postgres": ("postgres", "kvstore", kvstore_postgres(db)),
-            "raw SKIP LOCKED": ("postgres", "floor", raw_postgres(db)),
-            "pgqueuer": ("postgres", "peer", pgqueuer_postgres(db)),
-            "procrastinate": ("postgres", "peer", procrastinate_postgres(db)),
-            "kvstore sqlite": ("sqlite", "kvstore", kvstore_sqlite(tmp)),
-            "kvstore sqlite (sync)": ("sqlite", "kvstore", kvstore_sqlite_sync(tmp)),
-            "huey SqliteStorage": ("sqlite", "peer", huey_sqlite(tmp)),
-        }
-        found = await _throughput(contenders, jobs, rounds)
-        found.append(await _latency(lambda: AsyncPostgresDatabase(db, max_size=2), "postgres", samples))
-        found.append(await _latency(lambda: AsyncSqliteDatabase(tmp / "lat.db"), "sqlite", samples))
+        db = None
+        if admin is not None and url is not None:
+            await admin.execute(f"CREATE DATABASE {dbname}")
+            db = _db_url(url, dbname)
+        found: list[dict[str, Any]] = []
+        if "throughput" in parts:
+            found += await _throughput(_contenders(db, tmp, skipped), jobs, rounds)
+        if "latency" in parts:
+            if db is not None:
+                found.append(await _latency(lambda: AsyncPostgresDatabase(db, max_size=2), "postgres", samples))
+            found.append(await _latency(lambda: AsyncSqliteDatabase(tmp / "lat.db"), "sqlite", samples))
         return found
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        await admin.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
-        await admin.close()
+        if admin is not None:
+            await admin.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
+            await admin.close()
 
 
-def rows(url: str = DEFAULT_URL, *, jobs: int = 2000, rounds: int = 5, samples: int = 300) -> list[dict[str, Any]]:
-    """Run both parts and return their rows, also printed as Markdown tables.
+def rows(
+    url: str | None = DEFAULT_URL,
+    *,
+    jobs: int = FULL["jobs"],
+    rounds: int = FULL["rounds"],
+    samples: int = FULL["samples"],
+    parts: tuple[str, ...] = PARTS,
+    skipped: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Run the chosen ``parts`` ("throughput", "latency") and return their rows, also printed as Markdown tables.
 
     Every row has ``section`` ("queue"), ``workload`` (``throughput_1w``, ``throughput_4w``,
     ``enqueue_to_claim_latency``), ``name``, ``role`` ("kvstore", "floor" or "peer") and
-    ``backend`` ("postgres", "sqlite"). Throughput rows add ``workers``, ``jobs``,
+    ``backend`` ("postgres", "sqlite"). Throughput rows add ``is_async``, ``workers``, ``jobs``, ``rounds``,
     ``enqueue_per_s``, ``claim_ack_per_s`` and ``cycle_per_s`` (enqueue + claim + ack);
-    latency rows add ``samples``, ``p50_ms``, ``p99_ms`` and ``max_ms``. Needs PostgreSQL
-    at ``url`` (a role allowed to create databases) and the bench group's peers.
+    latency rows add ``wake``, ``samples``, ``p50_ms``, ``p99_ms`` and ``max_ms``. PostgreSQL at ``url`` (a role
+    allowed to create databases: everything runs in a database created for the run and dropped at the end);
+    ``url=None`` runs the SQLite contenders only. A peer that is not installed is left out and named in
+    ``skipped`` (name -> reason).
     """
-    found = asyncio.run(_rows(url, jobs, rounds, samples))
+    found = asyncio.run(_rows(url, jobs, rounds, samples, parts, {} if skipped is None else skipped))
     print(_table(found))
+    return found
+
+
+def run(ctx: Any, only: list[str] | None = None) -> list[dict[str, Any]]:
+    """The report's queue section (``python -m benchmarks --only queue``): rows recorded in ``ctx.report``.
+
+    ``only``: part name prefixes (``throughput``, ``latency``); PostgreSQL's rows need ``ctx.postgres_url``.
+    """
+    sizes = QUICK if ctx.quick else FULL
+    parts = tuple(p for p in PARTS if not only or any(p.startswith(w) for w in only))
+    if not parts:
+        return []
+    skipped: dict[str, str] = {}
+    url = ctx.postgres_url or None
+    if url is None:
+        ctx.report.note("queue", "PostgreSQL rows not run: no PostgreSQL server.")
+    found = rows(url, jobs=sizes["jobs"], rounds=sizes["rounds"], samples=sizes["samples"], parts=parts, skipped=skipped)
+    for name, why in skipped.items():
+        ctx.report.peer("queue", name, why)
+    ctx.report.add_queue(found, ", ".join(f"{k}={v:,}" for k, v in sizes.items()))
     return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", default=DEFAULT_URL)
-    parser.add_argument("--jobs", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--samples", type=int, default=300)
-    parser.add_argument("--quick", action="store_true", help="300 jobs, 1 round, 100 latency samples")
+    parser.add_argument("--jobs", type=int, default=FULL["jobs"])
+    parser.add_argument("--rounds", type=int, default=FULL["rounds"])
+    parser.add_argument("--samples", type=int, default=FULL["samples"])
+    parser.add_argument("--quick", action="store_true", help="150 jobs, 3 rounds, 40 latency samples")
     args = parser.parse_args()
     if args.quick:
-        args.jobs, args.rounds, args.samples = 300, 1, 100
+        args.jobs, args.rounds, args.samples = QUICK["jobs"], QUICK["rounds"], QUICK["samples"]
     rows(args.url, jobs=args.jobs, rounds=args.rounds, samples=args.samples)
 
 
