@@ -2,26 +2,28 @@
 
 1. Throughput: ``--jobs`` jobs enqueued one call each by one producer, then drained by 1
    and by 4 workers (each worker its own connection/store; a worker claims one job,
-   acknowledges it, and stops when the queue is empty). Reported: enqueues/s,
-   claim+ack/s and the whole cycle (enqueue + claim + ack) per second, median of
-   ``--rounds`` alternating rounds (kvstore, floor, peers, kvstore, ...).
+   acknowledges it, and stops when the queue is empty; every contender checks it drained
+   exactly the jobs it enqueued). Reported: enqueues/s, claim+ack/s and the whole cycle
+   (enqueue + claim + ack) per second, median of ``--rounds`` rounds after a warm-up, each
+   round running every contender once in an order that rotates from round to round.
    PostgreSQL: kvstore, a raw ``FOR UPDATE SKIP LOCKED`` loop on psycopg (the floor: one
    statement to claim, one to delete), pgqueuer (``Queries.enqueue`` / ``dequeue``
    with ``batch_size=1`` / ``log_jobs``, on psycopg), procrastinate (``defer_async``,
-   then ``run_worker_async(concurrency=W, wait=False)``). SQLite: kvstore and huey's
-   ``SqliteStorage`` (``enqueue`` / ``dequeue``; huey's dequeue deletes the row: no
-   lease, no ack, so it does strictly less work per job), both WAL +
+   then ``run_worker_async(concurrency=W, wait=False)`` over a pool of W + 2 connections).
+   SQLite: kvstore, a raw apsw floor (``BEGIN IMMEDIATE``, oldest row, ``DELETE``,
+   ``COMMIT``) and huey's ``SqliteStorage`` (``enqueue`` / ``dequeue``; huey's dequeue
+   deletes the row: no lease, no ack, so it does strictly less work per job), all WAL +
    ``synchronous=NORMAL``; kvstore both async (`AsyncQueue`, one worker thread hop per
    call) and sync (`Queue` in threads, as huey runs).
 2. Latency: an idle kvstore worker (``jobs()``), another connection enqueues one job
-   every few ms; time from ``enqueue`` returning to the worker holding the job, p50/p99
-   (PostgreSQL LISTEN/NOTIFY; SQLite ``data_version`` polled every 10 ms).
+   every ~5 ms; time from ``enqueue`` returning to the worker holding the job, p50/p99
+   after a warm-up (PostgreSQL LISTEN/NOTIFY; SQLite ``data_version`` polled every 10 ms).
 
-Run: ``.venv/bin/python -m benchmarks.bench_queue`` (peers: ``pip install --group bench``).
-For the report: ``benchmarks.bench_queue.rows(url=..., jobs=2000, rounds=5, samples=300)``
-returns one dict per contender and measure (see `rows`); ``--quick`` is 300 jobs, 1 round.
+Run: ``.venv/bin/python -m benchmarks.bench_queue`` (peers: ``pip install --group bench``); in the report:
+``python -m benchmarks --only queue`` (`run`). ``rows(url=..., jobs=1000, rounds=5, samples=300)``
+returns one dict per contender and measure (see `rows`); ``--quick`` is 150 jobs, 3 rounds.
 PostgreSQL: ``--url`` or ``KVSTORE_BENCH_POSTGRES_URL`` (default the local server, db
-``test``); everything runs in a database ``bench_queue_<run>`` created for the run and
+``test``); everything runs in a database ``bench_queue_<pid>_<run>`` created for the run and
 dropped at the end.
 """
 
@@ -56,6 +58,12 @@ PAYLOAD = {"to": "user@example.com", "template": "welcome", "vars": {"name": "Ad
 
 #: (enqueue all, drain with W workers) -> seconds of each phase
 Contender = Callable[[int, int], Awaitable[tuple[float, float]]]
+
+
+def _all_done(name: str, done: int, jobs: int) -> None:
+    """A contender that drained fewer (or more) jobs than were enqueued would time the wrong thing."""
+    if done != jobs:
+        raise AssertionError(f"{name}: {done} jobs done of {jobs} enqueued")
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------------
@@ -104,6 +112,7 @@ def raw_postgres(url: str) -> Contender:
             producer = conns[0]
             await producer.execute(f"CREATE TABLE {table} (id bigserial PRIMARY KEY, payload json NOT NULL)")
             data = psycopg.types.json.Json(PAYLOAD)
+            done: list[int] = []
             started = time.perf_counter()
             for _ in range(jobs):
                 await producer.execute(f"INSERT INTO {table} (payload) VALUES (%s)", (data,))
@@ -119,9 +128,11 @@ def raw_postgres(url: str) -> Contender:
                         if row is None:
                             return
                         await conn.execute(f"DELETE FROM {table} WHERE id = %s", (row[0],))
+                        done.append(1)
 
             await asyncio.gather(*(work(c) for c in conns[1:]))
             drained = time.perf_counter()
+            _all_done("raw postgres", sum(done), jobs)
             await producer.execute(f"DROP TABLE {table}")
             return enqueued - started, drained - enqueued
         finally:
@@ -143,6 +154,7 @@ def pgqueuer_postgres(url: str) -> Contender:
                 await producer.install()
             entry = f"bench_{uuid.uuid4().hex[:6]}"
             body = orjson.dumps(PAYLOAD)
+            done: list[int] = []
             started = time.perf_counter()
             for _ in range(jobs):
                 await producer.enqueue(entry, body, 0)
@@ -163,9 +175,11 @@ def pgqueuer_postgres(url: str) -> Contender:
                     if not found:
                         return
                     await q.log_jobs([(job, "successful", None) for job in found])
+                    done.append(len(found))
 
             await asyncio.gather(*(work(c) for c in conns[1:]))
             drained = time.perf_counter()
+            _all_done("pgqueuer", sum(done), jobs)
             return enqueued - started, drained - enqueued
         finally:
             for conn in conns:
@@ -185,10 +199,11 @@ def procrastinate_postgres(url: str) -> Contender:
             connector=procrastinate.PsycopgConnector(conninfo=url, min_size=1, max_size=workers + 2)
         )
         queue_name = f"bench_{uuid.uuid4().hex[:6]}"
+        done: list[int] = []
 
         @app.task(name=f"bench_task_{queue_name}", queue=queue_name)
         async def task(**payload: Any) -> None:
-            return None
+            done.append(1)
 
         async with app.open_async():
             if not state.get("schema"):
@@ -203,6 +218,7 @@ def procrastinate_postgres(url: str) -> Contender:
                 queues=[queue_name], concurrency=workers, wait=False, install_signal_handlers=False
             )
             drained = time.perf_counter()
+        _all_done("procrastinate", sum(done), jobs)
         return enqueued - started, drained - enqueued
 
     return run
@@ -291,6 +307,7 @@ def huey_sqlite(directory: Path) -> Contender:
         # huey is synchronous: the producer and each worker run in a thread of their own.
         producer = Storage(name="bench", filename=str(path))
         body = orjson.dumps(PAYLOAD)
+        done: list[int] = []
 
         def produce() -> None:
             for i in range(jobs):
@@ -299,7 +316,7 @@ def huey_sqlite(directory: Path) -> Contender:
         def work() -> None:
             storage = Storage(name="bench", filename=str(path))
             while storage.dequeue() is not None:
-                pass
+                done.append(1)
 
         started = time.perf_counter()
         await asyncio.to_thread(produce)
@@ -309,6 +326,7 @@ def huey_sqlite(directory: Path) -> Contender:
             thread.start()
         await asyncio.to_thread(lambda: [t.join() for t in threads])
         drained = time.perf_counter()
+        _all_done("huey", sum(done), jobs)
         return enqueued - started, drained - enqueued
 
     return run
@@ -331,6 +349,7 @@ def raw_sqlite(directory: Path) -> Contender:
         producer = connect(path)
         producer.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)")
         body = orjson.dumps(PAYLOAD)
+        done: list[int] = []
 
         def produce() -> None:
             for i in range(jobs):
@@ -348,6 +367,7 @@ def raw_sqlite(directory: Path) -> Contender:
                     orjson.loads(row[1][: len(body)])
                     conn.execute("DELETE FROM jobs WHERE id = ?", (row[0],))
                     conn.execute("COMMIT")
+                    done.append(1)
             finally:
                 conn.close()
 
@@ -360,6 +380,7 @@ def raw_sqlite(directory: Path) -> Contender:
         await asyncio.to_thread(lambda: [t.join() for t in threads])
         drained = time.perf_counter()
         producer.close()
+        _all_done("raw sqlite", sum(done), jobs)
         return enqueued - started, drained - enqueued
 
     return run
@@ -446,7 +467,9 @@ async def _latency(store_factory: Callable[[], Any], backend: str, samples: int)
         "name": "kvstore AsyncQueue.jobs()",
         "role": "kvstore",
         "backend": backend,
-        "wake": "LISTEN/NOTIFY" if backend == "postgres" else f"data_version polled every {worker.poll_interval * 1000:g} ms",
+        "wake": "LISTEN/NOTIFY"
+        if backend == "postgres"
+        else f"data_version polled every {worker.poll_interval * 1000:g} ms",
         "samples": samples,
         "p50_ms": 1000 * lat[len(lat) // 2],
         "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
@@ -563,7 +586,9 @@ def run(ctx: Any, only: list[str] | None = None) -> list[dict[str, Any]]:
     url = ctx.postgres_url or None
     if url is None:
         ctx.report.note("queue", "PostgreSQL rows not run: no PostgreSQL server.")
-    found = rows(url, jobs=sizes["jobs"], rounds=sizes["rounds"], samples=sizes["samples"], parts=parts, skipped=skipped)
+    found = rows(
+        url, jobs=sizes["jobs"], rounds=sizes["rounds"], samples=sizes["samples"], parts=parts, skipped=skipped
+    )
     for name, why in skipped.items():
         ctx.report.peer("queue", name, why)
     ctx.report.add_queue(found, ", ".join(f"{k}={v:,}" for k, v in sizes.items()))

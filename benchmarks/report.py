@@ -268,9 +268,8 @@ class Report:
         self.queue += rows
         self.queue_run = run
         for r in rows:
-            if r["role"] == "peer" and "cycle_per_s" in r:
-                if ("queue", r["name"], "ran") not in self.peers:
-                    self.peers.append(("queue", r["name"], "ran"))
+            if r["role"] == "peer" and "cycle_per_s" in r and ("queue", r["name"], "ran") not in self.peers:
+                self.peers.append(("queue", r["name"], "ran"))
         throughput = [r for r in rows if "cycle_per_s" in r]
         for backend, workers in dict.fromkeys((r["backend"], r["workers"]) for r in throughput):
             mine = [r for r in throughput if (r["backend"], r["workers"]) == (backend, workers)]

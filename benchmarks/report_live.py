@@ -107,7 +107,7 @@ def watch_md(rows: list[dict[str, Any]], run: str, notes: list[str]) -> list[str
         lines += [
             "### Append-to-watcher latency",
             "",
-            "A writer (another process; memory: a task of the same loop) appends `{\"t\": time.time()}` every 5 ms; "
+            'A writer (another process; memory: a task of the same loop) appends `{"t": time.time()}` every 5 ms; '
             "an async `watch(key, start=0)` records the delay of each item as it arrives (after a few warm-up "
             "items).",
             "",
@@ -133,11 +133,7 @@ def watch_md(rows: list[dict[str, Any]], run: str, notes: list[str]) -> list[str
             "|---:|---:|---:|---:|---:|---|",
         ]
         for r in cost:
-            cpu = (
-                "—"
-                if r["cpu_us_with"] is None
-                else f"{r['cpu_us_without']:.0f} → {r['cpu_us_with']:.0f}"
-            )
+            cpu = "—" if r["cpu_us_with"] is None else f"{r['cpu_us_without']:.0f} → {r['cpu_us_with']:.0f}"
             lines.append(
                 f"| {r['writers']} | {r['appends']:,} | {r['without_per_s']:,.0f} | {r['with_per_s']:,.0f} "
                 f"| {r['ratio']:.2f} | {cpu} |"
