@@ -1,6 +1,6 @@
 """The benchmark report: every tier against its bare driver and the peers a user would pick instead.
 
-Run: python -m benchmarks [--quick] [--only memory,sqlite,postgres,redis,langgraph,concurrency,scaling]
+Run: python -m benchmarks [--quick] [--only memory,sqlite,postgres,redis,langgraph,concurrency,scaling,queue,watch]
      [--workloads get,set,...] [--out DIR]
 
 One process, one run: every case is an entry of the workload registry
@@ -16,7 +16,10 @@ skipped with the reason otherwise.
 The concurrency section is benchmarks/bench_concurrency.py (1/8/64/256 async tasks and 8 threads, kvstore vs a
 bare driver pool of the same size on PostgreSQL and Redis); the scaling section is benchmarks/bench_scaling.py
 (last(20) vs history length, keys(pattern) vs total keys and matches, `kvstore copy` SQLite -> PostgreSQL vs a
-raw COPY). --workloads selects their parts by prefix too (get, chat; last, keys, copy).
+raw COPY). The queue section is benchmarks/bench_queue.py (enqueue+claim+ack/s with 1 and 4 workers against pgqueuer,
+procrastinate and huey; enqueue-to-claim latency of an idle worker), the watch section benchmarks/watch.py
+(append-to-watcher latency per backend, the PostgreSQL notify trigger's cost). --workloads selects their parts by
+prefix too (get, chat; last, keys, copy; throughput, latency; latency, notify).
 Everything created is named bench_<pid>_... and removed at the end.
 """
 
@@ -154,6 +157,18 @@ def run_scaling(ctx: Context, chosen: list[str]) -> None:
     bench_scaling.run(ctx, only=chosen or None)
 
 
+def run_queue(ctx: Context, chosen: list[str]) -> None:
+    from benchmarks import bench_queue
+
+    bench_queue.run(ctx, only=chosen or None)
+
+
+def run_watch(ctx: Context, chosen: list[str]) -> None:
+    from benchmarks import watch
+
+    watch.run(ctx, only=chosen or None)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -164,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         "--workloads",
         default="",
         help="comma-separated workload name prefixes (get,set,mget,mset,chat,last,session,incr,delete_many,store,100;"
-        " concurrency: get,chat; scaling: last,keys,copy); default: all (the langgraph section runs only without"
+        " concurrency: get,chat; scaling: last,keys,copy; queue: throughput,latency; watch: latency,notify); default: all (the langgraph section runs only without"
         " --workloads)",
     )
     parser.add_argument("--out", type=Path, default=None, help="where REPORT.md and chart.png go")
@@ -207,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                     report.servers["Redis"] = text
                 elif "redis" in only:
                     report.skipped["redis"] = text
-            if "postgres" in only or langgraph is not None or curves:
+            live = bool({"queue", "watch"} & set(only))  # PostgreSQL rows when a server is found, the rest anyway
+            if "postgres" in only or langgraph is not None or curves or live:
                 found, text = stack.enter_context(postgres_server(args.postgres_url))
                 postgres_url = found or ""
                 if found:
@@ -227,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
                         _section(report, name, lambda: run_concurrency(ctx, chosen))
                     elif name == "scaling":
                         _section(report, name, lambda: run_scaling(ctx, chosen))
+                    elif name == "queue":
+                        _section(report, name, lambda: run_queue(ctx, chosen))
+                    elif name == "watch":
+                        _section(report, name, lambda: run_watch(ctx, chosen))
                     else:
                         _section(report, name, lambda name=name: run(ctx, name, chosen))
             finally:

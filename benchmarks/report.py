@@ -17,9 +17,10 @@ from benchmarks._common import Case, Result, print_table
 
 __all__ = ["Report", "Row", "Table", "machine_info", "package_versions"]
 
-SECTIONS = ("memory", "sqlite", "postgres", "redis", "langgraph", "concurrency", "scaling")
+SECTIONS = ("memory", "sqlite", "postgres", "redis", "langgraph", "concurrency", "scaling", "queue", "watch")
 #: The sections timed by the workload registry (one backend each); "langgraph" is ``benchmarks.bench_langgraph``,
-#: "concurrency" ``benchmarks.bench_concurrency`` (many clients at once), "scaling" ``benchmarks.bench_scaling``.
+#: "concurrency" ``benchmarks.bench_concurrency`` (many clients at once), "scaling" ``benchmarks.bench_scaling``,
+#: "queue" ``benchmarks.bench_queue`` (job queue vs pgqueuer, procrastinate, huey), "watch" ``benchmarks.watch``.
 TIERS = SECTIONS[:4]
 TITLES = {
     "memory": "Memory",
@@ -29,6 +30,8 @@ TITLES = {
     "langgraph": "LangGraph",
     "concurrency": "Many clients at once",
     "scaling": "Cost vs size",
+    "queue": "Job queue",
+    "watch": "Live updates (watch)",
 }
 #: Packages whose versions the report lists (absent ones are shown as not installed).
 PACKAGES = (
@@ -52,6 +55,9 @@ PACKAGES = (
     "litestar",
     "SQLAlchemy",
     "matplotlib",
+    "pgqueuer",
+    "procrastinate",
+    "huey",
 )
 
 
@@ -119,6 +125,16 @@ BEHIND_WHY: list[tuple[str, str, str, str]] = [
         "namespace's keys with the JSON filter in SQL where the backend has it).",
     ),
 ]
+
+
+#: Why huey's SQLite storage can be ahead of kvstore's queue (the queue section's note and must-show row say it).
+HUEY_NOTE = (
+    "huey's `SqliteStorage.dequeue` deletes the job's row as it reads it: no lease, no ack, no attempt count, so a "
+    "worker killed while running a job loses that job. kvstore's claim records a lease and the attempt, and its ack "
+    "is a second write: two commits per job where huey makes one. Not changed: the lease is what brings a killed "
+    "worker's job back (issue 15)."
+)
+BEHIND_WHY.append(("queue", "", "huey", HUEY_NOTE))
 
 
 def why_behind(section: str, workload: str, peer: str) -> str:
@@ -198,6 +214,12 @@ class Report:
     scaling_run: str = ""
     #: Worst event-loop stall (ms) with another connection holding the write lock, and the idle loop's, by backend.
     stalls: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: ``benchmarks.bench_queue`` rows (throughput per backend and worker count, enqueue-to-claim latency).
+    queue: list[dict[str, Any]] = field(default_factory=list)
+    queue_run: str = ""
+    #: ``benchmarks.watch`` rows (append-to-watcher latency per backend, the notify trigger's cost).
+    watch: list[dict[str, Any]] = field(default_factory=list)
+    watch_run: str = ""
     #: Chart file per curve section ("concurrency", "scaling"), set by ``curve_charts``.
     charts: dict[str, str] = field(default_factory=dict)
 
@@ -239,6 +261,34 @@ class Report:
         self.scaling.setdefault(part, []).extend(rows)
         if run:
             self.scaling_run = run
+
+    def add_queue(self, rows: list[dict[str, Any]], run: str = "") -> None:
+        """Record ``bench_queue`` rows; each (backend, worker count) becomes a table of enqueue+claim+ack per second
+        (ratio to the floor), so kvstore vs each peer joins the summary."""
+        self.queue += rows
+        self.queue_run = run
+        for r in rows:
+            if r["role"] == "peer" and "cycle_per_s" in r and ("queue", r["name"], "ran") not in self.peers:
+                self.peers.append(("queue", r["name"], "ran"))
+        throughput = [r for r in rows if "cycle_per_s" in r]
+        for backend, workers in dict.fromkeys((r["backend"], r["workers"]) for r in throughput):
+            mine = [r for r in throughput if (r["backend"], r["workers"]) == (backend, workers)]
+            floor = next((r for r in mine if r["role"] == "floor"), mine[0])
+            base = floor["cycle_per_s"]
+            table_rows = [
+                Row(r["name"], r["role"], r["is_async"], r["cycle_per_s"], r["cycle_per_s"] / base) for r in mine
+            ]
+            workload = f"enqueue+claim+ack, {workers} worker{'s' if workers > 1 else ''} ({TITLES[backend]})"
+            table = Table("queue", workload, floor["name"], table_rows)
+            self.tables.append(table)
+            for v in table.verdicts():
+                mark = "ahead" if v.ahead else "BEHIND"
+                print(f"  {workload}: {v.ours.name} ÷ {v.peer.name}: {fmt_ratio(v.ratio)}x  ({mark})")
+
+    def add_watch(self, rows: list[dict[str, Any]], run: str = "") -> None:
+        """Record ``benchmarks.watch`` rows (latency per backend, notify cost)."""
+        self.watch += rows
+        self.watch_run = run
 
     def curve_charts(self, out: Path) -> list[str]:
         """concurrency.png and scaling.png in ``out`` for the curve sections that ran (none without matplotlib)."""
@@ -371,6 +421,13 @@ class Report:
             return [f"## {title}", "", f"Skipped: {self.skipped[section]}.", ""]
         if section == "langgraph":
             return self._langgraph_md()
+        if section in ("queue", "watch"):
+            from benchmarks.report_live import queue_md, watch_md
+
+            if section == "queue":
+                tables = [t for t in self.tables if t.section == "queue"]
+                return queue_md(self.queue, self.queue_run, tables, self.notes.get(section, []))
+            return watch_md(self.watch, self.watch_run, self.notes.get(section, []))
         if section in ("concurrency", "scaling"):
             from benchmarks.report_curves import concurrency_md, scaling_md
 

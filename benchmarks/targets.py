@@ -1,4 +1,4 @@
-"""Issue 14's must-show ratios, each read from rows measured in the same run (same table: alternating rounds).
+"""Issues 14 and 15's must-show lines, each read from rows measured in the same run (same table: alternating rounds).
 
 A ratio of throughputs (ops/s) unless ``time`` is set: then it is a ratio of times (how many times longer the
 first case takes than the second), which is ``ops(second) ÷ ops(first)``. A check whose rows did not run this
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.report_curves import CONCURRENCY_TARGET, FLAT_TARGET, flatness
+from benchmarks.report_live import LATENCY_TARGET_MS
 
 __all__ = ["CHECKS", "Check", "Outcome", "must_show", "must_show_md"]
 
@@ -58,7 +59,7 @@ class Outcome:
         if self.ratio is None:
             return "—"
         if self.unit:
-            return f"{self.ratio:.1f} {self.unit}"
+            return f"{self.ratio:.2f} {self.unit}" if self.ratio < 10 else f"{self.ratio:.1f} {self.unit}"
         return f"{self.ratio:.2f}x" + (" the time" if self.time else "")
 
 
@@ -242,16 +243,85 @@ def must_show(report: Any) -> list[Outcome]:
             else f"{backend} last(20) at the largest history, time ÷ on 100 messages"
         )
         out.append(Outcome(label, flat.get(backend), "<=", FLAT_TARGET, True))
+    return out + queue_outcomes(report) + watch_outcomes(report)
+
+
+#: Issue 15's queue comparisons: (backend, peer name prefix, kvstore row's name). Same flavour on both sides:
+#: PostgreSQL async vs async, SQLite kvstore's sync `Queue` vs huey (synchronous, in threads).
+QUEUE_PEERS = (
+    ("postgres", "pgqueuer", "kvstore AsyncQueue (PostgreSQL)"),
+    ("postgres", "procrastinate", "kvstore AsyncQueue (PostgreSQL)"),
+    ("sqlite", "huey", "kvstore Queue (SQLite, threads)"),
+)
+#: Why kvstore's queue can be behind a peer, told on the must-show row itself (the report's note says more).
+QUEUE_BEHIND = {
+    "huey": "huey's dequeue deletes the row: no lease, no ack, a killed worker loses its job; kvstore commits a "
+    "lease at claim and an ack (see the queue section's note)",
+}
+TITLES = {"postgres": "PostgreSQL", "sqlite": "SQLite", "memory": "Memory"}
+
+
+def queue_outcomes(report: Any) -> list[Outcome]:
+    """kvstore's queue ÷ each peer (enqueue+claim+ack/s, 1 and 4 workers) and the enqueue-to-claim p99."""
+    rows = getattr(report, "queue", [])
+    out = []
+    for backend, peer, mine in QUEUE_PEERS:
+        for workers in (1, 4):
+            group = [r for r in rows if r.get("workers") == workers and r["backend"] == backend]
+            ours = next((r for r in group if r["name"] == mine), None)
+            theirs = next((r for r in group if r["role"] == "peer" and r["name"].startswith(peer)), None)
+            ratio = None if ours is None or theirs is None else ours["cycle_per_s"] / theirs["cycle_per_s"]
+            detail = ""
+            if ratio is not None:
+                detail = f"{ours['cycle_per_s']:,.0f} vs {theirs['cycle_per_s']:,.0f} jobs/s"  # type: ignore[index]
+                if ratio < 1.0:
+                    detail += "; behind: " + QUEUE_BEHIND.get(peer, "no explanation yet")
+            label = f"queue {TITLES[backend]} {workers} worker{'s' if workers > 1 else ''}: {mine} ÷ {peer}"
+            out.append(Outcome(label, ratio, ">=", 1.0, False, detail))
+    for backend, op in (("postgres", "<"), ("sqlite", "")):
+        row = next((r for r in rows if "p99_ms" in r and r["backend"] == backend), None)
+        out.append(
+            Outcome(
+                f"queue {TITLES[backend]}: enqueue-to-claim p99, idle worker ({'LISTEN/NOTIFY' if op else 'polled'})",
+                None if row is None else row["p99_ms"],
+                op,
+                LATENCY_TARGET_MS if op else 0.0,
+                False,
+                "" if row is None else f"p50 {row['p50_ms']:.2f} ms",
+                "ms",
+            )
+        )
+    return out
+
+
+def watch_outcomes(report: Any) -> list[Outcome]:
+    """Append-to-watcher p99 per backend: reported (no target)."""
+    rows = [r for r in getattr(report, "watch", []) if r["workload"] == "append_to_watcher_latency"]
+    out = []
+    for backend in ("memory", "sqlite", "postgres"):
+        row = next((r for r in rows if r["backend"] == backend), None)
+        out.append(
+            Outcome(
+                f"watch {TITLES[backend]}: append-to-watcher p99",
+                None if row is None else row["p99_ms"],
+                "",
+                0.0,
+                False,
+                "" if row is None else f"p50 {row['p50_ms']:.2f} ms; {row['wake']}",
+                "ms",
+            )
+        )
     return out
 
 
 def must_show_md(report: Any) -> list[str]:
     outcomes = must_show(report)
     lines = [
-        "## Issue 14: the must-show ratios",
+        "## Issues 14 and 15: the must-show lines",
         "",
         "Each from rows of this run (the same table, so the same alternating rounds). `x the time`: how many times "
-        "longer the first case takes than the second (lower is better).",
+        "longer the first case takes than the second (lower is better); `ms`: a latency (lower is better); "
+        "reference: reported, no target.",
         "",
         "| check | measured | target | |",
         "|---|---:|---|---|",
@@ -267,7 +337,7 @@ def print_must_show(report: Any) -> None:
     outcomes = must_show(report)
     missing = [o for o in outcomes if o.ratio is None]
     print(
-        "\n# issue 14 must-show ratios"
+        "\n# issues 14 and 15 must-show lines"
         + (f" ({len(missing)} of {len(outcomes)} not measured in this run)" if missing else "")
     )
     for o in outcomes:
