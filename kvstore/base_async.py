@@ -564,8 +564,9 @@ class AsyncDatabase(AsyncStore):
         """`extend` with values the caller already encoded, each one JSON document (pydantic's
         ``dump_json``): stored as they are, not encoded again. The caller vouches that they are JSON.
 
-        ``None``, writing nothing, when this store takes decoded values only (a wrapper: the
-        failover or an instrumented tier); use `extend` then.
+        ``None``, writing nothing, when this store takes decoded values only (a store that
+        overrides the public list calls instead of the raw hooks); use `extend` then. The
+        failover and instrumented tiers serve it.
         """
         if "_extend" not in vars(self) and type(self)._extend is AsyncDatabase._extend:
             return None
@@ -587,8 +588,9 @@ class AsyncDatabase(AsyncStore):
     async def get_range_json(self, key: str, start: int, end: int) -> list[bytes] | list[str] | None:
         """`get_range` undecoded: each item's stored JSON (bytes; str on PostgreSQL), for a one-pass parse.
 
-        ``None`` when this store has only the decoded form (a wrapper: the failover or an
-        instrumented tier); use `get_range` then. `ChatHistory` validates a page in one
+        ``None`` when this store has only the decoded form (a store that overrides the public
+        list calls instead of the raw hooks); use `get_range` then. The failover and
+        instrumented tiers serve it. `ChatHistory` validates a page in one
         pydantic call on ``b"[" + b",".join(items) + b"]"``.
         """
         if "_get_range" not in vars(self) and type(self)._get_range is AsyncDatabase._get_range:

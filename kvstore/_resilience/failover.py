@@ -746,7 +746,25 @@ class FailoverDatabase(_AsyncFailover, Database):
             return list(result or [])
         if self._reads_from_fallback():
             return (self._fallback_store()).get_range(key, start, end)
-        validate_key(key)
+        return self._outage_range(validate_key(key), start, end)
+
+    def get_range_json(self, key: str, start: int, end: int) -> list[bytes] | list[str] | None:
+        """`get_range` undecoded (see `Database.get_range_json`): the primary's stored JSON while it serves.
+
+        During an outage the degraded read of `get_range` (the same answers and errors),
+        each item encoded back to its JSON. ``None`` only when the store answering has no
+        undecoded form (then `get_range` reads it).
+        """
+        served, result = self._primary(lambda p: p.get_range_json(key, start, end))
+        if served:
+            return result
+        if self._reads_from_fallback():
+            return (self._fallback_store()).get_range_json(key, start, end)
+        key = validate_key(key)
+        return [encode(key, item, self.max_value_bytes) for item in self._outage_range(key, start, end)]
+
+    def _outage_range(self, key: str, start: int, end: int) -> list[Any]:
+        """Items ``start..end`` of ``key`` from what this outage's journal knows of it, or raise."""
         lrange_bounds(0, start, end)  # index types are checked before anything else
         view = self._view(key, "get_range")
         if view.state == "absent":
@@ -879,6 +897,28 @@ class FailoverDatabase(_AsyncFailover, Database):
         if served:
             return int(result or 0)
         return self._buffer_list(key, values, idempotency_id, "extend")
+
+    def extend_json(self, key: str, items: list[bytes], *, idempotency_id: str | None = None) -> int:
+        """`extend` of values already encoded (see `Database.extend_json`); ids and outage lengths as for `append`.
+
+        The primary stores the bytes as they are; a primary without that form gets them
+        decoded, in the same call (one id, so its retries never duplicate). During an outage
+        they are decoded and journaled as `extend` journals them. Never ``None``.
+        """
+        validate_key(key)
+        idempotency_id = validate_idempotency_id(idempotency_id) or uuid.uuid4().hex
+
+        def call(primary: Database) -> int:
+            length = primary.extend_json(key, items, idempotency_id=idempotency_id)
+            if length is None:
+                length = primary.extend(key, [decode(item, key) for item in items], idempotency_id=idempotency_id)
+            return length
+
+        served, result = self._primary(call)
+        if served:
+            return int(result or 0)
+        values = [decode(item, key) for item in items]
+        return self._buffer_list(key, values, idempotency_id, "append" if len(values) == 1 else "extend")
 
     def trim(self, key: str, start: int, end: int) -> int:
         """Redis ``LTRIM`` (see `Database.trim`).

@@ -131,7 +131,7 @@ class AsyncChatHistory(Generic[M]):
         key = self._keys.messages
         data = dump_json(self._codec, key, message)
         length = await self.database.extend_json(key, [data], idempotency_id=mid)
-        if length is None:  # a wrapper store (failover, instrumented) takes decoded values
+        if length is None:  # a store that takes decoded values only
             length = await self.database.append(key, _loads(data), idempotency_id=mid)
         await self._refresh_ttl()
         return None if isinstance(length, LowerBound) else length - 1
@@ -148,7 +148,7 @@ class AsyncChatHistory(Generic[M]):
             count = await self.database.get_length(key)
             return range(count, count)
         length = await self.database.extend_json(key, data, idempotency_id=id)
-        if length is None:  # a wrapper store (failover, instrumented) takes decoded values
+        if length is None:  # a store that takes decoded values only
             length = await self.database.extend(key, [_loads(d) for d in data], idempotency_id=id)
         await self._refresh_ttl()
         return None if isinstance(length, LowerBound) else range(length - len(data), length)
@@ -292,7 +292,7 @@ class AsyncChatHistory(Generic[M]):
         """Messages ``start..end`` (list indexes, ``end`` inclusive), parsed in one pass when the store can."""
         key = self._keys.messages
         raw = await self.database.get_range_json(key, start, end)
-        if raw is None:  # a wrapper store (failover, instrumented): decoded items only
+        if raw is None:  # a store with decoded items only
             return self._load(await self.database.get_range(key, start, end))
         messages = self._reader.load(raw)
         if messages is None:  # a corrupt or invalid item: item by item, for the error naming the key

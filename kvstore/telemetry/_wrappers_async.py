@@ -128,6 +128,19 @@ class AsyncInstrumentedDatabase(AsyncInstrumentedStore, AsyncDatabase):
             result: list[Any] = await self._inner.get_range(key, start, end)
             return result
 
+    async def extend_json(self, key: str, items: list[bytes], *, idempotency_id: str | None = None) -> int | None:
+        """The wrapped store's `extend_json`, measured as ``append`` (one item) or ``extend`` (``None``: it
+        takes decoded values only)."""
+        with self._tel.op("append" if len(items) == 1 else "extend"):
+            result: int | None = await self._inner.extend_json(key, items, idempotency_id=idempotency_id)
+            return result
+
+    async def get_range_json(self, key: str, start: int, end: int) -> list[bytes] | list[str] | None:
+        """The wrapped store's `get_range_json`, measured as ``get_range`` (``None``: it has no undecoded form)."""
+        with self._tel.op("get_range"):
+            result: list[bytes] | list[str] | None = await self._inner.get_range_json(key, start, end)
+            return result
+
     async def get_length(self, key: str) -> int:
         with self._tel.op("get_length"):
             result: int = await self._inner.get_length(key)
