@@ -29,6 +29,7 @@ async def test_80_concurrent_gets_of_4mb_on_2_connections_succeed_or_are_busy(po
     """80 concurrent gets of a 4 MB value on a pool of 2: each returns the exact value or raises
     BackendBusyError (a saturated pool against a healthy server), never a plain outage error."""
     db = AsyncPostgresDatabase(postgres_url, key_prefix=_prefix(), min_size=2, max_size=2, pool_timeout=0.05)
+    db.batching = False  # 80 concurrent gets of one key would be one batched read: here each takes a connection
     try:
         await db.set("big", BIG)
         results = await asyncio.gather(*(db.get("big") for _ in range(80)), return_exceptions=True)
