@@ -50,6 +50,7 @@ async def test_80_concurrent_gets_of_4mb_on_2_connections_succeed_or_are_busy(po
 async def test_a_full_wait_queue_against_a_healthy_server_is_busy(postgres_url: str) -> None:
     """With max_waiting reached (TooManyRequests) while the server answers, calls raise BackendBusyError."""
     db = AsyncPostgresDatabase(postgres_url, key_prefix=_prefix(), min_size=1, max_size=1, max_waiting=1)
+    db.batching = False  # each get takes its own connection (batched, the 12 would share one read)
     try:
         await db.set("big", BIG)
         results = await asyncio.gather(*(db.get("big") for _ in range(12)), return_exceptions=True)
