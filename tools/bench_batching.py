@@ -6,8 +6,9 @@
 
 ``gather``: on each backend, in alternating rounds in one process, the wall time of
 ``asyncio.gather`` of 100 ``store.get`` against one ``store.mget`` of the same 100 keys,
-the floor of ``asyncio.gather`` itself (100 coroutines that do nothing: what the event
-loop costs before any store is involved), and one ``get`` at a time in a loop. ``--off``
+the floors of ``asyncio.gather`` itself (100 coroutines that do nothing: a task each; and
+100 futures answered by one callback: what gather costs on the futures a batching store
+hands out — no ``get`` through ``gather`` can cost less), and one ``get`` at a time in a loop. ``--off``
 sets ``store.batching = False`` (every get its own round trip). The best round of each is
 reported (the least disturbed by other tenants of the machine), and the median of the
 per-round ratios.
@@ -78,11 +79,19 @@ async def gather_case(backend: str, args: argparse.Namespace) -> None:
         async def floor() -> None:
             await asyncio.gather(*[nothing(k) for k in KEYS])
 
+        loop = asyncio.get_running_loop()
+
+        async def futures() -> None:
+            # gather of 100 futures answered by one callback: what gather costs on futures alone.
+            ready = [loop.create_future() for _ in KEYS]
+            loop.call_soon(lambda: [f.set_result(None) for f in ready])
+            await asyncio.gather(*ready)
+
         async def lone() -> None:
             for k in KEYS[:20]:
                 await store.get(k)
 
-        cases = {"gather": gathered, "mget": mget, "floor": floor, "lone": lone}
+        cases = {"gather": gathered, "mget": mget, "floor": floor, "futures": futures, "lone": lone}
         for fn in cases.values():
             await _per_call(fn, 10)
         times: dict[str, list[float]] = {name: [] for name in cases}
@@ -96,7 +105,8 @@ async def gather_case(backend: str, args: argparse.Namespace) -> None:
             f"{backend:9} batching={'off' if args.off else 'on '}  gather(100 get) {best['gather'] * 1e6:7.0f} us  "
             f"mget(100) {best['mget'] * 1e6:6.0f} us  ratio {best['gather'] / best['mget']:5.2f}x "
             f"(median of rounds {statistics.median(ratios):5.2f}x)  gather(100 no-op) {best['floor'] * 1e6:5.0f} us "
-            f"= {best['floor'] / best['mget']:4.2f}x mget  lone get {best['lone'] / 20 * 1e6:6.1f} us"
+            f"= {best['floor'] / best['mget']:4.2f}x mget  gather(100 ready futures) {best['futures'] * 1e6:5.0f} us "
+            f"= {best['futures'] / best['mget']:4.2f}x mget  lone get {best['lone'] / 20 * 1e6:6.1f} us"
         )
     finally:
         await store.clear()
