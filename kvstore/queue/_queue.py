@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -71,6 +72,8 @@ def _unwrap(store: Any) -> Any:
 
 def _error_text(error: BaseException | str) -> str:
     text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    # Text every backend stores: no NUL (PostgreSQL text), no lone surrogate (UTF-8), both escaped.
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
     return text[:_MAX_ERROR]
 
 
@@ -214,8 +217,8 @@ class Queue(Generic[P]):
                 if run_at.tzinfo is None:
                     raise ValueError("run_at must be an aware datetime (with a tzinfo)")
                 run_at = run_at.timestamp()
-            if isinstance(run_at, bool) or not isinstance(run_at, int | float):
-                raise ValueError(f"run_at must be a datetime or Unix seconds, not {run_at!r}")
+            if isinstance(run_at, bool) or not isinstance(run_at, int | float) or not math.isfinite(run_at):
+                raise ValueError(f"run_at must be a datetime or finite Unix seconds, not {run_at!r}")
             delay = min(max(0.0, float(run_at) - time.time()), 366 * 86400.0)
         seconds = 0.0 if delay is None else validate_delay(delay)
         dedupe = None if dedupe_key is None else validate_name(dedupe_key, "dedupe key")
