@@ -37,10 +37,12 @@ class SqliteQueueEngine:
 
     def _write(self, op: str, body: object, *args: object) -> object:
         store = self._store
+        # On the worker without waiting there for another connection's lock (which would hold the
+        # store's connection: its reads would wait too); the loop looks again until busy_timeout.
         if not self._ready:
-            store._off_loop(store._engine._write, "queue", None, qs.create)
+            store._worker_write(store._engine._write, "queue", None, qs.create)
             self._ready = True
-        return store._off_loop(store._engine._write, op, None, body, *args)
+        return store._worker_write(store._engine._write, op, None, body, *args)
 
     def enqueue(self, payload: str, delay: float, dedupe_key: str | None, max_attempts: int) -> tuple[int, bool]:
         found = self._write("enqueue", qs.enqueue, self._ns, self._name, payload, delay, dedupe_key, max_attempts)
@@ -49,7 +51,7 @@ class SqliteQueueEngine:
     def claim(self, lease: float) -> RawJob | None:
         if time.monotonic() >= self._next_purge:
             self._next_purge = time.monotonic() + _PURGE_EVERY
-            self._write("purge", qs.purge_done, self._keep_done)
+            self._write("purge", qs.purge_done, self._ns, self._name, self._keep_done)
         return self._write("claim", qs.claim, self._ns, self._name, lease)  # type: ignore[return-value]
 
     def release(self, job_id: int, attempt: int) -> None:

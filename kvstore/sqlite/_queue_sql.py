@@ -166,9 +166,11 @@ def next_due(cur: Any, now_ms: float, ns: str, queue: str) -> float | None:
     return None if first is None else float(first) - now_ms / 1000
 
 
-def purge_done(cur: Any, now_ms: float, keep: float) -> int:
+def purge_done(cur: Any, now_ms: float, ns: str, queue: str, keep: float) -> int:
+    # This queue's own: another queue (or key prefix) on the file keeps its jobs for its own keep_done.
     cur.execute(
-        f"DELETE FROM {T} WHERE id IN (SELECT id FROM {T} WHERE state = 'done' AND finished_at < ? LIMIT 1000)",
-        (now_ms / 1000 - keep,),
+        f"DELETE FROM {T} WHERE id IN (SELECT id FROM {T} WHERE state = 'done' AND ns = ? AND queue = ? "
+        "AND finished_at < ? LIMIT 1000)",
+        (ns, queue, now_ms / 1000 - keep),
     )
     return int(cur.connection.changes())
