@@ -167,3 +167,28 @@ def test_postgres_keep_done_of_one_tenant_does_not_sweep_another(
         lambda p: PostgresDatabase(postgres_url, key_prefix=p, table_prefix=tables), monkeypatch, module
     )
     assert count == 1
+
+
+# --- watch: a start position past anything a list can hold ---------------------------------------
+
+
+@pytest.mark.postgres
+async def test_postgres_watch_start_past_bigint_follows_the_end(postgres_url: str) -> None:
+    """``watch(start=2**70)`` raised a bare KVStoreError ("bigint out of range") on PostgreSQL only.
+
+    SQLite and memory treat a start past the end as the end (the documented renumbering):
+    the watcher then yields the next appended item.
+    """
+    async with AsyncPostgresDatabase(postgres_url, key_prefix=_prefix()) as db:
+        await db.extend("l", [1, 2, 3])
+        items = db.watch("l", start=2**70, poll_interval=0.05)
+        try:
+            pending = asyncio.ensure_future(items.__anext__())
+            await asyncio.sleep(0.3)
+            assert not pending.done() or pending.exception() is None
+            await db.append("l", 4)
+            async with asyncio.timeout(10):
+                item = await pending
+            assert (item.position, item.value) == (3, 4)
+        finally:
+            await items.aclose()
