@@ -192,3 +192,55 @@ async def test_postgres_watch_start_past_bigint_follows_the_end(postgres_url: st
             assert (item.position, item.value) == (3, 4)
         finally:
             await items.aclose()
+
+
+# --- a worker loop whose store is closed under it --------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+async def test_jobs_loop_raises_closed_when_its_store_is_closed(tmp_path: Path, kind: str) -> None:
+    """Closing the store under a running `jobs()` loop (app shutdown in the wrong order).
+
+    ClosedError is a BackendUnavailableError, so the loop took it for an outage: it logged
+    a warning every 2 s and retried forever, a worker that never ended. It must raise.
+    """
+    from kvstore.errors import ClosedError
+    from kvstore.memory import AsyncMemoryDatabase
+
+    db: Any = AsyncSqliteDatabase(tmp_path / "q.db") if kind == "sqlite" else AsyncMemoryDatabase()
+    await db.__aenter__()
+    queue: AsyncQueue[Any] = AsyncQueue(db, "jobs", fallback_poll=0.05)
+
+    async def worker() -> None:
+        async for job in queue.jobs():
+            await queue.ack(job)
+
+    task = asyncio.ensure_future(worker())
+    await asyncio.sleep(0.1)
+    await db.aclose()
+    try:
+        async with asyncio.timeout(5):
+            with pytest.raises(ClosedError):
+                await task
+    finally:
+        task.cancel()
+
+
+async def test_jobs_loop_of_a_closed_queue_ends_quietly(tmp_path: Path) -> None:
+    """`aclose()` of the queue (not the store) still ends its loops without an error."""
+    async with AsyncSqliteDatabase(tmp_path / "q.db") as db:
+        queue: AsyncQueue[Any] = AsyncQueue(db, "jobs", fallback_poll=0.05)
+        seen: list[Any] = []
+
+        async def worker() -> None:
+            async for job in queue.jobs():
+                seen.append(job.payload)
+                await queue.ack(job)
+
+        task = asyncio.ensure_future(worker())
+        await queue.enqueue(1)
+        await asyncio.sleep(0.2)
+        await queue.aclose()
+        async with asyncio.timeout(5):
+            await task
+        assert seen == [1]

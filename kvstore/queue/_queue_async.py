@@ -353,7 +353,8 @@ class AsyncQueue(Generic[P]):
         (PostgreSQL LISTEN/NOTIFY, a SQLite file change, memory at once) or becomes due,
         with a fallback claim every ``fallback_poll`` seconds. While the database is
         unavailable the loop logs, waits (up to 2 s, doubling) and tries again: it
-        ends only on `stop` (graceful: the job in hand is finished first) or `aclose`.
+        ends only on `stop` (graceful: the job in hand is finished first) or `aclose`,
+        and raises `ClosedError` when its store is closed under it.
         """
         seconds = self.lease if lease is None else validate_lease(lease)
         poll = fallback_poll if fallback_poll is not None else self._fallback_poll
@@ -377,6 +378,10 @@ class AsyncQueue(Generic[P]):
                             left = deadline - time.monotonic()
                             if left <= 0 or await listener.wait(min(left, _STOP_CHECK)):
                                 break
+                except ClosedError:
+                    if self._closed or self._stopping:
+                        return  # this queue was closed: the loop ends as on `stop`
+                    raise  # the store was closed under the loop: no retry can succeed
                 except BackendUnavailableError as exc:
                     pause = min(2.0, max(0.05, pause * 2))
                     logger.warning("kvstore: queue %r: %s; trying again in %.2f s", self.name, exc, pause)
