@@ -244,3 +244,38 @@ async def test_jobs_loop_of_a_closed_queue_ends_quietly(tmp_path: Path) -> None:
         async with asyncio.timeout(5):
             await task
         assert seen == [1]
+
+
+# --- several PostgreSQL hosts: a malformed host list is a configuration error ---------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:s3cr%2Fet@127.0.0.1:1,/db",  # a stray comma: libpq would add the local socket
+        "postgresql://u:s3cr%2Fet@127.0.0.1:1,127.0.0.1:bad/db",  # reported as an outage at connect
+        "postgresql://u:s3cr%2Fet@127.0.0.1:99999/db",
+    ],
+)
+def test_postgres_malformed_host_list_is_a_config_error(url: str) -> None:
+    """A typo in a multi-host URL must fail at construction with ConfigError, the password unprinted.
+
+    Before: the store was built; at connect the stray comma connected to whatever server
+    listens on the local socket (one that was never configured), and the bad port was a
+    BackendUnavailableError, an outage a manager fails over on.
+    """
+    from kvstore.errors import ConfigError
+    from kvstore.postgres import PostgresDatabase
+
+    with pytest.raises(ConfigError) as caught:
+        PostgresDatabase(url, connect_timeout=1)
+    text = f"{caught.value} {caught.value!r}"
+    assert "s3cr" not in text
+
+
+def test_postgres_host_list_accepts_default_ports() -> None:
+    """Entries without a port (and libpq's empty port items) stay valid."""
+    from kvstore.postgres import PostgresDatabase
+
+    for url in ("postgresql://127.0.0.1,127.0.0.2/db", "postgresql://h1:5432,h2/db", "postgresql:///db?host=%2Ftmp"):
+        PostgresDatabase(url, connect_timeout=1)
