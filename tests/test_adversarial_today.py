@@ -54,7 +54,8 @@ async def test_sqlite_queue_claim_on_held_lock_does_not_stall_the_stores_reads(t
             other.execute("ROLLBACK")
             other.close()
         job = await claim  # the lock was released: the claim goes through
-        assert job is not None and job.payload == {"n": 1}
+        assert job is not None
+        assert job.payload == {"n": 1}
         assert took < 0.5, f"a get waited {took:.2f} s behind a queue claim that waited for a lock"
 
 
@@ -73,7 +74,8 @@ async def test_sqlite_queue_claim_busy_past_timeout_is_backend_busy(tmp_path: Pa
             other.execute("ROLLBACK")
             other.close()
         job = await queue.claim()
-        assert job is not None and job.attempt == 1
+        assert job is not None
+        assert job.attempt == 1
 
 
 # --- bad input: run_at that is not a time ----------------------------------------------------
@@ -108,7 +110,8 @@ async def test_postgres_fail_with_unstorable_error_text_records_the_failure(post
         assert job is not None
         assert await queue.fail(job, ValueError(message)) is False
         (dead,) = await queue.dead()
-        assert dead.last_error is not None and dead.last_error.startswith("ValueError: ")
+        assert dead.last_error is not None
+        assert dead.last_error.startswith("ValueError: ")
         assert ("byte" in dead.last_error) or ("surrogate" in dead.last_error)
 
 
