@@ -282,3 +282,31 @@ def test_postgres_host_list_accepts_default_ports() -> None:
 
     for url in ("postgresql://127.0.0.1,127.0.0.2/db", "postgresql://h1:5432,h2/db", "postgresql:///db?host=%2Ftmp"):
         PostgresDatabase(url, connect_timeout=1)
+
+
+# --- dead(limit) past bigint --------------------------------------------------------------------
+
+
+def test_sqlite_dead_with_a_huge_limit_lists_them_all(tmp_path: Path) -> None:
+    """``dead(2**63)`` raised a bare OverflowError on SQLite (and a generic KVStoreError on PostgreSQL)."""
+    with SqliteDatabase(tmp_path / "q.db") as db:
+        queue: Queue[Any] = Queue(db, "jobs", max_attempts=1)
+        queue.enqueue(1)
+        job = queue.claim()
+        assert job is not None
+        queue.fail(job, "boom")
+        assert [j.id for j in queue.dead(2**63)] == [job.id]
+
+
+@pytest.mark.postgres
+def test_postgres_dead_with_a_huge_limit_lists_them_all(postgres_url: str) -> None:
+    """The same on PostgreSQL ("bigint out of range")."""
+    from kvstore.postgres import PostgresDatabase
+
+    with PostgresDatabase(postgres_url, table_prefix=_prefix()) as db:
+        queue: Queue[Any] = Queue(db, "jobs", max_attempts=1)
+        queue.enqueue(1)
+        job = queue.claim()
+        assert job is not None
+        queue.fail(job, "boom")
+        assert [j.id for j in queue.dead(2**70)] == [job.id]

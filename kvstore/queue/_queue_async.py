@@ -340,7 +340,8 @@ class AsyncQueue(Generic[P]):
         """The dead-lettered jobs, oldest first (``attempt`` is the last attempt, ``last_error`` its error)."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise ValueError(f"limit must be a non-negative int, not {limit!r}")
-        raws = await self._shielded(self._get_engine().dead(limit))
+        # A limit past what SQL's LIMIT holds (bigint) lists them all, as it does on memory.
+        raws = await self._shielded(self._get_engine().dead(min(limit, 2**63 - 1)))
         return [self._job(raw) for raw in raws]
 
     # --- the worker loop ---------------------------------------------------------------
