@@ -339,3 +339,68 @@ async def test_sqlite_large_read_does_not_block_the_loop(tmp_path: Path) -> None
                 continue
             worst = max(worst, time.perf_counter() - started)
         assert worst < 0.005, f"a get held the event loop {worst * 1000:.1f} ms inside SQLite"
+
+
+# --- a poison payload: one job that does not fit the model ----------------------------------------
+
+
+async def test_poison_payload_is_dead_lettered_and_the_worker_goes_on(tmp_path: Path) -> None:
+    """An old producer enqueued a payload the worker's model rejects.
+
+    `claim` took the job's lease, then raised ValidationError: the `jobs()` loop died, the
+    good job behind it was never run, and every restarted worker died the same way until
+    the poison job used its attempts. The job must be dead-lettered with the error instead.
+    """
+    from pydantic import BaseModel
+
+    class Email(BaseModel):
+        to: str
+
+    async with AsyncSqliteDatabase(tmp_path / "q.db") as db:
+        producer: AsyncQueue[Any] = AsyncQueue(db, "mail")
+        poison = await producer.enqueue({"too": "old shape"})
+        await producer.enqueue({"to": "ok@example.com"})
+        queue: AsyncQueue[Email] = AsyncQueue(db, "mail", model=Email, fallback_poll=0.05)
+        done: list[Email] = []
+
+        async def worker() -> None:
+            async for job in queue.jobs():
+                done.append(job.payload)
+                await queue.ack(job)
+                queue.stop()
+
+        async with asyncio.timeout(10):
+            await worker()
+        assert done == [Email(to="ok@example.com")]
+        (dead,) = await queue.dead()
+        assert (dead.id, dead.payload) == (poison, {"too": "old shape"})
+        assert dead.last_error is not None
+        assert dead.last_error.startswith("ValidationError")
+        assert (await queue.stats()).as_dict() == {
+            "ready": 0,
+            "delayed": 0,
+            "running": 0,
+            "failed": 0,
+            "dead": 1,
+            "done": 1,
+        }
+
+
+@pytest.mark.postgres
+def test_postgres_poison_payload_claim_takes_the_next_job(postgres_url: str) -> None:
+    """The same with the sync queue on PostgreSQL: `claim` skips (dead-letters) the poison job."""
+    from pydantic import BaseModel
+
+    from kvstore.postgres import PostgresDatabase
+
+    class Email(BaseModel):
+        to: str
+
+    with PostgresDatabase(postgres_url, table_prefix=_prefix()) as db:
+        Queue(db, "mail").enqueue([1, 2])
+        good = Queue(db, "mail").enqueue({"to": "a@example.com"})
+        queue: Queue[Email] = Queue(db, "mail", model=Email)
+        job = queue.claim()
+        assert job is not None
+        assert (job.id, job.payload) == (good, Email(to="a@example.com"))
+        assert [d.payload for d in queue.dead()] == [[1, 2]]

@@ -242,11 +242,24 @@ class Queue(Generic[P]):
         (and is dead-lettered instead when it has used ``max_attempts``). Cancelled while
         claiming, the claim completes and the job is given back untouched: it is either
         this caller's, with a lease, or still in the queue.
+
+        A job whose payload cannot be decoded, or does not fit the queue's ``model`` (a
+        producer that enqueued an older shape), is dead-lettered at once with that error
+        (see `dead`) and the next due job is taken: one poison job never stops a worker.
         """
         seconds = self.lease if lease is None else validate_lease(lease)
         engine = self._get_engine()
-        raw = engine.claim(seconds)
-        return None if raw is None else self._job(raw)
+        while True:
+            raw = engine.claim(seconds)
+            if raw is None:
+                return None
+            try:
+                return self._job(raw)
+            except ValueError as exc:  # SerializationError, pydantic's ValidationError
+                logger.warning(
+                    "kvstore: queue %r: job %s dead-lettered: its payload does not decode", self.name, raw[0]
+                )
+                self._shielded(engine.fail(raw[0], raw[2], _error_text(exc), None))
 
     def _lost(self, job: Job[Any], operation: str) -> LeaseLostError:
         return LeaseLostError(
@@ -314,12 +327,28 @@ class Queue(Generic[P]):
         return result
 
     def dead(self, limit: int = 100) -> list[Job[P]]:
-        """The dead-lettered jobs, oldest first (``attempt`` is the last attempt, ``last_error`` its error)."""
+        """The dead-lettered jobs, oldest first (``attempt`` is the last attempt, ``last_error`` its error).
+
+        A job dead-lettered because its payload did not fit the queue's ``model`` carries
+        its payload as stored (the decoded JSON value), for inspection.
+        """
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise ValueError(f"limit must be a non-negative int, not {limit!r}")
         # A limit past what SQL's LIMIT holds (bigint) lists them all, as it does on memory.
         raws = self._shielded(self._get_engine().dead(min(limit, 2**63 - 1)))
-        return [self._job(raw) for raw in raws]
+        return [self._dead_job(raw) for raw in raws]
+
+    def _dead_job(self, raw: RawJob) -> Job[P]:
+        """A dead job; one whose payload does not fit the model carries its JSON value as stored."""
+        try:
+            return self._job(raw)
+        except ValueError:
+            job_id, text, attempt, max_attempts, enqueued_at, lease_until, dedupe, error = raw
+            try:
+                value: Any = decode(text, self.name)
+            except ValueError:
+                value = text
+            return Job(job_id, self.name, value, attempt, max_attempts, enqueued_at, lease_until, dedupe, error)
 
     # --- the worker loop ---------------------------------------------------------------
 
