@@ -404,3 +404,42 @@ def test_postgres_poison_payload_claim_takes_the_next_job(postgres_url: str) -> 
         assert job is not None
         assert (job.id, job.payload) == (good, Email(to="a@example.com"))
         assert [d.payload for d in queue.dead()] == [[1, 2]]
+
+
+# --- watch: an item that does not decode ----------------------------------------------------------
+
+
+async def test_watch_error_on_a_corrupt_item_says_where_to_resume(tmp_path: Path) -> None:
+    """A corrupt item (another writer's bytes) ends the watch with SerializationError.
+
+    The error named only the key: a watcher that started at ``None`` or a negative start,
+    or whose list was trimmed (positions skip), could not tell which position to resume
+    after. It must name the position.
+    """
+    from kvstore.errors import SerializationError
+
+    path = tmp_path / "w.db"
+    async with AsyncSqliteDatabase(path) as db:
+        await db.extend("l", [0, 1, 2, 3])
+        await db.trim("l", 2, -1)  # positions 2 and 3 remain: the next after 1 is 2
+        other = apsw.Connection(str(path))
+        other.execute(
+            "UPDATE kvstore_items SET value = X'7b7b' WHERE key = 'l' "
+            "AND idx = (SELECT min(idx) FROM kvstore_items WHERE key = 'l')"
+        )
+        other.close()
+        seen: list[Any] = []
+
+        async def follow() -> None:
+            async with asyncio.timeout(5):
+                async for item in db.watch("l", start=-5):
+                    seen.append(item)
+
+        with pytest.raises(SerializationError, match=r"position 2\b.*start=3") as caught:
+            await follow()
+        assert seen == []
+        assert caught.value.key == "l"
+        async with asyncio.timeout(5):
+            items = db.watch("l", start=3)
+            assert (await items.__anext__()).value == 3
+            await items.aclose()
