@@ -443,3 +443,37 @@ async def test_watch_error_on_a_corrupt_item_says_where_to_resume(tmp_path: Path
             items = db.watch("l", start=3)
             assert (await items.__anext__()).value == 3
             await items.aclose()
+
+
+# --- SQLite queue reads take no write lock ---------------------------------------------------------
+
+
+def test_sqlite_queue_stats_while_another_process_writes(tmp_path: Path) -> None:
+    """`stats()`, `dead()` (and the idle loop's look at the next due job) ran in BEGIN IMMEDIATE.
+
+    A monitoring call (``kvstore queue stats``) failed with BackendBusyError while any other
+    process held the file's write lock, and every idle worker took the write lock on each
+    poll. WAL readers never wait: these are reads.
+    """
+    path = tmp_path / "q.db"
+    with SqliteDatabase(path, busy_timeout=0.3) as db:
+        queue: Queue[Any] = Queue(db, "jobs")
+        queue.enqueue(1)
+        other = apsw.Connection(str(path))
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            assert queue.stats().ready == 1
+            assert queue.dead() == []
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+
+
+def test_sqlite_queue_stats_on_a_file_without_jobs(tmp_path: Path) -> None:
+    """The reads do not create the queue table: a file that never had a job answers empty."""
+    with SqliteDatabase(tmp_path / "q.db") as db:
+        queue: Queue[Any] = Queue(db, "jobs")
+        assert queue.stats().as_dict() == dict.fromkeys(("ready", "delayed", "running", "failed", "dead", "done"), 0)
+        assert queue.dead() == []
+        assert queue.claim() is None
+        assert queue.stats().ready == 0

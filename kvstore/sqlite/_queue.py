@@ -66,14 +66,19 @@ class SqliteQueueEngine:
     def fail(self, job_id: int, attempt: int, error: str, delay: float | None) -> bool:
         return self._write("fail", qs.fail, self._ns, self._name, job_id, attempt, error, delay)  # type: ignore[return-value]
 
+    def _read(self, op: str, body: object, *args: object) -> object:
+        # One read snapshot on the worker: a WAL reader takes no lock and never waits for a writer.
+        store = self._store
+        return store._off_loop(store._engine._snapshot, op, None, body, *args)
+
     def stats(self) -> QueueStats:
-        return self._write("stats", qs.stats, self._ns, self._name)  # type: ignore[return-value]
+        return self._read("stats", qs.stats, self._ns, self._name)  # type: ignore[return-value]
 
     def dead(self, limit: int) -> list[RawJob]:
-        return self._write("dead", qs.dead, self._ns, self._name, limit)  # type: ignore[return-value]
+        return self._read("dead", qs.dead, self._ns, self._name, limit)  # type: ignore[return-value]
 
     def next_due(self) -> float | None:
-        return self._write("next_due", qs.next_due, self._ns, self._name)  # type: ignore[return-value]
+        return self._read("next_due", qs.next_due, self._ns, self._name)  # type: ignore[return-value]
 
     def listener(self) -> SqliteListener:
         return SqliteListener(self._store, self.poll_interval)

@@ -138,7 +138,14 @@ def fail(
     return bool(rows)
 
 
+def _missing(cur: Any) -> bool:
+    """Whether the file has no queue table yet (the reads run without creating it: no write lock)."""
+    return not cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (T,)).fetchall()
+
+
 def stats(cur: Any, now_ms: float, ns: str, queue: str) -> QueueStats:
+    if _missing(cur):
+        return QueueStats()
     now = now_ms / 1000
     row = cur.execute(
         "SELECT "
@@ -151,6 +158,8 @@ def stats(cur: Any, now_ms: float, ns: str, queue: str) -> QueueStats:
 
 
 def dead(cur: Any, now_ms: float, ns: str, queue: str, limit: int) -> list[RawJob]:
+    if _missing(cur):
+        return []
     rows = cur.execute(
         f"SELECT {_COLUMNS} FROM {T} WHERE ns = ? AND queue = ? AND state = 'dead' ORDER BY id LIMIT ?",
         (ns, queue, limit),
@@ -159,6 +168,8 @@ def dead(cur: Any, now_ms: float, ns: str, queue: str, limit: int) -> list[RawJo
 
 
 def next_due(cur: Any, now_ms: float, ns: str, queue: str) -> float | None:
+    if _missing(cur):
+        return None
     rows = cur.execute(
         f"SELECT min(visible_at) FROM {T} WHERE ns = ? AND queue = ? AND state IN {_LIVE}", (ns, queue)
     ).fetchall()
