@@ -35,7 +35,7 @@ from kvstore._core.lists import check_index
 from kvstore._core.ttl import TTL, ttl_ms
 from kvstore._core.typed import TypeCodec
 from kvstore._core.watch import DEFAULT_BATCH, ListItem, check_poll_interval, start_position
-from kvstore.errors import KVStoreError, ValueTooLargeError, WrongTypeError
+from kvstore.errors import KVStoreError, SerializationError, ValueTooLargeError, WrongTypeError
 
 if TYPE_CHECKING:
     from kvstore.telemetry._stats import StoreStats
@@ -682,7 +682,17 @@ class AsyncDatabase(AsyncStore):
                     cursor = end  # the list was deleted or trimmed from the tail: it renumbers from here
                 for position, raw in rows:
                     cursor = position + 1
-                    yield ListItem(position, _decode(raw, key))
+                    try:
+                        value = _decode(raw, key)
+                    except SerializationError as exc:  # say where: positions may skip (trims)
+                        raise SerializationError(
+                            f"{exc.message} (watch: the item at position {position}; resume after it "
+                            f"with start={position + 1})",
+                            backend=exc.backend,
+                            key=key,
+                            operation="watch",
+                        ) from exc
+                    yield ListItem(position, value)
                 if len(rows) < DEFAULT_BATCH:
                     await watcher.wait()
 

@@ -92,6 +92,7 @@ def session_attrs(conninfo: str, given: str | None) -> str:
             a standby's reads may be stale and its writes fail.
     """
     info = psycopg.conninfo.conninfo_to_dict(conninfo)
+    _check_lists(info)
     several = max(len(str(info.get(k) or "").split(",")) for k in ("host", "hostaddr")) > 1
     attrs = given if given is not None else info.get("target_session_attrs")
     if attrs is None:
@@ -104,6 +105,23 @@ def session_attrs(conninfo: str, given: str | None) -> str:
         "use read-write (the default with several hosts) or primary",
         backend=BACKEND,
     )
+
+
+def _check_lists(info: dict[str, Any]) -> None:
+    """`ConfigError` for a host list with an empty entry or a port that is not a port number.
+
+    libpq reads an empty entry of a host list as its default server (the local socket), so
+    a stray comma (``h1:5432,/app``) would silently add a server that was never named; a
+    port like ``bad`` fails only at connect, where it looks like an outage (and a manager
+    would fail over) rather than the configuration error it is.
+    """
+    hosts = str(info.get("host") or "").split(",")
+    if len(hosts) > 1 and not all(h.strip() for h in hosts):
+        raise ConfigError("the PostgreSQL host list has an empty entry (a stray comma?)", backend=BACKEND)
+    for port in str(info.get("port") or "").split(","):
+        port = port.strip()
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ConfigError(f"PostgreSQL port {port!r} is not a number from 1 to 65535", backend=BACKEND)
 
 
 def where(conn: Any) -> str:

@@ -175,6 +175,7 @@ class QueueQueries:
             ),
             purge_done=q(
                 f"DELETE FROM {{t}} WHERE id IN (SELECT id FROM {{t}} WHERE state = 'done' "
+                "AND ns = %(ns)s AND queue = %(queue)s "
                 f"AND finished_at < {_NOW} - %(keep)s LIMIT 1000)"
             ),
         )

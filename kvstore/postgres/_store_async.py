@@ -974,7 +974,8 @@ class AsyncPostgresWatcher:
 
     async def read(self, position: int, limit: int) -> tuple[list[tuple[int, str]], int]:
         store = self._store
-        params = {"ns": store.key_prefix, "key": self._key, "pos": position, "limit": limit}
+        # A position past bigint (``start=2**70``) is past every item: read from the last one there can be.
+        params = {"ns": store.key_prefix, "key": self._key, "pos": min(position, 2**63 - 1), "limit": limit}
         while True:
             conn = self._conn if self._conn is not None else await self._reconnect()
             self._conn = conn

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -71,6 +72,8 @@ def _unwrap(store: Any) -> Any:
 
 def _error_text(error: BaseException | str) -> str:
     text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    # Text every backend stores: no NUL (PostgreSQL text), no lone surrogate (UTF-8), both escaped.
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
     return text[:_MAX_ERROR]
 
 
@@ -214,8 +217,8 @@ class Queue(Generic[P]):
                 if run_at.tzinfo is None:
                     raise ValueError("run_at must be an aware datetime (with a tzinfo)")
                 run_at = run_at.timestamp()
-            if isinstance(run_at, bool) or not isinstance(run_at, int | float):
-                raise ValueError(f"run_at must be a datetime or Unix seconds, not {run_at!r}")
+            if isinstance(run_at, bool) or not isinstance(run_at, int | float) or not math.isfinite(run_at):
+                raise ValueError(f"run_at must be a datetime or finite Unix seconds, not {run_at!r}")
             delay = min(max(0.0, float(run_at) - time.time()), 366 * 86400.0)
         seconds = 0.0 if delay is None else validate_delay(delay)
         dedupe = None if dedupe_key is None else validate_name(dedupe_key, "dedupe key")
@@ -239,11 +242,24 @@ class Queue(Generic[P]):
         (and is dead-lettered instead when it has used ``max_attempts``). Cancelled while
         claiming, the claim completes and the job is given back untouched: it is either
         this caller's, with a lease, or still in the queue.
+
+        A job whose payload cannot be decoded, or does not fit the queue's ``model`` (a
+        producer that enqueued an older shape), is dead-lettered at once with that error
+        (see `dead`) and the next due job is taken: one poison job never stops a worker.
         """
         seconds = self.lease if lease is None else validate_lease(lease)
         engine = self._get_engine()
-        raw = engine.claim(seconds)
-        return None if raw is None else self._job(raw)
+        while True:
+            raw = engine.claim(seconds)
+            if raw is None:
+                return None
+            try:
+                return self._job(raw)
+            except ValueError as exc:  # SerializationError, pydantic's ValidationError
+                logger.warning(
+                    "kvstore: queue %r: job %s dead-lettered: its payload does not decode", self.name, raw[0]
+                )
+                self._shielded(engine.fail(raw[0], raw[2], _error_text(exc), None))
 
     def _lost(self, job: Job[Any], operation: str) -> LeaseLostError:
         return LeaseLostError(
@@ -311,11 +327,28 @@ class Queue(Generic[P]):
         return result
 
     def dead(self, limit: int = 100) -> list[Job[P]]:
-        """The dead-lettered jobs, oldest first (``attempt`` is the last attempt, ``last_error`` its error)."""
+        """The dead-lettered jobs, oldest first (``attempt`` is the last attempt, ``last_error`` its error).
+
+        A job dead-lettered because its payload did not fit the queue's ``model`` carries
+        its payload as stored (the decoded JSON value), for inspection.
+        """
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise ValueError(f"limit must be a non-negative int, not {limit!r}")
-        raws = self._shielded(self._get_engine().dead(limit))
-        return [self._job(raw) for raw in raws]
+        # A limit past what SQL's LIMIT holds (bigint) lists them all, as it does on memory.
+        raws = self._shielded(self._get_engine().dead(min(limit, 2**63 - 1)))
+        return [self._dead_job(raw) for raw in raws]
+
+    def _dead_job(self, raw: RawJob) -> Job[P]:
+        """A dead job; one whose payload does not fit the model carries its JSON value as stored."""
+        try:
+            return self._job(raw)
+        except ValueError:
+            job_id, text, attempt, max_attempts, enqueued_at, lease_until, dedupe, error = raw
+            try:
+                value: Any = decode(text, self.name)
+            except ValueError:
+                value = text
+            return Job(job_id, self.name, value, attempt, max_attempts, enqueued_at, lease_until, dedupe, error)
 
     # --- the worker loop ---------------------------------------------------------------
 
@@ -327,7 +360,8 @@ class Queue(Generic[P]):
         (PostgreSQL LISTEN/NOTIFY, a SQLite file change, memory at once) or becomes due,
         with a fallback claim every ``fallback_poll`` seconds. While the database is
         unavailable the loop logs, waits (up to 2 s, doubling) and tries again: it
-        ends only on `stop` (graceful: the job in hand is finished first) or `close`.
+        ends only on `stop` (graceful: the job in hand is finished first) or `close`,
+        and raises `ClosedError` when its store is closed under it.
         """
         seconds = self.lease if lease is None else validate_lease(lease)
         poll = fallback_poll if fallback_poll is not None else self._fallback_poll
@@ -351,6 +385,10 @@ class Queue(Generic[P]):
                             left = deadline - time.monotonic()
                             if left <= 0 or listener.wait(min(left, _STOP_CHECK)):
                                 break
+                except ClosedError:
+                    if self._closed or self._stopping:
+                        return  # this queue was closed: the loop ends as on `stop`
+                    raise  # the store was closed under the loop: no retry can succeed
                 except BackendUnavailableError as exc:
                     pause = min(2.0, max(0.05, pause * 2))
                     logger.warning("kvstore: queue %r: %s; trying again in %.2f s", self.name, exc, pause)

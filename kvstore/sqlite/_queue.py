@@ -37,10 +37,12 @@ class SqliteQueueEngine:
 
     def _write(self, op: str, body: object, *args: object) -> object:
         store = self._store
+        # On the worker without waiting there for another connection's lock (which would hold the
+        # store's connection: its reads would wait too); the loop looks again until busy_timeout.
         if not self._ready:
-            store._off_loop(store._engine._write, "queue", None, qs.create)
+            store._worker_write(store._engine._write, "queue", None, qs.create)
             self._ready = True
-        return store._off_loop(store._engine._write, op, None, body, *args)
+        return store._worker_write(store._engine._write, op, None, body, *args)
 
     def enqueue(self, payload: str, delay: float, dedupe_key: str | None, max_attempts: int) -> tuple[int, bool]:
         found = self._write("enqueue", qs.enqueue, self._ns, self._name, payload, delay, dedupe_key, max_attempts)
@@ -49,7 +51,7 @@ class SqliteQueueEngine:
     def claim(self, lease: float) -> RawJob | None:
         if time.monotonic() >= self._next_purge:
             self._next_purge = time.monotonic() + _PURGE_EVERY
-            self._write("purge", qs.purge_done, self._keep_done)
+            self._write("purge", qs.purge_done, self._ns, self._name, self._keep_done)
         return self._write("claim", qs.claim, self._ns, self._name, lease)  # type: ignore[return-value]
 
     def release(self, job_id: int, attempt: int) -> None:
@@ -64,14 +66,19 @@ class SqliteQueueEngine:
     def fail(self, job_id: int, attempt: int, error: str, delay: float | None) -> bool:
         return self._write("fail", qs.fail, self._ns, self._name, job_id, attempt, error, delay)  # type: ignore[return-value]
 
+    def _read(self, op: str, body: object, *args: object) -> object:
+        # One read snapshot on the worker: a WAL reader takes no lock and never waits for a writer.
+        store = self._store
+        return store._off_loop(store._engine._snapshot, op, None, body, *args)
+
     def stats(self) -> QueueStats:
-        return self._write("stats", qs.stats, self._ns, self._name)  # type: ignore[return-value]
+        return self._read("stats", qs.stats, self._ns, self._name)  # type: ignore[return-value]
 
     def dead(self, limit: int) -> list[RawJob]:
-        return self._write("dead", qs.dead, self._ns, self._name, limit)  # type: ignore[return-value]
+        return self._read("dead", qs.dead, self._ns, self._name, limit)  # type: ignore[return-value]
 
     def next_due(self) -> float | None:
-        return self._write("next_due", qs.next_due, self._ns, self._name)  # type: ignore[return-value]
+        return self._read("next_due", qs.next_due, self._ns, self._name)  # type: ignore[return-value]
 
     def listener(self) -> SqliteListener:
         return SqliteListener(self._store, self.poll_interval)

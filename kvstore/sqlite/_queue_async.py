@@ -37,10 +37,12 @@ class AsyncSqliteQueueEngine:
 
     async def _write(self, op: str, body: object, *args: object) -> object:
         store = self._store
+        # On the worker without waiting there for another connection's lock (which would hold the
+        # store's connection: its reads would wait too); the loop looks again until busy_timeout.
         if not self._ready:
-            await store._off_loop(store._engine._write, "queue", None, qs.create)
+            await store._worker_write(store._engine._write, "queue", None, qs.create)
             self._ready = True
-        return await store._off_loop(store._engine._write, op, None, body, *args)
+        return await store._worker_write(store._engine._write, op, None, body, *args)
 
     async def enqueue(self, payload: str, delay: float, dedupe_key: str | None, max_attempts: int) -> tuple[int, bool]:
         found = await self._write("enqueue", qs.enqueue, self._ns, self._name, payload, delay, dedupe_key, max_attempts)
@@ -49,7 +51,7 @@ class AsyncSqliteQueueEngine:
     async def claim(self, lease: float) -> RawJob | None:
         if time.monotonic() >= self._next_purge:
             self._next_purge = time.monotonic() + _PURGE_EVERY
-            await self._write("purge", qs.purge_done, self._keep_done)
+            await self._write("purge", qs.purge_done, self._ns, self._name, self._keep_done)
         return await self._write("claim", qs.claim, self._ns, self._name, lease)  # type: ignore[return-value]
 
     async def release(self, job_id: int, attempt: int) -> None:
@@ -64,14 +66,19 @@ class AsyncSqliteQueueEngine:
     async def fail(self, job_id: int, attempt: int, error: str, delay: float | None) -> bool:
         return await self._write("fail", qs.fail, self._ns, self._name, job_id, attempt, error, delay)  # type: ignore[return-value]
 
+    async def _read(self, op: str, body: object, *args: object) -> object:
+        # One read snapshot on the worker: a WAL reader takes no lock and never waits for a writer.
+        store = self._store
+        return await store._off_loop(store._engine._snapshot, op, None, body, *args)
+
     async def stats(self) -> QueueStats:
-        return await self._write("stats", qs.stats, self._ns, self._name)  # type: ignore[return-value]
+        return await self._read("stats", qs.stats, self._ns, self._name)  # type: ignore[return-value]
 
     async def dead(self, limit: int) -> list[RawJob]:
-        return await self._write("dead", qs.dead, self._ns, self._name, limit)  # type: ignore[return-value]
+        return await self._read("dead", qs.dead, self._ns, self._name, limit)  # type: ignore[return-value]
 
     async def next_due(self) -> float | None:
-        return await self._write("next_due", qs.next_due, self._ns, self._name)  # type: ignore[return-value]
+        return await self._read("next_due", qs.next_due, self._ns, self._name)  # type: ignore[return-value]
 
     def listener(self) -> AsyncSqliteListener:
         return AsyncSqliteListener(self._store, self.poll_interval)

@@ -138,7 +138,14 @@ def fail(
     return bool(rows)
 
 
+def _missing(cur: Any) -> bool:
+    """Whether the file has no queue table yet (the reads run without creating it: no write lock)."""
+    return not cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (T,)).fetchall()
+
+
 def stats(cur: Any, now_ms: float, ns: str, queue: str) -> QueueStats:
+    if _missing(cur):
+        return QueueStats()
     now = now_ms / 1000
     row = cur.execute(
         "SELECT "
@@ -151,6 +158,8 @@ def stats(cur: Any, now_ms: float, ns: str, queue: str) -> QueueStats:
 
 
 def dead(cur: Any, now_ms: float, ns: str, queue: str, limit: int) -> list[RawJob]:
+    if _missing(cur):
+        return []
     rows = cur.execute(
         f"SELECT {_COLUMNS} FROM {T} WHERE ns = ? AND queue = ? AND state = 'dead' ORDER BY id LIMIT ?",
         (ns, queue, limit),
@@ -159,6 +168,8 @@ def dead(cur: Any, now_ms: float, ns: str, queue: str, limit: int) -> list[RawJo
 
 
 def next_due(cur: Any, now_ms: float, ns: str, queue: str) -> float | None:
+    if _missing(cur):
+        return None
     rows = cur.execute(
         f"SELECT min(visible_at) FROM {T} WHERE ns = ? AND queue = ? AND state IN {_LIVE}", (ns, queue)
     ).fetchall()
@@ -166,9 +177,11 @@ def next_due(cur: Any, now_ms: float, ns: str, queue: str) -> float | None:
     return None if first is None else float(first) - now_ms / 1000
 
 
-def purge_done(cur: Any, now_ms: float, keep: float) -> int:
+def purge_done(cur: Any, now_ms: float, ns: str, queue: str, keep: float) -> int:
+    # This queue's own: another queue (or key prefix) on the file keeps its jobs for its own keep_done.
     cur.execute(
-        f"DELETE FROM {T} WHERE id IN (SELECT id FROM {T} WHERE state = 'done' AND finished_at < ? LIMIT 1000)",
-        (now_ms / 1000 - keep,),
+        f"DELETE FROM {T} WHERE id IN (SELECT id FROM {T} WHERE state = 'done' AND ns = ? AND queue = ? "
+        "AND finished_at < ? LIMIT 1000)",
+        (ns, queue, now_ms / 1000 - keep),
     )
     return int(cur.connection.changes())
