@@ -230,35 +230,22 @@ class RedisCache(Cache):
         self._cluster = cluster
         self._secret = secret
         from_url = url is not None
-        options = client_options(
-            username=username,
-            password=secret,
-            tls=tls,
-            tls_ca_file=tls_ca_file,
-            tls_cert_file=tls_cert_file,
-            tls_key_file=tls_key_file,
-            tls_verify=tls_verify,
-            max_connections=max_connections,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_connect_timeout,
-            health_check_interval=health_check_interval,
-            from_url=from_url,
-        )
+        # The same transport for the server and, with Sentinel, for the sentinels.
+        transport: dict[str, Any] = {
+            "tls": tls,
+            "tls_ca_file": tls_ca_file,
+            "tls_cert_file": tls_cert_file,
+            "tls_key_file": tls_key_file,
+            "tls_verify": tls_verify,
+            "max_connections": max_connections,
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_connect_timeout,
+            "health_check_interval": health_check_interval,
+        }
+        options = client_options(username=username, password=secret, from_url=from_url, **transport)
         options["retry"] = no_retry(Retry)
         if self._written is not None:
-            sentinel_options = client_options(
-                username=sentinel_username,
-                password=self._sentinel_secret,
-                tls=tls,
-                tls_ca_file=tls_ca_file,
-                tls_cert_file=tls_cert_file,
-                tls_key_file=tls_key_file,
-                tls_verify=tls_verify,
-                max_connections=max_connections,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=socket_connect_timeout,
-                health_check_interval=health_check_interval,
-            )
+            sentinel_options = client_options(username=sentinel_username, password=self._sentinel_secret, **transport)
             sentinel_options["retry"] = no_retry(Retry)
             self._sentinel_options = sentinel_options
             options.pop("ssl", None)  # the Sentinel pool picks the TLS connection class itself
