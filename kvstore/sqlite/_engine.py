@@ -42,7 +42,8 @@ MEMORY = ":memory:"
 
 #: Most keys, items or rows one call may read or write on the event loop; more go to the worker.
 LOOP_ITEMS = 128
-#: Most bytes of values one write may carry on the event loop; more go to the worker.
+#: Most bytes of values one call may write or read on the event loop; more go to the worker
+#: (a read learns the sizes from SQLite before copying a value: see `sql.GET_LOOP`).
 LOOP_BYTES = 256 * 1024
 #: WAL pages after which a store serving a loop checkpoints on its worker (SQLite's own auto-checkpoint size).
 CHECKPOINT_PAGES = 1000
@@ -210,6 +211,12 @@ class SqliteEngine:
         self.loop_writes = False
         self.checkpoint_due = False
         self._progress = _UNCOUNTED
+        # Serving a loop: keys known to hold a value of more than LOOP_BYTES (written by this
+        # store, or found so by a read on the loop). Their reads go to the worker at once: with
+        # a WITHOUT ROWID table, SQLite's search for a row whose record overflows loads the
+        # whole record to compare the key, milliseconds for megabytes, even when the value is
+        # not copied. A stale entry costs a worker hop, never a wrong answer.
+        self._large: _KeySet = set()
         after_fork_in_child(self)
 
     def _after_fork_in_child(self) -> None:
@@ -464,6 +471,38 @@ class SqliteEngine:
             finally:
                 self._progress = _UNCOUNTED
 
+    def _query_bounded(self, operation: str, statement: str, params: tuple[Any, ...]) -> list[Any]:
+        """`_query` on the loop of a statement whose rows end with their value's size: see `_bounded`."""
+        with self._lock:
+            self._progress = 0
+            try:
+                return self._bounded(self._cur.execute(statement, params))
+            except apsw.Error as exc:
+                raise self._error(exc, operation) from exc
+            finally:
+                self._progress = _UNCOUNTED
+
+    def _bounded(self, rows: Any) -> list[Any]:
+        """The rows of a read on the loop without their last column, the value's size (``None``: no value).
+
+        Raises `WouldBlock` as soon as the values read reach past `LOOP_BYTES`: no row copies a
+        value larger than that (the statement withholds it), so at most twice that is copied
+        before the worker reads again, patiently, with the statement that withholds nothing.
+        """
+        out: list[Any] = []
+        total = 0
+        for row in rows:
+            size = row[-1]
+            if size is not None:
+                total += size
+                if total > LOOP_BYTES:
+                    # The statement stopped mid-way still holds a read snapshot: discard it now.
+                    self._cur.close(True)
+                    self._cur = self._conn.cursor() if self._conn is not None else self._cur
+                    raise WouldBlock("a large read")
+            out.append(row[:-1])
+        return out
+
     def _snapshot(self, operation: str, key: str | None, body: Callable[..., T], *args: Any) -> T:
         """``body(cursor, now_ms, *args)`` in one read transaction: every statement sees one snapshot."""
         with self._lock:
@@ -556,7 +595,12 @@ class SqliteEngine:
     # --- values (the raw hooks of `kvstore.base.Store`, without the underscore) -----------
 
     def get(self, key: str) -> bytes | None:
-        rows = self._query("get", key, sql.GET, (self.ns, key))
+        if self._patient:
+            rows = self._query("get", key, sql.GET, (self.ns, key))
+        else:  # on the loop: a value of more than LOOP_BYTES is withheld, its length in its place
+            if key in self._large:
+                raise WouldBlock("a large value")
+            rows = self._query("get", key, sql.GET_LOOP, (LOOP_BYTES, self.ns, key))
         if not rows:
             return None
         kind, data, expires = rows[0]
@@ -564,6 +608,9 @@ class SqliteEngine:
             return None
         if kind:
             raise holds_list(key, "get", BACKEND)
+        if data.__class__ is int:
+            self._remember_large([key])
+            raise WouldBlock("a large value")
         return data  # type: ignore[no-any-return]  # a BLOB
 
     def get_touch(self, key: str, ms: int) -> bytes | None:
@@ -580,9 +627,20 @@ class SqliteEngine:
         return rows[0][1]  # type: ignore[no-any-return]  # a BLOB
 
     def set(self, key: str, data: bytes, ms: int | None, only_if_absent: bool) -> bool:
-        if len(data) > LOOP_BYTES and not self._patient:
-            raise WouldBlock("a large value")
+        if len(data) > LOOP_BYTES:
+            if not self._patient:
+                raise WouldBlock("a large value")
+            if self._serves_loop:
+                self._remember_large([key])
+        elif self._large:
+            self._large.discard(key)  # written small by this store (else: the next read finds it large)
         return self._write("set", key, self._set_in, key, data, ms, only_if_absent)
+
+    def _remember_large(self, keys: list[str]) -> None:
+        large = self._large
+        if len(large) >= 4096:
+            large.clear()  # a bound on memory: forgotten keys are found large again by their next read
+        large.update(keys)
 
     def _set_in(self, cur: Any, now: float, key: str, data: bytes, ms: int | None, only_if_absent: bool) -> bool:
         expires = None if ms is None else int(now) + ms
@@ -622,9 +680,12 @@ class SqliteEngine:
         return bool(rows) and (rows[0][0] is None or rows[0][0] > self._clock() * 1000)
 
     def mget(self, keys: list[str]) -> list[bytes | None]:
-        if len(keys) > LOOP_ITEMS and not self._patient:
-            raise WouldBlock("many keys")
-        rows = self._query("mget", None, sql.MGET, (self.ns, orjson.dumps(keys)))
+        if not self._patient and (len(keys) > LOOP_ITEMS or not self._large.isdisjoint(keys)):
+            raise WouldBlock("many keys or a large value")
+        if self._patient:
+            rows = self._query("mget", None, sql.MGET, (self.ns, orjson.dumps(keys)))
+        else:
+            rows = self._query_bounded("mget", sql.MGET_LOOP, (LOOP_BYTES, self.ns, orjson.dumps(keys)))
         now = self._clock() * 1000
         found = {
             key: data for key, kind, data, expires in rows if kind == KIND_VALUE and (expires is None or expires > now)
@@ -645,6 +706,12 @@ class SqliteEngine:
     def mset(self, rows: list[tuple[str, bytes, int | None]]) -> None:
         if not self._patient and (len(rows) > LOOP_ITEMS or sum(len(row[1]) for row in rows) > LOOP_BYTES):
             raise WouldBlock("a large batch")
+        if self._serves_loop:
+            large = [key for key, data, _ in rows if len(data) > LOOP_BYTES]
+            if large:
+                self._remember_large(large)
+            if self._large:
+                self._large.difference_update(key for key, data, _ in rows if len(data) <= LOOP_BYTES)
         self._write("mset", None, self._mset_in, rows)
 
     def _mset_in(self, cur: Any, now: float, rows: list[tuple[str, bytes, int | None]]) -> None:
@@ -824,7 +891,12 @@ class SqliteEngine:
             return []
         if hi - lo > LOOP_ITEMS and not self._patient:
             raise WouldBlock("a long range")
-        return [row[0] for row in cur.execute(sql.RANGE, (self.ns, key, head + lo, head + hi))]
+        if self._patient:
+            return [row[0] for row in cur.execute(sql.RANGE, (self.ns, key, head + lo, head + hi))]
+        return [
+            row[0]
+            for row in self._bounded(cur.execute(sql.RANGE_LOOP, (LOOP_BYTES, self.ns, key, head + lo, head + hi)))
+        ]
 
     def get_length(self, key: str) -> int:
         return self._length(key, "get_length")
