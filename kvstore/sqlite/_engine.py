@@ -45,6 +45,9 @@ LOOP_ITEMS = 128
 #: Most bytes of values one call may write or read on the event loop; more go to the worker
 #: (a read learns the sizes from SQLite before copying a value: see `sql.GET_LOOP`).
 LOOP_BYTES = 256 * 1024
+_GET_LOOP = sql.GET_LOOP.format(cap=LOOP_BYTES)
+_MGET_LOOP = sql.MGET_LOOP.format(cap=LOOP_BYTES)
+_RANGE_LOOP = sql.RANGE_LOOP.format(cap=LOOP_BYTES)
 #: WAL pages after which a store serving a loop checkpoints on its worker (SQLite's own auto-checkpoint size).
 CHECKPOINT_PAGES = 1000
 #: SQLite calls the progress handler every `PROGRESS_STEPS` VM steps of a statement; a call on
@@ -600,7 +603,7 @@ class SqliteEngine:
         else:  # on the loop: a value of more than LOOP_BYTES is withheld, its length in its place
             if key in self._large:
                 raise WouldBlock("a large value")
-            rows = self._query("get", key, sql.GET_LOOP, (LOOP_BYTES, self.ns, key))
+            rows = self._query("get", key, _GET_LOOP, (self.ns, key))
         if not rows:
             return None
         kind, data, expires = rows[0]
@@ -685,7 +688,7 @@ class SqliteEngine:
         if self._patient:
             rows = self._query("mget", None, sql.MGET, (self.ns, orjson.dumps(keys)))
         else:
-            rows = self._query_bounded("mget", sql.MGET_LOOP, (LOOP_BYTES, self.ns, orjson.dumps(keys)))
+            rows = self._query_bounded("mget", _MGET_LOOP, (self.ns, orjson.dumps(keys)))
         now = self._clock() * 1000
         found = {
             key: data for key, kind, data, expires in rows if kind == KIND_VALUE and (expires is None or expires > now)
@@ -893,10 +896,7 @@ class SqliteEngine:
             raise WouldBlock("a long range")
         if self._patient:
             return [row[0] for row in cur.execute(sql.RANGE, (self.ns, key, head + lo, head + hi))]
-        return [
-            row[0]
-            for row in self._bounded(cur.execute(sql.RANGE_LOOP, (LOOP_BYTES, self.ns, key, head + lo, head + hi)))
-        ]
+        return [row[0] for row in self._bounded(cur.execute(_RANGE_LOOP, (self.ns, key, head + lo, head + hi)))]
 
     def get_length(self, key: str) -> int:
         return self._length(key, "get_length")

@@ -152,17 +152,17 @@ EXPIRE = (
     " WHERE ns = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)"
 )
 MGET = "SELECT key, kind, value, expires_at FROM kvstore_keys WHERE ns = ? AND key IN (SELECT value FROM json_each(?))"
-# Reads made on the event loop (the engine's LOOP_BYTES): SQLite tells a value's size before
-# copying it. length() of a BLOB column reads the record header only (no overflow page is
-# copied), so a value longer than the cap (the first parameter) is withheld: GET_LOOP answers
-# its length (an int) in its place; MGET_LOOP and RANGE_LOOP answer NULL and end each row
-# with the length, which the engine sums. A list row's value is NULL: so is its length.
+# Reads made on the event loop: SQLite tells a value's size before copying it. length() of a
+# BLOB column reads the record header only (no overflow page is copied), so a value longer
+# than ``{cap}`` (the engine formats in its LOOP_BYTES, a literal) is withheld: GET_LOOP
+# answers its length (an int) in its place; MGET_LOOP and RANGE_LOOP answer NULL and end each
+# row with the length, which the engine sums. A list row's value is NULL: so is its length.
 GET_LOOP = (
-    "SELECT kind, CASE WHEN length(value) <= ? THEN value ELSE length(value) END, expires_at"
+    "SELECT kind, CASE WHEN length(value) <= {cap} THEN value ELSE length(value) END, expires_at"
     " FROM kvstore_keys WHERE ns = ? AND key = ?"
 )
 MGET_LOOP = (
-    "SELECT key, kind, CASE WHEN length(value) <= ? THEN value END, expires_at, length(value)"
+    "SELECT key, kind, CASE WHEN length(value) <= {cap} THEN value END, expires_at, length(value)"
     " FROM kvstore_keys WHERE ns = ? AND key IN (SELECT value FROM json_each(?))"
 )
 CLEAR_ITEMS = "DELETE FROM kvstore_items WHERE ns = ?"
@@ -204,7 +204,7 @@ SET_TAIL = "UPDATE kvstore_keys SET tail = ?, modified_at = ? WHERE ns = ? AND k
 PUSH = "INSERT INTO kvstore_items (ns, key, idx, value) VALUES (?, ?, ?, ?)"
 RANGE = "SELECT value FROM kvstore_items WHERE ns = ? AND key = ? AND idx >= ? AND idx < ? ORDER BY idx"
 RANGE_LOOP = (
-    "SELECT CASE WHEN length(value) <= ? THEN value END, length(value)"
+    "SELECT CASE WHEN length(value) <= {cap} THEN value END, length(value)"
     " FROM kvstore_items WHERE ns = ? AND key = ? AND idx >= ? AND idx < ? ORDER BY idx"
 )
 # watch: (idx, value) from an idx on (parameters: ns, key, from idx, tail, limit).
