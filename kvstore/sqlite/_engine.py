@@ -48,6 +48,8 @@ LOOP_BYTES = 256 * 1024
 _GET_LOOP = sql.GET_LOOP.format(cap=LOOP_BYTES)
 _MGET_LOOP = sql.MGET_LOOP.format(cap=LOOP_BYTES)
 _RANGE_LOOP = sql.RANGE_LOOP.format(cap=LOOP_BYTES)
+_GET_TOUCH_LOOP = sql.GET_TOUCH_LOOP.format(cap=LOOP_BYTES)
+_EXPIRE_LOOP = sql.EXPIRE_LOOP.format(cap=LOOP_BYTES)
 #: WAL pages after which a store serving a loop checkpoints on its worker (SQLite's own auto-checkpoint size).
 CHECKPOINT_PAGES = 1000
 #: SQLite calls the progress handler every `PROGRESS_STEPS` VM steps of a statement; a call on
@@ -617,27 +619,41 @@ class SqliteEngine:
         return data  # type: ignore[no-any-return]  # a BLOB
 
     def get_touch(self, key: str, ms: int) -> bytes | None:
+        if not self._patient and key in self._large:
+            raise WouldBlock("a large value")
         return self._write("get", key, self._get_touch_in, key, ms)
 
     def _get_touch_in(self, cur: Any, now: float, key: str, ms: int) -> bytes | None:
         # One statement: restart the TTL of a live key and read it. A touch dates a change as
         # `expire` does; on a list it raises, and the transaction's rollback undoes the update.
-        rows = cur.execute(sql.GET_TOUCH, (int(now) + ms, now / 1000, self.ns, key, now)).fetchall()
+        params = (int(now) + ms, now / 1000, self.ns, key, now)
+        rows = cur.execute(sql.GET_TOUCH if self._patient else _GET_TOUCH_LOOP, params).fetchall()
         if not rows:
+            if not self._patient:
+                self._check_size(cur, key)
             return None
         if rows[0][0]:
             raise holds_list(key, "get", BACKEND)
         return rows[0][1]  # type: ignore[no-any-return]  # a BLOB
 
     def set(self, key: str, data: bytes, ms: int | None, only_if_absent: bool) -> bool:
-        if len(data) > LOOP_BYTES:
-            if not self._patient:
+        if not self._patient:
+            # Replacing a large value frees its pages (milliseconds too): on the worker.
+            if len(data) > LOOP_BYTES or key in self._large:
                 raise WouldBlock("a large value")
-            if self._serves_loop:
+        elif self._serves_loop:  # on the worker: what the loop should know of the key now
+            if len(data) > LOOP_BYTES:
                 self._remember_large([key])
-        elif self._large:
-            self._large.discard(key)  # written small by this store (else: the next read finds it large)
+            else:
+                self._large.discard(key)
         return self._write("set", key, self._set_in, key, data, ms, only_if_absent)
+
+    def _check_size(self, cur: Any, key: str) -> None:
+        """On the loop, after a statement that leaves a large value alone matched nothing: is that why?"""
+        rows = cur.execute(sql.SIZE, (self.ns, key)).fetchall()
+        if rows and rows[0][0] is not None and rows[0][0] > LOOP_BYTES:
+            self._remember_large([key])
+            raise WouldBlock("a large value")
 
     def _remember_large(self, keys: list[str]) -> None:
         large = self._large
@@ -654,11 +670,17 @@ class SqliteEngine:
         return True
 
     def delete(self, key: str) -> bool:
+        if key in self._large:  # deleting a large value frees its pages: on the worker
+            if not self._patient:
+                raise WouldBlock("a large value")
+            self._large.discard(key)
         return self._write("delete", key, self._delete_in, [key]) > 0
 
     def delete_many(self, keys: list[str]) -> int:
-        if len(keys) > LOOP_ITEMS and not self._patient:
-            raise WouldBlock("many keys")
+        if not self._patient and (len(keys) > LOOP_ITEMS or not self._large.isdisjoint(keys)):
+            raise WouldBlock("many keys or a large value")
+        if self._large:
+            self._large.difference_update(keys)
         return self._write("delete_many", None, self._delete_in, keys)
 
     def _delete_in(self, cur: Any, now: float, keys: list[str]) -> int:
@@ -679,6 +701,8 @@ class SqliteEngine:
         return removed
 
     def exists(self, key: str) -> bool:
+        if not self._patient and key in self._large:
+            raise WouldBlock("a large value")  # SQLite's search of its row loads it whole
         rows = self._query("exists", key, sql.EXPIRY, (self.ns, key))
         return bool(rows) and (rows[0][0] is None or rows[0][0] > self._clock() * 1000)
 
@@ -710,11 +734,13 @@ class SqliteEngine:
         if not self._patient and (len(rows) > LOOP_ITEMS or sum(len(row[1]) for row in rows) > LOOP_BYTES):
             raise WouldBlock("a large batch")
         if self._serves_loop:
-            large = [key for key, data, _ in rows if len(data) > LOOP_BYTES]
-            if large:
-                self._remember_large(large)
-            if self._large:
-                self._large.difference_update(key for key, data, _ in rows if len(data) <= LOOP_BYTES)
+            large = self._large
+            if not self._patient:
+                if large and not large.isdisjoint(row[0] for row in rows):
+                    raise WouldBlock("a large value")  # replaced on the worker, as by `set`
+            else:
+                large.difference_update(key for key, data, _ in rows if len(data) <= LOOP_BYTES)
+                self._remember_large([key for key, data, _ in rows if len(data) > LOOP_BYTES])
         self._write("mset", None, self._mset_in, rows)
 
     def _mset_in(self, cur: Any, now: float, rows: list[tuple[str, bytes, int | None]]) -> None:
@@ -744,6 +770,8 @@ class SqliteEngine:
         cur.execute(sql.CLEARED, (self.ns, now / 1000))
 
     def ttl(self, key: str) -> float | None:
+        if not self._patient and key in self._large:
+            raise WouldBlock("a large value")  # SQLite's search of its row loads it whole
         rows = self._query("ttl", key, sql.EXPIRY, (self.ns, key))
         if not rows or rows[0][0] is None:
             return None
@@ -751,11 +779,20 @@ class SqliteEngine:
         return left if left > 0 else None
 
     def expire(self, key: str, ms: int | None) -> bool:
+        if not self._patient and key in self._large:
+            raise WouldBlock("a large value")  # rewriting its row copies megabytes: on the worker
         return self._write("expire", key, self._expire_in, key, ms)
 
     def _expire_in(self, cur: Any, now: float, key: str, ms: int | None) -> bool:
-        cur.execute(sql.EXPIRE, (None if ms is None else int(now) + ms, now / 1000, self.ns, key, now))
-        return self._changes() > 0
+        params = (None if ms is None else int(now) + ms, now / 1000, self.ns, key, now)
+        if self._patient:
+            cur.execute(sql.EXPIRE, params)
+            return self._changes() > 0
+        cur.execute(_EXPIRE_LOOP, params)
+        if self._changes() > 0:
+            return True
+        self._check_size(cur, key)
+        return False
 
     def incr(self, key: str, by: int) -> int:
         return self._write("incr", key, self._incr_in, key, by)
