@@ -740,7 +740,9 @@ class SqliteEngine:
                     raise WouldBlock("a large value")  # replaced on the worker, as by `set`
             else:
                 large.difference_update(key for key, data, _ in rows if len(data) <= LOOP_BYTES)
-                self._remember_large([key for key, data, _ in rows if len(data) > LOOP_BYTES])
+                found = [key for key, data, _ in rows if len(data) > LOOP_BYTES]
+                if found:
+                    self._remember_large(found)
         self._write("mset", None, self._mset_in, rows)
 
     def _mset_in(self, cur: Any, now: float, rows: list[tuple[str, bytes, int | None]]) -> None:
