@@ -42,8 +42,14 @@ MEMORY = ":memory:"
 
 #: Most keys, items or rows one call may read or write on the event loop; more go to the worker.
 LOOP_ITEMS = 128
-#: Most bytes of values one write may carry on the event loop; more go to the worker.
+#: Most bytes of values one call may write or read on the event loop; more go to the worker
+#: (a read learns the sizes from SQLite before copying a value: see `sql.GET_LOOP`).
 LOOP_BYTES = 256 * 1024
+_GET_LOOP = sql.GET_LOOP.format(cap=LOOP_BYTES)
+_MGET_LOOP = sql.MGET_LOOP.format(cap=LOOP_BYTES)
+_RANGE_LOOP = sql.RANGE_LOOP.format(cap=LOOP_BYTES)
+_GET_TOUCH_LOOP = sql.GET_TOUCH_LOOP.format(cap=LOOP_BYTES)
+_EXPIRE_LOOP = sql.EXPIRE_LOOP.format(cap=LOOP_BYTES)
 #: WAL pages after which a store serving a loop checkpoints on its worker (SQLite's own auto-checkpoint size).
 CHECKPOINT_PAGES = 1000
 #: SQLite calls the progress handler every `PROGRESS_STEPS` VM steps of a statement; a call on
@@ -210,6 +216,12 @@ class SqliteEngine:
         self.loop_writes = False
         self.checkpoint_due = False
         self._progress = _UNCOUNTED
+        # Serving a loop: keys known to hold a value of more than LOOP_BYTES (written by this
+        # store, or found so by a read on the loop). Their reads go to the worker at once: with
+        # a WITHOUT ROWID table, SQLite's search for a row whose record overflows loads the
+        # whole record to compare the key, milliseconds for megabytes, even when the value is
+        # not copied. A stale entry costs a worker hop, never a wrong answer.
+        self._large: _KeySet = set()
         after_fork_in_child(self)
 
     def _after_fork_in_child(self) -> None:
@@ -464,6 +476,38 @@ class SqliteEngine:
             finally:
                 self._progress = _UNCOUNTED
 
+    def _query_bounded(self, operation: str, statement: str, params: tuple[Any, ...]) -> list[Any]:
+        """`_query` on the loop of a statement whose rows end with their value's size: see `_bounded`."""
+        with self._lock:
+            self._progress = 0
+            try:
+                return self._bounded(self._cur.execute(statement, params))
+            except apsw.Error as exc:
+                raise self._error(exc, operation) from exc
+            finally:
+                self._progress = _UNCOUNTED
+
+    def _bounded(self, rows: Any) -> list[Any]:
+        """The rows of a read on the loop without their last column, the value's size (``None``: no value).
+
+        Raises `WouldBlock` as soon as the values read reach past `LOOP_BYTES`: no row copies a
+        value larger than that (the statement withholds it), so at most twice that is copied
+        before the worker reads again, patiently, with the statement that withholds nothing.
+        """
+        out: list[Any] = []
+        total = 0
+        for row in rows:
+            size = row[-1]
+            if size is not None:
+                total += size
+                if total > LOOP_BYTES:
+                    # The statement stopped mid-way still holds a read snapshot: discard it now.
+                    self._cur.close(True)
+                    self._cur = self._conn.cursor() if self._conn is not None else self._cur
+                    raise WouldBlock("a large read")
+            out.append(row[:-1])
+        return out
+
     def _snapshot(self, operation: str, key: str | None, body: Callable[..., T], *args: Any) -> T:
         """``body(cursor, now_ms, *args)`` in one read transaction: every statement sees one snapshot."""
         with self._lock:
@@ -556,7 +600,12 @@ class SqliteEngine:
     # --- values (the raw hooks of `kvstore.base.Store`, without the underscore) -----------
 
     def get(self, key: str) -> bytes | None:
-        rows = self._query("get", key, sql.GET, (self.ns, key))
+        if self._patient:
+            rows = self._query("get", key, sql.GET, (self.ns, key))
+        else:  # on the loop: a value of more than LOOP_BYTES is withheld, its length in its place
+            if key in self._large:
+                raise WouldBlock("a large value")
+            rows = self._query("get", key, _GET_LOOP, (self.ns, key))
         if not rows:
             return None
         kind, data, expires = rows[0]
@@ -564,25 +613,53 @@ class SqliteEngine:
             return None
         if kind:
             raise holds_list(key, "get", BACKEND)
+        if data.__class__ is int:
+            self._remember_large([key])
+            raise WouldBlock("a large value")
         return data  # type: ignore[no-any-return]  # a BLOB
 
     def get_touch(self, key: str, ms: int) -> bytes | None:
+        if not self._patient and key in self._large:
+            raise WouldBlock("a large value")
         return self._write("get", key, self._get_touch_in, key, ms)
 
     def _get_touch_in(self, cur: Any, now: float, key: str, ms: int) -> bytes | None:
         # One statement: restart the TTL of a live key and read it. A touch dates a change as
         # `expire` does; on a list it raises, and the transaction's rollback undoes the update.
-        rows = cur.execute(sql.GET_TOUCH, (int(now) + ms, now / 1000, self.ns, key, now)).fetchall()
+        params = (int(now) + ms, now / 1000, self.ns, key, now)
+        rows = cur.execute(sql.GET_TOUCH if self._patient else _GET_TOUCH_LOOP, params).fetchall()
         if not rows:
+            if not self._patient:
+                self._check_size(cur, key)
             return None
         if rows[0][0]:
             raise holds_list(key, "get", BACKEND)
         return rows[0][1]  # type: ignore[no-any-return]  # a BLOB
 
     def set(self, key: str, data: bytes, ms: int | None, only_if_absent: bool) -> bool:
-        if len(data) > LOOP_BYTES and not self._patient:
-            raise WouldBlock("a large value")
+        if not self._patient:
+            # Replacing a large value frees its pages (milliseconds too): on the worker.
+            if len(data) > LOOP_BYTES or key in self._large:
+                raise WouldBlock("a large value")
+        elif self._serves_loop:  # on the worker: what the loop should know of the key now
+            if len(data) > LOOP_BYTES:
+                self._remember_large([key])
+            else:
+                self._large.discard(key)
         return self._write("set", key, self._set_in, key, data, ms, only_if_absent)
+
+    def _check_size(self, cur: Any, key: str) -> None:
+        """On the loop, after a statement that leaves a large value alone matched nothing: is that why?"""
+        rows = cur.execute(sql.SIZE, (self.ns, key)).fetchall()
+        if rows and rows[0][0] is not None and rows[0][0] > LOOP_BYTES:
+            self._remember_large([key])
+            raise WouldBlock("a large value")
+
+    def _remember_large(self, keys: list[str]) -> None:
+        large = self._large
+        if len(large) >= 4096:
+            large.clear()  # a bound on memory: forgotten keys are found large again by their next read
+        large.update(keys)
 
     def _set_in(self, cur: Any, now: float, key: str, data: bytes, ms: int | None, only_if_absent: bool) -> bool:
         expires = None if ms is None else int(now) + ms
@@ -593,11 +670,17 @@ class SqliteEngine:
         return True
 
     def delete(self, key: str) -> bool:
+        if key in self._large:  # deleting a large value frees its pages: on the worker
+            if not self._patient:
+                raise WouldBlock("a large value")
+            self._large.discard(key)
         return self._write("delete", key, self._delete_in, [key]) > 0
 
     def delete_many(self, keys: list[str]) -> int:
-        if len(keys) > LOOP_ITEMS and not self._patient:
-            raise WouldBlock("many keys")
+        if not self._patient and (len(keys) > LOOP_ITEMS or not self._large.isdisjoint(keys)):
+            raise WouldBlock("many keys or a large value")
+        if self._large:
+            self._large.difference_update(keys)
         return self._write("delete_many", None, self._delete_in, keys)
 
     def _delete_in(self, cur: Any, now: float, keys: list[str]) -> int:
@@ -618,13 +701,18 @@ class SqliteEngine:
         return removed
 
     def exists(self, key: str) -> bool:
+        if not self._patient and key in self._large:
+            raise WouldBlock("a large value")  # SQLite's search of its row loads it whole
         rows = self._query("exists", key, sql.EXPIRY, (self.ns, key))
         return bool(rows) and (rows[0][0] is None or rows[0][0] > self._clock() * 1000)
 
     def mget(self, keys: list[str]) -> list[bytes | None]:
-        if len(keys) > LOOP_ITEMS and not self._patient:
-            raise WouldBlock("many keys")
-        rows = self._query("mget", None, sql.MGET, (self.ns, orjson.dumps(keys)))
+        if not self._patient and (len(keys) > LOOP_ITEMS or not self._large.isdisjoint(keys)):
+            raise WouldBlock("many keys or a large value")
+        if self._patient:
+            rows = self._query("mget", None, sql.MGET, (self.ns, orjson.dumps(keys)))
+        else:
+            rows = self._query_bounded("mget", _MGET_LOOP, (self.ns, orjson.dumps(keys)))
         now = self._clock() * 1000
         found = {
             key: data for key, kind, data, expires in rows if kind == KIND_VALUE and (expires is None or expires > now)
@@ -645,6 +733,16 @@ class SqliteEngine:
     def mset(self, rows: list[tuple[str, bytes, int | None]]) -> None:
         if not self._patient and (len(rows) > LOOP_ITEMS or sum(len(row[1]) for row in rows) > LOOP_BYTES):
             raise WouldBlock("a large batch")
+        if self._serves_loop:
+            large = self._large
+            if not self._patient:
+                if large and not large.isdisjoint(row[0] for row in rows):
+                    raise WouldBlock("a large value")  # replaced on the worker, as by `set`
+            else:
+                large.difference_update(key for key, data, _ in rows if len(data) <= LOOP_BYTES)
+                found = [key for key, data, _ in rows if len(data) > LOOP_BYTES]
+                if found:
+                    self._remember_large(found)
         self._write("mset", None, self._mset_in, rows)
 
     def _mset_in(self, cur: Any, now: float, rows: list[tuple[str, bytes, int | None]]) -> None:
@@ -674,6 +772,8 @@ class SqliteEngine:
         cur.execute(sql.CLEARED, (self.ns, now / 1000))
 
     def ttl(self, key: str) -> float | None:
+        if not self._patient and key in self._large:
+            raise WouldBlock("a large value")  # SQLite's search of its row loads it whole
         rows = self._query("ttl", key, sql.EXPIRY, (self.ns, key))
         if not rows or rows[0][0] is None:
             return None
@@ -681,11 +781,20 @@ class SqliteEngine:
         return left if left > 0 else None
 
     def expire(self, key: str, ms: int | None) -> bool:
+        if not self._patient and key in self._large:
+            raise WouldBlock("a large value")  # rewriting its row copies megabytes: on the worker
         return self._write("expire", key, self._expire_in, key, ms)
 
     def _expire_in(self, cur: Any, now: float, key: str, ms: int | None) -> bool:
-        cur.execute(sql.EXPIRE, (None if ms is None else int(now) + ms, now / 1000, self.ns, key, now))
-        return self._changes() > 0
+        params = (None if ms is None else int(now) + ms, now / 1000, self.ns, key, now)
+        if self._patient:
+            cur.execute(sql.EXPIRE, params)
+            return self._changes() > 0
+        cur.execute(_EXPIRE_LOOP, params)
+        if self._changes() > 0:
+            return True
+        self._check_size(cur, key)
+        return False
 
     def incr(self, key: str, by: int) -> int:
         return self._write("incr", key, self._incr_in, key, by)
@@ -824,7 +933,9 @@ class SqliteEngine:
             return []
         if hi - lo > LOOP_ITEMS and not self._patient:
             raise WouldBlock("a long range")
-        return [row[0] for row in cur.execute(sql.RANGE, (self.ns, key, head + lo, head + hi))]
+        if self._patient:
+            return [row[0] for row in cur.execute(sql.RANGE, (self.ns, key, head + lo, head + hi))]
+        return [row[0] for row in self._bounded(cur.execute(_RANGE_LOOP, (self.ns, key, head + lo, head + hi)))]
 
     def get_length(self, key: str) -> int:
         return self._length(key, "get_length")

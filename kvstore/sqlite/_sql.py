@@ -152,6 +152,31 @@ EXPIRE = (
     " WHERE ns = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)"
 )
 MGET = "SELECT key, kind, value, expires_at FROM kvstore_keys WHERE ns = ? AND key IN (SELECT value FROM json_each(?))"
+# Reads made on the event loop: SQLite tells a value's size before copying it. length() of a
+# BLOB column reads the record header only (no overflow page is copied), so a value longer
+# than ``{cap}`` (the engine formats in its LOOP_BYTES, a literal) is withheld: GET_LOOP
+# answers its length (an int) in its place; MGET_LOOP and RANGE_LOOP answer NULL and end each
+# row with the length, which the engine sums. A list row's value is NULL: so is its length.
+GET_LOOP = (
+    "SELECT kind, CASE WHEN length(value) <= {cap} THEN value ELSE length(value) END, expires_at"
+    " FROM kvstore_keys WHERE ns = ? AND key = ?"
+)
+MGET_LOOP = (
+    "SELECT key, kind, CASE WHEN length(value) <= {cap} THEN value END, expires_at, length(value)"
+    " FROM kvstore_keys WHERE ns = ? AND key IN (SELECT value FROM json_each(?))"
+)
+# get(touch=) and expire on the loop leave a row whose value is longer than {cap} alone
+# (rewriting it copies megabytes); SIZE then tells the engine whether that is why nothing matched.
+GET_TOUCH_LOOP = (
+    "UPDATE kvstore_keys SET expires_at = ?, modified_at = ?"
+    " WHERE ns = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?) AND ifnull(length(value), 0) <= {cap}"
+    " RETURNING kind, value"
+)
+EXPIRE_LOOP = (
+    "UPDATE kvstore_keys SET expires_at = ?, modified_at = ?"
+    " WHERE ns = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?) AND ifnull(length(value), 0) <= {cap}"
+)
+SIZE = "SELECT length(value) FROM kvstore_keys WHERE ns = ? AND key = ?"
 CLEAR_ITEMS = "DELETE FROM kvstore_items WHERE ns = ?"
 CLEAR_KEYS = "DELETE FROM kvstore_keys WHERE ns = ?"
 
@@ -190,6 +215,10 @@ NEW_LIST = (
 SET_TAIL = "UPDATE kvstore_keys SET tail = ?, modified_at = ? WHERE ns = ? AND key = ?"
 PUSH = "INSERT INTO kvstore_items (ns, key, idx, value) VALUES (?, ?, ?, ?)"
 RANGE = "SELECT value FROM kvstore_items WHERE ns = ? AND key = ? AND idx >= ? AND idx < ? ORDER BY idx"
+RANGE_LOOP = (
+    "SELECT CASE WHEN length(value) <= {cap} THEN value END, length(value)"
+    " FROM kvstore_items WHERE ns = ? AND key = ? AND idx >= ? AND idx < ? ORDER BY idx"
+)
 # watch: (idx, value) from an idx on (parameters: ns, key, from idx, tail, limit).
 RANGE_FROM = (
     "SELECT idx, value FROM kvstore_items WHERE ns = ? AND key = ? AND idx >= ? AND idx < ? ORDER BY idx LIMIT ?"

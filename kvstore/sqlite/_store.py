@@ -72,7 +72,7 @@ class SqliteDatabase(Database):
     that finds the lock taken by another connection retries without blocking the loop
     (nothing is held meanwhile, so reads go on) until ``busy_timeout``, then raises
     `BackendBusyError`; long work (a batch of more than 128 keys or items or 256 KiB,
-    a due expiry sweep, `clear`, a checkpoint of the WAL, any call running past a
+    a read of more than 256 KiB of values, a due expiry sweep, `clear`, a checkpoint of the WAL, any call running past a
     millisecond or two of SQLite work) runs on the worker, which never waits there for
     a lock either. The loop and the worker never use the connection at once, and calls
     made one after the other keep their order, even when one was cancelled. With
