@@ -24,6 +24,10 @@ from kvstore.queue import Queue
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 4
+#: Claims per job (the workers' queue options say the same: tests/queue_worker.py).
+MAX_ATTEMPTS = 4
+#: A job's row at the end: payload, state, attempt, last_error.
+Row = tuple[dict[str, Any], str, int, "str | None"]
 
 
 def _kind(n: int) -> dict[str, Any]:
@@ -106,10 +110,10 @@ class Fleet:
         return found
 
 
-def _rows(backend: str, target: str, name: str) -> dict[int, tuple[dict[str, Any], str, int]]:
+def _rows(backend: str, target: str, name: str) -> dict[int, Row]:
     import orjson
 
-    query = "SELECT id, payload, state, attempt FROM kvstore_queue_jobs WHERE queue = "
+    query = "SELECT id, payload, state, attempt, last_error FROM kvstore_queue_jobs WHERE queue = "
     if backend == "sqlite":
         import apsw
 
@@ -121,11 +125,11 @@ def _rows(backend: str, target: str, name: str) -> dict[int, tuple[dict[str, Any
 
         with psycopg.connect(target, autocommit=True) as pg:
             rows = pg.execute(query.replace("payload", "payload::text") + "%s", (name,)).fetchall()
-    return {int(i): (orjson.loads(p), s, int(a)) for i, p, s, a in rows}
+    return {int(i): (orjson.loads(p), s, int(a), e) for i, p, s, a, e in rows}
 
 
-def _check(fleet: Fleet, rows: dict[int, tuple[dict[str, Any], str, int]], total: int) -> None:
-    assert sorted(p["n"] for p, _, _ in rows.values()) == list(range(total)), "a job was lost or duplicated"
+def _check(fleet: Fleet, rows: dict[int, Row], total: int) -> None:
+    assert sorted(p["n"] for p, *_ in rows.values()) == list(range(total)), "a job was lost or duplicated"
     records = fleet.records()
     acked: dict[int, list[int]] = defaultdict(list)
     tried: set[tuple[int, int]] = set()
@@ -140,10 +144,31 @@ def _check(fleet: Fleet, rows: dict[int, tuple[dict[str, Any], str, int]], total
             claims[job_id].append((attempt, path))
         if tag in ("F", "L", "A"):
             ended.add((job_id, attempt))
-    for job_id, (payload, state, attempt) in rows.items():
+    # The attempts killed workers had in hand: claimed, and neither failed, lost nor acked before the kill.
+    in_hand: dict[Path, dict[tuple[int, int], bool]] = defaultdict(dict)
+    for path, tag, job_id, attempt in records:
+        if path in fleet.killed:
+            if tag == "C":
+                in_hand[path][(job_id, attempt)] = True
+            elif tag in ("F", "L", "A"):
+                in_hand[path].pop((job_id, attempt), None)
+    lost = {held for hand in in_hand.values() for held in hand}
+    for job_id, (payload, state, attempt, error) in rows.items():
         kind = payload["kind"]
         if kind == "doomed":
-            assert (state, attempt) == ("dead", 4), f"doomed job {job_id}: {state} after {attempt}"
+            assert (state, attempt) == ("dead", MAX_ATTEMPTS), f"doomed job {job_id}: {state} after {attempt}"
+            # Its last fail, or (its worker killed with it in hand) its last lease expiring.
+            assert error in ("designed to fail", "lease expired"), f"doomed job {job_id}: {error!r}"
+            continue
+        if state == "dead":
+            # Legitimate only when the kills took its last attempt: that lease expired, none was left.
+            recorded = {a for a, _ in claims[job_id]}
+            assert (attempt, error, acked[job_id]) == (MAX_ATTEMPTS, "lease expired", []), (
+                f"job {job_id} ({kind}) dead after {attempt} attempts: {error!r}"
+            )
+            assert (job_id, attempt) in lost or attempt not in recorded, (
+                f"job {job_id} ({kind}) dead-lettered though its last attempt was not lost to a kill"
+            )
             continue
         assert state == "done", f"job {job_id} ({kind}) ended {state} after {attempt} attempts"
         # Exactly once: at most one successful ack, by the lease that holds the job at the end.
@@ -162,23 +187,18 @@ def _check(fleet: Fleet, rows: dict[int, tuple[dict[str, Any], str, int]], total
             if a < attempt:
                 assert (job_id, a) in ended or path in fleet.killed, f"job {job_id} attempt {a} retried for no reason"
     assert not any(a for j, a in ((j, a) for j, lst in acked.items() for a in lst) if rows[j][1] != "done")
-    # The attempt a killed worker had in hand came back to another worker (or had just been acked).
-    in_hand: dict[Path, dict[tuple[int, int], bool]] = defaultdict(dict)
-    for path, tag, job_id, attempt in records:
-        if path in fleet.killed:
-            if tag == "C":
-                in_hand[path][(job_id, attempt)] = True
-            elif tag in ("F", "L", "A"):
-                in_hand[path].pop((job_id, attempt), None)
-    for held in in_hand.values():
-        for job_id, attempt in held:
-            final = rows[job_id][2]
-            assert final > attempt or (job_id, attempt) in tried, f"job {job_id}: killed, never came back"
-            fleet.reclaimed += final > attempt
+    # The attempt a killed worker had in hand came back to another worker, or had just been acked,
+    # or was the job's last: then the job was dead-lettered (its lease expired, or for a doomed job
+    # its fail was written just before the kill), as checked above.
+    for job_id, attempt in lost:
+        _, state, final, _ = rows[job_id]
+        last = state == "dead" and final == attempt == MAX_ATTEMPTS
+        assert final > attempt or (job_id, attempt) in tried or last, f"job {job_id}: killed, never came back"
+        fleet.reclaimed += final > attempt
     # An attempt nobody recorded was claimed by a worker killed before it could write the line (or,
     # across a server restart, a claim whose reply was lost): at most one per kill (a worker holds
     # one job at a time), plus one per worker per restart. Anything more is an attempt miscounted.
-    fleet.unrecorded = sum(attempt - len({a for a, _ in claims[j]}) for j, (_, _, attempt) in rows.items())
+    fleet.unrecorded = sum(attempt - len({a for a, _ in claims[j]}) for j, (_, _, attempt, _) in rows.items())
     assert fleet.unrecorded <= fleet.kills + WORKERS * fleet.restarts, (fleet.unrecorded, fleet.kills)
 
 
@@ -202,7 +222,7 @@ def _run(
         from kvstore.postgres import PostgresDatabase
 
         store = PostgresDatabase(target, statement_timeout=10.0)
-    queue: Queue[Any] = Queue(store, name, max_attempts=4, keep_done=86400.0)
+    queue: Queue[Any] = Queue(store, name, max_attempts=MAX_ATTEMPTS, keep_done=86400.0)
     for n in range(total):
         queue.enqueue(_kind(n))
     fleet = Fleet(backend, target, name, tmp)
@@ -241,6 +261,66 @@ def _run(
         f"killed workers: {fleet.reclaimed} recorded in hand + {fleet.unrecorded} claimed just before the kill"
     )
     return fleet
+
+
+def _synthetic(tmp: Path, logs: dict[str, str], killed: set[str]) -> Fleet:
+    """A fleet that ran nothing: its record files written by hand (for the tests of `_check`)."""
+    fleet = Fleet("sqlite", "unused", "unused", tmp)
+    for name, text in logs.items():
+        path = tmp / name
+        path.write_text(text)
+        fleet.files.append(path)
+        if name in killed:
+            fleet.killed.add(path)
+            fleet.kills += 1
+    return fleet
+
+
+def _served(first: int, last: int) -> str:
+    return "".join(f"C {i} 1\nT {i} 1\nA {i} 1\n" for i in range(first, last + 1))
+
+
+def test_check_accepts_a_last_attempt_lost_to_a_kill(tmp_path: Path) -> None:
+    """A worker killed holding a job's last attempt: the job is dead-lettered when that lease expires.
+
+    The CI flake: job 588 (n = 587, doomed: 587 % 97 == 5) failed attempts 1-3, its worker
+    was killed holding attempt 4, and the next claim dead-lettered it ("lease expired") at
+    attempt 4. Nothing came back, by design; `_check` called that "killed, never came back".
+    """
+    ok = {i: ({"n": i - 1, "kind": "ok"}, "done", 1, None) for i in range(1, 6)}
+    doomed = ({"n": 5, "kind": "doomed"}, "dead", 4, "lease expired")
+    fails = "".join(f"C 6 {a}\nF 6 {a}\n" for a in (1, 2, 3))
+    fleet = _synthetic(tmp_path, {"w0.log": _served(1, 5) + fails, "w1.log": "C 6 4\n"}, {"w1.log"})
+    _check(fleet, {**ok, 6: doomed}, 6)
+    # The same with its fail written just before the kill (the worker never recorded the F).
+    _check(fleet, {**ok, 6: ({"n": 5, "kind": "doomed"}, "dead", 4, "designed to fail")}, 6)
+    # An ok job whose every attempt the kills took ends dead too: exactly then (see the next test).
+    killers = {f"k{a}.log": f"C 1 {a}\n" for a in (1, 2, 3, 4)}
+    fleet = _synthetic(tmp_path, {"w0.log": _served(2, 5) + fails + "F 6 4\n", **killers}, set(killers))
+    _check(fleet, {**ok, 1: ({"n": 0, "kind": "ok"}, "dead", 4, "lease expired"), 6: doomed}, 6)
+
+
+@pytest.mark.parametrize(
+    ("last", "row", "message"),
+    [
+        ("L 1 4\n", ("dead", 4, "lease expired"), "not lost to a kill"),  # its worker lived: no excuse
+        ("", ("dead", 4, "designed to fail"), "dead after 4 attempts"),  # an ok job never fails
+        ("T 1 4\nA 1 4\n", ("dead", 4, "lease expired"), "dead after 4 attempts"),  # acked, yet dead
+        ("", ("dead", 3, "lease expired"), "dead after 3 attempts"),  # attempts were left
+    ],
+)
+def test_check_still_catches_a_job_dead_for_no_reason(
+    tmp_path: Path, last: str, row: tuple[Any, ...], message: str
+) -> None:
+    """An ok job dead-lettered is an error unless a kill took its last attempt."""
+    ok = {i: ({"n": i - 1, "kind": "ok"}, "done", 1, None) for i in range(1, 6)}
+    doomed = ({"n": 5, "kind": "doomed"}, "dead", 4, "designed to fail")
+    fails = "".join(f"C 6 {a}\nF 6 {a}\n" for a in (1, 2, 3, 4))
+    killers = {f"k{a}.log": f"C 1 {a}\n" for a in (1, 2, 3)}
+    logs = {"w0.log": _served(2, 5) + fails, **killers, "w1.log": "C 1 4\n" + last}
+    fleet = _synthetic(tmp_path, logs, set(killers) | ({"w1.log"} if not last else set()))
+    with pytest.raises(AssertionError, match=message):
+        _check(fleet, {**ok, 1: ({"n": 0, "kind": "ok"}, *row), 6: doomed}, 6)
 
 
 def test_sqlite_workers_killed_small(tmp_path: Path) -> None:
