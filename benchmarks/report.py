@@ -93,10 +93,10 @@ BEHIND_WHY: list[tuple[str, str, str, str]] = [
         "postgres",
         "chat append",
         "langchain-postgres",
-        "langchain-postgres sends one autocommit INSERT. kvstore's `append` is a transaction: BEGIN, delete-if-expired, "
-        "bump the list's length row, insert the item, COMMIT: five round trips where the peer needs one (it has no "
-        "positions, TTL or type checks). Would change: one statement with data-modifying CTEs (drop expired, upsert "
-        "the length RETURNING it, insert the item), still atomic, one round trip.",
+        "langchain-postgres sends one autocommit INSERT of one row (a serial id, no positions, TTL or type checks). "
+        "kvstore's `append` is also one autocommit statement (one round trip, data-modifying CTEs), but it writes two "
+        "rows: the list's entry (gapless positions under its row lock, the TTL and the type check) and the item; the "
+        "`watch` trigger then sends one NOTIFY at commit. What is left is server work per append, not round trips.",
     ),
     (
         "redis",
