@@ -151,10 +151,17 @@ async def _watch_connections(url: str, store: AsyncPostgresDatabase) -> int:
 
     from kvstore.postgres._sql import watch_channel
 
+    # A watcher's session last ran its LISTEN, its registration or unregistration (statements
+    # on <p>watchers, which nothing else touches) or its read.
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         cur = await conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE query = %s",
-            (f'LISTEN "{watch_channel(store.schema, store.table_prefix)}"',),
+            "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND (query = %s "
+            "OR strpos(query, %s) > 0 OR (query LIKE 'SELECT head + length AS pos%%' AND strpos(query, %s) > 0))",
+            (
+                f'LISTEN "{watch_channel(store.schema, store.table_prefix)}"',
+                f'"{store.table_prefix}watchers"',
+                f'"{store.table_prefix}list_items"',
+            ),
         )
         row = await cur.fetchone()
         assert row is not None
@@ -215,3 +222,77 @@ async def test_cancelling_a_sqlite_or_memory_watcher_leaves_nothing_behind(tmp_p
     finally:
         await sqlite.aclose()
         await memory.aclose()
+
+
+async def _notes(conn: Any, seconds: float) -> list[str]:
+    """The payloads ``conn`` receives within ``seconds``."""
+    return [note.payload async for note in conn.notifies(timeout=seconds)]
+
+
+async def _live_watchers(conn: Any, store: AsyncPostgresDatabase, key: str) -> int:
+    cur = await conn.execute(
+        f'SELECT count(*) FROM "{store.schema}"."{store.table_prefix}watchers" '
+        "WHERE ns = %s AND key = %s AND expires_at > now()",
+        (store.key_prefix, key),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.postgres
+async def test_postgres_notifies_only_watched_lists_and_the_watch_sees_every_item(postgres_url: str) -> None:
+    """Schema v6: an append to an unwatched list sends no NOTIFY (whose commit PostgreSQL
+    serialises); once a watcher registers, each append statement to its list sends one."""
+    import psycopg
+
+    from kvstore._core.watch import key_tag
+    from kvstore.postgres._sql import watch_channel
+
+    store = AsyncPostgresDatabase(postgres_url, max_size=2, table_prefix="watchnotify_")
+    await store.open()
+    listener = await psycopg.AsyncConnection.connect(postgres_url, autocommit=True)
+    run = uuid.uuid4().hex[:8]  # keys of this run only: a row left by an earlier run cannot count
+    q, o = f"quiet{run}", f"other{run}"
+    quiet, other = key_tag(store.key_prefix, q), key_tag(store.key_prefix, o)
+    try:
+        await listener.execute(f'LISTEN "{watch_channel(store.schema, store.table_prefix)}"')
+        for i in range(5):
+            await store.append(q, i)
+            await store.extend(o, [i, i])
+        assert await _notes(listener, 0.5) == []
+
+        got: list[tuple[int, Any]] = []
+        done = asyncio.Event()
+
+        async def consume() -> None:
+            async for item in store.watch(q, start=0, poll_interval=1.0):
+                got.append((item.position, item.value))
+                if len(got) == 25:
+                    done.set()
+                    return
+
+        task = asyncio.create_task(consume())
+        deadline = time.monotonic() + 10
+        while await _live_watchers(listener, store, q) != 1:
+            assert time.monotonic() < deadline, "the watcher never registered"
+            await asyncio.sleep(0.02)
+        for i in range(5, 25):
+            await store.append(q, i)
+            await store.append(o, i)
+        notes = await _notes(listener, 0.5)
+        # One notification per append statement of the watched list, none of the other.
+        assert [n for n in notes if n.startswith(quiet)] == [f"{quiet} {i}" for i in range(5, 25)]
+        assert not [n for n in notes if n.startswith(other)]
+        await asyncio.wait_for(done.wait(), 10)
+        await task
+        assert got == [(i, i) for i in range(25)]
+
+        # Closed: the row is gone, and appends are silent again.
+        assert await _live_watchers(listener, store, q) == 0
+        await store.append(q, "after")
+        assert await _notes(listener, 0.5) == []
+    finally:
+        await listener.close()
+        await store.clear()
+        await store.aclose()

@@ -38,6 +38,10 @@ Schema (tables named from ``table_prefix`` inside ``schema``, always quoted with
 * a statement-level ``AFTER INSERT`` trigger on ``<p>list_items`` (version 5) sends one
   ``NOTIFY`` per list and statement on the channel `watch_channel` names, payload
   ``"<key tag> <last position>"`` (`kvstore._core.watch.key_tag`): what wakes `watch`.
+  Since version 6 only for a list someone watches: ``<p>watchers (ns, key, id,
+  expires_at)`` holds one row per live watcher (`watcher_statements`), and the trigger
+  notifies a list only if one of its rows has not expired. PostgreSQL serialises the
+  commits of transactions that notified, so an unwatched append must not notify.
 
 Deadlines (DESIGN.md §8a): ``connect_timeout`` (libpq, whole seconds, at least 2; it
 also bounds connecting to a frozen postmaster, whose kernel completes the TCP handshake),
@@ -81,10 +85,11 @@ __all__ = [
     "validate_table_prefix",
     "watch_channel",
     "watch_read",
+    "watcher_statements",
 ]
 
 BACKEND = "postgres"
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: A row that has not expired (server time, so every client agrees).
 _LIVE = "(expires_at IS NULL OR expires_at > now())"
@@ -234,12 +239,32 @@ def migrations(schema: str, table_prefix: str) -> list[list[str]]:
         """CREATE TRIGGER {trg_notify} AFTER INSERT ON {items} REFERENCING NEW TABLE AS added
             FOR EACH STATEMENT EXECUTE FUNCTION {notify_items}()""",
     ]
+    # Version 6: notify only a watched list (a committing transaction that notified holds a
+    # database-wide lock, which capped concurrent appends). One PK probe per list and statement.
+    n6 = {**n5, "watchers": sql.Identifier(schema, f"{table_prefix}watchers")}
+    notify_body_v6 = sql.SQL(
+        "BEGIN PERFORM pg_notify({channel}, left(md5(octet_length(a.ns)::text || ':' || a.ns || a.key), 16) "
+        "|| ' ' || (a.last - 1)::text) FROM (SELECT ns, key, max(seq) AS last FROM added GROUP BY ns, key) a "
+        "WHERE EXISTS (SELECT 1 FROM {watchers} w WHERE w.ns = a.ns AND w.key = a.key AND w.expires_at > now()); "
+        "RETURN NULL; END"
+    ).format(channel=sql.Literal(watch_channel(schema, table_prefix)), watchers=n6["watchers"])
+    v6 = [
+        """CREATE TABLE IF NOT EXISTS {watchers} (
+            ns text COLLATE "C" NOT NULL,
+            key text COLLATE "C" NOT NULL,
+            id text COLLATE "C" NOT NULL,
+            expires_at timestamptz NOT NULL,
+            PRIMARY KEY (ns, key, id)
+        )""",
+        "CREATE OR REPLACE FUNCTION {notify_items}() RETURNS trigger LANGUAGE plpgsql AS {body}",
+    ]
     return [
         [_render(stmt, n, body=sql.Literal(drop_body.as_string(None))) for stmt in v1],
         [_render(stmt, n) for stmt in v2],
         [_render(stmt, n) for stmt in v3],
         [_render(stmt, n, body=sql.Literal(drop_body_v4.as_string(None))) for stmt in v4],
         [_render(stmt, {**n, **n5}, body=sql.Literal(notify_body.as_string(None))) for stmt in v5],
+        [_render(stmt, {**n, **n6}, body=sql.Literal(notify_body_v6.as_string(None))) for stmt in v6],
     ]
 
 
@@ -247,6 +272,34 @@ def watch_channel(schema: str, table_prefix: str) -> str:
     """The ``LISTEN`` channel of one set of tables (any prefix): ``kvstore_`` and 16 hex digits."""
     digest = hashlib.blake2b(f"{schema}\x00{table_prefix}".encode(), digest_size=8).hexdigest()
     return f"kvstore_{digest}"
+
+
+#: A watcher's row lives this long unless refreshed (`WATCHER_REFRESH`); a row expired for
+#: longer than `WATCHER_SWEEP` is deleted by the next registration or refresh of its list.
+WATCHER_TTL = 30.0
+WATCHER_REFRESH = 10.0
+WATCHER_SWEEP = 60.0
+
+
+def watcher_statements(schema: str, table_prefix: str) -> tuple[str, str]:
+    """`watch`'s registration (also its refresh) and unregistration; params ``ns, key, id``.
+
+    The registration upserts the watcher's row (``expires_at`` = server time + `WATCHER_TTL`)
+    and deletes the list's rows expired more than `WATCHER_SWEEP` ago (other watchers that
+    were abandoned): one statement, one index range.
+    """
+    n = _names(validate_schema_name(schema), validate_table_prefix(table_prefix))
+    n["watchers"] = sql.Identifier(schema, f"{table_prefix}watchers")
+    register = _render(
+        "WITH swept AS (DELETE FROM {watchers} WHERE ns = %(ns)s AND key = %(key)s AND id <> %(id)s "
+        f"AND expires_at < now() - interval '{WATCHER_SWEEP:g} seconds') "
+        "INSERT INTO {watchers} (ns, key, id, expires_at) "
+        f"VALUES (%(ns)s, %(key)s, %(id)s, now() + interval '{WATCHER_TTL:g} seconds') "
+        "ON CONFLICT (ns, key, id) DO UPDATE SET expires_at = EXCLUDED.expires_at",
+        n,
+    )
+    unregister = _render("DELETE FROM {watchers} WHERE ns = %(ns)s AND key = %(key)s AND id = %(id)s", n)
+    return register, unregister
 
 
 def watch_read(schema: str, table_prefix: str) -> str:

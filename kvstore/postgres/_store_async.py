@@ -895,6 +895,11 @@ class AsyncPostgresWatcher:
 
     Woken by the notify trigger (schema version 5) when its list grows; it re-reads every
     ``interval`` seconds even without a notification, so a lost one can never stall it.
+    The trigger notifies only a watched list (version 6): after ``LISTEN`` (and after every
+    reconnect) the watcher registers a row of its own in ``<p>watchers``, live for
+    `WATCHER_TTL <kvstore.postgres._sql.WATCHER_TTL>` seconds, refreshed about every 10 s
+    from its wait loop and deleted when it closes (an abandoned row just expires). An append
+    whose statement began before the registration committed is found by the safety-net read.
     Every read is armed with the store's call deadline (a frozen server is cut by the
     watchdog). A connection that breaks (server restart, network) is dropped and a new one
     is opened, retrying every 0.05 s doubling to 2 s until the server answers; the next
@@ -908,6 +913,9 @@ class AsyncPostgresWatcher:
         self._tag = key_tag(store.key_prefix, key)
         self._channel = _pg.watch_channel(store.schema, store.table_prefix)
         self._query = _pg.watch_read(store.schema, store.table_prefix)
+        self._register, self._unregister = _pg.watcher_statements(store.schema, store.table_prefix)
+        self._row = {"ns": store.key_prefix, "key": key, "id": os.urandom(12).hex()}
+        self._refresh_at = 0.0
         self._conn: _Conn | None = None
         self._down_since: float | None = None
 
@@ -920,7 +928,15 @@ class AsyncPostgresWatcher:
 
     async def __aexit__(self, *exc: object) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
+        if conn is None:
+            return
+        try:
+            # Best effort, bounded by the call deadline: a row left behind just expires.
+            _wd.current.arm(conn, time.monotonic() + self._store._call_timeout)
+            await conn.execute(self._unregister, self._row)
+        except psycopg.Error:
+            pass
+        finally:
             _wd.current.disarm(conn)
             await conn.close()
 
@@ -941,6 +957,9 @@ class AsyncPostgresWatcher:
         try:
             _wd.current.arm(conn, time.monotonic() + store._call_timeout)
             await conn.execute(f'LISTEN "{self._channel}"')
+            # Registered after LISTEN: every notification the row triggers reaches this session.
+            await conn.execute(self._register, self._row)
+            self._refresh_at = time.monotonic() + _pg.WATCHER_REFRESH
             if _wd.current.disarm(conn):
                 raise _err.deadline_error("watch", self._key, store._call_timeout)
         except BaseException:
@@ -1012,7 +1031,12 @@ class AsyncPostgresWatcher:
             return  # the next read reconnects
         tag = self._tag
         try:
+            if time.monotonic() >= self._refresh_at:
+                await self._refresh(conn)
+                if self._conn is None:
+                    return  # cut by the deadline: the next read reconnects (and registers again)
             # Ends at the first notification of this list, or after the interval (the safety net).
+            # A notification that arrived during the refresh is kept in psycopg's backlog.
             gen = conn.notifies(timeout=self._interval)
             try:
                 async for note in gen:
@@ -1023,3 +1047,13 @@ class AsyncPostgresWatcher:
         except psycopg.Error as exc:
             logger.info("kvstore: watch of %r lost its PostgreSQL connection: %s", self._key, type(exc).__name__)
             await self._drop(conn)
+
+    async def _refresh(self, conn: _Conn) -> None:
+        """Push the watcher's row ``expires_at`` forward (and sweep the list's long-expired rows)."""
+        _wd.current.arm(conn, time.monotonic() + self._store._call_timeout)
+        try:
+            await conn.execute(self._register, self._row)
+        finally:
+            if _wd.current.disarm(conn):
+                await self._drop(conn)
+        self._refresh_at = time.monotonic() + _pg.WATCHER_REFRESH
