@@ -296,3 +296,57 @@ async def test_postgres_notifies_only_watched_lists_and_the_watch_sees_every_ite
         await listener.close()
         await store.clear()
         await store.aclose()
+
+
+@pytest.mark.postgres
+async def test_postgres_version_5_tables_migrate_to_notify_only_watched_lists(postgres_url: str) -> None:
+    """Tables of schema version 5 (every append notified) gain the watchers table and the v6 trigger."""
+    import psycopg
+    from psycopg.sql import SQL, Identifier
+
+    from kvstore.postgres._sql import SCHEMA_VERSION, migrations, watch_channel
+
+    schema = f"watchv5_{uuid.uuid4().hex[:8]}"
+    first = AsyncPostgresDatabase(postgres_url, max_size=1, schema_name=schema)
+    await first.open()
+    await first.append("k", 0)
+    await first.aclose()
+    admin = await psycopg.AsyncConnection.connect(postgres_url, autocommit=True)
+    try:
+        # Back to what version 5 left: no watchers table, the notify-every-append function.
+        await admin.execute(SQL("DROP TABLE {}").format(Identifier(schema, "kvstore_watchers")))
+        for statement in migrations(schema, "kvstore_")[4]:
+            await admin.execute(statement)
+        await admin.execute(SQL("UPDATE {} SET version = 5").format(Identifier(schema, "kvstore_meta")))
+        await admin.execute(f'LISTEN "{watch_channel(schema, "kvstore_")}"')
+        items_table = Identifier(schema, "kvstore_list_items")
+        await admin.execute(SQL("INSERT INTO {} VALUES ('x', 'raw', 1, '1')").format(items_table))
+        assert len(await _notes(admin, 0.3)) == 1  # version 5: notified, unwatched
+        await admin.execute(SQL("DELETE FROM {} WHERE ns = 'x'").format(items_table))
+
+        store = AsyncPostgresDatabase(postgres_url, max_size=1, schema_name=schema)
+        await store.open()  # migrates
+        try:
+            cur = await admin.execute(SQL("SELECT version FROM {}").format(Identifier(schema, "kvstore_meta")))
+            assert await cur.fetchall() == [(SCHEMA_VERSION,)]
+            await store.append("k", 1)
+            assert await _notes(admin, 0.3) == []
+            items = store.watch("k", start=0, poll_interval=1.0)
+            try:
+                assert [(i.position, i.value) async for i in _first(items, 2)] == [(0, 0), (1, 1)]
+                await store.append("k", 2)
+                assert len(await _notes(admin, 0.5)) == 1  # watched now
+                assert [(i.position, i.value) async for i in _first(items, 1)] == [(2, 2)]
+            finally:
+                await items.aclose()
+        finally:
+            await store.aclose()
+    finally:
+        await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await admin.close()
+
+
+async def _first(items: Any, n: int) -> Any:
+    """The next ``n`` items of a watch (an async generator)."""
+    for _ in range(n):
+        yield await items.__anext__()
