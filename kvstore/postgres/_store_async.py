@@ -897,7 +897,7 @@ class AsyncPostgresWatcher:
     ``interval`` seconds even without a notification, so a lost one can never stall it.
     The trigger notifies only a watched list (version 6): after ``LISTEN`` (and after every
     reconnect) the watcher registers a row of its own in ``<p>watchers``, live for
-    `WATCHER_TTL <kvstore.postgres._sql.WATCHER_TTL>` seconds, refreshed about every 10 s
+    ``WATCHER_TTL`` (30) seconds, refreshed about every 10 s
     from its wait loop and deleted when it closes (an abandoned row just expires). An append
     whose statement began before the registration committed is found by the safety-net read.
     Every read is armed with the store's call deadline (a frozen server is cut by the
