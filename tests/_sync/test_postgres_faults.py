@@ -160,6 +160,7 @@ def test_quoted_schema_and_table_prefix(postgres_url: str) -> None:
             "t_list_items",
             "t_meta",
             "t_tombstones",
+            "t_watchers",
         ]
         conn.execute(psycopg.sql.SQL("DROP SCHEMA {} CASCADE").format(psycopg.sql.Identifier(schema)))
     db.close()
