@@ -411,10 +411,10 @@ class Queries:
             "t AS (INSERT INTO {tombstones} AS t (ns, key, deleted_at) VALUES (%(ns)s, %(key)s, now()) "
             "ON CONFLICT (ns, key) DO UPDATE SET deleted_at = excluded.deleted_at) SELECT live FROM d",
             # Many keys in one statement, each tombstoned like `delete` (the keys are distinct).
-            "delete_many": "WITH d AS (DELETE FROM {entries} WHERE ns = %(ns)s AND key = ANY(%(keys)s::text[]) "
+            "delete_many": "WITH d AS (DELETE FROM {entries} WHERE ns = %(ns)s AND key = ANY(%(keys)b::text[]) "
             "RETURNING {LIVE} AS live), "
             "t AS (INSERT INTO {tombstones} AS t (ns, key, deleted_at) "
-            "SELECT %(ns)s, u.k, now() FROM unnest(%(keys)s::text[]) AS u(k) "
+            "SELECT %(ns)s, u.k, now() FROM unnest(%(keys)b::text[]) AS u(k) "
             "ON CONFLICT (ns, key) DO UPDATE SET deleted_at = excluded.deleted_at) "
             "SELECT count(*) FILTER (WHERE live) FROM d",
             # Add to an integer in one statement. ON CONFLICT DO UPDATE works on the newest row
@@ -438,10 +438,10 @@ class Queries:
             "SELECT NULL, kind::text, value::text FROM {entries} WHERE ns = %(ns)s AND key = %(key)s AND {LIVE} "
             "AND NOT EXISTS (SELECT 1 FROM up)",
             "exists": "SELECT 1 FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
-            "mget": "SELECT key, kind, value::text FROM {entries} WHERE ns = %s AND key = ANY(%s::text[]) AND {LIVE}",
+            "mget": "SELECT key, kind, value::text FROM {entries} WHERE ns = %s AND key = ANY(%b::text[]) AND {LIVE}",
             "mset": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at, modified_at) "
             "SELECT %s, u.k, 'v', u.v::json, 0, now() + u.t * interval '1 millisecond', now() "
-            "FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS u(k, v, t) "
+            "FROM unnest(%b::text[], %b::text[], %b::bigint[]) AS u(k, v, t) "
             f"ON CONFLICT (ns, key) DO UPDATE SET {upsert_set}",
             "keys_page": "SELECT key FROM {entries} WHERE ns = %s AND key >= %s AND key > %s AND {LIVE} "
             "ORDER BY key LIMIT %s",
@@ -479,7 +479,8 @@ class Queries:
             #         but only when the locked row is the snapshot's version (same xmin): then every
             #         old item is visible to `gone`, which deletes them. Anything else (a live value,
             #         or a row changed since the snapshot) is left alone and reported.
-            #   it:   the items, at seq = head + length - n + 1 .. head + length.
+            #   it:   the items, at seq = head + length - n + 1 .. head + length (each element of
+            #         the JSON array parameter keeps its exact text).
             #   gone: items at or before head (only an expired list's; an index probe otherwise).
             #   rec:  the id, after `forget` dropped one older than the window. A racing call with
             #         the same id that committed first (this one waited on its row lock) makes
@@ -497,8 +498,8 @@ class Queries:
             f"WHERE CASE WHEN {e_live} THEN e.kind = 'l' ELSE e.kind = 'v' OR e.xmin = (SELECT x FROM s) END "
             "RETURNING e.length, e.head), "
             "it AS (INSERT INTO {items} (ns, key, seq, value) "
-            "SELECT %(ns)s, %(key)s, up.head + up.length - %(n)s::bigint + u.ord, u.v::json "
-            "FROM up, unnest(%(items)s::text[]) WITH ORDINALITY AS u(v, ord)), "
+            "SELECT %(ns)s, %(key)s, up.head + up.length - %(n)s::bigint + u.ord, u.v "
+            "FROM up, json_array_elements(%(items)s::json) WITH ORDINALITY AS u(v, ord)), "
             "gone AS (DELETE FROM {items} WHERE ns = %(ns)s AND key = %(key)s AND seq <= (SELECT head FROM up)), "
             "forget AS (DELETE FROM {ids} WHERE ns = %(ns)s AND key = %(key)s AND id = %(id)s "
             f"AND created <= {named_window} AND EXISTS (SELECT 1 FROM up) RETURNING 1), "
@@ -510,7 +511,7 @@ class Queries:
             # The replay guard (see AsyncDatabase.changed_since): one round trip for many keys.
             "server_time": "SELECT extract(epoch FROM clock_timestamp())::float8",
             # A since older than the window may predate swept tombstones: every key counts as changed.
-            "changed_since": "SELECT u.k FROM unnest(%(keys)s::text[]) AS u(k) "
+            "changed_since": "SELECT u.k FROM unnest(%(keys)b::text[]) AS u(k) "
             "WHERE to_timestamp(%(since)s::float8) <= now() - %(window)s::float8 * interval '1 second' "
             "OR EXISTS (SELECT 1 FROM {entries} e WHERE e.ns = %(ns)s AND e.key = u.k "
             "AND e.modified_at > to_timestamp(%(since)s::float8)) "
@@ -548,9 +549,9 @@ class Queries:
             "ON CONFLICT (ns) DO UPDATE SET cleared_at = greatest(c.cleared_at, excluded.cleared_at)",
             # The failover dates what a replay applied at the time the write was made (one round trip).
             "restamp": "WITH e AS (UPDATE {entries} SET modified_at = to_timestamp(%(at)s::float8) "
-            "WHERE ns = %(ns)s AND key = ANY(%(keys)s::text[]) RETURNING 1) "
+            "WHERE ns = %(ns)s AND key = ANY(%(keys)b::text[]) RETURNING 1) "
             "UPDATE {tombstones} SET deleted_at = to_timestamp(%(at)s::float8) "
-            "WHERE ns = %(ns)s AND key = ANY(%(keys)s::text[])",
+            "WHERE ns = %(ns)s AND key = ANY(%(keys)b::text[])",
             # LRANGE arithmetic in SQL, on the counter read in the same snapshot as the items:
             # one round trip. The bounds are computed once (InitPlans), so the item scan is
             # always an index range on (ns, key, seq): O(log n + k) whatever the statistics.

@@ -782,10 +782,13 @@ class PostgresDatabase(Database):
     def _extend(self, key: str, items: list[bytes], idempotency_id: str | None) -> int:
         if not items:
             return self._get_length(key)
-        return self._push("append", key, [item.decode() for item in items], idempotency_id)
+        # The items travel as one JSON array text: a text[] parameter would have psycopg escape
+        # every quote of every item in Python (measured: ~60 µs of a ~150 µs append).
+        return self._push("append", key, len(items), b"[" + b",".join(items) + b"]", idempotency_id)
 
-    def _push(self, op: str, key: str, encoded: list[str], idempotency_id: str | None) -> int:
-        """Append ``encoded`` with one statement (`Queries.push`): one round trip, atomic.
+    def _push(self, op: str, key: str, n: int, array: bytes, idempotency_id: str | None) -> int:
+        """Append the ``n`` items of ``array`` (their JSON texts joined as one JSON array) with one
+        statement (`Queries.push`): one round trip, atomic.
 
         The statement looks the idempotency id up (applied within the window: its length
         is the answer and nothing is written), bumps the list's counter row, whose row lock
@@ -804,8 +807,8 @@ class PostgresDatabase(Database):
         params = {
             "ns": self.key_prefix,
             "key": key,
-            "n": len(encoded),
-            "items": encoded,
+            "n": n,
+            "items": array.decode(),
             "id": idempotency_id,
             "window": self._window,
         }
