@@ -179,7 +179,10 @@ class Queue(Generic[P]):
         return engine
 
     def _shielded(self, call: Any) -> Any:
-        """Await ``call`` to its end even if the caller is cancelled: a statement is never cut mid-way."""
+        """Await ``call`` to its end even if the caller is cancelled: a statement is never cut mid-way.
+
+        An engine call that finished already (SQLite's, on the event loop) is its own result.
+        """
         return call
 
     # --- producing ----------------------------------------------------------------------

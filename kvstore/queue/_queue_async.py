@@ -179,8 +179,13 @@ class AsyncQueue(Generic[P]):
         return engine
 
     async def _shielded(self, call: Any) -> Any:
-        """Await ``call`` to its end even if the caller is cancelled: a statement is never cut mid-way."""
+        """Await ``call`` to its end even if the caller is cancelled: a statement is never cut mid-way.
+
+        An engine call that finished already (SQLite's, on the event loop) is its own result.
+        """
         if True:  # ASYNC
+            if not hasattr(call, "__await__"):
+                return call
             task = asyncio.ensure_future(call)
             try:
                 return await asyncio.shield(task)
@@ -260,16 +265,18 @@ class AsyncQueue(Generic[P]):
         engine = self._get_engine()
         while True:
             if True:  # ASYNC
-                task = asyncio.ensure_future(engine.claim(seconds))
-                try:
-                    raw = await asyncio.shield(task)
-                except asyncio.CancelledError:
-                    task.add_done_callback(_consume)
-                    await asyncio.wait([task])
-                    if not task.cancelled() and task.exception() is None and task.result() is not None:
-                        taken = task.result()
-                        await asyncio.shield(engine.release(taken[0], taken[2]))
-                    raise
+                raw = engine.claim(seconds)
+                if hasattr(raw, "__await__"):  # else it finished already (SQLite's, on the event loop)
+                    task = asyncio.ensure_future(raw)
+                    try:
+                        raw = await asyncio.shield(task)
+                    except asyncio.CancelledError:
+                        task.add_done_callback(_consume)
+                        await asyncio.wait([task])
+                        if not task.cancelled() and task.exception() is None and task.result() is not None:
+                            taken = task.result()
+                            await self._shielded(engine.release(taken[0], taken[2]))
+                        raise
             else:
                 raw = engine.claim(seconds)
             if raw is None:

@@ -648,6 +648,11 @@ class SqliteEngine:
                 self._large.discard(key)
         return self._write("set", key, self._set_in, key, data, ms, only_if_absent)
 
+    def check_loop_bytes(self, size: int) -> None:
+        """On the loop: `WouldBlock` for a value of ``size`` bytes, too large to copy there (the worker reads it)."""
+        if not self._patient and size > LOOP_BYTES:
+            raise WouldBlock("a large value")
+
     def _check_size(self, cur: Any, key: str) -> None:
         """On the loop, after a statement that leaves a large value alone matched nothing: is that why?"""
         rows = cur.execute(sql.SIZE, (self.ns, key)).fetchall()

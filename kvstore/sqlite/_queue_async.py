@@ -1,4 +1,7 @@
-"""SQLite job queue engine: every claim in ``BEGIN IMMEDIATE`` on the store's connection and worker thread.
+"""SQLite job queue engine: every call one ``BEGIN IMMEDIATE`` transaction on the store's connection.
+
+The async engine runs a call on the event loop when it cannot block and on the store's
+worker thread when it could, by the store's own rules (`AsyncSqliteDatabase._run_write`).
 
 The transaction bodies live in `kvstore.sqlite._queue_sql`. An idle worker loop polls
 ``PRAGMA data_version`` (which changes when another connection commits to the file)
@@ -10,13 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+import types
+from typing import Any
 
 from kvstore.queue._job import QueueStats, RawJob
 from kvstore.sqlite import _queue_sql as qs
+from kvstore.sqlite._engine import LOOP_BYTES
 from kvstore.sqlite._store_async import AsyncSqliteDatabase
 
 __all__ = ["AsyncSqliteListener", "AsyncSqliteQueueEngine"]
 
+_Coroutine = types.CoroutineType
 #: Seconds between sweeps of acknowledged rows older than ``keep_done``.
 _PURGE_EVERY = 30.0
 
@@ -35,36 +42,65 @@ class AsyncSqliteQueueEngine:
         self._ready = False
         self._next_purge = time.monotonic() + _PURGE_EVERY
 
-    async def _write(self, op: str, body: object, *args: object) -> object:
+    def _write(self, op: str, body: object, *args: object, on_loop: bool = True) -> Any:
+        """One queue transaction, like the store's own writes (`AsyncSqliteDatabase._run_write`).
+
+        On the event loop when it cannot block (the write lock free at once, a payload
+        small enough to copy there): then the answer itself, not a coroutine (the queue
+        awaits only a coroutine). Otherwise a coroutine: the loop looks again without
+        holding the connection, or the worker runs it, never waiting there for another
+        connection's lock. ``on_loop=False``: on the worker in any case (work of any size).
+        """
         store = self._store
-        # On the worker without waiting there for another connection's lock (which would hold the
-        # store's connection: its reads would wait too); the loop looks again until busy_timeout.
         if not self._ready:
-            await store._worker_write(store._engine._write, "queue", None, qs.create)
-            self._ready = True
-        return await store._worker_write(store._engine._write, op, None, body, *args)
+            return self._create_first(op, body, args, on_loop)
+        if not on_loop:
+            return store._worker_write(store._engine._write, op, None, body, *args)
+        return store._run_write(store._engine._write, op, None, body, *args)
 
-    async def enqueue(self, payload: str, delay: float, dedupe_key: str | None, max_attempts: int) -> tuple[int, bool]:
-        found = await self._write("enqueue", qs.enqueue, self._ns, self._name, payload, delay, dedupe_key, max_attempts)
-        return found  # type: ignore[return-value]  # qs.enqueue's answer
+    async def _create_first(self, op: str, body: object, args: tuple[object, ...], on_loop: bool) -> Any:
+        store = self._store
+        await store._worker_write(store._engine._write, "queue", None, qs.create)
+        self._ready = True
+        result: Any = self._write(op, body, *args, on_loop=on_loop)
+        if result.__class__ is _Coroutine:
+            result = await result
+        return result
 
-    async def claim(self, lease: float) -> RawJob | None:
+    def enqueue(self, payload: str, delay: float, dedupe_key: str | None, max_attempts: int) -> Any:
+        """``(job id, created)``, or a coroutine of it; a payload that may be more than
+        `LOOP_BYTES` as UTF-8 is written on the worker."""
+        small = len(payload) <= LOOP_BYTES // 4
+        return self._write(
+            "enqueue", qs.enqueue, self._ns, self._name, payload, delay, dedupe_key, max_attempts, on_loop=small
+        )
+
+    def claim(self, lease: float) -> Any:
+        """The claimed `RawJob` or ``None``, or a coroutine of it (see `_write`)."""
         if time.monotonic() >= self._next_purge:
-            self._next_purge = time.monotonic() + _PURGE_EVERY
-            await self._write("purge", qs.purge_done, self._ns, self._name, self._keep_done)
-        return await self._write("claim", qs.claim, self._ns, self._name, lease)  # type: ignore[return-value]
+            return self._purge_then_claim(lease)
+        return self._write("claim", qs.claim, self._ns, self._name, lease, self._store._engine.check_loop_bytes)
 
-    async def release(self, job_id: int, attempt: int) -> None:
-        await self._write("release", qs.release, self._ns, self._name, job_id, attempt)
+    async def _purge_then_claim(self, lease: float) -> RawJob | None:
+        self._next_purge = time.monotonic() + _PURGE_EVERY
+        # Deletes any number of rows: on the worker.
+        await self._write("purge", qs.purge_done, self._ns, self._name, self._keep_done, on_loop=False)
+        result: Any = self._write("claim", qs.claim, self._ns, self._name, lease, self._store._engine.check_loop_bytes)
+        if result.__class__ is _Coroutine:
+            result = await result
+        return result  # type: ignore[no-any-return]  # qs.claim's answer
 
-    async def heartbeat(self, job_id: int, attempt: int, lease: float) -> float | None:
-        return await self._write("heartbeat", qs.heartbeat, self._ns, self._name, job_id, attempt, lease)  # type: ignore[return-value]
+    def release(self, job_id: int, attempt: int) -> Any:
+        return self._write("release", qs.release, self._ns, self._name, job_id, attempt)
 
-    async def ack(self, job_id: int, attempt: int) -> bool:
-        return await self._write("ack", qs.ack, self._ns, self._name, job_id, attempt)  # type: ignore[return-value]
+    def heartbeat(self, job_id: int, attempt: int, lease: float) -> Any:
+        return self._write("heartbeat", qs.heartbeat, self._ns, self._name, job_id, attempt, lease)
 
-    async def fail(self, job_id: int, attempt: int, error: str, delay: float | None) -> bool:
-        return await self._write("fail", qs.fail, self._ns, self._name, job_id, attempt, error, delay)  # type: ignore[return-value]
+    def ack(self, job_id: int, attempt: int) -> Any:
+        return self._write("ack", qs.ack, self._ns, self._name, job_id, attempt)
+
+    def fail(self, job_id: int, attempt: int, error: str, delay: float | None) -> Any:
+        return self._write("fail", qs.fail, self._ns, self._name, job_id, attempt, error, delay)
 
     async def _read(self, op: str, body: object, *args: object) -> object:
         # One read snapshot on the worker: a WAL reader takes no lock and never waits for a writer.
@@ -101,9 +137,16 @@ class AsyncSqliteListener:
         conn = engine._conn
         return int(rows[0][0]), int(conn.total_changes()) if conn is not None else 0
 
+    async def _read_version(self) -> tuple[int, int]:
+        # A pragma read takes no lock: on the loop when the connection is free.
+        version: Any = self._store._run_read(self._version)
+        if version.__class__ is _Coroutine:
+            version = await version
+        return version  # type: ignore[no-any-return]  # _version's answer
+
     async def start(self) -> None:
         """Remember the file's version now: a change after this wakes the next `wait`."""
-        self._seen = await self._store._off_loop(self._version)
+        self._seen = await self._read_version()
 
     async def wait(self, seconds: float) -> bool:
         """Whether the file changed within ``seconds`` seconds (polled every ``poll_interval``)."""
@@ -111,7 +154,7 @@ class AsyncSqliteListener:
         if self._seen is None:
             await self.start()
         while True:
-            version = await self._store._off_loop(self._version)
+            version = await self._read_version()
             if version != self._seen:
                 self._seen = version
                 return True

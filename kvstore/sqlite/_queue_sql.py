@@ -10,6 +10,7 @@ same one. Ids are ``AUTOINCREMENT``: never reused after acknowledged rows are sw
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from kvstore.queue._job import QueueStats, RawJob
@@ -71,17 +72,21 @@ def enqueue(
     return int(cur.connection.last_insert_rowid()), True
 
 
-def claim(cur: Any, now_ms: float, ns: str, queue: str, lease: float) -> RawJob | None:
+def claim(
+    cur: Any, now_ms: float, ns: str, queue: str, lease: float, size_check: Callable[[int], None] | None = None
+) -> RawJob | None:
+    """Lease the next due job. ``size_check(payload bytes)`` may refuse to read a large payload
+    here (on the event loop): it raises before anything is written."""
     now = now_ms / 1000
     while True:
         rows = cur.execute(
-            f"SELECT state, attempt, max_attempts, id FROM {T} WHERE ns = ? AND queue = ? AND state IN {_LIVE} "
-            "AND visible_at <= ? ORDER BY visible_at, id LIMIT 1",
+            f"SELECT state, attempt, max_attempts, id, octet_length(payload) FROM {T} "
+            f"WHERE ns = ? AND queue = ? AND state IN {_LIVE} AND visible_at <= ? ORDER BY visible_at, id LIMIT 1",
             (ns, queue, now),
         ).fetchall()
         if not rows:
             return None
-        state, attempt, max_attempts, id_ = rows[0]
+        state, attempt, max_attempts, id_, size = rows[0]
         if state == "running" and attempt >= max_attempts:
             # An expired lease of a job out of attempts: dead-lettered, and look further.
             cur.execute(
@@ -89,6 +94,8 @@ def claim(cur: Any, now_ms: float, ns: str, queue: str, lease: float) -> RawJob 
                 (now, id_),
             )
             continue
+        if size_check is not None:
+            size_check(size)
         error = "lease expired" if state == "running" else None
         found = cur.execute(
             f"UPDATE {T} SET state = 'running', attempt = attempt + 1, visible_at = ?, "
