@@ -479,8 +479,11 @@ class Queries:
             #         but only when the locked row is the snapshot's version (same xmin): then every
             #         old item is visible to `gone`, which deletes them. Anything else (a live value,
             #         or a row changed since the snapshot) is left alone and reported.
-            #   it:   the items, at seq = head + length - n + 1 .. head + length (each element of
-            #         the JSON array parameter keeps its exact text).
+            #   el:   the elements of the JSON array parameter (each keeps its exact text). Only
+            #         when there are n of them is anything written: an item that is not one JSON
+            #         document (``1,2``, empty) would split or merge, leaving the counter wrong.
+            #         Their count is the statement's last column.
+            #   it:   the items, at seq = head + length - n + 1 .. head + length.
             #   gone: items at or before head (only an expired list's; an index probe otherwise).
             #   rec:  the id, after `forget` dropped one older than the window. A racing call with
             #         the same id that committed first (this one waited on its row lock) makes
@@ -489,8 +492,11 @@ class Queries:
             "push": "WITH seen AS (SELECT length FROM {ids} WHERE ns = %(ns)s AND key = %(key)s AND id = %(id)s "
             f"AND created > {named_window}), "
             "s AS (SELECT xmin AS x, kind, {LIVE} AS live FROM {entries} WHERE ns = %(ns)s AND key = %(key)s), "
+            "el AS MATERIALIZED (SELECT u.v, u.ord "
+            "FROM json_array_elements(%(items)s::json) WITH ORDINALITY AS u(v, ord)), "
             "up AS (INSERT INTO {entries} AS e (ns, key, kind, length, modified_at) "
             "SELECT %(ns)s, %(key)s, 'l', %(n)s::bigint, now() WHERE NOT EXISTS (SELECT 1 FROM seen) "
+            "AND (SELECT count(*) FROM el) = %(n)s::bigint "
             "ON CONFLICT (ns, key) DO UPDATE SET kind = 'l', value = NULL, modified_at = excluded.modified_at, "
             f"length = CASE WHEN e.kind = 'l' AND {e_live} THEN e.length + excluded.length ELSE excluded.length END, "
             f"head = CASE WHEN e.kind = 'l' AND NOT {e_live} THEN e.head + e.length ELSE e.head END, "
@@ -498,8 +504,7 @@ class Queries:
             f"WHERE CASE WHEN {e_live} THEN e.kind = 'l' ELSE e.kind = 'v' OR e.xmin = (SELECT x FROM s) END "
             "RETURNING e.length, e.head), "
             "it AS (INSERT INTO {items} (ns, key, seq, value) "
-            "SELECT %(ns)s, %(key)s, up.head + up.length - %(n)s::bigint + u.ord, u.v "
-            "FROM up, json_array_elements(%(items)s::json) WITH ORDINALITY AS u(v, ord)), "
+            "SELECT %(ns)s, %(key)s, up.head + up.length - %(n)s::bigint + el.ord, el.v FROM up, el), "
             "gone AS (DELETE FROM {items} WHERE ns = %(ns)s AND key = %(key)s AND seq <= (SELECT head FROM up)), "
             "forget AS (DELETE FROM {ids} WHERE ns = %(ns)s AND key = %(key)s AND id = %(id)s "
             f"AND created <= {named_window} AND EXISTS (SELECT 1 FROM up) RETURNING 1), "
@@ -507,7 +512,7 @@ class Queries:
             "SELECT %(ns)s, %(key)s, %(id)s, up.length, now() FROM up "
             "WHERE %(id)s::text IS NOT NULL AND (SELECT count(*) FROM forget) >= 0) "
             "SELECT (SELECT length FROM up), (SELECT length FROM seen), "
-            "(SELECT kind::text FROM s), (SELECT live FROM s)",
+            "(SELECT kind::text FROM s), (SELECT live FROM s), (SELECT count(*) FROM el)",
             # The replay guard (see AsyncDatabase.changed_since): one round trip for many keys.
             "server_time": "SELECT extract(epoch FROM clock_timestamp())::float8",
             # A since older than the window may predate swept tombstones: every key counts as changed.

@@ -35,6 +35,7 @@ from kvstore.errors import (
     InvalidKeyError,
     KVStoreError,
     MissingDependencyError,
+    SerializationError,
 )
 from kvstore.postgres import _watchdog as _wd
 
@@ -820,11 +821,19 @@ class PostgresDatabase(Database):
                 if not self._lost_id_race(exc.__cause__):
                     raise
             else:
-                length, seen, kind, live = row
+                length, seen, kind, live, count = row
                 if length is not None:
                     return int(length)
                 if seen is not None:
                     return int(seen)  # applied before: answer as the first time did
+                if count != n:  # nothing written: the joined array is not the n items given
+                    raise SerializationError(
+                        f"the {n} items appended to key {key!r} are not {n} JSON documents "
+                        f"(joined, they make a JSON array of {count})",
+                        key=key,
+                        operation=op,
+                        backend="postgres",
+                    )
                 if kind == "v" and live:
                     raise holds_value(key, op, "postgres")
             # Raced: nothing was written; the next statement's snapshot shows the other writer's work.
