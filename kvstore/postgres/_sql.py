@@ -479,7 +479,8 @@ class Queries:
             #         but only when the locked row is the snapshot's version (same xmin): then every
             #         old item is visible to `gone`, which deletes them. Anything else (a live value,
             #         or a row changed since the snapshot) is left alone and reported.
-            #   el:   the elements of the JSON array parameter (each keeps its exact text). Only
+            #   el:   the elements of the JSON array parameter (each keeps its text, but for the
+            #         whitespace around it). Only
             #         when there are n of them is anything written: an item that is not one JSON
             #         document (``1,2``, empty) would split or merge, leaving the counter wrong.
             #         Their count is the statement's last column.
