@@ -480,10 +480,9 @@ class Queries:
             #         old item is visible to `gone`, which deletes them. Anything else (a live value,
             #         or a row changed since the snapshot) is left alone and reported.
             #   el:   the elements of the JSON array parameter (each keeps its text, but for the
-            #         whitespace around it). Only
-            #         when there are n of them is anything written: an item that is not one JSON
-            #         document (``1,2``, empty) would split or merge, leaving the counter wrong.
-            #         Their count is the statement's last column.
+            #         whitespace around it). Only when there are n of them is anything written:
+            #         an item that is not one JSON document (``1,2``, empty) would split or
+            #         merge, leaving the counter wrong. Their count is the statement's last column.
             #   it:   the items, at seq = head + length - n + 1 .. head + length.
             #   gone: items at or before head (only an expired list's; an index probe otherwise).
             #   rec:  the id, after `forget` dropped one older than the window. A racing call with
