@@ -47,7 +47,7 @@ LOOP_ITEMS = 128
 LOOP_BYTES = 256 * 1024
 _GET_LOOP = sql.GET_LOOP.format(cap=LOOP_BYTES)
 _MGET_LOOP = sql.MGET_LOOP.format(cap=LOOP_BYTES)
-_RANGE_LOOP = sql.RANGE_LOOP.format(cap=LOOP_BYTES)
+_RANGE_LOOP = sql.RANGE_LOOP.format(cap=LOOP_BYTES, items=LOOP_ITEMS)
 _GET_TOUCH_LOOP = sql.GET_TOUCH_LOOP.format(cap=LOOP_BYTES)
 _EXPIRE_LOOP = sql.EXPIRE_LOOP.format(cap=LOOP_BYTES)
 #: WAL pages after which a store serving a loop checkpoints on its worker (SQLite's own auto-checkpoint size).
@@ -58,6 +58,8 @@ CHECKPOINT_PAGES = 1000
 #: a long list (its items go by trigger in the same statement).
 PROGRESS_STEPS = 1000
 LOOP_PROGRESS = 10
+#: List indexes beyond any list's length: `get_range` binds its start and end clamped to this.
+_INDEX_CAP = 1 << 62
 #: The progress count outside an engine call, and during a rollback: never interrupted.
 _UNCOUNTED = -(1 << 62)
 
@@ -483,14 +485,16 @@ class SqliteEngine:
             finally:
                 self._progress = _UNCOUNTED
 
-    def _query_bounded(self, operation: str, statement: str, params: tuple[Any, ...]) -> list[Any]:
+    def _query_bounded(
+        self, operation: str, statement: str, params: tuple[Any, ...], key: str | None = None
+    ) -> list[Any]:
         """`_query` on the loop of a statement whose rows end with their value's size: see `_bounded`."""
         with self._lock:
             self._progress = 0
             try:
                 return self._bounded(self._cur.execute(statement, params))
             except apsw.Error as exc:
-                raise self._error(exc, operation) from exc
+                raise self._error(exc, operation, key) from exc
             finally:
                 self._progress = _UNCOUNTED
 
@@ -925,24 +929,29 @@ class SqliteEngine:
         return length
 
     def get_range(self, key: str, start: int, end: int) -> list[bytes]:
-        # One read transaction: the counters and the items come from one snapshot.
-        return self._snapshot("get_range", key, self._range_in, key, start, end)
-
-    def _range_in(self, cur: Any, now: float, key: str, start: int, end: int) -> list[bytes]:
-        meta = self._live_meta(cur.execute(sql.META, (self.ns, key)).fetchall(), now)
-        if meta is None:
-            return []
-        kind, head, tail = meta
-        if kind != KIND_LIST:
-            raise holds_value(key, "get_range", BACKEND)
-        lo, hi = lrange_bounds(tail - head, start, end)
-        if hi <= lo:
-            return []
-        if hi - lo > LOOP_ITEMS and not self._patient:
-            raise WouldBlock("a long range")
+        # One statement (one snapshot): the key's counters and its items (see `sql.RANGE`).
+        if not -_INDEX_CAP <= start <= _INDEX_CAP:  # beyond any list: the same answer, bindable
+            start = _INDEX_CAP if start > 0 else -_INDEX_CAP
+        if not -_INDEX_CAP <= end <= _INDEX_CAP:
+            end = _INDEX_CAP if end > 0 else -_INDEX_CAP
+        now = self._clock() * 1000
+        params = (self.ns, key, start, end, now)
         if self._patient:
-            return [row[0] for row in cur.execute(sql.RANGE, (self.ns, key, head + lo, head + hi))]
-        return [row[0] for row in self._bounded(cur.execute(_RANGE_LOOP, (self.ns, key, head + lo, head + hi)))]
+            rows = self._query("get_range", key, sql.RANGE, params)
+        else:  # on the loop: no long range, no item of more than LOOP_BYTES (see `_bounded`)
+            rows = self._query_bounded("get_range", _RANGE_LOOP, params, key)
+        if not rows:
+            return []
+        kind, expires, first = rows[0]
+        if expires is not None and expires <= now:
+            return []
+        if kind != KIND_LIST:
+            if kind == sql.RANGE_LONG:
+                raise WouldBlock("a long range")
+            raise holds_value(key, "get_range", BACKEND)
+        if first is None:  # an empty range
+            return []
+        return [row[2] for row in rows]
 
     def get_length(self, key: str) -> int:
         return self._length(key, "get_length")
