@@ -33,10 +33,13 @@ def test_sqlite_last_is_an_index_range_seek(tmp_path: Path) -> None:
             )
         # One statement: the key's row by its primary key, then a range of the items' primary key
         # (bounded by the row's counters), already in order (no sort), on and off the event loop.
-        loop = sqlite_sql.RANGE_LOOP.format(cap=1 << 18, items=128)
-        for statement in (sqlite_sql.RANGE, loop):
-            params = ("s:", "chat:big", -20, -1, 0)
-            plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + statement, params)]
+        params = ("s:", "chat:big", -20, -1, 0)
+        for statement, extra in (
+            (sqlite_sql.RANGE, ()),
+            (sqlite_sql.RANGE_LOOP.format(items=128), (1 << 18,)),
+            (sqlite_sql.RANGE_LOOP_SIZED.format(cap=1 << 18, items=128), ()),
+        ):
+            plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + statement, params + extra)]
             assert plan == [
                 "SEARCH k USING PRIMARY KEY (ns=? AND key=?)",
                 "SEARCH i USING PRIMARY KEY (ns=? AND key=? AND idx>? AND idx<?) LEFT-JOIN",

@@ -47,7 +47,8 @@ LOOP_ITEMS = 128
 LOOP_BYTES = 256 * 1024
 _GET_LOOP = sql.GET_LOOP.format(cap=LOOP_BYTES)
 _MGET_LOOP = sql.MGET_LOOP.format(cap=LOOP_BYTES)
-_RANGE_LOOP = sql.RANGE_LOOP.format(cap=LOOP_BYTES, items=LOOP_ITEMS)
+_RANGE_LOOP = sql.RANGE_LOOP.format(items=LOOP_ITEMS)
+_RANGE_LOOP_SIZED = sql.RANGE_LOOP_SIZED.format(cap=LOOP_BYTES, items=LOOP_ITEMS)
 _GET_TOUCH_LOOP = sql.GET_TOUCH_LOOP.format(cap=LOOP_BYTES)
 _EXPIRE_LOOP = sql.EXPIRE_LOOP.format(cap=LOOP_BYTES)
 #: WAL pages after which a store serving a loop checkpoints on its worker (SQLite's own auto-checkpoint size).
@@ -935,23 +936,55 @@ class SqliteEngine:
         if not -_INDEX_CAP <= end <= _INDEX_CAP:
             end = _INDEX_CAP if end > 0 else -_INDEX_CAP
         now = self._clock() * 1000
-        params = (self.ns, key, start, end, now)
-        if self._patient:
-            rows = self._query("get_range", key, sql.RANGE, params)
-        else:  # on the loop: no long range, no item of more than LOOP_BYTES (see `_bounded`)
-            rows = self._query_bounded("get_range", _RANGE_LOOP, params, key)
+        if not self._patient:
+            return self._range_on_loop(key, start, end, now)
+        rows = self._query("get_range", key, sql.RANGE, (self.ns, key, start, end, now))
         if not rows:
             return []
         kind, expires, first = rows[0]
         if expires is not None and expires <= now:
             return []
         if kind != KIND_LIST:
-            if kind == sql.RANGE_LONG:
-                raise WouldBlock("a long range")
             raise holds_value(key, "get_range", BACKEND)
-        if first is None:  # an empty range
+        return [] if first is None else [row[2] for row in rows]
+
+    def _range_on_loop(self, key: str, start: int, end: int, now: float) -> list[bytes]:
+        """`get_range` on the event loop: `WouldBlock` for more than LOOP_ITEMS items or LOOP_BYTES of them.
+
+        Each item may take its share of LOOP_BYTES (among as many items as the range can
+        hold), so one fetch copies at most LOOP_BYTES. A page holding a longer item is read
+        again, its sizes summed row by row (`_bounded`): LOOP_BYTES in all stay on the loop.
+        """
+        most = end - start + 1 if (start < 0) == (end < 0) else LOOP_ITEMS
+        share = LOOP_BYTES // min(max(most, 1), LOOP_ITEMS)
+        rows = self._query("get_range", key, _RANGE_LOOP, (self.ns, key, start, end, now, share))
+        items = self._loop_items(rows, key, start, end, now)
+        if items is None:
+            rows = self._query_bounded("get_range", _RANGE_LOOP_SIZED, (self.ns, key, start, end, now), key)
+            items = self._loop_items(rows, key, start, end, now)
+            if items is None:  # withheld: one item is longer than LOOP_BYTES (`_bounded` stops sooner)
+                raise WouldBlock("a large read")
+        return items
+
+    def _loop_items(self, rows: list[Any], key: str, start: int, end: int, now: float) -> list[bytes] | None:
+        """The items of `sql.RANGE_LOOP` rows; ``None`` when one was withheld."""
+        if not rows:
             return []
-        return [row[2] for row in rows]
+        kind, expires, length, first = rows[0]
+        if expires is not None and expires <= now:
+            return []
+        if kind != KIND_LIST:
+            raise holds_value(key, "get_range", BACKEND)
+        items = [row[3] for row in rows]
+        if None not in items:
+            return items
+        if first is None and len(rows) == 1:  # no item read: an empty or a long range, or one withheld item
+            lo, hi = lrange_bounds(length, start, end)
+            if hi <= lo:
+                return []
+            if hi - lo > LOOP_ITEMS:
+                raise WouldBlock("a long range")
+        return None
 
     def get_length(self, key: str) -> int:
         return self._length(key, "get_length")
