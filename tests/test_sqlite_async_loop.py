@@ -503,9 +503,14 @@ async def test_a_page_is_read_on_the_loop_while_its_items_stay_within_loop_bytes
     await store.expire("gone", 1.0)
     engine = store._engine
     reads: list[str] = []
-    query, bounded = engine._query, engine._query_bounded
-    engine._query = lambda *args: (reads.append("fetch"), query(*args))[1]  # type: ignore[method-assign]
-    engine._query_bounded = lambda *args: (reads.append("summed"), bounded(*args))[1]  # type: ignore[method-assign]
+    for name, label in (("_query_page", "page"), ("_query_bounded", "summed"), ("_query", "whole")):
+        original = getattr(engine, name)
+
+        def spy(*args: Any, _label: str = label, _original: Any = original) -> Any:
+            reads.append(_label)
+            return _original(*args)
+
+        setattr(engine, name, spy)
     where = _record_where(store, ("get_range",))
 
     async def read(key: str, start: int, end: int) -> tuple[int, list[str], list[str]]:
@@ -513,18 +518,15 @@ async def test_a_page_is_read_on_the_loop_while_its_items_stay_within_loop_bytes
         where.clear()
         return len(await store.get_range(key, start, end)), list(reads), list(where)
 
-    assert await read("small", -20, -1) == (20, ["fetch"], ["get_range: loop"])
-    assert await read("fat", -6, -1) == (6, ["fetch"], ["get_range: loop"])
-    assert await read("fat2", 0, -1) == (10, ["fetch", "summed"], ["get_range: loop"])
-    assert await read("heavy", 0, -1) == (
-        100,
-        ["fetch", "summed", "fetch"],
-        ["get_range: loop refused", "get_range: worker"],
-    )
-    assert await read("long", 0, -1) == (300, ["fetch", "fetch"], ["get_range: loop refused", "get_range: worker"])
-    assert await read("long", 10, 5) == (0, ["fetch"], ["get_range: loop"])
+    loop, refused = ["get_range: loop"], ["get_range: loop refused", "get_range: worker"]
+    assert await read("small", -20, -1) == (20, ["page"], loop)
+    assert await read("fat", -6, -1) == (6, ["page"], loop)
+    assert await read("fat2", 0, -1) == (10, ["page", "summed"], loop)
+    assert await read("heavy", 0, -1) == (100, ["page", "summed", "whole"], refused)
+    assert await read("long", 0, -1) == (300, ["page", "whole"], refused)
+    assert await read("long", 10, 5) == (0, ["page"], loop)
     clock[0] += 2
-    assert await read("gone", 0, -1) == (0, ["fetch"], ["get_range: loop"])
+    assert await read("gone", 0, -1) == (0, ["page"], loop)
     await store.aclose()
 
 

@@ -513,12 +513,37 @@ class SqliteEngine:
             if size is not None:
                 total += size
                 if total > LOOP_BYTES:
-                    # The statement stopped mid-way still holds a read snapshot: discard it now.
-                    self._cur.close(True)
-                    self._cur = self._conn.cursor() if self._conn is not None else self._cur
+                    self._stop_statement()
                     raise WouldBlock("a large read")
             out.append(row[:-1])
         return out
+
+    def _stop_statement(self) -> None:
+        """Discard the statement read part way: it still holds a read snapshot."""
+        self._cur.close(True)
+        self._cur = self._conn.cursor() if self._conn is not None else self._cur
+
+    def _query_page(self, key: str, params: tuple[Any, ...]) -> list[Any]:
+        """The rows of `_RANGE_LOOP` up to the first without its item (withheld, or none read).
+
+        Read row by row: a row whose item is longer than its share is the last one touched,
+        as `_bounded` stops at the row that crosses LOOP_BYTES (SQLite loads a long row's
+        whole record to compare its key with the range's end, even when it copies nothing).
+        """
+        with self._lock:
+            self._progress = 0
+            try:
+                rows: list[Any] = []
+                for row in self._cur.execute(_RANGE_LOOP, params):
+                    rows.append(row)
+                    if row[3] is None:
+                        self._stop_statement()
+                        break
+                return rows
+            except apsw.Error as exc:
+                raise self._error(exc, "get_range", key) from exc
+            finally:
+                self._progress = _UNCOUNTED
 
     def _snapshot(self, operation: str, key: str | None, body: Callable[..., T], *args: Any) -> T:
         """``body(cursor, now_ms, *args)`` in one read transaction: every statement sees one snapshot."""
@@ -952,12 +977,13 @@ class SqliteEngine:
         """`get_range` on the event loop: `WouldBlock` for more than LOOP_ITEMS items or LOOP_BYTES of them.
 
         Each item may take its share of LOOP_BYTES (among as many items as the range can
-        hold), so one fetch copies at most LOOP_BYTES. A page holding a longer item is read
-        again, its sizes summed row by row (`_bounded`): LOOP_BYTES in all stay on the loop.
+        hold), so the first read copies at most LOOP_BYTES, with no sizes to sum. A page
+        holding a longer item is read again, its sizes summed row by row (`_bounded`):
+        LOOP_BYTES in all stay on the loop.
         """
         most = end - start + 1 if (start < 0) == (end < 0) else LOOP_ITEMS
         share = LOOP_BYTES // min(max(most, 1), LOOP_ITEMS)
-        rows = self._query("get_range", key, _RANGE_LOOP, (self.ns, key, start, end, now, share))
+        rows = self._query_page(key, (self.ns, key, start, end, now, share))
         items = self._loop_items(rows, key, start, end, now)
         if items is None:
             rows = self._query_bounded("get_range", _RANGE_LOOP_SIZED, (self.ns, key, start, end, now), key)
