@@ -993,7 +993,11 @@ class SqliteEngine:
         return items
 
     def _loop_items(self, rows: list[Any], key: str, start: int, end: int, now: float) -> list[bytes] | None:
-        """The items of `sql.RANGE_LOOP` rows; ``None`` when one was withheld."""
+        """The items of `sql.RANGE_LOOP` rows; ``None`` when one was withheld.
+
+        Only the last row read can lack its item: `_query_page` stops after it, and `_bounded`
+        raises before answering an item that RANGE_LOOP_SIZED withheld (longer than LOOP_BYTES).
+        """
         if not rows:
             return []
         kind, expires, length, first = rows[0]
@@ -1001,9 +1005,8 @@ class SqliteEngine:
             return []
         if kind != KIND_LIST:
             raise holds_value(key, "get_range", BACKEND)
-        items = [row[3] for row in rows]
-        if None not in items:
-            return items
+        if rows[-1][3] is not None:
+            return [row[3] for row in rows]
         if first is None and len(rows) == 1:  # no item read: an empty or a long range, or one withheld item
             lo, hi = lrange_bounds(length, start, end)
             if hi <= lo:
