@@ -31,8 +31,19 @@ def test_sqlite_last_is_an_index_range_seek(tmp_path: Path) -> None:
                 "WITH RECURSIVE g(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM g WHERE i < 99999) "
                 f"INSERT INTO kvstore_items SELECT 's:', 'chat:big', i, CAST({_message('i')} AS BLOB) FROM g"
             )
-        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sqlite_sql.RANGE, ("s:", "chat:big", 0, 20))]
-        assert plan == ["SEARCH kvstore_items USING PRIMARY KEY (ns=? AND key=? AND idx>? AND idx<?)"]
+        # One statement: the key's row by its primary key, then a range of the items' primary key
+        # (bounded by the row's counters), already in order (no sort), on and off the event loop.
+        params = ("s:", "chat:big", -20, -1, 0)
+        for statement, extra in (
+            (sqlite_sql.RANGE, ()),
+            (sqlite_sql.RANGE_LOOP.format(items=128), (1 << 18,)),
+            (sqlite_sql.RANGE_LOOP_SIZED.format(cap=1 << 18, items=128), ()),
+        ):
+            plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + statement, params + extra)]
+            assert plan == [
+                "SEARCH k USING PRIMARY KEY (ns=? AND key=?)",
+                "SEARCH i USING PRIMARY KEY (ns=? AND key=? AND idx>? AND idx<?) LEFT-JOIN",
+            ]
         conn.close()
         messages = ChatHistory(db, "big", model=dict).last(20)
         assert [m["content"] for m in messages] == [f"#{i}" for i in range(99980, 100000)]

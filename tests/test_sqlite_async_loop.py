@@ -487,6 +487,49 @@ async def test_long_work_goes_to_the_worker_with_the_right_answer(tmp_path: Path
     await store.aclose()
 
 
+async def test_a_page_is_read_on_the_loop_while_its_items_stay_within_loop_bytes(tmp_path: Path) -> None:
+    """get_range on the loop: one fetch when each item fits its share of LOOP_BYTES, a second read
+    summing the sizes when one is longer (still on the loop while the page fits LOOP_BYTES), the
+    worker beyond that or beyond LOOP_ITEMS; expired and empty ranges read nothing."""
+    clock = [1000.0]
+    store = AsyncSqliteDatabase(tmp_path / "kv.db", clock=lambda: clock[0])
+    await store.ping()
+    await store.extend("small", [f"m{i}" for i in range(30)])
+    await store.extend("fat", ["x" * 20_000] * 5 + ["y"])  # 20 kB items: within a 6-item page's share
+    await store.extend("fat2", ["x" * 20_000] * 10)  # 200 kB in all: over the share of 0..-1, under LOOP_BYTES
+    await store.extend("heavy", ["x" * 3_000] * 100)  # 300 kB in all: the worker
+    await store.extend("long", list(range(300)))
+    await store.extend("gone", [1, 2])
+    await store.expire("gone", 1.0)
+    engine = store._engine
+    reads: list[str] = []
+    for name, label in (("_query_page", "page"), ("_query_bounded", "summed"), ("_query", "whole")):
+        original = getattr(engine, name)
+
+        def spy(*args: Any, _label: str = label, _original: Any = original) -> Any:
+            reads.append(_label)
+            return _original(*args)
+
+        setattr(engine, name, spy)
+    where = _record_where(store, ("get_range",))
+
+    async def read(key: str, start: int, end: int) -> tuple[int, list[str], list[str]]:
+        reads.clear()
+        where.clear()
+        return len(await store.get_range(key, start, end)), list(reads), list(where)
+
+    loop, refused = ["get_range: loop"], ["get_range: loop refused", "get_range: worker"]
+    assert await read("small", -20, -1) == (20, ["page"], loop)
+    assert await read("fat", -6, -1) == (6, ["page"], loop)
+    assert await read("fat2", 0, -1) == (10, ["page", "summed"], loop)
+    assert await read("heavy", 0, -1) == (100, ["page", "summed", "whole"], refused)
+    assert await read("long", 0, -1) == (300, ["page", "whole"], refused)
+    assert await read("long", 10, 5) == (0, ["page"], loop)
+    clock[0] += 2
+    assert await read("gone", 0, -1) == (0, ["page"], loop)
+    await store.aclose()
+
+
 def test_a_turn_left_open_by_a_closed_loop_does_not_stop_the_next_one(tmp_path: Path) -> None:
     """A caller awaiting get after get (each finishing on the loop, never suspending) lets the loop run its
     other tasks every few ms; the reset a finished loop never ran (asyncio.run returned, a forked child)

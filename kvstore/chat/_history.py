@@ -160,9 +160,9 @@ class ChatHistory(Generic[M]):
         """The newest ``n`` messages, oldest first (O(log n + k), any history length)."""
         if n <= 0:
             return []
-        key = self._keys.messages
         if self._no_offset:  # the common case: one read
             return self._read(-n, -1)
+        key = self._keys.messages
         messages: list[M]
         messages, offset = gather(self._read(-n, -1), self._tail_offset())
         if offset:

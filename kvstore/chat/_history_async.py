@@ -159,9 +159,9 @@ class AsyncChatHistory(Generic[M]):
         """The newest ``n`` messages, oldest first (O(log n + k), any history length)."""
         if n <= 0:
             return []
-        key = self._keys.messages
         if self._no_offset:  # the common case: one read
             return await self._read(-n, -1)
+        key = self._keys.messages
         messages: list[M]
         messages, offset = await gather_async(self._read(-n, -1), self._tail_offset())
         if offset:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar
 
 from orjson import JSONDecodeError
 from orjson import loads as _loads
@@ -83,14 +83,14 @@ class ChatKeys:
 
     namespace: str
     conversation: str
+    #: The key of the list of messages (made once: every read names it).
+    messages: str = field(init=False)
+    #: The key of the trim offset.
+    meta: str = field(init=False)
 
-    @property
-    def messages(self) -> str:
-        return f"{self.namespace}:{self.conversation}"
-
-    @property
-    def meta(self) -> str:
-        return f"{self.namespace}.meta:{self.conversation}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "messages", f"{self.namespace}:{self.conversation}")
+        object.__setattr__(self, "meta", f"{self.namespace}.meta:{self.conversation}")
 
     @staticmethod
     def conversation_pattern(namespace: str, pattern: str) -> str:
@@ -120,11 +120,13 @@ class PageReader(Generic[M]):
     """Parses a page of stored messages in one pass: one pydantic-core call for the whole page.
 
     The stored items are JSON texts; joined into one JSON array (``b"[" + b",".join(items) +
-    b"]"``) they are decoded and validated by ``TypeAdapter(list[model]).validate_json`` at
-    once, with no intermediate dicts. A ``dict`` history skips validation: one ``orjson.loads``
-    of the array, each item checked to be an object. `load` returns ``None`` when the page
-    does not parse that way (a corrupt or invalid item, or text that is not one JSON document):
-    the caller then decodes and validates item by item, which raises the error naming the key.
+    b"]"``) they are decoded and validated at once by the pydantic-core validator of
+    ``TypeAdapter(list[model])`` (its ``validate_json``, called directly: the adapter's method
+    only forwards its default options), with no intermediate dicts. A ``dict`` history skips
+    validation: one ``orjson.loads`` of the array, each item checked to be an object. `load`
+    returns ``None`` when the page does not parse that way (a corrupt or invalid item, or text
+    that is not one JSON document): the caller then decodes and validates item by item, which
+    raises the error naming the key.
     """
 
     __slots__ = ("_adapter",)
@@ -135,24 +137,29 @@ class PageReader(Generic[M]):
     def load(self, items: list[bytes] | list[str]) -> list[M] | None:
         if not items:
             return []
-        if items[0].__class__ is str:
-            joined: bytes | str = "[" + ",".join(items) + "]"
-        else:
-            joined = b"[" + b",".join(cast("list[bytes]", items)) + b"]"
-        if self._adapter is None:
+        joined: Any = (
+            b"[" + b",".join(items) + b"]"  # bytes items
+            if items[0].__class__ is bytes
+            else "[" + ",".join(items) + "]"  # type: ignore[arg-type]  # str items (PostgreSQL)
+        )
+        adapter = self._adapter
+        if adapter is None:
             try:
                 found = _loads(joined)
             except JSONDecodeError:
                 return None
-            ok = len(found) == len(items) and all(m.__class__ is dict for m in found)
-        else:
-            try:
-                found = self._adapter.validate_json(joined)
-            except ValidationError:
+            if len(found) != len(items):
                 return None
-            ok = len(found) == len(items)
+            for message in found:
+                if message.__class__ is not dict:
+                    return None
+            return found  # type: ignore[no-any-return]  # dicts, the model of this history
+        try:
+            found = adapter.validator.validate_json(joined)
+        except ValidationError:
+            return None
         # One result per item, or an item was not one JSON document (``1,2`` joins into two).
-        return found if ok else None
+        return found if len(found) == len(items) else None
 
 
 def dump_json(codec: TypeCodec[Any], key: str, message: Any) -> bytes:

@@ -47,7 +47,8 @@ LOOP_ITEMS = 128
 LOOP_BYTES = 256 * 1024
 _GET_LOOP = sql.GET_LOOP.format(cap=LOOP_BYTES)
 _MGET_LOOP = sql.MGET_LOOP.format(cap=LOOP_BYTES)
-_RANGE_LOOP = sql.RANGE_LOOP.format(cap=LOOP_BYTES)
+_RANGE_LOOP = sql.RANGE_LOOP.format(items=LOOP_ITEMS)
+_RANGE_LOOP_SIZED = sql.RANGE_LOOP_SIZED.format(cap=LOOP_BYTES, items=LOOP_ITEMS)
 _GET_TOUCH_LOOP = sql.GET_TOUCH_LOOP.format(cap=LOOP_BYTES)
 _EXPIRE_LOOP = sql.EXPIRE_LOOP.format(cap=LOOP_BYTES)
 #: WAL pages after which a store serving a loop checkpoints on its worker (SQLite's own auto-checkpoint size).
@@ -58,6 +59,8 @@ CHECKPOINT_PAGES = 1000
 #: a long list (its items go by trigger in the same statement).
 PROGRESS_STEPS = 1000
 LOOP_PROGRESS = 10
+#: List indexes beyond any list's length: `get_range` binds its start and end clamped to this.
+_INDEX_CAP = 1 << 62
 #: The progress count outside an engine call, and during a rollback: never interrupted.
 _UNCOUNTED = -(1 << 62)
 
@@ -288,6 +291,13 @@ class SqliteEngine:
             wait = self.busy_timeout if busy_timeout is None else min(busy_timeout, self.busy_timeout)
             if self._owns:
                 conn.set_busy_timeout(int(wait * 1000))
+                # The query planner's stability guarantee: a plan never depends on the values
+                # bound to a statement. Without it SQLite (3.4x+) reads the bound ``ns = ?`` /
+                # ``key = ?`` while planning a statement with an ORDER BY (the range reads, the
+                # keys page, the queue's claim) and so prepares it again at every execution
+                # (~35k instructions, as long as the read itself). Every statement here is a
+                # primary-key or index search whose plan is the same either way.
+                conn.config(apsw.SQLITE_DBCONFIG_ENABLE_QPSG, 1)
             try:
                 self._prepare_within(conn, wait)
             except BaseException:
@@ -476,14 +486,16 @@ class SqliteEngine:
             finally:
                 self._progress = _UNCOUNTED
 
-    def _query_bounded(self, operation: str, statement: str, params: tuple[Any, ...]) -> list[Any]:
+    def _query_bounded(
+        self, operation: str, statement: str, params: tuple[Any, ...], key: str | None = None
+    ) -> list[Any]:
         """`_query` on the loop of a statement whose rows end with their value's size: see `_bounded`."""
         with self._lock:
             self._progress = 0
             try:
                 return self._bounded(self._cur.execute(statement, params))
             except apsw.Error as exc:
-                raise self._error(exc, operation) from exc
+                raise self._error(exc, operation, key) from exc
             finally:
                 self._progress = _UNCOUNTED
 
@@ -501,12 +513,37 @@ class SqliteEngine:
             if size is not None:
                 total += size
                 if total > LOOP_BYTES:
-                    # The statement stopped mid-way still holds a read snapshot: discard it now.
-                    self._cur.close(True)
-                    self._cur = self._conn.cursor() if self._conn is not None else self._cur
+                    self._stop_statement()
                     raise WouldBlock("a large read")
             out.append(row[:-1])
         return out
+
+    def _stop_statement(self) -> None:
+        """Discard the statement read part way: it still holds a read snapshot."""
+        self._cur.close(True)
+        self._cur = self._conn.cursor() if self._conn is not None else self._cur
+
+    def _query_page(self, key: str, params: tuple[Any, ...]) -> list[Any]:
+        """The rows of `_RANGE_LOOP` up to the first without its item (withheld, or none read).
+
+        Read row by row: a row whose item is longer than its share is the last one touched,
+        as `_bounded` stops at the row that crosses LOOP_BYTES (SQLite loads a long row's
+        whole record to compare its key with the range's end, even when it copies nothing).
+        """
+        with self._lock:
+            self._progress = 0
+            try:
+                rows: list[Any] = []
+                for row in self._cur.execute(_RANGE_LOOP, params):
+                    rows.append(row)
+                    if row[3] is None:
+                        self._stop_statement()
+                        break
+                return rows
+            except apsw.Error as exc:
+                raise self._error(exc, "get_range", key) from exc
+            finally:
+                self._progress = _UNCOUNTED
 
     def _snapshot(self, operation: str, key: str | None, body: Callable[..., T], *args: Any) -> T:
         """``body(cursor, now_ms, *args)`` in one read transaction: every statement sees one snapshot."""
@@ -923,24 +960,65 @@ class SqliteEngine:
         return length
 
     def get_range(self, key: str, start: int, end: int) -> list[bytes]:
-        # One read transaction: the counters and the items come from one snapshot.
-        return self._snapshot("get_range", key, self._range_in, key, start, end)
-
-    def _range_in(self, cur: Any, now: float, key: str, start: int, end: int) -> list[bytes]:
-        meta = self._live_meta(cur.execute(sql.META, (self.ns, key)).fetchall(), now)
-        if meta is None:
+        # One statement (one snapshot): the key's counters and its items (see `sql.RANGE`).
+        if not -_INDEX_CAP <= start <= _INDEX_CAP:  # beyond any list: the same answer, bindable
+            start = _INDEX_CAP if start > 0 else -_INDEX_CAP
+        if not -_INDEX_CAP <= end <= _INDEX_CAP:
+            end = _INDEX_CAP if end > 0 else -_INDEX_CAP
+        now = self._clock() * 1000
+        if not self._patient:
+            return self._range_on_loop(key, start, end, now)
+        rows = self._query("get_range", key, sql.RANGE, (self.ns, key, start, end, now))
+        if not rows:
             return []
-        kind, head, tail = meta
+        kind, expires, first = rows[0]
+        if expires is not None and expires <= now:
+            return []
         if kind != KIND_LIST:
             raise holds_value(key, "get_range", BACKEND)
-        lo, hi = lrange_bounds(tail - head, start, end)
-        if hi <= lo:
+        return [] if first is None else [row[2] for row in rows]
+
+    def _range_on_loop(self, key: str, start: int, end: int, now: float) -> list[bytes]:
+        """`get_range` on the event loop: `WouldBlock` for more than LOOP_ITEMS items or LOOP_BYTES of them.
+
+        Each item may take its share of LOOP_BYTES (among as many items as the range can
+        hold), so the first read copies at most LOOP_BYTES, with no sizes to sum. A page
+        holding a longer item is read again, its sizes summed row by row (`_bounded`):
+        LOOP_BYTES in all stay on the loop.
+        """
+        most = end - start + 1 if (start < 0) == (end < 0) else LOOP_ITEMS
+        share = LOOP_BYTES // min(max(most, 1), LOOP_ITEMS)
+        rows = self._query_page(key, (self.ns, key, start, end, now, share))
+        items = self._loop_items(rows, key, start, end, now)
+        if items is None:
+            rows = self._query_bounded("get_range", _RANGE_LOOP_SIZED, (self.ns, key, start, end, now), key)
+            items = self._loop_items(rows, key, start, end, now)
+            if items is None:  # withheld: one item is longer than LOOP_BYTES (`_bounded` stops sooner)
+                raise WouldBlock("a large read")
+        return items
+
+    def _loop_items(self, rows: list[Any], key: str, start: int, end: int, now: float) -> list[bytes] | None:
+        """The items of `sql.RANGE_LOOP` rows; ``None`` when one was withheld.
+
+        Only the last row read can lack its item: `_query_page` stops after it, and `_bounded`
+        raises before answering an item that RANGE_LOOP_SIZED withheld (longer than LOOP_BYTES).
+        """
+        if not rows:
             return []
-        if hi - lo > LOOP_ITEMS and not self._patient:
-            raise WouldBlock("a long range")
-        if self._patient:
-            return [row[0] for row in cur.execute(sql.RANGE, (self.ns, key, head + lo, head + hi))]
-        return [row[0] for row in self._bounded(cur.execute(_RANGE_LOOP, (self.ns, key, head + lo, head + hi)))]
+        kind, expires, length, first = rows[0]
+        if expires is not None and expires <= now:
+            return []
+        if kind != KIND_LIST:
+            raise holds_value(key, "get_range", BACKEND)
+        if rows[-1][3] is not None:
+            return [row[3] for row in rows]
+        if first is None and len(rows) == 1:  # no item read: an empty or a long range, or one withheld item
+            lo, hi = lrange_bounds(length, start, end)
+            if hi <= lo:
+                return []
+            if hi - lo > LOOP_ITEMS:
+                raise WouldBlock("a long range")
+        return None
 
     def get_length(self, key: str) -> int:
         return self._length(key, "get_length")

@@ -214,10 +214,39 @@ NEW_LIST = (
 # Parameters: tail, modified_at, ns, key.
 SET_TAIL = "UPDATE kvstore_keys SET tail = ?, modified_at = ? WHERE ns = ? AND key = ?"
 PUSH = "INSERT INTO kvstore_items (ns, key, idx, value) VALUES (?, ?, ?, ?)"
-RANGE = "SELECT value FROM kvstore_items WHERE ns = ? AND key = ? AND idx >= ? AND idx < ? ORDER BY idx"
+# get_range in one statement, so one snapshot without a transaction: the key's row, joined to
+# its items start..end (Redis LRANGE arithmetic on the row's counters, as `lrange_bounds`: ``lo``
+# and ``hi`` inclusive, empty when lo > hi), a range of the items' primary key whose bounds are
+# computed once. Parameters: ns, key, start, end (clamped to +-2**62 by the caller), now (unix
+# ms). An expired list, like a value (no items: its counters are 0, 0), reads no item. Every row
+# is (kind, expires_at, item): no row for a missing key; one row whose item is NULL (an item never
+# is) for a value, an expired key or an empty range; else one row per item, in order.
+_LENGTH = "(k.tail - k.head)"
+_LO = f"(CASE WHEN ?3 < 0 THEN max({_LENGTH} + ?3, 0) ELSE ?3 END)"
+_HI = f"(CASE WHEN ?4 < 0 THEN {_LENGTH} + ?4 ELSE min(?4, {_LENGTH} - 1) END)"
+_GONE = "(k.expires_at IS NOT NULL AND k.expires_at <= ?5)"
+_ITEMS = " FROM kvstore_keys AS k LEFT JOIN kvstore_items AS i ON i.ns = ?1 AND i.key = ?2 AND i.idx >= k.head + "
+_ROW = " WHERE k.ns = ?1 AND k.key = ?2 ORDER BY i.idx"
+RANGE = (
+    f"SELECT k.kind, k.expires_at, i.value{_ITEMS}{_LO}"
+    f" AND i.idx <= k.head + (CASE WHEN {_GONE} THEN -1 ELSE {_HI} END){_ROW}"
+)
+# On the event loop: a range of more than ``{items}`` items reads no item either, and each row
+# is (kind, expires_at, the list's length, item): the length tells an empty range from a long
+# one. RANGE_LOOP withholds (answers NULL for) an item longer than ?6, its share of the bytes a
+# call may read on the loop, so the whole page is copied at once (fetchall) and never copies more
+# than that; a page with a longer item is read again by RANGE_LOOP_SIZED, which withholds an
+# item longer than ``{cap}`` and ends each row with the item's length, which the engine sums
+# row by row (see GET_LOOP).
+_LOOP_ITEMS = (
+    f"{_ITEMS}{_LO} AND i.idx <= k.head + (CASE WHEN {_GONE} OR {_HI} - {_LO} >= {{items}} THEN -1 ELSE {_HI} END)"
+)
 RANGE_LOOP = (
-    "SELECT CASE WHEN length(value) <= {cap} THEN value END, length(value)"
-    " FROM kvstore_items WHERE ns = ? AND key = ? AND idx >= ? AND idx < ? ORDER BY idx"
+    f"SELECT k.kind, k.expires_at, {_LENGTH}, CASE WHEN length(i.value) <= ?6 THEN i.value END{_LOOP_ITEMS}{_ROW}"
+)
+RANGE_LOOP_SIZED = (
+    f"SELECT k.kind, k.expires_at, {_LENGTH}, CASE WHEN length(i.value) <= {{cap}} THEN i.value END, length(i.value)"
+    f"{_LOOP_ITEMS}{_ROW}"
 )
 # watch: (idx, value) from an idx on (parameters: ns, key, from idx, tail, limit).
 RANGE_FROM = (

@@ -414,18 +414,54 @@ async def test_expired_rows_are_purged_by_a_later_write(tmp_path: Path) -> None:
 
 
 async def test_get_range_reads_only_the_requested_index_range(tmp_path: Path) -> None:
-    """get_range is an index range scan on (ns, key, idx): the query plan is a SEARCH, never a SCAN."""
+    """get_range is an index range scan on (ns, key, idx): the query plan is a SEARCH, never a SCAN or a sort."""
     async with AsyncSqliteDatabase(tmp_path / "kv.db") as store:
         await store.extend("h", list(range(1000)))
         assert await store.get_range("h", -3, -1) == [997, 998, 999]
         conn = store._engine._conn
         assert conn is not None
-        plan = " ".join(str(row) for row in conn.execute("EXPLAIN QUERY PLAN " + sql.RANGE, ("", "h", 1, 2)))
-        assert "SEARCH" in plan
-        assert "PRIMARY KEY" in plan
-        assert "SCAN" not in plan
+        params = ("", "h", -3, -1, 0)
+        for statement, extra in (
+            (sql.RANGE, ()),
+            (sql.RANGE_LOOP.format(items=128), (2048,)),
+            (sql.RANGE_LOOP_SIZED.format(cap=1 << 18, items=128), ()),
+        ):
+            plan = " ".join(str(row) for row in conn.execute("EXPLAIN QUERY PLAN " + statement, params + extra))
+            assert "SEARCH i USING PRIMARY KEY (ns=? AND key=? AND idx>? AND idx<?)" in plan
+            assert "SCAN" not in plan
+            assert "TEMP B-TREE" not in plan
         meta = " ".join(str(row) for row in conn.execute("EXPLAIN QUERY PLAN " + sql.META, ("", "h")))
         assert "SEARCH" in meta
+
+
+async def test_get_range_takes_indexes_beyond_64_bits(tmp_path: Path) -> None:
+    """Indexes past any list (and past SQLite's integers) clamp as Redis LRANGE does, after a front trim too."""
+    async with AsyncSqliteDatabase(tmp_path / "kv.db") as store:
+        await store.extend("l", list(range(10)))
+        await store.trim("l", 3, -1)
+        huge = 10**20
+        assert await store.get_range("l", -huge, huge) == list(range(3, 10))
+        assert await store.get_range("l", 0, 2**63) == list(range(3, 10))
+        assert await store.get_range("l", -(2**63), -6) == [3, 4]
+        assert await store.get_range("l", huge, -1) == []
+        assert await store.get_range("l", 0, -huge) == []
+
+
+async def test_the_store_s_own_connection_keeps_plans_independent_of_bound_values(tmp_path: Path) -> None:
+    """SQLite's query planner stability guarantee is on for the store's own connection (so a statement
+    with an ORDER BY is not prepared again at each execution), and left alone on a handed one."""
+    async with AsyncSqliteDatabase(tmp_path / "kv.db") as store:
+        await store.ping()
+        conn = store._engine._conn
+        assert conn is not None
+        assert conn.config(apsw.SQLITE_DBCONFIG_ENABLE_QPSG, -1) == 1
+    handed = apsw.Connection(str(tmp_path / "handed.db"))
+    try:
+        async with AsyncSqliteDatabase(handed) as store:
+            await store.ping()
+            assert handed.config(apsw.SQLITE_DBCONFIG_ENABLE_QPSG, -1) == 0
+    finally:
+        handed.close()
 
 
 async def test_keys_with_a_literal_prefix_read_an_index_range(tmp_path: Path) -> None:
