@@ -78,6 +78,11 @@ def _clamp(index: int) -> int:
     return -_BIG if index < -_BIG else _BIG if index > _BIG else index
 
 
+def _text(value: object) -> str:
+    """A setting as text: a connection whose client encoding is SQL_ASCII answers with bytes."""
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+
+
 def _looks_alive(conn: Any) -> bool:
     """Whether a pooled connection is not known dead, without a round trip.
 
@@ -310,7 +315,9 @@ class PostgresDatabase(Database):
                 info.get("host"),
                 info.get("sslmode", "prefer"),
             )
-        kwargs: dict[str, Any] = {"autocommit": True}
+        # UTF8 whatever the URL or the server's default says: keys and values are UTF-8 text
+        # (a SQL_ASCII database stores the bytes as they come; other encodings are refused).
+        kwargs: dict[str, Any] = {"autocommit": True, "client_encoding": "UTF8"}
         if self._secret is not None:
             kwargs["password"] = self._secret
         self._conninfo, self._connect_kwargs = conninfo, kwargs
@@ -422,10 +429,12 @@ class PostgresDatabase(Database):
             # Concurrent first connects (many processes) queue here instead of racing the DDL.
             conn.execute(q.lock, (self._lock_id,))
             cur = conn.execute(q.server_encoding)
-            encoding = (cur.fetchone() or ("",))[0]
-            if encoding not in ("UTF8", "SQL_ASCII"):
+            server, client = (_text(v) for v in (cur.fetchone() or ("", "")))
+            if server not in ("UTF8", "SQL_ASCII"):
+                raise ConfigError(f"kvstore needs a UTF8 PostgreSQL database; this one is {server}", backend="postgres")
+            if client != "UTF8":  # a borrowed pool's connections (kvstore's own always ask for UTF8)
                 raise ConfigError(
-                    f"kvstore needs a UTF8 PostgreSQL database; this one is {encoding}", backend="postgres"
+                    f"kvstore needs client_encoding UTF8 on its connections; these use {client}", backend="postgres"
                 )
             cur = conn.execute(q.schema_exists, (self.schema,))
             if cur.fetchone() is None:
