@@ -430,9 +430,7 @@ class AsyncPostgresDatabase(AsyncDatabase):
             cur = await conn.execute(q.server_encoding)
             server, client = (_text(v) for v in (await cur.fetchone() or ("", "")))
             if server not in ("UTF8", "SQL_ASCII"):
-                raise ConfigError(
-                    f"kvstore needs a UTF8 PostgreSQL database; this one is {server}", backend="postgres"
-                )
+                raise ConfigError(f"kvstore needs a UTF8 PostgreSQL database; this one is {server}", backend="postgres")
             if client != "UTF8":  # a borrowed pool's connections (kvstore's own always ask for UTF8)
                 raise ConfigError(
                     f"kvstore needs client_encoding UTF8 on its connections; these use {client}", backend="postgres"
