@@ -86,11 +86,12 @@ CLUSTER_MIGRATION_WAIT = 2.0
 if True:  # ASYNC
     #: A batch of gets (`AsyncRedisCache._get_batch`): MGET, plus the 1-based positions of
     #: the keys MGET read as nil that exist (another type than a string: GET would fail).
+    #: ``KEYS`` here is the script's argument array (the keys EVALSHA passes), not the command: allowed.
     _GET_BATCH = (
-        "local values = redis.call('MGET', unpack(KEYS))\n"
+        "local values = redis.call('MGET', unpack(KEYS))\n"  # allowed: Lua's argument array
         "local wrong = {}\n"
-        "for i = 1, #KEYS do\n"
-        "    if not values[i] and redis.call('EXISTS', KEYS[i]) == 1 then wrong[#wrong + 1] = i end\n"
+        "for i = 1, #KEYS do\n"  # allowed: Lua's argument array
+        "    if not values[i] and redis.call('EXISTS', KEYS[i]) == 1 then wrong[#wrong + 1] = i end\n"  # allowed
         "end\n"
         "return {values, wrong}\n"
     )

@@ -234,8 +234,8 @@ RANGE = (
 # On the event loop: a range of more than ``{items}`` items reads no item either, and each row
 # is (kind, expires_at, the list's length, item): the length tells an empty range from a long
 # one. RANGE_LOOP withholds (answers NULL for) an item longer than ?6, its share of the bytes a
-# call may read on the loop, so the whole page is copied at once (fetchall) and never copies more
-# than that; a page with a longer item is read again by RANGE_LOOP_SIZED, which withholds an
+# call may read on the loop; the engine reads it row by row and stops at a withheld item, so it never
+# copies more than that; a page with a longer item is read again by RANGE_LOOP_SIZED, which withholds an
 # item longer than ``{cap}`` and ends each row with the item's length, which the engine sums
 # row by row (see GET_LOOP).
 _LOOP_ITEMS = (
