@@ -523,6 +523,11 @@ class MemoryTier(Tier):
         big = self.raw_big
         return lambda i: [loads(b) for b in big[-20:]]
 
+    def floor_last_raw(self) -> Op:
+        self.histories  # noqa: B018 - fills the floor's list too
+        big = self.raw_big
+        return lambda i: big[-20:]
+
     def floor_touch(self) -> Op:
         now = time.monotonic
         values = {k: dumps(SESSION_DATA) for k in SESSION_KEYS}
@@ -822,6 +827,12 @@ class SqliteTier(Tier):
         query = "SELECT value FROM bench_messages WHERE conv = 'big' ORDER BY seq DESC LIMIT 20"
         return lambda i: [loads(r[0]) for r in cur.execute(query).fetchall()][::-1]
 
+    def floor_last_raw(self) -> Op:
+        self.histories  # noqa: B018 - fills the floor's table too
+        cur = self.cur
+        query = "SELECT value FROM bench_messages WHERE conv = 'big' ORDER BY seq DESC LIMIT 20"
+        return lambda i: [r[0] for r in cur.execute(query).fetchall()][::-1]
+
     def floor_touch(self) -> Op:
         conn, cur = self.conn, self.cur
         expires = int(time.time() * 1000) + SESSION_TTL * 1000
@@ -1090,6 +1101,12 @@ class PostgresTier(Tier):
         Row("mget 100", "raw psycopg key = ANY(...) (floor)", "floor", "floor_mget"),
         Row("mset 100", "raw psycopg unnest upsert (floor)", "floor", "floor_mset"),
         Row(APPEND, "raw psycopg INSERT (floor)", "floor", "floor_append"),
+        Row(
+            APPEND,
+            "raw psycopg INSERT into kvstore's items table (its index + watch trigger, no checks)",
+            "info",
+            "items_append",
+        ),
         Row(LAST, "raw psycopg ORDER BY seq DESC LIMIT 20 (floor)", "floor", "floor_last"),
         Row(SESSION, "raw psycopg SELECT + UPDATE expires_at (floor)", "floor", "floor_touch"),
         Row(SESSION, "raw psycopg UPDATE ... RETURNING (1 round trip)", "info", "touch_returning"),
@@ -1223,10 +1240,28 @@ class PostgresTier(Tier):
 
         return append
 
+    def items_append(self) -> Op:
+        """A bare INSERT into kvstore's own items table: its key, its index and its watch trigger, no checks."""
+        conn, seq = self.conn, [0]
+        query = (
+            f"INSERT INTO {self.tag}kv.kvstore_list_items (ns, key, seq, value) VALUES ('raw', 'append', %s, %s::json)"
+        )
+
+        def append(i: int) -> object:
+            seq[0] += 1
+            return conn.execute(query, (seq[0], dumps(chat(i)).decode()))
+
+        return append
+
     def floor_last(self) -> Op:
         self.histories  # noqa: B018 - fills the floor's table too
         conn, query = self.conn, f"SELECT value::text FROM {self.m} WHERE conv = 'big' ORDER BY seq DESC LIMIT 20"
         return lambda i: [loads(r[0]) for r in conn.execute(query).fetchall()][::-1]
+
+    def floor_last_raw(self) -> Op:
+        self.histories  # noqa: B018 - fills the floor's table too
+        conn, query = self.conn, f"SELECT value::text FROM {self.m} WHERE conv = 'big' ORDER BY seq DESC LIMIT 20"
+        return lambda i: [r[0] for r in conn.execute(query).fetchall()][::-1]
 
     @cached_property
     def raw_sessions(self) -> list[str]:

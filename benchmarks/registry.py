@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from benchmarks._common import Case
 from benchmarks.backends import (
     APPEND,
@@ -38,7 +40,7 @@ from benchmarks.backends import (
 )
 from benchmarks.peers import reason
 from benchmarks.runner import BATCH, KEYS, MESSAGE, SESSION_TTL, Context, chat, msg
-from kvstore import AsyncChatHistory, ChatHistory
+from kvstore import AsyncChatHistory, ChatHistory, ChatMessage
 
 __all__ = ["REGISTRY", "Entry", "run", "workloads"]
 
@@ -77,6 +79,48 @@ def chat_add(tier: Tier, flavour: int) -> Op:
 def chat_last(tier: Tier, flavour: int) -> Op:
     history = tier.histories[flavour]
     return lambda i: history.last(20)
+
+
+def chat_last_dict(tier: Tier, flavour: int) -> Op:
+    """``last(20)`` of the same "big" conversation as plain dicts (``model=dict``: no pydantic model built)."""
+    history = ChatHistory(tier.chat_dbs[0], "big", model=dict)
+    return lambda i: history.last(20)
+
+
+_PAGE: TypeAdapter[list[ChatMessage]] = TypeAdapter(list[ChatMessage])
+
+
+def validated_last(tier: Tier) -> Op:
+    """The floor's read of the last 20 stored texts, then one pydantic-core ``validate_json`` of them as a
+    ``list[ChatMessage]``: the least a ``ChatMessage`` page can cost on this backend (its floor + the model)."""
+    read = tier.floor_last_raw()
+
+    def op(i: int) -> object:
+        items = read(i)
+        joined = b"[" + b",".join(items) + b"]" if items[0].__class__ is bytes else "[" + ",".join(items) + "]"
+        return _PAGE.validate_json(joined)
+
+    return op
+
+
+async def _noop() -> None:
+    return None
+
+
+def gather_floor(tier: Tier) -> Op:
+    """The floor's one batch read, then ``asyncio.gather`` of 100 coroutines that return at once: the least 100
+    concurrent coroutine ``get``s can cost over one batch (asyncio's own task cost, nothing read)."""
+    method = next(r.method for r in tier.rows if r.workload == GATHER and r.role == "floor")
+    floor: Any = getattr(tier, method)()
+
+    async def op(i: int) -> object:
+        found = floor(i)
+        if inspect.isawaitable(found):
+            found = await found
+        await asyncio.gather(*[_noop() for _ in BATCH])
+        return found
+
+    return op
 
 
 def gather_gets(tier: Tier, flavour: int) -> Op:
@@ -232,6 +276,28 @@ def _declare(tier: type[Tier]) -> list[Entry]:
             for group in ("before", "after")
         }
         entries += rows["before"]  # the floor and info rows
+        if workload == LAST:  # what the page model alone costs over the floor
+            entries.append(
+                Entry(
+                    tier.section,
+                    workload,
+                    "floor + pydantic-core validate_json(list[ChatMessage]) (the model's own cost)",
+                    "info",
+                    validated_last,
+                )
+            )
+        elif workload == GATHER:  # what asyncio alone costs over one batch
+            entries.append(
+                Entry(
+                    tier.section,
+                    workload,
+                    "floor + asyncio.gather(100 no-op coroutines) (asyncio's own cost)",
+                    "info",
+                    gather_floor,
+                    (),
+                    True,
+                )
+            )
         entries += [
             Entry(tier.section, workload, name, "kvstore", setup, (flavour, *args), bool(flavour))
             for flavour, name in zip(flavours, names, strict=True)
@@ -246,6 +312,12 @@ def _declare(tier: type[Tier]) -> list[Entry]:
                     grid,
                     (1, "mget 100"),
                     True,
+                )
+            )
+        if workload == LAST:  # the same page as plain dicts
+            entries.append(
+                Entry(
+                    tier.section, workload, "kvstore ChatHistory(model=dict).last(20)", "variant", chat_last_dict, (0,)
                 )
             )
         entries += rows["after"]  # variants

@@ -276,7 +276,7 @@ def test_concurrent_gets_are_registered_against_one_mget_on_sqlite_postgres_and_
 def test_concurrent_gets_run_on_sqlite_and_give_the_same_values_as_one_mget(tmp_path: Path) -> None:
     """The gather case and the mget case run on SQLite (no server needed) and read the same 100 values."""
     from benchmarks.backends import GATHER, SqliteTier
-    from benchmarks.registry import gather_gets, grid, run
+    from benchmarks.registry import gather_floor, gather_gets, grid, run
     from benchmarks.report import Report
     from benchmarks.runner import Context
 
@@ -289,6 +289,8 @@ def test_concurrent_gets_run_on_sqlite_and_give_the_same_values_as_one_mget(tmp_
         values = ctx.wait(gather_gets(tier, 1)(0))  # type: ignore[arg-type]
         assert len(values) == 100
         assert values == ctx.wait(grid(tier, 1, "mget 100")(0))  # type: ignore[arg-type]
+        # asyncio's own cost row: the floor's batch read, whose values it returns, plus 100 no-op coroutines
+        assert ctx.wait(gather_floor(tier)(0)) == values  # type: ignore[arg-type]
         tier.close()
         ctx.tmp = tmp_path
         run(ctx, "sqlite", ["100"])
@@ -296,7 +298,7 @@ def test_concurrent_gets_run_on_sqlite_and_give_the_same_values_as_one_mget(tmp_
         ctx.loop.close()
     (table,) = report.tables
     assert table.workload == GATHER
-    assert {r.role for r in table.rows} == {"floor", "kvstore", "variant"}
+    assert {r.role for r in table.rows} == {"floor", "info", "kvstore", "variant"}
     assert all(r.ops_per_s > 0 for r in table.rows)
     # The section's end probes the event loop with another connection holding the write lock (the probe itself
     # fails unless the async sets really waited for that lock).
@@ -745,3 +747,31 @@ def test_queue_and_watch_sections_run_on_postgres_and_clean_up(
         schemas = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (ctx.tag + "%",)).fetchall()
     assert [d for (d,) in dbs if d.startswith(f"bench_queue_{os.getpid()}_")] == []
     assert schemas == []
+
+
+def test_the_model_floor_of_last_20_reads_the_same_page_as_the_floor_and_the_dict_history(tmp_path: Path) -> None:
+    """The "floor + validate_json(list[ChatMessage])" row validates the floor's own 20 texts (same messages as the
+    floor's dicts, in order), and the model=dict variant reads kvstore's page as the same dicts."""
+    from benchmarks.backends import MemoryTier, SqliteTier
+    from benchmarks.registry import chat_last_dict, validated_last
+    from benchmarks.report import Report
+    from benchmarks.runner import Context
+
+    report = Report(quick=True, command="test")
+    ctx = Context(report, True, tmp_path, "", "")
+    try:
+        for cls in (MemoryTier, SqliteTier):
+            tier = cls(ctx)
+            tier.open()
+            try:
+                floor = tier.floor_last()(0)
+                models = validated_last(tier)(0)
+                assert [m.model_dump(include={"role", "content"}) for m in models] == [
+                    {"role": f["role"], "content": f["content"]} for f in floor
+                ]
+                dicts = chat_last_dict(tier, 0)(0)
+                assert [(d["role"], d["content"]) for d in dicts] == [(f["role"], f["content"]) for f in floor]
+            finally:
+                tier.close()
+    finally:
+        ctx.loop.close()
