@@ -559,15 +559,17 @@ class Queries:
             "WHERE ns = %(ns)s AND key = ANY(%(keys)b::text[])",
             # LRANGE arithmetic in SQL, on the counter read in the same snapshot as the items:
             # one round trip. The bounds are computed once (InitPlans), so the item scan is
-            # always an index range on (ns, key, seq): O(log n + k) whatever the statistics.
+            # always an index range on (ns, key, seq), in order: O(log n + k) whatever the
+            # statistics, no sort. Only the items come back (one column, like a bare range
+            # read); no row at all (a missing, empty or expired list, a range past the end, or
+            # a key holding a value) is told apart by the `length` statement (see _get_range).
             "range": "WITH b AS (SELECT kind, "
             f"head + {lo} + 1 AS lo, head + {hi} + 1 AS hi "
             "FROM {entries} WHERE ns = %(ns)s AND key = %(key)s AND {LIVE}) "
-            "SELECT 0::bigint AS seq, kind::text, NULL::text FROM b "
-            "UNION ALL SELECT seq, 'i', value::text FROM {items} "
+            "SELECT value::text FROM {items} "
             "WHERE ns = %(ns)s AND key = %(key)s "
             "AND seq >= (SELECT lo FROM b WHERE kind = 'l') AND seq <= (SELECT hi FROM b WHERE kind = 'l') "
-            "ORDER BY 1",
+            "ORDER BY seq",
             # LTRIM in one statement, O(removed): delete the items before and after the kept
             # positions (index ranges on (ns, key, seq)), move head, never renumber. The row is
             # locked (l) and compared with this statement's snapshot (s): if an append committed

@@ -73,6 +73,13 @@ _POLL_AFTER = 0.05
 _HAS_POLL = hasattr(select, "poll")
 
 
+def _empty_selection(length: int, start: int, end: int) -> bool:
+    """Whether LRANGE ``start..end`` of a list of ``length`` items selects nothing."""
+    lo = max(length + start, 0) if start < 0 else start
+    hi = length + end if end < 0 else min(end, length - 1)
+    return lo > hi
+
+
 def _clamp(index: int) -> int:
     """A list index within +-2**62: nothing changes beyond (no list is that long) and bigint stays exact."""
     return -_BIG if index < -_BIG else _BIG if index > _BIG else index
@@ -863,12 +870,23 @@ class PostgresDatabase(Database):
     def _get_range(self, key: str, start: int, end: int) -> list[bytes]:
         # Beyond +-2**62 nothing changes (no list is that long) and bigint arithmetic stays exact.
         params = {"ns": self.key_prefix, "key": key, "start": _clamp(start), "end": _clamp(end)}
-        rows = self._run("get_range", key, self._q.range, params, "all")
-        if not rows:
-            return []
-        if rows[0][1] != "l":
-            raise holds_value(key, "get_range", "postgres")
-        return [row[2] for row in rows[1:]]
+        deadline = time.monotonic() + self._call_timeout
+        while True:
+            rows = self._run("get_range", key, self._q.range, params, "all")
+            if rows:
+                return [row[0] for row in rows]
+            # No item. Which of: no list, an empty selection, a key holding a value (an error)?
+            # Asked in a second snapshot: when what it finds would have given items, the key
+            # changed in between, and the range is read again.
+            row = self._run("get_range", key, self._q.length, (self.key_prefix, key), "one")
+            if row is None:
+                return []
+            if row[0] != "l":
+                raise holds_value(key, "get_range", "postgres")
+            if _empty_selection(int(row[1]), start, end):
+                return []
+            if time.monotonic() >= deadline:
+                raise _err.busy_error("get_range", key, self._call_timeout)
 
     def _get_length(self, key: str) -> int:
         row = self._run("get_length", key, self._q.length, (self.key_prefix, key), "one")
