@@ -1,0 +1,150 @@
+"""Review (session 6, a): the async SQLite store on the event loop, async auto-batching, chat history reads.
+
+Real SQLite files (and real servers where named); no mock of a backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvstore.chat import AsyncChatHistory
+from kvstore.sqlite import AsyncSqliteDatabase, SqliteDatabase
+from kvstore.sqlite import _engine as engine_module
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def test_a_commit_on_the_loop_is_never_interrupted_so_no_batch_is_appended_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite calls the progress handler also as a statement ends, after its work: at the end of a
+    COMMIT, which has committed already. A write on the loop interrupted there was run again on the
+    worker: the batch appended twice (an incr counted twice, a delete answering False...).
+
+    The handler interrupts at its LOOP_PROGRESS-th call within one engine call, and the cached COMMIT
+    statement (a few VM steps a run) meets it once every few hundred commits: with the default 10 a
+    write whose body made exactly 9 calls (deleting a list of ~1500 items) is hit then. With 2, a
+    batch of 15-35 items (0-2 calls) is: the same path, often enough for a test.
+    """
+    monkeypatch.setattr(engine_module, "LOOP_PROGRESS", 2)
+    path = tmp_path / "kv.db"
+    store = AsyncSqliteDatabase(path)
+    await store.ping()
+    expected: list[str] = []
+    for i in range(3000):
+        batch = [f"{i}-{j}" for j in range(15 + i % 20)]
+        await store.extend("log", batch)
+        expected += batch
+    await store.aclose()
+    with SqliteDatabase(path) as db:
+        log = db.get_range("log", 0, -1)
+        assert len(log) == len(expected), f"{len(log) - len(expected)} items stored twice"
+        assert log == expected
+
+
+async def test_begin_and_commit_on_the_loop_are_never_interrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the handler interrupting at its first call, a BEGIN interrupted as it ends left its
+    transaction open ("cannot start a transaction within a transaction" from then on) and a COMMIT
+    interrupted as it ends had committed: appends, incrs and ``set(only_if_absent=True)`` stay exact."""
+    monkeypatch.setattr(engine_module, "LOOP_PROGRESS", 1)
+    path = tmp_path / "kv.db"
+    store = AsyncSqliteDatabase(path)
+    await store.ping()
+    n = 1500
+    written_absent = 0
+    for i in range(n):
+        await store.append("log", i)
+        await store.incr("counter")
+        written_absent += await store.set(f"once{i}", i, only_if_absent=True)
+    await store.aclose()
+    with SqliteDatabase(path) as db:
+        assert db.get_range("log", 0, -1) == list(range(n))
+        assert db.get("counter") == n
+        assert written_absent == n, "a set(only_if_absent=True) that wrote answered False"
+        assert db.mget([f"once{i}" for i in range(n)]) == list(range(n))
+
+
+# --- chat history reads while another process appends and trims -------------------------------
+
+CHAT_WRITER = textwrap.dedent(
+    """
+    import random, sys, time
+    from kvstore.chat import ChatHistory
+    from kvstore.sqlite import SqliteDatabase
+
+    path, seconds = sys.argv[1], float(sys.argv[2])
+    rng = random.Random(3)
+    with SqliteDatabase(path) as db:
+        history = ChatHistory(db, "c1", model=dict)
+        n = 0
+        print("ready", flush=True)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            batch = []
+            for _ in range(rng.randrange(1, 4)):
+                # Some long messages: a page of them is more than the loop may copy (re-read elsewhere).
+                pad = "x" * rng.choice((0, 10, 30_000))
+                batch.append({"role": "user", "content": f"{n}|{pad}"})
+                n += 1
+            history.extend(batch)
+            if rng.random() < 0.3:
+                history.trim(rng.randrange(5, 60))
+        print("wrote", n, flush=True)
+    """
+)
+
+
+def _seqs(messages: list[Any]) -> list[int]:
+    return [int(m["content"].split("|")[0]) for m in messages]
+
+
+async def test_chat_pages_stay_whole_while_another_process_appends_and_trims(tmp_path: Path) -> None:
+    """``last`` and every ``page`` of a walk are each a run of consecutive messages (none reordered,
+    doubled or skipped), while another process appends (some messages longer than the loop copies)
+    and trims the same conversation."""
+    path = tmp_path / "chat.db"
+    with SqliteDatabase(path) as db:
+        db.ping()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        CHAT_WRITER,
+        str(path),
+        "2.5",
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.stdout is not None
+    assert (await asyncio.wait_for(proc.stdout.readline(), 30)).strip() == b"ready"
+    store = AsyncSqliteDatabase(path)
+    history = AsyncChatHistory(store, "c1", model=dict)
+    reads = 0
+    try:
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            for got in (await history.last(20), (await history.page(limit=15)).messages):
+                seqs = _seqs(got)
+                assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) if seqs else True, seqs
+            page = await history.page(limit=7)
+            while page.before is not None:
+                seqs = _seqs(page.messages)
+                assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) if seqs else True, seqs
+                page = await history.page(before=page.before, limit=7)
+            reads += 1
+            await asyncio.sleep(0)
+    finally:
+        out = await asyncio.wait_for(proc.stdout.read(), 30)
+        assert await proc.wait() == 0
+        await store.aclose()
+    assert b"wrote" in out
+    assert reads > 20
