@@ -9,6 +9,7 @@ import asyncio
 import os
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -148,3 +149,43 @@ async def test_chat_pages_stay_whole_while_another_process_appends_and_trims(tmp
         await store.aclose()
     assert b"wrote" in out
     assert reads > 20
+
+
+# --- one store used by two event loops (two threads, each running asyncio) ------------------------
+
+
+def test_two_event_loops_in_two_threads_share_one_store(tmp_path: Path) -> None:
+    """Each thread's loop appends, writes batches the worker runs and reads (the gets batch on the
+    worker) on one store. The worker's patient calls set the connection's busy timeout while the
+    other loop ran a statement on it: ``apsw.ThreadingViolationError`` (not even a KVStoreError)
+    raised to a caller whose write had been committed. Now every call succeeds, the lists are exact."""
+    store = AsyncSqliteDatabase(tmp_path / "kv.db")
+    errors: list[BaseException] = []
+    n = 1200
+
+    async def work(name: str) -> None:
+        for i in range(n):
+            try:
+                await store.append(f"log-{name}", i)
+                if i % 10 == 0:
+                    await store.mset({f"{name}-{j}": j for j in range(200)})  # > 128 keys: the worker
+                await asyncio.gather(*(store.get(f"{name}-{(i + j) % 200}") for j in range(3)))
+            except Exception as exc:  # every error counts
+                errors.append(exc)
+
+    threads = [threading.Thread(target=asyncio.run, args=(work(f"t{t}"),)) for t in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not any(thread.is_alive() for thread in threads)
+
+    async def check() -> None:
+        try:
+            for t in range(2):
+                assert await store.get_range(f"log-t{t}", 0, -1) == list(range(n))
+        finally:
+            await store.aclose()
+
+    asyncio.run(check())
+    assert errors == [], f"{len(errors)} errors, first: {errors[0]!r}"
