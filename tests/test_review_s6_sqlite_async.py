@@ -19,6 +19,7 @@ import pytest
 from kvstore.chat import AsyncChatHistory
 from kvstore.sqlite import AsyncSqliteDatabase, SqliteDatabase
 from kvstore.sqlite import _engine as engine_module
+from tests.test_sqlite_async_loop import other_process_holds_write_lock, prepared
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -189,3 +190,64 @@ def test_two_event_loops_in_two_threads_share_one_store(tmp_path: Path) -> None:
 
     asyncio.run(check())
     assert errors == [], f"{len(errors)} errors, first: {errors[0]!r}"
+
+
+# --- cancellation at every await while another process holds the write lock ----------------------
+
+
+@pytest.mark.parametrize("released", [False, True])
+@pytest.mark.parametrize("delay", [0, 1, 0.004, 0.03])
+async def test_writes_cancelled_while_another_process_holds_the_lock_are_all_or_nothing(
+    tmp_path: Path, delay: float, released: bool
+) -> None:
+    """Every kind of write (on the loop, or the worker's: a large value, a long batch), cancelled after
+    ``delay`` (0: at once, 1: one loop step, else seconds) while another process holds the write lock:
+    after the lock is released each is applied whole or not at all, nothing twice, and the next write of
+    the same key (issued at once) wins. The file is checked through another connection. With ``released``
+    the lock is released just before the delay: the calls are cancelled while they run (on the worker)."""
+    path = prepared(tmp_path / "kv.db")
+    store = AsyncSqliteDatabase(path, busy_timeout=10)
+    await store.extend("t", list(range(10)))
+    await store.set("d", "gone?")
+    big = "x" * 300_000
+    calls = {
+        "set": lambda: store.set("s", "first"),
+        "set_big": lambda: store.set("sb", big),
+        "append": lambda: store.append("a", "first"),
+        "extend_long": lambda: store.extend("e", list(range(300))),
+        "trim": lambda: store.trim("t", -3, -1),
+        "delete": lambda: store.delete("d"),
+        "mset_long": lambda: store.mset({f"m{i}": i for i in range(300)}),
+    }
+    async with other_process_holds_write_lock(path, 30) as holder:
+        tasks = {name: asyncio.ensure_future(call()) for name, call in calls.items()}
+        await asyncio.sleep(0.02)  # each one is waiting for the lock
+        if released:
+            holder.release()
+            await asyncio.sleep(0.002)
+        if delay == 1:
+            await asyncio.sleep(0)
+        elif delay:
+            await asyncio.sleep(delay)
+        for task in tasks.values():
+            task.cancel()
+        reads = await asyncio.gather(store.get("v"), store.get_range("h", 0, -1), store.mget(["k1", "k2"]))
+        assert reads[1:] == [[0, 1], [1, 2]]  # reads go on meanwhile
+        holder.release()
+    done = await asyncio.gather(*tasks.values(), return_exceptions=True)
+    assert all(isinstance(r, asyncio.CancelledError) or r in (True, None, 1, 7, 300) for r in done), done
+    # The same task's next writes, issued now, come after whatever the cancelled ones did.
+    assert await store.set("s", "second") is True
+    assert await store.append("a", "second") in (1, 2)
+    await store.aclose()
+    with SqliteDatabase(path) as db:
+        assert db.get("s") == "second"
+        assert db.get("sb") in (None, big)
+        assert db.get_range("a", 0, -1) in (["second"], ["first", "second"])
+        assert db.get_range("e", 0, -1) in ([], list(range(300)))
+        assert db.get_range("t", 0, -1) in (list(range(10)), [7, 8, 9])
+        assert db.get("d") in (None, "gone?")
+        assert db.mget([f"m{i}" for i in range(300)]) in ([None] * 300, list(range(300)))
+        conn = db._engine._conn
+        assert conn is not None
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
