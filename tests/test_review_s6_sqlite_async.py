@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kvstore.chat import AsyncChatHistory
-from kvstore.sqlite import AsyncSqliteDatabase, SqliteDatabase
+from kvstore.sqlite import AsyncSqliteDatabase, SqliteDatabase, SqliteDiskFullError
 from kvstore.sqlite import _engine as engine_module
 from tests.test_sqlite_async_loop import other_process_holds_write_lock, prepared
 
@@ -248,6 +250,58 @@ async def test_writes_cancelled_while_another_process_holds_the_lock_are_all_or_
         assert db.get_range("t", 0, -1) in (list(range(10)), [7, 8, 9])
         assert db.get("d") in (None, "gone?")
         assert db.mget([f"m{i}" for i in range(300)]) in ([None] * 300, list(range(300)))
+        conn = db._engine._conn
+        assert conn is not None
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+# --- a full disk under writes on the loop -----------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MB tmpfs (root only; skipped elsewhere), unmounted after the test."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3M", "tmpfs", str(where)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+async def test_a_full_disk_under_loop_writes_is_typed_loses_nothing_and_recovers(small_disk: Path) -> None:
+    """Writes on the loop until the disk is full: `SqliteDiskFullError`, every acknowledged write in the
+    file, the failed one not half there; reads go on; once space is freed the same store writes again."""
+    path = small_disk / "kv.db"
+    store = AsyncSqliteDatabase(path)
+    await store.set("seed", 1)
+    await store.append("log", 0)
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * (3 * 1024 * 1024 - 600_000))
+    acknowledged = 0
+
+    async def fill() -> None:
+        nonlocal acknowledged
+        for i in range(1, 200):
+            await store.set(f"k{i}", "v" * 20_000 + str(i))
+            await store.append("log", i)
+            acknowledged = i
+
+    with pytest.raises(SqliteDiskFullError):
+        await fill()
+    assert await store.get("seed") == 1
+    assert await store.get_range("log", 0, -1) == list(range(acknowledged + 1))
+    filler.unlink()
+    for j in range(3):
+        await store.set(f"after{j}", "x" * 20_000)
+        await store.append("log", -1)
+    await store.aclose()
+    with SqliteDatabase(path) as db:
+        assert db.get_range("log", 0, -1) == [*range(acknowledged + 1), -1, -1, -1]
+        assert all(db.get(f"k{i}") == "v" * 20_000 + str(i) for i in range(1, acknowledged + 1))
         conn = db._engine._conn
         assert conn is not None
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
