@@ -548,10 +548,10 @@ class SqliteEngine:
     def _snapshot(self, operation: str, key: str | None, body: Callable[..., T], *args: Any) -> T:
         """``body(cursor, now_ms, *args)`` in one read transaction: every statement sees one snapshot."""
         with self._lock:
-            self._progress = 0
             cur = self._cur
             try:
-                cur.execute(sql.BEGIN_READ)
+                cur.execute(sql.BEGIN_READ)  # uncounted, as in `_write`
+                self._progress = 0
                 try:
                     return body(cur, self._clock() * 1000, *args)
                 finally:
@@ -562,10 +562,14 @@ class SqliteEngine:
     def _write(self, operation: str, key: str | None, body: Callable[..., T], *args: Any) -> T:
         """``body(cursor, now_ms, *args)`` in a ``BEGIN IMMEDIATE`` transaction, committed; rolled back on error."""
         with self._lock:
-            self._progress = 0
             cur = self._cur
             try:
+                # BEGIN and COMMIT run uncounted (`_progress` is `_UNCOUNTED` outside the body): SQLite
+                # also calls the progress handler as a statement ends, after its work, so an interrupted
+                # BEGIN would leave its transaction open, and an interrupted COMMIT would have committed
+                # already (the store would write it again on the worker: an append stored twice).
                 cur.execute(sql.BEGIN_IMMEDIATE)
+                self._progress = 0
                 try:
                     now = self._clock() * 1000
                     if now >= self._next_purge_ms:
@@ -573,6 +577,7 @@ class SqliteEngine:
                             raise WouldBlock("the expiry sweep is due")
                         self._purge(cur, now)
                     result = body(cur, now, *args)
+                    self._progress = _UNCOUNTED
                     cur.execute(sql.COMMIT)
                 except BaseException:
                     self._rollback()

@@ -143,31 +143,39 @@ class AsyncSqliteDatabase(AsyncDatabase):
 
             A plain function, so the public methods await only when there is something to await.
             """
-            if self._engine.loop_reads and self._worker.idle():
-                started = turn.started
-                if not started:
-                    begin_turn()
-                elif perf_counter() - started > TURN_BUDGET:
-                    return self._next_turn(False, fn, args)
+            worker = self._worker
+            if self._engine.loop_reads and worker.claim():
                 try:
-                    return fn(*args)
-                except WouldBlock as exc:
-                    return self._later(exc, False, fn, args)
+                    started = turn.started
+                    if not started:
+                        begin_turn()
+                    elif perf_counter() - started > TURN_BUDGET:
+                        return self._next_turn(False, fn, args)
+                    try:
+                        return fn(*args)
+                    except WouldBlock as exc:
+                        return self._later(exc, False, fn, args)
+                finally:
+                    worker.release()
             return self._off_loop(fn, *args)
 
         def _run_write(self, fn: Callable[..., T], *args: Any) -> Any:
             """`_run_read` for a call that writes: it may also start a checkpoint of the WAL on the worker."""
             engine = self._engine
-            if engine.loop_writes and self._worker.idle():
-                started = turn.started
-                if not started:
-                    begin_turn()
-                elif perf_counter() - started > TURN_BUDGET:
-                    return self._next_turn(True, fn, args)
+            worker = self._worker
+            if engine.loop_writes and worker.claim():
                 try:
-                    result = fn(*args)
-                except WouldBlock as exc:
-                    return self._later(exc, True, fn, args)
+                    started = turn.started
+                    if not started:
+                        begin_turn()
+                    elif perf_counter() - started > TURN_BUDGET:
+                        return self._next_turn(True, fn, args)
+                    try:
+                        result = fn(*args)
+                    except WouldBlock as exc:
+                        return self._later(exc, True, fn, args)
+                finally:
+                    worker.release()
                 if engine.checkpoint_due:
                     self._checkpoint()
                 return result
@@ -223,21 +231,24 @@ class AsyncSqliteDatabase(AsyncDatabase):
                     pause = min(pause * 2, _POLL_MAX)
                     if not engine.loop_reads:  # closed, or a forked child: the worker answers
                         return await self._worker.run(engine.patiently, max(left, 0.0), fn, *args)
-                    if not self._worker.idle():
-                        continue  # the worker has the connection: look again later
-                    if long or (writes and not engine.loop_writes):
-                        long = True
-                        if engine.write_lock_free():
-                            break
-                        continue
+                    if not self._worker.claim():
+                        continue  # the worker (or another thread's loop) has the connection: look again later
                     try:
-                        result = fn(*args)
-                    except LockBusy as exc:
-                        why = exc
-                        continue
-                    except WouldBlock:  # long after all (a sweep came due): the worker runs it
-                        long = True
-                        break
+                        if long or (writes and not engine.loop_writes):
+                            long = True
+                            if engine.write_lock_free():
+                                break
+                            continue
+                        try:
+                            result = fn(*args)
+                        except LockBusy as exc:
+                            why = exc
+                            continue
+                        except WouldBlock:  # long after all (a sweep came due): the worker runs it
+                            long = True
+                            break
+                    finally:
+                        self._worker.release()
                     if writes and engine.checkpoint_due:
                         self._checkpoint()
                     return result

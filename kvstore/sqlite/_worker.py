@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,8 +39,12 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 class AsyncSqliteWorker(AsyncWorker):
     """One thread running a store's blocking calls in order; `idle` tells the loop when the connection is free.
 
-    Two counters, each written by one thread only (no lock): the loop counts the calls
-    it hands over, the thread the calls it has finished.
+    Two counters: the loops count the calls they hand over, the thread the calls it has
+    finished. And one lock, held by whoever uses the connection: the thread during a call,
+    a loop during a call on it (`claim`). With one loop it is always free when the thread is
+    idle; with several (threads each running asyncio on one store) it keeps the thread's
+    patient calls (their busy timeout, see `SqliteEngine.patiently`) and another loop's
+    calls apart.
     """
 
     #: The store's engine serves an event loop: it runs calls that cannot block on it.
@@ -47,13 +52,23 @@ class AsyncSqliteWorker(AsyncWorker):
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
-        self._handed = 0  # written on the event loop only
+        self._handed = 0  # written under _hand_lock (by the loops)
         self._finished = 0  # written on the worker thread only
         self._closed = False
+        self._hand_lock = threading.Lock()
+        self._owner = threading.Lock()
 
     def idle(self) -> bool:
         """Whether every call handed to the thread has ended (the connection is the loop's)."""
         return self._finished == self._handed
+
+    def claim(self) -> bool:
+        """Whether the calling loop may use the connection now: the thread is idle and no other
+        loop uses it. Then `release` when done (at once: the call must not await meanwhile)."""
+        return self._finished == self._handed and self._owner.acquire(False)
+
+    def release(self) -> None:
+        self._owner.release()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the worker thread; skipped if the caller is cancelled before it starts.
@@ -73,8 +88,9 @@ class AsyncSqliteWorker(AsyncWorker):
     def _hand(self, job: Callable[..., None], *args: Any) -> None:
         if self._closed:
             raise ClosedError(f"{self._name} is closed", backend="sqlite")
-        self._handed += 1
-        self._executor.submit(job, self._handed, *args)
+        with self._hand_lock:  # loops of several threads may hand calls at once
+            self._handed += 1
+            self._executor.submit(job, self._handed, *args)
 
     def _call(
         self,
@@ -88,7 +104,8 @@ class AsyncSqliteWorker(AsyncWorker):
         error: BaseException | None = None
         try:
             if future is None or not future.cancelled():
-                result = fn(*args)
+                with self._owner:
+                    result = fn(*args)
         except BaseException as exc:  # handed to the caller on the loop
             error = exc
         finally:
@@ -106,6 +123,8 @@ class AsyncSqliteWorker(AsyncWorker):
         # The parent's thread and its calls do not exist here: nothing is running.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._name)
         self._handed = self._finished = 0
+        self._hand_lock = threading.Lock()
+        self._owner = threading.Lock()  # may have been held by the parent's thread at fork
 
 
 class _Turn:
