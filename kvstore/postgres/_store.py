@@ -451,7 +451,7 @@ class PostgresDatabase(Database):
                     f"this kvstore ({_pg.SCHEMA_VERSION}); upgrade kvstore",
                     backend="postgres",
                 )
-            for statements in _pg.migrations(self.schema, self.table_prefix)[version:]:
+            for statements in _pg.migrations(self.schema, self.table_prefix, fresh=version == 0)[version:]:
                 for statement in statements:
                     conn.execute(statement)
             if version != _pg.SCHEMA_VERSION:
@@ -479,11 +479,15 @@ class PostgresDatabase(Database):
                 return conn
             try:
                 ConnectionPool.check_connection(conn)
-            except psycopg.Error as exc:
+            except BaseException as exc:
+                # Closed and handed back also when the call is cancelled during the check: a
+                # connection never returned stays counted as taken, and the pool shrinks for good.
                 cut = _wd.current.disarm(conn)
                 self._held.discard(id(conn))
                 conn.close()
                 pool.putconn(conn)
+                if not isinstance(exc, psycopg.Error):
+                    raise
                 if cut:
                     raise _err.deadline_error(op, key, self._call_timeout) from exc
                 continue

@@ -450,7 +450,7 @@ class AsyncPostgresDatabase(AsyncDatabase):
                     f"this kvstore ({_pg.SCHEMA_VERSION}); upgrade kvstore",
                     backend="postgres",
                 )
-            for statements in _pg.migrations(self.schema, self.table_prefix)[version:]:
+            for statements in _pg.migrations(self.schema, self.table_prefix, fresh=version == 0)[version:]:
                 for statement in statements:
                     await conn.execute(statement)
             if version != _pg.SCHEMA_VERSION:
@@ -478,11 +478,15 @@ class AsyncPostgresDatabase(AsyncDatabase):
                 return conn
             try:
                 await AsyncConnectionPool.check_connection(conn)
-            except psycopg.Error as exc:
+            except BaseException as exc:
+                # Closed and handed back also when the call is cancelled during the check: a
+                # connection never returned stays counted as taken, and the pool shrinks for good.
                 cut = _wd.current.disarm(conn)
                 self._held.discard(id(conn))
                 await conn.close()
                 await pool.putconn(conn)
+                if not isinstance(exc, psycopg.Error):
+                    raise
                 if cut:
                     raise _err.deadline_error(op, key, self._call_timeout) from exc
                 continue
