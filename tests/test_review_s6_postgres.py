@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import multiprocessing
 import time
 import uuid
@@ -18,7 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from kvstore.errors import BackendUnavailableError
+from kvstore.errors import BackendUnavailableError, ConfigError
 from kvstore.postgres import AsyncPostgresDatabase, PostgresDatabase
 
 pytestmark = [pytest.mark.postgres]
@@ -252,3 +253,83 @@ def test_processes_appending_extending_trimming_and_expiring_one_list(postgres_u
     for pos, (w, i, j) in enumerate(keys):
         if i % 3 == 0 and j > 0 and pos > 0:
             assert keys[pos - 1] == (w, i, j - 1)  # an extend's items are consecutive
+
+
+# --- a password in a URL given to the store directly ----------------------------------------
+
+
+def _no_fragment(secret: str, text: str) -> None:
+    """No 3+ character piece of ``secret`` in ``text``."""
+    pieces = {secret[i : i + n] for n in range(3, len(secret) + 1) for i in range(len(secret) - n + 1)}
+    leaked = sorted(piece for piece in pieces if piece in text)
+    assert not leaked, f"password fragments leaked: {leaked[:5]}"
+
+
+@pytest.mark.parametrize("password", ["s3cr%zz", "s3/cr#t?@x", "pa$$w@rd", "S3cr%FFt"])
+def test_a_store_url_reads_a_raw_special_password_like_the_config_or_refuses_it_quoting_nothing(
+    password: str,
+) -> None:
+    """``PostgresDatabase(url)`` reads the URL's password as the config does (the last ``@`` before a host
+    ends it; ``/ # ? @ $ %`` unencoded). Before the fix libpq read it: ``s3cr%zz`` and ``s3/cr#t?@x``
+    raised psycopg's ProgrammingError quoting the password, ``pa$$w@rd`` became host ``rd@db.example``
+    (in repr and logs), ``%FF`` a bare UnicodeDecodeError."""
+    url = f"postgresql://app:{password}@db.example:5432/app?sslmode=verify-full"
+    try:
+        db = PostgresDatabase(url)
+    except ConfigError as exc:  # %FF is no UTF-8: unreadable, as in the config
+        assert password == "S3cr%FFt"
+        _no_fragment(password, f"{exc} {exc!r} {exc.__cause__} {exc.__context__}")
+        return
+    assert password != "S3cr%FFt"
+    try:
+        shown = f"{db!r} {db}"
+        assert "host=db.example port=5432 dbname=app user=app" in shown
+        _no_fragment(password, shown)
+    finally:
+        db.close()
+
+
+def test_a_store_url_with_a_raw_special_password_connects_and_never_prints_it(
+    postgres_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The canary role (its password checked by the throwaway server) logs in through ``PostgresDatabase(url)``
+    and ``AsyncPostgresDatabase(url)`` with ``/ # ? @ $ %`` in the URL's password, raw; a wrong one is refused
+    and neither shows in the error, its cause, repr or the log."""
+    if postgres_server is None:
+        pytest.skip("needs the throwaway server (the canary role's password is checked there)")
+    from tests.fixtures_postgres import CANARY_RIGHT_PASSWORD, CANARY_USER
+
+    special, wrong = "Ca/n#a?r@y$x%zz:[1]", "Wr/o#n?g@Pa$s%zz:[2]"
+    schema = f"canary_r2_{uuid.uuid4().hex[:8]}"
+    role = sql.Identifier(CANARY_USER)
+    postgres_server.psql(sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(special)).as_string(None))
+    postgres_server.psql(
+        sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(sql.Identifier(schema), role).as_string(None)
+    )
+    base = f"127.0.0.1:{postgres_server.port}/postgres"
+    try:
+        with caplog.at_level(logging.DEBUG):
+            with PostgresDatabase(f"postgresql://{CANARY_USER}:{special}@{base}", schema_name=schema) as db:
+                db.append("l", "ok")
+                assert db.get_range("l", 0, -1) == ["ok"]
+                shown = f"{db!r} {db}"
+
+            async def through_async() -> None:
+                store = AsyncPostgresDatabase(f"postgresql://{CANARY_USER}:{special}@{base}", schema_name=schema)
+                try:
+                    assert await store.get_range("l", 0, -1) == ["ok"]
+                finally:
+                    await store.aclose()
+
+            asyncio.run(through_async())
+            bad = PostgresDatabase(f"postgresql://{CANARY_USER}:{wrong}@{base}", schema_name=schema, connect_timeout=1)
+            with pytest.raises(BackendUnavailableError) as info:
+                bad.get("k")
+            bad.close()
+        for secret in (special, wrong):
+            _no_fragment(secret, f"{shown} {info.value} {info.value!r} {info.value.__cause__} {caplog.text}")
+    finally:
+        postgres_server.psql(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)).as_string(None))
+        postgres_server.psql(
+            sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(CANARY_RIGHT_PASSWORD)).as_string(None)
+        )

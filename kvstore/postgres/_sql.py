@@ -70,6 +70,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from kvstore.config import _split_password, _url_scheme
 from kvstore.errors import ConfigError
 
 __all__ = [
@@ -626,9 +627,29 @@ def build_conninfo(
     ``fields`` (``host``, ``port``, ``dbname``, ``user``, ``sslmode``...; ``None`` =
     not given) override what the URL says. The password is returned apart so it
     travels in the connection kwargs and never sits in a string that could be printed.
+
+    A ``postgresql://`` URL is read as the config reads it (`kvstore.config`): its password
+    may hold ``/ # ? @ $ %`` unencoded (libpq would end it at the first ``@`` and take the
+    rest for a host name, printed in its errors). Raises `ConfigError`, quoting none of the
+    text, when it cannot be read.
     """
-    params: dict[str, Any] = psycopg.conninfo.conninfo_to_dict(url or "")
-    password = params.pop("password", None)
+    password: str | None = None
+    if url and _url_scheme(url) in ("postgres", "postgresql"):
+        try:
+            url, password = _split_password(url)
+        except ValueError as exc:
+            raise ConfigError(str(exc), backend=BACKEND) from None
+    try:
+        params: dict[str, Any] = psycopg.conninfo.conninfo_to_dict(url or "")
+    except psycopg.ProgrammingError:
+        # libpq's message quotes the text it could not read, which may be the password.
+        raise ConfigError(
+            "the PostgreSQL URL or conninfo string cannot be read (not quoted: it may hold the password)",
+            backend=BACKEND,
+        ) from None
+    in_conninfo = params.pop("password", None)
+    if password is None and in_conninfo is not None:
+        password = str(in_conninfo)
     params.update({k: v for k, v in fields.items() if v is not None})
     params.setdefault("application_name", application_name)
     # libpq takes whole seconds for connect_timeout and treats less than 2 as 2.
@@ -644,7 +665,7 @@ def build_conninfo(
     # lock (55P03, BackendBusyError) before the statement's own deadline (57014) would fire.
     lock_ms = max(1, int(statement_ms * 0.8))
     params["options"] = f"{options} -c statement_timeout={statement_ms} -c lock_timeout={lock_ms}".strip()
-    return psycopg.conninfo.make_conninfo("", **params), (str(password) if password is not None else None)
+    return psycopg.conninfo.make_conninfo("", **params), password
 
 
 def is_local(conninfo: str) -> bool:
