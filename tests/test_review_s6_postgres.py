@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from kvstore.errors import BackendUnavailableError, ConfigError
+from kvstore.errors import BackendUnavailableError, ConfigError, SerializationError
 from kvstore.postgres import AsyncPostgresDatabase, PostgresDatabase
 
 pytestmark = [pytest.mark.postgres]
@@ -333,3 +333,57 @@ def test_a_store_url_with_a_raw_special_password_connects_and_never_prints_it(
         postgres_server.psql(
             sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(CANARY_RIGHT_PASSWORD)).as_string(None)
         )
+
+
+# --- items that are not UTF-8 ----------------------------------------------------------------
+
+
+def test_extend_json_of_bytes_that_are_not_utf8_is_a_serialization_error(postgres_url: str, schema: str) -> None:
+    """`extend_json` items that are not UTF-8 (JSON text is) raise SerializationError naming the key and
+    write nothing; before, a bare UnicodeDecodeError escaped the store (no KVStoreError to catch)."""
+    with PostgresDatabase(postgres_url, schema_name=schema) as db:
+        db.append("l", "first")
+        with pytest.raises(SerializationError) as info:
+            db.extend_json("l", [b'"ok"', b'"\xff"'])
+        assert info.value.key == "l"
+        assert db.get_range("l", 0, -1) == ["first"]
+        assert db.append("l", "next") == 2
+
+
+# --- tenants one character apart -------------------------------------------------------------
+
+
+async def test_tenants_one_character_apart_share_no_item_id_or_watch(postgres_url: str, schema: str) -> None:
+    """Stores whose key_prefix, table_prefix or schema differ by one character, on one database: the
+    same key and the same idempotency id in each are separate lists and separate ids, and a watcher
+    of one sees only its own list's items."""
+    other_schema = schema[:-1] + ("x" if schema[-1] != "x" else "y")
+    stores = {
+        "base": AsyncPostgresDatabase(postgres_url, schema_name=schema, table_prefix="t_", key_prefix="p:"),
+        "key_prefix": AsyncPostgresDatabase(postgres_url, schema_name=schema, table_prefix="t_", key_prefix="p;"),
+        "table_prefix": AsyncPostgresDatabase(postgres_url, schema_name=schema, table_prefix="u_", key_prefix="p:"),
+        "schema": AsyncPostgresDatabase(postgres_url, schema_name=other_schema, table_prefix="t_", key_prefix="p:"),
+    }
+    try:
+        for name, store in stores.items():
+            assert await store.append("k", f"{name}-0", idempotency_id="same") == 1
+        watch = stores["base"].watch("k", poll_interval=30)
+        first = asyncio.ensure_future(anext(watch))
+        await asyncio.sleep(0.3)  # subscribed and registered
+        for name, store in stores.items():
+            if name != "base":
+                assert await store.append("k", f"{name}-1", idempotency_id="same-1") == 2
+        await asyncio.sleep(0.3)
+        assert not first.done()  # nothing of the others' lists reached the base's watcher
+        assert await stores["base"].append("k", "base-1", idempotency_id="same-1") == 2
+        item = await asyncio.wait_for(first, 5)
+        assert (item.position, item.value) == (1, "base-1")
+        await watch.aclose()
+        for name, store in stores.items():
+            assert await store.get_range("k", 0, -1) == [f"{name}-0", f"{name}-1"]
+            assert await store.keys() == ["k"]
+    finally:
+        for store in stores.values():
+            await store.aclose()
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin:
+            await admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(other_schema)))

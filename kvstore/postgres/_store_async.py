@@ -830,11 +830,17 @@ class AsyncPostgresDatabase(AsyncDatabase):
         retried on a broken connection like any other (DESIGN.md §8a); without one it is
         not (it may have committed).
         """
+        try:
+            text = array.decode()
+        except UnicodeDecodeError:  # extend_json's items, as given: JSON text is UTF-8
+            raise SerializationError(
+                f"the items appended to key {key!r} are not UTF-8 JSON text", key=key, operation=op, backend="postgres"
+            ) from None
         params = {
             "ns": self.key_prefix,
             "key": key,
             "n": n,
-            "items": array.decode(),
+            "items": text,
             "id": idempotency_id,
             "window": self._window,
         }
