@@ -387,3 +387,40 @@ async def test_tenants_one_character_apart_share_no_item_id_or_watch(postgres_ur
             await store.aclose()
         async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin:
             await admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(other_schema)))
+
+
+# --- the first call while the pool fills -----------------------------------------------------
+
+
+async def test_a_first_call_cancelled_or_timed_out_while_the_pool_fills_leaves_a_usable_store(
+    postgres_url: str,
+) -> None:
+    """The store's first call opens its pool and waits for ``min_size`` connections; here the role's
+    connection limit keeps the pool short. That call cancelled, then one timing out (``connect_timeout``):
+    once the limit is raised the store works. Before the fix psycopg_pool was left unusable for good:
+    after the cancel every call raised a bare AssertionError (the pool's half-done wait), after the
+    timeout BackendUnavailableError (a pool closed by its failed wait cannot be reopened)."""
+    role = f"kv_r2_{uuid.uuid4().hex[:8]}"
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin:
+        await admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 2")
+        await admin.execute(f"CREATE SCHEMA {role} AUTHORIZATION {role}")
+        db = AsyncPostgresDatabase(
+            postgres_url, user=role, schema_name=role, min_size=3, max_size=3, connect_timeout=0.5
+        )
+        try:
+            first = asyncio.create_task(db.append("l", "lost"))
+            await asyncio.sleep(0.3)  # migrated; the pool waits for its third connection
+            assert not first.done()
+            first.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await first
+            with pytest.raises(BackendUnavailableError):  # still short of connections: the wait times out
+                await db.append("l", "lost")
+            await admin.execute(f"ALTER ROLE {role} CONNECTION LIMIT 10")
+            assert await asyncio.wait_for(db.append("l", "ok"), 5) == 1
+            assert await db.get_range("l", 0, -1) == ["ok"]
+        finally:
+            await db.aclose()
+            await admin.execute(f"DROP SCHEMA {role} CASCADE")
+            await admin.execute(f"DROP OWNED BY {role}")
+            await admin.execute(f"DROP ROLE {role}")

@@ -400,7 +400,14 @@ class PostgresDatabase(Database):
                         self._migrate(first)
                     finally:
                         first.close()
-                    self._pool.open(wait=True, timeout=self._connect_timeout)
+                    try:
+                        self._pool.open(wait=True, timeout=self._connect_timeout)
+                    except BaseException:
+                        # psycopg_pool closes a pool whose wait timed out for good, and a wait that was
+                        # cancelled leaves it unable to wait again: the next attempt starts a new pool.
+                        pool, self._pool = self._pool, self._new_pool()
+                        pool.close()
+                        raise
                 else:
                     conn = self._pool.getconn(timeout=self._connect_timeout)
                     try:

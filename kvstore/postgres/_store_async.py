@@ -399,7 +399,14 @@ class AsyncPostgresDatabase(AsyncDatabase):
                         await self._migrate(first)
                     finally:
                         await first.close()
-                    await self._pool.open(wait=True, timeout=self._connect_timeout)
+                    try:
+                        await self._pool.open(wait=True, timeout=self._connect_timeout)
+                    except BaseException:
+                        # psycopg_pool closes a pool whose wait timed out for good, and a wait that was
+                        # cancelled leaves it unable to wait again: the next attempt starts a new pool.
+                        pool, self._pool = self._pool, self._new_pool()
+                        await pool.close()
+                        raise
                 else:
                     conn = await self._pool.getconn(timeout=self._connect_timeout)
                     try:
