@@ -424,3 +424,24 @@ async def test_a_first_call_cancelled_or_timed_out_while_the_pool_fills_leaves_a
             await admin.execute(f"DROP SCHEMA {role} CASCADE")
             await admin.execute(f"DROP OWNED BY {role}")
             await admin.execute(f"DROP ROLE {role}")
+
+
+def test_a_sync_store_whose_pool_could_not_fill_at_first_works_once_it_can(postgres_url: str) -> None:
+    """The sync store, the timed-out first wait for ``min_size`` connections (the role's limit): once the
+    limit is raised the next call works. Before the fix: "pool ... cannot be reused", for good."""
+    role = f"kv_r2_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 2")
+        admin.execute(f"CREATE SCHEMA {role} AUTHORIZATION {role}")
+        db = PostgresDatabase(postgres_url, user=role, schema_name=role, min_size=3, max_size=3, connect_timeout=0.5)
+        try:
+            with pytest.raises(BackendUnavailableError):
+                db.append("l", "lost")
+            admin.execute(f"ALTER ROLE {role} CONNECTION LIMIT 10")
+            assert db.append("l", "ok") == 1
+            assert db.get_range("l", 0, -1) == ["ok"]
+        finally:
+            db.close()
+            admin.execute(f"DROP SCHEMA {role} CASCADE")
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
