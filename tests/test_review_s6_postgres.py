@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from kvstore.errors import BackendUnavailableError, ConfigError, SerializationError
+from kvstore.errors import BackendBusyError, BackendUnavailableError, ConfigError, SerializationError
 from kvstore.postgres import AsyncPostgresDatabase, PostgresDatabase
 
 pytestmark = [pytest.mark.postgres]
@@ -445,3 +445,49 @@ def test_a_sync_store_whose_pool_could_not_fill_at_first_works_once_it_can(postg
             admin.execute(f"DROP SCHEMA {role} CASCADE")
             admin.execute(f"DROP OWNED BY {role}")
             admin.execute(f"DROP ROLE {role}")
+
+
+# --- a row lock held by another session ------------------------------------------------------
+
+
+async def test_list_writes_behind_a_held_row_lock_are_busy_within_the_deadline_and_write_nothing(
+    postgres_url: str, schema: str
+) -> None:
+    """Another session holds the list's entry row (``SELECT ... FOR UPDATE`` in an open transaction):
+    append, extend (with and without an id) and trim raise BackendBusyError within the call deadline,
+    write nothing; a call waiting for the pool meanwhile is busy too; once the lock goes, the same ids
+    write once and positions stay consecutive."""
+    db = AsyncPostgresDatabase(
+        postgres_url, schema_name=schema, key_prefix="lk:", max_size=2, pool_timeout=0.3, statement_timeout=0.5
+    )
+    try:
+        await db.append("l", 0)
+        async with await psycopg.AsyncConnection.connect(postgres_url) as locker:
+            entries = sql.Identifier(schema, "kvstore_entries")
+            await locker.execute(sql.SQL("SELECT 1 FROM {} WHERE ns = 'lk:' FOR UPDATE").format(entries))
+            calls = [
+                db.append("l", 1, idempotency_id="a"),
+                db.extend("l", [2, 3], idempotency_id="e"),
+                db.append("l", 9),
+                db.trim("l", 1, -1),
+            ]
+            for call in calls:
+                started = time.monotonic()
+                with pytest.raises(BackendBusyError):
+                    await call
+                assert time.monotonic() - started < 0.75  # the call deadline (statement_timeout + 0.25)
+            blocked = [asyncio.ensure_future(db.append("l", 9)) for _ in range(2)]
+            await asyncio.sleep(0.1)
+            with pytest.raises(BackendBusyError):  # both connections wait on the lock: the pool is busy
+                await db.get_length("l")
+            for task in blocked:
+                with pytest.raises(BackendBusyError):
+                    await task
+            await locker.rollback()
+        assert await db.get_range("l", 0, -1) == [0]
+        assert await db.append("l", 1, idempotency_id="a") == 2
+        assert await db.extend("l", [2, 3], idempotency_id="e") == 4
+        assert await db.append("l", 1, idempotency_id="a") == 2
+        assert await db.get_range("l", 0, -1) == [0, 1, 2, 3]
+    finally:
+        await db.aclose()
