@@ -70,6 +70,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from kvstore.config import _split_password, _url_scheme
 from kvstore.errors import ConfigError
 
 __all__ = [
@@ -155,9 +156,18 @@ def lock_id(schema: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def migrations(schema: str, table_prefix: str) -> list[list[str]]:
-    """DDL statements per schema version (index 0 migrates from version 0 to 1)."""
+def migrations(schema: str, table_prefix: str, *, fresh: bool = False) -> list[list[str]]:
+    """DDL statements per schema version (index 0 migrates from version 0 to 1).
+
+    ``fresh`` (tables at version 0): the items table is created under its version-4 name at
+    once and never renamed. Renaming a ``<p>items`` that version 1 did not create would take
+    another prefix's table: ``<p>list_`` + ``items`` is ``<p>`` + ``list_items``.
+    """
     n = _names(schema, table_prefix)
+    if fresh:
+        n["items_v1"] = n["items"]
+    # The primary key keeps the name it had before the rename (``<p>items_pkey``) on every install.
+    n["items_pkey"] = sql.Identifier(f"{table_prefix}items_pkey")
     drop_template = sql.SQL("BEGIN DELETE FROM {items} WHERE ns = OLD.ns AND key = OLD.key; RETURN NULL; END")
     drop_body = drop_template.format(items=n["items_v1"])
     drop_body_v4 = drop_template.format(items=n["items"])
@@ -177,7 +187,7 @@ def migrations(schema: str, table_prefix: str) -> list[list[str]]:
             key text COLLATE "C" NOT NULL,
             seq bigint NOT NULL,
             value json NOT NULL,
-            PRIMARY KEY (ns, key, seq)
+            CONSTRAINT {items_pkey} PRIMARY KEY (ns, key, seq)
         )""",
         "CREATE OR REPLACE FUNCTION {drop_items}() RETURNS trigger LANGUAGE plpgsql AS {body}",
         "DROP TRIGGER IF EXISTS {trg_delete} ON {entries}",
@@ -219,7 +229,7 @@ def migrations(schema: str, table_prefix: str) -> list[list[str]]:
         "ALTER TABLE {entries} ADD COLUMN IF NOT EXISTS head bigint NOT NULL DEFAULT 0",
         # An older kvstore appends at seq = length and reads from 1: wrong once a trim moved a
         # head. Renaming the table makes each of its list calls fail loudly instead.
-        "ALTER TABLE IF EXISTS {items_v1} RENAME TO {items_name}",
+        *([] if fresh else ["ALTER TABLE IF EXISTS {items_v1} RENAME TO {items_name}"]),
         "CREATE OR REPLACE FUNCTION {drop_items}() RETURNS trigger LANGUAGE plpgsql AS {body}",
     ]
     # Live updates (`watch`): one NOTIFY per list and INSERT statement, not per row, read from the
@@ -460,12 +470,16 @@ class Queries:
             # The sweep, one batch per statement (one round trip): expired entries (a list's items go
             # by trigger), and the idempotency ids, tombstones and clear marks older than the window
             # (a replay is never older than it). Returns how many entries and ids/tombstones went.
+            # Each DELETE repeats its condition outside the batch subquery: a row a writer changed
+            # after this statement's snapshot (an expired key set or appended to again, a fresh
+            # tombstone) is re-checked on its new version (READ COMMITTED re-evaluates the WHERE
+            # of the row it waited for, but not a subquery's result) and left alone.
             "purge": "WITH e AS (DELETE FROM {entries} WHERE (ns, key) IN (SELECT ns, key FROM {entries} "
-            "WHERE expires_at <= now() LIMIT %(batch)s) RETURNING 1), "
+            "WHERE expires_at <= now() LIMIT %(batch)s) AND expires_at <= now() RETURNING 1), "
             "i AS (DELETE FROM {ids} WHERE (ns, key, id) IN (SELECT ns, key, id FROM {ids} "
-            f"WHERE created <= {named_window} LIMIT %(batch)s) RETURNING 1), "
+            f"WHERE created <= {named_window} LIMIT %(batch)s) AND created <= {named_window} RETURNING 1), "
             "t AS (DELETE FROM {tombstones} WHERE (ns, key) IN (SELECT ns, key FROM {tombstones} "
-            f"WHERE deleted_at <= {named_window} LIMIT %(batch)s) RETURNING 1), "
+            f"WHERE deleted_at <= {named_window} LIMIT %(batch)s) AND deleted_at <= {named_window} RETURNING 1), "
             f"c AS (DELETE FROM {{cleared}} WHERE cleared_at <= {named_window}) "
             "SELECT (SELECT count(*) FROM e), greatest((SELECT count(*) FROM i), (SELECT count(*) FROM t))",
             "length": "SELECT kind, length FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
@@ -615,9 +629,29 @@ def build_conninfo(
     ``fields`` (``host``, ``port``, ``dbname``, ``user``, ``sslmode``...; ``None`` =
     not given) override what the URL says. The password is returned apart so it
     travels in the connection kwargs and never sits in a string that could be printed.
+
+    A ``postgresql://`` URL is read as the config reads it (`kvstore.config`): its password
+    may hold ``/ # ? @ $ %`` unencoded (libpq would end it at the first ``@`` and take the
+    rest for a host name, printed in its errors). Raises `ConfigError`, quoting none of the
+    text, when it cannot be read.
     """
-    params: dict[str, Any] = psycopg.conninfo.conninfo_to_dict(url or "")
-    password = params.pop("password", None)
+    password: str | None = None
+    if url and _url_scheme(url) in ("postgres", "postgresql"):
+        try:
+            url, password = _split_password(url)
+        except ValueError as exc:
+            raise ConfigError(str(exc), backend=BACKEND) from None
+    try:
+        params: dict[str, Any] = psycopg.conninfo.conninfo_to_dict(url or "")
+    except psycopg.ProgrammingError:
+        # libpq's message quotes the text it could not read, which may be the password.
+        raise ConfigError(
+            "the PostgreSQL URL or conninfo string cannot be read (not quoted: it may hold the password)",
+            backend=BACKEND,
+        ) from None
+    in_conninfo = params.pop("password", None)
+    if password is None and in_conninfo is not None:
+        password = str(in_conninfo)
     params.update({k: v for k, v in fields.items() if v is not None})
     params.setdefault("application_name", application_name)
     # libpq takes whole seconds for connect_timeout and treats less than 2 as 2.
@@ -633,7 +667,7 @@ def build_conninfo(
     # lock (55P03, BackendBusyError) before the statement's own deadline (57014) would fire.
     lock_ms = max(1, int(statement_ms * 0.8))
     params["options"] = f"{options} -c statement_timeout={statement_ms} -c lock_timeout={lock_ms}".strip()
-    return psycopg.conninfo.make_conninfo("", **params), (str(password) if password is not None else None)
+    return psycopg.conninfo.make_conninfo("", **params), password
 
 
 def is_local(conninfo: str) -> bool:

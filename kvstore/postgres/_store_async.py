@@ -406,7 +406,14 @@ class AsyncPostgresDatabase(AsyncDatabase):
                         await self._migrate(first)
                     finally:
                         await first.close()
-                    await self._pool.open(wait=True, timeout=self._connect_timeout)
+                    try:
+                        await self._pool.open(wait=True, timeout=self._connect_timeout)
+                    except BaseException:
+                        # psycopg_pool closes a pool whose wait timed out for good, and a wait that was
+                        # cancelled leaves it unable to wait again: the next attempt starts a new pool.
+                        pool, self._pool = self._pool, self._new_pool()
+                        await pool.close()
+                        raise
                 else:
                     conn = await self._pool.getconn(timeout=self._connect_timeout)
                     try:
@@ -457,7 +464,7 @@ class AsyncPostgresDatabase(AsyncDatabase):
                     f"this kvstore ({_pg.SCHEMA_VERSION}); upgrade kvstore",
                     backend="postgres",
                 )
-            for statements in _pg.migrations(self.schema, self.table_prefix)[version:]:
+            for statements in _pg.migrations(self.schema, self.table_prefix, fresh=version == 0)[version:]:
                 for statement in statements:
                     await conn.execute(statement)
             if version != _pg.SCHEMA_VERSION:
@@ -485,11 +492,15 @@ class AsyncPostgresDatabase(AsyncDatabase):
                 return conn
             try:
                 await AsyncConnectionPool.check_connection(conn)
-            except psycopg.Error as exc:
+            except BaseException as exc:
+                # Closed and handed back also when the call is cancelled during the check: a
+                # connection never returned stays counted as taken, and the pool shrinks for good.
                 cut = _wd.current.disarm(conn)
                 self._held.discard(id(conn))
                 await conn.close()
                 await pool.putconn(conn)
+                if not isinstance(exc, psycopg.Error):
+                    raise
                 if cut:
                     raise _err.deadline_error(op, key, self._call_timeout) from exc
                 continue
@@ -833,11 +844,17 @@ class AsyncPostgresDatabase(AsyncDatabase):
         retried on a broken connection like any other (DESIGN.md §8a); without one it is
         not (it may have committed).
         """
+        try:
+            text = array.decode()
+        except UnicodeDecodeError:  # extend_json's items, as given: JSON text is UTF-8
+            raise SerializationError(
+                f"the items appended to key {key!r} are not UTF-8 JSON text", key=key, operation=op, backend="postgres"
+            ) from None
         params = {
             "ns": self.key_prefix,
             "key": key,
             "n": n,
-            "items": array.decode(),
+            "items": text,
             "id": idempotency_id,
             "window": self._window,
         }
