@@ -79,7 +79,7 @@ from kvstore.base_async import (
     holds_value,
     not_an_integer,
 )
-from kvstore.errors import BackendBusyError, BackendUnavailableError, KVStoreError
+from kvstore.errors import BackendBusyError, BackendUnavailableError, ClosedError, KVStoreError
 
 __all__ = ["AsyncFailoverCache", "AsyncFailoverDatabase"]
 
@@ -177,8 +177,8 @@ class _AsyncFailover:
         started = time.monotonic()
         try:
             return await call(self.primary)
-        except BackendBusyError:
-            raise  # a busy server already waited out its deadline: not retried
+        except (BackendBusyError, ClosedError):
+            raise  # a busy server already waited out its deadline, a closed store stays closed: not retried
         except BackendUnavailableError:
             # Retry only failures that came fast (refused, reset): one that used up its
             # deadline is not repeated, so a hung server costs one deadline, not several.
@@ -222,9 +222,11 @@ class _AsyncFailover:
     def _primary_failed(self, exc: BackendUnavailableError) -> bool:
         """Report unavailability to the breaker; whether the primary is now known down.
 
-        A busy primary (`BackendBusyError`) is up: it never counts, and nothing moves.
+        A busy primary (`BackendBusyError`) is up: it never counts, and nothing moves. Nor
+        does a primary that was closed (`ClosedError`: the tier shutting down, also under a
+        call in flight): its own close is no outage, to count, fall back to or journal.
         """
-        if isinstance(exc, BackendBusyError):
+        if isinstance(exc, BackendBusyError | ClosedError):
             return False
         was_closed = self.breaker.state is BreakerState.CLOSED
         is_open = self.breaker.failure(Route.PRIMARY, str(exc))

@@ -565,31 +565,40 @@ class PostgresDatabase(Database):
         under the call (server restart) is dropped and the statement retried on the next
         one; without it, the error is raised (the statement may have run).
         """
-        pool = self._pool if self._ready else self._start()
-        deadline = time.monotonic() + self._call_timeout
-        with _err.map_errors(op, key, self._secret):
-            for attempt in range(pool.max_size + 1):
-                conn = self._getconn(pool, deadline, op, key)
-                try:
-                    cur = _cursor(conn).execute(query, params)
-                    if result == "one":
-                        return cur.fetchone()
-                    if result == "all":
-                        return cur.fetchall()
-                    return cur.rowcount
-                except psycopg.Error as exc:
-                    self._raise_if_cut(conn, exc, op, key, self._call_timeout)
-                    # A connection that died under us (restart) is dropped by the pool; try the
-                    # next one. Each dead connection is tried once, so this loop is bounded.
-                    if (
-                        not retry
-                        or not isinstance(exc, psycopg.OperationalError)
-                        or attempt == pool.max_size
-                        or not conn.broken
-                    ):
-                        raise
-                finally:
-                    self._putconn(pool, conn)
+        try:
+            pool = self._pool if self._ready else self._start()
+            deadline = time.monotonic() + self._call_timeout
+            with _err.map_errors(op, key, self._secret):
+                for attempt in range(pool.max_size + 1):
+                    conn = self._getconn(pool, deadline, op, key)
+                    try:
+                        cur = _cursor(conn).execute(query, params)
+                        if result == "one":
+                            return cur.fetchone()
+                        if result == "all":
+                            return cur.fetchall()
+                        return cur.rowcount
+                    except psycopg.Error as exc:
+                        self._raise_if_cut(conn, exc, op, key, self._call_timeout)
+                        # A connection that died under us (restart) is dropped by the pool; try the
+                        # next one. Each dead connection is tried once, so this loop is bounded.
+                        if (
+                            not retry
+                            or not isinstance(exc, psycopg.OperationalError)
+                            or attempt == pool.max_size
+                            or not conn.broken
+                        ):
+                            raise
+                    finally:
+                        self._putconn(pool, conn)
+        except BackendUnavailableError as exc:
+            if self._closed and not isinstance(exc, ClosedError):
+                # This store was closed under the call (its pool closed: "pool is closed"):
+                # not an outage, so nothing may count it as one (a failover tier's breaker).
+                raise ClosedError(
+                    f"{type(self).__name__} was closed while {op} ran", backend="postgres", key=key, operation=op
+                ) from exc
+            raise
         raise AssertionError("unreachable")
 
     def _write(self, op: str, key: str | None, query: str, params: Any) -> int:

@@ -60,8 +60,19 @@ class _AsyncWaiting:
         # connect itself, before get_connection raises: that one never got a permit
         # here, and the permit is returned by get_connection (once, not twice).
         self._gated: set[int] = set()
+        #: Set by `aclose`: redis-py's pool would connect anew for the callers still waiting.
+        self._closed = False
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await super().aclose()  # type: ignore[misc]  # a mixin
+
+    def _refuse(self) -> redis.exceptions.ConnectionError:
+        return redis.exceptions.ConnectionError("the connection pool was closed")
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if self._closed:
+            raise self._refuse()
         gate = self._gate
         if gate.locked():
             try:
@@ -79,6 +90,11 @@ class _AsyncWaiting:
             gate.release()
             raise
         self._gated.add(id(connection))
+        if self._closed:  # closed while this caller waited or connected: never a socket left open
+            with contextlib.suppress(Exception):
+                await connection.disconnect()
+            await self.release(connection)
+            raise self._refuse()
         return connection
 
     async def release(self, connection: Any) -> None:

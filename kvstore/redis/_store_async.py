@@ -22,7 +22,7 @@ from kvstore._core.codec import DEFAULT_MAX_VALUE_BYTES
 from kvstore._core.keys import validate_prefix
 from kvstore._core.urls import redact_url
 from kvstore.base_async import AsyncCache
-from kvstore.errors import BackendUnavailableError, ConfigError, KVStoreError, MissingDependencyError
+from kvstore.errors import BackendUnavailableError, ClosedError, ConfigError, KVStoreError, MissingDependencyError
 
 try:
     import redis.asyncio
@@ -96,6 +96,20 @@ if True:  # ASYNC
         "return {values, wrong}\n"
     )
     _GET_BATCH_SHA = hashlib.sha1(_GET_BATCH.encode(), usedforsecurity=False).hexdigest()
+
+
+class _StoreErrors(ErrorMap):
+    """The store's error boundary: `ClosedError` for a call the store's own close cut off."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: AsyncRedisCache, operation: str, key: str | None) -> None:
+        super().__init__(operation, key, store._secret)
+        self.store = store
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc is not None and isinstance(exc, DRIVER_ERRORS):
+            raise self.store._error(exc, self.operation, self.key) from exc
 
 
 class AsyncRedisCache(AsyncCache):
@@ -269,7 +283,7 @@ class AsyncRedisCache(AsyncCache):
         self._pool_wait = pool_timeout if pool_timeout is not None else socket_connect_timeout + socket_timeout
         # The sync cluster client discovers the cluster while it is built.
         self._client = _Closed(type(self).__name__, "redis")
-        with self._errors("connect"):
+        with ErrorMap("connect", None, self._secret):  # not closed: not yet open
             self._client = self._new_client()
         watch_fork_async(self)
 
@@ -395,10 +409,20 @@ class AsyncRedisCache(AsyncCache):
         return f"<{type(self).__name__} {self._target} prefix={self.key_prefix!r} {state}>"
 
     def _error(self, exc: BaseException, operation: str, key: str | None = None) -> KVStoreError:
+        if isinstance(self._client, _Closed):
+            # The call lost its connection because this store was closed under it (aclose
+            # drops every connection, also those in use): not an outage of the server, so
+            # nothing may count it as one (a failover tier's breaker, a session store's cache).
+            return ClosedError(
+                f"{type(self).__name__} was closed while {operation} ran; its outcome is unknown",
+                backend="redis",
+                key=key,
+                operation=operation,
+            )
         return translate(exc, operation=operation, key=key, secret=self._secret)
 
     def _errors(self, operation: str, key: str | None = None) -> ErrorMap:
-        return ErrorMap(operation, key, self._secret)
+        return _StoreErrors(self, operation, key)
 
     # --- the raw hooks (kvstore/base_async.py): one round trip each -------------------------
     # The hot ones (get, get_touch, set, mget, mset) spell the error map as a bare

@@ -112,7 +112,9 @@ class SessionStore(Generic[S]):
         self.cache_retry_after = cache_retry_after
         seconds = _seconds(ttl) or 0.0
         self.touch_interval = min(60.0, seconds / 10) if touch_interval is None else touch_interval
-        self._touched: dict[str, float] = {}
+        #: Key -> (when this process last slid or wrote the database copy, the monotonic time
+        #: that copy expires then or ``None``); see `_touched_lately`.
+        self._touched: dict[str, tuple[float, float | None]] = {}
         self._clock = clock
         self._codec: TypeCodec[S] = TypeCodec(dict[str, Any] if model is None else model)
         self._cache_down_until: float | None = None
@@ -152,15 +154,29 @@ class SessionStore(Generic[S]):
         key = self.key(session_id)
         cache = self._usable_cache()
         if cache is not None:
+            # Slid lately by this process, the database copy is not slid now: the cached copy
+            # is slid no further than the database copy lives.
+            lately = touch and self._touched_lately(key, self.ttl)
             try:
-                raw = cache.get(key, touch=self._cache_seconds(_seconds(self.ttl)) if touch else None)
+                raw = cache.get(key, touch=self._slide_seconds(key, self.ttl, lately) if touch else None)
             except BackendUnavailableError as exc:
                 self._cache_failed(exc)
+            except BaseException:
+                if touch:  # cancelled: the GETEX may have slid the cached copy, the database copy not
+                    self._drop_cached(cache, key)
+                raise
             else:
                 if raw is not None:
-                    if touch and not self._touched_lately(key) and not self._touch_database(key, self.ttl, cache):
-                        return None  # deleted or expired in the database meanwhile
+                    if touch and not lately:
+                        try:
+                            found = self._touch_database(key, self.ttl, cache)
+                        except BaseException:
+                            self._drop_cached(cache, key)  # the cached copy was slid, the database's maybe not
+                            raise
+                        if not found:
+                            return None  # deleted or expired in the database meanwhile
                     return self._codec.load(key, raw)
+        started = self._clock()
         if touch and self.ttl is not None:
             raw = self.database.get(key, touch=self.ttl)  # read and slide in one round trip
         else:
@@ -170,7 +186,7 @@ class SessionStore(Generic[S]):
         if touch:
             if self.ttl is None and not self.database.expire(key, None):
                 return None  # deleted since the read: nothing to touch, nothing to cache
-            self._remember_touch(key)
+            self._remember_touch(key, self.ttl, started)
             remaining = _seconds(self.ttl)
         else:
             remaining = self.database.ttl(key)
@@ -186,8 +202,15 @@ class SessionStore(Generic[S]):
         key = self.key(session_id)
         raw = self._codec.dump(key, data)
         ttl = self.ttl if ttl is None else ttl
-        self.database.set(key, raw, ttl)
-        self._remember_touch(key)
+        started = self._clock()
+        try:
+            self.database.set(key, raw, ttl)
+        except BaseException:
+            # Maybe written (a lost reply, a cancellation): the cached copy may be the old session.
+            if self.cache is not None:
+                self._drop_cached(self.cache, key)
+            raise
+        self._remember_touch(key, ttl, started)
         self._cache_set(key, raw, _seconds(ttl))
 
     def touch(self, session_id: str, ttl: TTL | None = None) -> bool:
@@ -195,9 +218,9 @@ class SessionStore(Generic[S]):
         key = self.key(session_id)
         ttl = self.ttl if ttl is None else ttl
         cache = self._usable_cache()
-        if cache is not None and self._touched_lately(key):
+        if cache is not None and self._touched_lately(key, ttl):
             try:
-                if cache.expire(key, self._cache_seconds(_seconds(ttl))):
+                if cache.expire(key, self._slide_seconds(key, ttl, True)):
                     return True  # the database was slid less than touch_interval ago
             except BackendUnavailableError as exc:
                 self._cache_failed(exc, key)
@@ -246,6 +269,12 @@ class SessionStore(Generic[S]):
         return remaining if limit is None else min(remaining, limit)
 
     def _cache_set(self, key: str, raw: Any, remaining: float | None) -> None:
+        """Cache what was just read from (or written to) the database, unless it is gone there since.
+
+        Another process may delete the session between this process's database call and its
+        cache write, and finish its own cache invalidations before that write lands: the
+        database, asked after the write, says whether the cached copy may stay.
+        """
         cache = self._usable_cache()
         if cache is None:
             if self.cache is not None:
@@ -255,6 +284,23 @@ class SessionStore(Generic[S]):
             cache.set(key, raw, self._cache_seconds(remaining))
         except BackendUnavailableError as exc:
             self._cache_failed(exc, key)
+            return
+        except BaseException:
+            self._drop_cached(cache, key)  # cancelled: the cached copy may outlive the database's
+            raise
+        try:
+            there = self.database.exists(key)
+        except Exception:
+            self._drop_cached(cache, key)  # unknown: the next read comes from the database
+            return
+        except BaseException:
+            self._drop_cached(cache, key)
+            raise
+        if not there:
+            try:
+                cache.delete(key)
+            except BackendUnavailableError as exc:
+                self._cache_failed(exc, key)
 
     def _usable_cache(self) -> Cache | Store | None:
         """The cache when it may be used now; first invalidates what changed while it was away."""
@@ -287,15 +333,40 @@ class SessionStore(Generic[S]):
         if key is not None:
             self._mark_dirty(key)
 
-    def _touched_lately(self, key: str) -> bool:
-        """Whether this process slid the database copy less than ``touch_interval`` ago."""
-        last = self._touched.get(key)
-        return last is not None and self._clock() - last < self.touch_interval
+    def _touched_lately(self, key: str, ttl: TTL | None) -> bool:
+        """Whether this process slid the database copy less than ``touch_interval`` ago, to
+        (nearly) ``ttl``: a slide to ``ttl`` now may then spare the database."""
+        seen = self._touched.get(key)
+        if seen is None:
+            return False
+        now = self._clock()
+        last, deadline = seen
+        if now - last >= self.touch_interval:
+            return False
+        full = _seconds(ttl)
+        if full is None or deadline is None:
+            return full is None and deadline is None
+        left = deadline - now
+        return left >= 0.01 and left >= full - self.touch_interval  # e.g. not a session set with a shorter ttl
+
+    def _slide_seconds(self, key: str, ttl: TTL | None, lately: bool) -> float | None:
+        """The TTL of the cached copy slid to ``ttl``: never past the database copy when that was not slid."""
+        full = _seconds(ttl)
+        seen = self._touched.get(key) if lately else None
+        if seen is not None and seen[1] is not None:
+            left = seen[1] - self._clock()
+            full = left if full is None else min(full, left)
+        return self._cache_seconds(full)
+
+    def _drop_cached(self, cache: Cache | Store, key: str) -> None:
+        """A call was cut off after a cache write whose database twin is not known: drop the cached copy."""
+        self._mark_dirty(key)  # at the latest, this process's next call deletes it
 
     def _touch_database(self, key: str, ttl: TTL, cache: Cache | Store | None) -> bool:
         """Slide the database copy; when it is gone, forget it and drop the cached copy too."""
+        started = self._clock()
         if self.database.expire(key, ttl):
-            self._remember_touch(key)
+            self._remember_touch(key, ttl, started)
             return True
         self._touched.pop(key, None)
         if cache is not None:
@@ -305,10 +376,12 @@ class SessionStore(Generic[S]):
                 self._cache_failed(exc, key)
         return False
 
-    def _remember_touch(self, key: str) -> None:
+    def _remember_touch(self, key: str, ttl: TTL | None, started: float) -> None:
+        """The database copy was slid or written to ``ttl`` by a call that began at ``started``."""
         if len(self._touched) >= MAX_DIRTY:
             self._touched.clear()
-        self._touched[key] = self._clock()
+        full = _seconds(ttl)
+        self._touched[key] = (started, None if full is None else started + full)
 
     def _mark_dirty(self, key: str) -> None:
         if len(self._dirty) < MAX_DIRTY:
