@@ -1,0 +1,207 @@
+"""Review (s6-d): the manager's run-time failover and chat histories on it.
+
+Forked children with an inherited manager (outage journal shared with the parent), and the
+outage journal's replay lease across a fork.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvstore import ChatHistory, StorageManager
+from kvstore._resilience.journal import Journal
+
+
+def _refused_url() -> str:
+    """A PostgreSQL URL on a local port nobody listens on (connection refused at once)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"postgresql://nobody@127.0.0.1:{port}/review_s6_d"
+
+
+def _outage_config(tmp_path: Path) -> dict[str, Any]:
+    return {
+        "cache": {"type": "memory"},
+        "database": {
+            "type": "postgres",
+            "url": _refused_url(),
+            "key_prefix": "review-s6-d:",
+            "state_dir": str(tmp_path / "state"),
+            "connect_timeout": 0.5,
+            "probe_interval": 3600,
+        },
+    }
+
+
+def _wait_child(pid: int, timeout: float = 30.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    raise AssertionError("the forked child hung")
+
+
+def test_outage_writes_of_a_forked_child_survive_the_parent_closing_its_manager(tmp_path: Path) -> None:
+    """gunicorn --preload: the master's manager (journal open) is inherited by a worker, then closed in the
+    master. Every message the worker's history acknowledged during the outage is still journaled."""
+    manager = StorageManager(_outage_config(tmp_path))
+    storage = manager.connect()
+    history = ChatHistory(storage.database, "conv")
+    history.add({"role": "user", "content": "m0"}, id="m0")  # journaled: the journal is open
+    assert storage.database.journal is not None  # type: ignore[attr-defined]
+    journal_path = Path(storage.database.journal_path)  # type: ignore[attr-defined]
+    to_parent, from_child = os.pipe()
+    to_child, from_parent = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            history.add({"role": "user", "content": "c1"}, id="c1")
+            os.write(from_child, b"1")
+            os.read(to_child, 1)  # the parent closed its manager
+            for i in (2, 3, 4):
+                history.add({"role": "user", "content": f"c{i}"}, id=f"c{i}")
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.read(to_parent, 1) == b"1"
+    manager.disconnect()  # closes the parent's journal (its last connection to the file)
+    os.write(from_parent, b"1")
+    assert _wait_child(pid) == 0
+    journal = Journal(journal_path)
+    try:
+        ids = [entry.data.get("id") for entry in journal.pending()]
+    finally:
+        journal.close()
+    assert ids == ["m0", "c1", "c2", "c3", "c4"]
+
+
+def test_a_forked_child_does_not_share_the_parents_replay_lease(tmp_path: Path) -> None:
+    """One process at a time replays a journal: a child inherits the journal object, not the lease."""
+    journal = Journal.create(tmp_path / "state" / "journal.db")
+    assert journal.acquire_replay()
+    to_parent, from_child = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.write(from_child, b"1" if journal.acquire_replay() else b"0")
+            code = 0
+        finally:
+            os._exit(code)
+    got = os.read(to_parent, 1)
+    assert _wait_child(pid) == 0
+    assert got == b"0", "the forked child took the replay lease its parent holds"
+    journal.release_replay()
+    journal.close()
+
+
+# --- several processes, each with its own manager, on one PostgreSQL through an outage ------------
+
+_WORKERS, _BEFORE, _DURING, _AFTER = 2, 3, 5, 2
+
+
+def _mp_worker(w: int, config: dict[str, Any], events: Any, errors: Any) -> None:  # pragma: no cover - a child
+    down, back, ready, acked = events
+    try:
+        with StorageManager(config) as storage:
+            history = ChatHistory(storage.database, "shared")
+            for i in range(_BEFORE):
+                assert history.add({"role": "user", "content": f"p{w}-{i}"}, id=f"p{w}-{i}") is not None
+            ready[w].set()
+            assert down.wait(30)
+            for i in range(_BEFORE, _BEFORE + _DURING):
+                assert history.add({"role": "user", "content": f"p{w}-{i}"}, id=f"p{w}-{i}") is None  # journaled
+            acked[w].set()
+            assert back.wait(60)
+            deadline = time.monotonic() + 30
+            while True:  # until this process has probed and failed back
+                try:
+                    position = history.add({"role": "user", "content": f"p{w}-x"}, id=f"p{w}-x")
+                except Exception:
+                    position = None
+                if position is not None:
+                    break
+                assert time.monotonic() < deadline, "never failed back"
+                time.sleep(0.1)
+            for i in range(_BEFORE + _DURING, _BEFORE + _DURING + _AFTER):
+                assert history.add({"role": "user", "content": f"p{w}-{i}"}, id=f"p{w}-{i}") is not None
+    except BaseException as exc:
+        import traceback
+
+        errors.put(f"worker {w}: {exc!r}\n{traceback.format_exc()}")
+        raise
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_processes_with_their_own_managers_lose_reorder_or_double_no_message_through_an_outage(
+    owned_postgres: Any, tmp_path: Path
+) -> None:
+    """Two processes, one PostgreSQL, one state directory (shared journal and fallback file): the server
+    dies mid-conversation and comes back; each message acknowledged is in the list once, each process's in
+    its order."""
+    from kvstore.postgres import PostgresDatabase
+    from tests.forking import FORK
+
+    prefix = "review-s6-d-mp:"
+    config = {
+        "cache": {"type": "memory"},
+        "database": {
+            "type": "postgres",
+            "url": owned_postgres.url,
+            "key_prefix": prefix,
+            "state_dir": str(tmp_path / "state"),
+            "connect_timeout": 2,
+            "probe_interval": 0.2,
+            "failure_threshold": 1,
+        },
+    }
+    down, back = FORK.Event(), FORK.Event()
+    ready = [FORK.Event() for _ in range(_WORKERS)]
+    acked = [FORK.Event() for _ in range(_WORKERS)]
+    errors = FORK.Queue()
+    procs = [
+        FORK.Process(target=_mp_worker, args=(w, config, (down, back, ready, acked), errors)) for w in range(_WORKERS)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        assert all(e.wait(30) for e in ready)
+        owned_postgres.pg_ctl("-m", "immediate", "-w", "stop")
+        down.set()
+        assert all(e.wait(30) for e in acked)
+        owned_postgres.start()
+        back.set()
+        for p in procs:
+            p.join(90)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
+    reported = []
+    while not errors.empty():
+        reported.append(errors.get(timeout=1))
+    assert reported == []
+    assert [p.exitcode for p in procs] == [0] * _WORKERS
+    db = PostgresDatabase(owned_postgres.url, key_prefix=prefix)
+    try:
+        contents = [m["content"] for m in db.get_range("chat:shared", 0, -1)]
+    finally:
+        db.close()
+    assert len(contents) == len(set(contents)), contents  # none doubled
+    for w in range(_WORKERS):
+        mine = [c for c in contents if c.startswith(f"p{w}-") and c != f"p{w}-x"]
+        assert mine == [f"p{w}-{i}" for i in range(_BEFORE + _DURING + _AFTER)], contents
