@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kvstore import ChatHistory, StorageManager
+from kvstore import BackendUnavailableError, ChatHistory, StorageManager
 from kvstore._resilience.journal import Journal
 
 
@@ -205,3 +207,48 @@ def test_processes_with_their_own_managers_lose_reorder_or_double_no_message_thr
     for w in range(_WORKERS):
         mine = [c for c in contents if c.startswith(f"p{w}-") and c != f"p{w}-x"]
         assert mine == [f"p{w}-{i}" for i in range(_BEFORE + _DURING + _AFTER)], contents
+
+
+# --- a full disk under the outage journal -----------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MB tmpfs (root only; skipped elsewhere), unmounted after the test."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3M", "tmpfs", str(where)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_a_full_disk_under_the_journal_refuses_outage_writes_typed_and_loses_no_acknowledged_one(
+    small_disk: Path,
+) -> None:
+    """State directory on a full disk during an outage: adds raise BackendUnavailableError (nothing journaled
+    for them), every acknowledged add is journaled once, in order; once space is freed adds journal again."""
+    config = _outage_config(small_disk)
+    config["database"]["degraded_reads"] = "strict"  # the journal is the truth; the fallback only a mirror
+    with StorageManager(config) as storage:
+        history = ChatHistory(storage.database, "conv")
+        history.add({"role": "user", "content": "first"}, id="first")
+        filler = small_disk / "filler"
+        filler.write_bytes(b"\0" * (3 * 1024 * 1024 - 700_000))
+        acknowledged = ["first"]
+        with pytest.raises(BackendUnavailableError):
+            for i in range(400):
+                history.add({"role": "user", "content": "x" * 20_000}, id=f"m{i}")
+                acknowledged.append(f"m{i}")
+        assert len(acknowledged) > 1
+        refused = f"m{len(acknowledged) - 1}"
+        with pytest.raises(BackendUnavailableError):
+            history.add({"role": "user", "content": "x" * 20_000}, id=refused)  # still full: refused again
+        filler.unlink()
+        history.add({"role": "user", "content": "after"}, id="after")
+        assert [m.id for m in history.last(2)] == [acknowledged[-1], "after"]
+        journal = storage.database.journal  # type: ignore[attr-defined]
+        assert [entry.data["id"] for entry in journal.pending()] == [*acknowledged, "after"]
