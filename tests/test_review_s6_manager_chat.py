@@ -239,10 +239,14 @@ def test_a_full_disk_under_the_journal_refuses_outage_writes_typed_and_loses_no_
         filler = small_disk / "filler"
         filler.write_bytes(b"\0" * (3 * 1024 * 1024 - 700_000))
         acknowledged = ["first"]
-        with pytest.raises(BackendUnavailableError):
+
+        def fill() -> None:
             for i in range(400):
                 history.add({"role": "user", "content": "x" * 20_000}, id=f"m{i}")
                 acknowledged.append(f"m{i}")
+
+        with pytest.raises(BackendUnavailableError):
+            fill()
         assert len(acknowledged) > 1
         refused = f"m{len(acknowledged) - 1}"
         with pytest.raises(BackendUnavailableError):
