@@ -6,6 +6,7 @@ outage journal's replay lease across a fork.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -256,3 +257,75 @@ def test_a_full_disk_under_the_journal_refuses_outage_writes_typed_and_loses_no_
         assert [m.id for m in history.last(2)] == [acknowledged[-1], "after"]
         journal = storage.database.journal  # type: ignore[attr-defined]
         assert [entry.data["id"] for entry in journal.pending()] == [*acknowledged, "after"]
+
+
+# --- PostgreSQL get_range: the server dies between the range and the length statement ----------------
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+async def test_an_outage_between_the_range_and_length_statements_never_reads_as_empty(
+    owned_postgres: Any, tmp_path: Path
+) -> None:
+    """A range read whose first statement found no item, and whose server dies before the second: the
+    manager's tier raises (it cannot tell a missing list from one whose items only the primary has), never
+    ``[]``; after the server is back the same reads answer the primary's items, the outage's appended once."""
+    from kvstore import AsyncChatHistory, AsyncStorageManager
+    from kvstore._resilience.failover_async import AsyncFailoverDatabase
+
+    config = {
+        "cache": {"type": "memory"},
+        "database": {
+            "type": "postgres",
+            "url": owned_postgres.url,
+            "key_prefix": "review-s6-d-range:",
+            "state_dir": str(tmp_path / "state"),
+            "connect_timeout": 2,
+            "probe_interval": 3600,
+            "failure_threshold": 1,
+        },
+    }
+    async with AsyncStorageManager(config) as storage:
+        db = storage.database
+        assert isinstance(db, AsyncFailoverDatabase)
+        history: Any = AsyncChatHistory(db, "conv")
+        for i in range(3):
+            await history.add({"role": "user", "content": f"m{i}"}, id=f"m{i}")
+        primary = db.primary
+        real_run = primary._run
+
+        async def run(op: str, key: Any, query: str, params: Any, result: str, retry: bool = True) -> Any:
+            rows = await real_run(op, key, query, params, result, retry)
+            if query == primary._q.range and not rows and not stopped:
+                stopped.append(True)
+                owned_postgres.pg_ctl("-m", "immediate", "-w", "stop")  # between the two statements
+            return rows
+
+        stopped: list[bool] = []
+        primary._run = run
+        with pytest.raises(BackendUnavailableError):
+            await db.get_range(history.key, 10, 20)  # past the end: the first statement returns no row
+        assert stopped
+        with pytest.raises(BackendUnavailableError):
+            await db.get_range_json(history.key, 0, -1)  # only the primary has them
+        with pytest.raises(BackendUnavailableError):
+            await history.page()
+        assert await history.add({"role": "user", "content": "o1"}, id="o1") is None  # journaled
+        assert [m.content for m in await history.last(1)] == ["o1"]
+        with pytest.raises(BackendUnavailableError):
+            await history.last(2)
+        owned_postgres.start()
+        db.breaker.policy = type(db.breaker.policy)(failure_threshold=1, probe_interval=0.001)
+        time.sleep(0.01)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                contents = [m.content for m in await history.last(10)]
+                break
+            except BackendUnavailableError:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+        assert contents == ["m0", "m1", "m2", "o1"]
+        assert await db.get_range(history.key, 10, 20) == []
+        page = await history.page(limit=2)
+        assert [m.content for m in page.messages] == ["m2", "o1"]
