@@ -316,7 +316,7 @@ async def test_an_outage_between_the_range_and_length_statements_never_reads_as_
             await history.last(2)
         owned_postgres.start()
         db.breaker.policy = type(db.breaker.policy)(failure_threshold=1, probe_interval=0.001)
-        time.sleep(0.01)
+        await asyncio.sleep(0.01)
         deadline = time.monotonic() + 30
         while True:
             try:
