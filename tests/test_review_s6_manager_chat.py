@@ -7,6 +7,7 @@ outage journal's replay lease across a fork.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -397,3 +398,71 @@ def test_two_event_loops_on_one_sqlite_fallback_journal_and_mirror_every_write_o
         for order in (journaled, mirrored):
             mine = [i for i in order if i.startswith(f"t{t}-")]
             assert mine == sorted(mine, key=lambda i: int(i.split("-")[1]))
+
+
+# --- two tenants one character apart through an outage ---------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+async def test_tenants_one_character_apart_share_no_journal_fallback_or_replayed_write(
+    owned_postgres: Any, tmp_path: Path
+) -> None:
+    """key_prefix ``t:`` and ``t;`` (and table_prefix ``kv_a``) on one server and one state root: an
+    outage journals each tenant's adds in its own journal and fallback, and each replays into its own list."""
+    from kvstore import AsyncChatHistory, AsyncStorageManager
+    from kvstore._resilience.failover_async import AsyncFailoverDatabase
+
+    def config(**extra: Any) -> dict[str, Any]:
+        return {
+            "cache": {"type": "memory"},
+            "database": {
+                "type": "postgres",
+                "url": owned_postgres.url,
+                "state_dir": str(tmp_path / "state"),
+                "connect_timeout": 2,
+                "probe_interval": 3600,
+                "failure_threshold": 1,
+                **extra,
+            },
+        }
+
+    tenants = {
+        "a": config(key_prefix="t:"),
+        "b": config(key_prefix="t;"),
+        "c": config(key_prefix="t:", table_prefix="kv_a"),
+    }
+    managers = {name: AsyncStorageManager(cfg) for name, cfg in tenants.items()}
+    try:
+        histories: dict[str, Any] = {}
+        for name, manager in managers.items():
+            storage = await manager.connect()
+            histories[name] = AsyncChatHistory(storage.database, "conv")
+            await histories[name].add({"role": "user", "content": f"{name}0"}, id="0")
+        owned_postgres.pg_ctl("-m", "immediate", "-w", "stop")
+        for name, history in histories.items():
+            for i in (1, 2):
+                with contextlib.suppress(BackendUnavailableError):
+                    await history.add({"role": "user", "content": f"{name}{i}"}, id=str(i))
+                assert await history.add({"role": "user", "content": f"{name}{i}"}, id=str(i)) is None
+            assert [m.content for m in await history.last(2)] == [f"{name}1", f"{name}2"]
+        dbs = {name: h.database for name, h in histories.items()}
+        assert all(isinstance(db, AsyncFailoverDatabase) for db in dbs.values())
+        assert len({db.journal_path for db in dbs.values()}) == 3
+        owned_postgres.start()
+        for db in dbs.values():
+            db.breaker.policy = type(db.breaker.policy)(failure_threshold=1, probe_interval=0.001)
+        await asyncio.sleep(0.01)
+        for name, history in histories.items():
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    contents = [m.content for m in await history.last(10)]
+                    break
+                except BackendUnavailableError:
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.1)
+            assert contents == [f"{name}0", f"{name}1", f"{name}2"], name
+    finally:
+        for manager in managers.values():
+            await manager.disconnect()
