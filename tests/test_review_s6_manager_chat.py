@@ -466,3 +466,24 @@ async def test_tenants_one_character_apart_share_no_journal_fallback_or_replayed
     finally:
         for manager in managers.values():
             await manager.disconnect()
+
+
+def test_a_read_only_state_directory_refuses_outage_writes_typed_and_applies_nothing(tmp_path: Path) -> None:
+    """The state directory on a read-only file system (root ignores modes: a read-only tmpfs): the fallback
+    becomes memory, and an add raises BackendUnavailableError naming state_dir; nothing is applied anywhere."""
+    where = tmp_path / "ro"
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M,ro", "tmpfs", str(where)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
+    try:
+        config = _outage_config(where)
+        with StorageManager(config) as storage:
+            history = ChatHistory(storage.database, "conv")
+            with pytest.raises(BackendUnavailableError, match="state_dir"):
+                history.add({"role": "user", "content": "hi"}, id="m0")
+            assert storage.database.fallback.backend == "memory"  # type: ignore[attr-defined]
+            assert history.last(5) == []  # the fallback took nothing
+            assert storage.database.journal is None  # type: ignore[attr-defined]
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
