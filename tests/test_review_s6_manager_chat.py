@@ -487,3 +487,35 @@ def test_a_read_only_state_directory_refuses_outage_writes_typed_and_applies_not
             assert storage.database.journal is None  # type: ignore[attr-defined]
     finally:
         subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_disconnect_lets_a_cancelled_callers_outage_write_finish_both_or_neither(tmp_path: Path) -> None:
+    """An add cancelled while its write is being journaled, then the manager disconnected and the loop
+    ended: the write is journaled and mirrored, or neither (it was journaled only: the loop's shutdown
+    cancelled it between the two)."""
+    from kvstore import AsyncChatHistory, AsyncStorageManager
+    from kvstore.sqlite import SqliteDatabase
+
+    config = _outage_config(tmp_path)
+
+    async def main() -> None:
+        manager = AsyncStorageManager(config)
+        storage = await manager.connect()
+        history: Any = AsyncChatHistory(storage.database, "conv")
+        await history.add({"role": "user", "content": "m0"}, id="m0")
+        task = asyncio.ensure_future(history.add({"role": "user", "content": "m1"}, id="m1"))
+        for _ in range(5):  # the add reaches the journal's thread
+            await asyncio.sleep(0)
+        task.cancel()
+        await manager.disconnect()
+
+    asyncio.run(main())
+    state = next((tmp_path / "state").iterdir())
+    journal = Journal(state / "journal.db")
+    try:
+        journaled = [entry.data["id"] for entry in journal.pending()]
+    finally:
+        journal.close()
+    with SqliteDatabase(state / "fallback.db", key_prefix="review-s6-d:") as fallback:
+        mirrored = [m["id"] for m in fallback.get_range("chat:conv", 0, -1)]
+    assert journaled == mirrored
