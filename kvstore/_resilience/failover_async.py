@@ -487,6 +487,9 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
         self.owns_fallback = owns_fallback
         self.degraded_reads = degraded_reads
         self.max_value_bytes = max_value_bytes
+        if True:  # ASYNC
+            #: Outage writes running in their own task (their callers may have been cancelled).
+            self._in_flight: set[asyncio.Future[Any]] = set()
 
     # --- journal and fallback, both created on first need ----------------------------
 
@@ -552,6 +555,9 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
         if True:  # ASYNC
             task = asyncio.ensure_future(self._journal_then_mirror(keys, direct, prepare, needs_views))
             task.add_done_callback(_consume_exception)
+            # Kept until done: `aclose` lets a cancelled caller's write finish before closing the stores.
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
             return await asyncio.shield(task)
         else:
             return self._journal_then_mirror(keys, direct, prepare, needs_views)
@@ -1161,6 +1167,11 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
             await self._conflict(run, entry, changed)
 
     async def aclose(self) -> None:
+        if True:  # ASYNC
+            # A write whose caller was cancelled still journals and mirrors (both or neither): left
+            # running, the loop's shutdown would cancel it between the two (journaled, never mirrored).
+            while self._in_flight:
+                await asyncio.gather(*self._in_flight, return_exceptions=True)
         await super().aclose()
         if self._journal is not None:
             self._journal.close()

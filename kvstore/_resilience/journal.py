@@ -23,6 +23,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +110,29 @@ def create_private_file(path: Path) -> None:
         ) from exc
 
 
+# --- fork safety (DESIGN.md §8) -------------------------------------------------------------
+#
+# As for the SQLite store (see ``kvstore.sqlite._engine``): SQLite keeps the lock bookkeeping
+# of a file per process, so a connection opened in a forked child while the inherited one is
+# still open there takes no real locks. A parent closing its journal (its last connection)
+# then checkpoints and deletes the WAL under the child, whose later writes go to the deleted
+# file: acknowledged outage writes lost. In the child the inherited connection is closed
+# first (which cannot harm the parent's), and the child takes a replay lease of its own.
+
+_journals: weakref.WeakSet[Journal] = weakref.WeakSet()
+#: Inherited connections that were in use at fork time: never touched (nor freed) in the child.
+_abandoned: list[sqlite3.Connection] = []
+
+
+def _reset_in_child() -> None:
+    for journal in list(_journals):
+        with contextlib.suppress(Exception):  # one journal failing must not leave the others shared
+            journal._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reset_in_child)
+
+
 class Journal:
     """An append-only queue of writes on a local SQLite file, plus its degraded-read index."""
 
@@ -118,8 +142,23 @@ class Journal:
         self._pid = -1
         self._conn: sqlite3.Connection | None = None
         self._owner = uuid.uuid4().hex
+        _journals.add(self)
         with self._errors("open"):
             self._connection()
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: close the child's copy of the parent's connection; a lease owner of its own."""
+        busy_at_fork = self._lock.locked()  # another thread of the parent was inside SQLite: leave it be
+        self._lock = threading.Lock()
+        self._owner = uuid.uuid4().hex  # the parent's replay lease is not the child's
+        conn, self._conn, self._pid = self._conn, None, -1
+        if conn is None:
+            return
+        if busy_at_fork:
+            _abandoned.append(conn)
+        else:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
 
     def __repr__(self) -> str:
         return f"<Journal {self.path!r}>"
