@@ -122,6 +122,8 @@ class _AsyncFailover:
         #: Whether the primary has answered this process (degraded reads are strict from then on).
         self.served = primary is not None
         self.events: dict[str, int] = {"failover": 0, "failback": 0, "replayed": 0, "conflicts": 0, "dead_letters": 0}
+        #: Set when `close` begins: a `ClosedError` of the primary from then on is this tier's own doing.
+        self._closing = False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.active} ({self.breaker.state.value}) prefix={self.key_prefix!r}>"
@@ -179,8 +181,10 @@ class _AsyncFailover:
         started = time.monotonic()
         try:
             return call(self.primary)
-        except (BackendBusyError, ClosedError):
-            raise  # a busy server already waited out its deadline, a closed store stays closed: not retried
+        except BackendBusyError:
+            raise  # a busy server already waited out its deadline: not retried
+        except ClosedError:
+            raise  # a closed store stays closed: not retried
         except BackendUnavailableError:
             # Retry only failures that came fast (refused, reset): one that used up its
             # deadline is not repeated, so a hung server costs one deadline, not several.
@@ -225,10 +229,11 @@ class _AsyncFailover:
         """Report unavailability to the breaker; whether the primary is now known down.
 
         A busy primary (`BackendBusyError`) is up: it never counts, and nothing moves. Nor
-        does a primary that was closed (`ClosedError`: the tier shutting down, also under a
-        call in flight): its own close is no outage, to count, fall back to or journal.
+        does a primary this tier closed (`ClosedError` once `close` began, also for a call
+        in flight): its own shutdown is no outage, to count, fall back to or journal. A
+        primary closed by anyone else, the tier still open, is unavailable like any other.
         """
-        if isinstance(exc, BackendBusyError | ClosedError):
+        if isinstance(exc, BackendBusyError) or (self._closing and isinstance(exc, ClosedError)):
             return False
         was_closed = self.breaker.state is BreakerState.CLOSED
         is_open = self.breaker.failure(Route.PRIMARY, str(exc))
@@ -308,6 +313,7 @@ class _AsyncFailover:
         store.ping()
 
     def close(self) -> None:
+        self._closing = True
         for store in (self.primary, self._fallback):
             if store is not None:
                 store.close()
@@ -1146,6 +1152,7 @@ class FailoverDatabase(_AsyncFailover, Database):
             self._conflict(run, entry, changed)
 
     def close(self) -> None:
+        self._closing = True
         super().close()
         if self._journal is not None:
             self._journal.close()
