@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
+from contextlib import closing
+from pathlib import Path
 
 import pytest
 
@@ -73,6 +76,61 @@ def test_default_chains() -> None:
     assert chain[1].path == "/state/postgres-abc/fallback.db"  # never the embedded default's file
     strict = load_config({"cache": {"type": "redis", "fallback": []}})
     assert [c.type for c in fallback_chain("cache", strict.cache)] == ["redis"]
+
+
+def test_a_fallback_config_inherits_what_it_does_not_set() -> None:
+    """A fallback given as a full config takes the primary's key_prefix, max_value_bytes and
+    connect_timeout unless it sets them itself (then its own are kept)."""
+    config = load_config(
+        {
+            "database": {
+                "type": "postgres",
+                "key_prefix": "tenant-a:",
+                "max_value_bytes": 1000,
+                "connect_timeout": 0.7,
+                "fallback": [
+                    {"type": "sqlite", "path": "/elsewhere/fallback.db"},
+                    {"type": "memory", "key_prefix": "own:", "max_value_bytes": 50},
+                ],
+            }
+        }
+    )
+    _, sqlite, memory = fallback_chain("database", config.database, fallback_path="/state/unused.db")
+    assert (sqlite.path, sqlite.key_prefix, sqlite.max_value_bytes) == ("/elsewhere/fallback.db", "tenant-a:", 1000)
+    assert sqlite.connect_timeout == 0.7
+    assert (memory.key_prefix, memory.max_value_bytes, memory.connect_timeout) == ("own:", 50, 0.7)
+
+
+def test_two_tenants_naming_one_fallback_file_stay_apart(tmp_path: Path) -> None:
+    """Two tenants that differ by key_prefix only, their PostgreSQL down, name the same SQLite
+    fallback file: each reads its own value, and the file holds both under their prefixes."""
+    shared = tmp_path / "shared-fallback.db"
+
+    def config(prefix: str) -> dict[str, object]:
+        return {
+            "cache": {"type": "memory"},
+            "database": {
+                "type": "postgres",
+                "url": "postgresql://nobody@127.0.0.1:1/none",
+                "connect_timeout": 0.5,
+                "key_prefix": prefix,
+                "state_dir": str(tmp_path / prefix.strip(":")),
+                "fallback": [{"type": "sqlite", "path": str(shared)}],
+            },
+        }
+
+    with StorageManager(config("a:")) as a, StorageManager(config("b:")) as b:
+        assert a.health().database.active == b.health().database.active == "sqlite"
+        a.database.set("k", "tenant a")
+        b.database.set("k", "tenant b")
+        assert a.database.get("k") == "tenant a"
+        assert b.database.get("k") == "tenant b"
+        a.database.clear()
+        assert a.database.get("k") is None
+        assert b.database.get("k") == "tenant b"
+    with closing(sqlite3.connect(shared)) as raw:
+        names = {row[0] for row in raw.execute("SELECT DISTINCT ns FROM kvstore_keys")}
+    assert names == {"b:"}
 
 
 def test_unreachable_backend_falls_back_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:

@@ -17,10 +17,12 @@ def default_chain(tier: str, type_: str) -> tuple[str, ...]:
 def fallback_chain(tier: str, config: Any, *, fallback_path: str | None = None) -> list[Any]:
     """The configs a tier tries in order: ``config`` first, then its fallbacks.
 
-    A fallback given as a type name inherits the primary's ``key_prefix``,
-    ``max_value_bytes`` and ``connect_timeout``; a SQLite fallback lives at
-    ``fallback_path`` (the primary identity's own file under the state directory),
-    never at the embedded default's ``./.kvstore/kvstore.db``.
+    A fallback inherits the primary's ``key_prefix``, ``max_value_bytes`` and
+    ``connect_timeout`` unless its own config sets them: two tenants told apart by
+    their key prefix stay apart in a fallback file they name alike, and a value the
+    primary takes is not refused by its fallback. A SQLite fallback given as a type
+    name lives at ``fallback_path`` (the primary identity's own file under the state
+    directory), never at the embedded default's ``./.kvstore/kvstore.db``.
     """
     entries = config.fallback if config.fallback is not None else default_chain(tier, config.type)
     chain = [config]
@@ -37,5 +39,9 @@ def fallback_chain(tier: str, config: Any, *, fallback_path: str | None = None) 
                     raise ValueError("a SQLite fallback needs the path of the primary's state directory")
                 options["path"] = fallback_path
             entry = lookup(tier, entry).config_model()(**options)
+        else:
+            unset = {name: value for name, value in inherited.items() if name not in entry.model_fields_set}
+            if unset:
+                entry = entry.model_copy(update=unset)
         chain.append(entry)
     return chain
