@@ -278,7 +278,9 @@ class RedisCache(Cache):
         if self._written is not None:
             # Sentinel: a manager that asks the Sentinels (each query bounded by the socket
             # timeouts), and a pool whose every new connection the store checks first.
-            self._sentinel = Sentinel(self._sentinels, sentinel_kwargs=self._sentinel_options)  # type: ignore[no-untyped-call]
+            # Called through Any: redis-py's Sentinel() is untyped before 8.x and typed since.
+            sentinel: Any = Sentinel
+            self._sentinel = sentinel(self._sentinels, sentinel_kwargs=self._sentinel_options)
             options = dict(self._options)
             tls = bool(options.get("ssl_cert_reqs"))
             options["connection_class"] = CheckedSentinelSSLConnection if tls else CheckedSentinelConnection

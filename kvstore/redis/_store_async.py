@@ -292,7 +292,9 @@ class AsyncRedisCache(AsyncCache):
         if self._written is not None:
             # Sentinel: a manager that asks the Sentinels (each query bounded by the socket
             # timeouts), and a pool whose every new connection the store checks first.
-            self._sentinel = AsyncSentinel(self._sentinels, sentinel_kwargs=self._sentinel_options)  # type: ignore[no-untyped-call]
+            # Called through Any: redis-py's Sentinel() is untyped before 8.x and typed since.
+            sentinel: Any = AsyncSentinel
+            self._sentinel = sentinel(self._sentinels, sentinel_kwargs=self._sentinel_options)
             options = dict(self._options)
             tls = bool(options.get("ssl_cert_reqs"))
             options["connection_class"] = AsyncCheckedSentinelSSLConnection if tls else AsyncCheckedSentinelConnection
