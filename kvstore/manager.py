@@ -59,6 +59,13 @@ def _serving(store: Any) -> str | None:
     return serving if isinstance(serving, str) else None
 
 
+def _pending_writes(store: Any) -> int:
+    """Writes an earlier process journaled for this primary (none: no file is created). The
+    journal is a SQLite file another process may hold: the async manager reads it off the loop."""
+    journal = store._existing_journal()
+    return 0 if journal is None else int(store._journal_call(len, journal))
+
+
 def state_dir(config: Any) -> Path:
     """Where a tier keeps its outage journal and fallback files (created on the first outage only).
 
@@ -215,7 +222,7 @@ class StorageManager:
             raise
         if reason is not None:
             store.breaker.trip(reason)
-        elif tier == "database" and store.journal is not None and len(store.journal):
+        elif tier == "database" and _pending_writes(store):
             # Writes journaled by an earlier process reach the primary before anything new does.
             store.breaker.trip("replaying the outage journal of an earlier process")
             try:
