@@ -52,7 +52,7 @@ from kvstore._core.lists import check_index, lrange_bounds
 from kvstore._core.ttl import TTL, ttl_ms
 from kvstore._core.watch import ListItem
 from kvstore._resilience.breaker import BreakerState, CircuitBreaker, Route
-from kvstore._resilience.journal import LEASE_SECONDS, Journal, JournalEntry
+from kvstore._resilience.journal import JOURNAL_TIMEOUT, LEASE_SECONDS, Journal, JournalEntry
 from kvstore._resilience.records_async import (
     AppendRecord,
     ClearRecord,
@@ -575,29 +575,52 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
             if self.breaker.state is BreakerState.CLOSED and self.primary is not None:
                 return await direct(self.primary)  # failback finished while we waited
             journal = await self._journal_for_write()
-            strict = not self._reads_from_fallback()
-            before = await self._views(journal, keys) if strict or needs_views else {}
-            record, answer = await prepare(before, strict)
-            if record is None:
-                return answer
-            if True:  # ASYNC
-                seq = await asyncio.to_thread(journal.record, record.kind, record.to_json(), record.keys())
-            else:
-                seq = journal.record(record.kind, record.to_json(), record.keys())
+            turn = await self._take_turn(journal)
             try:
-                result = await record.apply(await self._fallback_store())
-            except KVStoreError as exc:
-                if not strict:
-                    await self._journal_call(journal.done, seq)  # the fallback refused it: neither happened
-                    raise
-                # The journal is the truth of this outage; the fallback is only a mirror of it.
-                logger.debug("kvstore database tier: fallback mirror skipped %s: %s", record.kind, exc)
-                result = None
-            if answer is not _MIRRORED:
-                return answer
+                return await self._journal_and_mirror(journal, keys, prepare, needs_views)
+            finally:
+                journal.end_turn(turn)
+
+    async def _take_turn(self, journal: Journal) -> int:
+        """This process's turn to journal and mirror a write (`Journal.try_take_turn`), waiting
+        for other processes' outage writes at most ``JOURNAL_TIMEOUT`` (then busy)."""
+        deadline, pause = time.monotonic() + JOURNAL_TIMEOUT, 0.0005
+        while (turn := journal.try_take_turn()) is None:
+            if time.monotonic() >= deadline:
+                raise BackendBusyError(
+                    f"another process kept the outage journal {journal.path} for {JOURNAL_TIMEOUT:g} s; "
+                    "nothing was written",
+                    operation="journal",
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.01)
+        return turn
+
+    async def _journal_and_mirror(self, journal: Journal, keys: list[str], prepare: Prepare, needs_views: bool) -> Any:
+        """Journal one outage write, then apply it to the fallback (this process's turn held)."""
+        strict = not self._reads_from_fallback()
+        before = await self._views(journal, keys) if strict or needs_views else {}
+        record, answer = await prepare(before, strict)
+        if record is None:
+            return answer
+        if True:  # ASYNC
+            seq = await asyncio.to_thread(journal.record, record.kind, record.to_json(), record.keys())
+        else:
+            seq = journal.record(record.kind, record.to_json(), record.keys())
+        try:
+            result = await record.apply(await self._fallback_store())
+        except KVStoreError as exc:
             if not strict:
-                return result
-            return _outage_result(record, before)
+                await self._journal_call(journal.done, seq)  # the fallback refused it: neither happened
+                raise
+            # The journal is the truth of this outage; the fallback is only a mirror of it.
+            logger.debug("kvstore database tier: fallback mirror skipped %s: %s", record.kind, exc)
+            result = None
+        if answer is not _MIRRORED:
+            return answer
+        if not strict:
+            return result
+        return _outage_result(record, before)
 
     async def _journal_call(self, fn: Callable[..., T], *args: Any) -> T:
         if True:  # ASYNC

@@ -33,6 +33,11 @@ import orjson
 
 from kvstore.errors import BackendBusyError, BackendUnavailableError
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no flock, every turn is granted
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = ["JOURNAL_TIMEOUT", "LEASE_SECONDS", "Journal", "JournalEntry", "create_private_file"]
 
 _SCHEMA = (
@@ -128,9 +133,19 @@ def _reset_in_child() -> None:
     for journal in list(_journals):
         with contextlib.suppress(Exception):  # one journal failing must not leave the others shared
             journal._after_fork_in_child()
+    # A turn another thread of the parent held at fork time is the parent's: the child's copy of
+    # its descriptor would keep the lock held after the parent lets go.
+    for fd in list(_turns_held):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _turns_held.clear()
 
 
 os.register_at_fork(after_in_child=_reset_in_child)
+
+
+#: Descriptors of the turns (`Journal.try_take_turn`) this process holds now.
+_turns_held: set[int] = set()
 
 
 class Journal:
@@ -142,6 +157,7 @@ class Journal:
         self._pid = -1
         self._conn: sqlite3.Connection | None = None
         self._owner = uuid.uuid4().hex
+        self._turn_file_ready = False
         _journals.add(self)
         with self._errors("open"):
             self._connection()
@@ -216,6 +232,53 @@ class Journal:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    # --- the writers' turn --------------------------------------------------------------
+
+    def try_take_turn(self) -> int | None:
+        """This process's turn to journal a write and mirror it to the fallback, if free now.
+
+        Several processes (each its own manager) share one primary's journal and fallback
+        file. Journaling and mirroring one write under one turn keeps the fallback in the
+        journal's order, which is what replay gives the primary: a reader of the fallback never
+        sees a conversation reordered by the failback. The turn is an ``flock`` on
+        ``<journal>.lock`` (the kernel frees it when its holder dies) on a descriptor of its
+        own, so two managers of one process take turns too. Returns the descriptor to pass to
+        `end_turn`, or ``None`` when another holds the turn. Always granted where there is no
+        ``flock`` (Windows) or no file (``:memory:``).
+        """
+        if fcntl is None or self.path == ":memory:":
+            return -1
+        if not self._turn_file_ready:  # owner-only, as the journal (0600; the umask can't widen it)
+            create_private_file(Path(self.path + ".lock"))
+            self._turn_file_ready = True
+        try:
+            fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
+            raise BackendUnavailableError(
+                f"cannot open {self.path}.lock for the outage journal ({exc.strerror or exc}); "
+                "set state_dir to a writable directory",
+                operation="journal",
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except OSError as exc:
+            os.close(fd)
+            raise BackendUnavailableError(
+                f"cannot lock {self.path}.lock for the outage journal ({exc.strerror or exc})", operation="journal"
+            ) from exc
+        _turns_held.add(fd)
+        return fd
+
+    @staticmethod
+    def end_turn(fd: int) -> None:
+        """Give the turn `try_take_turn` returned back (closing its descriptor frees the lock)."""
+        if fd >= 0 and fd in _turns_held:
+            _turns_held.discard(fd)
+            os.close(fd)
 
     # --- writing ----------------------------------------------------------------------
 
