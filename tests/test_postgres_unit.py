@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import psycopg
 import psycopg_pool
 import pytest
@@ -153,3 +155,21 @@ def test_deadline_errors_are_unavailability_naming_the_operation_and_the_deadlin
         assert isinstance(err, BackendUnavailableError)
         assert (err.backend, err.key, err.operation) == ("postgres", "k", "get")
         assert "0.5 s" in str(err)
+
+
+@pytest.mark.parametrize(
+    "given", ["-c lock_timeout=250", "-clock_timeout=250", "--lock-timeout=250", "-c LOCK_TIMEOUT = 250"]
+)
+def test_a_lock_timeout_in_the_options_is_kept(given: str) -> None:
+    """The URL's own lock_timeout wins over kvstore's default (0.8 x statement_timeout)."""
+    conninfo, _ = pg.build_conninfo(f"postgresql://app@db.example/app?options={quote(given)}", statement_timeout=2)
+    options = psycopg.conninfo.conninfo_to_dict(conninfo)["options"]
+    assert "lock_timeout=1600" not in options
+    assert given in options
+    assert "statement_timeout=2000" in options
+
+
+def test_kvstore_sets_lock_timeout_when_the_options_do_not() -> None:
+    conninfo, _ = pg.build_conninfo("postgresql://app@db.example/app?options=-c%20search_path%3Dx", statement_timeout=2)
+    options = psycopg.conninfo.conninfo_to_dict(conninfo)["options"]
+    assert options == "-c search_path=x -c statement_timeout=2000 -c lock_timeout=1600"

@@ -28,6 +28,12 @@ BACKEND = "postgres"
 
 _BUSY = "PostgreSQL is up but busy during {operation} ({detail}); retry later"
 _UNAVAILABLE = "PostgreSQL unavailable during {operation}: {detail}"
+#: A statement cancelled by a cancel request, not at statement_timeout (pg_cancel_backend
+#: by an administrator or a monitor): the server is up, nothing ran.
+_CANCELLED = (
+    "PostgreSQL cancelled {operation} on request ({detail}): pg_cancel_backend or another client's "
+    "cancel, not a deadline; the server is up"
+)
 
 #: Driver exception -> (kvstore error, message), most specific first: the first match wins.
 #: Every psycopg and psycopg_pool exception is a `psycopg.Error`, so none passes unmapped;
@@ -93,6 +99,8 @@ def map_error(exc: BaseException, operation: str, key: str | None, secret: str |
     cls: type[KVStoreError]
     if isinstance(exc, psycopg.OperationalError) and any(t in text for t in _BUSY_CONNECT_TEXT):
         cls, message = BackendBusyError, _BUSY
+    elif isinstance(exc, psycopg.errors.QueryCanceled) and "statement timeout" not in text:
+        cls, message = BackendBusyError, _CANCELLED
     else:
         cls, message = next((c, m) for kind, c, m in ERRORS if isinstance(exc, kind))
     return cls(message.format(operation=operation, detail=detail), backend=BACKEND, key=key, operation=operation)

@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -663,11 +664,17 @@ def build_conninfo(
     params.setdefault("keepalives_count", 3)
     options = str(params.get("options") or "")
     statement_ms = max(1, int(statement_timeout * 1000))
-    # A row lock held by another session is a busy server, not an outage: give up on the
-    # lock (55P03, BackendBusyError) before the statement's own deadline (57014) would fire.
-    lock_ms = max(1, int(statement_ms * 0.8))
-    params["options"] = f"{options} -c statement_timeout={statement_ms} -c lock_timeout={lock_ms}".strip()
+    options = f"{options} -c statement_timeout={statement_ms}"
+    if not _SETS_LOCK_TIMEOUT.search(options):  # the URL's own lock_timeout is kept
+        # A row lock held by another session is a busy server, not an outage: give up on the
+        # lock (55P03, BackendBusyError) before the statement's own deadline (57014) would fire.
+        options += f" -c lock_timeout={max(1, int(statement_ms * 0.8))}"
+    params["options"] = options.strip()
     return psycopg.conninfo.make_conninfo("", **params), password
+
+
+#: ``-c lock_timeout=...`` (or ``--lock-timeout=...``) in libpq's ``options``.
+_SETS_LOCK_TIMEOUT = re.compile(r"(?:-c\s*|--)lock[_-]timeout\s*=", re.IGNORECASE)
 
 
 def is_local(conninfo: str) -> bool:
