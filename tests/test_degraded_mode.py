@@ -106,12 +106,14 @@ def test_case1_tenants_differing_by_one_field_never_share_journal_or_fallback(
     """Two Postgres tiers differing by schema, table prefix or key prefix get their own journal and fallback,
     and none of them is the embedded default's ./.kvstore/kvstore.db."""
     base = {"type": "postgres", "url": postgres_url, "state_dir": str(tmp_path / "state")}
+    server, dbname = postgres_url.rsplit("/", 1)
+    other_db = "postgres" if dbname.split("?")[0] == "test" else "test"  # another database than the URL's
     variants = [
         base,
         {**base, "schema_name": "tenant_b"},
         {**base, "table_prefix": "other_"},
         {**base, "key_prefix": "b:"},
-        {**base, "url": postgres_url.rsplit("/", 1)[0] + "/test"},
+        {**base, "url": f"{server}/{other_db}"},
     ]
     dirs = {state_dir(StorageConfig.from_mapping({"database": v}).database) for v in variants}
     assert len(dirs) == len(variants)
