@@ -996,8 +996,8 @@ class FailoverDatabase(_AsyncFailover, Database):
                 self.breaker.success(Route.PROBE)  # under the lock: no outage write slips in after
         finally:
             self._journal_call(journal.release_replay)
-        if not self._journal_call(len, journal):
-            self._empty_fallback()
+        if self.owns_fallback:
+            self._empty_fallback_if_replayed(journal)
         if replayed:
             self.events["replayed"] += replayed
             logger.warning(
@@ -1006,6 +1006,21 @@ class FailoverDatabase(_AsyncFailover, Database):
                 self.primary.backend,
                 extra={"kvstore_event": "replay", "tier": "database", "count": replayed},
             )
+
+    def _empty_fallback_if_replayed(self, journal: Journal) -> None:
+        """`_empty_fallback` once the shared journal is empty, in one turn of the writers: another
+        process's outage write journaled and mirrored between the check and the emptying would
+        vanish from the fallback it reads (``degraded_reads="fallback"``) until its own replay."""
+        try:
+            turn = self._take_turn(journal)
+        except KVStoreError as exc:  # the fallback keeps its stale mirror; the next failback empties it
+            logger.debug("kvstore database tier: fallback not emptied after replay: %s", exc)
+            return
+        try:
+            if not self._journal_call(len, journal):
+                self._empty_fallback()
+        finally:
+            journal.end_turn(turn)
 
     def _empty_fallback(self) -> None:
         """After a complete replay the fallback's mirror is stale: the next outage starts from nothing.

@@ -1017,8 +1017,8 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
                 self.breaker.success(Route.PROBE)  # under the lock: no outage write slips in after
         finally:
             await self._journal_call(journal.release_replay)
-        if not await self._journal_call(len, journal):
-            await self._empty_fallback()
+        if self.owns_fallback:
+            await self._empty_fallback_if_replayed(journal)
         if replayed:
             self.events["replayed"] += replayed
             logger.warning(
@@ -1027,6 +1027,21 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
                 self.primary.backend,
                 extra={"kvstore_event": "replay", "tier": "database", "count": replayed},
             )
+
+    async def _empty_fallback_if_replayed(self, journal: Journal) -> None:
+        """`_empty_fallback` once the shared journal is empty, in one turn of the writers: another
+        process's outage write journaled and mirrored between the check and the emptying would
+        vanish from the fallback it reads (``degraded_reads="fallback"``) until its own replay."""
+        try:
+            turn = await self._take_turn(journal)
+        except KVStoreError as exc:  # the fallback keeps its stale mirror; the next failback empties it
+            logger.debug("kvstore database tier: fallback not emptied after replay: %s", exc)
+            return
+        try:
+            if not await self._journal_call(len, journal):
+                await self._empty_fallback()
+        finally:
+            journal.end_turn(turn)
 
     async def _empty_fallback(self) -> None:
         """After a complete replay the fallback's mirror is stale: the next outage starts from nothing.

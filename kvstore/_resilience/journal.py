@@ -134,18 +134,32 @@ def _reset_in_child() -> None:
         with contextlib.suppress(Exception):  # one journal failing must not leave the others shared
             journal._after_fork_in_child()
     # A turn another thread of the parent held at fork time is the parent's: the child's copy of
-    # its descriptor would keep the lock held after the parent lets go.
+    # its descriptor would keep the lock held after the parent lets go (an flock belongs to the
+    # open file, which the child shares). `_turns_lock`, held across the fork, makes "opened"
+    # and "listed in `_turns_held`" one step for the child: it never inherits an unlisted turn.
+    global _turns_lock
+    _turns_lock = threading.Lock()
     for fd in list(_turns_held):
         with contextlib.suppress(OSError):
             os.close(fd)
     _turns_held.clear()
 
 
-os.register_at_fork(after_in_child=_reset_in_child)
-
-
 #: Descriptors of the turns (`Journal.try_take_turn`) this process holds now.
 _turns_held: set[int] = set()
+#: Held while a turn's descriptor is opened and listed, or unlisted and closed, and across a fork.
+_turns_lock = threading.Lock()
+
+
+def _before_fork() -> None:
+    _turns_lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _turns_lock.release()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_reset_in_child)
 
 
 class Journal:
@@ -252,33 +266,35 @@ class Journal:
         if not self._turn_file_ready:  # owner-only, as the journal (0600; the umask can't widen it)
             create_private_file(Path(self.path + ".lock"))
             self._turn_file_ready = True
-        try:
-            fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CLOEXEC)
-        except OSError as exc:
-            raise BackendUnavailableError(
-                f"cannot open {self.path}.lock for the outage journal ({exc.strerror or exc}); "
-                "set state_dir to a writable directory",
-                operation="journal",
-            ) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        except OSError as exc:
-            os.close(fd)
-            raise BackendUnavailableError(
-                f"cannot lock {self.path}.lock for the outage journal ({exc.strerror or exc})", operation="journal"
-            ) from exc
-        _turns_held.add(fd)
+        with _turns_lock:  # no fork between opening the descriptor and listing it (see `_reset_in_child`)
+            try:
+                fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CLOEXEC)
+            except OSError as exc:
+                raise BackendUnavailableError(
+                    f"cannot open {self.path}.lock for the outage journal ({exc.strerror or exc}); "
+                    "set state_dir to a writable directory",
+                    operation="journal",
+                ) from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return None
+            except OSError as exc:
+                os.close(fd)
+                raise BackendUnavailableError(
+                    f"cannot lock {self.path}.lock for the outage journal ({exc.strerror or exc})", operation="journal"
+                ) from exc
+            _turns_held.add(fd)
         return fd
 
     @staticmethod
     def end_turn(fd: int) -> None:
         """Give the turn `try_take_turn` returned back (closing its descriptor frees the lock)."""
-        if fd >= 0 and fd in _turns_held:
-            _turns_held.discard(fd)
-            os.close(fd)
+        with _turns_lock:
+            if fd >= 0 and fd in _turns_held:
+                _turns_held.discard(fd)
+                os.close(fd)
 
     # --- writing ----------------------------------------------------------------------
 

@@ -1,0 +1,121 @@
+"""Review s7: the writers' turn of outage writes (``journal.db.lock``) under forks and failback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvstore import StorageManager
+from kvstore._resilience.failover import FailoverDatabase
+from kvstore._resilience.journal import Journal
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork: POSIX only")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_child_forked_while_another_thread_takes_the_turn_never_keeps_it(tmp_path: Path) -> None:
+    """A thread of the parent takes and ends turns while the main thread forks (a process pool
+    forking workers during an outage): no child may keep a copy of a turn's descriptor, or every
+    outage write of every process would be busy for as long as that child lives."""
+    journal = Journal.create(tmp_path / "journal.db")
+    stop = threading.Event()
+
+    def take_turns() -> None:
+        while not stop.is_set():
+            turn = journal.try_take_turn()
+            if turn is not None:
+                journal.end_turn(turn)
+
+    children: list[int] = []
+    taker = threading.Thread(target=take_turns)
+    taker.start()
+    try:
+        for _ in range(60):
+            pid = os.fork()
+            if pid == 0:  # the child: lives on past the parent's check, doing nothing
+                time.sleep(5)
+                os._exit(0)
+            children.append(pid)
+            time.sleep(0.002)
+        stop.set()
+        taker.join()
+        deadline = time.monotonic() + 1.0
+        while (turn := journal.try_take_turn()) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert turn is not None, "a forked child kept the writers' turn"
+        journal.end_turn(turn)
+    finally:
+        stop.set()
+        taker.join()
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        journal.close()
+
+
+def _sqlite_primary(tmp_path: Path) -> dict[str, Any]:
+    return {
+        "cache": {"type": "memory"},
+        "database": {
+            "type": "sqlite",
+            "path": str(tmp_path / "primary.db"),
+            "state_dir": str(tmp_path / "state"),
+            "probe_interval": 60,
+            "degraded_reads": "fallback",
+            "fallback": ["sqlite"],  # the state directory's fallback.db, shared by every manager
+        },
+    }
+
+
+def test_an_outage_write_of_another_manager_during_failback_is_not_emptied_from_the_fallback(
+    tmp_path: Path,
+) -> None:
+    """A replays the shared journal and empties the shared fallback; B (another manager on the
+    same state directory, still in its outage) writes right then. B's acknowledged write must
+    stay readable from the fallback (degraded_reads="fallback") until B replays it: before, A's
+    "journal empty?" check and its emptying of the fallback were not one turn, so B's write,
+    journaled and mirrored between them, was emptied from the fallback (and B read None)."""
+    config = _sqlite_primary(tmp_path)
+    with StorageManager(config) as a, StorageManager(config) as b:
+        fa, fb = a.database, b.database
+        assert isinstance(fa, FailoverDatabase)
+        assert isinstance(fb, FailoverDatabase)
+        fa.set("warm", 0)
+        fb.get("warm")
+        fa.breaker.trip("A lost the primary")
+        fb.breaker.trip("B lost the primary")
+        fa.set("a-outage", 1)
+        assert fb.get("a-outage") == 1  # the fallback is shared
+
+        empty = fa._empty_fallback
+        writer: list[threading.Thread] = []
+
+        def empty_while_b_writes() -> None:
+            thread = threading.Thread(target=lambda: fb.set("b-late", 2))
+            writer.append(thread)
+            thread.start()
+            thread.join(0.5)  # B's write is quick when nothing keeps it waiting
+            empty()
+
+        fa._empty_fallback = empty_while_b_writes  # type: ignore[method-assign]
+        fa.breaker.policy = type(fa.breaker.policy)(failure_threshold=1, probe_interval=0.001)
+        time.sleep(0.01)
+        fa.get("warm")  # probes, replays, empties the fallback
+        assert fa.breaker.state.value == "closed"
+        (thread,) = writer
+        thread.join(5)
+        assert not thread.is_alive()
+        assert fb.breaker.state.value != "closed"
+        assert fb.get("b-late") == 2, "B's acknowledged outage write vanished from the fallback"
+        assert fb.journal is not None
+        assert [e.data["k"] for e in fb.journal.pending()] == ["b-late"]
+        fb.breaker.policy = type(fb.breaker.policy)(failure_threshold=1, probe_interval=0.001)
+        time.sleep(0.01)
+        assert fb.get("b-late") == 2  # probes and replays it
+        assert fb.breaker.state.value == "closed"
+        assert a.database.get("b-late") == 2
