@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
@@ -119,3 +120,53 @@ def test_an_outage_write_of_another_manager_during_failback_is_not_emptied_from_
         assert fb.get("b-late") == 2  # probes and replays it
         assert fb.breaker.state.value == "closed"
         assert a.database.get("b-late") == 2
+
+
+# --- connect cancelled while it reads an earlier process's journal ---------------------------
+
+
+def test_connect_cancelled_while_reading_the_journal_closes_the_database_tier(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`AsyncStorageManager.connect` reads a journal left by an earlier process off the loop (an
+    await since d20773c): a connect cancelled there (a startup timeout) must close the database
+    tier it opened, as it does for every other failure, not leave its primary open."""
+    from kvstore import AsyncStorageManager
+    from kvstore.config import load_config
+    from kvstore.manager_async import state_dir
+
+    config = _sqlite_primary(tmp_path)
+    path = state_dir(load_config(config).database) / "journal.db"
+    Journal.create(path).close()
+    opening, gate = threading.Event(), threading.Event()
+    original = Journal._connection
+
+    def slow_connection(self: Journal) -> Any:
+        opening.set()
+        gate.wait(5)
+        return original(self)
+
+    monkeypatch.setattr(Journal, "_connection", slow_connection)
+    made: list[Any] = []
+    failover = AsyncStorageManager._failover
+
+    def spy(self: Any, *args: Any) -> Any:
+        made.append(failover(self, *args))
+        return made[-1]
+
+    monkeypatch.setattr(AsyncStorageManager, "_failover", spy)
+
+    async def main() -> None:
+        manager = AsyncStorageManager(config)
+        task = asyncio.ensure_future(manager.connect())
+        while not opening.is_set():
+            await asyncio.sleep(0.005)
+        task.cancel()
+        gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        database = [store for store in made if store.tier == "database"]
+        assert len(database) == 1
+        assert database[0]._closing, "the cancelled connect left the database tier open"
+
+    asyncio.run(main())
