@@ -170,3 +170,112 @@ def test_connect_cancelled_while_reading_the_journal_closes_the_database_tier(
         assert database[0]._closing, "the cancelled connect left the database tier open"
 
     asyncio.run(main())
+
+
+# --- close while outage writes wait for the turn; writes after close -------------------------
+
+
+def _strict(tmp_path: Path) -> dict[str, Any]:
+    config = _sqlite_primary(tmp_path)
+    config["database"]["degraded_reads"] = "strict"
+    return config
+
+
+def _held_turn(journal_path: Path) -> int:
+    """The writers' turn taken the way another process would (an flock on its own open file)."""
+    import fcntl
+
+    fd = os.open(str(journal_path) + ".lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def test_close_while_a_write_waits_for_the_turn_never_journals_it_without_its_mirror(tmp_path: Path) -> None:
+    """A thread's outage write waits for the writers' turn (another process holds it) when another
+    thread closes the manager: the write is journaled and mirrored, or neither. Before, close()
+    closed the fallback under the waiting write, which then journaled (reopening the closed journal)
+    and, the mirror refused, answered True: journaled, never mirrored, acknowledged after close."""
+    from kvstore import ClosedError, SqliteDatabase
+
+    config = _strict(tmp_path)
+    manager = StorageManager(config)
+    db = manager.connect().database
+    assert isinstance(db, FailoverDatabase)
+    db.set("warm", 0)
+    db.breaker.trip("outage for the test")
+    db.set("first", 1)
+    assert db.journal is not None
+    journal_path = Path(db.journal.path)
+    holder = _held_turn(journal_path)
+    outcome: list[Any] = []
+
+    def write() -> None:
+        try:
+            outcome.append(db.set("late", 2))
+        except ClosedError as exc:
+            outcome.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    time.sleep(0.2)  # the write waits for the turn
+    closer = threading.Thread(target=manager.disconnect)
+    closer.start()
+    time.sleep(0.3)
+    os.close(holder)  # the other process is done
+    writer.join(5)
+    closer.join(5)
+    assert not writer.is_alive()
+    assert not closer.is_alive()
+    journal = Journal(journal_path)
+    try:
+        journaled = [entry.data["k"] for entry in journal.pending()]
+    finally:
+        journal.close()
+    with SqliteDatabase(str(journal_path.parent / "fallback.db")) as fallback:
+        mirrored = [key for key in ("first", "late") if fallback.get(key) is not None]
+    assert journaled == mirrored, f"journaled {journaled}, mirrored {mirrored}, the write answered {outcome}"
+
+
+def test_an_outage_write_after_close_is_refused_sync(tmp_path: Path) -> None:
+    """After close() an outage write raises ClosedError (as on a healthy primary), journals nothing
+    and reopens no journal connection; before, strict mode journaled it and answered True."""
+    from kvstore import ClosedError
+
+    manager = StorageManager(_strict(tmp_path))
+    db = manager.connect().database
+    assert isinstance(db, FailoverDatabase)
+    db.set("warm", 0)
+    db.breaker.trip("outage for the test")
+    db.set("first", 1)
+    manager.disconnect()
+    with pytest.raises(ClosedError):
+        db.set("after", 2)
+    with pytest.raises(ClosedError):
+        db.append("chat", "m", idempotency_id="after")
+    assert db.journal is not None
+    assert db.journal._conn is None, "the closed journal was reopened"
+    journal = Journal(db.journal.path)
+    try:
+        assert [entry.data["k"] for entry in journal.pending()] == ["first"]
+    finally:
+        journal.close()
+
+
+def test_an_outage_write_after_aclose_is_refused_async(tmp_path: Path) -> None:
+    from kvstore import AsyncStorageManager, ClosedError
+    from kvstore._resilience.failover_async import AsyncFailoverDatabase
+
+    async def main() -> None:
+        manager = AsyncStorageManager(_strict(tmp_path))
+        db = (await manager.connect()).database
+        assert isinstance(db, AsyncFailoverDatabase)
+        await db.set("warm", 0)
+        db.breaker.trip("outage for the test")
+        await db.set("first", 1)
+        await manager.disconnect()
+        with pytest.raises(ClosedError):
+            await db.set("after", 2)
+        assert db.journal is not None
+        assert db.journal._conn is None, "the closed journal was reopened"
+
+    asyncio.run(main())

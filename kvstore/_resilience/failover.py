@@ -554,12 +554,29 @@ class FailoverDatabase(_AsyncFailover, Database):
         mode what the journal knew). ``direct`` runs instead when failback finished meanwhile.
         """
         self._refuse_write(operation)
-        return self._journal_then_mirror(keys, direct, prepare, needs_views)
+        self._refuse_closed(operation)
+        return self._journal_then_mirror(operation, keys, direct, prepare, needs_views)
+
+    def _refuse_closed(self, operation: str) -> None:
+        """Once closing began, an outage write raises `ClosedError` (as the closed primary would):
+        the stores it needs are closed, or about to be."""
+        if self._closing:
+            raise ClosedError(
+                f"the {self.tier} tier is closed", backend=getattr(self.primary, "backend", None), operation=operation
+            )
 
     def _journal_then_mirror(
-        self, keys: list[str], direct: Callable[[Any], Any], prepare: Prepare, needs_views: bool
+        self,
+        operation: str,
+        keys: list[str],
+        direct: Callable[[Any], Any],
+        prepare: Prepare,
+        needs_views: bool,
     ) -> Any:
         with self._outage_lock:
+            # `close` waits for the write holding this lock; one that waited for it is refused
+            # (the stores are closed under it: journaled, never mirrored, answered after close).
+            self._refuse_closed(operation)
             if self.breaker.state is BreakerState.CLOSED and self.primary is not None:
                 return direct(self.primary)  # failback finished while we waited
             journal = self._journal_for_write()
@@ -1191,6 +1208,8 @@ class FailoverDatabase(_AsyncFailover, Database):
 
     def close(self) -> None:
         self._closing = True
+        with self._outage_lock:
+            pass  # an outage write of another thread finishes (journaled and mirrored) first
         super().close()
         if self._journal is not None:
             self._journal.close()

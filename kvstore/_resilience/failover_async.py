@@ -558,20 +558,40 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
         mode what the journal knew). ``direct`` runs instead when failback finished meanwhile.
         """
         self._refuse_write(operation)
+        self._refuse_closed(operation)
         if True:  # ASYNC
-            task = asyncio.ensure_future(self._journal_then_mirror(keys, direct, prepare, needs_views))
+            task = asyncio.ensure_future(self._journal_then_mirror(operation, keys, direct, prepare, needs_views))
             task.add_done_callback(_consume_exception)
             # Kept until done: `aclose` lets a cancelled caller's write finish before closing the stores.
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
             return await asyncio.shield(task)
         else:
-            return self._journal_then_mirror(keys, direct, prepare, needs_views)
+            return self._journal_then_mirror(operation, keys, direct, prepare, needs_views)
+
+    def _refuse_closed(self, operation: str) -> None:
+        """Once closing began, an outage write raises `ClosedError` (as the closed primary would):
+        the stores it needs are closed, or about to be."""
+        if self._closing:
+            raise ClosedError(
+                f"the {self.tier} tier is closed", backend=getattr(self.primary, "backend", None), operation=operation
+            )
 
     async def _journal_then_mirror(
-        self, keys: list[str], direct: Callable[[Any], Awaitable[Any]], prepare: Prepare, needs_views: bool
+        self,
+        operation: str,
+        keys: list[str],
+        direct: Callable[[Any], Awaitable[Any]],
+        prepare: Prepare,
+        needs_views: bool,
     ) -> Any:
         async with self._outage_lock:
+            if True:  # ASYNC
+                pass  # `aclose` lets the writes in flight finish before it closes the stores
+            else:
+                # `close` waits for the write holding this lock; one that waited for it is refused
+                # (the stores are closed under it: journaled, never mirrored, answered after close).
+                self._refuse_closed(operation)
             if self.breaker.state is BreakerState.CLOSED and self.primary is not None:
                 return await direct(self.primary)  # failback finished while we waited
             journal = await self._journal_for_write()
@@ -1217,6 +1237,9 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
             # running, the loop's shutdown would cancel it between the two (journaled, never mirrored).
             while self._in_flight:
                 await asyncio.gather(*self._in_flight, return_exceptions=True)
+        else:
+            with self._outage_lock:
+                pass  # an outage write of another thread finishes (journaled and mirrored) first
         await super().aclose()
         if self._journal is not None:
             self._journal.close()
