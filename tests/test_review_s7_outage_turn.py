@@ -279,3 +279,107 @@ def test_an_outage_write_after_aclose_is_refused_async(tmp_path: Path) -> None:
         assert db.journal._conn is None, "the closed journal was reopened"
 
     asyncio.run(main())
+
+
+# --- a full disk between journaling and mirroring -------------------------------------------
+
+
+def test_a_full_disk_never_leaves_a_failed_outage_write_in_the_journal(tmp_path: Path) -> None:
+    """The state directory fills up during an outage (degraded_reads="fallback", a small tmpfs).
+    Every write is journaled and mirrored, or neither, and raised (DESIGN.md §8 write-ahead): the
+    first write the full disk refused had been journaled, its mirror failed, and undoing its journal
+    entry failed too (no room for the WAL): the caller got BackendUnavailableError, yet the write
+    stayed in the journal, to be replayed to the primary later."""
+    import subprocess
+
+    from kvstore import KVStoreError, SqliteDatabase
+
+    where = tmp_path / "small"
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(where)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
+    try:
+        config = {
+            "cache": {"type": "memory"},
+            "database": {
+                "type": "postgres",
+                "url": "postgresql://nobody@127.0.0.1:1/none",  # refused: the outage from the start
+                "connect_timeout": 0.5,
+                "degraded_reads": "fallback",
+                "state_dir": str(where / "state"),
+            },
+        }
+        acked: list[int] = []
+        refused = 0
+        with StorageManager(config) as storage:
+            db = storage.database
+            assert isinstance(db, FailoverDatabase)
+            for i in range(2000):
+                try:
+                    db.append("chat", {"i": i, "pad": "x" * 300}, idempotency_id=f"m{i}")
+                    acked.append(i)
+                except KVStoreError:
+                    refused += 1
+                    if refused >= 20:
+                        break
+            assert db.journal is not None
+            state = Path(db.journal.path).parent
+        assert refused >= 20, "the disk never filled"
+        journal = Journal(state / "journal.db")
+        try:
+            journaled = [item["i"] for entry in journal.pending(limit=100_000) for item in entry.data["v"]]
+        finally:
+            journal.close()
+        with SqliteDatabase(str(state / "fallback.db")) as fallback:
+            mirrored = [item["i"] for item in fallback.get_range("chat", 0, -1)]
+        assert journaled == acked, f"refused but journaled: {sorted(set(journaled) - set(acked))}"
+        assert mirrored == journaled
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+# --- processes making the journal at once ----------------------------------------------------
+
+_MAKE_JOURNALS = """
+import os, sys, time
+from kvstore import KVStoreError
+from kvstore._resilience.journal import Journal
+folder, start, count = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+failed = []
+for i in range(count):
+    while time.time() < start + i * 0.02:
+        pass
+    try:
+        journal = Journal.create(os.path.join(folder, f"j{i}.db"))
+        journal.record("set", {"k": "x", "v": i, "x": None}, ["x"])
+        journal.close()
+    except KVStoreError as exc:
+        failed.append(f"{type(exc).__name__}: {exc}")
+print(len(failed), failed[:1])
+"""
+
+
+def test_processes_making_the_journal_at_once_all_journal_their_first_write(tmp_path: Path) -> None:
+    """An outage begins: each process's first outage write creates (or opens) the shared journal at
+    the same moment. None may fail: SQLite answered one of two processes setting up a new journal
+    "database is locked" at once (its deadlock avoidance, no busy wait), so its write raised
+    BackendBusyError ("gave up after 2 s") — about one journal in ten, per process."""
+    import subprocess
+    import sys
+
+    start = time.time() + 1.5
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _MAKE_JOURNALS, str(tmp_path), str(start), "60"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    outputs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        outputs.append(out.decode().strip())
+    assert outputs == ["0 []", "0 []"]

@@ -86,6 +86,9 @@ _SCHEMA = (
 LEASE_SECONDS = 30.0
 #: Seconds a journal write waits for another connection's lock before it gives up (its deadline).
 JOURNAL_TIMEOUT = 2.0
+#: Bytes kept allocated beside the journal (``<journal>.reserve``) and given back when the disk is full,
+#: so that undoing an entry whose mirror the fallback refused (a few WAL pages) finds room.
+RESERVE_BYTES = 128 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,13 +209,26 @@ class Journal:
         """The connection of this process (a forked child opens its own; the parent's is never used)."""
         if self._conn is not None and self._pid == os.getpid():
             return self._conn
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=JOURNAL_TIMEOUT)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")  # an acknowledged outage write survives a power cut too
-        for statement in _SCHEMA:
-            conn.execute(statement)
-        self._conn, self._pid = conn, os.getpid()
-        return conn
+        deadline, pause = time.monotonic() + JOURNAL_TIMEOUT, 0.001
+        while True:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=JOURNAL_TIMEOUT)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")  # an acknowledged outage write survives a power cut too
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                # Processes making the journal at once (the first write of an outage, in each): SQLite
+                # answers all but one "locked" at once, without waiting (its deadlock avoidance).
+                text = str(exc)
+                if ("locked" not in text and "busy" not in text) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+                continue
+            self._conn, self._pid = conn, os.getpid()
+            return conn
 
     @contextlib.contextmanager
     def _errors(self, operation: str) -> Iterator[None]:
@@ -245,7 +261,43 @@ class Journal:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
+            try:
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:  # e.g. a full disk: never leave this connection inside it
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+
+    # --- room to undo an entry on a full disk ---------------------------------------------
+
+    def _keep_reserve(self) -> None:
+        """Allocate ``<journal>.reserve`` (`RESERVE_BYTES`) unless it exists; best effort."""
+        if self.path == ":memory:":
+            return
+        path = self.path + ".reserve"
+        if os.path.exists(path):
+            return
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return
+        try:
+            os.write(fd, bytes(RESERVE_BYTES))
+            os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        finally:
+            os.close(fd)
+
+    def _release_reserve(self) -> bool:
+        """Give the reserve's room back to the file system; whether there was one."""
+        try:
+            os.unlink(self.path + ".reserve")
+        except OSError:
+            return False
+        return True
 
     # --- the writers' turn --------------------------------------------------------------
 
@@ -301,6 +353,7 @@ class Journal:
     def record(self, kind: str, data: Any, keys: Iterable[str]) -> int:
         """Append a write touching ``keys`` (none: every key); committed to disk when this returns."""
         blob = orjson.dumps(data)
+        self._keep_reserve()  # room to undo this entry should the disk fill before its mirror
         with self._transaction("journal") as conn:
             cursor = conn.execute(
                 "INSERT INTO journal (kind, data, created) VALUES (?, ?, ?)", (kind, blob, time.time())
@@ -317,7 +370,20 @@ class Journal:
             return conn.execute("INSERT OR IGNORE INTO applying (seq) VALUES (?)", (seq,)).rowcount > 0
 
     def done(self, seq: int) -> None:
-        """Forget an entry (replayed, or undone because applying it failed)."""
+        """Forget an entry (replayed, or undone because applying it failed).
+
+        On a full disk the reserve is given back and the entry forgotten in its room: an outage
+        write the fallback refused for want of room must not stay journaled, to be replayed
+        after its caller was told it failed.
+        """
+        try:
+            self._forget(seq)
+        except BackendUnavailableError as exc:
+            if "full" not in str(exc.__cause__ or "") or not self._release_reserve():
+                raise
+            self._forget(seq)
+
+    def _forget(self, seq: int) -> None:
         with self._transaction("journal") as conn:
             conn.execute("DELETE FROM journal WHERE seq = ?", (seq,))
             conn.execute("DELETE FROM journal_keys WHERE seq = ?", (seq,))
