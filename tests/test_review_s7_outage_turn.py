@@ -383,3 +383,34 @@ def test_processes_making_the_journal_at_once_all_journal_their_first_write(tmp_
         assert proc.returncode == 0, err.decode()[-2000:]
         outputs.append(out.decode().strip())
     assert outputs == ["0 []", "0 []"]
+
+
+def test_close_from_a_signal_handler_of_the_thread_inside_an_outage_write_does_not_hang(tmp_path: Path) -> None:
+    """A SIGTERM handler that disconnects (a worker's shutdown hook) runs in the thread that is inside an
+    outage write (waiting for the writers' turn): close must not wait forever for that thread's own lock."""
+    import subprocess
+    import sys
+
+    script = """
+import fcntl, os, signal, sys, threading
+from kvstore import StorageManager
+config = {"cache": {"type": "memory"}, "database": {"type": "sqlite", "path": sys.argv[1] + "/p.db",
+          "state_dir": sys.argv[1] + "/state", "probe_interval": 60, "fallback": ["sqlite"]}}
+manager = StorageManager(config)
+db = manager.connect().database
+db.set("warm", 0)
+db.breaker.trip("outage for the test")
+db.set("first", 1)
+fd = os.open(db.journal.path + ".lock", os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)  # another process's turn, as it were: the next write waits for it
+signal.signal(signal.SIGALRM, lambda *_: manager.disconnect())
+signal.setitimer(signal.ITIMER_REAL, 0.3)
+try:
+    db.set("late", 2)
+except Exception as exc:
+    print(type(exc).__name__)
+print("done", flush=True)
+"""
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, timeout=30, check=False)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    assert out.stdout.decode().split()[-1] == "done"

@@ -1208,8 +1208,10 @@ class FailoverDatabase(_AsyncFailover, Database):
 
     def close(self) -> None:
         self._closing = True
-        with self._outage_lock:
-            pass  # an outage write of another thread finishes (journaled and mirrored) first
+        # An outage write of another thread finishes (journaled and mirrored) first. Bounded: a
+        # close from a signal handler of the very thread inside that write must not wait for itself.
+        if self._outage_lock.acquire(timeout=JOURNAL_TIMEOUT):
+            self._outage_lock.release()
         super().close()
         if self._journal is not None:
             self._journal.close()

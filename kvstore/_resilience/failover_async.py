@@ -1238,8 +1238,10 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
             while self._in_flight:
                 await asyncio.gather(*self._in_flight, return_exceptions=True)
         else:
-            with self._outage_lock:
-                pass  # an outage write of another thread finishes (journaled and mirrored) first
+            # An outage write of another thread finishes (journaled and mirrored) first. Bounded: a
+            # close from a signal handler of the very thread inside that write must not wait for itself.
+            if self._outage_lock.acquire(timeout=JOURNAL_TIMEOUT):
+                self._outage_lock.release()
         await super().aclose()
         if self._journal is not None:
             self._journal.close()
