@@ -582,6 +582,7 @@ class FailoverDatabase(_AsyncFailover, Database):
             journal = self._journal_for_write()
             turn = self._take_turn(journal)
             try:
+                self._refuse_closed(operation)  # closed while it waited for the turn (close's wait is bounded)
                 return self._journal_and_mirror(journal, keys, prepare, needs_views)
             finally:
                 journal.end_turn(turn)

@@ -597,6 +597,10 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
             journal = await self._journal_for_write()
             turn = await self._take_turn(journal)
             try:
+                if True:  # ASYNC
+                    pass
+                else:
+                    self._refuse_closed(operation)  # closed while it waited for the turn (close's wait is bounded)
                 return await self._journal_and_mirror(journal, keys, prepare, needs_views)
             finally:
                 journal.end_turn(turn)
