@@ -414,3 +414,23 @@ print("done", flush=True)
     out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, timeout=30, check=False)
     assert out.returncode == 0, out.stderr.decode()[-2000:]
     assert out.stdout.decode().split()[-1] == "done"
+
+
+def test_outage_writes_go_on_when_the_turn_lock_file_was_removed(tmp_path: Path) -> None:
+    """Someone removes journal.db.lock (a cleaner of stale lock files) while a process runs in an
+    outage: its next writes take the turn on a new lock file (owner-only) instead of raising
+    BackendUnavailableError ("set state_dir to a writable directory") until the process restarts."""
+    import stat
+
+    with StorageManager(_strict(tmp_path)) as storage:
+        db = storage.database
+        assert isinstance(db, FailoverDatabase)
+        db.set("warm", 0)
+        db.breaker.trip("outage for the test")
+        db.set("a", 1)
+        assert db.journal is not None
+        lock = Path(db.journal.path + ".lock")
+        lock.unlink()
+        db.set("b", 2)
+        assert db.get("b") == 2
+        assert stat.S_IMODE(lock.stat().st_mode) == 0o600

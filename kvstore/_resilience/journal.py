@@ -320,7 +320,8 @@ class Journal:
             self._turn_file_ready = True
         with _turns_lock:  # no fork between opening the descriptor and listing it (see `_reset_in_child`)
             try:
-                fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CLOEXEC)
+                # O_CREAT: a lock file someone removed is made again (0600), not a failure of every write.
+                fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except OSError as exc:
                 raise BackendUnavailableError(
                     f"cannot open {self.path}.lock for the outage journal ({exc.strerror or exc}); "
