@@ -234,13 +234,15 @@ class AsyncStorageManager:
             raise
         if reason is not None:
             store.breaker.trip(reason)
-        elif tier == "database" and await _pending_writes(store):
-            # Writes journaled by an earlier process reach the primary before anything new does.
-            store.breaker.trip("replaying the outage journal of an earlier process")
-            try:
-                await store._failback()
-            except BackendUnavailableError as exc:
-                store.breaker.trip(str(exc))  # serve from the fallback; the probe replays later
+        elif tier == "database":
+            try:  # reading the journal is an await too: a connect cancelled there closes the tier
+                if await _pending_writes(store):
+                    # Writes journaled by an earlier process reach the primary before anything new does.
+                    store.breaker.trip("replaying the outage journal of an earlier process")
+                    try:
+                        await store._failback()
+                    except BackendUnavailableError as exc:
+                        store.breaker.trip(str(exc))  # serve from the fallback; the probe replays later
             except BaseException:
                 await store.aclose()
                 raise

@@ -357,7 +357,8 @@ def test_case6_journal_and_fallback_are_owner_only_and_created_on_first_outage(
         (tier_dir,) = (tmp_path / "state").iterdir()
         assert _mode(tier_dir) == 0o700
         files = sorted(p.name for p in tier_dir.iterdir() if not p.name.endswith(("-wal", "-shm")))
-        assert files == ["fallback.db", "journal.db", "journal.db.lock"]  # .lock: the writers' turn
+        # .lock: the writers' turn; .reserve: room to undo an entry on a full disk
+        assert files == ["fallback.db", "journal.db", "journal.db.lock", "journal.db.reserve"]
         for path in tier_dir.iterdir():
             assert _mode(path) == 0o600, path
 

@@ -554,17 +554,35 @@ class FailoverDatabase(_AsyncFailover, Database):
         mode what the journal knew). ``direct`` runs instead when failback finished meanwhile.
         """
         self._refuse_write(operation)
-        return self._journal_then_mirror(keys, direct, prepare, needs_views)
+        self._refuse_closed(operation)
+        return self._journal_then_mirror(operation, keys, direct, prepare, needs_views)
+
+    def _refuse_closed(self, operation: str) -> None:
+        """Once closing began, an outage write raises `ClosedError` (as the closed primary would):
+        the stores it needs are closed, or about to be."""
+        if self._closing:
+            raise ClosedError(
+                f"the {self.tier} tier is closed", backend=getattr(self.primary, "backend", None), operation=operation
+            )
 
     def _journal_then_mirror(
-        self, keys: list[str], direct: Callable[[Any], Any], prepare: Prepare, needs_views: bool
+        self,
+        operation: str,
+        keys: list[str],
+        direct: Callable[[Any], Any],
+        prepare: Prepare,
+        needs_views: bool,
     ) -> Any:
         with self._outage_lock:
+            # `close` waits for the write holding this lock; one that waited for it is refused
+            # (the stores are closed under it: journaled, never mirrored, answered after close).
+            self._refuse_closed(operation)
             if self.breaker.state is BreakerState.CLOSED and self.primary is not None:
                 return direct(self.primary)  # failback finished while we waited
             journal = self._journal_for_write()
             turn = self._take_turn(journal)
             try:
+                self._refuse_closed(operation)  # closed while it waited for the turn (close's wait is bounded)
                 return self._journal_and_mirror(journal, keys, prepare, needs_views)
             finally:
                 journal.end_turn(turn)
@@ -996,8 +1014,8 @@ class FailoverDatabase(_AsyncFailover, Database):
                 self.breaker.success(Route.PROBE)  # under the lock: no outage write slips in after
         finally:
             self._journal_call(journal.release_replay)
-        if not self._journal_call(len, journal):
-            self._empty_fallback()
+        if self.owns_fallback:
+            self._empty_fallback_if_replayed(journal)
         if replayed:
             self.events["replayed"] += replayed
             logger.warning(
@@ -1006,6 +1024,21 @@ class FailoverDatabase(_AsyncFailover, Database):
                 self.primary.backend,
                 extra={"kvstore_event": "replay", "tier": "database", "count": replayed},
             )
+
+    def _empty_fallback_if_replayed(self, journal: Journal) -> None:
+        """`_empty_fallback` once the shared journal is empty, in one turn of the writers: another
+        process's outage write journaled and mirrored between the check and the emptying would
+        vanish from the fallback it reads (``degraded_reads="fallback"``) until its own replay."""
+        try:
+            turn = self._take_turn(journal)
+        except KVStoreError as exc:  # the fallback keeps its stale mirror; the next failback empties it
+            logger.debug("kvstore database tier: fallback not emptied after replay: %s", exc)
+            return
+        try:
+            if not self._journal_call(len, journal):
+                self._empty_fallback()
+        finally:
+            journal.end_turn(turn)
 
     def _empty_fallback(self) -> None:
         """After a complete replay the fallback's mirror is stale: the next outage starts from nothing.
@@ -1176,6 +1209,10 @@ class FailoverDatabase(_AsyncFailover, Database):
 
     def close(self) -> None:
         self._closing = True
+        # An outage write of another thread finishes (journaled and mirrored) first. Bounded: a
+        # close from a signal handler of the very thread inside that write must not wait for itself.
+        if self._outage_lock.acquire(timeout=JOURNAL_TIMEOUT):
+            self._outage_lock.release()
         super().close()
         if self._journal is not None:
             self._journal.close()

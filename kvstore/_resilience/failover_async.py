@@ -558,25 +558,49 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
         mode what the journal knew). ``direct`` runs instead when failback finished meanwhile.
         """
         self._refuse_write(operation)
+        self._refuse_closed(operation)
         if True:  # ASYNC
-            task = asyncio.ensure_future(self._journal_then_mirror(keys, direct, prepare, needs_views))
+            task = asyncio.ensure_future(self._journal_then_mirror(operation, keys, direct, prepare, needs_views))
             task.add_done_callback(_consume_exception)
             # Kept until done: `aclose` lets a cancelled caller's write finish before closing the stores.
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
             return await asyncio.shield(task)
         else:
-            return self._journal_then_mirror(keys, direct, prepare, needs_views)
+            return self._journal_then_mirror(operation, keys, direct, prepare, needs_views)
+
+    def _refuse_closed(self, operation: str) -> None:
+        """Once closing began, an outage write raises `ClosedError` (as the closed primary would):
+        the stores it needs are closed, or about to be."""
+        if self._closing:
+            raise ClosedError(
+                f"the {self.tier} tier is closed", backend=getattr(self.primary, "backend", None), operation=operation
+            )
 
     async def _journal_then_mirror(
-        self, keys: list[str], direct: Callable[[Any], Awaitable[Any]], prepare: Prepare, needs_views: bool
+        self,
+        operation: str,
+        keys: list[str],
+        direct: Callable[[Any], Awaitable[Any]],
+        prepare: Prepare,
+        needs_views: bool,
     ) -> Any:
         async with self._outage_lock:
+            if True:  # ASYNC
+                pass  # `aclose` lets the writes in flight finish before it closes the stores
+            else:
+                # `close` waits for the write holding this lock; one that waited for it is refused
+                # (the stores are closed under it: journaled, never mirrored, answered after close).
+                self._refuse_closed(operation)
             if self.breaker.state is BreakerState.CLOSED and self.primary is not None:
                 return await direct(self.primary)  # failback finished while we waited
             journal = await self._journal_for_write()
             turn = await self._take_turn(journal)
             try:
+                if True:  # ASYNC
+                    pass
+                else:
+                    self._refuse_closed(operation)  # closed while it waited for the turn (close's wait is bounded)
                 return await self._journal_and_mirror(journal, keys, prepare, needs_views)
             finally:
                 journal.end_turn(turn)
@@ -1017,8 +1041,8 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
                 self.breaker.success(Route.PROBE)  # under the lock: no outage write slips in after
         finally:
             await self._journal_call(journal.release_replay)
-        if not await self._journal_call(len, journal):
-            await self._empty_fallback()
+        if self.owns_fallback:
+            await self._empty_fallback_if_replayed(journal)
         if replayed:
             self.events["replayed"] += replayed
             logger.warning(
@@ -1027,6 +1051,21 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
                 self.primary.backend,
                 extra={"kvstore_event": "replay", "tier": "database", "count": replayed},
             )
+
+    async def _empty_fallback_if_replayed(self, journal: Journal) -> None:
+        """`_empty_fallback` once the shared journal is empty, in one turn of the writers: another
+        process's outage write journaled and mirrored between the check and the emptying would
+        vanish from the fallback it reads (``degraded_reads="fallback"``) until its own replay."""
+        try:
+            turn = await self._take_turn(journal)
+        except KVStoreError as exc:  # the fallback keeps its stale mirror; the next failback empties it
+            logger.debug("kvstore database tier: fallback not emptied after replay: %s", exc)
+            return
+        try:
+            if not await self._journal_call(len, journal):
+                await self._empty_fallback()
+        finally:
+            journal.end_turn(turn)
 
     async def _empty_fallback(self) -> None:
         """After a complete replay the fallback's mirror is stale: the next outage starts from nothing.
@@ -1202,6 +1241,11 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
             # running, the loop's shutdown would cancel it between the two (journaled, never mirrored).
             while self._in_flight:
                 await asyncio.gather(*self._in_flight, return_exceptions=True)
+        else:
+            # An outage write of another thread finishes (journaled and mirrored) first. Bounded: a
+            # close from a signal handler of the very thread inside that write must not wait for itself.
+            if self._outage_lock.acquire(timeout=JOURNAL_TIMEOUT):
+                self._outage_lock.release()
         await super().aclose()
         if self._journal is not None:
             self._journal.close()

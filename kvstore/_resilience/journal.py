@@ -86,6 +86,9 @@ _SCHEMA = (
 LEASE_SECONDS = 30.0
 #: Seconds a journal write waits for another connection's lock before it gives up (its deadline).
 JOURNAL_TIMEOUT = 2.0
+#: Bytes kept allocated beside the journal (``<journal>.reserve``) and given back when the disk is full,
+#: so that undoing an entry whose mirror the fallback refused (a few WAL pages) finds room.
+RESERVE_BYTES = 128 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,18 +137,32 @@ def _reset_in_child() -> None:
         with contextlib.suppress(Exception):  # one journal failing must not leave the others shared
             journal._after_fork_in_child()
     # A turn another thread of the parent held at fork time is the parent's: the child's copy of
-    # its descriptor would keep the lock held after the parent lets go.
+    # its descriptor would keep the lock held after the parent lets go (an flock belongs to the
+    # open file, which the child shares). `_turns_lock`, held across the fork, makes "opened"
+    # and "listed in `_turns_held`" one step for the child: it never inherits an unlisted turn.
+    global _turns_lock
+    _turns_lock = threading.Lock()
     for fd in list(_turns_held):
         with contextlib.suppress(OSError):
             os.close(fd)
     _turns_held.clear()
 
 
-os.register_at_fork(after_in_child=_reset_in_child)
-
-
 #: Descriptors of the turns (`Journal.try_take_turn`) this process holds now.
 _turns_held: set[int] = set()
+#: Held while a turn's descriptor is opened and listed, or unlisted and closed, and across a fork.
+_turns_lock = threading.Lock()
+
+
+def _before_fork() -> None:
+    _turns_lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _turns_lock.release()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_reset_in_child)
 
 
 class Journal:
@@ -192,13 +209,26 @@ class Journal:
         """The connection of this process (a forked child opens its own; the parent's is never used)."""
         if self._conn is not None and self._pid == os.getpid():
             return self._conn
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=JOURNAL_TIMEOUT)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")  # an acknowledged outage write survives a power cut too
-        for statement in _SCHEMA:
-            conn.execute(statement)
-        self._conn, self._pid = conn, os.getpid()
-        return conn
+        deadline, pause = time.monotonic() + JOURNAL_TIMEOUT, 0.001
+        while True:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=JOURNAL_TIMEOUT)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")  # an acknowledged outage write survives a power cut too
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                # Processes making the journal at once (the first write of an outage, in each): SQLite
+                # answers all but one "locked" at once, without waiting (its deadlock avoidance).
+                text = str(exc)
+                if ("locked" not in text and "busy" not in text) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+                continue
+            self._conn, self._pid = conn, os.getpid()
+            return conn
 
     @contextlib.contextmanager
     def _errors(self, operation: str) -> Iterator[None]:
@@ -231,7 +261,43 @@ class Journal:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
+            try:
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:  # e.g. a full disk: never leave this connection inside it
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+
+    # --- room to undo an entry on a full disk ---------------------------------------------
+
+    def _keep_reserve(self) -> None:
+        """Allocate ``<journal>.reserve`` (`RESERVE_BYTES`) unless it exists; best effort."""
+        if self.path == ":memory:":
+            return
+        path = self.path + ".reserve"
+        if os.path.exists(path):
+            return
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return
+        try:
+            os.write(fd, bytes(RESERVE_BYTES))
+            os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        finally:
+            os.close(fd)
+
+    def _release_reserve(self) -> bool:
+        """Give the reserve's room back to the file system; whether there was one."""
+        try:
+            os.unlink(self.path + ".reserve")
+        except OSError:
+            return False
+        return True
 
     # --- the writers' turn --------------------------------------------------------------
 
@@ -252,39 +318,43 @@ class Journal:
         if not self._turn_file_ready:  # owner-only, as the journal (0600; the umask can't widen it)
             create_private_file(Path(self.path + ".lock"))
             self._turn_file_ready = True
-        try:
-            fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CLOEXEC)
-        except OSError as exc:
-            raise BackendUnavailableError(
-                f"cannot open {self.path}.lock for the outage journal ({exc.strerror or exc}); "
-                "set state_dir to a writable directory",
-                operation="journal",
-            ) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        except OSError as exc:
-            os.close(fd)
-            raise BackendUnavailableError(
-                f"cannot lock {self.path}.lock for the outage journal ({exc.strerror or exc})", operation="journal"
-            ) from exc
-        _turns_held.add(fd)
+        with _turns_lock:  # no fork between opening the descriptor and listing it (see `_reset_in_child`)
+            try:
+                # O_CREAT: a lock file someone removed is made again (0600), not a failure of every write.
+                fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise BackendUnavailableError(
+                    f"cannot open {self.path}.lock for the outage journal ({exc.strerror or exc}); "
+                    "set state_dir to a writable directory",
+                    operation="journal",
+                ) from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return None
+            except OSError as exc:
+                os.close(fd)
+                raise BackendUnavailableError(
+                    f"cannot lock {self.path}.lock for the outage journal ({exc.strerror or exc})", operation="journal"
+                ) from exc
+            _turns_held.add(fd)
         return fd
 
     @staticmethod
     def end_turn(fd: int) -> None:
         """Give the turn `try_take_turn` returned back (closing its descriptor frees the lock)."""
-        if fd >= 0 and fd in _turns_held:
-            _turns_held.discard(fd)
-            os.close(fd)
+        with _turns_lock:
+            if fd >= 0 and fd in _turns_held:
+                _turns_held.discard(fd)
+                os.close(fd)
 
     # --- writing ----------------------------------------------------------------------
 
     def record(self, kind: str, data: Any, keys: Iterable[str]) -> int:
         """Append a write touching ``keys`` (none: every key); committed to disk when this returns."""
         blob = orjson.dumps(data)
+        self._keep_reserve()  # room to undo this entry should the disk fill before its mirror
         with self._transaction("journal") as conn:
             cursor = conn.execute(
                 "INSERT INTO journal (kind, data, created) VALUES (?, ?, ?)", (kind, blob, time.time())
@@ -301,7 +371,20 @@ class Journal:
             return conn.execute("INSERT OR IGNORE INTO applying (seq) VALUES (?)", (seq,)).rowcount > 0
 
     def done(self, seq: int) -> None:
-        """Forget an entry (replayed, or undone because applying it failed)."""
+        """Forget an entry (replayed, or undone because applying it failed).
+
+        On a full disk the reserve is given back and the entry forgotten in its room: an outage
+        write the fallback refused for want of room must not stay journaled, to be replayed
+        after its caller was told it failed.
+        """
+        try:
+            self._forget(seq)
+        except BackendUnavailableError as exc:
+            if "full" not in str(exc.__cause__ or "") or not self._release_reserve():
+                raise
+            self._forget(seq)
+
+    def _forget(self, seq: int) -> None:
         with self._transaction("journal") as conn:
             conn.execute("DELETE FROM journal WHERE seq = ?", (seq,))
             conn.execute("DELETE FROM journal_keys WHERE seq = ?", (seq,))
