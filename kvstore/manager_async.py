@@ -19,6 +19,7 @@ from tenacity import AsyncRetrying
 from kvstore._core.health import HealthReport, TierHealth
 from kvstore._core.identity import identity_label, tier_identity
 from kvstore._registry import lookup
+from kvstore._resilience import owner
 from kvstore._resilience.breaker import BreakerPolicy, CircuitBreaker
 from kvstore._resilience.chain import fallback_chain
 from kvstore._resilience.failover_async import AsyncFailoverCache, AsyncFailoverDatabase
@@ -94,6 +95,14 @@ def _check_fallbacks(chain: list[Any]) -> None:
                 f"the SQLite fallback {candidate.path!r} is a primary database (this tier's own, or the embedded "
                 "default's): a fallback must be a file of its own; leave it out to use the state directory"
             )
+
+
+def _named_files(chain: list[Any]) -> list[Any]:
+    """The SQLite fallbacks of ``chain`` at a path of the user's (not the state directory's own file)."""
+    if chain[0].type not in ("postgres", "sqlite"):
+        return []
+    owned = str(state_dir(chain[0]) / "fallback.db")
+    return [c for c in chain[1:] if c.type == "sqlite" and c.path not in (":memory:", owned)]
 
 
 def backend_class(tier: str, backend: str) -> Any:
@@ -207,6 +216,8 @@ class AsyncStorageManager:
         state = state_dir(config) if tier == "database" else None
         chain = fallback_chain(tier, config, fallback_path=str(state / "fallback.db") if state else None)
         _check_fallbacks(chain)
+        for named in _named_files(chain):
+            owner.check_owner(config, named)
         if len(chain) == 1:  # fallback: [] - fail instead of falling back
             return _Tier(tier, config.type, await self._open_one(tier, config))
         primary: Any = None
@@ -255,6 +266,8 @@ class AsyncStorageManager:
             try:
                 path = getattr(candidate, "path", None)
                 if candidate.type == "sqlite" and path and path != ":memory:":
+                    if candidate in _named_files(chain):
+                        owner.claim(chain[0], candidate)
                     create_private_file(Path(path))
                 return await self._open_one(tier, candidate)
             except (BackendUnavailableError, MissingDependencyError) as exc:

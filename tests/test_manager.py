@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import uuid
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from kvstore import AsyncStorageManager, BackendUnavailableError, StorageManager
+from kvstore import AsyncStorageManager, BackendUnavailableError, ConfigError, StorageManager
 from kvstore._registry import REGISTRY
 from kvstore._resilience.chain import fallback_chain
 from kvstore.config import load_config
@@ -101,36 +102,69 @@ def test_a_fallback_config_inherits_what_it_does_not_set() -> None:
     assert (memory.key_prefix, memory.max_value_bytes, memory.connect_timeout) == ("own:", 50, 0.7)
 
 
-def test_two_tenants_naming_one_fallback_file_stay_apart(tmp_path: Path) -> None:
-    """Two tenants that differ by key_prefix only, their PostgreSQL down, name the same SQLite
-    fallback file: each reads its own value, and the file holds both under their prefixes."""
+def _down_tenant(tmp_path: Path, shared: Path, **fields: object) -> dict[str, object]:
+    """A tier whose PostgreSQL is refused at connect, naming ``shared`` as its SQLite fallback."""
+    return {
+        "cache": {"type": "memory"},
+        "database": {
+            "type": "postgres",
+            "url": "postgresql://nobody@127.0.0.1:1/none",
+            "connect_timeout": 0.5,
+            "state_dir": str(tmp_path / "state"),
+            "fallback": [{"type": "sqlite", "path": str(shared)}],
+            **fields,
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("field", "a", "b"),
+    [("key_prefix", "a:", "b:"), ("table_prefix", "tenant_a_", "tenant_b_"), ("schema_name", "a", "b")],
+)
+def test_a_fallback_file_named_by_two_tenants_serves_the_first_only(
+    tmp_path: Path, field: str, a: str, b: str
+) -> None:
+    """Two tenants differing by one field name the same SQLite fallback file: the second is refused
+    at connect (ConfigError naming the file and the other primary, never a password) and never
+    reads the first's outage data; the first's processes share it as before."""
     shared = tmp_path / "shared-fallback.db"
+    with StorageManager(_down_tenant(tmp_path, shared, **{field: a})) as first:
+        assert first.health().database.active == "sqlite"
+        first.database.set("secret", "tenant a")
+        with pytest.raises(ConfigError, match="serves another primary") as refused:
+            StorageManager(_down_tenant(tmp_path, shared, **{field: b})).connect()
+        assert str(shared) in str(refused.value)
+        assert "nobody@" not in str(refused.value)
+        with StorageManager(_down_tenant(tmp_path, shared, **{field: a})) as again:  # the same primary
+            assert again.database.get("secret") == "tenant a"
+    assert oct((tmp_path / "shared-fallback.db.owner").stat().st_mode & 0o777) == "0o600"
 
-    def config(prefix: str) -> dict[str, object]:
-        return {
-            "cache": {"type": "memory"},
-            "database": {
-                "type": "postgres",
-                "url": "postgresql://nobody@127.0.0.1:1/none",
-                "connect_timeout": 0.5,
-                "key_prefix": prefix,
-                "state_dir": str(tmp_path / prefix.strip(":")),
-                "fallback": [{"type": "sqlite", "path": str(shared)}],
-            },
-        }
 
-    with StorageManager(config("a:")) as a, StorageManager(config("b:")) as b:
-        assert a.health().database.active == b.health().database.active == "sqlite"
-        a.database.set("k", "tenant a")
-        b.database.set("k", "tenant b")
-        assert a.database.get("k") == "tenant a"
-        assert b.database.get("k") == "tenant b"
-        a.database.clear()
-        assert a.database.get("k") is None
-        assert b.database.get("k") == "tenant b"
+def test_a_tenant_that_loses_the_race_for_a_fallback_file_moves_to_its_next_fallback(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Both tenants connected before either had an outage; the other claims the file first: this
+    tenant's first outage write goes to its next fallback (memory), never into the other's file."""
+    shared = tmp_path / "shared-fallback.db"
+    config = {
+        "cache": {"type": "memory"},
+        "database": {
+            "type": "postgres",
+            "url": postgres_url,
+            "key_prefix": f"race-{uuid.uuid4().hex[:6]}:",
+            "state_dir": str(tmp_path / "state"),
+            "fallback": [{"type": "sqlite", "path": str(shared)}, "memory"],
+        },
+    }
+    with StorageManager(config) as late:
+        with StorageManager(_down_tenant(tmp_path, shared, key_prefix="other:")) as first:
+            first.database.set("k", "other tenant")
+        late.database.breaker.trip("outage for the test")  # type: ignore[attr-defined]
+        late.database.set("k", "mine")
+        assert late.database.active == "memory"  # type: ignore[attr-defined]
+        assert late.database.get("k") == "mine"
     with closing(sqlite3.connect(shared)) as raw:
-        names = {row[0] for row in raw.execute("SELECT DISTINCT ns FROM kvstore_keys")}
-    assert names == {"b:"}
+        assert {row[0] for row in raw.execute("SELECT DISTINCT ns FROM kvstore_keys")} == {"other:"}
 
 
 def test_unreachable_backend_falls_back_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
