@@ -121,9 +121,7 @@ def _down_tenant(tmp_path: Path, shared: Path, **fields: object) -> dict[str, ob
     ("field", "a", "b"),
     [("key_prefix", "a:", "b:"), ("table_prefix", "tenant_a_", "tenant_b_"), ("schema_name", "a", "b")],
 )
-def test_a_fallback_file_named_by_two_tenants_serves_the_first_only(
-    tmp_path: Path, field: str, a: str, b: str
-) -> None:
+def test_a_fallback_file_named_by_two_tenants_serves_the_first_only(tmp_path: Path, field: str, a: str, b: str) -> None:
     """Two tenants differing by one field name the same SQLite fallback file: the second is refused
     at connect (ConfigError naming the file and the other primary, never a password) and never
     reads the first's outage data; the first's processes share it as before."""
