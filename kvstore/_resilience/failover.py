@@ -306,6 +306,17 @@ class _AsyncFailover:
             key=key,
         )
 
+    def reach_primary(self) -> Any:
+        """The primary store, or ``None`` while this process has never reached it.
+
+        For what runs on the primary alone and never fails over (a job queue). A primary
+        that was down at connect is opened here when a probe is due, as any call of the
+        tier would open it (the probe also fails back).
+        """
+        if self.primary is None and self.breaker.state is not BreakerState.CLOSED:
+            self._route()
+        return self.primary
+
     def ping(self) -> None:
         store = self.active_store
         if store is None:

@@ -44,6 +44,17 @@ _STOP_CHECK = 0.2
 _FALLBACK_POLL = {"postgres": 10.0, "sqlite": 5.0, "memory": 5.0}
 
 
+def _tier(store: Any) -> Any:
+    """The failover tier under telemetry wrappers (a manager's ``storage.database``), or ``None``."""
+    for _ in range(8):
+        if hasattr(store, "primary") and hasattr(store, "journal_path"):
+            return store
+        store = getattr(store, "_inner", None)
+        if store is None:
+            return None
+    return None
+
+
 def _unwrap(store: Any) -> Any:
     """The concrete database store under telemetry and failover wrappers.
 
@@ -59,7 +70,7 @@ def _unwrap(store: Any) -> Any:
         if hasattr(store, "primary") and hasattr(store, "journal_path"):
             if store.primary is None:
                 raise BackendUnavailableError(
-                    "the queue runs on the configured database only and it was not reachable at connect; "
+                    "the queue runs on the configured database only and it has not been reachable since connect; "
                     "jobs are never split between a primary and its fallback",
                     backend=getattr(store, "backend", None),
                     operation="queue",
@@ -178,6 +189,18 @@ class AsyncQueue(Generic[P]):
         self._engine = engine
         return engine
 
+    async def _engine_now(self) -> Any:
+        """The engine; first, a failover tier whose primary was down at connect may open it.
+
+        The tier opens it when its probe is due (as any call of the tier would): a worker
+        started before its database came up begins working once it answers.
+        """
+        if self._engine is None and not self._closed:
+            tier = _tier(self._store)
+            if tier is not None and tier.primary is None:
+                await tier.reach_primary()
+        return self._get_engine()
+
     async def _shielded(self, call: Any) -> Any:
         """Await ``call`` to its end even if the caller is cancelled: a statement is never cut mid-way.
 
@@ -237,7 +260,7 @@ class AsyncQueue(Generic[P]):
         seconds = 0.0 if delay is None else validate_delay(delay)
         dedupe = None if dedupe_key is None else validate_name(dedupe_key, "dedupe key")
         attempts = self.max_attempts if max_attempts is None else self._attempts(max_attempts)
-        engine = self._get_engine()
+        engine = await self._engine_now()
         job_id, _ = await self._shielded(engine.enqueue(data, seconds, dedupe, attempts))
         return int(job_id)
 
@@ -262,7 +285,7 @@ class AsyncQueue(Generic[P]):
         (see `dead`) and the next due job is taken: one poison job never stops a worker.
         """
         seconds = self.lease if lease is None else validate_lease(lease)
-        engine = self._get_engine()
+        engine = await self._engine_now()
         while True:
             if True:  # ASYNC
                 raw = engine.claim(seconds)
@@ -305,7 +328,8 @@ class AsyncQueue(Generic[P]):
             LeaseLostError: the lease was lost (stop working on the job: another worker has it).
         """
         seconds = self.lease if lease is None else validate_lease(lease)
-        until = await self._shielded(self._get_engine().heartbeat(job.id, job.attempt, seconds))
+        engine = await self._engine_now()
+        until = await self._shielded(engine.heartbeat(job.id, job.attempt, seconds))
         if until is None:
             raise self._lost(job, "heartbeat")
         return Job(
@@ -327,7 +351,8 @@ class AsyncQueue(Generic[P]):
             LeaseLostError: this lease no longer holds the job (it expired and another
                 worker claimed it, or the job was failed or acknowledged already).
         """
-        if not await self._shielded(self._get_engine().ack(job.id, job.attempt)):
+        engine = await self._engine_now()
+        if not await self._shielded(engine.ack(job.id, job.attempt)):
             raise self._lost(job, "ack")
 
     async def fail(
@@ -347,13 +372,15 @@ class AsyncQueue(Generic[P]):
             wait = (
                 backoff_delay(job.attempt, self.backoff, self.max_backoff) if delay is None else validate_delay(delay)
             )
-        if not await self._shielded(self._get_engine().fail(job.id, job.attempt, _error_text(error), wait)):
+        engine = await self._engine_now()
+        if not await self._shielded(engine.fail(job.id, job.attempt, _error_text(error), wait)):
             raise self._lost(job, "fail")
         return again
 
     async def stats(self) -> QueueStats:
         """How many jobs are ready, delayed, running, failed (waiting to retry), dead and done."""
-        result: QueueStats = await self._shielded(self._get_engine().stats())
+        engine = await self._engine_now()
+        result: QueueStats = await self._shielded(engine.stats())
         return result
 
     async def dead(self, limit: int = 100) -> list[Job[P]]:
@@ -365,7 +392,8 @@ class AsyncQueue(Generic[P]):
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise ValueError(f"limit must be a non-negative int, not {limit!r}")
         # A limit past what SQL's LIMIT holds (bigint) lists them all, as it does on memory.
-        raws = await self._shielded(self._get_engine().dead(min(limit, 2**63 - 1)))
+        engine = await self._engine_now()
+        raws = await self._shielded(engine.dead(min(limit, 2**63 - 1)))
         return [self._dead_job(raw) for raw in raws]
 
     def _dead_job(self, raw: RawJob) -> Job[P]:
@@ -398,18 +426,22 @@ class AsyncQueue(Generic[P]):
         return self._loop(seconds, None if poll is None else validate_lease(poll, "fallback_poll"))
 
     async def _loop(self, lease: float, poll: float | None) -> AsyncIterator[Job[P]]:
-        engine = self._get_engine()
-        poll = _FALLBACK_POLL.get(engine.backend, 5.0) if poll is None else poll
-        listener = engine.listener()
+        listener: Any = None
+        idle = 5.0
         pause = 0.0
         try:
-            await listener.start()
             while not self._stopping:
                 try:
+                    if listener is None:
+                        # In the retry loop: a database down since connect is waited for like an outage.
+                        engine = await self._engine_now()
+                        idle = _FALLBACK_POLL.get(engine.backend, 5.0) if poll is None else poll
+                        listener = engine.listener()
+                        await listener.start()
                     job = await self.claim(lease=lease)
                     if job is None:
                         due = await engine.next_due()
-                        wait = poll if due is None else min(poll, max(due, 0.0))
+                        wait = idle if due is None else min(idle, max(due, 0.0))
                         deadline = time.monotonic() + wait
                         while not self._stopping:
                             left = deadline - time.monotonic()
@@ -428,10 +460,11 @@ class AsyncQueue(Generic[P]):
                 if job is not None:
                     yield job
         finally:
-            if True:  # ASYNC
-                await asyncio.shield(listener.aclose())
-            else:
-                listener.close()
+            if listener is not None:
+                if True:  # ASYNC
+                    await asyncio.shield(listener.aclose())
+                else:
+                    listener.close()
 
     async def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
