@@ -115,3 +115,62 @@ async def test_worker_started_while_postgres_is_down_waits_and_then_works(postgr
             assert got == [{"n": 1}]
     finally:
         await proxy.stop()
+
+
+# --- a claim cancelled twice (a timeout, then the task's own shutdown) ----------------------------
+
+
+def _states(path: Path) -> list[tuple[str, int]]:
+    import apsw
+
+    with apsw.Connection(str(path)) as conn:
+        return [(str(s), int(a)) for s, a in conn.execute("SELECT state, attempt FROM kvstore_queue_jobs ORDER BY id")]
+
+
+@pytest.mark.parametrize("operation", ["claim", "jobs"])
+async def test_claim_cancelled_twice_leaves_no_job_claimed(tmp_path: Path, operation: str) -> None:
+    """A claim waiting for the file's write lock, cancelled, then cancelled again while it finishes.
+
+    Before: the second cancellation cut the wait for the shielded claim, which then took the
+    job for nobody: it stayed 'running', attempt counted, until its lease expired (an hour here).
+    Documented: "a claim cancelled at any point either handed its job to the caller with a
+    lease or left it in the queue untouched".
+    """
+    import apsw
+
+    from kvstore.sqlite import AsyncSqliteDatabase
+
+    path = tmp_path / "q.db"
+    store = AsyncSqliteDatabase(path, busy_timeout=10)
+    queue: AsyncQueue[Any] = AsyncQueue(store, "jobs", lease=3600)
+    locker = apsw.Connection(str(path))
+    try:
+        await queue.enqueue({"n": 1})
+        locker.execute("BEGIN IMMEDIATE")  # the claim waits for the write lock
+
+        async def take() -> Any:
+            if operation == "claim":
+                return await queue.claim()
+            async for job in queue.jobs():
+                return job
+            return None
+
+        task = asyncio.ensure_future(take())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.sleep(0.01)
+        task.cancel()  # again, while the cancelled claim completes
+        await asyncio.sleep(0.01)
+        locker.execute("COMMIT")
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.2)  # anything left running in the background has finished
+        assert _states(path) == [("ready", 0)]
+        job = await queue.claim()
+        assert job is not None
+        assert job.attempt == 1
+    finally:
+        if locker.in_transaction:
+            locker.execute("COMMIT")
+        locker.close()
+        await store.aclose()

@@ -214,7 +214,9 @@ class AsyncQueue(Generic[P]):
                 return await asyncio.shield(task)
             except asyncio.CancelledError:
                 task.add_done_callback(_consume)
-                await asyncio.wait([task])
+                while not task.done():  # through any further cancellation (a timeout, then a shutdown)
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait([task])
                 raise
         else:
             return call
@@ -295,7 +297,10 @@ class AsyncQueue(Generic[P]):
                         raw = await asyncio.shield(task)
                     except asyncio.CancelledError:
                         task.add_done_callback(_consume)
-                        await asyncio.wait([task])
+                        # Through any further cancellation: a second one must not leave its job claimed.
+                        while not task.done():
+                            with contextlib.suppress(asyncio.CancelledError):
+                                await asyncio.wait([task])
                         if not task.cancelled() and task.exception() is None and task.result() is not None:
                             taken = task.result()
                             await self._shielded(engine.release(taken[0], taken[2]))
