@@ -38,11 +38,15 @@ class _Proxy:
         up_reader, up_writer = await asyncio.open_connection(*self.target)
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
+            try:
+                with contextlib.suppress(OSError):
+                    while data := await src.read(65536):
+                        dst.write(data)
+                        await dst.drain()
+            finally:
+                dst.close()
+                with contextlib.suppress(Exception):
+                    await dst.wait_closed()
 
         for task in (asyncio.create_task(pipe(reader, up_writer)), asyncio.create_task(pipe(up_reader, writer))):
             self._tasks.add(task)
@@ -54,6 +58,8 @@ class _Proxy:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
 
 
 def _via(url: str, port: int) -> str:
@@ -174,3 +180,53 @@ async def test_claim_cancelled_twice_leaves_no_job_claimed(tmp_path: Path, opera
             locker.execute("COMMIT")
         locker.close()
         await store.aclose()
+
+
+@pytest.mark.postgres
+async def test_watch_started_again_after_postgres_came_up_follows_it(postgres_url: str, tmp_path: Path) -> None:
+    """A watch-only process (an SSE fan-out, ``degraded_reads="strict"``) whose PostgreSQL was down at connect.
+
+    Before: every later ``watch`` raised "the database primary was never connected" for good,
+    since nothing the process did let the tier open its primary once it answered.
+    """
+    from kvstore import BackendUnavailableError
+    from kvstore.postgres import AsyncPostgresDatabase
+
+    target = urlsplit(postgres_url)
+    proxy = _Proxy(_free_port(), (target.hostname or "127.0.0.1", target.port or 5432))
+    prefix = f"s7b-{uuid.uuid4().hex[:8]}:"
+    config = {
+        "cache": {"type": "memory"},
+        "database": {
+            "type": "postgres",
+            "url": _via(postgres_url, proxy.port),
+            "key_prefix": prefix,
+            "connect_timeout": 0.5,
+            "probe_interval": 0.2,
+            "degraded_reads": "strict",
+            "state_dir": str(tmp_path / "state"),
+        },
+    }
+    writer = AsyncPostgresDatabase(postgres_url, key_prefix=prefix)
+    try:
+        async with AsyncStorageManager(config) as storage:
+            early = storage.database.watch("events", start=0)
+            with pytest.raises(BackendUnavailableError):
+                await anext(early)
+            await proxy.start()  # PostgreSQL "comes up"
+            await writer.append("events", {"n": 0})
+            seen: list[Any] = []
+            for _ in range(50):  # what an SSE client does: reconnect until the stream opens
+                await asyncio.sleep(0.1)
+                try:
+                    async for item in storage.database.watch("events", start=0):
+                        seen.append(item.value)
+                        break
+                except BackendUnavailableError:
+                    continue
+                break
+            assert seen == [{"n": 0}]
+    finally:
+        await writer.clear()
+        await writer.aclose()
+        await proxy.stop()
