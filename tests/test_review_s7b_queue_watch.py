@@ -230,3 +230,58 @@ async def test_watch_started_again_after_postgres_came_up_follows_it(postgres_ur
         await writer.clear()
         await writer.aclose()
         await proxy.stop()
+
+
+# --- PostgreSQL: a process's first queue call while a transaction holds the queue table ----------
+
+
+@pytest.mark.postgres
+async def test_first_queue_call_of_a_new_process_does_not_stall_every_worker(postgres_url: str) -> None:
+    """A transaction holding a row of the jobs table (an admin's requeue script, a VACUUM) while a
+    new process makes its first queue call (a worker restart, a new web process).
+
+    Before: that first call ran ``CREATE INDEX IF NOT EXISTS`` on the existing table, which waits
+    for a SHARE lock behind the open transaction, and every enqueue, claim and ack of every
+    other process queued behind it: all stalled ~4 s (the lock timeout), then the new process
+    got BackendBusyError, and a restarting worker's loop did it again and again.
+    """
+    import time
+
+    import psycopg
+
+    from kvstore.postgres import AsyncPostgresDatabase
+
+    prefix = f"s7b{uuid.uuid4().hex[:8]}_"
+    running = AsyncPostgresDatabase(postgres_url, table_prefix=prefix)
+    fresh = AsyncPostgresDatabase(postgres_url, table_prefix=prefix)
+    admin = await psycopg.AsyncConnection.connect(postgres_url)
+    try:
+        queue: AsyncQueue[Any] = AsyncQueue(running, "jobs")
+        job_id = await queue.enqueue({"n": 0})
+        await admin.execute(
+            psycopg.sql.SQL("UPDATE {} SET last_error = last_error WHERE id = %s").format(
+                psycopg.sql.Identifier("public", f"{prefix}queue_jobs")
+            ),
+            (job_id,),
+        )  # and the transaction stays open
+        first_call = asyncio.create_task(AsyncQueue(fresh, "jobs").stats())
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        await queue.enqueue({"n": 1})
+        job = await queue.claim()
+        assert job is not None
+        await queue.ack(job)
+        assert time.monotonic() - started < 1.0  # the running worker was not held up
+        stats = await asyncio.wait_for(first_call, 2)  # answered (it raised BackendBusyError at ~4 s)
+        assert stats.ready + stats.done >= 1
+    finally:
+        await admin.rollback()
+        await admin.close()
+        await fresh.aclose()
+        await running.aclose()
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+            cur = await conn.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE %s", (f"{prefix}%",))
+            for (table,) in await cur.fetchall():
+                await conn.execute(
+                    psycopg.sql.SQL("DROP TABLE IF EXISTS {}").format(psycopg.sql.Identifier("public", table))
+                )

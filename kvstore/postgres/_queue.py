@@ -62,11 +62,13 @@ class PostgresQueueEngine:
             with _err.map_errors("queue", None, store._secret):
                 conn = store._getconn(pool, deadline, "queue", None)
                 try:
-                    with conn.transaction():
-                        # Several processes creating at once queue here (CREATE IF NOT EXISTS alone races).
-                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (store._lock_id,))
-                        for statement in self._q.create:
-                            conn.execute(statement)
+                    row = (conn.execute(self._q.exists)).fetchone()
+                    if not (row and row[0]):
+                        with conn.transaction():
+                            # Several processes creating at once queue here (CREATE IF NOT EXISTS alone races).
+                            conn.execute("SELECT pg_advisory_xact_lock(%s)", (store._lock_id,))
+                            for statement in self._q.create:
+                                conn.execute(statement)
                 except psycopg.Error as exc:
                     store._raise_if_cut(conn, exc, "queue", None, store._call_timeout)
                     raise

@@ -61,11 +61,13 @@ class AsyncPostgresQueueEngine:
             with _err.map_errors("queue", None, store._secret):
                 conn = await store._getconn(pool, deadline, "queue", None)
                 try:
-                    async with conn.transaction():
-                        # Several processes creating at once queue here (CREATE IF NOT EXISTS alone races).
-                        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (store._lock_id,))
-                        for statement in self._q.create:
-                            await conn.execute(statement)
+                    row = await (await conn.execute(self._q.exists)).fetchone()
+                    if not (row and row[0]):
+                        async with conn.transaction():
+                            # Several processes creating at once queue here (CREATE IF NOT EXISTS alone races).
+                            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (store._lock_id,))
+                            for statement in self._q.create:
+                                await conn.execute(statement)
                 except psycopg.Error as exc:
                     await store._raise_if_cut(conn, exc, "queue", None, store._call_timeout)
                     raise

@@ -36,6 +36,7 @@ class QueueQueries:
     """Every statement of the queue, built once per store (identifiers quoted)."""
 
     create: tuple[str, ...]
+    exists: str
     enqueue: str
     find_dedupe: str
     claim: str
@@ -86,8 +87,24 @@ class QueueQueries:
             ),
             q("CREATE INDEX IF NOT EXISTS {done_idx} ON {t} (finished_at) WHERE state = 'done'"),
         )
+        relations = (
+            f"{table_prefix}queue_jobs",
+            *(f"{table_prefix}queue_jobs_{s}" for s in ("claim", "dedupe", "done")),
+        )
+        # Whether the table and its indexes exist: a catalog read, no lock on the table. Creating
+        # them again (IF NOT EXISTS) would wait for a SHARE lock behind any open write on the
+        # table, and every other process's claims and acks would queue behind that wait.
+        exists = sql.SQL(
+            "SELECT count(*) = {n} FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace s "
+            "ON s.oid = c.relnamespace WHERE s.nspname = {schema} AND c.relname IN ({names})"
+        ).format(
+            n=sql.Literal(len(relations)),
+            schema=sql.Literal(schema),
+            names=sql.SQL(", ").join(sql.Literal(name) for name in relations),
+        )
         return cls(
             create=create,
+            exists=exists.as_string(None),
             # NOTIFY in the inserting statement: delivered at its commit, never before the row is visible.
             enqueue=q(
                 f"""WITH ins AS (
