@@ -251,16 +251,16 @@ async def test_first_queue_call_of_a_new_process_does_not_stall_every_worker(pos
 
     from kvstore.postgres import AsyncPostgresDatabase
 
-    prefix = f"s7b{uuid.uuid4().hex[:8]}_"
-    running = AsyncPostgresDatabase(postgres_url, table_prefix=prefix)
-    fresh = AsyncPostgresDatabase(postgres_url, table_prefix=prefix)
+    schema = f"s7b_{uuid.uuid4().hex[:8]}"
+    running = AsyncPostgresDatabase(postgres_url, schema_name=schema)
+    fresh = AsyncPostgresDatabase(postgres_url, schema_name=schema)
     admin = await psycopg.AsyncConnection.connect(postgres_url)
     try:
         queue: AsyncQueue[Any] = AsyncQueue(running, "jobs")
         job_id = await queue.enqueue({"n": 0})
         await admin.execute(
             psycopg.sql.SQL("UPDATE {} SET last_error = last_error WHERE id = %s").format(
-                psycopg.sql.Identifier("public", f"{prefix}queue_jobs")
+                psycopg.sql.Identifier(schema, "kvstore_queue_jobs")
             ),
             (job_id,),
         )  # and the transaction stays open
@@ -280,8 +280,6 @@ async def test_first_queue_call_of_a_new_process_does_not_stall_every_worker(pos
         await fresh.aclose()
         await running.aclose()
         async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
-            cur = await conn.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE %s", (f"{prefix}%",))
-            for (table,) in await cur.fetchall():
-                await conn.execute(
-                    psycopg.sql.SQL("DROP TABLE IF EXISTS {}").format(psycopg.sql.Identifier("public", table))
-                )
+            await conn.execute(
+                psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema))
+            )
