@@ -283,3 +283,62 @@ async def test_first_queue_call_of_a_new_process_does_not_stall_every_worker(pos
             await conn.execute(
                 psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema))
             )
+
+
+@pytest.mark.postgres
+async def test_idle_worker_does_not_spin_on_a_due_job_another_transaction_locks(postgres_url: str) -> None:
+    """The only due job's row is locked by another transaction (an admin's ``SELECT … FOR UPDATE``).
+
+    Before: the claim skipped it (SKIP LOCKED), ``next_due`` said a job was due, the loop waited
+    0 s and claimed again: ~2,000 claims a second per idle worker, most of a core, until the
+    lock went. Now it backs off (and still takes a newly enqueued job at once, and the locked
+    one soon after the lock goes).
+    """
+    import psycopg
+
+    from kvstore.postgres import AsyncPostgresDatabase
+
+    prefix = f"s7b-{uuid.uuid4().hex[:8]}:"
+    store = AsyncPostgresDatabase(postgres_url, key_prefix=prefix)
+    queue: AsyncQueue[Any] = AsyncQueue(store, "jobs")
+    admin = await psycopg.AsyncConnection.connect(postgres_url)
+    got: asyncio.Queue[Any] = asyncio.Queue()
+    task: asyncio.Task[None] | None = None
+    try:
+        locked_id = await queue.enqueue("locked")
+        await admin.execute("SELECT 1 FROM kvstore_queue_jobs WHERE id = %s FOR UPDATE", (locked_id,))
+        engine = queue._get_engine()
+        claims = 0
+        claim = engine.claim
+
+        async def counted(lease: float) -> Any:  # counts the real claims, changes nothing
+            nonlocal claims
+            claims += 1
+            return await claim(lease)
+
+        engine.claim = counted
+
+        async def work() -> None:
+            async for job in queue.jobs():
+                await queue.ack(job)
+                got.put_nowait(job.payload)
+
+        task = asyncio.create_task(work())
+        await asyncio.sleep(1.5)
+        assert claims < 30, claims  # ~3,000 before
+        await queue.enqueue("other")
+        assert await asyncio.wait_for(got.get(), 0.5) == "other"  # the wake-up still works
+        await admin.rollback()
+        assert await asyncio.wait_for(got.get(), 2.5) == "locked"
+        queue.stop()
+        await asyncio.wait_for(task, 5)
+    finally:
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if not admin.closed:
+            await admin.rollback()
+            await admin.close()
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+            await conn.execute("DELETE FROM kvstore_queue_jobs WHERE ns = %s", (prefix,))
+        await store.aclose()

@@ -39,6 +39,9 @@ P = TypeVar("P")
 _MAX_ERROR = 2000
 #: Seconds an idle worker loop waits at most between looks at `stop` (no query: a local check).
 _STOP_CHECK = 0.2
+#: Seconds an idle worker loop waits, doubling up to the most, before claiming again a job
+#: that is due but was not claimable (its row locked by another transaction).
+_LOCKED_FIRST, _LOCKED_MAX = 0.01, 1.0
 #: Default seconds between fallback claims of an idle worker, per backend (a notification or
 #: a file change normally wakes it first; memory wakes at once).
 _FALLBACK_POLL = {"postgres": 10.0, "sqlite": 5.0, "memory": 5.0}
@@ -401,7 +404,7 @@ class Queue(Generic[P]):
     def _loop(self, lease: float, poll: float | None) -> Iterator[Job[P]]:
         listener: Any = None
         idle = 5.0
-        pause = 0.0
+        pause = locked = 0.0
         try:
             while not self._stopping:
                 try:
@@ -414,7 +417,15 @@ class Queue(Generic[P]):
                     job = self.claim(lease=lease)
                     if job is None:
                         due = engine.next_due()
-                        wait = idle if due is None else min(idle, max(due, 0.0))
+                        if due is not None and due <= 0:
+                            # Due, yet not claimed: its row is locked by another transaction
+                            # (SKIP LOCKED), or it became due just now. Look again soon, backing
+                            # off while it stays so (a notification still wakes the loop at once).
+                            locked = min(idle, _LOCKED_MAX, max(_LOCKED_FIRST, locked * 2))
+                            wait = locked
+                        else:
+                            locked = 0.0
+                            wait = idle if due is None else min(idle, due)
                         deadline = time.monotonic() + wait
                         while not self._stopping:
                             left = deadline - time.monotonic()
@@ -431,6 +442,7 @@ class Queue(Generic[P]):
                     continue
                 pause = 0.0
                 if job is not None:
+                    locked = 0.0
                     yield job
         finally:
             if listener is not None:
