@@ -342,3 +342,59 @@ async def test_idle_worker_does_not_spin_on_a_due_job_another_transaction_locks(
         async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
             await conn.execute("DELETE FROM kvstore_queue_jobs WHERE ns = %s", (prefix,))
         await store.aclose()
+
+
+# --- a model whose validator raises something other than ValueError ------------------------------
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_a_validator_raising_type_error_dead_letters_the_job_and_the_worker_goes_on(
+    tmp_path: Path, backend: str
+) -> None:
+    """A job whose payload makes the model's validator raise ``TypeError``/``KeyError`` (pydantic
+    only wraps ``ValueError`` and ``AssertionError`` into a ``ValidationError``).
+
+    Before: ``claim`` raised it with the job already claimed: the job stayed 'running' for
+    nobody until its lease expired, a ``jobs()`` loop died with it, and every worker that
+    claimed it next died the same way. Documented: "a poison job never stops a worker".
+    """
+    from pydantic import BaseModel, field_validator
+
+    from kvstore.memory import AsyncMemoryDatabase
+    from kvstore.sqlite import AsyncSqliteDatabase
+
+    class Mail(BaseModel):
+        to: str
+
+        @field_validator("to")
+        @classmethod
+        def known(cls, value: str) -> str:
+            if value == "type":
+                raise TypeError("not a mailbox")
+            if value == "key":
+                return str({}["no such domain"])
+            return value
+
+    store: Any = AsyncMemoryDatabase() if backend == "memory" else AsyncSqliteDatabase(tmp_path / "q.db")
+    try:
+        producer: AsyncQueue[Any] = AsyncQueue(store, "mail")
+        for to in ("type", "key", "ada"):
+            await producer.enqueue({"to": to})
+        worker: AsyncQueue[Mail] = AsyncQueue(store, "mail", model=Mail)
+        got: list[str] = []
+
+        async def work() -> None:
+            async for job in worker.jobs():
+                got.append(job.payload.to)
+                await worker.ack(job)
+                worker.stop()
+
+        await asyncio.wait_for(work(), 5)
+        assert got == ["ada"]
+        stats = await worker.stats()
+        assert (stats.running, stats.dead, stats.done) == (0, 2, 1)
+        dead = await worker.dead()
+        assert [job.payload for job in dead] == [{"to": "type"}, {"to": "key"}]
+        assert [(job.last_error or "").split(":")[0] for job in dead] == ["TypeError", "KeyError"]
+    finally:
+        await store.aclose()

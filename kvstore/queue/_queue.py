@@ -284,9 +284,14 @@ class Queue(Generic[P]):
                 return None
             try:
                 return self._job(raw)
-            except ValueError as exc:  # SerializationError, pydantic's ValidationError
+            except Exception as exc:  # SerializationError, ValidationError, a validator's own error
+                # pydantic wraps only a validator's ValueError and AssertionError; any other
+                # exception of the model's code says as much that the payload does not fit.
                 logger.warning(
-                    "kvstore: queue %r: job %s dead-lettered: its payload does not decode", self.name, raw[0]
+                    "kvstore: queue %r: job %s dead-lettered: its payload does not fit the queue (%s)",
+                    self.name,
+                    raw[0],
+                    type(exc).__name__,
                 )
                 self._shielded(engine.fail(raw[0], raw[2], _error_text(exc), None))
 
@@ -376,7 +381,7 @@ class Queue(Generic[P]):
         """A dead job; one whose payload does not fit the model carries its JSON value as stored."""
         try:
             return self._job(raw)
-        except ValueError:
+        except Exception:  # as in `claim`: whatever the model's code raised
             job_id, text, attempt, max_attempts, enqueued_at, lease_until, dedupe, error = raw
             try:
                 value: Any = decode(text, self.name)
