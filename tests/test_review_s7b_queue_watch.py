@@ -398,3 +398,51 @@ async def test_a_validator_raising_type_error_dead_letters_the_job_and_the_worke
         assert [(job.last_error or "").split(":")[0] for job in dead] == ["TypeError", "KeyError"]
     finally:
         await store.aclose()
+
+
+# --- the sweep of acknowledged jobs keeps up with the queue ---------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_sweep_of_done_jobs_keeps_up_with_more_than_1000_per_sweep(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """2,500 acknowledged jobs past ``keep_done`` when a sweep comes due.
+
+    Before: a sweep deleted at most 1,000 rows and the next came 30 s later: a queue acking
+    more than ~33 jobs a second per process grew its done rows without bound (and on
+    PostgreSQL every sweep logged a failure: it fetched a row from a DELETE). Now a sweep that
+    removed a full batch is followed by another at the next claim until the backlog is gone.
+    """
+    import psycopg
+
+    prefix = f"s7b-{uuid.uuid4().hex[:8]}:"
+    if backend == "sqlite":
+        from kvstore.sqlite import AsyncSqliteDatabase
+
+        store: Any = AsyncSqliteDatabase(tmp_path / "q.db")
+    else:
+        from kvstore.postgres import AsyncPostgresDatabase
+
+        store = AsyncPostgresDatabase(request.getfixturevalue("postgres_url"), key_prefix=prefix)
+    try:
+        queue: AsyncQueue[Any] = AsyncQueue(store, "jobs", keep_done=0)
+        for i in range(2500):
+            await queue.enqueue(i)
+        for _ in range(2500):
+            job = await queue.claim()
+            assert job is not None
+            await queue.ack(job)
+        assert (await queue.stats()).done == 2500
+        await asyncio.sleep(0.01)
+        queue._get_engine()._next_purge = 0.0  # the sweep is due now (it comes every 30 s)
+        for _ in range(3):
+            assert await queue.claim() is None
+        assert (await queue.stats()).done == 0
+    finally:
+        if backend == "postgres":
+            async with await psycopg.AsyncConnection.connect(
+                request.getfixturevalue("postgres_url"), autocommit=True
+            ) as conn:
+                await conn.execute("DELETE FROM kvstore_queue_jobs WHERE ns = %s", (prefix,))
+        await store.aclose()

@@ -18,9 +18,12 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-__all__ = ["QueueQueries", "channel"]
+__all__ = ["PURGE_BATCH", "QueueQueries", "channel"]
 
 _NOW = "extract(epoch from clock_timestamp())"
+#: Acknowledged rows one sweep statement deletes at most (a sweep that deleted this many is
+#: followed by another at the next claim).
+PURGE_BATCH = 1000
 _LIVE = "('ready', 'running', 'failed')"
 _COLUMNS = "id, payload::text, attempt, max_attempts, enqueued_at, visible_at, dedupe_key, last_error"
 
@@ -193,6 +196,6 @@ class QueueQueries:
             purge_done=q(
                 f"DELETE FROM {{t}} WHERE id IN (SELECT id FROM {{t}} WHERE state = 'done' "
                 "AND ns = %(ns)s AND queue = %(queue)s "
-                f"AND finished_at < {_NOW} - %(keep)s LIMIT 1000)"
+                f"AND finished_at < {_NOW} - %(keep)s LIMIT {PURGE_BATCH})"
             ),
         )
