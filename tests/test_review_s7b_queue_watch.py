@@ -62,6 +62,13 @@ class _Proxy:
             await self._server.wait_closed()
 
 
+async def _forget_jobs(url: str, prefix: str) -> None:
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute("DELETE FROM kvstore_queue_jobs WHERE ns = %s", (prefix,))
+
+
 def _via(url: str, port: int) -> str:
     parts = urlsplit(url)
     netloc = parts.netloc.rsplit("@", 1)
@@ -121,6 +128,7 @@ async def test_worker_started_while_postgres_is_down_waits_and_then_works(postgr
             assert got == [{"n": 1}]
     finally:
         await proxy.stop()
+        await _forget_jobs(postgres_url, prefix)
 
 
 # --- a claim cancelled twice (a timeout, then the task's own shutdown) ----------------------------
