@@ -454,3 +454,35 @@ async def test_sweep_of_done_jobs_keeps_up_with_more_than_1000_per_sweep(
             ) as conn:
                 await conn.execute("DELETE FROM kvstore_queue_jobs WHERE ns = %s", (prefix,))
         await store.aclose()
+
+
+# --- a PostgreSQL watch whose store is closed ------------------------------------------------------
+
+
+@pytest.mark.postgres
+async def test_postgres_watch_ends_with_closed_error_when_its_store_is_closed(postgres_url: str) -> None:
+    """Closing the store (a manager's shutdown) ends its running watches, as on SQLite and memory.
+
+    Before: a PostgreSQL watch kept its own connection and went on streaming after
+    ``aclose()`` (and would reconnect for ever after a restart), for a store that answers
+    every other call with ClosedError.
+    """
+    from kvstore import ClosedError
+    from kvstore.postgres import AsyncPostgresDatabase
+
+    prefix = f"s7b-{uuid.uuid4().hex[:8]}:"
+    store = AsyncPostgresDatabase(postgres_url, key_prefix=prefix)
+    writer = AsyncPostgresDatabase(postgres_url, key_prefix=prefix)
+    items = store.watch("events", start=0, poll_interval=0.05)
+    try:
+        await writer.append("events", 1)
+        assert (await anext(items)).value == 1
+        await store.aclose()
+        await writer.append("events", 2)
+        with pytest.raises(ClosedError):
+            await asyncio.wait_for(anext(items), 2)
+    finally:
+        await items.aclose()  # type: ignore[attr-defined]
+        await writer.clear()
+        await writer.aclose()
+        await store.aclose()
