@@ -286,12 +286,15 @@ class Queue(Generic[P]):
                 return self._job(raw)
             except Exception as exc:  # SerializationError, ValidationError, a validator's own error
                 # pydantic wraps only a validator's ValueError and AssertionError; any other
-                # exception of the model's code says as much that the payload does not fit.
-                logger.warning(
+                # exception of the model's code says as much that the payload does not fit (and
+                # may be a bug of that code: logged with its traceback).
+                logger.log(
+                    logging.WARNING if isinstance(exc, ValueError) else logging.ERROR,
                     "kvstore: queue %r: job %s dead-lettered: its payload does not fit the queue (%s)",
                     self.name,
                     raw[0],
                     type(exc).__name__,
+                    exc_info=not isinstance(exc, ValueError),
                 )
                 self._shielded(engine.fail(raw[0], raw[2], _error_text(exc), None))
 
