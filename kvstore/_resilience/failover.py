@@ -52,7 +52,7 @@ from kvstore._core.items import LowerBound, MsetItems, normalize_items
 from kvstore._core.keys import validate_key, validate_keys
 from kvstore._core.lists import check_index, lrange_bounds
 from kvstore._core.ttl import TTL, ttl_ms
-from kvstore._core.watch import ListItem
+from kvstore._core.watch import ListItem, check_poll_interval
 from kvstore._resilience.breaker import BreakerState, CircuitBreaker, Route
 from kvstore._resilience.journal import JOURNAL_TIMEOUT, LEASE_SECONDS, Journal, JournalEntry
 from kvstore._resilience.records import (
@@ -305,6 +305,17 @@ class _AsyncFailover:
             operation="set",
             key=key,
         )
+
+    def reach_primary(self) -> Any:
+        """The primary store, or ``None`` while this process has never reached it.
+
+        For what runs on the primary alone and never fails over (a job queue). A primary
+        that was down at connect is opened here when a probe is due, as any call of the
+        tier would open it (the probe also fails back).
+        """
+        if self.primary is None and self.breaker.state is not BreakerState.CLOSED:
+            self._route()
+        return self.primary
 
     def ping(self) -> None:
         store = self.active_store
@@ -846,9 +857,24 @@ class FailoverDatabase(_AsyncFailover, Database):
             return self.primary.watch(key, start=start, poll_interval=poll_interval)  # type: ignore[no-any-return]
         if self._fallback is not None and self._reads_from_fallback():
             return self._fallback.watch(key, start=start, poll_interval=poll_interval)  # type: ignore[no-any-return]
-        raise BackendUnavailableError(
-            f"the database primary was never connected: {self.breaker.last_error}", operation="watch", key=key
-        )
+        key = validate_key(key)
+        if start is not None:
+            check_index(start)
+        check_poll_interval(poll_interval, 1.0)
+        return self._watch_primary(key, start, poll_interval)
+
+    def _watch_primary(self, key: str, start: int | None, poll_interval: float | None) -> Iterator[ListItem]:
+        """The primary's watch, opening a primary down since connect first (when a probe is due)."""
+        primary = self.reach_primary()
+        if primary is None:
+            raise BackendUnavailableError(
+                f"the database primary was never connected: {self.breaker.last_error}", operation="watch", key=key
+            )
+        items = primary.watch(key, start=start, poll_interval=poll_interval)
+        try:
+            yield from items
+        finally:
+            items.close()
 
     def get_length(self, key: str) -> int:
         served, result = self._primary(lambda p: p.get_length(key))

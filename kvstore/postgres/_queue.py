@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 
 from kvstore.postgres import _errors as _err
-from kvstore.postgres._queue_sql import QueueQueries, channel
+from kvstore.postgres._queue_sql import PURGE_BATCH, QueueQueries, channel
 from kvstore.postgres._store import PostgresDatabase
 from kvstore.queue._job import QueueStats, RawJob
 
@@ -62,11 +62,13 @@ class PostgresQueueEngine:
             with _err.map_errors("queue", None, store._secret):
                 conn = store._getconn(pool, deadline, "queue", None)
                 try:
-                    with conn.transaction():
-                        # Several processes creating at once queue here (CREATE IF NOT EXISTS alone races).
-                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (store._lock_id,))
-                        for statement in self._q.create:
-                            conn.execute(statement)
+                    row = (conn.execute(self._q.exists)).fetchone()
+                    if not (row and row[0]):
+                        with conn.transaction():
+                            # Several processes creating at once queue here (CREATE IF NOT EXISTS alone races).
+                            conn.execute("SELECT pg_advisory_xact_lock(%s)", (store._lock_id,))
+                            for statement in self._q.create:
+                                conn.execute(statement)
                 except psycopg.Error as exc:
                     store._raise_if_cut(conn, exc, "queue", None, store._call_timeout)
                     raise
@@ -145,9 +147,15 @@ class PostgresQueueEngine:
     def _purge(self) -> None:
         self._next_purge = time.monotonic() + _PURGE_EVERY
         try:
-            self._one("purge", self._q.purge_done, {"keep": self._keep_done}, retry=True)
+            if not self._ready:
+                self._ensure()
+            params = {**self._base, "keep": self._keep_done}
+            removed = self._store._run("purge", None, self._q.purge_done, params, "rowcount", retry=True)
         except Exception as exc:  # a failed sweep must not fail the claim that triggered it
             logger.debug("kvstore: sweep of acknowledged jobs failed: %s", type(exc).__name__)
+            return
+        if removed >= PURGE_BATCH:
+            self._next_purge = 0.0  # a backlog: sweep again at the next claim until it is gone
 
     def listener(self) -> PostgresListener:
         return PostgresListener(self._store, self._channel)

@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from kvstore.postgres import _errors as _err
-from kvstore.postgres._queue_sql import QueueQueries, channel
+from kvstore.postgres._queue_sql import PURGE_BATCH, QueueQueries, channel
 from kvstore.postgres._store_async import AsyncPostgresDatabase
 from kvstore.queue._job import QueueStats, RawJob
 
@@ -61,11 +61,13 @@ class AsyncPostgresQueueEngine:
             with _err.map_errors("queue", None, store._secret):
                 conn = await store._getconn(pool, deadline, "queue", None)
                 try:
-                    async with conn.transaction():
-                        # Several processes creating at once queue here (CREATE IF NOT EXISTS alone races).
-                        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (store._lock_id,))
-                        for statement in self._q.create:
-                            await conn.execute(statement)
+                    row = await (await conn.execute(self._q.exists)).fetchone()
+                    if not (row and row[0]):
+                        async with conn.transaction():
+                            # Several processes creating at once queue here (CREATE IF NOT EXISTS alone races).
+                            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (store._lock_id,))
+                            for statement in self._q.create:
+                                await conn.execute(statement)
                 except psycopg.Error as exc:
                     await store._raise_if_cut(conn, exc, "queue", None, store._call_timeout)
                     raise
@@ -144,9 +146,15 @@ class AsyncPostgresQueueEngine:
     async def _purge(self) -> None:
         self._next_purge = time.monotonic() + _PURGE_EVERY
         try:
-            await self._one("purge", self._q.purge_done, {"keep": self._keep_done}, retry=True)
+            if not self._ready:
+                await self._ensure()
+            params = {**self._base, "keep": self._keep_done}
+            removed = await self._store._run("purge", None, self._q.purge_done, params, "rowcount", retry=True)
         except Exception as exc:  # a failed sweep must not fail the claim that triggered it
             logger.debug("kvstore: sweep of acknowledged jobs failed: %s", type(exc).__name__)
+            return
+        if removed >= PURGE_BATCH:
+            self._next_purge = 0.0  # a backlog: sweep again at the next claim until it is gone
 
     def listener(self) -> AsyncPostgresListener:
         return AsyncPostgresListener(self._store, self._channel)

@@ -18,9 +18,12 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-__all__ = ["QueueQueries", "channel"]
+__all__ = ["PURGE_BATCH", "QueueQueries", "channel"]
 
 _NOW = "extract(epoch from clock_timestamp())"
+#: Acknowledged rows one sweep statement deletes at most (a sweep that deleted this many is
+#: followed by another at the next claim).
+PURGE_BATCH = 1000
 _LIVE = "('ready', 'running', 'failed')"
 _COLUMNS = "id, payload::text, attempt, max_attempts, enqueued_at, visible_at, dedupe_key, last_error"
 
@@ -36,6 +39,7 @@ class QueueQueries:
     """Every statement of the queue, built once per store (identifiers quoted)."""
 
     create: tuple[str, ...]
+    exists: str
     enqueue: str
     find_dedupe: str
     claim: str
@@ -86,8 +90,24 @@ class QueueQueries:
             ),
             q("CREATE INDEX IF NOT EXISTS {done_idx} ON {t} (finished_at) WHERE state = 'done'"),
         )
+        relations = (
+            f"{table_prefix}queue_jobs",
+            *(f"{table_prefix}queue_jobs_{s}" for s in ("claim", "dedupe", "done")),
+        )
+        # Whether the table and its indexes exist: a catalog read, no lock on the table. Creating
+        # them again (IF NOT EXISTS) would wait for a SHARE lock behind any open write on the
+        # table, and every other process's claims and acks would queue behind that wait.
+        exists = sql.SQL(
+            "SELECT count(*) = {n} FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace s "
+            "ON s.oid = c.relnamespace WHERE s.nspname = {schema} AND c.relname IN ({names})"
+        ).format(
+            n=sql.Literal(len(relations)),
+            schema=sql.Literal(schema),
+            names=sql.SQL(", ").join(sql.Literal(name) for name in relations),
+        )
         return cls(
             create=create,
+            exists=exists.as_string(None),
             # NOTIFY in the inserting statement: delivered at its commit, never before the row is visible.
             enqueue=q(
                 f"""WITH ins AS (
@@ -176,6 +196,6 @@ class QueueQueries:
             purge_done=q(
                 f"DELETE FROM {{t}} WHERE id IN (SELECT id FROM {{t}} WHERE state = 'done' "
                 "AND ns = %(ns)s AND queue = %(queue)s "
-                f"AND finished_at < {_NOW} - %(keep)s LIMIT 1000)"
+                f"AND finished_at < {_NOW} - %(keep)s LIMIT {PURGE_BATCH})"
             ),
         )

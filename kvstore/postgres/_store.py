@@ -1021,10 +1021,18 @@ class PostgresWatcher:
             raise
         return conn
 
+    def _check_open(self) -> None:
+        """`ClosedError` once the store is closed: its watches end with it, as its other calls do."""
+        if self._store._closed:
+            raise ClosedError(
+                f"{type(self._store).__name__} is closed", backend="postgres", operation="watch", key=self._key
+            )
+
     def _reconnect(self) -> _Conn:
         """A new listening connection, waiting (with backoff) for as long as the server is down."""
         pause = _RECONNECT_FIRST
         while True:
+            self._check_open()
             try:
                 conn = self._connect()
             except (psycopg.Error, BackendUnavailableError) as exc:
@@ -1049,6 +1057,7 @@ class PostgresWatcher:
         # A position past bigint (``start=2**70``) is past every item: read from the last one there can be.
         params = {"ns": store.key_prefix, "key": self._key, "pos": min(position, 2**63 - 1), "limit": limit}
         while True:
+            self._check_open()
             conn = self._conn if self._conn is not None else self._reconnect()
             self._conn = conn
             _wd.current.arm(conn, time.monotonic() + store._call_timeout)

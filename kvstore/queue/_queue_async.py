@@ -39,9 +39,23 @@ P = TypeVar("P")
 _MAX_ERROR = 2000
 #: Seconds an idle worker loop waits at most between looks at `stop` (no query: a local check).
 _STOP_CHECK = 0.2
+#: Seconds an idle worker loop waits, doubling up to the most, before claiming again a job
+#: that is due but was not claimable (its row locked by another transaction).
+_LOCKED_FIRST, _LOCKED_MAX = 0.01, 1.0
 #: Default seconds between fallback claims of an idle worker, per backend (a notification or
 #: a file change normally wakes it first; memory wakes at once).
 _FALLBACK_POLL = {"postgres": 10.0, "sqlite": 5.0, "memory": 5.0}
+
+
+def _tier(store: Any) -> Any:
+    """The failover tier under telemetry wrappers (a manager's ``storage.database``), or ``None``."""
+    for _ in range(8):
+        if hasattr(store, "primary") and hasattr(store, "journal_path"):
+            return store
+        store = getattr(store, "_inner", None)
+        if store is None:
+            return None
+    return None
 
 
 def _unwrap(store: Any) -> Any:
@@ -59,7 +73,7 @@ def _unwrap(store: Any) -> Any:
         if hasattr(store, "primary") and hasattr(store, "journal_path"):
             if store.primary is None:
                 raise BackendUnavailableError(
-                    "the queue runs on the configured database only and it was not reachable at connect; "
+                    "the queue runs on the configured database only and it has not been reachable since connect; "
                     "jobs are never split between a primary and its fallback",
                     backend=getattr(store, "backend", None),
                     operation="queue",
@@ -178,6 +192,18 @@ class AsyncQueue(Generic[P]):
         self._engine = engine
         return engine
 
+    async def _engine_now(self) -> Any:
+        """The engine; first, a failover tier whose primary was down at connect may open it.
+
+        The tier opens it when its probe is due (as any call of the tier would): a worker
+        started before its database came up begins working once it answers.
+        """
+        if self._engine is None and not self._closed:
+            tier = _tier(self._store)
+            if tier is not None and tier.primary is None:
+                await tier.reach_primary()
+        return self._get_engine()
+
     async def _shielded(self, call: Any) -> Any:
         """Await ``call`` to its end even if the caller is cancelled: a statement is never cut mid-way.
 
@@ -191,7 +217,9 @@ class AsyncQueue(Generic[P]):
                 return await asyncio.shield(task)
             except asyncio.CancelledError:
                 task.add_done_callback(_consume)
-                await asyncio.wait([task])
+                while not task.done():  # through any further cancellation (a timeout, then a shutdown)
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait([task])
                 raise
         else:
             return call
@@ -237,7 +265,7 @@ class AsyncQueue(Generic[P]):
         seconds = 0.0 if delay is None else validate_delay(delay)
         dedupe = None if dedupe_key is None else validate_name(dedupe_key, "dedupe key")
         attempts = self.max_attempts if max_attempts is None else self._attempts(max_attempts)
-        engine = self._get_engine()
+        engine = await self._engine_now()
         job_id, _ = await self._shielded(engine.enqueue(data, seconds, dedupe, attempts))
         return int(job_id)
 
@@ -262,7 +290,7 @@ class AsyncQueue(Generic[P]):
         (see `dead`) and the next due job is taken: one poison job never stops a worker.
         """
         seconds = self.lease if lease is None else validate_lease(lease)
-        engine = self._get_engine()
+        engine = await self._engine_now()
         while True:
             if True:  # ASYNC
                 raw = engine.claim(seconds)
@@ -272,7 +300,10 @@ class AsyncQueue(Generic[P]):
                         raw = await asyncio.shield(task)
                     except asyncio.CancelledError:
                         task.add_done_callback(_consume)
-                        await asyncio.wait([task])
+                        # Through any further cancellation: a second one must not leave its job claimed.
+                        while not task.done():
+                            with contextlib.suppress(asyncio.CancelledError):
+                                await asyncio.wait([task])
                         if not task.cancelled() and task.exception() is None and task.result() is not None:
                             taken = task.result()
                             await self._shielded(engine.release(taken[0], taken[2]))
@@ -283,9 +314,17 @@ class AsyncQueue(Generic[P]):
                 return None
             try:
                 return self._job(raw)
-            except ValueError as exc:  # SerializationError, pydantic's ValidationError
-                logger.warning(
-                    "kvstore: queue %r: job %s dead-lettered: its payload does not decode", self.name, raw[0]
+            except Exception as exc:  # SerializationError, ValidationError, a validator's own error
+                # pydantic wraps only a validator's ValueError and AssertionError; any other
+                # exception of the model's code says as much that the payload does not fit (and
+                # may be a bug of that code: logged with its traceback).
+                logger.log(
+                    logging.WARNING if isinstance(exc, ValueError) else logging.ERROR,
+                    "kvstore: queue %r: job %s dead-lettered: its payload does not fit the queue (%s)",
+                    self.name,
+                    raw[0],
+                    type(exc).__name__,
+                    exc_info=not isinstance(exc, ValueError),
                 )
                 await self._shielded(engine.fail(raw[0], raw[2], _error_text(exc), None))
 
@@ -305,7 +344,8 @@ class AsyncQueue(Generic[P]):
             LeaseLostError: the lease was lost (stop working on the job: another worker has it).
         """
         seconds = self.lease if lease is None else validate_lease(lease)
-        until = await self._shielded(self._get_engine().heartbeat(job.id, job.attempt, seconds))
+        engine = await self._engine_now()
+        until = await self._shielded(engine.heartbeat(job.id, job.attempt, seconds))
         if until is None:
             raise self._lost(job, "heartbeat")
         return Job(
@@ -327,7 +367,8 @@ class AsyncQueue(Generic[P]):
             LeaseLostError: this lease no longer holds the job (it expired and another
                 worker claimed it, or the job was failed or acknowledged already).
         """
-        if not await self._shielded(self._get_engine().ack(job.id, job.attempt)):
+        engine = await self._engine_now()
+        if not await self._shielded(engine.ack(job.id, job.attempt)):
             raise self._lost(job, "ack")
 
     async def fail(
@@ -347,13 +388,15 @@ class AsyncQueue(Generic[P]):
             wait = (
                 backoff_delay(job.attempt, self.backoff, self.max_backoff) if delay is None else validate_delay(delay)
             )
-        if not await self._shielded(self._get_engine().fail(job.id, job.attempt, _error_text(error), wait)):
+        engine = await self._engine_now()
+        if not await self._shielded(engine.fail(job.id, job.attempt, _error_text(error), wait)):
             raise self._lost(job, "fail")
         return again
 
     async def stats(self) -> QueueStats:
         """How many jobs are ready, delayed, running, failed (waiting to retry), dead and done."""
-        result: QueueStats = await self._shielded(self._get_engine().stats())
+        engine = await self._engine_now()
+        result: QueueStats = await self._shielded(engine.stats())
         return result
 
     async def dead(self, limit: int = 100) -> list[Job[P]]:
@@ -365,14 +408,15 @@ class AsyncQueue(Generic[P]):
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise ValueError(f"limit must be a non-negative int, not {limit!r}")
         # A limit past what SQL's LIMIT holds (bigint) lists them all, as it does on memory.
-        raws = await self._shielded(self._get_engine().dead(min(limit, 2**63 - 1)))
+        engine = await self._engine_now()
+        raws = await self._shielded(engine.dead(min(limit, 2**63 - 1)))
         return [self._dead_job(raw) for raw in raws]
 
     def _dead_job(self, raw: RawJob) -> Job[P]:
         """A dead job; one whose payload does not fit the model carries its JSON value as stored."""
         try:
             return self._job(raw)
-        except ValueError:
+        except Exception:  # as in `claim`: whatever the model's code raised
             job_id, text, attempt, max_attempts, enqueued_at, lease_until, dedupe, error = raw
             try:
                 value: Any = decode(text, self.name)
@@ -398,18 +442,30 @@ class AsyncQueue(Generic[P]):
         return self._loop(seconds, None if poll is None else validate_lease(poll, "fallback_poll"))
 
     async def _loop(self, lease: float, poll: float | None) -> AsyncIterator[Job[P]]:
-        engine = self._get_engine()
-        poll = _FALLBACK_POLL.get(engine.backend, 5.0) if poll is None else poll
-        listener = engine.listener()
-        pause = 0.0
+        listener: Any = None
+        idle = 5.0
+        pause = locked = 0.0
         try:
-            await listener.start()
             while not self._stopping:
                 try:
+                    if listener is None:
+                        # In the retry loop: a database down since connect is waited for like an outage.
+                        engine = await self._engine_now()
+                        idle = _FALLBACK_POLL.get(engine.backend, 5.0) if poll is None else poll
+                        listener = engine.listener()
+                        await listener.start()
                     job = await self.claim(lease=lease)
                     if job is None:
                         due = await engine.next_due()
-                        wait = poll if due is None else min(poll, max(due, 0.0))
+                        if due is not None and due <= 0:
+                            # Due, yet not claimed: its row is locked by another transaction
+                            # (SKIP LOCKED), or it became due just now. Look again soon, backing
+                            # off while it stays so (a notification still wakes the loop at once).
+                            locked = min(idle, _LOCKED_MAX, max(_LOCKED_FIRST, locked * 2))
+                            wait = locked
+                        else:
+                            locked = 0.0
+                            wait = idle if due is None else min(idle, due)
                         deadline = time.monotonic() + wait
                         while not self._stopping:
                             left = deadline - time.monotonic()
@@ -426,12 +482,14 @@ class AsyncQueue(Generic[P]):
                     continue
                 pause = 0.0
                 if job is not None:
+                    locked = 0.0
                     yield job
         finally:
-            if True:  # ASYNC
-                await asyncio.shield(listener.aclose())
-            else:
-                listener.close()
+            if listener is not None:
+                if True:  # ASYNC
+                    await asyncio.shield(listener.aclose())
+                else:
+                    listener.close()
 
     async def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

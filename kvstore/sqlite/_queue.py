@@ -82,7 +82,9 @@ class SqliteQueueEngine:
     def _purge_then_claim(self, lease: float) -> RawJob | None:
         self._next_purge = time.monotonic() + _PURGE_EVERY
         # Deletes any number of rows: on the worker.
-        self._write("purge", qs.purge_done, self._ns, self._name, self._keep_done, on_loop=False)
+        removed = self._write("purge", qs.purge_done, self._ns, self._name, self._keep_done, on_loop=False)
+        if removed >= qs.PURGE_BATCH:
+            self._next_purge = 0.0  # a backlog: sweep again at the next claim until it is gone
         result: Any = self._write("claim", qs.claim, self._ns, self._name, lease, self._store._engine.check_loop_bytes)
         return result  # type: ignore[no-any-return]  # qs.claim's answer
 

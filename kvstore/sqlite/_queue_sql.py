@@ -15,9 +15,25 @@ from typing import Any
 
 from kvstore.queue._job import QueueStats, RawJob
 
-__all__ = ["CREATE", "ack", "claim", "create", "dead", "enqueue", "fail", "heartbeat", "next_due", "release", "stats"]
+__all__ = [
+    "CREATE",
+    "PURGE_BATCH",
+    "ack",
+    "claim",
+    "create",
+    "dead",
+    "enqueue",
+    "fail",
+    "heartbeat",
+    "next_due",
+    "release",
+    "stats",
+]
 
 T = "kvstore_queue_jobs"
+#: Acknowledged rows one sweep deletes at most (a sweep that deleted this many is followed by
+#: another at the next claim).
+PURGE_BATCH = 1000
 _LIVE = "('ready', 'running', 'failed')"
 _COLUMNS = "id, payload, attempt, max_attempts, enqueued_at, visible_at, dedupe_key, last_error"
 
@@ -188,7 +204,7 @@ def purge_done(cur: Any, now_ms: float, ns: str, queue: str, keep: float) -> int
     # This queue's own: another queue (or key prefix) on the file keeps its jobs for its own keep_done.
     cur.execute(
         f"DELETE FROM {T} WHERE id IN (SELECT id FROM {T} WHERE state = 'done' AND ns = ? AND queue = ? "
-        "AND finished_at < ? LIMIT 1000)",
+        f"AND finished_at < ? LIMIT {PURGE_BATCH})",
         (ns, queue, now_ms / 1000 - keep),
     )
     return int(cur.connection.changes())
