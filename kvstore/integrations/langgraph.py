@@ -946,8 +946,11 @@ class _SaverCore(BaseCheckpointSaver[int]):
 
     # ------------------------------------------------------------------ delete, copy, prune
     def _thread_keys(self, thread_id: str) -> Steps[list[str]]:
+        """Every key of the thread, in the order they can be deleted without a checkpoint ever reading back
+        partly: the heads first (the thread is then gone for ``get_tuple`` and ``list``), the records, and only
+        then what records refer to (writes, large values, name tables, items)."""
         keys: list[str] = []
-        for kind in "cwibnh":
+        for kind in "hcwbni":
             keys.extend((yield ("keys", self._pattern(kind, thread_id))))
         return keys
 

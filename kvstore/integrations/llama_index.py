@@ -56,6 +56,25 @@ def _load(raw: Sequence[_Raw]) -> list[ChatMessage]:
     return [ChatMessage.model_validate(item) for item in raw]
 
 
+#: Rewrites under way whose caller was cancelled (a strong reference, so they finish).
+_REWRITES: set[asyncio.Task[None]] = set()
+
+
+async def _rewrite(history: AsyncChatHistory[_Raw], raw: list[Any]) -> None:
+    """Replace the conversation with ``raw``. The clear and the appends run to the end even when the caller is
+    cancelled (the caller still sees the cancellation): cancelled between them, the conversation was lost."""
+
+    async def run() -> None:
+        await history.clear()
+        if raw:
+            await history.extend(raw)
+
+    task = asyncio.ensure_future(run())
+    _REWRITES.add(task)
+    task.add_done_callback(_REWRITES.discard)
+    await asyncio.shield(task)
+
+
 def _position(idx: int, length: int) -> int | None:
     """``idx`` (negative counts from the end, as in Python) as a position, or ``None`` when out of range."""
     position = idx + length if idx < 0 else idx
@@ -176,9 +195,7 @@ class KVStoreChatStore(BaseChatStore):
         history = self._ahistory(key)
         if history is None:
             return await super().aset_messages(key, messages)
-        await history.clear()
-        if messages:
-            await history.extend([_dump(m) for m in messages])
+        await _rewrite(history, [_dump(m) for m in messages])
         return None
 
     async def aget_messages(self, key: str) -> list[ChatMessage]:
@@ -215,9 +232,7 @@ class KVStoreChatStore(BaseChatStore):
         if position is None:
             return None
         removed = raw.pop(position)
-        await history.clear()
-        if raw:
-            await history.extend(raw)
+        await _rewrite(history, raw)
         return ChatMessage.model_validate(removed)
 
     async def adelete_last_message(self, key: str) -> ChatMessage | None:
