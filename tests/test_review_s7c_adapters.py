@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +126,41 @@ async def test_llama_index_rewrite_cancelled_keeps_the_conversation(tmp_path: Pa
         await asyncio.sleep(0.02)
     assert [m.content for m in await store.aget_messages("k")] == [m.content for m in wanted]
     await db.aclose()
+
+
+def test_delete_for_runs_interrupted_never_leaves_a_head_without_its_values(tmp_path: Path) -> None:
+    """delete_for_runs interrupted after any of its deletes: the thread's newest checkpoint reads back whole
+    (it deleted the newest checkpoint's large values before moving the head off it, which then read back
+    without them)."""
+    db = SqliteDatabase(tmp_path / "lg.db")
+    for n in range(16):
+        db.clear()
+        saver = KVStoreSaver(db)
+        config: dict[str, Any] = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+        for turn in range(4):
+            checkpoint = empty_checkpoint()
+            checkpoint["channel_values"] = {"big": f"{turn}" * 5000}
+            checkpoint["channel_versions"] = {"big": turn + 1}
+            run = "late" if turn >= 2 else "early"
+            config = saver.put(config, checkpoint, {"source": "loop", "step": turn, "run_id": run}, {"big": turn + 1})
+            saver.put_writes(config, [("x", turn)], "task")
+        other: dict[str, Any] = {"configurable": {"thread_id": "u", "checkpoint_ns": ""}}
+        for turn in range(2):  # a thread of the doomed run only
+            checkpoint = empty_checkpoint()
+            checkpoint["channel_values"] = {"big": "u" * 5000}
+            checkpoint["channel_versions"] = {"big": turn + 1}
+            other = saver.put(other, checkpoint, {"source": "loop", "step": turn, "run_id": "late"}, {"big": turn + 1})
+        with contextlib.suppress(BackendUnavailableError):
+            KVStoreSaver(_FailingAt(db, n)).delete_for_runs(["late"])  # type: ignore[arg-type]
+        fresh = KVStoreSaver(db)
+        found = fresh.get_tuple({"configurable": {"thread_id": "t"}})
+        assert found is not None, n
+        step = found.metadata["step"]
+        assert found.checkpoint["channel_values"] == {"big": f"{step}" * 5000}, n
+        fresh.delete_for_runs(["late"])  # the retry finishes the job
+        found = fresh.get_tuple({"configurable": {"thread_id": "t"}})
+        assert found is not None, n
+        assert found.metadata["step"] == 1, n
+        assert found.checkpoint["channel_values"] == {"big": "1" * 5000}, n
+        assert fresh.get_tuple({"configurable": {"thread_id": "u"}}) is None, n
+        assert [k for k in db.keys("langgraph:*") if k.startswith(("langgraph:c:u:", "langgraph:b:u:"))] == [], n

@@ -981,16 +981,14 @@ class _SaverCore(BaseCheckpointSaver[int]):
     def _drop_checkpoints(self, thread_id: str, ns: str, doomed: list[str]) -> Steps[None]:
         """Delete some checkpoints of one namespace (records, writes, large values) and fix its head.
 
+        The head moves off the doomed checkpoints first, so an interrupted call leaves no head naming a
+        checkpoint that is partly deleted (and its retry still finds what is left to delete).
         Items stay: the checkpoints left may hold them (a chat's messages).
         """
-        keys: list[str] = []
-        for checkpoint_id in doomed:
-            keys.append(self._k("c", thread_id, ns, checkpoint_id))
-            keys += yield ("keys", self._writes_pattern(thread_id, ns, checkpoint_id))
-            keys += yield ("keys", _glob(self._k("b", thread_id, ns, checkpoint_id)) + ":*")
-        yield from self._delete_keys(keys)
-        left = yield from self._checkpoint_ids(thread_id, ns)
+        gone = set(doomed)
+        left = [c for c in (yield from self._checkpoint_ids(thread_id, ns)) if c not in gone]
         head_key = self._k("h", thread_id, ns)
+        self._forget(thread_id)
         if left:
             newest = max(left)
             record = yield ("get", self._k("c", thread_id, ns, newest))
@@ -998,6 +996,12 @@ class _SaverCore(BaseCheckpointSaver[int]):
                 yield ("set", head_key, {**record, "id": newest})
         else:
             yield ("delete", head_key)
+        keys: list[str] = []
+        for checkpoint_id in doomed:
+            keys += yield ("keys", self._writes_pattern(thread_id, ns, checkpoint_id))
+            keys += yield ("keys", _glob(self._k("b", thread_id, ns, checkpoint_id)) + ":*")
+        # The records last: a retry finds a doomed checkpoint by its record.
+        yield from self._delete_keys(keys + [self._k("c", thread_id, ns, c) for c in doomed])
         self._forget(thread_id)
 
     def _delete_for_runs_steps(self, run_ids: Sequence[str]) -> Steps[None]:
@@ -1007,7 +1011,10 @@ class _SaverCore(BaseCheckpointSaver[int]):
             markers = yield ("keys", f"{_glob(self.prefix)}u:{_glob(_part(run_id))}:*")
             for marker in markers:
                 thread_id = _unpart(marker.rsplit(":", 1)[1])
-                for ns in (yield from self._head_namespaces(thread_id)):
+                # From the records, not the heads: a namespace whose head an interrupted call deleted first
+                # still has records to delete.
+                records = yield ("keys", self._pattern("c", thread_id))
+                for ns in sorted({_unpart(key.rsplit(":", 2)[1]) for key in records}):
                     ids = yield from self._checkpoint_ids(thread_id, ns)
                     records = yield ("mget", [self._k("c", thread_id, ns, c) for c in ids])
                     doomed = [
