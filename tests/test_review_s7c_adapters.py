@@ -164,3 +164,27 @@ def test_delete_for_runs_interrupted_never_leaves_a_head_without_its_values(tmp_
         assert found.checkpoint["channel_values"] == {"big": "1" * 5000}, n
         assert fresh.get_tuple({"configurable": {"thread_id": "u"}}) is None, n
         assert [k for k in db.keys("langgraph:*") if k.startswith(("langgraph:c:u:", "langgraph:b:u:"))] == [], n
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite-file"])
+async def test_llm_cache_clear_leaves_a_nested_namespace_alone(tmp_path: Path, backend: str) -> None:
+    """clear() of the LLM cache in namespace ``llm`` removed the answers of namespace ``llm:v2`` too
+    (its docstring: "nothing else in the store")."""
+    from langchain_core.outputs import Generation
+
+    from kvstore import AsyncMemoryCache, MemoryCache
+    from kvstore.integrations.langchain import KVStoreLLMCache
+
+    sync_store = MemoryCache() if backend == "memory" else SqliteDatabase(tmp_path / "c.db")
+    async_store = AsyncMemoryCache() if backend == "memory" else AsyncSqliteDatabase(tmp_path / "ac.db")
+    for store in (sync_store, async_store):
+        old, new = KVStoreLLMCache(store, namespace="llm"), KVStoreLLMCache(store, namespace="llm:v2")
+        for cache in (old, new):
+            await cache.aupdate("p", "model", [Generation(text=cache.namespace)])
+        if store is sync_store:
+            old.clear()
+        else:
+            await old.aclear()
+        assert await old.alookup("p", "model") is None
+        assert await new.alookup("p", "model") == [Generation(text="llm:v2")]
+    await async_store.aclose()

@@ -424,6 +424,12 @@ class KVStoreLLMCache(BaseCache):
     def _pattern(self) -> str:
         return _escape_glob(f"{self.namespace}:") + "*"
 
+    def _own(self, keys: Iterable[str]) -> list[str]:
+        """The keys of this namespace's answers among ``keys``: not those of a namespace nested in it
+        (``llm_cache:v2`` under ``llm_cache``), whose keys have a ``:`` after the prefix."""
+        cut = len(self.namespace) + 1
+        return [key for key in keys if ":" not in key[cut:]]
+
     @staticmethod
     def _dump(return_val: RETURN_VAL_TYPE) -> list[Any]:
         return [dumpd(generation) for generation in return_val]
@@ -463,12 +469,12 @@ class KVStoreLLMCache(BaseCache):
     def clear(self, **kwargs: Any) -> None:
         """Remove every cached answer of this namespace (nothing else in the store)."""
         store = self._sync("aclear")
-        _delete_keys(store, _listed(store.iter_keys(self._pattern)))
+        _delete_keys(store, self._own(store.iter_keys(self._pattern)))
 
     async def aclear(self, **kwargs: Any) -> None:
         """Async `clear`."""
         if isinstance(self.store, AsyncStore):
-            keys = [key async for key in self.store.iter_keys(self._pattern)]
+            keys = self._own([key async for key in self.store.iter_keys(self._pattern)])
             await _adelete_keys(self.store, keys)
             return
         await super().aclear(**kwargs)
