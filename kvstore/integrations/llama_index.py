@@ -9,6 +9,7 @@ methods natively and the sync ones raise `TypeError`. Values are JSON; nothing i
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Sequence
 from datetime import timedelta
@@ -56,6 +57,8 @@ def _load(raw: Sequence[_Raw]) -> list[ChatMessage]:
     return [ChatMessage.model_validate(item) for item in raw]
 
 
+_log = logging.getLogger("kvstore")
+
 #: Rewrites under way whose caller was cancelled (a strong reference, so they finish).
 _REWRITES: set[asyncio.Task[None]] = set()
 
@@ -71,8 +74,14 @@ async def _rewrite(history: AsyncChatHistory[_Raw], raw: list[Any]) -> None:
 
     task = asyncio.ensure_future(run())
     _REWRITES.add(task)
-    task.add_done_callback(_REWRITES.discard)
+    task.add_done_callback(_rewritten)
     await asyncio.shield(task)
+
+
+def _rewritten(task: asyncio.Task[None]) -> None:
+    _REWRITES.discard(task)
+    if not task.cancelled() and task.exception() is not None:  # retrieved here: a cancelled caller never awaits it
+        _log.warning("rewriting a LlamaIndex conversation failed", exc_info=task.exception())
 
 
 def _position(idx: int, length: int) -> int | None:
