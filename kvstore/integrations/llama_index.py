@@ -95,8 +95,10 @@ class KVStoreChatStore(BaseChatStore):
 
     Adding a message is one append (O(1)), whatever the conversation's length.
     `delete_message` and `delete_last_message` rewrite the conversation (kvstore
-    lists are append-only), so they cost O(n) and a concurrent reader of that key
-    may see it empty for a moment::
+    lists are append-only), so they cost O(n), a concurrent reader of that key
+    may see it empty for a moment, and a message another writer adds to it while
+    the rewrite runs may be lost or land before the rewritten ones. A cancelled
+    caller does not stop a rewrite under way (it finishes in the background)::
 
         with StorageManager() as storage:
             chat_store = KVStoreChatStore(storage.database)
