@@ -95,6 +95,29 @@ def validate_prefix(prefix: object) -> str:
     return prefix
 
 
+def validate_namespace(namespace: object, what: str = "namespace") -> str:
+    """The first part of the keys a chat history or session store builds (``<namespace>:<id>``).
+
+    It holds no ``:``, so no namespace and id make the key of another namespace and id
+    (``chat`` + ``acme:42`` and ``chat:acme`` + ``42`` would both be ``chat:acme:42``: two
+    tenants reading each other), and it does not end in ``.meta`` (a chat history's own
+    second key, ``<namespace>.meta:<id>``). Else `InvalidKeyError`.
+    """
+    if not isinstance(namespace, str):
+        raise InvalidKeyError(f"{what} must be str, not {type(namespace).__name__}")
+    if not namespace or ":" in namespace or namespace.endswith(".meta"):
+        raise InvalidKeyError(
+            f"{what} {namespace!r} must be non-empty, without ':' and not ending in '.meta' (keys are "
+            f"'<{what}>:<id>': with a ':' in it, two {what}s and ids could name the same key); use "
+            "another character, e.g. 'chat.acme'",
+            key=namespace[:64],
+        )
+    problem = text_problem(namespace)
+    if problem is not None:
+        raise InvalidKeyError(f"{what} {problem}", key=namespace[:64])
+    return namespace
+
+
 # --- the reference glob matcher -------------------------------------------------------
 #
 # Redis's stringmatchlen() (util.c) walked character by character, compiled once

@@ -10,7 +10,7 @@ from orjson import JSONDecodeError
 from orjson import loads as _loads
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from kvstore._core.keys import escape_glob
+from kvstore._core.keys import escape_glob, validate_namespace
 from kvstore._core.typed import TypeCodec, _titled
 
 __all__ = [
@@ -89,13 +89,14 @@ class ChatKeys:
     meta: str = field(init=False)
 
     def __post_init__(self) -> None:
+        validate_namespace(self.namespace)
         object.__setattr__(self, "messages", f"{self.namespace}:{self.conversation}")
         object.__setattr__(self, "meta", f"{self.namespace}.meta:{self.conversation}")
 
     @staticmethod
     def conversation_pattern(namespace: str, pattern: str) -> str:
         """The key glob that lists the conversations matching ``pattern``."""
-        return escape_glob(f"{namespace}:") + pattern
+        return escape_glob(f"{validate_namespace(namespace)}:") + pattern
 
 
 def message_id(message: Any) -> str | None:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar, overload
 
+from kvstore._core.keys import validate_namespace
 from kvstore._core.ttl import TTL, ttl_ms
 from kvstore._core.typed import TypeCodec
 from kvstore.base import Cache, Database, Store
@@ -108,7 +109,7 @@ class SessionStore(Generic[S]):
         self.database = database
         self.ttl = ttl
         self.cache_ttl = cache_ttl
-        self.namespace = namespace
+        self.namespace = validate_namespace(namespace)
         self.cache_retry_after = cache_retry_after
         seconds = _seconds(ttl) or 0.0
         self.touch_interval = min(60.0, seconds / 10) if touch_interval is None else touch_interval
