@@ -458,8 +458,10 @@ async def test_list_writes_behind_a_held_row_lock_are_busy_within_the_deadline_a
     write nothing; a call waiting for the pool meanwhile is busy too; once the lock goes, the same ids
     write once and positions stay consecutive."""
     db = AsyncPostgresDatabase(
-        postgres_url, schema_name=schema, key_prefix="lk:", max_size=2, pool_timeout=0.3, statement_timeout=0.5
+        postgres_url, schema_name=schema, key_prefix="lk:", max_size=2, pool_timeout=0.2, statement_timeout=1.0
     )
+    # The blocked calls below hold both connections until lock_timeout (0.8 x statement_timeout = 0.8 s);
+    # the pool wait (0.2 s) must end well before that, or a freed connection can serve it (a race in CI).
     try:
         await db.append("l", 0)
         async with await psycopg.AsyncConnection.connect(postgres_url) as locker:
@@ -475,7 +477,7 @@ async def test_list_writes_behind_a_held_row_lock_are_busy_within_the_deadline_a
                 started = time.monotonic()
                 with pytest.raises(BackendBusyError):
                     await call
-                assert time.monotonic() - started < 0.75  # the call deadline (statement_timeout + 0.25)
+                assert time.monotonic() - started < 1.25  # the call deadline (statement_timeout + 0.25)
             blocked = [asyncio.ensure_future(db.append("l", 9)) for _ in range(2)]
             await asyncio.sleep(0.1)
             with pytest.raises(BackendBusyError):  # both connections wait on the lock: the pool is busy
