@@ -1103,7 +1103,7 @@ class PostgresTier(Tier):
         Row(APPEND, "raw psycopg INSERT (floor)", "floor", "floor_append"),
         Row(
             APPEND,
-            "raw psycopg INSERT into kvstore's items table (its index + watch trigger, no checks)",
+            "raw psycopg INSERT into kvstore's items table (its index, no checks)",
             "info",
             "items_append",
         ),
@@ -1241,7 +1241,7 @@ class PostgresTier(Tier):
         return append
 
     def items_append(self) -> Op:
-        """A bare INSERT into kvstore's own items table: its key, its index and its watch trigger, no checks."""
+        """A bare INSERT into kvstore's own items table: its key and its index, no checks."""
         conn, seq = self.conn, [0]
         query = (
             f"INSERT INTO {self.tag}kv.kvstore_list_items (ns, key, seq, value) VALUES ('raw', 'append', %s, %s::json)"

@@ -174,7 +174,7 @@ CHECKS: tuple[Check, ...] = (
         "PostgreSQL chat append: a bare INSERT into kvstore's items table (no checks) ÷ raw INSERT",
         "postgres",
         "chat append",
-        "raw psycopg INSERT into kvstore's items table (its index + watch trigger, no checks)",
+        "raw psycopg INSERT into kvstore's items table (its index, no checks)",
         "raw psycopg INSERT (floor)",
         "",
         0.0,

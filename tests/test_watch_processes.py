@@ -346,6 +346,77 @@ async def test_postgres_version_5_tables_migrate_to_notify_only_watched_lists(po
         await admin.close()
 
 
+@pytest.mark.postgres
+async def test_postgres_version_6_tables_lose_the_notify_trigger_and_appends_notify_themselves(
+    postgres_url: str,
+) -> None:
+    """Tables of schema version 6 (a statement-level trigger notified watched lists) migrate to version 7:
+    the trigger and its function are dropped, and the append statement notifies a watched list itself:
+    one notification per append or extend (its last position), none for an unwatched list, none for an
+    idempotent replay that writes nothing, and none for a list whose watcher's row has expired."""
+    import psycopg
+    from psycopg.sql import SQL, Identifier
+
+    from kvstore._core.watch import key_tag
+    from kvstore.postgres._sql import SCHEMA_VERSION, migrations, watch_channel
+
+    schema = f"watchv6_{uuid.uuid4().hex[:8]}"
+    first = AsyncPostgresDatabase(postgres_url, max_size=1, schema_name=schema, key_prefix="n:")
+    await first.open()
+    await first.aclose()
+    admin = await psycopg.AsyncConnection.connect(postgres_url, autocommit=True)
+    triggers = SQL(
+        "SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE n.nspname = %s AND t.tgname = 'kvstore_list_items_notify'"
+    )
+    try:
+        # Back to what version 6 left: its trigger and function.
+        for statement in migrations(schema, "kvstore_")[4] + migrations(schema, "kvstore_")[5]:
+            await admin.execute(statement)
+        await admin.execute(SQL("UPDATE {} SET version = 6").format(Identifier(schema, "kvstore_meta")))
+        assert await (await admin.execute(triggers, (schema,))).fetchall() == [(1,)]
+
+        store = AsyncPostgresDatabase(postgres_url, max_size=1, schema_name=schema, key_prefix="n:")
+        await store.open()  # migrates
+        try:
+            cur = await admin.execute(SQL("SELECT version FROM {}").format(Identifier(schema, "kvstore_meta")))
+            assert await cur.fetchall() == [(SCHEMA_VERSION,)]
+            assert await (await admin.execute(triggers, (schema,))).fetchall() == [(0,)]
+            await admin.execute(f'LISTEN "{watch_channel(schema, "kvstore_")}"')
+            await store.append("quiet", 0)
+            await store.append("k", 0)
+            assert await _notes(admin, 0.3) == []  # nobody watches either list
+            items = store.watch("k", start=0, poll_interval=30.0)
+            try:
+                assert [(i.position, i.value) async for i in _first(items, 1)] == [(0, 0)]
+                tag = key_tag("n:", "k")
+                assert await store.append("k", 1, idempotency_id="once") == 2
+                assert await _notes(admin, 0.5) == [f"{tag} 1"]
+                assert await store.append("k", 1, idempotency_id="once") == 2  # replayed: nothing written
+                assert await store.extend("k", list(range(2, 1002))) == 1002
+                assert await _notes(admin, 0.5) == [f"{tag} 1001"]  # one per statement, its last position
+                await store.append("quiet", 1)
+                assert await _notes(admin, 0.3) == []
+                # The watcher learns of its items from the notifications (its poll is 30 s away).
+                got = [(i.position, i.value) async for i in _first(items, 1001)]
+                assert got == [(p, p) for p in range(1, 1002)]
+                await admin.execute(
+                    SQL("UPDATE {} SET expires_at = now() - interval '1 second'").format(
+                        Identifier(schema, "kvstore_watchers")
+                    )
+                )
+                await store.append("k", 1002)
+                assert await _notes(admin, 0.3) == []  # an expired watcher row asks for nothing
+            finally:
+                await items.aclose()
+        finally:
+            await store.clear()
+            await store.aclose()
+    finally:
+        await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await admin.close()
+
+
 async def _first(items: Any, n: int) -> Any:
     """The next ``n`` items of a watch (an async generator)."""
     for _ in range(n):

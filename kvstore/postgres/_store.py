@@ -863,7 +863,7 @@ class PostgresDatabase(Database):
                 if not self._lost_id_race(exc.__cause__):
                     raise
             else:
-                length, seen, kind, live, count = row
+                length, seen, kind, live, count, _notified = row
                 if length is not None:
                     return int(length)
                 if seen is not None:
@@ -946,9 +946,9 @@ class PostgresDatabase(Database):
 class PostgresWatcher:
     """One `watch` of one list: a dedicated connection (never the pool's) that ``LISTEN``s.
 
-    Woken by the notify trigger (schema version 5) when its list grows; it re-reads every
+    Woken by the append statement's ``NOTIFY`` when its list grows; it re-reads every
     ``interval`` seconds even without a notification, so a lost one can never stall it.
-    The trigger notifies only a watched list (version 6): after ``LISTEN`` (and after every
+    An append notifies only a watched list (version 6): after ``LISTEN`` (and after every
     reconnect) the watcher registers a row of its own in ``<p>watchers``, live for
     ``WATCHER_TTL`` (30) seconds, refreshed about every 10 s
     from its wait loop and deleted when it closes (an abandoned row just expires). An append
@@ -973,7 +973,7 @@ class PostgresWatcher:
         self._down_since: float | None = None
 
     def __enter__(self) -> PostgresWatcher:
-        # Migrated (the trigger exists) and reachable now, or BackendUnavailableError.
+        # Migrated (the watchers table exists) and reachable now, or BackendUnavailableError.
         self._store._start()
         with _err.map_errors("watch", self._key, self._store._secret):
             self._conn = self._connect()
@@ -1010,7 +1010,7 @@ class PostgresWatcher:
         try:
             _wd.current.arm(conn, time.monotonic() + store._call_timeout)
             conn.execute(f'LISTEN "{self._channel}"')
-            # Registered after LISTEN: every notification the row triggers reaches this session.
+            # Registered after LISTEN: every notification the row asks for reaches this session.
             conn.execute(self._register, self._row)
             self._refresh_at = time.monotonic() + _pg.WATCHER_REFRESH
             if _wd.current.disarm(conn):

@@ -875,7 +875,7 @@ class AsyncPostgresDatabase(AsyncDatabase):
                 if not self._lost_id_race(exc.__cause__):
                     raise
             else:
-                length, seen, kind, live, count = row
+                length, seen, kind, live, count, _notified = row
                 if length is not None:
                     return int(length)
                 if seen is not None:
@@ -958,9 +958,9 @@ class AsyncPostgresDatabase(AsyncDatabase):
 class AsyncPostgresWatcher:
     """One `watch` of one list: a dedicated connection (never the pool's) that ``LISTEN``s.
 
-    Woken by the notify trigger (schema version 5) when its list grows; it re-reads every
+    Woken by the append statement's ``NOTIFY`` when its list grows; it re-reads every
     ``interval`` seconds even without a notification, so a lost one can never stall it.
-    The trigger notifies only a watched list (version 6): after ``LISTEN`` (and after every
+    An append notifies only a watched list (version 6): after ``LISTEN`` (and after every
     reconnect) the watcher registers a row of its own in ``<p>watchers``, live for
     ``WATCHER_TTL`` (30) seconds, refreshed about every 10 s
     from its wait loop and deleted when it closes (an abandoned row just expires). An append
@@ -985,7 +985,7 @@ class AsyncPostgresWatcher:
         self._down_since: float | None = None
 
     async def __aenter__(self) -> AsyncPostgresWatcher:
-        # Migrated (the trigger exists) and reachable now, or BackendUnavailableError.
+        # Migrated (the watchers table exists) and reachable now, or BackendUnavailableError.
         await self._store._start()
         with _err.map_errors("watch", self._key, self._store._secret):
             self._conn = await self._connect()
@@ -1022,7 +1022,7 @@ class AsyncPostgresWatcher:
         try:
             _wd.current.arm(conn, time.monotonic() + store._call_timeout)
             await conn.execute(f'LISTEN "{self._channel}"')
-            # Registered after LISTEN: every notification the row triggers reaches this session.
+            # Registered after LISTEN: every notification the row asks for reaches this session.
             await conn.execute(self._register, self._row)
             self._refresh_at = time.monotonic() + _pg.WATCHER_REFRESH
             if _wd.current.disarm(conn):
