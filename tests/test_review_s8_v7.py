@@ -506,3 +506,44 @@ def test_sync_watcher_starting_while_an_append_waits_on_the_row_lock_is_woken_by
         store.close()
         with psycopg.connect(postgres_url, autocommit=True) as admin:
             admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+async def test_a_watcher_cancelled_while_it_waits_for_a_locked_row_leaves_no_row_or_connection(
+    postgres_url: str,
+) -> None:
+    """Cancelled while it waits, after registering, for the list's locked row: its `<p>watchers` row is
+    deleted (it would make every append of the list NOTIFY for 30 s) and its connection closed."""
+    import psycopg
+
+    schema = f"rv8x_{uuid.uuid4().hex[:8]}"
+    store = AsyncPostgresDatabase(postgres_url, max_size=2, schema_name=schema, statement_timeout=10)
+    await store.open()
+    locker = await psycopg.AsyncConnection.connect(postgres_url)
+    admin = await _admin(postgres_url)
+    watchers = f'SELECT count(*) FROM "{schema}".kvstore_watchers WHERE expires_at > now()'
+    sessions = (
+        "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND strpos(query, %s) > 0 "
+        "AND query LIKE '%%FOR SHARE NOWAIT'"
+    )
+    try:
+        await store.append("k", 0)
+        await locker.execute(f'SELECT 1 FROM "{schema}".kvstore_entries WHERE key = %s FOR UPDATE', ("k",))
+
+        async def consume() -> None:
+            async for _ in store.watch("k", start=1, poll_interval=30.0):
+                pass
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.5)
+        assert await (await admin.execute(watchers)).fetchall() == [(1,)]  # registered, waiting for the row
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await (await admin.execute(watchers)).fetchall() == [(0,)]
+        assert await (await admin.execute(sessions, (schema,))).fetchall() == [(0,)]
+    finally:
+        await locker.close()
+        await store.clear()
+        await store.aclose()
+        await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await admin.close()

@@ -989,14 +989,19 @@ class PostgresWatcher:
         if conn is None:
             return
         try:
-            # Best effort, bounded by the call deadline: a row left behind just expires.
+            self._unregister_quietly(conn)
+        finally:
+            conn.close()
+
+    def _unregister_quietly(self, conn: _Conn) -> None:
+        # Best effort, bounded by the call deadline: a row left behind just expires.
+        try:
             _wd.current.arm(conn, time.monotonic() + self._store._call_timeout)
             conn.execute(self._unregister, self._row)
         except psycopg.Error:
             pass
         finally:
             _wd.current.disarm(conn)
-            conn.close()
 
     def _connect(self) -> _Conn:
         store = self._store
@@ -1012,17 +1017,23 @@ class PostgresWatcher:
                 )
             conninfo, kwargs = given, {**(extra or {}), "autocommit": True}
         conn = psycopg.Connection.connect(conninfo, **kwargs)
+        registered = False
         try:
             _wd.current.arm(conn, time.monotonic() + store._call_timeout)
             conn.execute(f'LISTEN "{self._channel}"')
             # Registered after LISTEN: every notification the row asks for reaches this session.
             conn.execute(self._register, self._row)
+            registered = True
             self._refresh_at = time.monotonic() + _pg.WATCHER_REFRESH
             if _wd.current.disarm(conn):
                 raise _err.deadline_error("watch", self._key, store._call_timeout)
             self._settle(conn)
         except BaseException:
             _wd.current.disarm(conn)
+            # Failed or cancelled while settling: the row would make the list's appends notify
+            # for WATCHER_TTL. Deleted when the connection can still take a statement.
+            if registered and not conn.broken and conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                self._unregister_quietly(conn)
             conn.close()
             raise
         return conn
