@@ -152,15 +152,17 @@ async def _watch_connections(url: str, store: AsyncPostgresDatabase) -> int:
     from kvstore.postgres._sql import watch_channel
 
     # A watcher's session last ran its LISTEN, its registration or unregistration (statements
-    # on <p>watchers, which nothing else touches) or its read.
+    # on <p>watchers, which nothing else touches), its wait for the list's row lock or its read.
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         cur = await conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND (query = %s "
-            "OR strpos(query, %s) > 0 OR (query LIKE 'SELECT head + length AS pos%%' AND strpos(query, %s) > 0))",
+            "OR strpos(query, %s) > 0 OR (query LIKE 'SELECT head + length AS pos%%' AND strpos(query, %s) > 0) "
+            "OR (query LIKE 'SELECT 1 FROM %%FOR SHARE NOWAIT' AND strpos(query, %s) > 0))",
             (
                 f'LISTEN "{watch_channel(store.schema, store.table_prefix)}"',
                 f'"{store.table_prefix}watchers"',
                 f'"{store.table_prefix}list_items"',
+                f'"{store.table_prefix}entries"',
             ),
         )
         row = await cur.fetchone()

@@ -90,6 +90,7 @@ __all__ = [
     "validate_table_prefix",
     "watch_channel",
     "watch_read",
+    "watcher_settle",
     "watcher_statements",
 ]
 
@@ -320,6 +321,20 @@ def watcher_statements(schema: str, table_prefix: str) -> tuple[str, str]:
     )
     unregister = _render("DELETE FROM {watchers} WHERE ns = %(ns)s AND key = %(key)s AND id = %(id)s", n)
     return register, unregister
+
+
+def watcher_settle(schema: str, table_prefix: str) -> str:
+    """`watch`'s check, after its registration committed, that no append holds the list's row lock.
+
+    Since version 7 an append probes ``<p>watchers`` in its own statement's snapshot: one that
+    began before the registration committed and was still queued on the row lock (behind
+    another append, a `trim`, any ``FOR UPDATE``) sends no ``NOTIFY`` when it commits. Once
+    this ``FOR SHARE NOWAIT`` succeeds (``55P03`` while the row is locked: the watcher tries
+    again), every such append has committed, so the watcher's next read sees its items.
+    Params ``ns, key``; no row (a new list) is fine.
+    """
+    n = _names(validate_schema_name(schema), validate_table_prefix(table_prefix))
+    return _render("SELECT 1 FROM {entries} WHERE ns = %(ns)s AND key = %(key)s FOR SHARE NOWAIT", n)
 
 
 def watch_read(schema: str, table_prefix: str) -> str:

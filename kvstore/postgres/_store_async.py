@@ -67,6 +67,8 @@ _BIG = 2**62
 _KeySet = set[str]
 #: Seconds between a watcher's reconnection attempts while the server is down: doubling, capped.
 _RECONNECT_FIRST, _RECONNECT_MAX = 0.05, 2.0
+#: Seconds between a registering watcher's tries at a locked list row (`_pg.watcher_settle`): doubling, capped.
+_SETTLE_FIRST, _SETTLE_MAX = 0.005, 0.1
 #: Seconds a connection must have been idle in the pool before a checkout polls its socket.
 _POLL_AFTER = 0.05
 _HAS_POLL = hasattr(select, "poll")
@@ -964,7 +966,9 @@ class AsyncPostgresWatcher:
     reconnect) the watcher registers a row of its own in ``<p>watchers``, live for
     ``WATCHER_TTL`` (30) seconds, refreshed about every 10 s
     from its wait loop and deleted when it closes (an abandoned row just expires). An append
-    whose statement began before the registration committed is found by the safety-net read.
+    whose statement began before the registration committed sends nothing: the watcher waits
+    for those queued on the list's row lock (`_settle`) before it reads, and the safety-net
+    read finds the rest.
     Every read is armed with the store's call deadline (a frozen server is cut by the
     watchdog). A connection that breaks (server restart, network) is dropped and a new one
     is opened, retrying every 0.05 s doubling to 2 s until the server answers; the next
@@ -979,6 +983,7 @@ class AsyncPostgresWatcher:
         self._channel = _pg.watch_channel(store.schema, store.table_prefix)
         self._query = _pg.watch_read(store.schema, store.table_prefix)
         self._register, self._unregister = _pg.watcher_statements(store.schema, store.table_prefix)
+        self._settle_query = _pg.watcher_settle(store.schema, store.table_prefix)
         self._row = {"ns": store.key_prefix, "key": key, "id": os.urandom(12).hex()}
         self._refresh_at = 0.0
         self._conn: _Conn | None = None
@@ -996,14 +1001,19 @@ class AsyncPostgresWatcher:
         if conn is None:
             return
         try:
-            # Best effort, bounded by the call deadline: a row left behind just expires.
+            await self._unregister_quietly(conn)
+        finally:
+            await conn.close()
+
+    async def _unregister_quietly(self, conn: _Conn) -> None:
+        # Best effort, bounded by the call deadline: a row left behind just expires.
+        try:
             _wd.current.arm(conn, time.monotonic() + self._store._call_timeout)
             await conn.execute(self._unregister, self._row)
         except psycopg.Error:
             pass
         finally:
             _wd.current.disarm(conn)
-            await conn.close()
 
     async def _connect(self) -> _Conn:
         store = self._store
@@ -1019,19 +1029,54 @@ class AsyncPostgresWatcher:
                 )
             conninfo, kwargs = given, {**(extra or {}), "autocommit": True}
         conn = await psycopg.AsyncConnection.connect(conninfo, **kwargs)
+        registered = False
         try:
             _wd.current.arm(conn, time.monotonic() + store._call_timeout)
             await conn.execute(f'LISTEN "{self._channel}"')
             # Registered after LISTEN: every notification the row asks for reaches this session.
             await conn.execute(self._register, self._row)
+            registered = True
             self._refresh_at = time.monotonic() + _pg.WATCHER_REFRESH
             if _wd.current.disarm(conn):
                 raise _err.deadline_error("watch", self._key, store._call_timeout)
+            await self._settle(conn)
         except BaseException:
             _wd.current.disarm(conn)
+            # Failed or cancelled while settling: the row would make the list's appends notify
+            # for WATCHER_TTL. Deleted when the connection can still take a statement.
+            if registered and not conn.broken and conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                await self._unregister_quietly(conn)
             await conn.close()
             raise
         return conn
+
+    async def _settle(self, conn: _Conn) -> None:
+        """Wait for the appends that were queued on the list's row lock when the watcher registered.
+
+        Such an append's statement began before the registration committed, so it sends no
+        ``NOTIFY`` (`_pg.watcher_settle`): once the row is free, each has committed and the
+        next read finds its items. Tried without waiting on the server (``NOWAIT``), so no
+        server setting bounds it; given up after the call deadline or the poll interval,
+        whichever is shorter (a lock held that long: the safety-net read finds them).
+        """
+        store = self._store
+        give_up = time.monotonic() + min(store._call_timeout, self._interval)
+        pause = _SETTLE_FIRST
+        while True:
+            _wd.current.arm(conn, time.monotonic() + store._call_timeout)
+            try:
+                await conn.execute(self._settle_query, self._row)
+                locked = False
+            except psycopg.errors.LockNotAvailable:
+                locked = True
+            except psycopg.errors.InsufficientPrivilege:
+                locked = False  # a role that may not lock the row: the safety-net read covers it
+            if _wd.current.disarm(conn):
+                raise _err.deadline_error("watch", self._key, store._call_timeout)
+            if not locked or time.monotonic() >= give_up:
+                return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _SETTLE_MAX)
 
     def _check_open(self) -> None:
         """`ClosedError` once the store is closed: its watches end with it, as its other calls do."""
