@@ -58,7 +58,9 @@ would otherwise block a read forever: `kvstore.postgres._watchdog` (one thread p
 process) shuts the socket of a call past its deadline down, the call raises
 `BackendUnavailableError` ("did not answer within N s") and the connection is closed,
 never reused. The statement may still run once the server thaws (its bytes were
-delivered), so such an error means "outcome unknown", like any lost reply.
+delivered), so such an error means "outcome unknown", like any lost reply; the store's
+next statement waits until that server process has ended (`Queries.fence`), so it never
+overtakes it.
 
 Busy is not an outage (DESIGN.md §8): see `kvstore.postgres._errors`.
 """
@@ -389,6 +391,7 @@ class Queries:
     range: str
     trim: str
     server_time: str
+    fence: str
     changed_since: str
     restamp: str
     replay_set: str
@@ -563,6 +566,14 @@ class Queries:
             "(SELECT kind::text FROM s), (SELECT live FROM s), (SELECT count(*) FROM el), (SELECT count(*) FROM nt)",
             # The replay guard (see AsyncDatabase.changed_since): one round trip for many keys.
             "server_time": "SELECT extract(epoch FROM clock_timestamp())::float8",
+            # The fence (see PostgresDatabase._await_fences): of the server processes this store
+            # cut at a deadline, those still there (same pid, started before the cut, same role:
+            # a reused pid is not ours), each asked to end (pg_terminate_backend: one idle or
+            # frozen ends before it reads what it was sent; one mid-statement rolls back unless
+            # it has committed). One row per process still there.
+            "fence": "SELECT a.pid, a.pid <> pg_backend_pid() AND pg_terminate_backend(a.pid) "
+            "FROM pg_stat_activity a JOIN unnest(%(pids)s::int[], %(cuts)s::float8[]) AS f(pid, cut) "
+            "ON a.pid = f.pid WHERE a.backend_start <= to_timestamp(f.cut) AND a.usename = current_user",
             # A since older than the window may predate swept tombstones: every key counts as changed.
             "changed_since": "SELECT u.k FROM unnest(%(keys)b::text[]) AS u(k) "
             "WHERE to_timestamp(%(since)s::float8) <= now() - %(window)s::float8 * interval '1 second' "

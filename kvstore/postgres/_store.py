@@ -29,6 +29,7 @@ from kvstore._core.ttl import ttl_ms
 from kvstore._core.watch import check_poll_interval, key_tag
 from kvstore.base import BEYOND_64_BITS, MAX_INT, Database, holds_list, holds_value, not_an_integer
 from kvstore.errors import (
+    BackendBusyError,
     BackendUnavailableError,
     ClosedError,
     ConfigError,
@@ -68,6 +69,10 @@ _BIG = 2**62
 _KeySet = set[str]
 #: Seconds between a watcher's reconnection attempts while the server is down: doubling, capped.
 _RECONNECT_FIRST, _RECONNECT_MAX = 0.05, 2.0
+#: Seconds between a call's looks at the server processes it waits for (`_await_fences`): doubling, capped.
+_FENCE_FIRST, _FENCE_MAX = 0.005, 0.1
+#: Seconds a cut server process is waited for at most (a server frozen longer: see `_await_fences`).
+_FENCE_FOR = 300.0
 #: Seconds between a registering watcher's tries at a locked list row (`_pg.watcher_settle`): doubling, capped.
 _SETTLE_FIRST, _SETTLE_MAX = 0.005, 0.1
 #: Seconds a connection must have been idle in the pool before a checkout polls its socket.
@@ -166,6 +171,7 @@ class _Connection(psycopg.Connection[Any]):
             raise
         conn.cursor_factory = _Cursor
         conn._kvstore_host = _hosts.where(conn)  # type: ignore[attr-defined]  # our mark, see `serving`
+        conn._kvstore_pid = conn.info.backend_pid  # type: ignore[attr-defined]  # see `_fence` (0 once cut)
         watch = conn._kvstore_sync = _hosts.SyncWatch()  # type: ignore[attr-defined]  # see `_putconn`
         conn.add_notice_handler(watch)
         return conn
@@ -289,6 +295,9 @@ class PostgresDatabase(Database):
         self._last_ok = 0.0
         #: ``host:port`` of the server that answered the last call (`serving`).
         self._serving: str | None = None
+        #: (host, server pid) of the connections cut at a deadline -> (wall time of the cut, monotonic
+        #: time to stop waiting): their statement may still run (`_await_fences`). Dict ops: thread-safe.
+        self._fences: dict[tuple[str | None, int], tuple[float, float]] = {}
         self._start_lock = threading.Lock()
         _STORES.add(self)
         self._conninfo = ""
@@ -361,6 +370,7 @@ class PostgresDatabase(Database):
         self._ready = False
         self._held = set()
         self._last_ok = 0.0
+        self._fences = {}  # the parent's server processes: the parent waits for them
         self._start_lock = threading.Lock()
         _INHERITED.append(self._pool)
         self._inherited = True
@@ -490,6 +500,8 @@ class PostgresDatabase(Database):
             except (PoolTimeout, TooManyRequests) as exc:
                 raise self._checkout_error(exc, pool, started, wait, op, key) from exc
             self._held.add(id(conn))
+            if not hasattr(conn, "_kvstore_pid"):  # a borrowed pool's connection
+                conn._kvstore_pid = conn.info.backend_pid  # type: ignore[attr-defined]  # see `_fence`
             _wd.current.arm(conn, deadline)
             if _looks_alive(conn):
                 return conn
@@ -540,6 +552,7 @@ class PostgresDatabase(Database):
         raises `BackendUnavailableError` here, once the connection is back: never acknowledged.
         """
         if _wd.current.disarm(conn):
+            self._fence(conn)
             conn.close()
         now = time.monotonic()
         self._held.discard(id(conn))
@@ -553,12 +566,64 @@ class PostgresDatabase(Database):
             watch.hit = False
             raise _hosts.unreplicated()
 
-    @staticmethod
-    def _raise_if_cut(conn: _Conn, exc: BaseException, op: str, key: str | None, budget: float) -> None:
+    def _raise_if_cut(self, conn: _Conn, exc: BaseException, op: str, key: str | None, budget: float) -> None:
         """After a driver error: if the watchdog cut ``conn`` at its deadline, close it and say so."""
         if _wd.current.disarm(conn):
+            self._fence(conn)
             conn.close()
             raise _err.deadline_error(op, key, budget) from exc
+
+    def _fence(self, conn: _Conn) -> None:
+        """Remember the server process of ``conn``, just cut at its deadline (`_await_fences`)."""
+        pid = getattr(conn, "_kvstore_pid", 0)  # libpq says 0 once the connection is bad
+        if pid:
+            self._fences[(getattr(conn, "_kvstore_host", None), pid)] = (time.time(), time.monotonic() + _FENCE_FOR)
+
+    def _await_fences(self, conn: _Conn, deadline: float, op: str, key: str | None) -> None:
+        """Before a statement: wait until the server processes this store cut at a deadline have ended.
+
+        A call cut at its deadline (a frozen server, a stalled VM) may still run: the server
+        thaws and runs the statement it received. Had this statement gone first, it could
+        commit before it, and an ``append`` after one whose call failed would land ahead of it
+        (each writer's items must stay in its order, DESIGN.md §5). So each such process is
+        asked to end (`Queries.fence`: one that has not read the statement yet ends without
+        running it) and this call waits until none is left. Asked of the server, by pid and
+        start time and role, so a reused pid is never waited for or ended; a process of another
+        host (libpq moved to another server) is not waited for, nor one cut more than
+        `_FENCE_FOR` seconds ago. Still there at the call's deadline: `BackendBusyError` (the
+        server answers; that process does not end), and the next call waits again.
+        """
+        host = getattr(conn, "_kvstore_host", None)
+        pause = _FENCE_FIRST
+        while True:
+            now = time.monotonic()
+            waiting: dict[tuple[str | None, int], float] = {}
+            for fence, (cut_at, until) in list(self._fences.items()):
+                if fence[0] != host or until <= now:
+                    self._fences.pop(fence, None)
+                else:
+                    waiting[fence] = cut_at
+            if not waiting:
+                return
+            params = {"pids": [pid for _, pid in waiting], "cuts": list(waiting.values())}
+            cur = _cursor(conn).execute(self._q.fence, params)
+            left = {row[0] for row in cur.fetchall()}
+            for fence in waiting:
+                if fence[1] not in left:
+                    self._fences.pop(fence, None)
+            if not left:
+                return
+            if time.monotonic() + pause >= deadline:
+                raise BackendBusyError(
+                    f"PostgreSQL {op}: server process {min(left)}, whose call this store cut at its deadline, "
+                    "has not ended; this call waits for it so as not to overtake its statement (the server "
+                    "answers: retry later)",
+                    backend="postgres",
+                    key=key,
+                    operation=op,
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, _FENCE_MAX)
 
     def _run(self, op: str, key: str | None, query: str, params: Any, result: str, retry: bool = True) -> Any:
         """Run one statement; ``result`` is ``"one"`` (first row), ``"all"`` or ``"rowcount"``.
@@ -574,6 +639,8 @@ class PostgresDatabase(Database):
                 for attempt in range(pool.max_size + 1):
                     conn = self._getconn(pool, deadline, op, key)
                     try:
+                        if self._fences:
+                            self._await_fences(conn, deadline, op, key)
                         cur = _cursor(conn).execute(query, params)
                         if result == "one":
                             return cur.fetchone()
