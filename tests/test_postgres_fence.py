@@ -41,6 +41,17 @@ def _wait_gone(postgres_url: str, pid: int, seconds: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+def _cut_an_append(db: PostgresDatabase, stopped: list[int]) -> int:
+    """Append 0; stop the store's one server process; append 1, cut at its deadline. The stopped pid."""
+    db.append("l", 0)
+    pid = int(db._run("test", None, "SELECT pg_backend_pid()", None, "one")[0])
+    os.kill(pid, signal.SIGSTOP)
+    stopped.append(pid)
+    with pytest.raises(BackendUnavailableError):  # cut at its deadline; the stopped process holds it
+        db.append("l", 1)
+    return pid
+
+
 @pytest.fixture
 def stopped() -> Iterator[list[int]]:
     """Server processes a test stopped: continued at teardown whatever happened."""
@@ -87,12 +98,7 @@ def test_a_sync_append_after_one_cut_at_its_deadline_waits_for_it(postgres_url: 
     )
     db.open()
     try:
-        db.append("l", 0)
-        pid = int(db._run("test", None, "SELECT pg_backend_pid()", None, "one")[0])
-        os.kill(pid, signal.SIGSTOP)
-        stopped.append(pid)
-        with pytest.raises(BackendUnavailableError):
-            db.append("l", 1)
+        pid = _cut_an_append(db, stopped)
         result: list[object] = []
         thread = threading.Thread(target=lambda: result.append(db.append("l", 2)))
         thread.start()
@@ -119,12 +125,7 @@ def test_a_process_that_stays_stopped_makes_the_next_call_busy_then_it_goes_thro
     )
     db.open()
     try:
-        db.append("l", 0)
-        pid = int(db._run("test", None, "SELECT pg_backend_pid()", None, "one")[0])
-        os.kill(pid, signal.SIGSTOP)
-        stopped.append(pid)
-        with pytest.raises(BackendUnavailableError):
-            db.append("l", 1)
+        pid = _cut_an_append(db, stopped)
         started = time.monotonic()
         with pytest.raises(BackendBusyError, match="has not ended"):
             db.append("l", 2)
