@@ -554,6 +554,11 @@ class PostgresDatabase(Database):
         if _wd.current.disarm(conn):
             self._fence(conn)
             conn.close()
+        elif conn.closed:
+            # Closed under the call: a cancelled call whose server did not answer psycopg's cancel
+            # (it closes the connection), or a lost connection. Its statement may still run, like a
+            # cut one's (its process frozen, or waiting on a lock): the next statement waits for it.
+            self._fence(conn)
         now = time.monotonic()
         self._held.discard(id(conn))
         if not (conn.closed or conn.broken):
@@ -605,7 +610,7 @@ class PostgresDatabase(Database):
                     waiting[fence] = cut_at
             if not waiting:
                 return
-            params = {"pids": [pid for _, pid in waiting], "cuts": list(waiting.values())}
+            params = {"pids": [pid for _, pid in waiting], "cuts": list(waiting.values()), "now": time.time()}
             cur = _cursor(conn).execute(self._q.fence, params)
             left = {row[0] for row in cur.fetchall()}
             for fence in waiting:

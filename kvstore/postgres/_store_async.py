@@ -553,6 +553,11 @@ class AsyncPostgresDatabase(AsyncDatabase):
         if _wd.current.disarm(conn):
             self._fence(conn)
             await conn.close()
+        elif conn.closed:
+            # Closed under the call: a cancelled call whose server did not answer psycopg's cancel
+            # (it closes the connection), or a lost connection. Its statement may still run, like a
+            # cut one's (its process frozen, or waiting on a lock): the next statement waits for it.
+            self._fence(conn)
         now = time.monotonic()
         self._held.discard(id(conn))
         if not (conn.closed or conn.broken):
@@ -604,7 +609,7 @@ class AsyncPostgresDatabase(AsyncDatabase):
                     waiting[fence] = cut_at
             if not waiting:
                 return
-            params = {"pids": [pid for _, pid in waiting], "cuts": list(waiting.values())}
+            params = {"pids": [pid for _, pid in waiting], "cuts": list(waiting.values()), "now": time.time()}
             cur = await _cursor(conn).execute(self._q.fence, params)
             left = {row[0] for row in await cur.fetchall()}
             for fence in waiting:

@@ -1,0 +1,190 @@
+"""Review of the fence (a call cut at its deadline is never overtaken by the store's next statement).
+
+Real servers, real signals: each test stops only its own store's server process (SIGSTOP; we run as
+root, the server as postgres) and continues it at teardown whatever happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from kvstore.errors import BackendUnavailableError
+from kvstore.postgres import AsyncPostgresDatabase, _store_async
+from tests.fixtures_postgres import PgServer
+
+pytestmark = pytest.mark.postgres
+
+
+def _alive(postgres_url: str, pid: int) -> bool:
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        return conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() is not None
+
+
+def _wait_gone(postgres_url: str, pid: int, seconds: float = 10.0) -> None:
+    stop = time.monotonic() + seconds
+    while _alive(postgres_url, pid):
+        assert time.monotonic() < stop, f"server process {pid} never ended"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def stopped() -> Iterator[list[int]]:
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("cancels", [1, 2])
+async def test_an_append_after_a_cancelled_one_whose_process_is_stopped_does_not_overtake_it(
+    postgres_url: str, stopped: list[int], cancels: int
+) -> None:
+    """An append cancelled (asyncio.wait_for, a task group's teardown) while its server process is
+    frozen is an outcome-unknown call like one cut at its deadline: psycopg closes the connection (after
+    its 5 s wait for a server-side cancel, or at once when cancelled again) and the frozen process runs
+    the statement when it thaws. Found by review: only a watchdog cut was fenced, so the writer's next
+    append committed first and the list read [0, 2, 1]."""
+    db = AsyncPostgresDatabase(
+        postgres_url, key_prefix=f"rvf-{uuid.uuid4().hex[:8]}:", min_size=1, max_size=1, statement_timeout=20
+    )
+    await db.open()
+    try:
+        await db.append("l", 0)
+        pid = int((await db._run("test", None, "SELECT pg_backend_pid()", None, "one"))[0])
+        os.kill(pid, signal.SIGSTOP)
+        stopped.append(pid)
+        first = asyncio.ensure_future(db.append("l", 1))
+        await asyncio.sleep(0.3)
+        for _ in range(cancels):
+            first.cancel()
+            await asyncio.sleep(0.05)
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(first, 15)
+        second = asyncio.ensure_future(db.append("l", 2))
+        await asyncio.sleep(0.5)
+        os.kill(pid, signal.SIGCONT)
+        assert await asyncio.wait_for(second, 15) in (2, 3)
+        _wait_gone(postgres_url, pid)
+        assert await db.get_range("l", 0, -1) in ([0, 2], [0, 1, 2])
+    finally:
+        await db.clear()
+        await db.aclose()
+
+
+async def test_a_store_whose_login_role_acts_as_another_still_waits_for_its_cut_process(
+    owned_postgres: PgServer,
+) -> None:
+    """A login role that acts as another (``options=-c role=...`` in the URL, or ``ALTER ROLE ... SET
+    role``): pg_stat_activity names the session (login) role, ``current_user`` is the other one. Found
+    by review: the fence matched ``usename = current_user``, found nothing, dropped the fence, and the
+    next append committed before the cut one: [0, 2, 1]. The acting role may not signal the login
+    role's processes: the fence then waits for the process to end by itself (it does, once thawed: its
+    client is gone)."""
+    owned_postgres.psql("CREATE ROLE rvf_app LOGIN")
+    owned_postgres.psql("CREATE ROLE rvf_owner NOLOGIN")
+    owned_postgres.psql("GRANT rvf_owner TO rvf_app")
+    owned_postgres.psql("CREATE SCHEMA rvf AUTHORIZATION rvf_owner")
+    url = f"postgresql://rvf_app@127.0.0.1:{owned_postgres.port}/postgres?options=-crole%3Drvf_owner"
+    db = AsyncPostgresDatabase(url, schema_name="rvf", min_size=1, max_size=1, statement_timeout=0.5)
+    await db.open()
+    pid = 0
+    try:
+        assert await db._run("test", None, "SELECT current_user, session_user", None, "one") == (
+            "rvf_owner",
+            "rvf_app",
+        )
+        await db.append("l", 0)
+        pid = int((await db._run("test", None, "SELECT pg_backend_pid()", None, "one"))[0])
+        os.kill(pid, signal.SIGSTOP)
+        with pytest.raises(BackendUnavailableError):
+            await db.append("l", 1)
+        second = asyncio.ensure_future(db.append("l", 2))
+        await asyncio.sleep(0.3)
+        assert not second.done()  # waiting for the stopped process
+        os.kill(pid, signal.SIGCONT)
+        assert await second in (2, 3)
+        _wait_gone(owned_postgres.url, pid)
+        assert await db.get_range("l", 0, -1) in ([0, 2], [0, 1, 2])
+    finally:
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        await db.aclose()
+
+
+class _SlowClock:
+    """The ``time`` module as the store sees it on a client whose wall clock is ``behind`` seconds behind
+    the server's (NTP not yet settled, a VM restored from a snapshot): monotonic time is untouched."""
+
+    def __init__(self, behind: float) -> None:
+        self._behind = behind
+
+    def time(self) -> float:
+        return time.time() - self._behind
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+
+async def test_a_client_clock_behind_the_server_still_fences_a_young_connection(
+    postgres_url: str, stopped: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cut time was the client's wall clock, backend_start the server's: with the client 5 s behind,
+    a connection opened less than 5 s before its cut seemed to have started after it (a reused pid), the
+    fence was dropped and the next append committed first: [0, 2, 1] (found by review). The fence now
+    compares in the server's clock (the skew measured by the fence statement itself)."""
+    monkeypatch.setattr(_store_async, "time", _SlowClock(5.0))
+    db = AsyncPostgresDatabase(
+        postgres_url, key_prefix=f"rvf-{uuid.uuid4().hex[:8]}:", min_size=1, max_size=1, statement_timeout=0.5
+    )
+    await db.open()
+    try:
+        await db.append("l", 0)
+        pid = int((await db._run("test", None, "SELECT pg_backend_pid()", None, "one"))[0])
+        os.kill(pid, signal.SIGSTOP)
+        stopped.append(pid)
+        with pytest.raises(BackendUnavailableError):
+            await db.append("l", 1)
+        second = asyncio.ensure_future(db.append("l", 2))
+        await asyncio.sleep(0.3)
+        assert not second.done()  # waiting for the stopped process
+        os.kill(pid, signal.SIGCONT)
+        assert await second in (2, 3)
+        _wait_gone(postgres_url, pid)
+        assert await db.get_range("l", 0, -1) in ([0, 2], [0, 1, 2])
+    finally:
+        await db.clear()
+        await db.aclose()
+
+
+async def test_a_client_clock_ahead_of_the_server_never_ends_a_process_started_after_the_cut(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other way round (client 5 s ahead): a fence on a pid whose process started after the cut (here
+    made up: another session's process, as a reused pid would be) must neither be waited for nor ended."""
+    monkeypatch.setattr(_store_async, "time", _SlowClock(-5.0))
+    db = AsyncPostgresDatabase(postgres_url, key_prefix=f"rvf-{uuid.uuid4().hex[:8]}:", min_size=1, max_size=1)
+    await db.open()
+    try:
+        await db.ping()
+        cut = _store_async.time.time()
+        await asyncio.sleep(0.2)
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as innocent:
+            pid = innocent.info.backend_pid
+            db._fences[(db._serving, pid)] = (cut, time.monotonic() + 60)
+            assert await db.set("k", 1) is True
+            assert not db._fences
+            assert (await (await innocent.execute("SELECT 1")).fetchone()) == (1,)
+    finally:
+        await db.clear()
+        await db.aclose()
