@@ -13,12 +13,14 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
 
 from kvstore.errors import BackendUnavailableError
-from kvstore.postgres import AsyncPostgresDatabase, _store_async
+from kvstore.postgres import AsyncPostgresDatabase, PostgresDatabase, _store_async
+from tests.forking import FORK
 from tests.fixtures_postgres import PgServer
 
 pytestmark = pytest.mark.postgres
@@ -187,4 +189,91 @@ async def test_a_client_clock_ahead_of_the_server_never_ends_a_process_started_a
             assert (await (await innocent.execute("SELECT 1")).fetchone()) == (1,)
     finally:
         await db.clear()
+        await db.aclose()
+
+
+def _append_in_child(db: PostgresDatabase, out: Any) -> None:
+    try:
+        out.put(db.append("l", 2))
+    except BaseException as exc:
+        out.put(repr(exc))
+
+
+def test_a_child_forked_after_a_cut_append_does_not_overtake_it(postgres_url: str, stopped: list[int]) -> None:
+    """A child forked after a cut append runs after it in the program's order: its first append must not
+    commit before the cut one. Found by review: the child forgot the parent's fences at the fork
+    (`_forget_parent`), appended at once, and the list read [0, 2, 1] once the process thawed. The
+    child now keeps a copy (the fence asks the server, by pid, start time and role: any process of the
+    role may ask)."""
+    db = PostgresDatabase(
+        postgres_url, key_prefix=f"rvf-{uuid.uuid4().hex[:8]}:", min_size=1, max_size=1, statement_timeout=0.5
+    )
+    db.open()
+    try:
+        db.append("l", 0)
+        pid = int(db._run("test", None, "SELECT pg_backend_pid()", None, "one")[0])
+        os.kill(pid, signal.SIGSTOP)
+        stopped.append(pid)
+        with pytest.raises(BackendUnavailableError):
+            db.append("l", 1)
+        out = FORK.Queue()
+        child = FORK.Process(target=_append_in_child, args=(db, out))
+        child.start()
+        child.join(0.5)
+        assert child.is_alive()  # waiting for the stopped process
+        os.kill(pid, signal.SIGCONT)
+        child.join(15)
+        assert child.exitcode == 0
+        assert out.get(timeout=1) in (2, 3)
+        _wait_gone(postgres_url, pid)
+        assert db.get_range("l", 0, -1) in ([0, 2], [0, 1, 2])
+    finally:
+        db.clear()
+        db.close()
+
+
+def _connect_with_pid(url: str, pid: int) -> psycopg.Connection[Any] | None:
+    """A new session whose server process gets ``pid`` (the kernel's next pid set through ns_last_pid, as
+    root), or None when another fork on the machine took it first."""
+    for _ in range(20):
+        try:
+            with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+                f.write(str(pid - 1))
+        except OSError:
+            pytest.skip("cannot set the next pid (needs root and /proc/sys/kernel/ns_last_pid)")
+        conn = psycopg.connect(url, autocommit=True)
+        if conn.info.backend_pid == pid:
+            return conn
+        conn.close()
+    return None
+
+
+async def test_a_pid_reused_after_a_restart_is_neither_waited_for_nor_ended(
+    owned_postgres: PgServer, stopped: list[int]
+) -> None:
+    """The cut process dies with its server (restart); a new session of the same role gets its pid (forced
+    through ns_last_pid). The store's next statements neither wait for it nor end it; the fence is gone."""
+    db = AsyncPostgresDatabase(owned_postgres.url, min_size=1, max_size=1, statement_timeout=0.5)
+    await db.open()
+    try:
+        await db.append("l", 0)
+        pid = int((await db._run("test", None, "SELECT pg_backend_pid()", None, "one"))[0])
+        os.kill(pid, signal.SIGSTOP)
+        stopped.append(pid)
+        with pytest.raises(BackendUnavailableError):
+            await db.append("l", 1)
+        assert db._fences
+        os.kill(pid, signal.SIGCONT)
+        owned_postgres.restart("immediate")
+        await asyncio.sleep(0.1)
+        innocent = _connect_with_pid(owned_postgres.url, pid)
+        if innocent is None:
+            pytest.skip("another process took the pid")
+        with innocent:
+            started = time.monotonic()
+            assert await db.append("l", 2) in (2, 3)
+            assert time.monotonic() - started < 2.0
+            assert not db._fences
+            assert innocent.execute("SELECT 1").fetchone() == (1,)
+    finally:
         await db.aclose()

@@ -369,7 +369,9 @@ class AsyncPostgresDatabase(AsyncDatabase):
         self._ready = False
         self._held = set()
         self._last_ok = 0.0
-        self._fences = {}  # the parent's server processes: the parent waits for them
+        # The parent's cut calls precede whatever the child does: the child waits for them too
+        # (the fence asks the server by pid, start time and role, which any process can).
+        self._fences = dict(self._fences)
         self._start_lock = asyncio.Lock()
         _INHERITED.append(self._pool)
         self._inherited = True
