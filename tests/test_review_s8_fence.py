@@ -277,3 +277,38 @@ async def test_a_pid_reused_after_a_restart_is_neither_waited_for_nor_ended(
             assert innocent.execute("SELECT 1").fetchone() == (1,)
     finally:
         await db.aclose()
+
+
+async def test_a_call_cancelled_while_it_waits_for_a_cut_process_hands_its_connection_back(
+    postgres_url: str, stopped: list[int]
+) -> None:
+    """Cancelled in the fence's wait: the connection goes back to the pool (not counted as held), the
+    fence stays, and once the process has ended the next call goes through on the same pool of one."""
+    db = AsyncPostgresDatabase(
+        postgres_url, key_prefix=f"rvf-{uuid.uuid4().hex[:8]}:", min_size=1, max_size=1, statement_timeout=2
+    )
+    await db.open()
+    try:
+        await db.append("l", 0)
+        pid = int((await db._run("test", None, "SELECT pg_backend_pid()", None, "one"))[0])
+        os.kill(pid, signal.SIGSTOP)
+        stopped.append(pid)
+        with pytest.raises(BackendUnavailableError):
+            await db.append("l", 1)
+        for _ in range(3):
+            waiting = asyncio.ensure_future(db.append("l", 2))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            assert not db._held
+            assert len(db._fences) == 1
+        os.kill(pid, signal.SIGCONT)
+        _wait_gone(postgres_url, pid)
+        assert await asyncio.wait_for(db.append("l", 3), 5) in (2, 3)
+        assert not db._fences
+        assert await db.get_range("l", 0, -1) in ([0, 3], [0, 1, 3])
+    finally:
+        await db.clear()
+        await db.aclose()
