@@ -21,8 +21,8 @@ import pytest
 
 from kvstore.errors import BackendUnavailableError
 from kvstore.postgres import AsyncPostgresDatabase, PostgresDatabase, _store_async
-from tests.forking import FORK
 from tests.fixtures_postgres import PgServer
+from tests.forking import FORK
 
 pytestmark = pytest.mark.postgres
 
