@@ -616,7 +616,7 @@ class AsyncPostgresDatabase(AsyncDatabase):
                 cur = await _cursor(conn).execute(self._q.fence, params)
                 left = {row[0] for row in await cur.fetchall()}
             except psycopg.errors.InsufficientPrivilege as exc:
-                # A hardened server (SELECT on pg_stat_activity, or EXECUTE on pg_terminate_backend,
+                # A hardened server (EXECUTE on pg_stat_get_activity or pg_terminate_backend
                 # revoked from PUBLIC): the fence cannot be asked. Waiting would refuse every call
                 # for `_FENCE_FOR` seconds; the fence is dropped, the order unguarded, as said.
                 for fence in waiting:
