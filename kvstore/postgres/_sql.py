@@ -570,10 +570,19 @@ class Queries:
             # cut at a deadline, those still there (same pid, started before the cut, same role:
             # a reused pid is not ours), each asked to end (pg_terminate_backend: one idle or
             # frozen ends before it reads what it was sent; one mid-statement rolls back unless
-            # it has committed). One row per process still there.
-            "fence": "SELECT a.pid, a.pid <> pg_backend_pid() AND pg_terminate_backend(a.pid) "
-            "FROM pg_stat_activity a JOIN unnest(%(pids)s::int[], %(cuts)s::float8[]) AS f(pid, cut) "
-            "ON a.pid = f.pid WHERE a.backend_start <= to_timestamp(f.cut) AND a.usename = current_user",
+            # it has committed). One row per process still there. The role is the session's
+            # (login) role: current_user differs under a role set by the URL's options or ALTER
+            # ROLE ... SET role. A process of a role the current one has not the privileges of
+            # shows no backend_start and may not be signalled: it is only waited for (thawed, it
+            # ends by itself: its client is gone). The cut times are the client's wall clock:
+            # moved to the server's by the skew this statement sees (server time now minus the
+            # client's ``now``, sent with it; off by the one-way latency). pg_stat_get_activity(pid)
+            # rather than the pg_stat_activity view, which hardened servers revoke from PUBLIC.
+            "fence": "SELECT a.pid, a.pid <> pg_backend_pid() AND pg_has_role(a.usesysid, 'USAGE') "
+            "AND pg_terminate_backend(a.pid) "
+            "FROM unnest(%(pids)s::int[], %(cuts)s::float8[]) AS f(pid, cut), LATERAL pg_stat_get_activity(f.pid) a "
+            "WHERE a.pid = f.pid AND pg_get_userbyid(a.usesysid) = session_user AND (a.backend_start IS NULL "
+            "OR a.backend_start <= to_timestamp(f.cut) + (statement_timestamp() - to_timestamp(%(now)s::float8)))",
             # A since older than the window may predate swept tombstones: every key counts as changed.
             "changed_since": "SELECT u.k FROM unnest(%(keys)b::text[]) AS u(k) "
             "WHERE to_timestamp(%(since)s::float8) <= now() - %(window)s::float8 * interval '1 second' "

@@ -370,7 +370,9 @@ class PostgresDatabase(Database):
         self._ready = False
         self._held = set()
         self._last_ok = 0.0
-        self._fences = {}  # the parent's server processes: the parent waits for them
+        # The parent's cut calls precede whatever the child does: the child waits for them too
+        # (the fence asks the server by pid, start time and role, which any process can).
+        self._fences = dict(self._fences)
         self._start_lock = threading.Lock()
         _INHERITED.append(self._pool)
         self._inherited = True
@@ -554,6 +556,11 @@ class PostgresDatabase(Database):
         if _wd.current.disarm(conn):
             self._fence(conn)
             conn.close()
+        elif conn.closed:
+            # Closed under the call: a cancelled call whose server did not answer psycopg's cancel
+            # (it closes the connection), or a lost connection. Its statement may still run, like a
+            # cut one's (its process frozen, or waiting on a lock): the next statement waits for it.
+            self._fence(conn)
         now = time.monotonic()
         self._held.discard(id(conn))
         if not (conn.closed or conn.broken):
@@ -605,9 +612,23 @@ class PostgresDatabase(Database):
                     waiting[fence] = cut_at
             if not waiting:
                 return
-            params = {"pids": [pid for _, pid in waiting], "cuts": list(waiting.values())}
-            cur = _cursor(conn).execute(self._q.fence, params)
-            left = {row[0] for row in cur.fetchall()}
+            params = {"pids": [pid for _, pid in waiting], "cuts": list(waiting.values()), "now": time.time()}
+            try:
+                cur = _cursor(conn).execute(self._q.fence, params)
+                left = {row[0] for row in cur.fetchall()}
+            except psycopg.errors.InsufficientPrivilege as exc:
+                # A hardened server (EXECUTE on pg_stat_get_activity or pg_terminate_backend
+                # revoked from PUBLIC): the fence cannot be asked. Waiting would refuse every call
+                # for `_FENCE_FOR` seconds; the fence is dropped, the order unguarded, as said.
+                for fence in waiting:
+                    self._fences.pop(fence, None)
+                logger.warning(
+                    "kvstore: PostgreSQL %s does not wait for the server process of a call cut at its deadline "
+                    "(it may still run its statement, after this one): %s",
+                    op,
+                    exc,
+                )
+                return
             for fence in waiting:
                 if fence[1] not in left:
                     self._fences.pop(fence, None)
