@@ -23,20 +23,9 @@ from kvstore.errors import BackendUnavailableError
 from kvstore.postgres import AsyncPostgresDatabase, PostgresDatabase, _store_async
 from tests.fixtures_postgres import PgServer
 from tests.forking import FORK
+from tests.test_postgres_fence import _wait_gone
 
 pytestmark = pytest.mark.postgres
-
-
-def _alive(postgres_url: str, pid: int) -> bool:
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        return conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() is not None
-
-
-def _wait_gone(postgres_url: str, pid: int, seconds: float = 10.0) -> None:
-    stop = time.monotonic() + seconds
-    while _alive(postgres_url, pid):
-        assert time.monotonic() < stop, f"server process {pid} never ended"
-        time.sleep(0.02)
 
 
 @pytest.fixture
