@@ -562,7 +562,10 @@ class AsyncDatabase(AsyncStore):
 
     async def extend_json(self, key: str, items: list[bytes], *, idempotency_id: str | None = None) -> int | None:
         """`extend` with values the caller already encoded, each one JSON document (pydantic's
-        ``dump_json``): stored as they are, not encoded again. The caller vouches that they are JSON.
+        ``dump_json``): stored as they are, not encoded again. The caller vouches that they are JSON:
+        PostgreSQL's ``json`` column refuses text that is not (`SerializationError`, nothing
+        written); the memory and SQLite stores keep the bytes, and reading the list raises
+        `SerializationError` naming the key.
 
         ``None``, writing nothing, when this store takes decoded values only (a store that
         overrides the public list calls instead of the raw hooks); use `extend` then. The

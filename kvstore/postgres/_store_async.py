@@ -962,6 +962,14 @@ class AsyncPostgresDatabase(AsyncDatabase):
             try:
                 row = await self._run(op, key, self._q.push, params, "one", retry=idempotency_id is not None)
             except KVStoreError as exc:
+                if isinstance(exc.__cause__, psycopg.errors.InvalidTextRepresentation):
+                    # The server's json input refused an item (extend_json's, as given): nothing written.
+                    raise SerializationError(
+                        f"the items appended to key {key!r} are not JSON: {exc.__cause__.diag.message_primary}",
+                        key=key,
+                        operation=op,
+                        backend="postgres",
+                    ) from exc.__cause__
                 if not self._lost_id_race(exc.__cause__):
                     raise
             else:
