@@ -507,10 +507,10 @@ class Database(Store):
 
     def extend_json(self, key: str, items: list[bytes], *, idempotency_id: str | None = None) -> int | None:
         """`extend` with values the caller already encoded, each one JSON document (pydantic's
-        ``dump_json``): stored as they are, not encoded again. The caller vouches that they are JSON:
-        PostgreSQL's ``json`` column refuses text that is not (`SerializationError`, nothing
-        written); the memory and SQLite stores keep the bytes, and reading the list raises
-        `SerializationError` naming the key.
+        ``dump_json``): stored as they are, not encoded again. An item that is not one JSON
+        document raises `SerializationError` naming the key and nothing is written, on every
+        backend (PostgreSQL's ``json`` column checks them; elsewhere each is parsed once first,
+        so no list is left holding bytes no read can decode).
 
         ``None``, writing nothing, when this store takes decoded values only (a store that
         overrides the public list calls instead of the raw hooks); use `extend` then. The
@@ -521,13 +521,23 @@ class Database(Store):
         key = validate_key(key)
         if idempotency_id is not None:
             idempotency_id = validate_idempotency_id(idempotency_id)
-        for data in items:
+        for i, data in enumerate(items):
             if len(data) > self.max_value_bytes:
                 raise ValueTooLargeError(
                     f"the value of key {key!r} is {len(data)} bytes encoded; the limit is {self.max_value_bytes}",
                     key=key,
                     operation="encode",
                 )
+            if not self.checks_json:
+                try:
+                    _loads(data)
+                except JSONDecodeError as exc:
+                    raise SerializationError(
+                        f"item {i} appended to key {key!r} is not one JSON document: {exc}",
+                        key=key,
+                        operation="append",
+                        backend=getattr(self, "backend", None),
+                    ) from exc
         length: Any = self._extend(key, items, idempotency_id)
         return length  # type: ignore[no-any-return]  # a hook's int
 
@@ -646,6 +656,9 @@ class Database(Store):
 
     #: Whether `changed_since` is implemented (a backend that can be a failover primary).
     tracks_changes: ClassVar[bool] = False
+    #: Whether the backend itself refuses an `extend_json` item that is not JSON (PostgreSQL's
+    #: ``json`` column), so `extend_json` need not parse each item first.
+    checks_json: ClassVar[bool] = False
 
     def server_time(self) -> float:
         """The backend's clock now, in Unix seconds (the local clock for an embedded backend)."""

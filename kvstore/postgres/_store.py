@@ -240,6 +240,7 @@ class PostgresDatabase(Database):
     backend = "postgres"
     durable = True
     tracks_changes = True
+    checks_json = True
 
     def __init__(
         self,

@@ -239,6 +239,7 @@ class AsyncPostgresDatabase(AsyncDatabase):
     backend = "postgres"
     durable = True
     tracks_changes = True
+    checks_json = True
 
     def __init__(
         self,

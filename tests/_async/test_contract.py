@@ -496,6 +496,21 @@ async def test_extend_appends_in_order(db: AsyncHarness) -> None:
     assert await db.store.get_length("h") == 4
 
 
+async def test_extend_json_items_that_are_not_json_raise_and_write_nothing(db: AsyncHarness) -> None:
+    """extend_json stores encoded items as they are, but one that is not one JSON document raises
+    SerializationError naming the key on every backend and nothing of the call is written (before,
+    memory and SQLite stored it and every later read of the list failed)."""
+    await db.store.append("h", 0)
+    bad_batches = [[b"{"], [b"1", b"nope"], [b"1,2"], [b"1 2"], [b'"\xff"'], [b""]]
+    for bad in bad_batches:
+        with pytest.raises(SerializationError) as info:
+            await db.store.extend_json("h", bad)
+        assert info.value.key == "h", bad
+    assert await db.store.get_range("h", 0, -1) == [0]
+    assert await db.store.extend_json("h", [b'{"a": 1}', b"2"]) == 3
+    assert await db.store.get_range("h", 0, -1) == [0, {"a": 1}, 2]
+
+
 async def test_one_keyspace(db: AsyncHarness) -> None:
     """A key holds a value or a list: get on a list and append on a value raise WrongTypeError."""
     await db.store.append("list", 1)

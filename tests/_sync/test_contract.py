@@ -496,6 +496,21 @@ def test_extend_appends_in_order(db: Harness) -> None:
     assert db.store.get_length("h") == 4
 
 
+def test_extend_json_items_that_are_not_json_raise_and_write_nothing(db: Harness) -> None:
+    """extend_json stores encoded items as they are, but one that is not one JSON document raises
+    SerializationError naming the key on every backend and nothing of the call is written (before,
+    memory and SQLite stored it and every later read of the list failed)."""
+    db.store.append("h", 0)
+    bad_batches = [[b"{"], [b"1", b"nope"], [b"1,2"], [b"1 2"], [b'"\xff"'], [b""]]
+    for bad in bad_batches:
+        with pytest.raises(SerializationError) as info:
+            db.store.extend_json("h", bad)
+        assert info.value.key == "h", bad
+    assert db.store.get_range("h", 0, -1) == [0]
+    assert db.store.extend_json("h", [b'{"a": 1}', b"2"]) == 3
+    assert db.store.get_range("h", 0, -1) == [0, {"a": 1}, 2]
+
+
 def test_one_keyspace(db: Harness) -> None:
     """A key holds a value or a list: get on a list and append on a value raise WrongTypeError."""
     db.store.append("list", 1)
