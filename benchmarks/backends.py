@@ -26,6 +26,7 @@ import orjson
 from benchmarks.peers import attempt, reason
 from benchmarks.report import Table
 from benchmarks.runner import BATCH, HISTORY, KEYS, MESSAGE, SESSION_TTL, Context, chat, msg
+from benchmarks.targets import COUNTER_APPEND, NO_COUNTER_APPEND
 from kvstore import (
     AsyncChatHistory,
     AsyncMemoryCache,
@@ -1107,6 +1108,8 @@ class PostgresTier(Tier):
             "info",
             "items_append",
         ),
+        Row(APPEND, COUNTER_APPEND, "info", "counter_append"),
+        Row(APPEND, NO_COUNTER_APPEND, "info", "no_counter_append"),
         Row(LAST, "raw psycopg ORDER BY seq DESC LIMIT 20 (floor)", "floor", "floor_last"),
         Row(SESSION, "raw psycopg SELECT + UPDATE expires_at (floor)", "floor", "floor_touch"),
         Row(SESSION, "raw psycopg UPDATE ... RETURNING (1 round trip)", "info", "touch_returning"),
@@ -1252,6 +1255,38 @@ class PostgresTier(Tier):
             return conn.execute(query, (seq[0], dumps(chat(i)).decode()))
 
         return append
+
+    def _design_append(self, key: str, query: str) -> Op:
+        """Appends to the list ``key`` (ns 'raw') of kvstore's own tables by ``query`` (parameter: the item)."""
+        self.conn.execute(
+            f"INSERT INTO {self.tag}kv.kvstore_entries (ns, key, kind, length) VALUES ('raw', %s, 'l', 0) "
+            "ON CONFLICT (ns, key) DO NOTHING",
+            (key,),
+        )
+        conn = self.conn
+        return lambda i: conn.execute(query, (dumps(chat(i)).decode(),))
+
+    def counter_append(self) -> Op:
+        """The least any append keeping a counter row can do: bump it and insert the item, one statement."""
+        kv = f"{self.tag}kv"
+        return self._design_append(
+            "counter",
+            f"WITH up AS (UPDATE {kv}.kvstore_entries SET length = length + 1, modified_at = now() "
+            "WHERE ns = 'raw' AND key = 'counter' AND kind = 'l' RETURNING head + length AS seq) "
+            f"INSERT INTO {kv}.kvstore_list_items (ns, key, seq, value) SELECT 'raw', 'counter', seq, %s::json FROM up",
+        )
+
+    def no_counter_append(self) -> Op:
+        """An append with no counter row: read the entry (kind, TTL), the next position from the items' own
+        index (max + 1), insert; no row lock (racing appends would need a retry on the unique key)."""
+        kv = f"{self.tag}kv"
+        return self._design_append(
+            "nocounter",
+            f"INSERT INTO {kv}.kvstore_list_items (ns, key, seq, value) SELECT 'raw', 'nocounter', "
+            f"coalesce((SELECT max(seq) FROM {kv}.kvstore_list_items WHERE ns = 'raw' AND key = 'nocounter'), e.head) "
+            f"+ 1, %s::json FROM {kv}.kvstore_entries e WHERE e.ns = 'raw' AND e.key = 'nocounter' AND e.kind = 'l' "
+            "AND (e.expires_at IS NULL OR e.expires_at > now())",
+        )
 
     def floor_last(self) -> Op:
         self.histories  # noqa: B018 - fills the floor's table too

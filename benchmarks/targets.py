@@ -16,6 +16,11 @@ from benchmarks.report_live import LATENCY_TARGET_MS
 __all__ = ["CHECKS", "Check", "Outcome", "must_show", "must_show_md"]
 
 GATHER = "100 concurrent gets vs mget 100"
+#: Two design ceilings for a PostgreSQL append on kvstore's own tables (info rows of `benchmarks.backends`): the
+#: least an append that keeps a counter row can do, and an append with no counter at all (positions from the items'
+#: index).
+COUNTER_APPEND = "kvstore's tables, counter + item only: UPDATE the counter row, INSERT the item (no checks)"
+NO_COUNTER_APPEND = "kvstore's tables, no counter: read the entry, max(seq) + 1, INSERT (no lock, no checks)"
 #: The contract's bound on an event-loop stall (issue 14: still < 20 ms with a held write lock).
 STALL_TARGET_MS = 20.0
 
@@ -175,6 +180,24 @@ CHECKS: tuple[Check, ...] = (
         "postgres",
         "chat append",
         "raw psycopg INSERT into kvstore's items table (its index, no checks)",
+        "raw psycopg INSERT (floor)",
+        "",
+        0.0,
+    ),
+    Check(
+        "PostgreSQL chat append: counter + item only, one statement, no checks (design ceiling) ÷ raw INSERT",
+        "postgres",
+        "chat append",
+        COUNTER_APPEND,
+        "raw psycopg INSERT (floor)",
+        "",
+        0.0,
+    ),
+    Check(
+        "PostgreSQL chat append: no counter, entry read + max(seq) + 1 (design ceiling) ÷ raw INSERT",
+        "postgres",
+        "chat append",
+        NO_COUNTER_APPEND,
         "raw psycopg INSERT (floor)",
         "",
         0.0,
