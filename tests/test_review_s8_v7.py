@@ -88,11 +88,11 @@ async def test_one_notification_per_writing_append_none_for_failed_or_replayed_o
         assert await store.append(key, 4) == 3
         assert await _notes(admin, 0.3) == [f"{tag} 4"]
         assert await store.get_range(key, 0, -1) == [2, 3, 4]
-        # An expired list starts again after its old items: positions go on from 5.
+        # An expired list starts again as a new list: positions from 0, as after a delete.
         assert await store.expire(key, 0.05)
         await asyncio.sleep(0.2)
         assert await store.append(key, 5) == 1
-        assert await _notes(admin, 0.3) == [f"{tag} 5"]
+        assert await _notes(admin, 0.3) == [f"{tag} 0"]
         assert await store.get_range(key, 0, -1) == [5]
         # A key holding a value, watched: WrongTypeError and no notification.
         await _watched(admin, store, "v")

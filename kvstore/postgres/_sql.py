@@ -406,7 +406,7 @@ class Queries:
         n["channel"] = sql.Literal(watch_channel(schema, table_prefix))
         # Every write stamps modified_at with the server's clock (the replay guard reads it).
         upsert_set = (
-            "kind = 'v', value = excluded.value, length = 0, expires_at = excluded.expires_at, "
+            "kind = 'v', value = excluded.value, length = 0, head = 0, expires_at = excluded.expires_at, "
             "modified_at = excluded.modified_at"
         )
         expiry = "now() + %s::bigint * interval '1 millisecond'"
@@ -465,7 +465,7 @@ class Queries:
             # branch reports what the key holds (kind, text) for the error.
             "incr": "WITH up AS (INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at, modified_at) "
             "VALUES (%(ns)s, %(key)s, 'v', to_json(%(by)s::bigint), 0, NULL, now()) "
-            "ON CONFLICT (ns, key) DO UPDATE SET kind = 'v', length = 0, modified_at = now(), "
+            "ON CONFLICT (ns, key) DO UPDATE SET kind = 'v', length = 0, head = 0, modified_at = now(), "
             "value = CASE WHEN e.expires_at <= now() THEN excluded.value "
             "ELSE to_json(e.value::text::numeric + %(by)s::bigint) END, "
             "expires_at = CASE WHEN e.expires_at <= now() THEN NULL ELSE e.expires_at END "
@@ -519,16 +519,20 @@ class Queries:
             #         the xmin guard below).
             #   up:   bump the counter row (the row lock queues concurrent appenders: gapless
             #         positions). A live list grows; an absent key or an expired value becomes a
-            #         list; an expired list starts again after its old items (head moves past them),
-            #         but only when the locked row is the snapshot's version (same xmin): then every
-            #         old item is visible to `gone`, which deletes them. Anything else (a live value,
-            #         or a row changed since the snapshot) is left alone and reported.
+            #         list; an expired list starts again as a new list (head 0: positions from 0,
+            #         as after a delete and as on every other backend), but only when the locked
+            #         row is the snapshot's version (same xmin): then every old item is visible to
+            #         `gone`, which deletes them. Anything else (a live value, or a row changed
+            #         since the snapshot) is left alone and reported.
             #   el:   the elements of the JSON array parameter (each keeps its text, but for the
             #         whitespace around it). Only when there are n of them is anything written:
             #         an item that is not one JSON document (``1,2``, empty) would split or
             #         merge, leaving the counter wrong. Their count is the statement's last column.
-            #   it:   the items, at seq = head + length - n + 1 .. head + length.
-            #   gone: items at or before head (only an expired list's; an index probe otherwise).
+            #   gone: when the list (re)starts (its length is n: a live list is never empty), the
+            #         key's old items: an expired list's (a value's went by trigger). Skipped (a
+            #         one-time filter) for a list that grows.
+            #   it:   the items, at seq = head + length - n + 1 .. head + length; after `gone` (it
+            #         reads gone's count), so a restarted list's seq 1.. never meets an old item.
             #   rec:  the id, after `forget` dropped one older than the window. A racing call with
             #         the same id that committed first (this one waited on its row lock) makes
             #         this plain INSERT fail with a unique violation on the ids key: the whole
@@ -547,13 +551,15 @@ class Queries:
             "AND (SELECT count(*) FROM el) = %(n)s::bigint "
             "ON CONFLICT (ns, key) DO UPDATE SET kind = 'l', value = NULL, modified_at = excluded.modified_at, "
             f"length = CASE WHEN e.kind = 'l' AND {e_live} THEN e.length + excluded.length ELSE excluded.length END, "
-            f"head = CASE WHEN e.kind = 'l' AND NOT {e_live} THEN e.head + e.length ELSE e.head END, "
+            f"head = CASE WHEN {e_live} THEN e.head ELSE 0 END, "
             f"expires_at = CASE WHEN {e_live} THEN e.expires_at END "
             f"WHERE CASE WHEN {e_live} THEN e.kind = 'l' ELSE e.kind = 'v' OR e.xmin = (SELECT x FROM s) END "
             "RETURNING e.length, e.head), "
+            "gone AS (DELETE FROM {items} WHERE ns = %(ns)s AND key = %(key)s "
+            "AND (SELECT length FROM up) = %(n)s::bigint RETURNING 1), "
             "it AS (INSERT INTO {items} (ns, key, seq, value) "
-            "SELECT %(ns)s, %(key)s, up.head + up.length - %(n)s::bigint + el.ord, el.v FROM up, el), "
-            "gone AS (DELETE FROM {items} WHERE ns = %(ns)s AND key = %(key)s AND seq <= (SELECT head FROM up)), "
+            "SELECT %(ns)s, %(key)s, up.head + up.length - %(n)s::bigint + el.ord, el.v FROM up, el "
+            "WHERE (SELECT count(*) FROM gone) >= 0), "
             "forget AS (DELETE FROM {ids} WHERE ns = %(ns)s AND key = %(key)s AND id = %(id)s "
             f"AND created <= {named_window} AND EXISTS (SELECT 1 FROM up) RETURNING 1), "
             "rec AS (INSERT INTO {ids} (ns, key, id, length, created) "

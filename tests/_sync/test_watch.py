@@ -110,6 +110,33 @@ def test_watch_positions_are_not_renumbered_by_a_front_trim(db: Harness) -> None
     assert db.store.get_range("w", 0, -1) == [6, 7, 8, 9, 10]
 
 
+def test_a_list_started_where_one_expired_or_was_replaced_counts_positions_from_zero(db: Harness) -> None:
+    """A list whose key expired, or was replaced by a value that then expired, is gone like a deleted one: the
+    list appended there next is a new list, positions from 0, on every backend. (PostgreSQL went on from the old
+    list's end, 3 and 2 here, where memory and SQLite started at 0; and only until its sweep removed the
+    expired row, after which it started at 0 too.)"""
+    for key, replace in (("expired", False), ("replaced", True), ("touched", False)):
+        db.store.extend(key, ["a", "b", "c"])
+        assert db.store.trim(key, 1, -1) == 1
+        if replace:
+            db.store.set(key, "value", ttl=0.1)
+        else:
+            assert db.store.expire(key, 0.1) is True
+    db.advance(0.3)
+    assert db.store.extend("touched", ["new", "next"]) == 2  # an extend restarts it the same way
+    for key in ("expired", "replaced", "touched"):
+        if key != "touched":
+            assert db.store.append(key, "new") == 1
+        items = db.store.watch(key, start=0, poll_interval=POLL)
+        try:
+            wanted = [(0, "new"), (1, "next")] if key == "touched" else [(0, "new")]
+            assert take(items, len(wanted)) == wanted, key
+        finally:
+            items.close()
+        assert db.store.get_range(key, 0, -1) == [v for _, v in wanted]
+        assert db.store.get_length(key) == len(wanted)
+
+
 def test_watch_of_a_missing_list_waits_for_its_first_item(db: Harness) -> None:
     items = db.store.watch("later", poll_interval=POLL)
     writer = writer_of(db)
