@@ -74,7 +74,7 @@ def variants(schema: str) -> dict[str, str]:
     out["- idempotency ids"] = text = _swap(text, "(SELECT length FROM seen)", "NULL")
     text = _swap(_cut(text, "s"), "e.xmin = (SELECT x FROM s)", "false")
     out["- snapshot read s"] = text = _swap(text, "(SELECT kind::text FROM s), (SELECT live FROM s)", "NULL, NULL")
-    out["- expired items delete"] = text = _cut(text, "gone")
+    out["- expired items delete"] = text = _swap(_cut(text, "gone"), " WHERE (SELECT count(*) FROM gone) >= 0", "")
     out["- watcher probe"] = text = _swap(_cut(text, "nt"), "(SELECT count(*) FROM nt)", "0")
     upsert = text[text.index("up AS (") : text.index("it AS (")]
     out["- upsert (UPDATE a live list)"] = text = _swap(
