@@ -19,7 +19,7 @@ import inspect
 import time
 import types
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, Self, TypeVar
 
@@ -621,7 +621,16 @@ class Database(Store):
         check_poll_interval(poll_interval, 1.0)  # a bad interval fails here, not at the first item
         return self._watch(key, start, poll_interval)
 
-    def _watch(self, key: str, start: int | None, poll_interval: float | None) -> Iterator[ListItem]:
+    def _watch(
+        self,
+        key: str,
+        start: int | None,
+        poll_interval: float | None,
+        idle: Callable[[], None] | None = None,
+    ) -> Iterator[ListItem]:
+        """`watch` after validation. ``idle`` is awaited each time the watch has caught up, before
+        each wait of its watcher (so once per poll interval while nothing arrives): what it raises
+        ends the watch."""
         # The watcher subscribes before its first read, so nothing committed after that
         # read can be missed: its wake-up is already on the way.
         with self._watcher(key, poll_interval) as watcher:
@@ -646,7 +655,11 @@ class Database(Store):
                         ) from exc
                     yield ListItem(position, value)
                 if len(rows) < DEFAULT_BATCH:
-                    watcher.wait()
+                    while True:
+                        if idle is not None:
+                            idle()
+                        if watcher.wait() is not False:  # None: a watcher of the older protocol
+                            break
 
     def _watcher(self, key: str, poll_interval: float | None) -> ListWatcher:
         """A new watcher of ``key`` (an async context manager: subscribed on entry, released on exit)."""
@@ -722,8 +735,12 @@ class ListWatcher(Protocol):
         list's next position (``0`` when absent); `holds_value` for a value."""
         ...
 
-    def wait(self) -> None:
-        """Return when something may have been appended, or after the poll interval."""
+    def wait(self) -> bool:
+        """Return when something may have been appended, or after the poll interval: whether to read again.
+
+        ``False`` says nothing changed (the next read would find nothing new): the watch
+        waits again without reading.
+        """
         ...
 
 

@@ -18,7 +18,7 @@ import inspect
 import time
 import types
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, Self, TypeVar
 
@@ -682,7 +682,16 @@ class AsyncDatabase(AsyncStore):
         check_poll_interval(poll_interval, 1.0)  # a bad interval fails here, not at the first item
         return self._watch(key, start, poll_interval)
 
-    async def _watch(self, key: str, start: int | None, poll_interval: float | None) -> AsyncIterator[ListItem]:
+    async def _watch(
+        self,
+        key: str,
+        start: int | None,
+        poll_interval: float | None,
+        idle: Callable[[], Awaitable[None]] | None = None,
+    ) -> AsyncIterator[ListItem]:
+        """`watch` after validation. ``idle`` is awaited each time the watch has caught up, before
+        each wait of its watcher (so once per poll interval while nothing arrives): what it raises
+        ends the watch."""
         # The watcher subscribes before its first read, so nothing committed after that
         # read can be missed: its wake-up is already on the way.
         async with self._watcher(key, poll_interval) as watcher:
@@ -707,7 +716,11 @@ class AsyncDatabase(AsyncStore):
                         ) from exc
                     yield ListItem(position, value)
                 if len(rows) < DEFAULT_BATCH:
-                    await watcher.wait()
+                    while True:
+                        if idle is not None:
+                            await idle()
+                        if await watcher.wait() is not False:  # None: a watcher of the older protocol
+                            break
 
     def _watcher(self, key: str, poll_interval: float | None) -> AsyncListWatcher:
         """A new watcher of ``key`` (an async context manager: subscribed on entry, released on exit)."""
@@ -783,8 +796,12 @@ class AsyncListWatcher(Protocol):
         list's next position (``0`` when absent); `holds_value` for a value."""
         ...
 
-    async def wait(self) -> None:
-        """Return when something may have been appended, or after the poll interval."""
+    async def wait(self) -> bool:
+        """Return when something may have been appended, or after the poll interval: whether to read again.
+
+        ``False`` says nothing changed (the next read would find nothing new): the watch
+        waits again without reading.
+        """
         ...
 
 

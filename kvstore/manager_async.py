@@ -201,7 +201,10 @@ class AsyncStorageManager:
                     elapsed = time.monotonic() - attempt.retry_state.start_time
                     remaining = max(budget - elapsed, 0.05)
                     try:
-                        return await asyncio.wait_for(cls.from_config(config), remaining)
+                        # Not wait_for: on Python 3.11 it swallows a cancellation that arrives as the
+                        # open fails (refused), so a cancelled probe (of a fallback watch) went on.
+                        async with asyncio.timeout(remaining):
+                            return await cls.from_config(config)
                     except TimeoutError:
                         raise BackendUnavailableError(
                             f"{config.type} did not answer within the {budget:g} s connect budget",

@@ -849,18 +849,27 @@ class FailoverDatabase(_AsyncFailover, Database):
         outage a running watch waits (its backend reconnects) and resumes with no gap once
         the primary answers; what the outage buffered appears when the failback replays it
         onto the primary, in the primary's order. A watch started while the primary is down
-        raises `BackendUnavailableError` when first iterated. Only a tier whose primary never
-        served this process and that reads from its fallback (``degraded_reads``) watches
-        the fallback.
+        raises `BackendUnavailableError` when first iterated.
+
+        Only a tier whose primary never served this process and that reads from its
+        fallback (``degraded_reads``) watches the fallback, with the fallback's positions.
+        Such a watch ends once the primary serves the tier (from then on writes go to the
+        primary, and the outage's writes were replayed onto it, at other positions): while
+        it waits for items it probes the primary when a probe is due (``probe_interval``)
+        and, at most one ``poll_interval`` after the tier failed back, raises
+        `BackendUnavailableError` (``operation="watch"``). Start a new watch then: it
+        follows the primary, whose positions differ (resume by content, or from
+        ``start=0`` or ``-n``, never from a position this watch yielded). The items it
+        yielded are not repeated by it.
         """
-        if self.primary is not None:
-            return self.primary.watch(key, start=start, poll_interval=poll_interval)  # type: ignore[no-any-return]
-        if self._fallback is not None and self._reads_from_fallback():
-            return self._fallback.watch(key, start=start, poll_interval=poll_interval)  # type: ignore[no-any-return]
         key = validate_key(key)
         if start is not None:
             check_index(start)
         check_poll_interval(poll_interval, 1.0)
+        if self._primary_serves():
+            return self.primary.watch(key, start=start, poll_interval=poll_interval)  # type: ignore[no-any-return]
+        if self._fallback is not None and self._reads_from_fallback():
+            return self._watch_fallback(key, start, poll_interval)
         return self._watch_primary(key, start, poll_interval)
 
     def _watch_primary(self, key: str, start: int | None, poll_interval: float | None) -> Iterator[ListItem]:
@@ -871,6 +880,39 @@ class FailoverDatabase(_AsyncFailover, Database):
                 f"the database primary was never connected: {self.breaker.last_error}", operation="watch", key=key
             )
         items = primary.watch(key, start=start, poll_interval=poll_interval)
+        try:
+            yield from items
+        finally:
+            items.close()
+
+    def _primary_serves(self) -> bool:
+        """Whether the primary serves this tier (or did: a fallback watch's positions are stale from then on)."""
+        return self.served or (self.primary is not None and self.breaker.state is BreakerState.CLOSED)
+
+    def _watch_fallback(self, key: str, start: int | None, poll_interval: float | None) -> Iterator[ListItem]:
+        """The fallback's watch, ended with `BackendUnavailableError` once the primary serves the tier."""
+        fallback: Database = self._fallback
+
+        def idle() -> None:
+            # Caught up with the fallback, before each wait: probe the primary when a probe is due
+            # (this process may make no other call: the writers may be other processes).
+            if not self._primary_serves() and self.breaker.state is not BreakerState.CLOSED:
+                self._route()
+            if self._primary_serves():
+                raise BackendUnavailableError(
+                    f"the database primary ({self.primary.backend}) answers again and serves this tier: this "
+                    f"watch followed the fallback ({fallback.backend}), whose positions are not the primary's; "
+                    "start a new watch, which follows the primary (the outage's writes were replayed onto it)",
+                    backend=fallback.backend,
+                    operation="watch",
+                    key=key,
+                )
+
+        if self._primary_serves():
+            # Failed back between `watch` and the first iteration: nothing was yielded yet.
+            items = self.primary.watch(key, start=start, poll_interval=poll_interval)
+        else:
+            items = fallback._watch(key, start, poll_interval, idle)
         try:
             yield from items
         finally:

@@ -227,5 +227,7 @@ class MemoryWatcher:
     def read(self, position: int, limit: int) -> tuple[list[tuple[int, bytes]], int]:
         return self._store._space.watch_read(self._key, position, limit)
 
-    def wait(self) -> None:
+    def wait(self) -> bool:
+        """Until an append wakes it, at most the poll interval; always read again (a safety net)."""
         self._wakeup.wait(self._interval)
+        return True

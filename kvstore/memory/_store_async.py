@@ -233,5 +233,7 @@ class AsyncMemoryWatcher:
     async def read(self, position: int, limit: int) -> tuple[list[tuple[int, bytes]], int]:
         return self._store._space.watch_read(self._key, position, limit)
 
-    async def wait(self) -> None:
+    async def wait(self) -> bool:
+        """Until an append wakes it, at most the poll interval; always read again (a safety net)."""
         await self._wakeup.wait(self._interval)
+        return True

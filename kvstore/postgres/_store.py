@@ -1229,16 +1229,18 @@ class PostgresWatcher:
         items.sort()
         return items, end
 
-    def wait(self) -> None:
+    def wait(self) -> bool:
+        """Wait for a notification of this list, at most the poll interval; always read again
+        (after the interval that read is the safety net)."""
         conn = self._conn
         if conn is None:
-            return  # the next read reconnects
+            return True  # the next read reconnects
         tag = self._tag
         try:
             if time.monotonic() >= self._refresh_at:
                 self._refresh(conn)
                 if self._conn is None:
-                    return  # cut by the deadline: the next read reconnects (and registers again)
+                    return True  # cut by the deadline: the next read reconnects (and registers again)
             # Ends at the first notification of this list, or after the interval (the safety net).
             # A notification that arrived during the refresh is kept in psycopg's backlog.
             gen = conn.notifies(timeout=self._interval)
@@ -1251,6 +1253,7 @@ class PostgresWatcher:
         except psycopg.Error as exc:
             logger.info("kvstore: watch of %r lost its PostgreSQL connection: %s", self._key, type(exc).__name__)
             self._drop(conn)
+        return True
 
     def _refresh(self, conn: _Conn) -> None:
         """Push the watcher's row ``expires_at`` forward (and sweep the list's long-expired rows)."""

@@ -293,10 +293,11 @@ class SqliteWatcher:
     def read(self, position: int, limit: int) -> tuple[list[tuple[int, bytes]], int]:
         return self._store._off_loop(self._store._engine.watch_read, self._key, position, limit)
 
-    def wait(self) -> None:
-        while True:
-            time.sleep(self._interval)
-            seen = self._store._off_loop(self._store._engine.watch_signature)
-            if seen != self._seen:
-                self._seen = seen
-                return
+    def wait(self) -> bool:
+        """One poll interval, then whether something committed since the last look (read again)."""
+        time.sleep(self._interval)
+        seen = self._store._off_loop(self._store._engine.watch_signature)
+        if seen == self._seen:
+            return False
+        self._seen = seen
+        return True

@@ -451,10 +451,11 @@ class AsyncSqliteWatcher:
     async def read(self, position: int, limit: int) -> tuple[list[tuple[int, bytes]], int]:
         return await self._store._off_loop(self._store._engine.watch_read, self._key, position, limit)
 
-    async def wait(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            seen = await self._store._off_loop(self._store._engine.watch_signature)
-            if seen != self._seen:
-                self._seen = seen
-                return
+    async def wait(self) -> bool:
+        """One poll interval, then whether something committed since the last look (read again)."""
+        await asyncio.sleep(self._interval)
+        seen = await self._store._off_loop(self._store._engine.watch_signature)
+        if seen == self._seen:
+            return False
+        self._seen = seen
+        return True
