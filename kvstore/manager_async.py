@@ -351,7 +351,8 @@ class AsyncStorageManager:
         start = time.perf_counter()
         try:
             if True:  # ASYNC
-                await asyncio.wait_for(store.ping(), HEALTH_TIMEOUT)
+                async with asyncio.timeout(HEALTH_TIMEOUT):  # not wait_for: it can swallow a cancel on 3.11
+                    await store.ping()
             else:
                 # A blocking ping cannot be interrupted: wait for it on a helper thread instead.
                 _health_pool().submit(store.ping).result(timeout=HEALTH_TIMEOUT)
