@@ -223,3 +223,17 @@ def test_forked_child_keeps_the_fence(owned_redis_server: RedisServer, flavour: 
         run(store.clear())
         run(store.aclose() if is_async else store.close())
         loop.close()
+
+
+def test_closing_a_subscription_leaves_no_fence(redis_server: RedisServer) -> None:
+    """A subscription's connection, closed on purpose, carried no data command: the next call pays no kill."""
+    store = RedisCache(redis_server.url, key_prefix="fence-pubsub:")
+    try:
+        subscription = store.subscribe("c")
+        subscription.close()
+        assert store._fences.pending == {}
+        store.set("k", 1)
+        assert store.get("k") == 1
+    finally:
+        store.clear()
+        store.close()

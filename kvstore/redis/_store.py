@@ -737,5 +737,10 @@ class RedisChannel:
         with contextlib.suppress(*DRIVER_ERRORS):
             if self._pubsub.subscribed:
                 self._pubsub.unsubscribe()  # at once, not when the server notices the closed socket
+        connection = self._pubsub.connection
+        if connection is not None:
+            # Closed on purpose, and it carried only (un)subscriptions, which change no data:
+            # nothing for the pool's fence to kill before the store's next command (`Fences`).
+            connection._kvstore_client = None
         with contextlib.suppress(*DRIVER_ERRORS):
             self._pubsub.close()

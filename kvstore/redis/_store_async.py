@@ -801,5 +801,10 @@ class AsyncRedisChannel:
         with contextlib.suppress(*DRIVER_ERRORS):
             if self._pubsub.subscribed:
                 await self._pubsub.unsubscribe()  # at once, not when the server notices the closed socket
+        connection = self._pubsub.connection
+        if connection is not None:
+            # Closed on purpose, and it carried only (un)subscriptions, which change no data:
+            # nothing for the pool's fence to kill before the store's next command (`Fences`).
+            connection._kvstore_client = None
         with contextlib.suppress(*DRIVER_ERRORS):
             await self._pubsub.aclose()
