@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import random
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -591,3 +592,58 @@ def test_manager_with_fallback_fails_back_to_the_promoted_master(tmp_path: Path)
             assert value in (None, written), value
     finally:
         stop_sentinel_group(group)
+
+
+# --- the fence (tests/test_redis_fence.py): the Sentinel pools too ---------------------------
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_sentinel_cut_write_never_overtakes_a_later_one(stable_sentinel_group: SentinelGroup, flavour: str) -> None:
+    """A write cut on a frozen master (0.3 s, under down-after-milliseconds) never runs after a later one."""
+    g = stable_sentinel_group
+    is_async = flavour == "async"
+    store: Any = (AsyncRedisCache if is_async else RedisCache)(
+        sentinels=g.sentinel_hosts,
+        service_name=g.service,
+        password=PASSWORD,
+        sentinel_password=SENTINEL_PASSWORD,
+        key_prefix=f"fence-sentinel-{flavour}:",
+        socket_timeout=0.3,
+    )
+    loop = asyncio.new_event_loop()
+
+    def run(result: Any) -> Any:
+        return loop.run_until_complete(result) if is_async else result
+
+    pool = store._client.connection_pool
+    try:
+        held = [run(pool.get_connection()), run(pool.get_connection())]  # two connections, established
+        for conn in held:
+            run(pool.release(conn))
+        g.master.stop()
+        try:
+            with pytest.raises(BackendUnavailableError):
+                run(store.set("k", "A" * 100_000))  # more than one 16 KiB read of the server
+            cut = pool._available_connections.pop()  # another caller holds the cut connection
+            assert not cut.is_connected
+            if is_async:
+                later: Any = loop.create_task(store.set("k", "B"))
+                loop.run_until_complete(asyncio.sleep(0.15))
+            else:
+                outcome: list[Any] = []
+                later = threading.Thread(target=lambda: outcome.append(store.set("k", "B")))
+                later.start()
+                time.sleep(0.15)
+        finally:
+            g.master.cont()
+        if is_async:
+            assert loop.run_until_complete(later) is True
+        else:
+            later.join(5)
+            assert outcome == [True]
+        pool._available_connections.append(cut)
+        assert run(store.get("k")) == "B"
+    finally:
+        run(store.clear())
+        run(store.aclose() if is_async else store.close())
+        loop.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import logging
 import os
 import threading
 import weakref
@@ -38,6 +39,7 @@ __all__ = [
     "AsyncWaitingPool",
     "CheckedSentinelConnection",
     "CheckedSentinelSSLConnection",
+    "Fences",
     "ReadyCluster",
     "Sentinel",
     "SentinelPool",
@@ -47,13 +49,135 @@ __all__ = [
 ]
 
 
-class _AsyncWaiting:
-    """Pool mixin: a burst beyond ``max_connections`` waits up to ``timeout`` seconds."""
+_log = logging.getLogger("kvstore")
+
+
+# --- the fence (docs/fallback.md "Deadlines and retries") ----------------------------------
+#
+# A call cut at its deadline (or by a lost connection, or a cancelled task) may have left its
+# command in the server's socket buffer: a frozen server (SIGSTOP, a stalled VM) reads it at
+# the thaw, possibly AFTER a later command the store sent on another pooled connection, so an
+# older write whose caller got a timeout would overwrite a newer one that succeeded. Redis
+# runs one connection's commands in order, so before the store's next command after a cut,
+# ``CLIENT KILL ID <id> ADDR <addr>`` of the cut client is sent on the connection that will
+# carry that command, and its reply read: either the cut command already ran, or the kill
+# discards it. ID and ADDR are the server's own view (``CLIENT INFO``, read once per new
+# connection): exact behind a proxy or NAT, and an ID a restarted server hands out again is
+# not killed unless its address matches too.
+
+
+class Fences:
+    """The clients of a pool whose call was cut while a reply was pending, each ``(id, addr)``.
+
+    Shared by the pools a store builds (a forked child's new pool keeps its parent's). Dict
+    and attribute operations only: safe across threads without a lock, and across fork.
+    """
+
+    __slots__ = ("off", "pending")
+
+    def __init__(self) -> None:
+        #: Cut clients not yet killed; one dict for every pool of the store.
+        self.pending: dict[tuple[str, str], None] = {}
+        #: Set once the server refused ``CLIENT INFO`` or ``CLIENT KILL``: no more fences.
+        self.off = False
+
+    def refuse(self, exc: BaseException, command: str) -> None:
+        """The server refused ``command`` (an ACL, a renamed command): fences stop, with one warning."""
+        if self.off:
+            return
+        self.off = True
+        self.pending.clear()
+        _log.warning(
+            "kvstore cache: Redis refused %s (%s); a call cut at its deadline is no longer fenced, "
+            "so its command may still run after a later one (grant +client|info and +client|kill "
+            "to restore the fence)",
+            command,
+            exc,
+            extra={"kvstore_event": "redis_fence_refused", "backend": "redis"},
+        )
+
+
+def _client_of(info: Any) -> tuple[str, str] | None:
+    """``(id, addr)`` from a ``CLIENT INFO`` reply (``id=7 addr=10.0.0.1:5555 laddr=...``); None if not one."""
+    text = info.decode(errors="replace") if isinstance(info, bytes) else str(info)
+    fields = dict(part.split("=", 1) for part in text.split() if "=" in part)
+    client_id, addr = fields.get("id", ""), fields.get("addr", "")
+    return (client_id, addr) if client_id.isdigit() and addr else None
+
+
+def _kill_commands(pending: list[tuple[str, str]]) -> list[tuple[Any, ...]]:
+    return [("CLIENT", "KILL", "ID", client_id, "ADDR", addr) for client_id, addr in pending]
+
+
+class _AsyncFenced:
+    """Pool mixin: learns each new connection's client, fences the cut ones (see `Fences`)."""
+
+    fences: Fences
+
+    def use_fences(self, fences: Fences) -> None:
+        """Share the store's fences (a forked child's pool keeps its parent's pending ones)."""
+        self.fences = fences
+
+    def make_connection(self) -> Any:
+        connection = super().make_connection()  # type: ignore[misc]  # a mixin
+        connection.register_connect_callback(self._learn_client)
+        return connection
+
+    async def _learn_client(self, connection: Any) -> None:
+        """After each (re)connect: the server's ``id`` and ``addr`` of this client, one round trip."""
+        connection._kvstore_client = None
+        if self.fences.off:
+            return
+        await connection.send_command("CLIENT", "INFO")
+        try:
+            reply = await connection.read_response()
+        except redis.exceptions.ResponseError as exc:
+            self.fences.refuse(exc, "CLIENT INFO")
+            return
+        client = _client_of(reply)
+        if client is None:  # not Redis' own reply (a proxy?): never kill on a guess
+            self.fences.refuse(ValueError(f"unexpected reply {reply!r:.80}"), "CLIENT INFO")
+        connection._kvstore_client = client
+
+    def _cut(self, connection: Any) -> None:
+        """``connection`` comes back closed: the command it carried may still be in the server's buffer."""
+        client = getattr(connection, "_kvstore_client", None)
+        if client is not None:
+            connection._kvstore_client = None
+            if not self.fences.off:
+                self.fences.pending[client] = None
+
+    async def _fence(self, connection: Any) -> None:
+        """Kill, on ``connection``, every cut client (one pipelined round trip): their commands ran, or never will.
+
+        A timeout or lost connection here raises (the server is still frozen or gone: the
+        call fails as unavailable) and the fences stay; a refusal drops them, with a warning.
+        """
+        fences = self.fences
+        pending = list(fences.pending)
+        await connection.send_packed_command(connection.pack_commands(_kill_commands(pending)))
+        refused: BaseException | None = None
+        for _ in pending:  # every reply is read, so the connection stays in step
+            try:
+                await connection.read_response()
+            except redis.exceptions.ResponseError as exc:
+                refused = exc
+        if refused is not None:
+            fences.refuse(refused, "CLIENT KILL")
+            return
+        for client in pending:
+            fences.pending.pop(client, None)
+
+
+class _AsyncWaiting(_AsyncFenced):
+    """Pool mixin: a burst beyond ``max_connections`` waits up to ``timeout`` seconds; fenced."""
 
     max_connections: int
 
     def __init__(self, *args: Any, timeout: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        #: The store sets its own (one for all its pools, kept by a forked child).
+        self.fences = Fences()
         self._wait = timeout
         self._gate = asyncio.Semaphore(self.max_connections)
         # Connections holding a permit. redis-py releases a connection that failed to
@@ -95,9 +219,17 @@ class _AsyncWaiting:
                 await connection.disconnect()
             await self.release(connection)
             raise self._refuse()
+        if self.fences.pending:  # only after a cut: the hot path pays one dict check
+            try:
+                await self._fence(connection)
+            except BaseException:
+                await self.release(connection)
+                raise
         return connection
 
     async def release(self, connection: Any) -> None:
+        if connection._writer is None:  # closed while in use: a cut (a deliberate release keeps it open)
+            self._cut(connection)
         try:
             await super().release(connection)  # type: ignore[misc]  # a mixin
         finally:
@@ -116,8 +248,100 @@ class AsyncWaitingPool(_AsyncWaiting, redis.asyncio.ConnectionPool):
     """
 
 
-#: The sync pool whose callers wait up to ``timeout`` for a free connection.
-WaitingPool = redis.BlockingConnectionPool
+class _Fenced:
+    """Sync pool mixin: learns each new connection's client, fences the cut ones (see `Fences`).
+
+    The hot path pays one attribute check per release: the fence's check of each call is
+    installed on the pool (an instance attribute over ``get_connection``) only while a
+    fence is pending, and removed once none is.
+    """
+
+    fences: Fences
+
+    def use_fences(self, fences: Fences) -> None:
+        """Share the store's fences (a forked child's pool keeps its parent's pending ones)."""
+        self.fences = fences
+        if fences.pending:
+            self._arm()
+
+    def _arm(self) -> None:
+        self.__dict__["get_connection"] = self._fenced_get_connection
+
+    def _disarm(self) -> None:
+        self.__dict__.pop("get_connection", None)
+        if self.fences.pending:  # a cut in another thread meanwhile: its fence stays armed
+            self._arm()
+
+    def make_connection(self) -> Any:
+        connection = super().make_connection()  # type: ignore[misc]  # a mixin
+        connection.register_connect_callback(self._learn_client)
+        return connection
+
+    def _learn_client(self, connection: Any) -> None:
+        connection._kvstore_client = None
+        if self.fences.off:
+            return
+        connection.send_command("CLIENT", "INFO")
+        try:
+            reply = connection.read_response()
+        except redis.exceptions.ResponseError as exc:
+            self.fences.refuse(exc, "CLIENT INFO")
+            return
+        client = _client_of(reply)
+        if client is None:  # not Redis' own reply (a proxy?): never kill on a guess
+            self.fences.refuse(ValueError(f"unexpected reply {reply!r:.80}"), "CLIENT INFO")
+        connection._kvstore_client = client
+
+    def _cut(self, connection: Any) -> None:
+        client = getattr(connection, "_kvstore_client", None)
+        if client is not None:
+            connection._kvstore_client = None
+            if not self.fences.off:
+                self.fences.pending[client] = None
+                self._arm()
+
+    def _fence(self, connection: Any) -> None:
+        fences = self.fences
+        pending = list(fences.pending)
+        connection.send_packed_command(connection.pack_commands(_kill_commands(pending)))
+        refused: BaseException | None = None
+        for _ in pending:  # every reply is read, so the connection stays in step
+            try:
+                connection.read_response()
+            except redis.exceptions.ResponseError as exc:
+                refused = exc
+        if refused is not None:
+            fences.refuse(refused, "CLIENT KILL")
+            return
+        for client in pending:
+            fences.pending.pop(client, None)
+
+    def _fenced_get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        """``get_connection`` while a fence is pending: the fences run first, on the connection returned."""
+        connection = type(self).get_connection(self, *args, **kwargs)  # type: ignore[attr-defined]  # a mixin
+        if self.fences.pending:
+            try:
+                self._fence(connection)
+            except BaseException:
+                self.release(connection)
+                raise
+        if not self.fences.pending:
+            self._disarm()
+        return connection
+
+    def release(self, connection: Any) -> None:
+        if connection._sock is None:  # closed while in use: a cut (a deliberate release keeps it open)
+            self._cut(connection)
+        super().release(connection)  # type: ignore[misc]  # a mixin
+
+
+class WaitingPool(_Fenced, redis.BlockingConnectionPool):
+    """The sync pool whose callers wait up to ``timeout`` for a free connection; fenced."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # unannotated upstream
+        #: The store sets its own (one for all its pools; a forked child keeps it).
+        self.fences = Fences()
 
 
 # --- Redis Sentinel -----------------------------------------------------------------------
@@ -170,11 +394,12 @@ class AsyncSentinelPool(_AsyncWaiting, redis.asyncio.sentinel.SentinelConnection
     check_master: Callable[[Any], Any]
 
 
-class SentinelPool(redis.sentinel.SentinelConnectionPool):
-    """redis-py's sync Sentinel pool; a burst beyond ``max_connections`` waits up to ``timeout`` seconds."""
+class SentinelPool(_Fenced, redis.sentinel.SentinelConnectionPool):
+    """redis-py's sync Sentinel pool; a burst beyond ``max_connections`` waits up to ``timeout`` seconds; fenced."""
 
     def __init__(self, *args: Any, timeout: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # unannotated upstream
+        self.fences = Fences()
         self._wait = timeout
         self._gate_pid = os.getpid()
         self._gate = threading.BoundedSemaphore(self.max_connections)

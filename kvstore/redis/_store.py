@@ -36,6 +36,7 @@ except ImportError as exc:  # pragma: no cover - exercised by the missing-extra 
 from kvstore.redis._acompat import (
     CheckedSentinelConnection,
     CheckedSentinelSSLConnection,
+    Fences,
     ReadyCluster,
     Sentinel,
     SentinelPool,
@@ -197,6 +198,9 @@ class RedisCache(Cache):
         self.failovers = 0
         #: Cluster: slot moves seen by the last listing (source, target node ids), to order the next.
         self._cluster_moves: set[tuple[str, str]] = set()
+        #: The Redis clients whose call was cut while a reply was pending: each is killed
+        #: before this store's next command (`Fences`). Kept by the pool a forked child builds.
+        self._fences = Fences()
         if client is not None:
             self._owns_client = False
             self._cluster = isinstance(client, RedisCluster)
@@ -286,6 +290,7 @@ class RedisCache(Cache):
             options["connection_class"] = CheckedSentinelSSLConnection if tls else CheckedSentinelConnection
             sentinel_pool = SentinelPool(self._service, self._sentinel, timeout=self._pool_wait, **options)
             sentinel_pool.check_master = self._check_master
+            sentinel_pool.use_fences(self._fences)
             return redis.Redis.from_pool(sentinel_pool)
         if self._cluster:
             if self._url is not None:
@@ -293,6 +298,7 @@ class RedisCache(Cache):
             return ReadyCluster(host=self._host, port=self._port, **self._options)
         assert self._url is not None
         pool = WaitingPool.from_url(self._url, timeout=self._pool_wait, **self._options)
+        pool.use_fences(self._fences)
         return redis.Redis.from_pool(pool)
 
     def _check_master(self, conn: Any) -> None:
@@ -731,5 +737,10 @@ class RedisChannel:
         with contextlib.suppress(*DRIVER_ERRORS):
             if self._pubsub.subscribed:
                 self._pubsub.unsubscribe()  # at once, not when the server notices the closed socket
+        connection = self._pubsub.connection
+        if connection is not None:
+            # Closed on purpose, and it carried only (un)subscriptions, which change no data:
+            # nothing for the pool's fence to kill before the store's next command (`Fences`).
+            connection._kvstore_client = None
         with contextlib.suppress(*DRIVER_ERRORS):
             self._pubsub.close()

@@ -40,6 +40,7 @@ from kvstore.redis._acompat import (
     AsyncSentinel,
     AsyncSentinelPool,
     AsyncWaitingPool,
+    Fences,
     watch_fork_async,
 )
 from kvstore.redis._common import (
@@ -211,6 +212,9 @@ class AsyncRedisCache(AsyncCache):
         self.failovers = 0
         #: Cluster: slot moves seen by the last listing (source, target node ids), to order the next.
         self._cluster_moves: set[tuple[str, str]] = set()
+        #: The Redis clients whose call was cut while a reply was pending: each is killed
+        #: before this store's next command (`Fences`). Kept by the pool a forked child builds.
+        self._fences = Fences()
         if client is not None:
             self._owns_client = False
             self._cluster = isinstance(client, RedisCluster)
@@ -300,6 +304,7 @@ class AsyncRedisCache(AsyncCache):
             options["connection_class"] = AsyncCheckedSentinelSSLConnection if tls else AsyncCheckedSentinelConnection
             sentinel_pool = AsyncSentinelPool(self._service, self._sentinel, timeout=self._pool_wait, **options)
             sentinel_pool.check_master = self._check_master
+            sentinel_pool.use_fences(self._fences)
             return redis.asyncio.Redis.from_pool(sentinel_pool)
         if self._cluster:
             if self._url is not None:
@@ -307,6 +312,7 @@ class AsyncRedisCache(AsyncCache):
             return AsyncReadyCluster(host=self._host, port=self._port, **self._options)
         assert self._url is not None
         pool = AsyncWaitingPool.from_url(self._url, timeout=self._pool_wait, **self._options)
+        pool.use_fences(self._fences)
         return redis.asyncio.Redis.from_pool(pool)
 
     async def _check_master(self, conn: Any) -> None:
@@ -795,5 +801,10 @@ class AsyncRedisChannel:
         with contextlib.suppress(*DRIVER_ERRORS):
             if self._pubsub.subscribed:
                 await self._pubsub.unsubscribe()  # at once, not when the server notices the closed socket
+        connection = self._pubsub.connection
+        if connection is not None:
+            # Closed on purpose, and it carried only (un)subscriptions, which change no data:
+            # nothing for the pool's fence to kill before the store's next command (`Fences`).
+            connection._kvstore_client = None
         with contextlib.suppress(*DRIVER_ERRORS):
             await self._pubsub.aclose()
