@@ -9,6 +9,7 @@ model, so a difference shows up as a failing example naming the backend.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import orjson
@@ -64,6 +65,7 @@ _list_ops = [
     st.tuples(st.just("extend"), keys_st, st.lists(values_st, max_size=4)),
     st.tuples(st.just("trim"), keys_st, trim_start_st, trim_end_st),
     st.tuples(st.just("watch"), keys_st, st.sampled_from([0, 0, 1, 3, -1, -2, -10])),
+    st.tuples(st.just("extend_id"), keys_st, st.lists(values_st, max_size=2), st.sampled_from(["x", "y"])),
 ]
 ops_st = st.lists(
     st.one_of(
@@ -122,6 +124,8 @@ list_ops_st = st.lists(
         st.tuples(st.just("set"), list_key_st, small_values_st, st.booleans(), st.sampled_from([None, BIG_TTL])),
         st.tuples(st.just("incr"), list_key_st, st.integers(-2, 2)),
         st.tuples(st.just("expire"), list_key_st, st.sampled_from([None, BIG_TTL])),
+        st.tuples(st.just("extend_id"), list_key_st, st.lists(small_values_st, max_size=2), st.sampled_from("xyz")),
+        st.tuples(st.just("clear")),
     ),
     min_size=5,
     max_size=40,
@@ -141,6 +145,8 @@ class Model:
     def __init__(self) -> None:
         self.data: dict[str, list[Any]] = {}
         self.ttl: set[str] = set()
+        #: (key, idempotency id) -> the length its first append returned: outlives delete and clear (§8a)
+        self.ids: dict[tuple[str, str], int] = {}
 
     def remove(self, key: str) -> bool:
         self.ttl.discard(key)
@@ -242,6 +248,15 @@ def _expected(model: Model, op: tuple[Any, ...]) -> Any:
     if name == "extend":
         key, values = args
         return model.extend(key, [_decoded(v) for v in values])
+    if name == "extend_id":  # DESIGN.md §8a; an empty extend neither looks its id up nor records it
+        key, values, iid = args
+        items = [_decoded(v) for v in values]
+        if items and (key, iid) in model.ids:
+            return model.ids[key, iid]
+        length = model.extend(key, items)
+        if items:
+            model.ids[key, iid] = length
+        return length
     if name == "extend_json":
         key, items, invalid = args
         if invalid is not None:
@@ -303,19 +318,10 @@ def _expected(model: Model, op: tuple[Any, ...]) -> Any:
     raise AssertionError(name)
 
 
-async def _read_watch(store: Any, key: str, start: int, n: int) -> list[tuple[int, Any]]:
-    """The first ``n`` items a watch from ``start`` yields; ``n = -1`` for a value key (WrongTypeError)."""
+async def _take(store: Any, key: str, start: int, n: int) -> list[tuple[int, Any]]:
     items = store.watch(key, start=start, poll_interval=POLL)
     got: list[tuple[int, Any]] = []
     try:
-        if n == 0:  # a missing list: nothing to read (the async twin checks nothing comes)
-            if True:  # ASYNC
-                try:
-                    item = await asyncio.wait_for(items.__anext__(), 0.05)
-                except TimeoutError:
-                    return got
-                got.append((item.position, item.value))
-            return got
         async for item in items:
             got.append((item.position, item.value))
             if len(got) >= n:
@@ -323,6 +329,23 @@ async def _read_watch(store: Any, key: str, start: int, n: int) -> list[tuple[in
     finally:
         await items.aclose()
     return got
+
+
+async def _read_watch(store: Any, key: str, start: int, n: int) -> list[tuple[int, Any]]:
+    """The first ``n`` items a watch from ``start`` yields; ``n = -1`` for a value key (WrongTypeError)."""
+    if True:  # ASYNC
+        # A backend with fewer items than the model would block: a timeout makes it a failure.
+        try:
+            return await asyncio.wait_for(_take(store, key, start, max(n, 1)), 0.05 if n == 0 else 5.0)
+        except TimeoutError:
+            return [("timed out", n)] if n else []  # type: ignore[list-item]
+    else:
+        # Never wait for an item that may not come: read what the list holds from 0 (as many as
+        # get_length says) and apply ``start`` to those positions as the contract does.
+        length = 1 if n == -1 else await store.get_length(key)
+        got = await _take(store, key, 0, length) if length else []
+        first = start if start >= 0 or not got else max(got[-1][0] + 1 + start, 0)
+        return [item for item in got if item[0] >= first]
 
 
 async def _actual(db: AsyncHarness, op: tuple[Any, ...], expected_len: int) -> Any:
@@ -350,6 +373,11 @@ async def _actual(db: AsyncHarness, op: tuple[Any, ...], expected_len: int) -> A
         return await store.append(*args)
     if name == "extend":
         return await store.extend(*args)
+    if name == "extend_id":
+        key, values, iid = args
+        if len(values) == 1 and iid.startswith("x"):  # `append` for one value, `extend` else
+            return await store.append(key, values[0], idempotency_id=iid)
+        return await store.extend(key, values, idempotency_id=iid)
     if name == "extend_json":
         key, items, invalid = args
         if invalid is not None:
@@ -393,6 +421,9 @@ def _outcome_of_model(model: Model, op: tuple[Any, ...]) -> tuple[str, Any]:
 async def run_against_model(db: AsyncHarness, ops: list[tuple[Any, ...]]) -> None:
     await db.store.clear()
     model = Model()
+    # Ids outlive clear (DESIGN.md §8a): each sequence gets ids of its own, as its fresh model has none.
+    token = uuid.uuid4().hex
+    ops = [(*op[:3], op[3] + token) if op[0] == "extend_id" else op for op in ops]
     for step, op in enumerate(ops):
         want = _outcome_of_model(model, op)
         n = 0
