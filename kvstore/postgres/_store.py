@@ -938,6 +938,10 @@ class PostgresDatabase(Database):
             raise SerializationError(
                 f"the items appended to key {key!r} are not UTF-8 JSON text", key=key, operation=op, backend="postgres"
             ) from None
+        if "\x00" in text:  # never in JSON text (orjson writes \u0000); psycopg refuses it in a text parameter
+            raise SerializationError(
+                f"the items appended to key {key!r} are not JSON: a NUL byte", key=key, operation=op, backend="postgres"
+            )
         params = {
             "ns": self.key_prefix,
             "key": key,

@@ -511,6 +511,22 @@ async def test_extend_json_items_that_are_not_json_raise_and_write_nothing(db: A
     assert await db.store.get_range("h", 0, -1) == [0, {"a": 1}, 2]
 
 
+async def test_extend_json_an_item_with_a_nul_byte_raises_serialization_error(db: AsyncHarness) -> None:
+    """A raw NUL byte is never JSON text: extend_json raises SerializationError on every backend, over a
+    list, a missing key or a value, and writes nothing (PostgreSQL raised a bare KVStoreError from
+    psycopg's "text fields cannot contain NUL" instead; found by test_model_keyspace)."""
+    await db.store.append("h", 0)
+    await db.store.set("v", 1)
+    for key in ("h", "new", "v"):
+        for bad in ([b"\x00"], [b"1", b'"a\x00"'], [b"[1]\x00"]):
+            with pytest.raises(SerializationError) as info:
+                await db.store.extend_json(key, bad)
+            assert info.value.key == key, bad
+    assert await db.store.get_range("h", 0, -1) == [0]
+    assert await db.store.exists("new") is False
+    assert await db.store.get("v") == 1
+
+
 async def test_one_keyspace(db: AsyncHarness) -> None:
     """A key holds a value or a list: get on a list and append on a value raise WrongTypeError."""
     await db.store.append("list", 1)
