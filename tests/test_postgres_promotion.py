@@ -466,7 +466,13 @@ def _assert_run(result: dict[str, Any], promotions: int) -> None:
     assert report.operations > 20 * result["seconds"]
     assert not report.violations, hc.summary(report, examples=2)
     if result["replication"] == "synchronous":
-        assert result["lost_writes"] == 0, result["lost"]
+        # A write acknowledged before the kill committed on the old primary, so on its synchronous standby:
+        # missing from the standby, it is lost. One acknowledged after the kill was answered by the promoted
+        # standby (a call with an id, retried on the new primary before `pg_ctl promote` returned), so the
+        # standby's snapshot from before the promotion cannot hold it; the final-state check above covers it
+        # (an acknowledged append missing there is a violation).
+        acknowledged_by_the_old_primary = [e for e in result["lost"] if e["t1"] <= e["kill"]]
+        assert not acknowledged_by_the_old_primary, acknowledged_by_the_old_primary
     assert all(result["settled"]), result["settled"]
     for r in result["recovery_s"]["per_promotion"]:
         assert r["to_new_primary"] < 15, result["recovery_s"]
