@@ -9,12 +9,14 @@ the 5-15 us each part of the statement costs, so this measures the server proces
 
 * ``raw INSERT``: one row into a ``(conv, seq, value)`` table (the report's floor);
 * ``counter + item``: bump the list's counter row and insert the item, one statement, nothing else;
-* kvstore's append statement (`Queries.push`, one item, no idempotency id), then the same statement with one
-  more part taken out at each step (cumulative): the idempotency-id CTEs, the snapshot read ``s`` (the xmin guard
-  and the report of what the key holds), the delete of an expired list's items, the watcher probe, the upsert (a
-  plain UPDATE of a live list instead), the JSON array (the one item as a parameter);
-* a candidate design (`fast_path_function`): the append as a PL/pgSQL function running only what the common
-  case needs (a live list, no id: the counter UPDATE, the INSERT, the watcher probe). Only that path is built.
+* kvstore's append (`Queries.push`, one item, no idempotency id): since schema version 8 one call of the
+  schema's function ``<p>push`` (`kvstore.postgres._sql.push_function`), whose fast path (a live list) runs only
+  the counter UPDATE, the INSERT, the id (when given) and the watcher probe;
+* the one statement that function runs for every other case (`Queries.push_statement`: kvstore's append up to
+  version 7), then the same statement with one more part taken out at each step (cumulative): the idempotency-id
+  CTEs, the snapshot read ``s`` (the xmin guard and the report of what the key holds), the delete of an expired
+  list's items, the watcher probe, the upsert (a plain UPDATE of a live list instead), the JSON array (the one
+  item as a parameter).
 
 The variants without a part are NOT correct appends (each part is there for a rule of DESIGN.md: TTL, the one
 keyspace, idempotency, live updates); they show what each rule costs. Rounds alternate the variants; the table
@@ -62,7 +64,8 @@ def _swap(text: str, old: str, new: str) -> str:
 
 def variants(schema: str) -> dict[str, str]:
     """The statements measured, by label (parameters: ns, key, n, items, id, window, item)."""
-    push = Queries.build(schema, "kvstore_").push
+    queries = Queries.build(schema, "kvstore_")
+    push = queries.push_statement
     entries, items = f'"{schema}"."kvstore_entries"', f'"{schema}"."kvstore_list_items"'
     out = {
         "raw INSERT (floor)": f"INSERT INTO {schema}.floor (conv, seq, value) "
@@ -70,7 +73,8 @@ def variants(schema: str) -> dict[str, str]:
         "counter + item only": f"WITH up AS (UPDATE {entries} SET length = length + 1, modified_at = now() "
         "WHERE ns = %(ns)s AND key = %(key)s AND kind = 'l' RETURNING head + length AS seq) "
         f"INSERT INTO {items} (ns, key, seq, value) SELECT %(ns)s, %(key)s, seq, %(item)s::json FROM up",
-        "kvstore append (Queries.push)": push,
+        "kvstore append (Queries.push: the function)": queries.push,
+        "the one statement (Queries.push_statement)": push,
     }
     text = _swap(_cut(_cut(_cut(push, "seen"), "forget"), "rec"), "WHERE NOT EXISTS (SELECT 1 FROM seen) AND", "WHERE")
     out["- idempotency ids"] = text = _swap(text, "(SELECT length FROM seen)", "NULL")
@@ -94,28 +98,7 @@ def variants(schema: str) -> dict[str, str]:
         "up.head + up.length, %(item)s::json FROM up",
     )
     out["- JSON array (the item as a parameter)"] = _swap(text, "(SELECT count(*) FROM el)", "1")
-    out["candidate: PL/pgSQL, fast path only (live list, no id)"] = (
-        f"SELECT {schema}.push_fast(%(ns)s, %(key)s, %(item)s::json)"
-    )
     return out
-
-
-def fast_path_function(schema: str) -> str:
-    """A candidate, not kvstore's code: the append as a PL/pgSQL function whose common case (a live list, no
-    idempotency id) runs only the counter UPDATE, the INSERT and the watcher probe; the function returns NULL
-    for every other case, where a real one would go on to the full statement's logic (still one round trip)."""
-    entries, items = f'"{schema}"."kvstore_entries"', f'"{schema}"."kvstore_list_items"'
-    watchers = f'"{schema}"."kvstore_watchers"'
-    return (
-        f"CREATE FUNCTION {schema}.push_fast(p_ns text, p_key text, p_item json) RETURNS bigint "
-        "LANGUAGE plpgsql AS $$ DECLARE v_length bigint; v_head bigint; BEGIN "
-        f"UPDATE {entries} e SET length = e.length + 1, modified_at = now() WHERE e.ns = p_ns AND e.key = p_key "
-        "AND e.kind = 'l' AND (e.expires_at IS NULL OR e.expires_at > now()) RETURNING e.length, e.head "
-        "INTO v_length, v_head; IF NOT FOUND THEN RETURN NULL; END IF; "
-        f"INSERT INTO {items} (ns, key, seq, value) VALUES (p_ns, p_key, v_head + v_length, p_item); "
-        f"IF EXISTS (SELECT 1 FROM {watchers} w WHERE w.ns = p_ns AND w.key = p_key AND w.expires_at > now()) "
-        "THEN PERFORM pg_notify('kvstore_cost', p_key); END IF; RETURN v_length; END $$"
-    )
 
 
 def _cpu_ns(pid: int) -> int:
@@ -131,8 +114,8 @@ def measure(url: str, rounds: int, appends: int) -> list[tuple[str, float, float
             db.append("setup", 0)  # creates kvstore's tables
             conn.execute(f"CREATE TABLE {schema}.floor (conv text, seq bigint, value json, PRIMARY KEY (conv, seq))")
             conn.execute(f"CREATE SEQUENCE {schema}.floor_seq")
-            conn.execute(fast_path_function(schema))
             statements = variants(schema)
+            function = Queries.build(schema, "kvstore_").push
             keys = {label: f"k{n}" for n, label in enumerate(statements)}
             for label, key in keys.items():
                 if not label.startswith("raw"):
@@ -146,7 +129,9 @@ def measure(url: str, rounds: int, appends: int) -> list[tuple[str, float, float
                     start, used = time.perf_counter(), _cpu_ns(pid)
                     for i in range(appends):
                         item = MESSAGE % i
-                        conn.execute(query, {**params, "items": f"[{item}]", "item": item})
+                        # The function takes one item alone, the statements a JSON array (see push_function).
+                        items = item if query == function else f"[{item}]"
+                        conn.execute(query, {**params, "items": items, "item": item})
                     if r:
                         cpu[label].append((_cpu_ns(pid) - used) / appends / 1e3)
                         wall[label].append((time.perf_counter() - start) / appends * 1e6)

@@ -779,14 +779,19 @@ def test_the_model_floor_of_last_20_reads_the_same_page_as_the_floor_and_the_dic
 
 @pytest.mark.postgres
 def test_the_append_cost_tool_still_takes_todays_append_statement_apart(postgres_url: str) -> None:
-    """`benchmarks.pg_append_cost` cuts parts out of `Queries.push` by its text: every variant it builds from today's
-    statement runs and appends (a changed statement makes it stop with a message instead of measuring nonsense)."""
+    """`benchmarks.pg_append_cost` cuts parts out of `Queries.push_statement` by its text: every variant it builds
+    from today's statement runs and appends (a changed statement makes it stop with a message instead of measuring
+    nonsense)."""
     from benchmarks.pg_append_cost import measure, variants
 
     labels = list(variants("s"))
-    assert labels[:3] == ["raw INSERT (floor)", "counter + item only", "kvstore append (Queries.push)"]
+    assert labels[:4] == [
+        "raw INSERT (floor)",
+        "counter + item only",
+        "kvstore append (Queries.push: the function)",
+        "the one statement (Queries.push_statement)",
+    ]
     assert len(labels) == 10
-    assert labels[-1].startswith("candidate")
     rows = measure(postgres_url, rounds=1, appends=3)
     assert [row[0] for row in rows] == labels
     assert all(cpu > 0 and wall > 0 for _, cpu, wall in rows)

@@ -34,6 +34,10 @@ Schema (tables named from ``table_prefix`` inside ``schema``, always quoted with
   `clear` last emptied the namespace. They answer the failover's replay guard
   (``changed_since``) in one round trip; tombstones and clear marks older than the
   idempotency window are swept with the expired rows.
+* ``<p>push(...)`` (version 8): the append, a PL/pgSQL function the client calls in one
+  statement (`push_function`): a fast path for a live list, and the version-7 append statement
+  (`Queries.push_statement`) for everything else. A kvstore of version 7 still running sends
+  that statement itself, on the same tables, so the two append side by side during an upgrade.
 * ``<p>meta``: the schema version, migrated under a transaction-scoped advisory lock.
 * what wakes `watch`: one ``NOTIFY`` per list and append on the channel `watch_channel`
   names, payload ``"<key tag> <last position>"`` (`kvstore._core.watch.key_tag`), only for
@@ -81,6 +85,8 @@ from kvstore.errors import ConfigError
 
 __all__ = [
     "CALL_MARGIN",
+    "PUSH_HOLDS_VALUE",
+    "PUSH_MISCOUNT",
     "SCHEMA_VERSION",
     "Queries",
     "build_conninfo",
@@ -88,6 +94,7 @@ __all__ = [
     "is_local",
     "lock_id",
     "migrations",
+    "push_function",
     "validate_schema_name",
     "validate_table_prefix",
     "watch_channel",
@@ -97,7 +104,7 @@ __all__ = [
 ]
 
 BACKEND = "postgres"
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 #: A row that has not expired (server time, so every client agrees).
 _LIVE = "(expires_at IS NULL OR expires_at > now())"
@@ -122,6 +129,7 @@ def _names(schema: str, table_prefix: str) -> dict[str, sql.Composable]:
         "expires_idx": sql.Identifier(f"{table_prefix}entries_expires_at"),
         "trg_delete": sql.Identifier(f"{table_prefix}entries_drop_items_on_delete"),
         "trg_update": sql.Identifier(f"{table_prefix}entries_drop_items_on_update"),
+        "push_fn": sql.Identifier(schema, f"{table_prefix}push"),
     }
 
 
@@ -130,15 +138,19 @@ def _render(template: str, names: dict[str, sql.Composable], **extra: sql.Compos
 
 
 def _identifier(kind: str, name: object, limit: int) -> str:
-    """``name`` if it is a str of 1-``limit`` UTF-8 bytes without NUL or lone surrogate, else `ConfigError`."""
-    if isinstance(name, str) and name and "\x00" not in name:
+    """``name`` if it is a str of 1-``limit`` UTF-8 bytes without NUL, ``%`` or lone surrogate, else `ConfigError`.
+
+    ``%``: psycopg reads ``%s`` and ``%(x)s`` as parameters anywhere in a statement's text, quoted
+    identifiers included, so such a name broke every statement with parameters.
+    """
+    if isinstance(name, str) and name and "\x00" not in name and "%" not in name:
         try:
             if len(name.encode("utf-8")) <= limit:
                 return name
         except UnicodeEncodeError:
             pass
     raise ConfigError(
-        f"invalid PostgreSQL {kind} {name!r}: 1-{limit} UTF-8 bytes, no NUL, no lone surrogate", backend=BACKEND
+        f"invalid PostgreSQL {kind} {name!r}: 1-{limit} UTF-8 bytes, no NUL, no %, no lone surrogate", backend=BACKEND
     )
 
 
@@ -288,6 +300,8 @@ def migrations(schema: str, table_prefix: str, *, fresh: bool = False) -> list[l
         [_render(stmt, {**n, **n5}, body=sql.Literal(notify_body.as_string(None))) for stmt in v5],
         [_render(stmt, {**n, **n6}, body=sql.Literal(notify_body_v6.as_string(None))) for stmt in v6],
         [_render(stmt, {**n, **n5}) for stmt in v7],
+        # Version 8: the append as a function (`push_function`): one statement from the client.
+        [push_function(schema, table_prefix)],
     ]
 
 
@@ -358,6 +372,285 @@ def watch_read(schema: str, table_prefix: str) -> str:
     )
 
 
+def _templates() -> dict[str, str]:
+    """Every statement of `Queries`, as a template: ``{entries}`` and the like name the tables, ``{LIVE}``
+    is `_LIVE`, and ``%(name)s`` or ``%s`` are the parameters."""
+    # Every write stamps modified_at with the server's clock (the replay guard reads it).
+    upsert_set = (
+        "kind = 'v', value = excluded.value, length = 0, head = 0, expires_at = excluded.expires_at, "
+        "modified_at = excluded.modified_at"
+    )
+    expiry = "now() + %s::bigint * interval '1 millisecond'"
+    named_expiry = "now() + %(ms)s::bigint * interval '1 millisecond'"
+    # The oldest ``created`` still inside the idempotency window (parameter: seconds).
+    named_window = "now() - %(window)s::float8 * interval '1 second'"
+    # The existing row of an upsert (``e``) has not expired.
+    e_live = "(e.expires_at IS NULL OR e.expires_at > now())"
+    # LRANGE / LTRIM bounds, 0-based, on a list of ``length`` items (lo > hi: empty).
+    lo = "(CASE WHEN %(start)s::bigint < 0 THEN greatest(length + %(start)s::bigint, 0) ELSE %(start)s::bigint END)"
+    hi = "(CASE WHEN %(end)s::bigint < 0 THEN length + %(end)s::bigint ELSE least(%(end)s::bigint, length - 1) END)"
+    return {
+        "lock": "SELECT pg_advisory_xact_lock(%s)",
+        "schema_exists": "SELECT 1 FROM pg_namespace WHERE nspname = %s",
+        "create_schema": "CREATE SCHEMA IF NOT EXISTS {schema}",
+        "create_meta": "CREATE TABLE IF NOT EXISTS {meta} (id int PRIMARY KEY CHECK (id = 1), version int NOT NULL)",
+        "meta_exists": "SELECT 1 FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace "
+        "WHERE s.nspname = %s AND c.relname = %s",
+        "read_version": "SELECT version FROM {meta} WHERE id = 1",
+        "write_version": "INSERT INTO {meta} (id, version) VALUES (1, %s) "
+        "ON CONFLICT (id) DO UPDATE SET version = excluded.version",
+        "server_encoding": "SELECT current_setting('server_encoding'), current_setting('client_encoding')",
+        "get": "SELECT kind, value::text FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
+        # Read and restart the TTL in one statement (a re-expiry: dated like `expire`); a
+        # list is left alone and reported by its kind.
+        "get_touch": f"WITH u AS (UPDATE {{entries}} SET expires_at = {named_expiry}, modified_at = now() "
+        "WHERE ns = %(ns)s AND key = %(key)s AND kind = 'v' AND {LIVE} RETURNING value::text AS v) "
+        "SELECT 'v', v FROM u UNION ALL SELECT kind::text, NULL FROM {entries} "
+        "WHERE ns = %(ns)s AND key = %(key)s AND kind = 'l' AND {LIVE}",
+        "set": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at, modified_at) "
+        f"VALUES (%s, %s, 'v', %s::json, 0, {expiry}, now()) "
+        f"ON CONFLICT (ns, key) DO UPDATE SET {upsert_set}",
+        "set_nx": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at, modified_at) "
+        f"VALUES (%s, %s, 'v', %s::json, 0, {expiry}, now()) "
+        f"ON CONFLICT (ns, key) DO UPDATE SET {upsert_set} "
+        "WHERE e.expires_at IS NOT NULL AND e.expires_at <= now() RETURNING 1",
+        # The tombstone is written by the same statement: no extra round trip.
+        # A delete is a change even when nothing was there: its tombstone tells a replaying
+        # instance that a write it journaled earlier is older than this delete.
+        "delete": "WITH d AS (DELETE FROM {entries} WHERE ns = %(ns)s AND key = %(key)s RETURNING {LIVE} AS live), "
+        "t AS (INSERT INTO {tombstones} AS t (ns, key, deleted_at) VALUES (%(ns)s, %(key)s, now()) "
+        "ON CONFLICT (ns, key) DO UPDATE SET deleted_at = excluded.deleted_at) SELECT live FROM d",
+        # Many keys in one statement, each tombstoned like `delete` (the keys are distinct).
+        "delete_many": "WITH d AS (DELETE FROM {entries} WHERE ns = %(ns)s AND key = ANY(%(keys)b::text[]) "
+        "RETURNING {LIVE} AS live), "
+        "t AS (INSERT INTO {tombstones} AS t (ns, key, deleted_at) "
+        "SELECT %(ns)s, u.k, now() FROM unnest(%(keys)b::text[]) AS u(k) "
+        "ON CONFLICT (ns, key) DO UPDATE SET deleted_at = excluded.deleted_at) "
+        "SELECT count(*) FILTER (WHERE live) FROM d",
+        # Add to an integer in one statement. ON CONFLICT DO UPDATE works on the newest row
+        # version (row-locked), so concurrent increments serialise and none is lost. An
+        # expired row counts from 0 without TTL (a list's items go by trigger); a live value
+        # is updated only when its JSON text is an integer and the sum stays in int64 (the
+        # CASE guards the cast), keeping its TTL. Otherwise nothing is written and the second
+        # branch reports what the key holds (kind, text) for the error.
+        "incr": "WITH up AS (INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at, modified_at) "
+        "VALUES (%(ns)s, %(key)s, 'v', to_json(%(by)s::bigint), 0, NULL, now()) "
+        "ON CONFLICT (ns, key) DO UPDATE SET kind = 'v', length = 0, head = 0, modified_at = now(), "
+        "value = CASE WHEN e.expires_at <= now() THEN excluded.value "
+        "ELSE to_json(e.value::text::numeric + %(by)s::bigint) END, "
+        "expires_at = CASE WHEN e.expires_at <= now() THEN NULL ELSE e.expires_at END "
+        "WHERE e.expires_at <= now() OR CASE WHEN e.kind = 'v' AND e.value::text ~ '^-?[0-9]{{1,19}}$' "
+        "THEN e.value::text::numeric BETWEEN -9223372036854775808 AND 9223372036854775807 "
+        "AND e.value::text::numeric + %(by)s::bigint BETWEEN -9223372036854775808 AND 9223372036854775807 "
+        "ELSE false END "
+        "RETURNING e.value::text::bigint AS n) "
+        "SELECT n, NULL, NULL FROM up UNION ALL "
+        "SELECT NULL, kind::text, value::text FROM {entries} WHERE ns = %(ns)s AND key = %(key)s AND {LIVE} "
+        "AND NOT EXISTS (SELECT 1 FROM up)",
+        "exists": "SELECT 1 FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
+        "mget": "SELECT key, kind, value::text FROM {entries} WHERE ns = %s AND key = ANY(%b::text[]) AND {LIVE}",
+        "mset": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at, modified_at) "
+        "SELECT %s, u.k, 'v', u.v::json, 0, now() + u.t * interval '1 millisecond', now() "
+        "FROM unnest(%b::text[], %b::text[], %b::bigint[]) AS u(k, v, t) "
+        f"ON CONFLICT (ns, key) DO UPDATE SET {upsert_set}",
+        "keys_page": "SELECT key FROM {entries} WHERE ns = %s AND key >= %s AND key > %s AND {LIVE} "
+        "ORDER BY key LIMIT %s",
+        "keys_page_bounded": "SELECT key FROM {entries} WHERE ns = %s AND key >= %s AND key > %s AND key < %s "
+        "AND {LIVE} ORDER BY key LIMIT %s",
+        # The clear mark is written by the same statement (the replay guard's "cleared after").
+        # Items first (so the per-list trigger finds nothing to do), all in one statement.
+        "clear": "WITH i AS (DELETE FROM {items} WHERE ns = %(ns)s), "
+        "c AS (INSERT INTO {cleared} (ns, cleared_at) VALUES (%(ns)s, now()) "
+        "ON CONFLICT (ns) DO UPDATE SET cleared_at = excluded.cleared_at) "
+        "DELETE FROM {entries} WHERE ns = %(ns)s",
+        "ttl": "SELECT extract(epoch FROM expires_at - now())::float8 FROM {entries} "
+        "WHERE ns = %s AND key = %s AND {LIVE}",
+        "expire": f"UPDATE {{entries}} SET expires_at = {expiry}, modified_at = now() "
+        "WHERE ns = %s AND key = %s AND {LIVE} RETURNING 1",
+        # The sweep, one batch per statement (one round trip): expired entries (a list's items go
+        # by trigger), and the idempotency ids, tombstones and clear marks older than the window
+        # (a replay is never older than it). Returns how many entries and ids/tombstones went.
+        # Each DELETE repeats its condition outside the batch subquery: a row a writer changed
+        # after this statement's snapshot (an expired key set or appended to again, a fresh
+        # tombstone) is re-checked on its new version (READ COMMITTED re-evaluates the WHERE
+        # of the row it waited for, but not a subquery's result) and left alone.
+        "purge": "WITH e AS (DELETE FROM {entries} WHERE (ns, key) IN (SELECT ns, key FROM {entries} "
+        "WHERE expires_at <= now() LIMIT %(batch)s) AND expires_at <= now() RETURNING 1), "
+        "i AS (DELETE FROM {ids} WHERE (ns, key, id) IN (SELECT ns, key, id FROM {ids} "
+        f"WHERE created <= {named_window} LIMIT %(batch)s) AND created <= {named_window} RETURNING 1), "
+        "t AS (DELETE FROM {tombstones} WHERE (ns, key) IN (SELECT ns, key FROM {tombstones} "
+        f"WHERE deleted_at <= {named_window} LIMIT %(batch)s) AND deleted_at <= {named_window} RETURNING 1), "
+        f"c AS (DELETE FROM {{cleared}} WHERE cleared_at <= {named_window}) "
+        "SELECT (SELECT count(*) FROM e), greatest((SELECT count(*) FROM i), (SELECT count(*) FROM t))",
+        "length": "SELECT kind, length FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
+        # append/extend: one call of the schema's function (`push_function`, version 8), one
+        # statement from the client (autocommit: one round trip), atomic like a transaction.
+        # Its fast path handles a live list; everything else runs `push_statement`, which is
+        # append/extend in ONE statement (it was the client's statement up to version 7):
+        #   seen: an idempotency id applied within the window: its length is the answer, nothing
+        #         is written. s: the entry as this statement's snapshot sees it (the report, and
+        #         the xmin guard below).
+        #   up:   bump the counter row (the row lock queues concurrent appenders: gapless
+        #         positions). A live list grows; an absent key or an expired value becomes a
+        #         list; an expired list starts again as a new list (head 0: positions from 0,
+        #         as after a delete and as on every other backend), but only when the locked
+        #         row is the snapshot's version (same xmin): then every old item is visible to
+        #         `gone`, which deletes them. Anything else (a live value, or a row changed
+        #         since the snapshot) is left alone and reported.
+        #   el:   the elements of the JSON array parameter (each keeps its text, but for the
+        #         whitespace around it). Only when there are n of them is anything written:
+        #         an item that is not one JSON document (``1,2``, empty) would split or
+        #         merge, leaving the counter wrong. Their count is the statement's last column.
+        #   gone: when the list (re)starts (its length is n: a live list is never empty), the
+        #         key's old items: an expired list's (a value's went by trigger). Skipped (a
+        #         one-time filter) for a list that grows.
+        #   it:   the items, at seq = head + length - n + 1 .. head + length; after `gone` (it
+        #         reads gone's count), so a restarted list's seq 1.. never meets an old item.
+        #   rec:  the id, after `forget` dropped one older than the window. A racing call with
+        #         the same id that committed first (this one waited on its row lock) makes
+        #         this plain INSERT fail with a unique violation on the ids key: the whole
+        #         statement rolls back and the caller runs it again (it then sees the id).
+        #   nt:   wakes the list's watchers (`watch`): one NOTIFY, payload "<key tag> <last
+        #         position>", only when items were written and a watcher's row is live
+        #         (PostgreSQL serialises the commits of transactions that notified). Its
+        #         count is the last column: a plain SELECT in a WITH runs only when read.
+        # push_statement's columns: (length after the write, length an id already seen answered,
+        # the kind and liveness the snapshot saw, the number of items in the array, NOTIFYs
+        # sent); push's one column: see `PUSH_HOLDS_VALUE`.
+        "push": "SELECT {push_fn}(%(ns)s, %(key)s, %(n)s::bigint, %(items)s::json, %(id)s::text, %(window)s::float8)",
+        "push_statement": "WITH seen AS (SELECT length FROM {ids} WHERE ns = %(ns)s AND key = %(key)s AND id = %(id)s "
+        f"AND created > {named_window}), "
+        "s AS (SELECT xmin AS x, kind, {LIVE} AS live FROM {entries} WHERE ns = %(ns)s AND key = %(key)s), "
+        "el AS MATERIALIZED (SELECT u.v, u.ord "
+        "FROM json_array_elements(%(items)s::json) WITH ORDINALITY AS u(v, ord)), "
+        "up AS (INSERT INTO {entries} AS e (ns, key, kind, length, modified_at) "
+        "SELECT %(ns)s, %(key)s, 'l', %(n)s::bigint, now() WHERE NOT EXISTS (SELECT 1 FROM seen) "
+        "AND (SELECT count(*) FROM el) = %(n)s::bigint "
+        "ON CONFLICT (ns, key) DO UPDATE SET kind = 'l', value = NULL, modified_at = excluded.modified_at, "
+        f"length = CASE WHEN e.kind = 'l' AND {e_live} THEN e.length + excluded.length ELSE excluded.length END, "
+        f"head = CASE WHEN {e_live} THEN e.head ELSE 0 END, "
+        f"expires_at = CASE WHEN {e_live} THEN e.expires_at END "
+        f"WHERE CASE WHEN {e_live} THEN e.kind = 'l' ELSE e.kind = 'v' OR e.xmin = (SELECT x FROM s) END "
+        "RETURNING e.length, e.head), "
+        "gone AS (DELETE FROM {items} WHERE ns = %(ns)s AND key = %(key)s "
+        "AND (SELECT length FROM up) = %(n)s::bigint RETURNING 1), "
+        "it AS (INSERT INTO {items} (ns, key, seq, value) "
+        "SELECT %(ns)s, %(key)s, up.head + up.length - %(n)s::bigint + el.ord, el.v FROM up, el "
+        "WHERE (SELECT count(*) FROM gone) >= 0), "
+        "forget AS (DELETE FROM {ids} WHERE ns = %(ns)s AND key = %(key)s AND id = %(id)s "
+        f"AND created <= {named_window} AND EXISTS (SELECT 1 FROM up) RETURNING 1), "
+        "rec AS (INSERT INTO {ids} (ns, key, id, length, created) "
+        "SELECT %(ns)s, %(key)s, %(id)s, up.length, now() FROM up "
+        "WHERE %(id)s::text IS NOT NULL AND (SELECT count(*) FROM forget) >= 0), "
+        "nt AS (SELECT pg_notify({channel}, left(md5(octet_length(%(ns)s)::text || ':' || %(ns)s || %(key)s), 16) "
+        "|| ' ' || (up.head + up.length - 1)::text) FROM up WHERE EXISTS (SELECT 1 FROM {watchers} w "
+        "WHERE w.ns = %(ns)s AND w.key = %(key)s AND w.expires_at > now())) "
+        "SELECT (SELECT length FROM up), (SELECT length FROM seen), "
+        "(SELECT kind::text FROM s), (SELECT live FROM s), (SELECT count(*) FROM el), (SELECT count(*) FROM nt)",
+        # The replay guard (see AsyncDatabase.changed_since): one round trip for many keys.
+        "server_time": "SELECT extract(epoch FROM clock_timestamp())::float8",
+        # The fence (see PostgresDatabase._await_fences): of the server processes this store
+        # cut at a deadline, those still there (same pid, started before the cut, same role:
+        # a reused pid is not ours), each asked to end (pg_terminate_backend: one idle or
+        # frozen ends before it reads what it was sent; one mid-statement rolls back unless
+        # it has committed). One row per process still there. The role is the session's
+        # (login) role: current_user differs under a role set by the URL's options or ALTER
+        # ROLE ... SET role. A process of a role the current one has not the privileges of
+        # shows no backend_start and may not be signalled: it is only waited for (thawed, it
+        # ends by itself: its client is gone). The cut times are the client's wall clock:
+        # moved to the server's by the skew this statement sees (server time now minus the
+        # client's ``now``, sent with it; off by the one-way latency). pg_stat_get_activity(pid)
+        # rather than the pg_stat_activity view, which hardened servers revoke from PUBLIC.
+        "fence": "SELECT a.pid, a.pid <> pg_backend_pid() AND pg_has_role(a.usesysid, 'USAGE') "
+        "AND pg_terminate_backend(a.pid) "
+        "FROM unnest(%(pids)s::int[], %(cuts)s::float8[]) AS f(pid, cut), LATERAL pg_stat_get_activity(f.pid) a "
+        "WHERE a.pid = f.pid AND pg_get_userbyid(a.usesysid) = session_user AND (a.backend_start IS NULL "
+        "OR a.backend_start <= to_timestamp(f.cut) + (statement_timestamp() - to_timestamp(%(now)s::float8)))",
+        # A since older than the window may predate swept tombstones: every key counts as changed.
+        "changed_since": "SELECT u.k FROM unnest(%(keys)b::text[]) AS u(k) "
+        "WHERE to_timestamp(%(since)s::float8) <= now() - %(window)s::float8 * interval '1 second' "
+        "OR EXISTS (SELECT 1 FROM {entries} e WHERE e.ns = %(ns)s AND e.key = u.k "
+        "AND e.modified_at > to_timestamp(%(since)s::float8)) "
+        "OR EXISTS (SELECT 1 FROM {tombstones} t WHERE t.ns = %(ns)s AND t.key = u.k "
+        "AND t.deleted_at > to_timestamp(%(since)s::float8)) "
+        "OR EXISTS (SELECT 1 FROM {cleared} c WHERE c.ns = %(ns)s "
+        "AND c.cleared_at > to_timestamp(%(since)s::float8))",
+        # Replay, atomically: written (dated at the journaled write's time) only when nothing
+        # changed the key since; ON CONFLICT ... WHERE re-checks the newest row version, so a
+        # concurrent writer's row is never overwritten. No row back: a conflict.
+        "replay_set": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at, modified_at) "
+        "SELECT %(ns)s, %(key)s, 'v', %(value)s::json, 0, now() + %(ms)s::bigint * interval '1 millisecond', "
+        "to_timestamp(%(since)s::float8) "
+        "WHERE to_timestamp(%(since)s::float8) > now() - %(window)s::float8 * interval '1 second' "
+        "AND NOT EXISTS (SELECT 1 FROM {tombstones} t WHERE t.ns = %(ns)s AND t.key = %(key)s "
+        "AND t.deleted_at > to_timestamp(%(since)s::float8)) "
+        "AND NOT EXISTS (SELECT 1 FROM {cleared} c WHERE c.ns = %(ns)s "
+        "AND c.cleared_at > to_timestamp(%(since)s::float8)) "
+        f"ON CONFLICT (ns, key) DO UPDATE SET {upsert_set} "
+        "WHERE e.modified_at <= to_timestamp(%(since)s::float8) RETURNING 1",
+        "replay_delete": "WITH d AS (DELETE FROM {entries} WHERE ns = %(ns)s AND key = %(key)s "
+        "AND modified_at <= to_timestamp(%(since)s::float8) RETURNING 1), "
+        "c AS (SELECT (to_timestamp(%(since)s::float8) <= now() - %(window)s::float8 * interval '1 second' "
+        "OR EXISTS (SELECT 1 FROM {entries} e WHERE e.ns = %(ns)s AND e.key = %(key)s "
+        "AND e.modified_at > to_timestamp(%(since)s::float8)) "
+        "OR EXISTS (SELECT 1 FROM {tombstones} t WHERE t.ns = %(ns)s AND t.key = %(key)s "
+        "AND t.deleted_at > to_timestamp(%(since)s::float8)) "
+        "OR EXISTS (SELECT 1 FROM {cleared} k WHERE k.ns = %(ns)s "
+        "AND k.cleared_at > to_timestamp(%(since)s::float8))) AS changed), "
+        "t AS (INSERT INTO {tombstones} AS t (ns, key, deleted_at) "
+        "SELECT %(ns)s, %(key)s, to_timestamp(%(since)s::float8) FROM c WHERE NOT c.changed "
+        "ON CONFLICT (ns, key) DO UPDATE SET deleted_at = greatest(t.deleted_at, excluded.deleted_at)) "
+        "SELECT changed FROM c",
+        "mark_cleared": "INSERT INTO {cleared} AS c (ns, cleared_at) VALUES (%(ns)s, to_timestamp(%(at)s::float8)) "
+        "ON CONFLICT (ns) DO UPDATE SET cleared_at = greatest(c.cleared_at, excluded.cleared_at)",
+        # The failover dates what a replay applied at the time the write was made (one round trip).
+        "restamp": "WITH e AS (UPDATE {entries} SET modified_at = to_timestamp(%(at)s::float8) "
+        "WHERE ns = %(ns)s AND key = ANY(%(keys)b::text[]) RETURNING 1) "
+        "UPDATE {tombstones} SET deleted_at = to_timestamp(%(at)s::float8) "
+        "WHERE ns = %(ns)s AND key = ANY(%(keys)b::text[])",
+        # LRANGE arithmetic in SQL, on the counter read in the same snapshot as the items:
+        # one round trip. The bounds are computed once (InitPlans), so the item scan is an
+        # index range on (ns, key, seq): O(log n + k). The LIMIT is the selection's size (it
+        # never cuts a row): it makes the ordered index scan, which needs no sort, the
+        # cheapest plan. Without it, PostgreSQL 15's generic plan for the benchmark's table
+        # (two lists of 100,000 messages) was a bitmap scan plus a sort of the selection.
+        # Only the items come back (one column, like a bare range
+        # read); no row at all (a missing, empty or expired list, a range past the end, or
+        # a key holding a value) is told apart by the `length` statement (see _get_range).
+        "range": "WITH b AS (SELECT kind, "
+        f"head + {lo} + 1 AS lo, head + {hi} + 1 AS hi, greatest({hi} - {lo} + 1, 0) AS n "
+        "FROM {entries} WHERE ns = %(ns)s AND key = %(key)s AND {LIVE}) "
+        "SELECT value::text FROM {items} "
+        "WHERE ns = %(ns)s AND key = %(key)s "
+        "AND seq >= (SELECT lo FROM b WHERE kind = 'l') AND seq <= (SELECT hi FROM b WHERE kind = 'l') "
+        "ORDER BY seq LIMIT (SELECT n FROM b WHERE kind = 'l')",
+        # LTRIM in one statement, O(removed): delete the items before and after the kept
+        # positions (index ranges on (ns, key, seq)), move head, never renumber. The row is
+        # locked (l) and compared with this statement's snapshot (s): if an append committed
+        # in between, its items are invisible here, so nothing is done and the caller runs
+        # the statement again (raced). An empty selection deletes the list, tombstoned like
+        # `delete`; a trim that removes items dates the change like any write.
+        "trim": "WITH s AS (SELECT xmin FROM {entries} WHERE ns = %(ns)s AND key = %(key)s AND {LIVE}), "
+        f"l AS (SELECT xmin, kind, head, length, {lo} AS lo, {hi} AS hi "
+        "FROM {entries} WHERE ns = %(ns)s AND key = %(key)s AND {LIVE} FOR UPDATE), "
+        "ok AS (SELECT l.*, l.lo > l.hi AS gone FROM l JOIN s ON s.xmin = l.xmin WHERE l.kind = 'l'), "
+        # Bounds as scalar subqueries (InitPlans): each delete is an index range scan.
+        "front AS (DELETE FROM {items} WHERE ns = %(ns)s AND key = %(key)s "
+        "AND seq > (SELECT head FROM ok WHERE NOT gone) AND seq <= (SELECT head + lo FROM ok WHERE NOT gone)), "
+        "back AS (DELETE FROM {items} WHERE ns = %(ns)s AND key = %(key)s "
+        "AND seq > (SELECT head + hi + 1 FROM ok WHERE NOT gone) "
+        "AND seq <= (SELECT head + length FROM ok WHERE NOT gone)), "
+        "kept AS (UPDATE {entries} e SET head = ok.head + ok.lo, length = ok.hi - ok.lo + 1, modified_at = now() "
+        "FROM ok WHERE e.ns = %(ns)s AND e.key = %(key)s AND NOT ok.gone "
+        "AND (ok.lo > 0 OR ok.hi < ok.length - 1)), "
+        "dropped AS (DELETE FROM {entries} e USING ok WHERE e.ns = %(ns)s AND e.key = %(key)s AND ok.gone), "
+        "t AS (INSERT INTO {tombstones} AS t (ns, key, deleted_at) SELECT %(ns)s, %(key)s, now() FROM ok "
+        "WHERE ok.gone ON CONFLICT (ns, key) DO UPDATE SET deleted_at = excluded.deleted_at) "
+        "SELECT l.kind::text, s.xmin IS NULL OR NOT s.xmin = l.xmin, "
+        "CASE WHEN l.lo > l.hi THEN l.length ELSE l.length - (l.hi - l.lo + 1) END FROM l LEFT JOIN s ON true",
+    }
+
+
 @dataclass(frozen=True)
 class Queries:
     """Every statement of one store, rendered once (identifiers quoted) to plain strings."""
@@ -388,6 +681,7 @@ class Queries:
     purge: str
     length: str
     push: str
+    push_statement: str
     range: str
     trim: str
     server_time: str
@@ -404,275 +698,101 @@ class Queries:
         n = _names(validate_schema_name(schema), validate_table_prefix(table_prefix))
         n["watchers"] = sql.Identifier(schema, f"{table_prefix}watchers")
         n["channel"] = sql.Literal(watch_channel(schema, table_prefix))
-        # Every write stamps modified_at with the server's clock (the replay guard reads it).
-        upsert_set = (
-            "kind = 'v', value = excluded.value, length = 0, head = 0, expires_at = excluded.expires_at, "
-            "modified_at = excluded.modified_at"
-        )
-        expiry = "now() + %s::bigint * interval '1 millisecond'"
-        named_expiry = "now() + %(ms)s::bigint * interval '1 millisecond'"
-        # The oldest ``created`` still inside the idempotency window (parameter: seconds).
-        named_window = "now() - %(window)s::float8 * interval '1 second'"
-        # The existing row of an upsert (``e``) has not expired.
-        e_live = "(e.expires_at IS NULL OR e.expires_at > now())"
-        # LRANGE / LTRIM bounds, 0-based, on a list of ``length`` items (lo > hi: empty).
-        lo = "(CASE WHEN %(start)s::bigint < 0 THEN greatest(length + %(start)s::bigint, 0) ELSE %(start)s::bigint END)"
-        hi = "(CASE WHEN %(end)s::bigint < 0 THEN length + %(end)s::bigint ELSE least(%(end)s::bigint, length - 1) END)"
-        templates = {
-            "lock": "SELECT pg_advisory_xact_lock(%s)",
-            "schema_exists": "SELECT 1 FROM pg_namespace WHERE nspname = %s",
-            "create_schema": "CREATE SCHEMA IF NOT EXISTS {schema}",
-            "create_meta": "CREATE TABLE IF NOT EXISTS {meta} "
-            "(id int PRIMARY KEY CHECK (id = 1), version int NOT NULL)",
-            "meta_exists": "SELECT 1 FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace "
-            "WHERE s.nspname = %s AND c.relname = %s",
-            "read_version": "SELECT version FROM {meta} WHERE id = 1",
-            "write_version": "INSERT INTO {meta} (id, version) VALUES (1, %s) "
-            "ON CONFLICT (id) DO UPDATE SET version = excluded.version",
-            "server_encoding": "SELECT current_setting('server_encoding'), current_setting('client_encoding')",
-            "get": "SELECT kind, value::text FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
-            # Read and restart the TTL in one statement (a re-expiry: dated like `expire`); a
-            # list is left alone and reported by its kind.
-            "get_touch": f"WITH u AS (UPDATE {{entries}} SET expires_at = {named_expiry}, modified_at = now() "
-            "WHERE ns = %(ns)s AND key = %(key)s AND kind = 'v' AND {LIVE} RETURNING value::text AS v) "
-            "SELECT 'v', v FROM u UNION ALL SELECT kind::text, NULL FROM {entries} "
-            "WHERE ns = %(ns)s AND key = %(key)s AND kind = 'l' AND {LIVE}",
-            "set": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at, modified_at) "
-            f"VALUES (%s, %s, 'v', %s::json, 0, {expiry}, now()) "
-            f"ON CONFLICT (ns, key) DO UPDATE SET {upsert_set}",
-            "set_nx": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at, modified_at) "
-            f"VALUES (%s, %s, 'v', %s::json, 0, {expiry}, now()) "
-            f"ON CONFLICT (ns, key) DO UPDATE SET {upsert_set} "
-            "WHERE e.expires_at IS NOT NULL AND e.expires_at <= now() RETURNING 1",
-            # The tombstone is written by the same statement: no extra round trip.
-            # A delete is a change even when nothing was there: its tombstone tells a replaying
-            # instance that a write it journaled earlier is older than this delete.
-            "delete": "WITH d AS (DELETE FROM {entries} WHERE ns = %(ns)s AND key = %(key)s RETURNING {LIVE} AS live), "
-            "t AS (INSERT INTO {tombstones} AS t (ns, key, deleted_at) VALUES (%(ns)s, %(key)s, now()) "
-            "ON CONFLICT (ns, key) DO UPDATE SET deleted_at = excluded.deleted_at) SELECT live FROM d",
-            # Many keys in one statement, each tombstoned like `delete` (the keys are distinct).
-            "delete_many": "WITH d AS (DELETE FROM {entries} WHERE ns = %(ns)s AND key = ANY(%(keys)b::text[]) "
-            "RETURNING {LIVE} AS live), "
-            "t AS (INSERT INTO {tombstones} AS t (ns, key, deleted_at) "
-            "SELECT %(ns)s, u.k, now() FROM unnest(%(keys)b::text[]) AS u(k) "
-            "ON CONFLICT (ns, key) DO UPDATE SET deleted_at = excluded.deleted_at) "
-            "SELECT count(*) FILTER (WHERE live) FROM d",
-            # Add to an integer in one statement. ON CONFLICT DO UPDATE works on the newest row
-            # version (row-locked), so concurrent increments serialise and none is lost. An
-            # expired row counts from 0 without TTL (a list's items go by trigger); a live value
-            # is updated only when its JSON text is an integer and the sum stays in int64 (the
-            # CASE guards the cast), keeping its TTL. Otherwise nothing is written and the second
-            # branch reports what the key holds (kind, text) for the error.
-            "incr": "WITH up AS (INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at, modified_at) "
-            "VALUES (%(ns)s, %(key)s, 'v', to_json(%(by)s::bigint), 0, NULL, now()) "
-            "ON CONFLICT (ns, key) DO UPDATE SET kind = 'v', length = 0, head = 0, modified_at = now(), "
-            "value = CASE WHEN e.expires_at <= now() THEN excluded.value "
-            "ELSE to_json(e.value::text::numeric + %(by)s::bigint) END, "
-            "expires_at = CASE WHEN e.expires_at <= now() THEN NULL ELSE e.expires_at END "
-            "WHERE e.expires_at <= now() OR CASE WHEN e.kind = 'v' AND e.value::text ~ '^-?[0-9]{{1,19}}$' "
-            "THEN e.value::text::numeric BETWEEN -9223372036854775808 AND 9223372036854775807 "
-            "AND e.value::text::numeric + %(by)s::bigint BETWEEN -9223372036854775808 AND 9223372036854775807 "
-            "ELSE false END "
-            "RETURNING e.value::text::bigint AS n) "
-            "SELECT n, NULL, NULL FROM up UNION ALL "
-            "SELECT NULL, kind::text, value::text FROM {entries} WHERE ns = %(ns)s AND key = %(key)s AND {LIVE} "
-            "AND NOT EXISTS (SELECT 1 FROM up)",
-            "exists": "SELECT 1 FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
-            "mget": "SELECT key, kind, value::text FROM {entries} WHERE ns = %s AND key = ANY(%b::text[]) AND {LIVE}",
-            "mset": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at, modified_at) "
-            "SELECT %s, u.k, 'v', u.v::json, 0, now() + u.t * interval '1 millisecond', now() "
-            "FROM unnest(%b::text[], %b::text[], %b::bigint[]) AS u(k, v, t) "
-            f"ON CONFLICT (ns, key) DO UPDATE SET {upsert_set}",
-            "keys_page": "SELECT key FROM {entries} WHERE ns = %s AND key >= %s AND key > %s AND {LIVE} "
-            "ORDER BY key LIMIT %s",
-            "keys_page_bounded": "SELECT key FROM {entries} WHERE ns = %s AND key >= %s AND key > %s AND key < %s "
-            "AND {LIVE} ORDER BY key LIMIT %s",
-            # The clear mark is written by the same statement (the replay guard's "cleared after").
-            # Items first (so the per-list trigger finds nothing to do), all in one statement.
-            "clear": "WITH i AS (DELETE FROM {items} WHERE ns = %(ns)s), "
-            "c AS (INSERT INTO {cleared} (ns, cleared_at) VALUES (%(ns)s, now()) "
-            "ON CONFLICT (ns) DO UPDATE SET cleared_at = excluded.cleared_at) "
-            "DELETE FROM {entries} WHERE ns = %(ns)s",
-            "ttl": "SELECT extract(epoch FROM expires_at - now())::float8 FROM {entries} "
-            "WHERE ns = %s AND key = %s AND {LIVE}",
-            "expire": f"UPDATE {{entries}} SET expires_at = {expiry}, modified_at = now() "
-            "WHERE ns = %s AND key = %s AND {LIVE} RETURNING 1",
-            # The sweep, one batch per statement (one round trip): expired entries (a list's items go
-            # by trigger), and the idempotency ids, tombstones and clear marks older than the window
-            # (a replay is never older than it). Returns how many entries and ids/tombstones went.
-            # Each DELETE repeats its condition outside the batch subquery: a row a writer changed
-            # after this statement's snapshot (an expired key set or appended to again, a fresh
-            # tombstone) is re-checked on its new version (READ COMMITTED re-evaluates the WHERE
-            # of the row it waited for, but not a subquery's result) and left alone.
-            "purge": "WITH e AS (DELETE FROM {entries} WHERE (ns, key) IN (SELECT ns, key FROM {entries} "
-            "WHERE expires_at <= now() LIMIT %(batch)s) AND expires_at <= now() RETURNING 1), "
-            "i AS (DELETE FROM {ids} WHERE (ns, key, id) IN (SELECT ns, key, id FROM {ids} "
-            f"WHERE created <= {named_window} LIMIT %(batch)s) AND created <= {named_window} RETURNING 1), "
-            "t AS (DELETE FROM {tombstones} WHERE (ns, key) IN (SELECT ns, key FROM {tombstones} "
-            f"WHERE deleted_at <= {named_window} LIMIT %(batch)s) AND deleted_at <= {named_window} RETURNING 1), "
-            f"c AS (DELETE FROM {{cleared}} WHERE cleared_at <= {named_window}) "
-            "SELECT (SELECT count(*) FROM e), greatest((SELECT count(*) FROM i), (SELECT count(*) FROM t))",
-            "length": "SELECT kind, length FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
-            # append/extend in ONE statement (autocommit: one round trip), atomic like a transaction.
-            #   seen: an idempotency id applied within the window: its length is the answer, nothing
-            #         is written. s: the entry as this statement's snapshot sees it (the report, and
-            #         the xmin guard below).
-            #   up:   bump the counter row (the row lock queues concurrent appenders: gapless
-            #         positions). A live list grows; an absent key or an expired value becomes a
-            #         list; an expired list starts again as a new list (head 0: positions from 0,
-            #         as after a delete and as on every other backend), but only when the locked
-            #         row is the snapshot's version (same xmin): then every old item is visible to
-            #         `gone`, which deletes them. Anything else (a live value, or a row changed
-            #         since the snapshot) is left alone and reported.
-            #   el:   the elements of the JSON array parameter (each keeps its text, but for the
-            #         whitespace around it). Only when there are n of them is anything written:
-            #         an item that is not one JSON document (``1,2``, empty) would split or
-            #         merge, leaving the counter wrong. Their count is the statement's last column.
-            #   gone: when the list (re)starts (its length is n: a live list is never empty), the
-            #         key's old items: an expired list's (a value's went by trigger). Skipped (a
-            #         one-time filter) for a list that grows.
-            #   it:   the items, at seq = head + length - n + 1 .. head + length; after `gone` (it
-            #         reads gone's count), so a restarted list's seq 1.. never meets an old item.
-            #   rec:  the id, after `forget` dropped one older than the window. A racing call with
-            #         the same id that committed first (this one waited on its row lock) makes
-            #         this plain INSERT fail with a unique violation on the ids key: the whole
-            #         statement rolls back and the caller runs it again (it then sees the id).
-            #   nt:   wakes the list's watchers (`watch`): one NOTIFY, payload "<key tag> <last
-            #         position>", only when items were written and a watcher's row is live
-            #         (PostgreSQL serialises the commits of transactions that notified). Its
-            #         count is the last column: a plain SELECT in a WITH runs only when read.
-            "push": "WITH seen AS (SELECT length FROM {ids} WHERE ns = %(ns)s AND key = %(key)s AND id = %(id)s "
-            f"AND created > {named_window}), "
-            "s AS (SELECT xmin AS x, kind, {LIVE} AS live FROM {entries} WHERE ns = %(ns)s AND key = %(key)s), "
-            "el AS MATERIALIZED (SELECT u.v, u.ord "
-            "FROM json_array_elements(%(items)s::json) WITH ORDINALITY AS u(v, ord)), "
-            "up AS (INSERT INTO {entries} AS e (ns, key, kind, length, modified_at) "
-            "SELECT %(ns)s, %(key)s, 'l', %(n)s::bigint, now() WHERE NOT EXISTS (SELECT 1 FROM seen) "
-            "AND (SELECT count(*) FROM el) = %(n)s::bigint "
-            "ON CONFLICT (ns, key) DO UPDATE SET kind = 'l', value = NULL, modified_at = excluded.modified_at, "
-            f"length = CASE WHEN e.kind = 'l' AND {e_live} THEN e.length + excluded.length ELSE excluded.length END, "
-            f"head = CASE WHEN {e_live} THEN e.head ELSE 0 END, "
-            f"expires_at = CASE WHEN {e_live} THEN e.expires_at END "
-            f"WHERE CASE WHEN {e_live} THEN e.kind = 'l' ELSE e.kind = 'v' OR e.xmin = (SELECT x FROM s) END "
-            "RETURNING e.length, e.head), "
-            "gone AS (DELETE FROM {items} WHERE ns = %(ns)s AND key = %(key)s "
-            "AND (SELECT length FROM up) = %(n)s::bigint RETURNING 1), "
-            "it AS (INSERT INTO {items} (ns, key, seq, value) "
-            "SELECT %(ns)s, %(key)s, up.head + up.length - %(n)s::bigint + el.ord, el.v FROM up, el "
-            "WHERE (SELECT count(*) FROM gone) >= 0), "
-            "forget AS (DELETE FROM {ids} WHERE ns = %(ns)s AND key = %(key)s AND id = %(id)s "
-            f"AND created <= {named_window} AND EXISTS (SELECT 1 FROM up) RETURNING 1), "
-            "rec AS (INSERT INTO {ids} (ns, key, id, length, created) "
-            "SELECT %(ns)s, %(key)s, %(id)s, up.length, now() FROM up "
-            "WHERE %(id)s::text IS NOT NULL AND (SELECT count(*) FROM forget) >= 0), "
-            "nt AS (SELECT pg_notify({channel}, left(md5(octet_length(%(ns)s)::text || ':' || %(ns)s || %(key)s), 16) "
-            "|| ' ' || (up.head + up.length - 1)::text) FROM up WHERE EXISTS (SELECT 1 FROM {watchers} w "
-            "WHERE w.ns = %(ns)s AND w.key = %(key)s AND w.expires_at > now())) "
-            "SELECT (SELECT length FROM up), (SELECT length FROM seen), "
-            "(SELECT kind::text FROM s), (SELECT live FROM s), (SELECT count(*) FROM el), (SELECT count(*) FROM nt)",
-            # The replay guard (see AsyncDatabase.changed_since): one round trip for many keys.
-            "server_time": "SELECT extract(epoch FROM clock_timestamp())::float8",
-            # The fence (see PostgresDatabase._await_fences): of the server processes this store
-            # cut at a deadline, those still there (same pid, started before the cut, same role:
-            # a reused pid is not ours), each asked to end (pg_terminate_backend: one idle or
-            # frozen ends before it reads what it was sent; one mid-statement rolls back unless
-            # it has committed). One row per process still there. The role is the session's
-            # (login) role: current_user differs under a role set by the URL's options or ALTER
-            # ROLE ... SET role. A process of a role the current one has not the privileges of
-            # shows no backend_start and may not be signalled: it is only waited for (thawed, it
-            # ends by itself: its client is gone). The cut times are the client's wall clock:
-            # moved to the server's by the skew this statement sees (server time now minus the
-            # client's ``now``, sent with it; off by the one-way latency). pg_stat_get_activity(pid)
-            # rather than the pg_stat_activity view, which hardened servers revoke from PUBLIC.
-            "fence": "SELECT a.pid, a.pid <> pg_backend_pid() AND pg_has_role(a.usesysid, 'USAGE') "
-            "AND pg_terminate_backend(a.pid) "
-            "FROM unnest(%(pids)s::int[], %(cuts)s::float8[]) AS f(pid, cut), LATERAL pg_stat_get_activity(f.pid) a "
-            "WHERE a.pid = f.pid AND pg_get_userbyid(a.usesysid) = session_user AND (a.backend_start IS NULL "
-            "OR a.backend_start <= to_timestamp(f.cut) + (statement_timestamp() - to_timestamp(%(now)s::float8)))",
-            # A since older than the window may predate swept tombstones: every key counts as changed.
-            "changed_since": "SELECT u.k FROM unnest(%(keys)b::text[]) AS u(k) "
-            "WHERE to_timestamp(%(since)s::float8) <= now() - %(window)s::float8 * interval '1 second' "
-            "OR EXISTS (SELECT 1 FROM {entries} e WHERE e.ns = %(ns)s AND e.key = u.k "
-            "AND e.modified_at > to_timestamp(%(since)s::float8)) "
-            "OR EXISTS (SELECT 1 FROM {tombstones} t WHERE t.ns = %(ns)s AND t.key = u.k "
-            "AND t.deleted_at > to_timestamp(%(since)s::float8)) "
-            "OR EXISTS (SELECT 1 FROM {cleared} c WHERE c.ns = %(ns)s "
-            "AND c.cleared_at > to_timestamp(%(since)s::float8))",
-            # Replay, atomically: written (dated at the journaled write's time) only when nothing
-            # changed the key since; ON CONFLICT ... WHERE re-checks the newest row version, so a
-            # concurrent writer's row is never overwritten. No row back: a conflict.
-            "replay_set": "INSERT INTO {entries} AS e (ns, key, kind, value, length, expires_at, modified_at) "
-            "SELECT %(ns)s, %(key)s, 'v', %(value)s::json, 0, now() + %(ms)s::bigint * interval '1 millisecond', "
-            "to_timestamp(%(since)s::float8) "
-            "WHERE to_timestamp(%(since)s::float8) > now() - %(window)s::float8 * interval '1 second' "
-            "AND NOT EXISTS (SELECT 1 FROM {tombstones} t WHERE t.ns = %(ns)s AND t.key = %(key)s "
-            "AND t.deleted_at > to_timestamp(%(since)s::float8)) "
-            "AND NOT EXISTS (SELECT 1 FROM {cleared} c WHERE c.ns = %(ns)s "
-            "AND c.cleared_at > to_timestamp(%(since)s::float8)) "
-            f"ON CONFLICT (ns, key) DO UPDATE SET {upsert_set} "
-            "WHERE e.modified_at <= to_timestamp(%(since)s::float8) RETURNING 1",
-            "replay_delete": "WITH d AS (DELETE FROM {entries} WHERE ns = %(ns)s AND key = %(key)s "
-            "AND modified_at <= to_timestamp(%(since)s::float8) RETURNING 1), "
-            "c AS (SELECT (to_timestamp(%(since)s::float8) <= now() - %(window)s::float8 * interval '1 second' "
-            "OR EXISTS (SELECT 1 FROM {entries} e WHERE e.ns = %(ns)s AND e.key = %(key)s "
-            "AND e.modified_at > to_timestamp(%(since)s::float8)) "
-            "OR EXISTS (SELECT 1 FROM {tombstones} t WHERE t.ns = %(ns)s AND t.key = %(key)s "
-            "AND t.deleted_at > to_timestamp(%(since)s::float8)) "
-            "OR EXISTS (SELECT 1 FROM {cleared} k WHERE k.ns = %(ns)s "
-            "AND k.cleared_at > to_timestamp(%(since)s::float8))) AS changed), "
-            "t AS (INSERT INTO {tombstones} AS t (ns, key, deleted_at) "
-            "SELECT %(ns)s, %(key)s, to_timestamp(%(since)s::float8) FROM c WHERE NOT c.changed "
-            "ON CONFLICT (ns, key) DO UPDATE SET deleted_at = greatest(t.deleted_at, excluded.deleted_at)) "
-            "SELECT changed FROM c",
-            "mark_cleared": "INSERT INTO {cleared} AS c (ns, cleared_at) VALUES (%(ns)s, to_timestamp(%(at)s::float8)) "
-            "ON CONFLICT (ns) DO UPDATE SET cleared_at = greatest(c.cleared_at, excluded.cleared_at)",
-            # The failover dates what a replay applied at the time the write was made (one round trip).
-            "restamp": "WITH e AS (UPDATE {entries} SET modified_at = to_timestamp(%(at)s::float8) "
-            "WHERE ns = %(ns)s AND key = ANY(%(keys)b::text[]) RETURNING 1) "
-            "UPDATE {tombstones} SET deleted_at = to_timestamp(%(at)s::float8) "
-            "WHERE ns = %(ns)s AND key = ANY(%(keys)b::text[])",
-            # LRANGE arithmetic in SQL, on the counter read in the same snapshot as the items:
-            # one round trip. The bounds are computed once (InitPlans), so the item scan is an
-            # index range on (ns, key, seq): O(log n + k). The LIMIT is the selection's size (it
-            # never cuts a row): it makes the ordered index scan, which needs no sort, the
-            # cheapest plan. Without it, PostgreSQL 15's generic plan for the benchmark's table
-            # (two lists of 100,000 messages) was a bitmap scan plus a sort of the selection.
-            # Only the items come back (one column, like a bare range
-            # read); no row at all (a missing, empty or expired list, a range past the end, or
-            # a key holding a value) is told apart by the `length` statement (see _get_range).
-            "range": "WITH b AS (SELECT kind, "
-            f"head + {lo} + 1 AS lo, head + {hi} + 1 AS hi, greatest({hi} - {lo} + 1, 0) AS n "
-            "FROM {entries} WHERE ns = %(ns)s AND key = %(key)s AND {LIVE}) "
-            "SELECT value::text FROM {items} "
-            "WHERE ns = %(ns)s AND key = %(key)s "
-            "AND seq >= (SELECT lo FROM b WHERE kind = 'l') AND seq <= (SELECT hi FROM b WHERE kind = 'l') "
-            "ORDER BY seq LIMIT (SELECT n FROM b WHERE kind = 'l')",
-            # LTRIM in one statement, O(removed): delete the items before and after the kept
-            # positions (index ranges on (ns, key, seq)), move head, never renumber. The row is
-            # locked (l) and compared with this statement's snapshot (s): if an append committed
-            # in between, its items are invisible here, so nothing is done and the caller runs
-            # the statement again (raced). An empty selection deletes the list, tombstoned like
-            # `delete`; a trim that removes items dates the change like any write.
-            "trim": "WITH s AS (SELECT xmin FROM {entries} WHERE ns = %(ns)s AND key = %(key)s AND {LIVE}), "
-            f"l AS (SELECT xmin, kind, head, length, {lo} AS lo, {hi} AS hi "
-            "FROM {entries} WHERE ns = %(ns)s AND key = %(key)s AND {LIVE} FOR UPDATE), "
-            "ok AS (SELECT l.*, l.lo > l.hi AS gone FROM l JOIN s ON s.xmin = l.xmin WHERE l.kind = 'l'), "
-            # Bounds as scalar subqueries (InitPlans): each delete is an index range scan.
-            "front AS (DELETE FROM {items} WHERE ns = %(ns)s AND key = %(key)s "
-            "AND seq > (SELECT head FROM ok WHERE NOT gone) AND seq <= (SELECT head + lo FROM ok WHERE NOT gone)), "
-            "back AS (DELETE FROM {items} WHERE ns = %(ns)s AND key = %(key)s "
-            "AND seq > (SELECT head + hi + 1 FROM ok WHERE NOT gone) "
-            "AND seq <= (SELECT head + length FROM ok WHERE NOT gone)), "
-            "kept AS (UPDATE {entries} e SET head = ok.head + ok.lo, length = ok.hi - ok.lo + 1, modified_at = now() "
-            "FROM ok WHERE e.ns = %(ns)s AND e.key = %(key)s AND NOT ok.gone "
-            "AND (ok.lo > 0 OR ok.hi < ok.length - 1)), "
-            "dropped AS (DELETE FROM {entries} e USING ok WHERE e.ns = %(ns)s AND e.key = %(key)s AND ok.gone), "
-            "t AS (INSERT INTO {tombstones} AS t (ns, key, deleted_at) SELECT %(ns)s, %(key)s, now() FROM ok "
-            "WHERE ok.gone ON CONFLICT (ns, key) DO UPDATE SET deleted_at = excluded.deleted_at) "
-            "SELECT l.kind::text, s.xmin IS NULL OR NOT s.xmin = l.xmin, "
-            "CASE WHEN l.lo > l.hi THEN l.length ELSE l.length - (l.hi - l.lo + 1) END FROM l LEFT JOIN s ON true",
-        }
+        templates = _templates()
         return cls(**{name: _render(text, n) for name, text in templates.items()})
+
+
+#: `push_function`'s parameters, in the order the client passes them (`Queries.push`).
+_PUSH_PARAMS = ("ns", "key", "n", "items", "id", "window")
+
+#: `Queries.push` answers one bigint (one column: its six as a record cost about 10 us of server
+#: CPU more per append). ``r > 0``: the list's length after the call (the items were appended,
+#: or an idempotency id applied within the window answered as its first call did). NULL:
+#: nothing written, the row changed under the statement (raced: run it again). `PUSH_HOLDS_VALUE`:
+#: nothing written, the key holds a live value. ``r <= PUSH_MISCOUNT``: nothing written, the JSON
+#: array held ``PUSH_MISCOUNT - r`` items, not ``n``.
+PUSH_HOLDS_VALUE = -1
+PUSH_MISCOUNT = -2
+
+
+def push_function(schema: str, table_prefix: str) -> str:
+    """The ``CREATE FUNCTION`` of ``<p>push`` (schema version 8): `Queries.push_statement` with a fast path.
+
+    Measured with ``python -m benchmarks.pg_append_cost`` (server CPU per append), the one
+    statement spent most of its time on what the common case never needs: the idempotency-id
+    CTEs, the snapshot read for the xmin guard, the delete of an expired list's items, the
+    upsert, the JSON array as a table. The function does what that case needs and no more:
+    once the id (if any) is not found within the window and the array holds ``n`` items, one
+    ``UPDATE`` of a live list's counter row (its row lock queues concurrent appenders, and READ
+    COMMITTED re-checks the newest version of the row it waited for, so a list that expired,
+    was deleted or became a value meanwhile is not matched), then the items, the id, the
+    watcher probe. When no live list matched, `Queries.push_statement` runs, in a new snapshot,
+    and decides every other case exactly as it did as the client's statement (up to version 7).
+
+    It is all one client statement (one transaction under autocommit): an error anywhere (an id
+    a racing call recorded first: a unique violation on ``<p>ids``) rolls back all of it. What
+    it returns: see `PUSH_HOLDS_VALUE`.
+    """
+    n = _names(validate_schema_name(schema), validate_table_prefix(table_prefix))
+    n["watchers"] = sql.Identifier(schema, f"{table_prefix}watchers")
+    n["channel"] = sql.Literal(watch_channel(schema, table_prefix))
+    # The parameters become the function's, in the template: a table name may hold any text.
+    template = _templates()["push_statement"]
+    for name in _PUSH_PARAMS:
+        template = template.replace(f"%({name})s", f"p_{name}")
+    if "%" in template:
+        raise AssertionError("push_statement has a parameter push_function does not pass")
+    statement = _render(template, n)
+    body = _render(
+        "DECLARE v_length bigint; v_head bigint; v_seen bigint; v_kind text; v_live boolean; v_count bigint; "
+        "v_notified bigint; BEGIN "
+        "IF p_id IS NOT NULL THEN "
+        "SELECT i.length INTO v_seen FROM {ids} i WHERE i.ns = p_ns AND i.key = p_key AND i.id = p_id "
+        "AND i.created > now() - p_window * interval '1 second'; "
+        "IF FOUND THEN RETURN v_seen; END IF; "
+        "END IF; "
+        # One item comes alone: json's input proved it one JSON document. More come as an array.
+        "IF p_n <> 1 THEN "
+        "v_count := json_array_length(p_items); "
+        "IF v_count <> p_n THEN RETURN {miscount} - v_count; END IF; "
+        "END IF; "
+        "UPDATE {entries} e SET length = e.length + p_n, modified_at = now() "
+        "WHERE e.ns = p_ns AND e.key = p_key AND e.kind = 'l' AND (e.expires_at IS NULL OR e.expires_at > now()) "
+        "RETURNING e.length, e.head INTO v_length, v_head; "
+        "IF NOT FOUND THEN "
+        "IF p_n = 1 THEN p_items := json_build_array(p_items); END IF; "
+        "{statement} INTO v_length, v_seen, v_kind, v_live, v_count, v_notified; "
+        "RETURN CASE WHEN v_length IS NOT NULL THEN v_length WHEN v_seen IS NOT NULL THEN v_seen "
+        "WHEN v_count <> p_n THEN {miscount} - v_count WHEN v_kind = 'v' AND v_live THEN {holds_value} END; "
+        "END IF; "
+        "IF p_n = 1 THEN "
+        "INSERT INTO {items} (ns, key, seq, value) VALUES (p_ns, p_key, v_head + v_length, p_items); "
+        "ELSE "
+        "INSERT INTO {items} (ns, key, seq, value) SELECT p_ns, p_key, v_head + v_length - p_n + u.ord, u.v "
+        "FROM json_array_elements(p_items) WITH ORDINALITY AS u(v, ord); "
+        "END IF; "
+        "IF p_id IS NOT NULL THEN "
+        "DELETE FROM {ids} WHERE ns = p_ns AND key = p_key AND id = p_id "
+        "AND created <= now() - p_window * interval '1 second'; "
+        "INSERT INTO {ids} (ns, key, id, length, created) VALUES (p_ns, p_key, p_id, v_length, now()); "
+        "END IF; "
+        "IF EXISTS (SELECT 1 FROM {watchers} w WHERE w.ns = p_ns AND w.key = p_key AND w.expires_at > now()) THEN "
+        "PERFORM pg_notify({channel}, left(md5(octet_length(p_ns)::text || ':' || p_ns || p_key), 16) "
+        "|| ' ' || (v_head + v_length - 1)::text); "
+        "END IF; "
+        "RETURN v_length; "
+        "END",
+        n,
+        statement=sql.SQL(statement),  # rendered already: not read as a template again
+        miscount=sql.Literal(PUSH_MISCOUNT),
+        holds_value=sql.Literal(PUSH_HOLDS_VALUE),
+    )
+    return _render(
+        "CREATE OR REPLACE FUNCTION {push_fn}(p_ns text, p_key text, p_n bigint, p_items json, p_id text, "
+        "p_window float8) RETURNS bigint LANGUAGE plpgsql AS {body}",
+        n,
+        body=sql.Literal(body),
+    )
 
 
 # --- connection parameters ----------------------------------------------------------

@@ -911,12 +911,15 @@ class PostgresDatabase(Database):
         if not items:
             return self._get_length(key)
         # The items travel as one JSON array text: a text[] parameter would have psycopg escape
-        # every quote of every item in Python (measured: ~60 µs of a ~150 µs append).
-        return self._push("append", key, len(items), b"[" + b",".join(items) + b"]", idempotency_id)
+        # every quote of every item in Python (measured: ~60 µs of a ~150 µs append). One item
+        # travels alone: no array for the server to take apart (see `push_function`).
+        data = items[0] if len(items) == 1 else b"[" + b",".join(items) + b"]"
+        return self._push("append", key, len(items), data, idempotency_id)
 
-    def _push(self, op: str, key: str, n: int, array: bytes, idempotency_id: str | None) -> int:
-        """Append the ``n`` items of ``array`` (their JSON texts joined as one JSON array) with one
-        statement (`Queries.push`): one round trip, atomic.
+    def _push(self, op: str, key: str, n: int, data: bytes, idempotency_id: str | None) -> int:
+        """Append ``n`` items with one statement (`Queries.push`, a call of the schema's function
+        `push_function`): one round trip, atomic. ``data``: the item's JSON text when ``n`` is 1,
+        else the items' JSON texts joined as one JSON array.
 
         The statement looks the idempotency id up (applied within the window: its length
         is the answer and nothing is written), bumps the list's counter row, whose row lock
@@ -933,7 +936,7 @@ class PostgresDatabase(Database):
         not (it may have committed).
         """
         try:
-            text = array.decode()
+            text = data.decode()
         except UnicodeDecodeError:  # extend_json's items, as given: JSON text is UTF-8
             raise SerializationError(
                 f"the items appended to key {key!r} are not UTF-8 JSON text", key=key, operation=op, backend="postgres"
@@ -966,20 +969,18 @@ class PostgresDatabase(Database):
                 if not self._lost_id_race(exc.__cause__):
                     raise
             else:
-                length, seen, kind, live, count, _notified = row
-                if length is not None:
-                    return int(length)
-                if seen is not None:
-                    return int(seen)  # applied before: answer as the first time did
-                if count != n:  # nothing written: the joined array is not the n items given
+                (result,) = row
+                if result is not None and result > 0:
+                    return int(result)  # written, or an id applied before: answered as the first time
+                if result is not None and result <= _pg.PUSH_MISCOUNT:  # nothing written
                     raise SerializationError(
                         f"the {n} items appended to key {key!r} are not {n} JSON documents "
-                        f"(joined, they make a JSON array of {count})",
+                        f"(joined, they make a JSON array of {_pg.PUSH_MISCOUNT - result})",
                         key=key,
                         operation=op,
                         backend="postgres",
                     )
-                if kind == "v" and live:
+                if result == _pg.PUSH_HOLDS_VALUE:
                     raise holds_value(key, op, "postgres")
             # Raced: nothing was written; the next statement's snapshot shows the other writer's work.
             if time.monotonic() >= deadline:
