@@ -1014,3 +1014,92 @@ def test_deletes_and_clears_racing_appends_leave_no_orphan_item(postgres_url: st
             _assert_gapless(postgres_url, schema, f"k{k}", ns="o:")
             db.append(f"k{k}", "end")
             _assert_gapless(postgres_url, schema, f"k{k}", ns="o:")
+
+
+@pytest.mark.parametrize("signal", ["pg_cancel_backend", "pg_terminate_backend"])
+def test_an_append_whose_server_process_is_cancelled_or_killed_mid_wait_lands_at_most_once(
+    postgres_url: str, schema: str, signal: str
+) -> None:
+    """The appender's server process is signalled while its function waits on the list's row lock."""
+    with PostgresDatabase(postgres_url, schema_name=schema, max_size=2, statement_timeout=5) as db:
+        db.append("l", "seed")
+        started, release = threading.Event(), threading.Event()
+        holder = threading.Thread(target=_hold_row, args=(postgres_url, schema, "l", started, release))
+        holder.start()
+        outcome: list[Any] = []
+
+        def run(ident: str | None, value: str) -> None:
+            try:
+                outcome.append(db.append("l", value, idempotency_id=ident))
+            except Exception as exc:
+                outcome.append(exc)
+
+        try:
+            assert started.wait(10)
+            with psycopg.connect(postgres_url, autocommit=True) as admin:
+                for ident, value in ((None, "no-id"), ("kill-id", "with-id")):
+                    outcome.clear()
+                    t = threading.Thread(target=run, args=(ident, value))
+                    t.start()
+                    victim = None
+                    for _ in range(100):
+                        row = admin.execute(
+                            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+                            ("%push%",),
+                        ).fetchone()
+                        if row:
+                            victim = row[0]
+                            break
+                        time.sleep(0.02)
+                    assert victim is not None
+                    admin.execute(f"SELECT {signal}(%s)", (victim,))
+                    if ident is not None:
+                        time.sleep(0.3)
+                        release.set()  # the retry (same id) may now get through
+                    t.join(15)
+                    assert not t.is_alive()
+                    if ident is None:
+                        assert isinstance(outcome[0], KVStoreError), outcome  # not retried without an id
+                    else:  # terminated: retried (the id makes it safe); cancelled: busy, not retried
+                        assert outcome[0] == 2 or isinstance(outcome[0], BackendBusyError), outcome
+        finally:
+            release.set()
+            holder.join(10)
+        final = db.get_range("l", 0, -1)
+        assert final.count("no-id") == 0
+        assert final.count("with-id") <= 1
+        got = db.append("l", "with-id", idempotency_id="kill-id")
+        final = db.get_range("l", 0, -1)
+        assert final.count("with-id") == 1
+        assert final.index("with-id") == got - 1
+    _assert_gapless(postgres_url, schema, "l")
+
+
+@pytest.mark.parametrize("path", ["fast", "statement"])
+def test_an_id_just_past_its_window_retried_by_many_at_once_applies_once_more(
+    postgres_url: str, schema: str, path: str
+) -> None:
+    with PostgresDatabase(postgres_url, schema_name=schema, idempotency_window=0.5, max_size=8) as db:
+        assert db.extend("l", ["x", "x"], idempotency_id="edge") == 2
+        if path == "statement":
+            db.expire("l", 0.3)
+        time.sleep(0.7)
+        barrier = threading.Barrier(6)
+        answers: list[Any] = []
+
+        def retry() -> None:
+            barrier.wait(10)
+            try:
+                answers.append(db.extend("l", ["x", "x"], idempotency_id="edge"))
+            except Exception as exc:
+                answers.append(exc)
+
+        threads = [threading.Thread(target=retry) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(15)
+        expected = 2 if path == "statement" else 4
+        assert answers == [expected] * 6
+        assert db.get_range("l", 0, -1) == ["x"] * expected
+    _assert_gapless(postgres_url, schema, "l")
