@@ -1103,3 +1103,85 @@ def test_an_id_just_past_its_window_retried_by_many_at_once_applies_once_more(
         assert answers == [expected] * 6
         assert db.get_range("l", 0, -1) == ["x"] * expected
     _assert_gapless(postgres_url, schema, "l")
+
+
+def test_purges_racing_appends_to_lists_that_keep_expiring(postgres_url: str, schema: str) -> None:
+    """Lists that expire every few ms, ids that fall out of a short window, a purge in a loop: every
+    append succeeds (no deadlock with the purge's deletes), and every list is gapless afterwards."""
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    with PostgresDatabase(postgres_url, schema_name=schema, max_size=6, idempotency_window=0.05) as db:
+
+        def writer(w: int) -> None:
+            k = 0
+            while not stop.is_set():
+                k += 1
+                key = f"k{k % 3}"
+                try:
+                    db.extend(key, [w, k], idempotency_id=f"id{k % 5}")  # ids recur: stale ones replaced
+                    if k % 4 == 0:
+                        db.expire(key, 0.002)
+                except Exception as exc:
+                    failures.append(exc)
+                    return
+
+        def purger() -> None:
+            while not stop.is_set():
+                try:
+                    db.purge_expired()
+                except Exception as exc:
+                    failures.append(exc)
+                    return
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)] + [threading.Thread(target=purger)]
+        for t in threads:
+            t.start()
+        time.sleep(3)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert failures == []
+        for k in range(3):
+            db.expire(f"k{k}", None)
+            assert _assert_gapless(postgres_url, schema, f"k{k}") == len(db.get_range(f"k{k}", 0, -1))
+
+
+def test_an_async_watcher_sees_every_item_of_appenders_in_other_processes(postgres_url: str, schema: str) -> None:
+    writers, n = 3, 60
+    total = writers * sum(1 if k % 5 == 0 else 3 if k % 5 == 1 else 2 if k % 5 == 2 else 0 for k in range(n))
+    total += sum(1 if k % 5 == 3 else 2 if k % 5 == 4 else 0 for k in range(n))
+    with PostgresDatabase(postgres_url, schema_name=schema):
+        pass
+    ctx = multiprocessing.get_context("spawn")
+    go, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_mixed_writer, args=(postgres_url, schema, w, n, go, out)) for w in range(writers)]
+    for p in procs:
+        p.start()
+
+    async def main() -> list[Any]:
+        async with AsyncPostgresDatabase(postgres_url, schema_name=schema, max_size=2) as db:
+            seen: list[Any] = []
+
+            async def watch() -> None:
+                async for item in db.watch("l", start=0, poll_interval=5.0):  # woken by NOTIFY, not polling
+                    seen.append(item)
+                    if len(seen) >= total:
+                        return
+
+            task = asyncio.create_task(watch())
+            await asyncio.sleep(1.5)
+            go.set()
+            await asyncio.wait_for(task, 60)
+            return seen
+
+    seen = asyncio.run(main())
+    for _ in procs:
+        out.get(timeout=60)
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    with PostgresDatabase(postgres_url, schema_name=schema) as db:
+        final = db.get_range("l", 0, -1)
+    assert len(final) == total
+    assert [p for p, _ in seen] == list(range(total))
+    assert [v for _, v in seen] == final
