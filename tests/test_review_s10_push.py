@@ -1190,3 +1190,44 @@ def test_an_async_watcher_sees_every_item_of_appenders_in_other_processes(postgr
     assert len(final) == total
     assert [p for p, _ in seen] == list(range(total))
     assert [v for _, v in seen] == final
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect (upgrade regression of 8a2ad1f): where default privileges revoke EXECUTE on new functions "
+    "from PUBLIC (a common hardening), a role granted DML on the tables appended up to version 7 but gets "
+    "'permission denied for function <p>push' at version 8; the migration grants EXECUTE to no one (harmless "
+    "to grant: the function is SECURITY INVOKER, the caller still needs the table privileges)",
+)
+def test_a_dml_role_appends_where_new_functions_are_not_executable_by_public(
+    postgres_url: str, schema: str, dml_role: str
+) -> None:
+    owner = f"{dml_role}_owner"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(SQL("CREATE ROLE {} LOGIN").format(Identifier(owner)))
+    try:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(Identifier(schema), Identifier(owner)))
+            # The hardening: functions this owner creates are not executable by PUBLIC (global default
+            # privileges: a per-schema ALTER DEFAULT PRIVILEGES cannot revoke what is granted globally).
+            admin.execute(
+                SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC").format(
+                    Identifier(owner)
+                )
+            )
+        with PostgresDatabase(_as(postgres_url, owner), schema_name=schema) as db:
+            db.append("l", "owner")
+        _grant_dml(postgres_url, schema, dml_role)
+        with PostgresDatabase(_as(postgres_url, dml_role), schema_name=schema) as db:
+            assert db.get_range("l", 0, -1) == ["owner"]  # the role reads the tables
+            with psycopg.connect(_as(postgres_url, dml_role), autocommit=True) as conn:  # version 7's append
+                params = {"ns": "", "key": "l", "n": 1, "id": None, "window": 86400.0, "items": '["v7"]'}
+                row = conn.execute(Queries.build(schema, "kvstore_").push_statement, params).fetchone()
+                assert row is not None
+                assert row[0] == 2
+            assert db.append("l", "app") == 3
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(Identifier(schema)))
+            admin.execute(SQL("DROP OWNED BY {}").format(Identifier(owner)))
+            admin.execute(SQL("DROP ROLE {}").format(Identifier(owner)))
