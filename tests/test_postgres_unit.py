@@ -108,7 +108,10 @@ def test_conninfo_sets_every_deadline_and_drops_the_password() -> None:
     assert info["connect_timeout"] == "2"  # libpq's minimum
     assert info["tcp_user_timeout"] == "3000"
     assert info["keepalives"] == "1"
-    assert info["options"] == "-c search_path=x -c statement_timeout=1500 -c lock_timeout=1200"
+    assert info["options"] == (
+        r"-c search_path=x -c statement_timeout=1500 -c default_transaction_isolation=read\ committed"
+        " -c lock_timeout=1200"
+    )
 
 
 def test_identifiers_are_quoted_never_formatted() -> None:
@@ -172,4 +175,7 @@ def test_a_lock_timeout_in_the_options_is_kept(given: str) -> None:
 def test_kvstore_sets_lock_timeout_when_the_options_do_not() -> None:
     conninfo, _ = pg.build_conninfo("postgresql://app@db.example/app?options=-c%20search_path%3Dx", statement_timeout=2)
     options = psycopg.conninfo.conninfo_to_dict(conninfo)["options"]
-    assert options == "-c search_path=x -c statement_timeout=2000 -c lock_timeout=1600"
+    assert options == (
+        r"-c search_path=x -c statement_timeout=2000 -c default_transaction_isolation=read\ committed"
+        " -c lock_timeout=1600"
+    )

@@ -2,7 +2,7 @@
 
 Real PostgreSQL, several processes each with its own store, a watcher, cancellation, row locks held
 past ``lock_timeout``, tenants side by side, a role that did not create the tables, a forked child,
-odd values. A test marked ``xfail(strict=True)`` pins a defect found by this review.
+odd values. The six defects it found (two from the append function, four older) are fixed; their tests pass.
 """
 
 from __future__ import annotations
@@ -698,11 +698,6 @@ def test_an_extend_of_ten_thousand_items_is_one_atomic_call(postgres_url: str, s
     assert _assert_gapless(postgres_url, schema, "big") == 30_000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: extend_json items that are not one JSON document each are accepted when, joined "
-    "with commas, they make a JSON array of n elements (the count check cannot see the split)",
-)
 def test_extend_json_items_that_only_join_into_n_documents_are_refused(postgres_url: str, schema: str) -> None:
     """DESIGN/`extend_json`: an item that is not one JSON document raises SerializationError and nothing
     is written, on every backend. ``b"1,2"``, ``b"[3"`` and ``b"4]"`` are three non-documents whose
@@ -716,11 +711,6 @@ def test_extend_json_items_that_only_join_into_n_documents_are_refused(postgres_
         assert db.get_length("new") == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: an idempotency_window the config accepts (1e12 s, inf) makes every append "
-    "with an id fail: timestamp/interval out of range",
-)
 @pytest.mark.parametrize("window", [1e12, float("inf")])
 def test_a_huge_idempotency_window_is_refused_up_front_or_works(postgres_url: str, schema: str, window: float) -> None:
     try:
@@ -901,12 +891,6 @@ def test_hundreds_of_concurrent_tasks_on_one_async_store_get_distinct_lengths(po
     _assert_gapless(postgres_url, schema, "l")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: the append relies on READ COMMITTED but the store never sets it: under a default "
-    "transaction isolation of repeatable read/serializable (ALTER DATABASE/ROLE ... SET, or the URL's options) "
-    "concurrent appends to one list fail at once with BackendBusyError (40001) instead of queueing on the row lock",
-)
 def test_concurrent_appends_under_a_serializable_default_isolation_all_land(postgres_url: str, schema: str) -> None:
     sep = "&" if "?" in postgres_url else "?"
     url = f"{postgres_url}{sep}options=-c%20default_transaction_isolation%3Dserializable"
@@ -932,12 +916,6 @@ def test_concurrent_appends_under_a_serializable_default_isolation_all_land(post
     assert length == 161
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: extend_json on PostgreSQL stores items its json type accepts but no read can decode "
-    "(a lone surrogate escape, 1e400, nesting deeper than 1024): every later get_range over them raises "
-    "SerializationError; SQLite and the other backends refuse them up front",
-)
 @pytest.mark.parametrize("item", [b'"\\ud800"', b"1e400", b"[" * 1100 + b"]" * 1100])
 @pytest.mark.parametrize("path", ["fast", "statement"])
 def test_extend_json_never_leaves_a_list_no_read_can_decode(
@@ -951,12 +929,6 @@ def test_extend_json_never_leaves_a_list_no_read_can_decode(
         db.get_range("l", 0, -1)  # the list stays readable
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect (regression of 8a2ad1f): one extend_json item travels alone and is decoded with "
-    ".decode(): a single memoryview item raises AttributeError, while two memoryviews (joined) and "
-    "SQLite take them",
-)
 def test_extend_json_takes_one_memoryview_item_as_it_takes_two(postgres_url: str, schema: str) -> None:
     with PostgresDatabase(postgres_url, schema_name=schema) as db:
         assert db.extend_json("l", [memoryview(b"1"), memoryview(b"2")]) == 2
@@ -1192,13 +1164,6 @@ def test_an_async_watcher_sees_every_item_of_appenders_in_other_processes(postgr
     assert [v for _, v in seen] == final
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect (upgrade regression of 8a2ad1f): where default privileges revoke EXECUTE on new functions "
-    "from PUBLIC (a common hardening), a role granted DML on the tables appended up to version 7 but gets "
-    "'permission denied for function <p>push' at version 8; the migration grants EXECUTE to no one (harmless "
-    "to grant: the function is SECURITY INVOKER, the caller still needs the table privileges)",
-)
 def test_a_dml_role_appends_where_new_functions_are_not_executable_by_public(
     postgres_url: str, schema: str, dml_role: str
 ) -> None:

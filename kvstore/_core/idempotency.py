@@ -32,8 +32,13 @@ def validate_idempotency_id(idempotency_id: str | None) -> str | None:
     return idempotency_id
 
 
+#: The longest idempotency window: 100 years (PostgreSQL computes ``now() - window``, which
+#: leaves the timestamp range past about 6,700 years; an infinite window overflows its interval).
+MAX_WINDOW = 100 * 365.25 * 86400
+
+
 def validate_window(window: float) -> float:
-    """The retention window in seconds; it must be > 0."""
-    if not window > 0:
-        raise ValueError(f"idempotency_window must be > 0 seconds, not {window!r}")
+    """The retention window in seconds; it must be > 0 and at most `MAX_WINDOW` (100 years)."""
+    if not 0 < window <= MAX_WINDOW:
+        raise ValueError(f"idempotency_window must be > 0 seconds and at most 100 years, not {window!r}")
     return float(window)

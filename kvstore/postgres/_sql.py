@@ -301,7 +301,10 @@ def migrations(schema: str, table_prefix: str, *, fresh: bool = False) -> list[l
         [_render(stmt, {**n, **n6}, body=sql.Literal(notify_body_v6.as_string(None))) for stmt in v6],
         [_render(stmt, {**n, **n5}) for stmt in v7],
         # Version 8: the append as a function (`push_function`): one statement from the client.
-        [push_function(schema, table_prefix)],
+        # EXECUTE for PUBLIC even where default privileges revoke it: every role that appended
+        # (the version-7 statement needed only the table privileges) still can. The function runs
+        # with the caller's rights (SECURITY INVOKER), so it grants nothing the tables do not.
+        [push_function(schema, table_prefix), _render("GRANT EXECUTE ON FUNCTION {push_fn} TO PUBLIC", n)],
     ]
 
 
@@ -847,6 +850,10 @@ def build_conninfo(
     options = str(params.get("options") or "")
     statement_ms = max(1, int(statement_timeout * 1000))
     options = f"{options} -c statement_timeout={statement_ms}"
+    # kvstore's statements rely on READ COMMITTED: a write queued on a row lock goes on with the
+    # row's newest version. Under REPEATABLE READ or SERIALIZABLE (a database's or role's default)
+    # it would fail (40001) instead. Last on the line, so it overrides the URL's own setting too.
+    options += r" -c default_transaction_isolation=read\ committed"
     if not _SETS_LOCK_TIMEOUT.search(options):  # the URL's own lock_timeout is kept
         # A row lock held by another session is a busy server, not an outage: give up on the
         # lock (55P03, BackendBusyError) before the statement's own deadline (57014) would fire.
