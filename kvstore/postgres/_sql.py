@@ -402,7 +402,8 @@ def _templates() -> dict[str, str]:
         "read_version": "SELECT version FROM {meta} WHERE id = 1",
         "write_version": "INSERT INTO {meta} (id, version) VALUES (1, %s) "
         "ON CONFLICT (id) DO UPDATE SET version = excluded.version",
-        "server_encoding": "SELECT current_setting('server_encoding'), current_setting('client_encoding')",
+        "server_encoding": "SELECT current_setting('server_encoding'), current_setting('client_encoding'), "
+        "current_setting('default_transaction_isolation')",
         "get": "SELECT kind, value::text FROM {entries} WHERE ns = %s AND key = %s AND {LIVE}",
         # Read and restart the TTL in one statement (a re-expiry: dated like `expire`); a
         # list is left alone and reported by its kind.

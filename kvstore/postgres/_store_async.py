@@ -456,12 +456,20 @@ class AsyncPostgresDatabase(AsyncDatabase):
             # Concurrent first connects (many processes) queue here instead of racing the DDL.
             await conn.execute(q.lock, (self._lock_id,))
             cur = await conn.execute(q.server_encoding)
-            server, client = (_text(v) for v in (await cur.fetchone() or ("", "")))
+            server, client, isolation = (_text(v) for v in (await cur.fetchone() or ("", "", "")))
             if server not in ("UTF8", "SQL_ASCII"):
                 raise ConfigError(f"kvstore needs a UTF8 PostgreSQL database; this one is {server}", backend="postgres")
             if client != "UTF8":  # a borrowed pool's connections (kvstore's own always ask for UTF8)
                 raise ConfigError(
                     f"kvstore needs client_encoding UTF8 on its connections; these use {client}", backend="postgres"
+                )
+            if isolation != "read committed":  # a borrowed pool's (kvstore's own always ask for it)
+                logger.warning(
+                    "kvstore: the pool's PostgreSQL connections default to %s isolation; kvstore's statements "
+                    "rely on read committed (concurrent writes to one key fail as busy under %s): set "
+                    "default_transaction_isolation to read committed on the pool's connections",
+                    isolation,
+                    isolation,
                 )
             cur = await conn.execute(q.schema_exists, (self.schema,))
             if await cur.fetchone() is None:
