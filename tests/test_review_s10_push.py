@@ -14,7 +14,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -77,6 +77,23 @@ def _assert_gapless(url: str, schema: str, key: str, ns: str = "", prefix: str =
     head, length = entry[0], entry[1]
     assert seqs == list(range(head + 1, head + length + 1)), (head, length, seqs[:5], seqs[-5:])
     return int(length)
+
+
+def _race(jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]], *, answers: bool = True) -> list[Any]:
+    """Run each ``target(*args, go[, out])`` in its own spawned process (its own store), release them all at
+    once, and return what each put on ``out`` (one answer per process, in arrival order)."""
+    ctx = multiprocessing.get_context("spawn")
+    go, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=t, args=(*args, go, out) if answers else (*args, go)) for t, args in jobs]
+    for p in procs:
+        p.start()
+    time.sleep(1.5)  # every process connected: the calls really overlap
+    go.set()
+    got = [out.get(timeout=60) for _ in procs] if answers else []
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    return got
 
 
 # --- 1. many processes, one list --------------------------------------------------------------
@@ -325,17 +342,7 @@ def _same_id(url: str, schema: str, w: int, go: Any, out: Any) -> None:
 def test_one_id_sent_by_many_processes_at_once_is_applied_once(postgres_url: str, schema: str) -> None:
     with PostgresDatabase(postgres_url, schema_name=schema) as db:
         db.append("l", "first")  # a live list: every call takes the fast path first
-        ctx = multiprocessing.get_context("spawn")
-        go, out = ctx.Event(), ctx.Queue()
-        procs = [ctx.Process(target=_same_id, args=(postgres_url, schema, w, go, out)) for w in range(4)]
-        for p in procs:
-            p.start()
-        time.sleep(1.5)
-        go.set()
-        answers = [out.get(timeout=60) for _ in procs]
-        for p in procs:
-            p.join(30)
-            assert p.exitcode == 0
+        answers = _race([(_same_id, (postgres_url, schema, w)) for w in range(4)])
         assert all(a == answers[0] for a in answers)
         assert answers[0] == list(range(3, 3 + 2 * 40, 2))
         final = db.get_range("l", 0, -1)
@@ -476,16 +483,7 @@ def test_two_key_prefixes_one_table_set_stay_apart_under_concurrent_appends(post
     prefixes = ("t1:", "t1:x")  # one a prefix of the other's text
     with PostgresDatabase(postgres_url, schema_name=schema):
         pass
-    ctx = multiprocessing.get_context("spawn")
-    go = ctx.Event()
-    procs = [ctx.Process(target=_tenant_writer, args=(postgres_url, schema, p, go)) for p in prefixes]
-    for p in procs:
-        p.start()
-    time.sleep(1.5)
-    go.set()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
+    _race([(_tenant_writer, (postgres_url, schema, p)) for p in prefixes], answers=False)
     for prefix in prefixes:
         with PostgresDatabase(postgres_url, schema_name=schema, key_prefix=prefix) as db:
             assert db.get_range("l", 0, -1) == [{"p": prefix, "i": i} for i in range(100)]
@@ -522,18 +520,8 @@ def test_version_7_tables_migrate_while_a_version_7_writer_appends(postgres_url:
             SQL("DROP FUNCTION {}(text, text, bigint, json, text, float8)").format(Identifier(schema, "kvstore_push"))
         )
         admin.execute(SQL("UPDATE {} SET version = 7").format(Identifier(schema, "kvstore_meta")))
-    ctx = multiprocessing.get_context("spawn")
-    go, out = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_v7_statement_writer, args=(postgres_url, schema, 200, go, out))]
-    procs += [ctx.Process(target=_opener, args=(postgres_url, schema, go, out)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    time.sleep(1.5)
-    go.set()
-    answers = [out.get(timeout=60) for _ in procs]
-    for p in procs:
-        p.join(30)
-        assert p.exitcode == 0
+    jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [(_v7_statement_writer, (postgres_url, schema, 200))]
+    answers = _race(jobs + [(_opener, (postgres_url, schema))] * 2)
     with PostgresDatabase(postgres_url, schema_name=schema) as db:
         final = db.get_range("l", 0, -1)
     assert len(final) == 1 + 200 + 60 == len(set(final))
