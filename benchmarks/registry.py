@@ -40,6 +40,7 @@ from benchmarks.backends import (
 )
 from benchmarks.peers import reason
 from benchmarks.runner import BATCH, KEYS, MESSAGE, SESSION_TTL, Context, chat, msg
+from benchmarks.targets import GATHER_FLOOR, GATHER_FUTURES_FLOOR
 from kvstore import AsyncChatHistory, ChatHistory, ChatMessage
 
 __all__ = ["REGISTRY", "Entry", "run", "workloads"]
@@ -121,6 +122,31 @@ def gather_floor(tier: Tier) -> Op:
         return found
 
     return op
+
+
+def gather_futures_floor(tier: Tier) -> Op:
+    """The floor's one batch read, then ``asyncio.gather`` of 100 futures that one callback answers at once: what
+    100 concurrent gets cost over one batch when no get makes a task or a coroutine (each caller holds a bare
+    future, as DataLoader's ``load`` returns): the least any one-awaitable-per-get API can cost."""
+    method = next(r.method for r in tier.rows if r.workload == GATHER and r.role == "floor")
+    floor: Any = getattr(tier, method)()
+
+    async def op(i: int) -> object:
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in BATCH]
+        found = floor(i)
+        if inspect.isawaitable(found):
+            found = await found
+        loop.call_soon(_answer, futures, found)
+        await asyncio.gather(*futures)
+        return found
+
+    return op
+
+
+def _answer(futures: list[asyncio.Future[Any]], found: Any) -> None:
+    for future in futures:
+        future.set_result(found)
 
 
 def gather_gets(tier: Tier, flavour: int) -> Op:
@@ -291,13 +317,14 @@ def _declare(tier: type[Tier]) -> list[Entry]:
                 Entry(
                     tier.section,
                     workload,
-                    "floor + asyncio.gather(100 no-op coroutines) (asyncio's own cost)",
+                    GATHER_FLOOR,
                     "info",
                     gather_floor,
                     (),
                     True,
                 )
             )
+            entries.append(Entry(tier.section, workload, GATHER_FUTURES_FLOOR, "info", gather_futures_floor, (), True))
         entries += [
             Entry(tier.section, workload, name, "kvstore", setup, (flavour, *args), bool(flavour))
             for flavour, name in zip(flavours, names, strict=True)

@@ -37,6 +37,11 @@ GATHER_STORES = (
     ("Redis", "redis", "AsyncRedisCache"),
 )
 GATHER_FLOOR = "floor + asyncio.gather(100 no-op coroutines) (asyncio's own cost)"
+#: The same with 100 futures answered at once instead of coroutines (no task per get): the least any API that
+#: hands each caller its own awaitable (DataLoader's ``load`` returns a future) can cost over one batch.
+GATHER_FUTURES_FLOOR = "floor + asyncio.gather(100 futures answered at once) (no task per get)"
+#: The least an ``mget`` of 100 stored values can cost in memory: one ``orjson.loads`` of them joined.
+MGET_DECODE_FLOOR = "orjson.loads of the 100 stored values joined (decoding alone)"
 
 
 @dataclass(frozen=True)
@@ -239,6 +244,19 @@ CHECKS: tuple[Check, ...] = (
         )
         for title, section, cls in GATHER_STORES
     ),
+    *(
+        Check(
+            f"{title}: no task per get, floor + gather(100 futures answered at once), time ÷ one mget(100)",
+            section,
+            GATHER,
+            GATHER_FUTURES_FLOOR,
+            f"kvstore {cls}.mget(100)",
+            "",
+            0.0,
+            time=True,
+        )
+        for title, section, cls in GATHER_STORES
+    ),
     Check(
         "LangGraph AsyncPostgresStore: 100 concurrent agets, time ÷ one abatch(100) (for comparison)",
         "postgres",
@@ -257,6 +275,17 @@ CHECKS: tuple[Check, ...] = (
         "aiocache SimpleMemoryCache.mget",
         ">=",
         1.0,
+    ),
+    # What storing bytes costs at least against a peer that keeps the caller's objects (issue 14: beat LangGraph's
+    # InMemoryStore while still storing bytes): the decoding alone, ÷ the peer's whole batch.
+    Check(
+        "Memory mget 100: decoding the 100 stored values alone ÷ LangGraph InMemoryStore.batch(100 GetOp)",
+        "memory",
+        "mget 100",
+        MGET_DECODE_FLOOR,
+        "LangGraph InMemoryStore.batch(100 GetOp)",
+        "",
+        0.0,
     ),
     Check(
         "Memory mset 100: AsyncMemoryCache ÷ aiocache",

@@ -276,7 +276,7 @@ def test_concurrent_gets_are_registered_against_one_mget_on_sqlite_postgres_and_
 def test_concurrent_gets_run_on_sqlite_and_give_the_same_values_as_one_mget(tmp_path: Path) -> None:
     """The gather case and the mget case run on SQLite (no server needed) and read the same 100 values."""
     from benchmarks.backends import GATHER, SqliteTier
-    from benchmarks.registry import gather_floor, gather_gets, grid, run
+    from benchmarks.registry import gather_floor, gather_futures_floor, gather_gets, grid, run
     from benchmarks.report import Report
     from benchmarks.runner import Context
 
@@ -291,6 +291,8 @@ def test_concurrent_gets_run_on_sqlite_and_give_the_same_values_as_one_mget(tmp_
         assert values == ctx.wait(grid(tier, 1, "mget 100")(0))  # type: ignore[arg-type]
         # asyncio's own cost row: the floor's batch read, whose values it returns, plus 100 no-op coroutines
         assert ctx.wait(gather_floor(tier)(0)) == values  # type: ignore[arg-type]
+        # and with 100 bare futures answered at once instead (no task per get)
+        assert ctx.wait(gather_futures_floor(tier)(0)) == values  # type: ignore[arg-type]
         tier.close()
         ctx.tmp = tmp_path
         run(ctx, "sqlite", ["100"])
@@ -795,3 +797,22 @@ def test_the_append_cost_tool_still_takes_todays_append_statement_apart(postgres
     rows = measure(postgres_url, rounds=1, appends=3)
     assert [row[0] for row in rows] == labels
     assert all(cpu > 0 and wall > 0 for _, cpu, wall in rows)
+
+
+def test_the_memory_decode_floor_decodes_the_same_100_values_as_the_mget_floor(tmp_path: Path) -> None:
+    """The info row "decoding alone" reads what the floor reads, in one orjson.loads (no per-key work timed)."""
+    from benchmarks.backends import MemoryTier
+    from benchmarks.report import Report
+    from benchmarks.runner import Context
+
+    ctx = Context(Report(quick=True, command="test"), True, tmp_path, "", "")
+    tier = MemoryTier(ctx)
+    try:
+        tier.open()
+        decoded = tier.decode_mget()(0)
+        assert isinstance(decoded, list)
+        assert len(decoded) == 100
+        assert decoded == tier.floor_mget()(0)
+        tier.close()
+    finally:
+        ctx.loop.close()
