@@ -13,6 +13,13 @@ Each message is one SSE event whose ``id`` is its position in the conversation: 
 with no gap and no duplicate (`AsyncChatHistory.watch`). The messages live in the embedded
 default store (``./.kvstore/kvstore.db``, SQLite), so any process that opens it (another web
 worker, an agent, ``kvstore append``) feeds every open stream.
+
+With a PostgreSQL primary (``KVSTORE_DATABASE__TYPE=postgres``, ``KVSTORE_DATABASE__URL=...``,
+``KVSTORE_DATABASE__FALLBACK=sqlite``) that was down when the server started, a stream follows the
+fallback until the primary serves; then its watch ends with `WatchRestartError` and the stream sends
+a ``reset`` event whose empty ``id`` clears the browser's ``Last-Event-ID``: the reconnect starts
+over from the primary, and the page clears its view
+(``source.addEventListener("reset", () => list.replaceChildren())``).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from kvstore import AsyncChatHistory, AsyncStorageManager, ChatHistory, ChatMessage, StorageManager
+from kvstore import AsyncChatHistory, AsyncStorageManager, ChatHistory, ChatMessage, StorageManager, WatchRestartError
 
 
 def make_app() -> Starlette:
@@ -56,9 +63,14 @@ def make_app() -> Starlette:
 
         async def stream() -> AsyncIterator[bytes]:
             # When the browser goes away, Starlette cancels this generator: the watch is released.
-            async for position, message in messages:
-                data = orjson.dumps(message.model_dump(mode="json")).decode()
-                yield f"id: {position}\nevent: message\ndata: {data}\n\n".encode()
+            try:
+                async for position, message in messages:
+                    data = orjson.dumps(message.model_dump(mode="json")).decode()
+                    yield f"id: {position}\nevent: message\ndata: {data}\n\n".encode()
+            except WatchRestartError:
+                # The primary serves again, at other positions than the fallback this stream followed:
+                # an empty id clears Last-Event-ID, so the browser's reconnect starts over (?start=).
+                yield b"id:\nevent: reset\ndata: {}\n\n"
 
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)

@@ -23,6 +23,7 @@ from kvstore.errors import (
     MissingDependencyError,
     SerializationError,
     ValueTooLargeError,
+    WatchRestartError,
     WrongTypeError,
 )
 from kvstore.manager import StorageBackends, StorageManager
@@ -96,6 +97,7 @@ __all__ = [
     "TierStats",
     "TypedStore",
     "ValueTooLargeError",
+    "WatchRestartError",
     "WrongTypeError",
     "__version__",
     "instrument",

@@ -30,6 +30,7 @@ __all__ = [
     "MissingDependencyError",
     "SerializationError",
     "ValueTooLargeError",
+    "WatchRestartError",
     "WrongTypeError",
 ]
 
@@ -109,6 +110,17 @@ class BackendBusyError(BackendUnavailableError):
 
 class ClosedError(BackendUnavailableError):
     """The store was closed; open a new one (or reconnect the manager) to use it."""
+
+
+class WatchRestartError(BackendUnavailableError):
+    """A watch that followed the failover tier's fallback ended: the primary serves the tier again.
+
+    A planned end, not an outage (``operation="watch"``, ``backend`` is the fallback's).
+    Start a new watch: it follows the primary, whose positions are not the fallback's, so
+    never resume from a position the ended watch yielded (use ``start=0``, ``-n`` or
+    ``None``, or resume by content). A subclass of `BackendUnavailableError`, which
+    catches it too.
+    """
 
 
 class InvalidKeyError(KVStoreError, ValueError):

@@ -1,5 +1,6 @@
 """examples/chat_sse.py served by uvicorn in a subprocess, read by a real HTTP client (httpx) while
-this process appends: the exact SSE events, resumption with Last-Event-ID, and posting."""
+this process appends: the exact SSE events, resumption with Last-Event-ID, posting, and the reset
+when a PostgreSQL primary down at start serves again."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import orjson
 import pytest
 
 from kvstore import ChatHistory, ChatMessage, StorageManager
+from tests.fixtures_postgres import PgServer
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("starlette")
@@ -28,10 +31,17 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "chat_sse.py"
 def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The example app on a free port, its store in ``tmp_path`` (the test's cwd too)."""
     monkeypatch.chdir(tmp_path)
+    with serve(tmp_path, {}) as url:
+        yield url
+
+
+@contextmanager
+def serve(tmp_path: Path, config: dict[str, str]) -> Iterator[str]:
+    """The example app on a free port in ``tmp_path``, configured by ``config`` (``KVSTORE_*`` variables)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KVSTORE_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KVSTORE_")} | config
     proc = subprocess.Popen(
         [sys.executable, str(EXAMPLE), "--serve", "--port", str(port)],
         cwd=tmp_path,
@@ -72,7 +82,8 @@ def read_events(lines: Iterator[str], n: int) -> list[dict[str, Any]]:
             if len(events) == n:
                 return events
             continue
-        field, _, value = line.partition(": ")
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")  # the SSE spec drops one space after the colon
         event[field] = orjson.loads(value) if field == "data" else value
     raise AssertionError(f"the stream ended after {len(events)} events")
 
@@ -111,3 +122,47 @@ def test_sse_streams_a_conversation_appended_by_another_process(server: str) -> 
         assert [e["data"] for e in resumed[:2]] == [wire(m) for m in sent[3:]]
         assert resumed[2]["data"]["content"] == "posted"
         assert [m.content for m in history.last(10)] == ["first", "part 1", "part 2", "part 3", "while away", "posted"]
+
+
+@pytest.mark.postgres
+def test_sse_resets_the_browser_when_the_primary_serves_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, owned_postgres: PgServer
+) -> None:
+    """Started while its PostgreSQL primary is down, the example streams from its SQLite fallback,
+    with the fallback's positions. Once the primary serves, the stream sends an empty ``id`` (which
+    clears the browser's Last-Event-ID) and ``event: reset``, and ends; the reconnect, without
+    Last-Event-ID, starts over from the primary. Before: the stream broke off and the browser
+    resumed the primary's list after a fallback position (here: after "h1", so "h0", "h1" lost)."""
+    monkeypatch.chdir(tmp_path)
+    with StorageManager({"database": {"type": "postgres", "url": owned_postgres.url}}) as seed:
+        ChatHistory(seed.database, "c1").extend(  # the primary's history, from before the outage
+            [ChatMessage(role="user", content=f"h{i}", id=f"h{i}") for i in range(2)]
+        )
+    owned_postgres.pg_ctl("-m", "fast", "-w", "stop")
+    config = {
+        "KVSTORE_DATABASE__TYPE": "postgres",
+        "KVSTORE_DATABASE__URL": owned_postgres.url,
+        "KVSTORE_DATABASE__FALLBACK": "sqlite",
+        "KVSTORE_DATABASE__PROBE_INTERVAL": "0.2",
+        "KVSTORE_DATABASE__CONNECT_TIMEOUT": "1",
+    }
+    with serve(tmp_path, config) as url, httpx.stream("GET", f"{url}/chat/c1/events?start=0", timeout=30) as reply:
+        lines = reply.iter_lines()
+        for content in ("a", "b"):  # posted during the outage: the fallback has them at 0 and 1
+            posted = httpx.post(f"{url}/chat/c1/messages", json={"role": "user", "content": content}, timeout=10)
+            assert posted.status_code == 201
+        assert [(e["id"], e["data"]["content"]) for e in read_events(lines, 2)] == [("0", "a"), ("1", "b")]
+
+        owned_postgres.start()  # the primary serves again: the outage's posts are replayed onto it
+        assert read_events(lines, 1) == [{"id": "", "event": "reset", "data": {}}]
+        assert list(lines) == []  # and the response ends: the browser reconnects
+
+        # The reconnect carries no Last-Event-ID: the last 20 from the primary, at its positions.
+        with httpx.stream("GET", f"{url}/chat/c1/events", timeout=30) as again:
+            got = read_events(again.iter_lines(), 4)
+    assert [(e["id"], e["event"], e["data"]["content"]) for e in got] == [
+        ("0", "message", "h0"),
+        ("1", "message", "h1"),
+        ("2", "message", "a"),
+        ("3", "message", "b"),
+    ]

@@ -16,6 +16,7 @@ from kvstore.errors import (
     MissingDependencyError,
     SerializationError,
     ValueTooLargeError,
+    WatchRestartError,
     WrongTypeError,
 )
 
@@ -47,6 +48,7 @@ def test_error_hierarchy() -> None:
     assert issubclass(MissingDependencyError, ConfigError)
     assert issubclass(MissingDependencyError, ImportError)
     assert issubclass(BackendUnavailableError, KVStoreError)
+    assert issubclass(WatchRestartError, BackendUnavailableError)  # an existing `except` still catches it
     assert issubclass(InvalidKeyError, ValueError)
     assert issubclass(WrongTypeError, TypeError)
     assert issubclass(SerializationError, ValueError)

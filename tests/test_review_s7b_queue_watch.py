@@ -197,7 +197,7 @@ async def test_watch_started_again_after_postgres_came_up_follows_it(postgres_ur
     Before: every later ``watch`` raised "the database primary was never connected" for good,
     since nothing the process did let the tier open its primary once it answered.
     """
-    from kvstore import BackendUnavailableError
+    from kvstore import BackendUnavailableError, WatchRestartError
     from kvstore.postgres import AsyncPostgresDatabase
 
     target = urlsplit(postgres_url)
@@ -219,8 +219,9 @@ async def test_watch_started_again_after_postgres_came_up_follows_it(postgres_ur
     try:
         async with AsyncStorageManager(config) as storage:
             early = storage.database.watch("events", start=0)
-            with pytest.raises(BackendUnavailableError):
+            with pytest.raises(BackendUnavailableError) as down:
                 await anext(early)
+            assert not isinstance(down.value, WatchRestartError)  # an outage, not a planned end
             await proxy.start()  # PostgreSQL "comes up"
             await writer.append("events", {"n": 0})
             seen: list[Any] = []

@@ -12,7 +12,7 @@ import pytest
 
 from kvstore import AsyncStorageManager
 from kvstore._resilience.breaker import BreakerState
-from kvstore.errors import BackendUnavailableError
+from kvstore.errors import BackendUnavailableError, WatchRestartError
 from tests.fixtures_postgres import PgServer
 
 
@@ -175,7 +175,7 @@ async def test_a_fallback_watch_cancelled_in_its_wait_or_its_probe_ends_leaves_n
                     got.append(item)
 
         started = time.monotonic()
-        with pytest.raises(BackendUnavailableError, match="answers again") as raised:
+        with pytest.raises(WatchRestartError, match="answers again") as raised:
             await follow_to_the_end()
         assert time.monotonic() - started < 5.0
         assert raised.value.operation == "watch"

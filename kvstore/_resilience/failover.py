@@ -81,7 +81,7 @@ from kvstore.base import (
     holds_value,
     not_an_integer,
 )
-from kvstore.errors import BackendBusyError, BackendUnavailableError, ClosedError, KVStoreError
+from kvstore.errors import BackendBusyError, BackendUnavailableError, ClosedError, KVStoreError, WatchRestartError
 
 __all__ = ["FailoverCache", "FailoverDatabase"]
 
@@ -857,7 +857,8 @@ class FailoverDatabase(_AsyncFailover, Database):
         primary, and the outage's writes were replayed onto it, at other positions): while
         it waits for items it probes the primary when a probe is due (``probe_interval``)
         and, at most one ``poll_interval`` after the tier failed back, raises
-        `BackendUnavailableError` (``operation="watch"``). Start a new watch then: it
+        `WatchRestartError` (a `BackendUnavailableError`, ``operation="watch"``): a
+        planned end, not an outage. Start a new watch then: it
         follows the primary, whose positions differ (resume by content, or from
         ``start=0`` or ``-n``, never from a position this watch yielded). The items it
         yielded are not repeated by it.
@@ -890,7 +891,7 @@ class FailoverDatabase(_AsyncFailover, Database):
         return self.served or (self.primary is not None and self.breaker.state is BreakerState.CLOSED)
 
     def _watch_fallback(self, key: str, start: int | None, poll_interval: float | None) -> Iterator[ListItem]:
-        """The fallback's watch, ended with `BackendUnavailableError` once the primary serves the tier."""
+        """The fallback's watch, ended with `WatchRestartError` once the primary serves the tier."""
         fallback: Database = self._fallback
 
         def idle() -> None:
@@ -899,7 +900,7 @@ class FailoverDatabase(_AsyncFailover, Database):
             if not self._primary_serves() and self.breaker.state is not BreakerState.CLOSED:
                 self._route()
             if self._primary_serves():
-                raise BackendUnavailableError(
+                raise WatchRestartError(
                     f"the database primary ({self.primary.backend}) answers again and serves this tier: this "
                     f"watch followed the fallback ({fallback.backend}), whose positions are not the primary's; "
                     "start a new watch, which follows the primary (the outage's writes were replayed onto it)",

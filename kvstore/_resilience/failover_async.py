@@ -79,7 +79,7 @@ from kvstore.base_async import (
     holds_value,
     not_an_integer,
 )
-from kvstore.errors import BackendBusyError, BackendUnavailableError, ClosedError, KVStoreError
+from kvstore.errors import BackendBusyError, BackendUnavailableError, ClosedError, KVStoreError, WatchRestartError
 
 __all__ = ["AsyncFailoverCache", "AsyncFailoverDatabase"]
 
@@ -884,7 +884,8 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
         primary, and the outage's writes were replayed onto it, at other positions): while
         it waits for items it probes the primary when a probe is due (``probe_interval``)
         and, at most one ``poll_interval`` after the tier failed back, raises
-        `BackendUnavailableError` (``operation="watch"``). Start a new watch then: it
+        `WatchRestartError` (a `BackendUnavailableError`, ``operation="watch"``): a
+        planned end, not an outage. Start a new watch then: it
         follows the primary, whose positions differ (resume by content, or from
         ``start=0`` or ``-n``, never from a position this watch yielded). The items it
         yielded are not repeated by it.
@@ -920,7 +921,7 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
     async def _watch_fallback(
         self, key: str, start: int | None, poll_interval: float | None
     ) -> AsyncIterator[ListItem]:
-        """The fallback's watch, ended with `BackendUnavailableError` once the primary serves the tier."""
+        """The fallback's watch, ended with `WatchRestartError` once the primary serves the tier."""
         fallback: AsyncDatabase = self._fallback
 
         async def idle() -> None:
@@ -929,7 +930,7 @@ class AsyncFailoverDatabase(_AsyncFailover, AsyncDatabase):
             if not self._primary_serves() and self.breaker.state is not BreakerState.CLOSED:
                 await self._route()
             if self._primary_serves():
-                raise BackendUnavailableError(
+                raise WatchRestartError(
                     f"the database primary ({self.primary.backend}) answers again and serves this tier: this "
                     f"watch followed the fallback ({fallback.backend}), whose positions are not the primary's; "
                     "start a new watch, which follows the primary (the outage's writes were replayed onto it)",

@@ -4,8 +4,8 @@
 A process that starts while its PostgreSQL primary is down reads from its fallback
 (``degraded_reads="auto"``), and so does its `watch`, with the fallback's positions. Once
 the primary answers, writes go to it (the outage journal replayed first): the watch must
-not go on waiting on the fallback forever. It ends with `BackendUnavailableError`, and a
-new watch follows the primary.
+not go on waiting on the fallback forever. It ends with `WatchRestartError` (a
+`BackendUnavailableError`), and a new watch follows the primary.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from kvstore import StorageManager
-from kvstore.errors import BackendUnavailableError, KVStoreError
+from kvstore.errors import BackendUnavailableError, KVStoreError, WatchRestartError
 from tests.fixtures_postgres import PgServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -112,7 +112,8 @@ def test_a_fallback_watch_ends_once_the_primary_serves_and_a_new_watch_follows_t
         assert outcome.ended_at - back < BOUND
         assert outcome.items == [(0, "a"), (1, "b")]  # nothing repeated, nothing invented
         error = outcome.error
-        assert isinstance(error, BackendUnavailableError), error
+        assert isinstance(error, WatchRestartError), error  # typed: a planned end, not an outage
+        assert isinstance(error, BackendUnavailableError)  # what callers caught before
         assert (error.operation, error.key, error.backend) == ("watch", "log", fallback)
         assert "answers again" in error.message
         assert "new watch" in error.message
