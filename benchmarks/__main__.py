@@ -18,7 +18,7 @@ bare driver pool of the same size on PostgreSQL and Redis); the scaling section 
 (last(20) vs history length, keys(pattern) vs total keys and matches, `kvstore copy` SQLite -> PostgreSQL vs a
 raw COPY). The queue section is benchmarks/bench_queue.py (enqueue+claim+ack/s with 1 and 4 workers against pgqueuer,
 procrastinate and huey; enqueue-to-claim latency of an idle worker), the watch section benchmarks/watch.py
-(append-to-watcher latency per backend, the PostgreSQL notify trigger's cost). --workloads selects their parts by
+(append-to-watcher latency per backend, what notifying a watched PostgreSQL list costs an append). --workloads selects their parts by
 prefix too (get, chat; last, keys, copy; throughput, latency; latency, notify).
 Everything created is named bench_<pid>_... and removed at the end.
 """
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     meta["wall time"] = f"{time.perf_counter() - started:.0f} s"
     if out is None:
         print("\n(partial run: REPORT.md not written; pass --out DIR to write it)")
-        return 0
+        return _failed(report)
     out.mkdir(parents=True, exist_ok=True)
     chart = report.chart(out / "chart.png")
     if not chart and any(t.section in TIERS for t in report.tables):
@@ -274,7 +274,15 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nwrote {out / 'REPORT.md'}" + "".join(f", {out / name}" for name in (["chart.png"] if chart else []) + extra)
     )
-    return 0
+    return _failed(report)
+
+
+def _failed(report: Report) -> int:
+    """1 when a section crashed (its report section says why): a run that lost a section is not a clean run."""
+    crashed = [name for name, why in report.skipped.items() if why.startswith("failed:")]
+    if crashed:
+        print(f"\nFAILED sections: {', '.join(crashed)} (see above; the report says why)")
+    return 1 if crashed else 0
 
 
 if __name__ == "__main__":

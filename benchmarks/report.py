@@ -236,7 +236,7 @@ class Report:
     #: ``benchmarks.bench_queue`` rows (throughput per backend and worker count, enqueue-to-claim latency).
     queue: list[dict[str, Any]] = field(default_factory=list)
     queue_run: str = ""
-    #: ``benchmarks.watch`` rows (append-to-watcher latency per backend, the notify trigger's cost).
+    #: ``benchmarks.watch`` rows (append-to-watcher latency per backend, what notifying a watched list costs).
     watch: list[dict[str, Any]] = field(default_factory=list)
     watch_run: str = ""
     #: Chart file per curve section ("concurrency", "scaling"), set by ``curve_charts``.

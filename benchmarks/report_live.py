@@ -123,13 +123,14 @@ def watch_md(rows: list[dict[str, Any]], run: str, notes: list[str]) -> list[str
     cost = [r for r in rows if r["workload"] == "notify_cost"]
     if cost:
         lines += [
-            "### What the notify trigger costs an append (PostgreSQL)",
+            "### What notifying a watched list costs an append (PostgreSQL)",
             "",
-            "kvstore's sync `append` (one list per writer process) with the statement-level notify trigger and with "
-            "it dropped, alternating which goes first, a LISTEN connection open meanwhile; median appends/s. Server "
+            "kvstore's sync `append` (one list per writer process) to a list a live watcher's row marks as watched "
+            "(the append function probes `<prefix>watchers` and sends one NOTIFY) and to a list nobody watches (the "
+            "probe only), alternating which goes first, a LISTEN connection open meanwhile; median appends/s. Server "
             "CPU per append where the server's processes are readable (steadier than wall-clock rates here).",
             "",
-            "| writers | appends each | without trigger /s | with trigger /s | with ÷ without | server CPU µs/append without → with |",
+            "| writers | appends each | unwatched /s | watched /s | watched ÷ unwatched | server CPU µs/append unwatched → watched |",
             "|---:|---:|---:|---:|---:|---|",
         ]
         for r in cost:

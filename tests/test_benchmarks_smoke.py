@@ -229,6 +229,26 @@ def test_the_langgraph_section_renders_its_tables_and_joins_the_summary() -> Non
     assert "| LangGraph | checkpointer turn @ 20 messages (Memory) |" in text
 
 
+def test_a_section_that_crashes_is_written_into_the_report_and_fails_the_run(tmp_path: Path) -> None:
+    """A full run that lost a section (the watch section once crashed on a dropped trigger and the report went out
+    without it) exits 1 and names it, with the report still written and saying why."""
+    code = (
+        "import runpy, sys\n"
+        "import benchmarks.watch as watch\n"
+        "def crash(ctx, only=None):\n"
+        "    raise RuntimeError('the watch section broke')\n"
+        "watch.run = crash\n"
+        f"sys.argv = ['benchmarks', '--quick', '--only', 'watch', '--out', {str(tmp_path)!r}]\n"
+        "runpy.run_module('benchmarks', run_name='__main__', alter_sys=True)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "FAILED sections: watch" in proc.stdout
+    assert "the watch section broke" in (tmp_path / "REPORT.md").read_text()
+
+
 def test_langgraph_section_is_skipped_with_the_reason_when_langgraph_is_missing() -> None:
     """`--only langgraph` without LangGraph installed: skipped with why, before any PostgreSQL is needed."""
     code = (
@@ -652,7 +672,7 @@ def test_the_queue_and_watch_sections_render_and_join_the_summary_and_the_must_s
         "### Enqueue-to-claim latency, idle worker",
         "## Live updates (watch)",
         "### Append-to-watcher latency",
-        "### What the notify trigger costs an append (PostgreSQL)",
+        "### What notifying a watched list costs an append (PostgreSQL)",
     ):
         assert heading in text
     assert "| **kvstore Queue (SQLite, threads)** | kvstore (sync) | 27,000 | 13,500 | 9,000 | 0.225 |" in text
@@ -777,6 +797,33 @@ def test_the_model_floor_of_last_20_reads_the_same_page_as_the_floor_and_the_dic
                 tier.close()
     finally:
         ctx.loop.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_the_notify_cost_rounds_append_to_a_watched_list_that_notifies_and_an_unwatched_one_that_does_not(
+    postgres_url: str,
+) -> None:
+    """The watch section's notify-cost part runs on today's schema (it once toggled a trigger that schema version 7
+    dropped, and the whole section was skipped): watched rounds send one NOTIFY per append, unwatched ones none."""
+    import os
+
+    import psycopg
+
+    from benchmarks.watch import notify_cost
+
+    schema = f"bench_{os.getpid()}_notifytest"
+    try:
+        rows = notify_cost(postgres_url, rounds=1, count=10, schema=schema)
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    assert [r["writers"] for r in rows] == [1, 4]
+    for r in rows:
+        assert r["with_per_s"] > 0
+        assert r["without_per_s"] > 0
+        assert r["notifies_with"] == r["writers"] * 10
+        assert r["notifies_without"] == 0
 
 
 @pytest.mark.postgres
