@@ -86,8 +86,10 @@ class GetBatcher:
         if batch is None or batch.loop is not loop or len(batch.waiters) >= MAX_BATCH:
             batch = self._pending = _Batch(loop)
             self._busy += 1
-            # A new task runs after every callback already queued: the rest of this tick.
-            task = loop.create_task(self._run(batch))
+            # A new task runs after every callback already queued: the rest of this tick. Made as
+            # `asyncio.Task` itself, never started eagerly (a loop's eager_task_factory, 3.12+): the
+            # runner would then read the batch before any caller joined it (batching silently off).
+            task = asyncio.Task(self._run(batch), loop=loop)
             self._tasks.add(task)
             task.add_done_callback(functools.partial(self._ran, batch))
         future: asyncio.Future[Any] = loop.create_future()
