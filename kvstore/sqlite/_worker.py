@@ -130,10 +130,12 @@ class AsyncSqliteWorker(AsyncWorker):
 class _Turn:
     """When the event loop of this thread started running store calls without running anything else (0: it ran)."""
 
-    __slots__ = ("started",)
+    __slots__ = ("loop", "started")
 
     def __init__(self) -> None:
         self.started = 0.0
+        #: The loop whose pass the turn belongs to (a turn of a closed loop is never reset).
+        self.loop: asyncio.AbstractEventLoop | None = None
 
 
 #: Shared by every store, so that a loop of calls on several stores yields as one.
@@ -149,8 +151,9 @@ def _end_turn() -> None:
 
 def begin_turn() -> None:
     """A store call runs on the loop after the loop ran other work: start counting, until the loop runs again."""
-    turn.started = time.perf_counter()
-    asyncio.get_running_loop().call_soon(_end_turn)
+    loop = asyncio.get_running_loop()
+    turn.started, turn.loop = time.perf_counter(), loop
+    loop.call_soon(_end_turn)
 
 
 class SqliteWorker(Worker):
