@@ -127,10 +127,11 @@ class AsyncSqliteWorker(AsyncWorker):
         self._owner = threading.Lock()  # may have been held by the parent's thread at fork
 
 
-class _Turn:
-    """When the event loop of this thread started running store calls without running anything else (0: it ran)."""
+class _Turn(threading.local):
+    """When the event loop of this thread started running store calls without running anything else (0: it ran).
 
-    __slots__ = ("loop", "started")
+    One per thread: threads each running a loop on their stores must not end or restart each other's turn.
+    """
 
     def __init__(self) -> None:
         self.started = 0.0
@@ -138,7 +139,7 @@ class _Turn:
         self.loop: asyncio.AbstractEventLoop | None = None
 
 
-#: Shared by every store, so that a loop of calls on several stores yields as one.
+#: Shared by every store of a thread, so that a loop of calls on several stores yields as one.
 turn = _Turn()
 #: Seconds of store calls on the loop after which the next call first lets the loop run its other tasks:
 #: a caller awaiting call after call (each finishing on the loop, so never suspending) starves no one.
