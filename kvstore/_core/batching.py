@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
+import itertools
 import types
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,10 @@ _Coroutine = types.CoroutineType
 
 #: Most keys one batch reads; later ``get``s of the same tick start another batch.
 MAX_BATCH = 512
+
+#: Numbers the failed round trips of batches: every caller's copy of one failure carries its
+#: number as ``batch_failure``, so a failover tier counts that round trip once for its breaker.
+_failures = itertools.count(1)
 
 
 class _Batch:
@@ -81,8 +86,10 @@ class GetBatcher:
         if batch is None or batch.loop is not loop or len(batch.waiters) >= MAX_BATCH:
             batch = self._pending = _Batch(loop)
             self._busy += 1
-            # A new task runs after every callback already queued: the rest of this tick.
-            task = loop.create_task(self._run(batch))
+            # A new task runs after every callback already queued: the rest of this tick. Made as
+            # `asyncio.Task` itself, never started eagerly (a loop's eager_task_factory, 3.12+): the
+            # runner would then read the batch before any caller joined it (batching silently off).
+            task = asyncio.Task(self._run(batch), loop=loop)
             self._tasks.add(task)
             task.add_done_callback(functools.partial(self._ran, batch))
         future: asyncio.Future[Any] = loop.create_future()
@@ -123,10 +130,11 @@ class GetBatcher:
                     else:
                         future.set_result(raw)
         except Exception as exc:
+            failure = next(_failures)
             for key, futures in batch.waiters.items():
                 for future in futures:
                     if not future.done():
-                        future.set_exception(_own(exc, key))
+                        future.set_exception(_own(exc, key, failure))
 
     def _ran(self, batch: _Batch, task: asyncio.Task[None]) -> None:
         """The runner is done, whatever happened: even cancelled before it started, no caller hangs."""
@@ -141,8 +149,12 @@ class GetBatcher:
                 future.cancel()
 
 
-def _own(exc: BaseException, key: str) -> BaseException:
-    """A copy of ``exc`` for one caller of a batch (its traceback and cause kept, its key set)."""
+def _own(exc: BaseException, key: str, failure: int = 0) -> BaseException:
+    """A copy of ``exc`` for one caller of a batch (its traceback and cause kept, its key set).
+
+    A copy for a failed round trip (``failure``, its number) carries it as ``batch_failure``:
+    one round trip failed, however many callers it carried (see `_AsyncFailover._primary_failed`).
+    """
     try:
         mine = copy.copy(exc)
         mine.__dict__.update(exc.__dict__)
@@ -155,4 +167,6 @@ def _own(exc: BaseException, key: str) -> BaseException:
         if mine.key is None:
             mine.key = key
         mine.operation = "get"
+        if failure:
+            mine.batch_failure = failure  # type: ignore[attr-defined]  # read with getattr by the failover
     return mine

@@ -122,6 +122,9 @@ class _AsyncFailover:
         self.events: dict[str, int] = {"failover": 0, "failback": 0, "replayed": 0, "conflicts": 0, "dead_letters": 0}
         #: Set when `aclose` begins: a `ClosedError` of the primary from then on is this tier's own doing.
         self._closing = False
+        if True:  # ASYNC
+            #: The number of the last failed batch of gets counted by the breaker (`_primary_failed`).
+            self._counted_batch = 0
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.active} ({self.breaker.state.value}) prefix={self.key_prefix!r}>"
@@ -233,6 +236,14 @@ class _AsyncFailover:
         """
         if isinstance(exc, BackendBusyError) or (self._closing and isinstance(exc, ClosedError)):
             return False
+        if True:  # ASYNC
+            # The callers of one batch of gets (kvstore._core.batching) each get a copy of its
+            # round trip's failure: one failure of the primary, counted once, as unbatched calls.
+            failure = getattr(exc, "batch_failure", 0)
+            if failure:
+                if failure == self._counted_batch:
+                    return self.breaker.state is not BreakerState.CLOSED
+                self._counted_batch = failure
         was_closed = self.breaker.state is BreakerState.CLOSED
         is_open = self.breaker.failure(Route.PRIMARY, str(exc))
         if is_open and was_closed:

@@ -186,10 +186,22 @@ class AsyncSqliteDatabase(AsyncDatabase):
         async def _next_turn(self, writes: bool, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
             """The call, after letting the loop run its other tasks (see `TURN_BUDGET`)."""
             await asyncio.sleep(0)
-            # A new turn in any case: the reset scheduled by the last one may never run (its
-            # loop was closed, or this is a forked child), and the call must not yield again.
-            begin_turn()
-            result: Any = self._run_write(fn, *args) if writes else self._run_read(fn, *args)
+            ongoing = turn.started
+            if ongoing and turn.loop is asyncio.get_running_loop():
+                # Another caller's turn of this loop pass used up the budget (many tasks calling at
+                # once): this call, which waited a pass already, runs now all the same, but the turn
+                # keeps its start, so this caller's next call waits for the next pass. A fresh turn
+                # for each resumed caller made one pass run tasks x TURN_BUDGET of store calls.
+                turn.started = perf_counter()
+                try:
+                    result: Any = self._run_write(fn, *args) if writes else self._run_read(fn, *args)
+                finally:
+                    turn.started = ongoing
+            else:
+                # A new turn: the loop ran since the last one, or its reset never will (its loop
+                # was closed, or this is a forked child).
+                begin_turn()
+                result = self._run_write(fn, *args) if writes else self._run_read(fn, *args)
             if result.__class__ is _Coroutine:
                 result = await result
             return result  # type: ignore[no-any-return]  # the engine's answer

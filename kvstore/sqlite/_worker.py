@@ -127,16 +127,19 @@ class AsyncSqliteWorker(AsyncWorker):
         self._owner = threading.Lock()  # may have been held by the parent's thread at fork
 
 
-class _Turn:
-    """When the event loop of this thread started running store calls without running anything else (0: it ran)."""
+class _Turn(threading.local):
+    """When the event loop of this thread started running store calls without running anything else (0: it ran).
 
-    __slots__ = ("started",)
+    One per thread: threads each running a loop on their stores must not end or restart each other's turn.
+    """
 
     def __init__(self) -> None:
         self.started = 0.0
+        #: The loop whose pass the turn belongs to (a turn of a closed loop is never reset).
+        self.loop: asyncio.AbstractEventLoop | None = None
 
 
-#: Shared by every store, so that a loop of calls on several stores yields as one.
+#: Shared by every store of a thread, so that a loop of calls on several stores yields as one.
 turn = _Turn()
 #: Seconds of store calls on the loop after which the next call first lets the loop run its other tasks:
 #: a caller awaiting call after call (each finishing on the loop, so never suspending) starves no one.
@@ -149,8 +152,9 @@ def _end_turn() -> None:
 
 def begin_turn() -> None:
     """A store call runs on the loop after the loop ran other work: start counting, until the loop runs again."""
-    turn.started = time.perf_counter()
-    asyncio.get_running_loop().call_soon(_end_turn)
+    loop = asyncio.get_running_loop()
+    turn.started, turn.loop = time.perf_counter(), loop
+    loop.call_soon(_end_turn)
 
 
 class SqliteWorker(Worker):
