@@ -629,6 +629,7 @@ def _spawned(backend: str, target: str, prefix: str, n: int, out: Any) -> None:
         out.put((n, repr(exc)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_spawned_processes_each_with_its_store_batch_on_one_server(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
