@@ -38,14 +38,8 @@ from kvstore.postgres import AsyncPostgresDatabase
 from kvstore.redis import AsyncRedisCache
 from kvstore.sqlite import AsyncSqliteDatabase, SqliteDatabase
 from tests.fixtures_redis import RedisServer, start_redis_server, stop_redis_server
-from tests.test_batching import Spy, put_list
+from tests.test_batching import BACKENDS, Spy, put_list
 from tests.test_sqlite_async_loop import LoopTicker, other_process_holds_write_lock
-
-BACKENDS = [
-    pytest.param("postgres", marks=pytest.mark.postgres),
-    "sqlite",
-    pytest.param("redis", marks=pytest.mark.redis),
-]
 
 Opener = Callable[..., Awaitable[Any]]
 
